@@ -1,0 +1,304 @@
+/**
+ * The node agent: composes its parts and owns their lifecycle. Start order is
+ * isolation probe -> metering store -> NATS -> registry -> log shipper -> sandbox pool ->
+ * function cache -> gossip -> metering (replication, anti-entropy) -> executor -> control API ->
+ * router -> triggers -> gateway -> discovery; stopping runs in reverse.
+ *
+ *   router ──picks──> peer table <──adverts── gossip (libp2p + gossipsub)
+ *     │ local                  remote: NATS fnmesh.exec.<id>
+ *     v                                  v
+ *   executor ──> function cache (KV specs, object-store bundles) ──> sandbox pool ──> child
+ *     └──> metering: signed record, LevelDB (synced) + pushed to peers, before the result goes out
+ *            └──libp2p streams──> peers' metering (push, anti-entropy)
+ *   triggers (JetStream pull consumers, schedules) ──> executor (this node's, when it has room)
+ *   gateway (HTTP, --http) ──> router.route() like any invocation
+ */
+import { mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { fnmeshError } from '../../proto/errors.js'
+import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
+import { connectNats } from '../../sdk/src/nats.js'
+import { Registry } from '../../sdk/src/registry.js'
+import { ControlApi } from './api/api.js'
+import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
+import { Executor } from './executor/executor.js'
+import { Gateway } from './gateway/gateway.js'
+import { NatsDiscovery } from './gossip/discovery.js'
+import { Gossip } from './gossip/gossip.js'
+import { loadOrCreateKey } from './gossip/identity.js'
+import { PeerTable, type PeerEntry } from './gossip/peer-table.js'
+import { createLogger, type Logger } from './logger.js'
+import { LogShipper } from './logs/shipper.js'
+import { Metering } from './metering/metering.js'
+import { FunctionCache } from './registry/cache.js'
+import { TrustList } from './registry/trust.js'
+import { Router } from './router/router.js'
+import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
+import { SandboxPool } from './sandbox/pool.js'
+import { TriggerManager } from './triggers/manager.js'
+
+export type AgentState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed'
+
+export interface Agent {
+  readonly nodeId: string
+  readonly name: string
+  readonly config: AgentConfig
+  readonly state: AgentState
+  multiaddrs: () => string[]
+  /** the HTTP gateway's port, when it runs */
+  readonly httpPort: number | undefined
+  /** the peer table, this node included */
+  peers: () => PeerEntry[]
+  /** invocations this node's router sent to each node id */
+  routed: () => Map<string, number>
+  /**
+   * Graceful stop: leaves the gossip mesh (peers stop routing here at once), stops taking
+   * invocations, finishes those in flight, then stops every part. Idempotent.
+   */
+  drain: () => Promise<void>
+  /** Forced stop: kills sandboxes and closes everything without waiting. Idempotent. */
+  destroy: (err?: Error) => Promise<void>
+}
+
+interface Parts {
+  plan?: IsolationPlan
+  metering?: Metering
+  nc?: NatsConnection
+  shipper?: LogShipper
+  pool?: SandboxPool
+  functions?: FunctionCache
+  gossip?: Gossip
+  executor?: Executor
+  api?: ControlApi
+  router?: Router
+  triggers?: TriggerManager
+  gateway?: Gateway
+  discovery?: NatsDiscovery
+}
+
+/** Starts an agent and resolves once it serves invocations */
+export async function startAgent (options: AgentOptions = {}): Promise<Agent> {
+  const config = resolveConfig(options)
+  const logger = options.logger ?? createLogger({ base: { node: config.name } })
+  const parts: Parts = {}
+  try {
+    return await start(config, logger, parts)
+  } catch (err) {
+    await stopParts(parts, logger, false)
+    throw err
+  }
+}
+
+async function start (config: AgentConfig, logger: Logger, parts: Parts): Promise<Agent> {
+  // Probed first: --sandbox strict on a machine without the OS layers fails before anything starts.
+  const plan = parts.plan = detectIsolation({ mode: config.sandbox, uidBase: config.sandboxUidBase, disable: [...config.sandboxDisable] })
+  const missing = strictMissing(plan)
+  if (config.sandbox === 'strict' && missing.length > 0) {
+    throw fnmeshError('FNMESH_ERR_SANDBOX_UNAVAILABLE', `Cannot start with --sandbox strict: missing isolation layers: ${missing.join('; ')}`)
+  }
+  await mkdir(config.dataDir, { recursive: true })
+  const privateKey = await loadOrCreateKey(config.dataDir)
+  const trust = config.trust.length > 0 ? await TrustList.load([...config.trust]) : undefined
+  const swarmKey = config.swarmKey != null ? await readSwarmKey(config.swarmKey) : undefined
+  const metering = parts.metering = await Metering.open({
+    dir: join(config.dataDir, 'ledger'),
+    logger: logger.child({ part: 'agent:metering' }),
+    replicas: config.replicas,
+    ackReplicas: config.ackReplicas,
+    ackTimeoutMs: config.replicaAckTimeoutMs,
+    syncIntervalMs: config.syncIntervalMs,
+    retentionMs: config.retentionMs,
+    compactIntervalMs: config.compactIntervalMs,
+    minFreeBytes: config.minFreeMb * 1024 * 1024,
+    sealAfterMs: config.sealAfterMs,
+    // Peers must stop routing here at once: publish an advert with the reason.
+    onRefusingChange: () => { parts.gossip?.loadChanged() }
+  })
+  const nc = parts.nc = await connectNats({ name: `fnmesh-agent-${config.name}`, maxReconnectAttempts: -1, ...config.natsOptions, servers: config.nats })
+  if ((nc.info?.max_payload ?? 0) < RECOMMENDED_MAX_PAYLOAD) {
+    logger.warn({ maxPayload: nc.info?.max_payload }, `NATS max_payload is below ${RECOMMENDED_MAX_PAYLOAD} bytes: events and results near the 6 MB limit will be refused by the server`)
+  }
+  void watchNats(nc, logger)
+  const registry = await Registry.open(nc)
+  const table = new PeerTable({ peerTimeoutMs: config.peerTimeoutMs })
+  // The node id is known once gossip starts; the log shipper needs it for every line, so it
+  // takes it from this holder.
+  const identity = { nodeId: '' }
+  const shipper = parts.shipper = new LogShipper({ nc, get nodeId () { return identity.nodeId }, logger: logger.child({ part: 'agent:logs' }) })
+  await shipper.start()
+  const pool = parts.pool = new SandboxPool({
+    workDir: join(config.dataDir, 'sandbox'),
+    plan,
+    protectDir: config.dataDir,
+    idleTtlMs: config.idleTtlMs,
+    prewarm: config.prewarm,
+    maxWorkers: config.slots * 2 + config.prewarm,
+    initTimeoutMs: config.initTimeoutMs,
+    resultLimit: config.payloadLimit,
+    logLimit: config.logLimit,
+    capWaitMs: config.capWaitMs,
+    pidsMax: config.sandboxPids,
+    logs: (line) => { shipper.add(line) },
+    logger: logger.child({ part: 'agent:sandbox' })
+  })
+  await pool.start()
+  const functions = parts.functions = new FunctionCache({
+    registry,
+    bundlesDir: join(config.dataDir, 'bundles'),
+    logger: logger.child({ part: 'agent:registry' }),
+    trust,
+    onChange: (name, spec) => {
+      if (spec != null) pool.retire(name, spec.version)
+      void parts.triggers?.onSpec(name, spec)
+      parts.gateway?.onSpec(name, spec)
+    }
+  })
+  await functions.start()
+  const gossip = parts.gossip = new Gossip({
+    privateKey,
+    name: config.name,
+    listen: config.listen,
+    bootstrap: config.bootstrap,
+    swarmKey,
+    advertIntervalMs: config.advertIntervalMs,
+    advertMinGapMs: config.advertMinGapMs,
+    table,
+    snapshot: () => ({
+      slots: config.slots,
+      inFlight: parts.executor?.inFlight ?? 0,
+      warm: pool.warmKeys(),
+      invocations: parts.executor?.invocations ?? 0,
+      coldStarts: pool.coldStarts,
+      warmStarts: pool.warmStarts,
+      refusing: metering.refusing()
+    }),
+    logger: logger.child({ part: 'agent:gossip' })
+  })
+  await gossip.start()
+  const nodeId = identity.nodeId = gossip.nodeId
+  await metering.start({ privateKey, nodeId, libp2p: gossip.libp2p, table })
+  const executor = parts.executor = new Executor({
+    nodeId,
+    functions,
+    pool,
+    meter: metering,
+    logger: logger.child({ part: 'agent:executor' }),
+    onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
+    logs: (line) => { shipper.add(line) }
+  }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit })
+  executor.start(nc)
+  const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
+  api.start()
+  const router = parts.router = new Router({ nc, nodeId, table, functions, local: executor, logger: logger.child({ part: 'agent:router' }) }, {
+    queueWaitMs: config.queueWaitMs,
+    maxQueued: config.maxQueued,
+    dispatchGraceMs: config.dispatchGraceMs,
+    payloadLimit: config.payloadLimit,
+    policy: config.routing
+  })
+  if (config.router) router.start()
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, pool, logger: logger.child({ part: 'agent:triggers' }) })
+  await triggers.start()
+  if (config.http != null) {
+    const gateway = parts.gateway = new Gateway({
+      nc,
+      route: async (req) => await router.route(req),
+      specs: () => functions.all(),
+      trusted: trust != null ? (spec) => trust.trusts(spec) : undefined,
+      agents: () => table.routable().length,
+      logger: logger.child({ part: 'agent:gateway' })
+    }, { port: config.http.port, host: config.http.host, bodyLimit: config.payloadLimit })
+    await gateway.start()
+  }
+  const discovery = parts.discovery = new NatsDiscovery({ nc, gossip, name: config.name, intervalMs: config.announceIntervalMs, logger: logger.child({ part: 'agent:discovery' }) })
+  discovery.start()
+  await nc.flush()
+
+  let state: AgentState = 'running'
+  let closing: Promise<void> | undefined
+  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
+
+  const agent: Agent = {
+    nodeId,
+    name: config.name,
+    config,
+    get state () { return state },
+    multiaddrs: () => gossip.multiaddrs(),
+    httpPort: parts.gateway?.port,
+    peers: () => table.all(),
+    routed: () => router.routedTo,
+    drain: async () => {
+      closing ??= (async () => {
+        state = 'draining'
+        logger.info({ inFlight: executor.inFlight }, 'draining')
+        await gossip.leave()
+        // Pulled events that cannot run any more are handed back to JetStream for other agents.
+        await Promise.all([parts.gateway?.drain(), router.drain(), executor.drain(), triggers.stop()])
+        await stopParts(parts, logger, true)
+        state = 'stopped'
+        logger.info('agent stopped')
+      })().catch(async (err) => {
+        state = 'failed'
+        logger.error({ err: String(err?.message ?? err) }, 'drain failed')
+        await stopParts(parts, logger, false)
+        throw err
+      })
+      await closing
+    },
+    destroy: async (err?: Error) => {
+      closing ??= (async () => {
+        state = err != null ? 'failed' : 'stopped'
+        if (err != null) logger.error({ err: err.message }, 'agent destroyed')
+        await stopParts(parts, logger, false)
+      })()
+      await closing
+    }
+  }
+  return agent
+}
+
+/** Stops whatever started, in reverse order; `graceful` lets NATS flush */
+async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Promise<void> {
+  const step = async (what: string, fn: () => unknown): Promise<void> => {
+    try { await fn() } catch (err: any) { logger.warn({ part: what, err: String(err?.message ?? err) }, 'error while stopping') }
+  }
+  await step('discovery', () => parts.discovery?.stop())
+  await step('triggers', () => { if (!graceful) void parts.triggers?.stop() })
+  await step('gateway', () => parts.gateway?.stop())
+  await step('router', () => parts.router?.stop())
+  await step('api', () => parts.api?.stop())
+  await step('executor', () => parts.executor?.stop())
+  await step('sandbox', async () => {
+    parts.pool?.stop()
+    await parts.pool?.settled(3000)
+    parts.plan?.cgroup?.close()
+  })
+  await step('logs', () => parts.shipper?.stop())
+  await step('registry', () => parts.functions?.stop())
+  await step('metering', async () => await parts.metering?.stop(graceful))
+  await step('gossip', async () => await parts.gossip?.stop())
+  await step('nats', async () => {
+    if (parts.nc == null || parts.nc.isClosed()) return
+    if (graceful) await parts.nc.drain()
+    else await parts.nc.close()
+  })
+}
+
+async function watchNats (nc: NatsConnection, logger: Logger): Promise<void> {
+  for await (const s of nc.status()) {
+    if (s.type === 'disconnect') logger.warn({ server: (s as { server?: string }).server }, 'NATS connection lost; reconnecting')
+    else if (s.type === 'reconnect') logger.info({ server: (s as { server?: string }).server }, 'NATS reconnected')
+  }
+}
+
+/** Reads a libp2p pre-shared key file ("/key/swarm/psk/1.0.0/", "/base16/", 64 hex digits) */
+async function readSwarmKey (path: string): Promise<Uint8Array> {
+  let bytes: Buffer
+  try { bytes = await readFile(path) } catch (err: any) { throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot read the swarm key "${path}": ${String(err?.code ?? err?.message)}`) }
+  const lines = bytes.toString('utf8').split(/\r?\n/).map(l => l.trim())
+  if (lines[0] !== '/key/swarm/psk/1.0.0/' || lines[1] !== '/base16/' || !/^[0-9a-f]{64}$/i.test(lines[2] ?? '')) {
+    throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `The swarm key "${path}" is not a libp2p pre-shared key (make one with "fnmesh keys swarm --out FILE")`)
+  }
+  return Buffer.from(`${lines[0]}\n${lines[1]}\n${lines[2].toLowerCase()}`, 'utf8')
+}

@@ -1,0 +1,364 @@
+#!/usr/bin/env node
+/**
+ * The `fnmesh` command line. The only place that touches process signals and process.exit.
+ * Errors print one line `error CODE: message` on stderr; exit status 1, or 2 for bad usage.
+ */
+import '../polyfill.js'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Command, CommanderError, Option } from 'commander'
+import { FnmeshError, UnsupportedError, UsageError, formatErrorLine, toErrorInfo } from '../../../proto/errors.js'
+import { connect, type Mesh } from '../../../sdk/src/client.js'
+import { parsePrice } from '../../../sdk/src/usage.js'
+import { DEFAULT_NATS_URL } from '../../../sdk/src/nats.js'
+import { PACKAGE_ROOT } from '../paths.js'
+import { formatAgo, parseDuration, parseEnv, progress, readData, table } from './format.js'
+import { usageTables, writeExport } from './usage-format.js'
+import { addKeyCommands } from './keys.js'
+import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
+
+const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
+
+const natsOption = (): Option => new Option('--nats <url>', 'NATS server URL (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+const int = (name: string) => (value: string): number => {
+  const n = Number(value)
+  if (!Number.isInteger(n)) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option ${name} expects a whole number, got "${value}"`)
+  return n
+}
+
+/** The program, for its global NATS credential options (valid before or after the command) */
+let root: Command | undefined
+
+async function withMesh<T> (opts: { nats: string }, fn: (mesh: Mesh) => Promise<T>): Promise<T> {
+  const mesh = await connect({ servers: opts.nats, auth: natsAuthOf(root?.opts() ?? {}) })
+  try {
+    return await fn(mesh)
+  } finally {
+    await mesh.close().catch(() => {})
+  }
+}
+
+function json (value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n')
+}
+
+function unsupported (what: string): never {
+  throw new UnsupportedError('FNMESH_ERR_UNSUPPORTED', `${what} is not available in this version of fnmesh`)
+}
+
+export function buildProgram (): Command {
+  const program = new Command('fnmesh')
+    .description('Serverless functions on machines you own: a peer-to-peer mesh of agents over NATS and libp2p')
+    .version(pkg.version)
+    .showHelpAfterError(false)
+  root = program
+  addNatsAuthOptions(program)
+
+  program.command('agent')
+    .description('Run a node agent in the foreground until SIGINT/SIGTERM, then drain and exit 0')
+    .addOption(natsOption())
+    .option('--listen <multiaddr>', 'libp2p listen address (repeatable)', collect)
+    .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable; optional, agents also meet over NATS)', collect)
+    .option('--data <dir>', 'data folder: node key, meter ledger, code cache')
+    .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots'))
+    .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
+    .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
+    .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")')
+    .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', collect)
+    .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices(['least-loaded', 'local', 'round-robin', 'oracle']).default('least-loaded'))
+    .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
+    .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices(['auto', 'strict', 'none']).default('auto'))
+    .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
+    .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
+    .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)')
+    .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity'))
+    .option('--min-free-mb <mb>', 'take no new work when the data folder has less free space than this (default 64)', int('--min-free-mb'))
+    .option('--sync-interval <duration>', 'interval of anti-entropy rounds with a random peer, e.g. 5s (default 5s)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(process.env.FNMESH_LOG_LEVEL ?? 'info'))
+    .action(async (opts) => {
+      await import('../polyfill.js')
+      const { startAgent } = await import('../agent.js')
+      const { createLogger } = await import('../logger.js')
+      const logger = createLogger({ level: opts.logLevel, base: { node: opts.name } })
+      const agent = await startAgent({
+        nats: opts.nats,
+        natsOptions: { auth: natsAuthOf(program.opts()) },
+        swarmKey: opts.swarmKey,
+        trust: opts.trust,
+        listen: opts.listen,
+        bootstrap: opts.bootstrap,
+        dataDir: opts.data,
+        slots: opts.slots,
+        name: opts.name,
+        http: opts.http,
+        routing: opts.routing,
+        router: opts.router,
+        sandbox: opts.sandbox,
+        // Layers to leave off, e.g. FNMESH_SANDBOX_DISABLE=mount where bubblewrap misbehaves.
+        sandboxDisable: (process.env.FNMESH_SANDBOX_DISABLE ?? '').split(',').map(s => s.trim()).filter(Boolean) as never,
+        replicas: opts.replicas,
+        ackReplicas: opts.ackReplicas,
+        retentionMs: opts.retention != null ? parseDuration(opts.retention) : undefined,
+        billingGranularityMs: opts.billingGranularity,
+        minFreeMb: opts.minFreeMb,
+        syncIntervalMs: opts.syncInterval != null ? parseDuration(opts.syncInterval) : undefined,
+        logger
+      })
+      await new Promise<void>((resolve) => {
+        let signals = 0
+        const onSignal = (signal: string): void => {
+          if (++signals > 1) {
+            logger.warn({ signal }, 'second signal: stopping now')
+            void agent.destroy().finally(() => process.exit(1))
+            return
+          }
+          logger.info({ signal }, 'signal received: draining')
+          agent.drain().then(resolve, (err) => { logger.error({ err: String(err) }, 'drain failed'); process.exit(1) })
+        }
+        process.on('SIGINT', onSignal)
+        process.on('SIGTERM', onSignal)
+      })
+    })
+
+  program.command('dev')
+    .description('Start a local nats-server (JetStream, temp folder) and N agents; stop everything on Ctrl-C')
+    .option('--nodes <n>', 'number of agents', int('--nodes'), 3)
+    .option('--slots <n>', 'slots per agent', int('--slots'))
+    .option('--port <port>', 'NATS port (default: a free port)', int('--port'))
+    .option('--http <port>', 'HTTP gateways on 127.0.0.1: agent i listens on port + i', int('--http'))
+    .action(async (opts) => {
+      const { startDevCluster } = await import('../dev/cluster.js')
+      if (opts.nodes < 1 || opts.nodes > 32) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', '--nodes must be from 1 to 32')
+      progress(`starting nats-server and ${String(opts.nodes)} agents...`)
+      const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
+      process.stdout.write(`NATS   ${cluster.nats.url}\n`)
+      process.stdout.write(table(['AGENT', 'NODE ID', 'HTTP', 'LOG'], cluster.agents.map(a => [a.name, a.nodeId, a.ready.httpPort != null ? `http://127.0.0.1:${String(a.ready.httpPort)}` : '-', `${cluster.dir}/${a.name}.log`])) + '\n')
+      process.stdout.write(`\nTry:  export FNMESH_NATS=${cluster.nats.url}\n      fnmesh deploy ./examples/hello --name hello && fnmesh invoke hello --data '{"name":"mesh"}'\nCtrl-C stops everything.\n`)
+      await new Promise<void>((resolve) => {
+        const onSignal = (): void => { progress('stopping...'); cluster.stop().then(resolve, resolve) }
+        process.once('SIGINT', onSignal)
+        process.once('SIGTERM', onSignal)
+      })
+    })
+
+  program.command('deploy')
+    .description('Deploy the function in PATH (a file or a folder) as a new version of NAME')
+    .argument('<path>', 'file or folder with the function code')
+    .requiredOption('--name <name>', 'function name')
+    .option('--handler <file.export>', 'handler (default: index.handler)')
+    .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory'))
+    .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', (v: string) => {
+      const n = Number(v)
+      if (!Number.isFinite(n) || n <= 0) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option --timeout expects seconds, got "${v}"`)
+      return n
+    })
+    .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency'))
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect)
+    .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
+    .option('--egress', 'allow outbound network')
+    .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries'))
+    .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)')
+    .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)')
+    .option('--json', 'print the result as JSON')
+    .addOption(natsOption())
+  deployHttpOptions(program.commands[program.commands.length - 1])
+    .action(async (path: string, opts) => {
+      const http = await httpDeployFields(opts)
+      await withMesh(opts, async (mesh) => {
+        progress(`deploying ${String(opts.name)} from ${path}...`)
+        const res = await mesh.deploy({
+          ...http,
+          name: opts.name,
+          path,
+          handler: opts.handler,
+          memoryMb: opts.memory,
+          timeoutMs: opts.timeout != null ? Math.round(opts.timeout * 1000) : undefined,
+          concurrency: opts.concurrency,
+          env: parseEnv(opts.env ?? []),
+          triggers: opts.on,
+          egress: opts.egress === true ? true : undefined,
+          retries: opts.retries,
+          retryBackoffMs: opts.retryBackoff != null ? parseDuration(opts.retryBackoff) : undefined,
+          maxEventAgeMs: opts.maxEventAge != null ? parseDuration(opts.maxEventAge) : undefined
+        })
+        if (opts.json === true) json(res)
+        else process.stdout.write(`deployed ${res.name} version ${res.version} (${res.files} files, ${res.sizeBytes} bytes, sha256 ${res.sha256.slice(0, 12)}${res.signedBy != null ? `, signed by ${res.signedBy}` : ''})${res.routes.length > 0 ? `; routes: ${res.routes.join(', ')}` : ''}\n`)
+      })
+    })
+
+  program.command('invoke')
+    .description('Invoke NAME synchronously and print its result as JSON')
+    .argument('<name>', 'function name')
+    .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
+    .option('--timeout <seconds>', 'how long to wait for the result (default 60)', (v: string) => Number(v))
+    .addOption(natsOption())
+    .action(async (name: string, opts) => {
+      const event = await readData(opts.data)
+      await withMesh(opts, async (mesh) => {
+        const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout != null ? Math.round(opts.timeout * 1000) : undefined })
+        process.stdout.write(JSON.stringify(out) + '\n')
+      })
+    })
+
+  program.command('publish')
+    .description('Publish an asynchronous event; returns once it is durably accepted')
+    .argument('<subject>', 'NATS subject')
+    .option('--data <json|@file>', 'the event: JSON text, or @FILE; a CloudEvent (with specversion) is sent as is (default {})')
+    .option('--id <id>', 'event id: the same id within 10 minutes is accepted once (default: a new UUID)')
+    .option('--type <type>', 'CloudEvent type (default fnmesh.event)')
+    .option('--source <source>', 'CloudEvent source (default fnmesh://sdk)')
+    .option('--json', 'print the result as JSON')
+    .addOption(natsOption())
+    .action(async (subject: string, opts) => {
+      const data = await readData(opts.data)
+      await withMesh(opts, async (mesh) => {
+        const res = await mesh.publish(subject, data, { id: opts.id, type: opts.type, source: opts.source })
+        if (opts.json === true) json(res)
+        else process.stdout.write(`accepted ${res.id} (stream ${res.stream}, seq ${res.seq}${res.duplicate ? ', duplicate: already accepted' : ''})\n`)
+      })
+    })
+
+  program.command('functions')
+    .description('List deployed functions with version, memory, timeout and triggers')
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const fns = await mesh.functions()
+        if (opts.json === true) { json(fns); return }
+        process.stdout.write(table(['NAME', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+          fns.map(f => [f.name, f.version, f.handler, `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, f.signedBy !== '' ? 'yes' : 'no', f.deployedAt])) + '\n')
+      })
+    })
+
+  program.command('nodes')
+    .description('List live nodes: id, name, slots, in-flight, load, warm functions, last seen')
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const nodes = await mesh.nodes()
+        if (opts.json === true) { json(nodes); return }
+        process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LAST SEEN', 'STATUS'],
+          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+      })
+    })
+
+  program.command('usage')
+    .description('Metering totals per function, per node and per time bucket: invocations, errors, cold starts, billed ms, GB-seconds, cost')
+    .option('--fn <name>', 'only this function')
+    .option('--since <duration>', 'only invocations that started within this duration, e.g. 15m, 2h, 7d')
+    .option('--until <duration>', 'only invocations that started more than this long ago')
+    .addOption(new Option('--bucket <size>', 'also total per time bucket (UTC)').choices(['minute', 'hour', 'day']))
+    .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST')
+    .addOption(new Option('--export <format>', 'print the raw records (one per invocation id) instead of totals').choices(['csv', 'json']))
+    .option('--via <node-id>', 'ask this agent instead of any one of them')
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      const now = Date.now()
+      const fromMs = opts.since != null ? now - parseDuration(opts.since) : undefined
+      const toMs = opts.until != null ? now - parseDuration(opts.until) : undefined
+      const price = opts.price != null ? parsePrice(opts.price) : undefined
+      await withMesh(opts, async (mesh) => {
+        if (opts.export != null) {
+          await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          return
+        }
+        const usage = await mesh.usage({ fn: opts.fn, fromMs, toMs, bucket: opts.bucket, price, via: opts.via })
+        if (opts.json === true) { json(usage); return }
+        process.stdout.write(usageTables(usage) + '\n')
+        if (usage.missing.length > 0) process.stderr.write(`warning: ${usage.answered.join(', ')} has not finished an anti-entropy round with ${usage.missing.join(', ')} yet: their newest records may be missing\n`)
+      })
+    })
+
+  program.command('logs')
+    .description("Print a function's log lines, each with its invocation id (time, id, level, message)")
+    .argument('<name>', 'function name')
+    .option('--follow', 'keep streaming new lines until Ctrl-C')
+    .option('--since <duration>', 'only lines logged within this duration, e.g. 15m, 2h')
+    .addOption(natsOption())
+    .action(async (name: string, opts) => {
+      const sinceMs = opts.since != null ? parseDuration(opts.since) : undefined
+      const { formatLogLine } = await import('../../../sdk/src/logs.js')
+      await withMesh(opts, async (mesh) => {
+        const stop = new AbortController()
+        const onSignal = (): void => { stop.abort() }
+        process.once('SIGINT', onSignal)
+        process.once('SIGTERM', onSignal)
+        try {
+          for await (const line of mesh.logs(name, { follow: opts.follow === true, sinceMs, signal: stop.signal })) {
+            if (!process.stdout.write(formatLogLine(line) + '\n')) await new Promise(resolve => process.stdout.once('drain', resolve))
+          }
+        } finally {
+          process.off('SIGINT', onSignal)
+          process.off('SIGTERM', onSignal)
+        }
+      })
+    })
+
+  const dlq = program.command('dlq').description('Manage events that exhausted their retries (or were too old, or invalid)')
+  dlq.command('list').description('list dead-lettered events with why').option('--fn <name>', 'only this function').option('--json', 'print JSON').addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const list = await mesh.dlqList({ fn: opts.fn })
+        if (opts.json === true) { json(list); return }
+        process.stdout.write(table(['SEQ', 'FUNCTION', 'EVENT ID', 'TRIGGER', 'ATTEMPTS', 'REASON', 'ERROR', 'LAST ATTEMPT'],
+          list.map(d => [d.seq, d.function, d.eventId, d.trigger || '-', d.attempts, d.reason, d.error != null ? `${d.error.code}: ${d.error.errorMessage}`.slice(0, 80) : '-', d.lastAttemptAt || '-'])) + '\n')
+      })
+    })
+  dlq.command('replay').description('run dead-lettered events again (with fresh retries) and remove them from the queue').option('--fn <name>', 'only this function').option('--json', 'print JSON').addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const res = await mesh.dlqReplay({ fn: opts.fn })
+        if (opts.json === true) json(res)
+        else process.stdout.write(`replayed ${res.replayed} events\n`)
+      })
+    })
+  dlq.command('purge').description('delete dead-lettered events').option('--fn <name>', 'only this function').option('--json', 'print JSON').addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const res = await mesh.dlqPurge({ fn: opts.fn })
+        if (opts.json === true) json(res)
+        else process.stdout.write(`purged ${res.purged} events\n`)
+      })
+    })
+
+  addKeyCommands(program, withMesh, natsOption, int)
+
+  return program
+}
+
+function fail (err: unknown): never {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0)
+    process.exit(err.exitCode === 0 ? 0 : 2)
+  }
+  process.stderr.write(`error ${formatErrorLine(err)}\n`)
+  if (process.env.FNMESH_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack ?? ''}\n`)
+  const usage = err instanceof FnmeshError && toErrorInfo(err).code === 'FNMESH_ERR_BAD_USAGE'
+  process.exit(usage ? 2 : 1)
+}
+
+async function main (): Promise<void> {
+  const program = buildProgram()
+  const setup = (cmd: Command): void => {
+    cmd.exitOverride()
+    cmd.configureOutput({
+      outputError: (text, write) => { write(`error FNMESH_ERR_BAD_USAGE: ${text.replace(/^error:\s*/i, '').trim().replace(/\s*\n\s*/g, ' ')}\n`) }
+    })
+    for (const c of cmd.commands) setup(c)
+  }
+  setup(program)
+  try {
+    await program.parseAsync(process.argv)
+  } catch (err) {
+    fail(err)
+  }
+  // Flush what was printed, then exit even if a library left a handle open.
+  await new Promise<void>(resolve => { process.stdout.write('', () => { resolve() }) })
+  process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0)
+}
+
+void main()

@@ -1,0 +1,221 @@
+/**
+ * Agent options in stages: user input (all optional) -> defaults applied and validated ->
+ * a frozen AgentConfig. Durations are milliseconds.
+ */
+import { availableParallelism, hostname, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { UsageError } from '../../proto/errors.js'
+import { natsServers, type NatsConnectOptions } from '../../sdk/src/nats.js'
+import type { Logger } from './logger.js'
+import { ROUTING_POLICIES, type RoutingPolicy } from './router/router.js'
+import type { LayerId, SandboxMode } from './sandbox/layers/detect.js'
+
+export interface AgentOptions {
+  /** NATS servers. @default env FNMESH_NATS, else nats://127.0.0.1:4222 */
+  nats?: string | string[]
+  /** Extra NATS connection options (credentials, TLS) */
+  natsOptions?: Omit<NatsConnectOptions, 'servers'>
+  /** libp2p listen multiaddrs. @default ["/ip4/0.0.0.0/tcp/0"] */
+  listen?: string[]
+  /** Multiaddrs of peers to dial at start (optional: agents also find each other over NATS) */
+  bootstrap?: string[]
+  /** Data folder: node key, ledger, bundle cache. @default a folder under the OS temp dir named after the node */
+  dataDir?: string
+  /** Max concurrent invocations on this node. @default 4 x available CPUs */
+  slots?: number
+  /** Human name shown in `fnmesh nodes`. @default the host name */
+  name?: string
+  /** Serve the HTTP gateway: a port, or "HOST:PORT" (port 0: any free port). @default off */
+  http?: number | string
+  /** Private swarm: a libp2p pre-shared key file (/key/swarm/psk/1.0.0/); hosts without it cannot connect. @default none */
+  swarmKey?: string
+  /** Deployer public keys (files or folders): when given, only deploys signed by one of them run here. @default none */
+  trust?: string[]
+  /** Steady interval of capacity adverts. @default 500 */
+  advertIntervalMs?: number
+  /** Least gap between adverts sent because load changed. @default 100 */
+  advertMinGapMs?: number
+  /** A peer whose adverts stop is dropped after this long. @default 2000 */
+  peerTimeoutMs?: number
+  /** Interval of NATS discovery announces. @default 5000 */
+  announceIntervalMs?: number
+  /** How long an invocation may wait at the router for a free slot. @default 500 */
+  queueWaitMs?: number
+  /** Max invocations waiting at the router for a slot. @default 1000 */
+  maxQueued?: number
+  /** Extra time the router waits for a peer beyond the function's timeout (covers cold start). @default 12000 */
+  dispatchGraceMs?: number
+  /** A warm sandbox idle this long is stopped (scale to zero). @default 300000 */
+  idleTtlMs?: number
+  /** Generic sandboxes kept booted ahead of need. @default 2 */
+  prewarm?: number
+  /** Time a function's module may take to load. @default 10000 */
+  initTimeoutMs?: number
+  /** Largest event or result of a sync invocation. @default 6 MiB */
+  payloadLimit?: number
+  /** Billing granularity: durations round up to a multiple of this. @default 1 */
+  billingGranularityMs?: number
+  /** Routing policy; the others than "least-loaded" are baselines for benchmarks. @default "least-loaded" */
+  routing?: RoutingPolicy
+  /** Take invocations from NATS and route them (false: only run what other routers send). @default true */
+  router?: boolean
+  /**
+   * Isolation of functions: "auto" uses every layer this machine offers, "strict" refuses to
+   * start unless the OS layers (mount, network and pid namespaces, cgroup memory and pids, a
+   * separate uid when root) are all there, "none" only keeps each function in its own process.
+   * @default "auto"
+   */
+  sandbox?: SandboxMode
+  /** Bytes of log messages kept per invocation; the rest is dropped with a note. @default 65536 */
+  logLimit?: number
+  /** How long an invocation waits for a sandbox of a function at its concurrency cap before FNMESH_ERR_BUSY. @default 1000 */
+  capWaitMs?: number
+  /** Processes and threads per sandbox (cgroup pids.max). @default 64 */
+  sandboxPids?: number
+  /** First uid of the sandboxes when the agent runs as root (one uid per live sandbox). @default 1900000 */
+  sandboxUidBase?: number
+  /** Isolation layers to leave off even where available (a layer that misbehaves on a host; tests). @default [] */
+  sandboxDisable?: LayerId[]
+  /** Peers each meter record must reach (R). @default 2 */
+  replicas?: number
+  /** Peers that must hold a record (synced) before its invocation is answered; 0 answers after the local fsync alone. @default 1 */
+  ackReplicas?: number
+  /** Longest wait for those peers before answering anyway. @default 500 */
+  replicaAckTimeoutMs?: number
+  /** Interval of anti-entropy sessions with a random peer. @default 5000 */
+  syncIntervalMs?: number
+  /** Raw meter records older than this are compacted into rollups. @default 30 days */
+  retentionMs?: number
+  /** Interval of compaction runs. @default 1 hour */
+  compactIntervalMs?: number
+  /** Below this much free space in the data folder the node takes no new work. @default 64 */
+  minFreeMb?: number
+  /** Minutes are sealed (signed summaries) this long after they end. @default 20 minutes */
+  sealAfterMs?: number
+  /** Logger; @default pino JSON on stderr */
+  logger?: Logger
+}
+
+export interface AgentConfig {
+  readonly nats: string[]
+  readonly natsOptions: Omit<NatsConnectOptions, 'servers'>
+  readonly listen: string[]
+  readonly bootstrap: string[]
+  readonly dataDir: string
+  readonly slots: number
+  readonly name: string
+  readonly advertIntervalMs: number
+  readonly advertMinGapMs: number
+  readonly peerTimeoutMs: number
+  readonly announceIntervalMs: number
+  readonly queueWaitMs: number
+  readonly maxQueued: number
+  readonly dispatchGraceMs: number
+  readonly idleTtlMs: number
+  readonly prewarm: number
+  readonly initTimeoutMs: number
+  readonly payloadLimit: number
+  readonly billingGranularityMs: number
+  readonly routing: RoutingPolicy
+  readonly router: boolean
+  readonly sandbox: SandboxMode
+  readonly logLimit: number
+  readonly capWaitMs: number
+  readonly sandboxPids: number
+  readonly sandboxUidBase: number
+  readonly sandboxDisable: readonly LayerId[]
+  readonly replicas: number
+  readonly ackReplicas: number
+  readonly replicaAckTimeoutMs: number
+  readonly syncIntervalMs: number
+  readonly retentionMs: number
+  readonly compactIntervalMs: number
+  readonly minFreeMb: number
+  readonly sealAfterMs: number
+  /** gateway address; undefined = no gateway */
+  readonly http: { host: string, port: number } | undefined
+  readonly swarmKey: string | undefined
+  readonly trust: readonly string[]
+}
+
+export function resolveConfig (options: AgentOptions = {}): AgentConfig {
+  const name = options.name ?? hostname()
+  if (!/^[\w.-]{1,64}$/.test(name)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Node name "${name}" is invalid: use 1-64 letters, digits, ".", "-" or "_"`)
+  }
+  const int = (key: string, value: number | undefined, fallback: number, min: number, max: number): number => {
+    const v = value ?? fallback
+    if (!Number.isInteger(v) || v < min || v > max) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ${key} is ${String(value)}: expected a whole number from ${min} to ${max}`)
+    }
+    return v
+  }
+  const config: AgentConfig = {
+    nats: natsServers(options.nats),
+    natsOptions: options.natsOptions ?? {},
+    listen: options.listen != null && options.listen.length > 0 ? [...options.listen] : ['/ip4/0.0.0.0/tcp/0'],
+    bootstrap: [...(options.bootstrap ?? [])],
+    dataDir: options.dataDir ?? join(tmpdir(), `fnmesh-${name}`),
+    slots: int('slots', options.slots, Math.max(2, availableParallelism() * 4), 1, 10_000),
+    name,
+    advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
+    advertMinGapMs: int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
+    peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, 2000, 100, 60_000),
+    announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, 5000, 100, 600_000),
+    queueWaitMs: int('queueWaitMs', options.queueWaitMs, 500, 0, 60_000),
+    maxQueued: int('maxQueued', options.maxQueued, 1000, 0, 1_000_000),
+    dispatchGraceMs: int('dispatchGraceMs', options.dispatchGraceMs, 12_000, 100, 600_000),
+    idleTtlMs: int('idleTtlMs', options.idleTtlMs, 300_000, 100, 86_400_000),
+    prewarm: int('prewarm', options.prewarm, 2, 0, 1000),
+    initTimeoutMs: int('initTimeoutMs', options.initTimeoutMs, 10_000, 100, 600_000),
+    payloadLimit: int('payloadLimit', options.payloadLimit, 6 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    billingGranularityMs: int('billingGranularityMs', options.billingGranularityMs, 1, 1, 60_000),
+    routing: options.routing ?? 'least-loaded',
+    router: options.router ?? true,
+    sandbox: options.sandbox ?? 'auto',
+    logLimit: int('logLimit', options.logLimit, 65536, 1024, 16 * 1024 * 1024),
+    capWaitMs: int('capWaitMs', options.capWaitMs, 1000, 0, 60_000),
+    sandboxPids: int('sandboxPids', options.sandboxPids, 64, 16, 100_000),
+    sandboxUidBase: int('sandboxUidBase', options.sandboxUidBase, 1_900_000, 1000, 4_000_000_000),
+    sandboxDisable: Object.freeze([...(options.sandboxDisable ?? [])]),
+    replicas: int('replicas', options.replicas, 2, 0, 64),
+    ackReplicas: int('ackReplicas', options.ackReplicas, 1, 0, 64),
+    replicaAckTimeoutMs: int('replicaAckTimeoutMs', options.replicaAckTimeoutMs, 500, 10, 60_000),
+    syncIntervalMs: int('syncIntervalMs', options.syncIntervalMs, 5000, 100, 3_600_000),
+    retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
+    compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),
+    minFreeMb: int('minFreeMb', options.minFreeMb, 64, 0, 1_048_576),
+    sealAfterMs: int('sealAfterMs', options.sealAfterMs, 1_200_000, 0, 86_400_000),
+    http: parseHttp(options.http),
+    swarmKey: options.swarmKey,
+    trust: Object.freeze([...(options.trust ?? [])])
+  }
+  if (!ROUTING_POLICIES.includes(config.routing)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Routing policy "${String(config.routing)}" is unknown: use ${ROUTING_POLICIES.join(', ')}`)
+  }
+  const LAYERS = ['permission', 'mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu', 'rlimit']
+  const unknown = config.sandboxDisable.filter(l => !LAYERS.includes(l))
+  if (unknown.length > 0) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot turn off sandbox layer "${unknown.join('", "')}": the layers are ${LAYERS.join(', ')}`)
+  }
+  if (!['auto', 'strict', 'none'].includes(config.sandbox)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option sandbox is "${String(config.sandbox)}": expected "auto", "strict" or "none"`)
+  }
+  if (config.ackReplicas > config.replicas) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ackReplicas (${config.ackReplicas}) cannot exceed replicas (${config.replicas})`)
+  }
+  if (config.advertIntervalMs * 2 > config.peerTimeoutMs) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option peerTimeoutMs (${config.peerTimeoutMs}) must be at least twice advertIntervalMs (${config.advertIntervalMs})`)
+  }
+  return Object.freeze(config)
+}
+
+/** "8080", 8080 or "127.0.0.1:8080" -> host and port */
+function parseHttp (value: number | string | undefined): { host: string, port: number } | undefined {
+  if (value == null) return undefined
+  const text = String(value)
+  const m = /^(?:\[?([^\]]*?)\]?:)?(\d{1,5})$/.exec(text)
+  const port = m != null ? Number(m[2]) : NaN
+  if (m == null || port > 65535) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option http is "${text}": expected a port or HOST:PORT`)
+  return { host: m[1] != null && m[1] !== '' ? m[1] : '0.0.0.0', port }
+}

@@ -1,0 +1,98 @@
+/**
+ * Runs a real nats-server with JetStream in a temp folder, on a free port: for `fnmesh dev`,
+ * the demo, the tests and the benchmarks.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { TransportError } from '../../../proto/errors.js'
+import { RECOMMENDED_MAX_PAYLOAD } from '../../../proto/subjects.js'
+
+export interface NatsServerOptions {
+  /** @default a free port */
+  port?: number
+  /** JetStream store folder. @default a new temp folder, removed on stop */
+  storeDir?: string
+  /** @default 8 MiB */
+  maxPayload?: number
+  /** extra lines for the config file */
+  extraConfig?: string
+}
+
+export interface NatsServer {
+  url: string
+  port: number
+  storeDir: string
+  readonly pid: number | undefined
+  /** SIGKILL (crash) or SIGTERM; does not remove the store */
+  kill: (signal?: NodeJS.Signals) => Promise<void>
+  /** Starts the server again on the same port and store (after kill) */
+  restart: () => Promise<void>
+  /** Stops the server and removes what it created */
+  stop: () => Promise<void>
+}
+
+/** Path of the nats-server binary, or an error saying how to install it */
+export function findNatsServer (): string {
+  const found = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' }).stdout.trim()
+  if (found !== '') return found
+  for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (existsSync(p)) return p
+  throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', 'nats-server is not installed: run "sudo apt-get install -y nats-server" (Debian/Ubuntu) or put the binary from https://github.com/nats-io/nats-server/releases on your PATH')
+}
+
+export async function startNatsServer (options: NatsServerOptions = {}): Promise<NatsServer> {
+  const binary = findNatsServer()
+  const dir = await mkdtemp(join(tmpdir(), 'fnmesh-nats-'))
+  const storeDir = options.storeDir ?? join(dir, 'jetstream')
+  const conf = join(dir, 'nats.conf')
+  let port = options.port ?? -1
+  const writeConf = async (): Promise<void> => {
+    await writeFile(conf, [
+      `listen: "127.0.0.1:${port}"`,
+      `max_payload: ${options.maxPayload ?? RECOMMENDED_MAX_PAYLOAD}`,
+      `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
+      options.extraConfig ?? ''
+    ].join('\n'))
+  }
+  await writeConf()
+  let child: ChildProcess | undefined
+  const launch = async (): Promise<void> => {
+    const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+    child = proc
+    let log = ''
+    port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `nats-server did not start within 10 s: ${log.slice(-500)}`)) }, 10_000)
+      proc.stderr?.setEncoding('utf8').on('data', (text: string) => {
+        log += text
+        const m = /Listening for client connections on [^\s]*:(\d+)/.exec(log)
+        if (m != null) { clearTimeout(timer); resolve(Number(m[1])); log = '' }
+      })
+      proc.on('exit', (code) => { clearTimeout(timer); reject(new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `nats-server exited with status ${String(code)}: ${log.slice(-500)}`)) })
+    })
+    proc.stderr?.resume()
+    // Fix the port so a restart comes back on the same one.
+    await writeConf()
+  }
+  await launch()
+  const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    const proc = child
+    if (proc == null || proc.exitCode != null || proc.signalCode != null) return
+    const exited = new Promise(resolve => proc.once('exit', resolve))
+    proc.kill(signal)
+    await exited
+  }
+  return {
+    get url () { return `nats://127.0.0.1:${port}` },
+    get port () { return port },
+    storeDir,
+    get pid () { return child?.pid },
+    kill,
+    restart: async () => { await kill('SIGKILL'); await launch() },
+    stop: async () => {
+      await kill('SIGTERM')
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * The executor: runs invocations routed to this node (from its own router directly, from other
+ * routers over `fnmesh.exec.<node id>`) in a sandbox, writes the meter record durably, and only
+ * then returns the result. Never takes more than `slots` at once: a full or draining node
+ * answers FNMESH_ERR_BUSY, and one whose disk is too full to meter answers FNMESH_ERR_DISK_FULL,
+ * so the router picks another peer.
+ */
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
+import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
+import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
+import { MAX_INVOCATION_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { Logger } from '../logger.js'
+import type { FunctionCache } from '../registry/cache.js'
+import type { LogSink } from '../sandbox/logs.js'
+import type { SandboxPool } from '../sandbox/pool.js'
+import type { WireError } from '../sandbox/protocol.js'
+
+/** Where the executor meters: durable (and replicated) before it resolves */
+export interface MeterSink {
+  record: (record: Encodable<MeterRecord>) => Promise<void>
+  /** why this node must take no new work (its disk is full), or '' */
+  refusing: () => string
+}
+
+export interface ExecutorComponents {
+  nodeId: string
+  functions: FunctionCache
+  pool: SandboxPool
+  meter: MeterSink
+  logger: Logger
+  /** called whenever in-flight changes (gossip sends a prompt advert, the router wakes waiters) */
+  onLoadChange: () => void
+  /** where the agent's own lines about an invocation go (timeouts, crashes), beside the function's */
+  logs?: LogSink
+}
+
+export interface ExecutorInit {
+  /** Max concurrent invocations. @default 8 */
+  slots?: number
+  /** Durations are billed rounded up to a multiple of this. @default 1 */
+  billingGranularityMs?: number
+  /** @default 6 MiB */
+  payloadLimit?: number
+}
+
+export type ExecutorState = 'running' | 'draining' | 'stopped'
+
+
+const OUTCOME_OF: Record<string, Outcome> = {
+  FNMESH_ERR_TIMEOUT: Outcome.OUTCOME_TIMEOUT,
+  FNMESH_ERR_OUT_OF_MEMORY: Outcome.OUTCOME_OUT_OF_MEMORY,
+  FNMESH_ERR_FUNCTION_EXITED: Outcome.OUTCOME_CRASH,
+  FNMESH_ERR_FUNCTION_INIT: Outcome.OUTCOME_CRASH
+}
+
+export class Executor {
+  state: ExecutorState = 'running'
+  inFlight = 0
+  invocations = 0
+  readonly slots: number
+  private readonly granularity: number
+  private readonly payloadLimit: number
+  private sub: Subscription | undefined
+  private idle: (() => void) | undefined
+  private readonly slotWaiters = new Set<() => void>()
+  private readonly log: Logger
+
+  constructor (private readonly c: ExecutorComponents, init: ExecutorInit = {}) {
+    this.slots = init.slots ?? 8
+    this.granularity = init.billingGranularityMs ?? 1
+    this.payloadLimit = init.payloadLimit ?? 6 * 1024 * 1024
+    this.log = c.logger
+  }
+
+  /** Listens for invocations routed here by other agents */
+  start (nc: NatsConnection): void {
+    if (this.sub != null) return
+    this.sub = nc.subscribe(execSubject(this.c.nodeId), {
+      callback: (err, msg) => {
+        if (err != null) { this.log.error({ err: err.message }, 'exec subscription failed'); return }
+        void this.onMessage(msg)
+      }
+    })
+  }
+
+  isWarm (key: string): boolean {
+    return this.c.pool.hasIdle(key)
+  }
+
+  /** Refuses new work and resolves when the last invocation finished */
+  async drain (): Promise<void> {
+    if (this.state === 'running') this.state = 'draining'
+    if (this.inFlight > 0) await new Promise<void>(resolve => { this.idle = resolve })
+  }
+
+  stop (): void {
+    this.state = 'stopped'
+    this.sub?.unsubscribe()
+    this.sub = undefined
+  }
+
+  private async onMessage (msg: Msg): Promise<void> {
+    let result: Encodable<InvokeResult>
+    try {
+      result = await this.execute(decode('ExecRequest', msg.data, { maxBytes: this.payloadLimit + 64 * 1024 }))
+    } catch (err) {
+      result = { ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
+    }
+    try {
+      msg.respond(encode('InvokeResult', result))
+    } catch (err: any) {
+      this.log.warn({ err: String(err?.message ?? err) }, 'could not answer the router')
+    }
+  }
+
+  /** Runs one invocation here; never throws */
+  async execute (req: Encodable<ExecRequest>): Promise<Encodable<InvokeResult>> {
+    const invocationId = req.invocationId ?? ''
+    if (this.state !== 'running') {
+      return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} is draining`))
+    }
+    const refusing = this.c.meter.refusing()
+    if (refusing !== '') {
+      // It could not meter the invocation: running it would leave it unbilled.
+      return this.reject(invocationId, new CapacityError('FNMESH_ERR_DISK_FULL', `Node ${this.c.nodeId} takes no new work: ${refusing}`))
+    }
+    if (this.inFlight >= this.slots) {
+      return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight)`))
+    }
+    if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
+      return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_INVOCATION_ID_BYTES} bytes`))
+    }
+    this.inFlight++
+    this.c.onLoadChange()
+    try {
+      return await this.run(req, invocationId)
+    } catch (err) {
+      return this.reject(invocationId, err)
+    } finally {
+      this.inFlight--
+      this.c.onLoadChange()
+      const waiters = [...this.slotWaiters]
+      this.slotWaiters.clear()
+      for (const w of waiters) w()
+      if (this.inFlight === 0) this.idle?.()
+    }
+  }
+
+  /**
+   * As execute(), but an invocation that finds the node full waits here for a slot instead of
+   * being refused (events pulled from JetStream: they are already this node's). Still refused
+   * when the node drains, so the caller can hand the event back. `onWait` runs while it waits.
+   */
+  async executeWhenFree (req: Encodable<ExecRequest>, onWait?: () => void): Promise<Encodable<InvokeResult>> {
+    for (;;) {
+      const result = await this.execute(req)
+      if (result.ok === true || result.error?.code !== 'FNMESH_ERR_BUSY' || this.state !== 'running') return result
+      onWait?.()
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(done, 1000)
+        function done (): void { clearTimeout(timer); resolve() }
+        this.slotWaiters.add(done)
+      })
+    }
+  }
+
+  /** Free slots now */
+  get free (): number {
+    return Math.max(0, this.slots - this.inFlight)
+  }
+
+  private reject (invocationId: string, err: unknown): Encodable<InvokeResult> {
+    return { invocationId, ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
+  }
+
+  private async run (req: Encodable<ExecRequest>, invocationId: string): Promise<Encodable<InvokeResult>> {
+    const name = req.function ?? ''
+    const spec = await this.c.functions.spec(name, req.version ?? 0)
+    if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+    const taskRoot = await this.c.functions.taskRoot(spec)
+    const startMs = Date.now()
+    let acquired
+    try {
+      acquired = await this.c.pool.acquire(spec, taskRoot, { invocationId })
+    } catch (err) {
+      if (!(err instanceof FunctionError)) throw err
+      // The function's code failed to load: that is the invocation's outcome, and it is metered.
+      const error = { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }
+      this.logError(spec, invocationId, error)
+      return await this.finish(spec, req, startMs, 0, true, error)
+    }
+    const { worker, cold } = acquired
+    const payload = Buffer.from(req.payload ?? new Uint8Array(0)).toString('utf8')
+    const attrs = req.attributes ?? {}
+    const out = await worker.invoke(invocationId, payload, Date.now() + spec.timeoutMs, Object.keys(attrs).length > 0 ? { cloudEvent: attrs as Record<string, string> } : undefined)
+    this.c.pool.release(worker)
+    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload)
+    const error = out.error as WireError
+    if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
+    this.logError(spec, invocationId, error)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error)
+  }
+
+  /** As Lambda, a failed invocation leaves its error in the function's log */
+  private logError (spec: StoredSpec, invocationId: string, error: WireError): void {
+    if (this.c.logs == null) return
+    const message = error.code === 'FNMESH_ERR_TIMEOUT'
+      ? error.errorMessage
+      : `Invoke Error ${JSON.stringify({ errorType: error.errorType, errorMessage: error.errorMessage, code: error.code })}`
+    this.c.logs({ invocationId, function: spec.name, version: spec.version, timeMs: Date.now(), level: 'ERROR', message })
+  }
+
+  /** Meters the invocation (synced) and builds its result */
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string): Promise<Encodable<InvokeResult>> {
+    const billedMs = Math.max(this.granularity, Math.ceil(durationMs / this.granularity) * this.granularity)
+    const record: Encodable<MeterRecord> = {
+      invocationId: req.invocationId,
+      function: spec.name,
+      version: spec.version,
+      nodeId: this.c.nodeId,
+      startMs,
+      durationMs,
+      billedMs,
+      memoryMb: spec.memoryMb,
+      outcome: error == null ? Outcome.OUTCOME_OK : OUTCOME_OF[error.code] ?? Outcome.OUTCOME_ERROR,
+      errorCode: error?.code ?? '',
+      cold,
+      attempt: req.attempt ?? 1,
+      trigger: req.trigger ?? 'sync',
+      eventId: req.eventId ?? ''
+    }
+    try {
+      await this.c.meter.record(record)
+    } catch (err) {
+      // Not metered means not acknowledged: the router may run it elsewhere.
+      throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
+    }
+    this.invocations++
+    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold }
+    if (error != null) return { ...base, ok: false, error }
+    return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * The gossip part: a libp2p host (TCP, Noise, yamux) running gossipsub, publishing this node's
+ * signed capacity advert at a steady interval and promptly when load changes, and feeding
+ * validated adverts of other nodes into the peer table.
+ */
+import { gossipsub, type GossipSub } from '@chainsafe/libp2p-gossipsub'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { preSharedKey } from '@libp2p/pnet'
+import { TopicValidatorResult, type Libp2p, type Message, type PeerId, type PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import { freemem } from 'node:os'
+import { decode, encode, type CapacityAdvert } from '../../../proto/codec.js'
+import { ADVERTS_TOPIC } from '../../../proto/subjects.js'
+import type { Logger } from '../logger.js'
+import type { PeerTable } from './peer-table.js'
+
+/** What the rest of the agent reports for this node's advert */
+export interface LoadSnapshot {
+  slots: number
+  inFlight: number
+  warm: string[]
+  invocations: number
+  coldStarts: number
+  warmStarts: number
+  /** why this node takes no new work (its disk is full), or empty */
+  refusing?: string
+}
+
+export interface GossipInit {
+  privateKey: PrivateKey
+  name: string
+  listen: string[]
+  bootstrap: string[]
+  /** Private swarm: the pre-shared key file's bytes; hosts without the same key cannot connect */
+  swarmKey?: Uint8Array
+  /** @default 500 */
+  advertIntervalMs?: number
+  /** @default 100 */
+  advertMinGapMs?: number
+  table: PeerTable
+  snapshot: () => LoadSnapshot
+  logger: Logger
+}
+
+const MAX_WARM = 1000
+const PROMPT_COALESCE_MS = 20
+const MAX_SLOTS = 1_000_000
+/** An advert's clock may run ahead of ours by this much (start time, send time) */
+const MAX_CLOCK_AHEAD_MS = 5 * 60_000
+/** Caps on what a peer may send over libp2p: gossip RPC frames and their contents */
+const GOSSIP_LIMITS = {
+  maxInboundDataLength: 256 * 1024,
+  decodeRpcLimits: { maxSubscriptions: 64, maxMessages: 256, maxIhaveMessageIDs: 1000, maxIwantMessageIDs: 1000, maxIdontwantMessageIDs: 1000, maxControlMessages: 256, maxPeerInfos: 64 },
+  allowedTopics: [ADVERTS_TOPIC],
+  maxInboundStreams: 8,
+  maxOutboundStreams: 8
+}
+
+export class Gossip {
+  private node: Libp2p<{ identify: unknown, pubsub: GossipSub }> | undefined
+  private seq = 0
+  private readonly startedAtMs = Date.now()
+  private timer: NodeJS.Timeout | undefined
+  private sweeper: NodeJS.Timeout | undefined
+  private bootTimer: NodeJS.Timeout | undefined
+  private promptTimer: NodeJS.Timeout | undefined
+  private lastSentMs = 0
+  private draining = false
+  private readonly log: Logger
+  private readonly advertIntervalMs: number
+  private readonly advertMinGapMs: number
+  /** adverts received, accepted, rejected (forged or malformed), ignored (stale) */
+  readonly stats = { received: 0, accepted: 0, rejected: 0, ignored: 0, sent: 0 }
+
+  constructor (private readonly init: GossipInit) {
+    this.log = init.logger
+    this.advertIntervalMs = init.advertIntervalMs ?? 500
+    this.advertMinGapMs = init.advertMinGapMs ?? 100
+  }
+
+  get nodeId (): string {
+    if (this.node == null) throw new Error('gossip not started')
+    return this.node.peerId.toString()
+  }
+
+  get libp2p (): Libp2p {
+    if (this.node == null) throw new Error('gossip not started')
+    return this.node
+  }
+
+  multiaddrs (): string[] {
+    return this.node?.getMultiaddrs().map(String) ?? []
+  }
+
+  isStarted (): boolean {
+    return this.node != null
+  }
+
+  async start (): Promise<void> {
+    if (this.node != null) return
+    const node = await createLibp2p({
+      privateKey: this.init.privateKey,
+      addresses: { listen: this.init.listen },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux({ maxInboundStreams: 64, maxOutboundStreams: 64, maxMessageSize: 256 * 1024 })],
+      // With a swarm key, every connection is wrapped in XSalsa20 with the key before Noise runs:
+      // a host without it fails the first bytes and never learns anything.
+      ...(this.init.swarmKey != null ? { connectionProtector: preSharedKey({ psk: this.init.swarmKey }) } : {}),
+      services: {
+        identify: identify({ maxMessageSize: 8192 }),
+        pubsub: gossipsub({
+          emitSelf: false,
+          allowPublishToZeroTopicPeers: true,
+          heartbeatInterval: 500,
+          globalSignaturePolicy: 'StrictSign',
+          ...GOSSIP_LIMITS
+        })
+      }
+    })
+    this.node = node as unknown as Libp2p<{ identify: unknown, pubsub: GossipSub }>
+    const pubsub = this.node.services.pubsub
+    pubsub.topicValidators.set(ADVERTS_TOPIC, (peer, msg) => this.validate(msg))
+    pubsub.addEventListener('message', (evt) => {
+      if (evt.detail.topic !== ADVERTS_TOPIC) return
+      this.onAdvert(evt.detail)
+    })
+    pubsub.subscribe(ADVERTS_TOPIC)
+    node.addEventListener('peer:disconnect', (evt) => {
+      // A lost connection stops new work at once; the peer is dropped if its adverts stop too.
+      this.init.table.suspect(evt.detail.toString())
+    })
+    this.init.table.setSelf(this.buildAdvert())
+    this.timer = setInterval(() => { void this.publish() }, this.advertIntervalMs)
+    this.sweeper = setInterval(() => { this.init.table.sweep() }, Math.max(50, Math.floor(this.advertIntervalMs / 2)))
+    this.dialBootstrap()
+    this.log.info({ nodeId: this.nodeId, addrs: this.multiaddrs() }, 'libp2p host started')
+  }
+
+  /** Publishes an advert soon (within advertMinGapMs) because load changed */
+  loadChanged (): void {
+    if (this.node == null || this.promptTimer != null) return
+    // A short coalescing delay lets a quick invocation start and finish within one advert, so
+    // peers do not see a node as busy (and skip its warm sandbox) for a call already done.
+    const wait = Math.max(PROMPT_COALESCE_MS, this.lastSentMs + this.advertMinGapMs - Date.now())
+    this.promptTimer = setTimeout(() => {
+      this.promptTimer = undefined
+      void this.publish()
+    }, wait)
+  }
+
+  /** Tells peers to route nothing more here: the last advert, with draining set */
+  async leave (): Promise<void> {
+    if (this.node == null || this.draining) return
+    this.draining = true
+    clearInterval(this.timer)
+    await this.publish()
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    clearInterval(this.sweeper)
+    clearTimeout(this.bootTimer)
+    clearTimeout(this.promptTimer)
+    const node = this.node
+    this.node = undefined
+    await node?.stop()
+  }
+
+  /** True if a libp2p connection to `id` is open */
+  isConnected (id: string): boolean {
+    if (this.node == null) return false
+    try {
+      return this.node.getConnections(peerIdFromString(id)).length > 0
+    } catch {
+      return false
+    }
+  }
+
+  /** Dials `id` at `addrs` (multiaddrs ending in /p2p/<id>); failures are logged, not thrown */
+  async dialPeer (id: string, addrs: string[]): Promise<void> {
+    const node = this.node
+    if (node == null || id === this.nodeId) return
+    let peerId: PeerId
+    try {
+      peerId = peerIdFromString(id)
+      const mas = addrs.map(a => multiaddr(a)).filter(ma => ma.getPeerId() === id)
+      if (mas.length === 0) return
+      await node.peerStore.merge(peerId, { multiaddrs: mas.map(ma => ma.decapsulateCode(421)) })
+      await node.dial(peerId, { signal: AbortSignal.timeout(5000) })
+    } catch (err: any) {
+      this.log.debug({ peer: id, err: String(err?.message ?? err) }, 'dial failed')
+    }
+  }
+
+  private buildAdvert (): CapacityAdvert {
+    const s = this.init.snapshot()
+    return {
+      nodeId: this.node?.peerId.toString() ?? '',
+      name: this.init.name,
+      slots: s.slots,
+      inFlight: s.inFlight,
+      freeMemMb: Math.floor(freemem() / 1048576),
+      warm: s.warm.slice(0, MAX_WARM),
+      seq: ++this.seq,
+      draining: this.draining,
+      startedAtMs: this.startedAtMs,
+      sentAtMs: Date.now(),
+      invocations: s.invocations,
+      coldStarts: s.coldStarts,
+      warmStarts: s.warmStarts,
+      refusing: s.refusing ?? ''
+    }
+  }
+
+  private async publish (): Promise<void> {
+    const node = this.node
+    if (node == null) return
+    const advert = this.buildAdvert()
+    this.init.table.setSelf(advert)
+    this.lastSentMs = Date.now()
+    try {
+      await node.services.pubsub.publish(ADVERTS_TOPIC, encode('CapacityAdvert', advert))
+      this.stats.sent++
+    } catch (err: any) {
+      this.log.debug({ err: String(err?.message ?? err) }, 'advert publish failed')
+    }
+  }
+
+  /** Signed by the node it describes, within range, newer than the last one seen */
+  private validate (msg: Message): TopicValidatorResult {
+    this.stats.received++
+    if (msg.type !== 'signed') {
+      this.stats.rejected++
+      return TopicValidatorResult.Reject
+    }
+    let advert: CapacityAdvert
+    try {
+      advert = decode('CapacityAdvert', msg.data)
+    } catch {
+      this.stats.rejected++
+      return TopicValidatorResult.Reject
+    }
+    if (advert.nodeId !== msg.from.toString() || !inRange(advert) || advert.refusing.length > 1024) {
+      this.stats.rejected++
+      this.log.warn({ from: msg.from.toString(), claims: advert.nodeId }, 'rejected an advert: signer or values out of range')
+      return TopicValidatorResult.Reject
+    }
+    if (!this.init.table.isNewer(advert)) {
+      this.stats.ignored++
+      return TopicValidatorResult.Ignore
+    }
+    return TopicValidatorResult.Accept
+  }
+
+  private onAdvert (msg: Message): void {
+    let advert: CapacityAdvert
+    try {
+      advert = decode('CapacityAdvert', msg.data)
+    } catch {
+      return
+    }
+    const result = this.init.table.upsert(advert)
+    if (result !== 'stale') this.stats.accepted++
+    if (result === 'added') this.log.info({ peer: advert.nodeId, name: advert.name, slots: advert.slots }, 'peer joined')
+  }
+
+  private dialBootstrap (): void {
+    const pending = new Set(this.init.bootstrap)
+    const attempt = async (): Promise<void> => {
+      const node = this.node
+      if (node == null) return
+      for (const addr of [...pending]) {
+        try {
+          await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) })
+          pending.delete(addr)
+          this.log.info({ addr }, 'connected to bootstrap peer')
+        } catch (err: any) {
+          this.log.debug({ addr, err: String(err?.message ?? err) }, 'bootstrap dial failed; will retry')
+        }
+      }
+      if (pending.size > 0 && this.node != null) this.bootTimer = setTimeout(() => { void attempt() }, 1000)
+    }
+    if (pending.size > 0) void attempt()
+  }
+}
+
+/** Values a real agent can send: bounded counts, sane names, clocks not far ahead of ours */
+export function inRange (a: CapacityAdvert, now = Date.now()): boolean {
+  return a.slots >= 1 && a.slots <= MAX_SLOTS && a.inFlight <= MAX_SLOTS && a.inFlight <= a.slots * 4 &&
+    a.warm.length <= MAX_WARM && a.warm.every(w => w.length <= 200) &&
+    /^[\w.-]{0,64}$/.test(a.name) && a.seq >= 1 &&
+    a.startedAtMs > 0 && a.startedAtMs <= now + MAX_CLOCK_AHEAD_MS && a.sentAtMs <= now + MAX_CLOCK_AHEAD_MS &&
+    a.freeMemMb <= 1 << 30 && a.invocations <= Number.MAX_SAFE_INTEGER
+}

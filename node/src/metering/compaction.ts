@@ -1,0 +1,126 @@
+/**
+ * Keeping the ledger bounded, and the registers (seals) that make compacted history portable.
+ *
+ * Raw records older than the retention are dropped in chunks (with their index entries and
+ * batch proofs); their rollups and digests stay. Each node seals its own settled minutes: a
+ * signed register of the minute's digest and rollups, copied to peers like records. For a minute
+ * older than the retention, a seal that wins the max-register order replaces what a node holds
+ * (rows and digest), so a node that joins late, or missed records, still ends with the same totals.
+ */
+import { decode, encode, type Rollup, type RollupRegister } from '../../../proto/codec.js'
+import { decodeDigest, emptyDigest, encodeDigest, toRange, xorInto, type Digest } from './digest.js'
+import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, indexKey, minuteDigestKey, pad, parseRecordKey, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from './keys.js'
+import { applyRollupDeltas, type Op, type Plan, type Reader } from './plan.js'
+import { parseIndexValue } from './record.js'
+import { addInto, compareRegisters, decodeTotals, totalsOfRow, zero, type Totals } from './rollup.js'
+import type { Db } from './recovery.js'
+
+const CHUNK = 2000
+
+/** One chunk of compaction: raw records, index entries and proofs older than `horizonMs` */
+export async function compactChunk (db: Db, horizonMs: number): Promise<{ ops: Op[], records: number, more: boolean }> {
+  const ops: Op[] = []
+  const keys: string[] = []
+  for await (const key of db.keys({ gte: 'r!', lt: recordPrefix(horizonMs), limit: CHUNK })) keys.push(key)
+  const ids = keys.map(k => parseRecordKey(k)?.invocationId ?? '')
+  const index = await db.getMany(ids.map(indexKey))
+  keys.forEach((key, i) => {
+    ops.push({ type: 'del', key })
+    const w = index[i] != null ? parseIndexValue(Buffer.from(index[i] as Uint8Array).toString()) : undefined
+    if (w?.key === key) ops.push({ type: 'del', key: indexKey(ids[i]) })
+  })
+  let proofs = 0
+  // A batch signed before the horizon holds only records that started before it.
+  for await (const key of db.keys({ gte: 'p!', lt: `p!${pad(horizonMs)}`, limit: CHUNK })) { ops.push({ type: 'del', key }); proofs++ }
+  return { ops, records: keys.length, more: keys.length === CHUNK || proofs === CHUNK }
+}
+
+/** What this node holds for (node, minute): digest and rows, as a register (unsigned) */
+export async function localRegister (db: Db, read: Reader, nodeId: string, minuteMs: number): Promise<RollupRegister> {
+  const [d] = await read.getMany([minuteDigestKey(nodeId, minuteMs)])
+  const digest = d != null ? decodeDigest(d) : emptyDigest()
+  const rows: Rollup[] = []
+  for await (const [key, value] of db.iterator({ gte: rollupPrefix('m', minuteMs), lt: rollupPrefix('m', minuteMs + MINUTE_MS) })) {
+    const k = parseRollupKey(key)
+    if (k == null || k.nodeId !== nodeId) continue
+    rows.push({ bucketMs: minuteMs, function: k.fn, nodeId, ...decodeTotals(value) } as Rollup)
+  }
+  return { digest: toRange(nodeId, minuteMs, minuteMs + MINUTE_MS, digest), rows, sealedAtMs: 0, signature: Buffer.alloc(0) } as unknown as RollupRegister
+}
+
+/** The stored seals of `nodeId` for `minutes` */
+export async function sealsOf (db: Db, nodeId: string, minutes: readonly number[]): Promise<RollupRegister[]> {
+  const got = await db.getMany(minutes.map(m => sealKey(nodeId, m)))
+  return got.filter((v): v is Uint8Array => v != null).map(v => decode('RollupRegister', v))
+}
+
+/**
+ * Plans merging verified seals: each is kept if it beats the stored seal; for a minute older
+ * than the horizon it also replaces the node's rows and digest, and drops leftover raw records,
+ * if it beats what this node holds.
+ */
+export async function planRegisters (store: { db: Db, reader: Reader, horizonMs: () => number }, registers: readonly RollupRegister[]): Promise<Pick<Plan, 'ops' | 'staged' | 'hours' | 'stored'> & { adopted: number }> {
+  const plan = { ops: [] as Op[], staged: new Map<string, Uint8Array | undefined>(), hours: [] as Plan['hours'], stored: 0, adopted: 0 }
+  const horizon = store.horizonMs()
+  const seen = new Set<string>()
+  const rollups = new Map<string, Totals>()
+  const hourDeltas = new Map<string, Digest>()
+  for (const reg of registers) {
+    const nodeId = reg.digest.nodeId
+    const minuteMs = reg.digest.fromMs
+    const sKey = sealKey(nodeId, minuteMs)
+    if (seen.has(sKey)) continue
+    seen.add(sKey)
+    const [stored] = await store.db.getMany([sKey])
+    if (stored != null && compareRegisters(reg, decode('RollupRegister', stored)) <= 0) continue
+    plan.ops.push({ type: 'put', key: sKey, value: encode('RollupRegister', reg) })
+    if (minuteMs >= horizon) continue
+    const local = await localRegister(store.db, store.reader, nodeId, minuteMs)
+    if (stored != null) local.sealedAtMs = decode('RollupRegister', stored).sealedAtMs
+    if (compareRegisters(reg, local) <= 0) continue
+    plan.adopted++
+    // Rows: new minus old, at every level.
+    for (const [rows, sign] of [[local.rows, -1], [reg.rows, 1]] as const) {
+      for (const r of rows) {
+        for (const level of LEVELS) {
+          const key = rollupKey(level, floorTo(minuteMs, LEVEL_MS[level]), r.function, nodeId)
+          addInto(rollups.get(key) ?? rollups.set(key, zero()).get(key) as Totals, totalsOfRow(r), sign)
+        }
+      }
+    }
+    // Digest: the seal's replaces ours; the hour moves by the difference.
+    const next = { count: reg.digest.count, hash: Buffer.from(reg.digest.hash) }
+    const mBytes = encodeDigest(next)
+    plan.ops.push({ type: 'put', key: minuteDigestKey(nodeId, minuteMs), value: mBytes })
+    plan.staged.set(minuteDigestKey(nodeId, minuteMs), mBytes)
+    const hKey = hourDigestKey(nodeId, floorTo(minuteMs, HOUR_MS))
+    const hd = hourDeltas.get(hKey) ?? hourDeltas.set(hKey, emptyDigest()).get(hKey) as Digest
+    hd.count += next.count - local.digest.count
+    xorInto(hd.hash, next.hash)
+    xorInto(hd.hash, local.digest.hash)
+    // Raw records of that minute are superseded by the seal.
+    const raw: string[] = []
+    for await (const key of store.db.keys({ gte: recordPrefix(minuteMs, nodeId), lt: `${recordPrefix(minuteMs, nodeId)}~` })) raw.push(key)
+    const ids = raw.map(k => parseRecordKey(k)?.invocationId ?? '')
+    const index = await store.db.getMany(ids.map(indexKey))
+    raw.forEach((key, i) => {
+      plan.ops.push({ type: 'del', key })
+      if (index[i] != null && parseIndexValue(Buffer.from(index[i] as Uint8Array).toString())?.key === key) plan.ops.push({ type: 'del', key: indexKey(ids[i]) })
+    })
+  }
+  await applyRollupDeltas(store.reader, rollups, plan.ops, plan.staged)
+  const hKeys = [...hourDeltas.keys()]
+  const hours = await store.reader.getMany(hKeys)
+  hKeys.forEach((key, i) => {
+    const d = hourDeltas.get(key) as Digest
+    const cur = hours[i] != null ? decodeDigest(hours[i] as Uint8Array) : emptyDigest()
+    cur.count += d.count
+    xorInto(cur.hash, d.hash)
+    const bytes = encodeDigest(cur)
+    plan.ops.push({ type: 'put', key, value: bytes })
+    plan.staged.set(key, bytes)
+    const end = key.lastIndexOf('!')
+    plan.hours.push({ nodeId: key.slice(2, end), hourMs: Number(key.slice(end + 1)), digest: cur })
+  })
+  return plan
+}

@@ -1,0 +1,124 @@
+/**
+ * This node's own meter: the executor hands it one record per invocation. Records that arrive
+ * while the previous batch is being written form the next batch (group commit), which is signed
+ * once, written to the local ledger with one fsync, and pushed to the peers at the same time.
+ * record() resolves when the record is synced here and, if peers are live, on `ackReplicas` of
+ * them too (bounded by the replicator's ack timeout). Settled minutes are sealed (signed
+ * summaries) so their totals outlive the raw records.
+ */
+import { decode, encode, type Encodable, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
+import { InternalError } from '../../../proto/errors.js'
+import type { Logger } from '../logger.js'
+import { localRegister, sealsOf } from './compaction.js'
+import { decodeDigest, sameDigest, toRange } from './digest.js'
+import { HOUR_MS, MINUTE_MS, floorTo, minuteDigestKey, parseDigestKey } from './keys.js'
+import { refusal } from './record.js'
+import type { BatchSigner } from './signing.js'
+import type { MeterStore } from './store.js'
+
+export interface MeterComponents {
+  store: MeterStore
+  signer: BatchSigner
+  replicator?: { replicate: (bundle: any, records: number) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
+  logger: Logger
+}
+
+export interface MeterInit {
+  /** A minute is sealed this long after it ends (no record can start in it any more by then). @default 1200000 */
+  sealAfterMs?: number
+  /** @default 60000 */
+  sealIntervalMs?: number
+}
+
+interface Pending { bytes: Uint8Array, resolve: () => void, reject: (err: Error) => void }
+
+export class Meter {
+  /** records of this node since start */
+  ownRecords = 0
+  private queue: Pending[] = []
+  private flushing: Promise<void> | undefined
+  private sealTimer: NodeJS.Timeout | undefined
+  private sealedThrough: number
+  private closed = false
+
+  constructor (private readonly c: MeterComponents, private readonly init: MeterInit = {}) {
+    this.sealedThrough = c.store.horizonMs()
+  }
+
+  start (): void {
+    if (this.sealTimer != null) return
+    this.sealTimer = setInterval(() => { void this.seal().catch((err) => { this.c.logger.warn({ err: String(err?.message ?? err) }, 'sealing minutes failed') }) }, this.init.sealIntervalMs ?? 60_000)
+  }
+
+  /** Meters one invocation of this node: resolves once it is durable (and replicated, see above) */
+  async record (record: Encodable<MeterRecord>): Promise<void> {
+    if (this.closed) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot record usage: the meter is stopped')
+    const bytes = encode('MeterRecord', record)
+    const bad = refusal(decode('MeterRecord', bytes), this.c.signer.nodeId, Date.now())
+    if (bad != null) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', `Cannot record usage: the record is invalid (${bad})`)
+    await new Promise<void>((resolve, reject) => {
+      this.queue.push({ bytes, resolve, reject })
+      this.flushing ??= this.flush()
+    })
+  }
+
+  private async flush (): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue
+        this.queue = []
+        const { proof, verified } = this.c.signer.sign(batch.map(p => p.bytes))
+        const bundle = { proofs: [proof], records: verified.map(v => ({ record: v.bytes, batchId: v.batchId, leaf: v.leafIndex })) }
+        // Pushed while it is written here: the peers' fsyncs overlap this one.
+        const replicated = this.c.replicator?.replicate(bundle, batch.length) ?? Promise.resolve()
+        try {
+          await this.c.store.ingest(verified, new Map([[proof.batchId, proof]]))
+        } catch (err: any) {
+          for (const p of batch) p.reject(err)
+          continue
+        }
+        this.ownRecords += batch.length
+        void replicated.then(() => { for (const p of batch) p.resolve() })
+      }
+    } finally {
+      this.flushing = undefined
+    }
+  }
+
+  /** Seals this node's settled minutes whose seal is missing or out of date; resolves to how many */
+  async seal (now = Date.now()): Promise<number> {
+    const { store } = this.c
+    const self = this.c.signer.nodeId
+    const until = floorTo(now - (this.init.sealAfterMs ?? 1_200_000), MINUTE_MS)
+    // Late records (long invocations) land in recent minutes: look back an hour before the cursor.
+    const from = Math.max(store.horizonMs(), this.sealedThrough - HOUR_MS)
+    if (until <= from) return 0
+    const digests: RangeDigest[] = []
+    for await (const [key, value] of store.db.iterator({ gte: minuteDigestKey(self, from), lt: minuteDigestKey(self, until) })) {
+      const k = parseDigestKey(key)
+      const d = decodeDigest(value)
+      if (k != null && d.count > 0) digests.push(toRange(self, k.bucketMs, k.bucketMs + MINUTE_MS, d))
+    }
+    const existing = new Map((await sealsOf(store.db, self, digests.map(d => d.fromMs))).map(s => [s.digest.fromMs, s]))
+    const seals: RollupRegister[] = []
+    for (const d of digests) {
+      const have = existing.get(d.fromMs)
+      if (have != null && sameDigest(have.digest, d)) continue
+      const local = await localRegister(store.db, store.reader, self, d.fromMs)
+      seals.push(this.c.signer.seal(local.digest, local.rows, now))
+    }
+    if (seals.length > 0) {
+      await store.adoptRegisters(seals)
+      this.c.replicator?.pushSeals(seals)
+    }
+    this.sealedThrough = until
+    return seals.length
+  }
+
+  /** Waits for queued records, then refuses new ones; idempotent */
+  async stop (): Promise<void> {
+    this.closed = true
+    clearInterval(this.sealTimer)
+    await this.flushing
+  }
+}

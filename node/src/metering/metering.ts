@@ -1,0 +1,170 @@
+/**
+ * The metering part, as the agent sees it: opens the store first (before anything runs), then,
+ * once the libp2p host is up, starts signing, replication, anti-entropy, sealing, compaction and
+ * the disk guard. The executor records through it; the control API queries it.
+ *
+ *   executor ──record──> Meter ──sign──> MeterStore (LevelDB, synced)
+ *                          └──push──> Replicator ══/fnmesh/meter/push/1══> peers' Intake ──> their store
+ *   AntiEntropy ══/fnmesh/meter/sync/1══> peers (digests, then the difference) ──> Intake ──> store
+ */
+import { readdir, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import type { Encodable, MeterRecord, MeterStatus } from '../../../proto/codec.js'
+import type { PeerTable } from '../gossip/peer-table.js'
+import type { Logger } from '../logger.js'
+import { AntiEntropy } from './antientropy.js'
+import { DiskGuard } from './disk.js'
+import { exportPage, type ExportOptions } from './export.js'
+import { Intake } from './intake.js'
+import { Meter } from './meter.js'
+import { Replicator } from './replicator.js'
+import { BatchSigner, BundleVerifier } from './signing.js'
+import { MeterStore } from './store.js'
+import { queryUsage, type UsageOptions, type UsageResult } from './usage.js'
+
+export interface MeteringInit {
+  /** the ledger folder */
+  dir: string
+  logger: Logger
+  /** @default 2 */
+  replicas?: number
+  /** @default 1 */
+  ackReplicas?: number
+  /** @default 500 */
+  ackTimeoutMs?: number
+  /** @default 5000 */
+  syncIntervalMs?: number
+  /** @default 30 days */
+  retentionMs?: number
+  /** @default 1 hour */
+  compactIntervalMs?: number
+  /** @default 64 MiB */
+  minFreeBytes?: number
+  /** @default 20 minutes */
+  sealAfterMs?: number
+  /** told when the node starts or stops refusing work */
+  onRefusingChange?: (reason: string) => void
+}
+
+export interface MeteringComponents { privateKey: PrivateKey, nodeId: string, libp2p: Libp2p, table: PeerTable }
+
+export class Metering {
+  private meter: Meter | undefined
+  private replicator: Replicator | undefined
+  private antiEntropy: AntiEntropy | undefined
+  private intake: Intake | undefined
+  private compactTimer: NodeJS.Timeout | undefined
+  private nodeId = ''
+  readonly guard: DiskGuard
+
+  private constructor (readonly store: MeterStore, private readonly init: MeteringInit) {
+    this.guard = new DiskGuard({ dir: init.dir, minFreeBytes: init.minFreeBytes, logger: init.logger, onChange: init.onRefusingChange })
+  }
+
+  /** Opens (and if need be repairs) the ledger */
+  static async open (init: MeteringInit): Promise<Metering> {
+    let self: Metering | undefined
+    const store = await MeterStore.open({ dir: init.dir, logger: init.logger, retentionMs: init.retentionMs, onWriteError: (err) => { self?.guard.writeFailed(err) } })
+    self = new Metering(store, init)
+    return self
+  }
+
+  async start (c: MeteringComponents): Promise<void> {
+    if (this.meter != null) return
+    const log = this.init.logger
+    this.nodeId = c.nodeId
+    await this.guard.start()
+    const intake = this.intake = new Intake(this.store, new BundleVerifier(), log)
+    const replicator = this.replicator = new Replicator({ libp2p: c.libp2p, table: c.table, nodeId: c.nodeId, intake, logger: log }, {
+      replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs
+    })
+    await replicator.start()
+    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs })
+    this.meter.start()
+    this.antiEntropy = new AntiEntropy({ libp2p: c.libp2p, table: c.table, store: this.store, intake, logger: log }, { intervalMs: this.init.syncIntervalMs })
+    await this.antiEntropy.start()
+    const compact = (): void => {
+      void this.store.compact().then(n => { if (n > 0) log.info({ records: n }, 'compacted raw meter records older than the retention into rollups') },
+        (err) => { log.warn({ err: String(err?.message ?? err) }, 'compaction failed') })
+    }
+    compact()
+    this.compactTimer = setInterval(compact, this.init.compactIntervalMs ?? 3_600_000)
+    // A truncated table only shows when read: read everything once, beside the node's work.
+    void this.store.verify().then(
+      (did) => { log.info({ records: this.store.tree.count, repaired: did !== '' }, 'meter ledger checked') },
+      (err) => { log.warn({ err: String(err?.message ?? err) }, 'could not check the meter ledger') })
+  }
+
+  /** Why the node must take no new work ('' when it may) */
+  refusing (): string {
+    return this.guard.refusing
+  }
+
+  /** Meters one invocation of this node (see Meter.record) */
+  async record (record: Encodable<MeterRecord>): Promise<void> {
+    if (this.meter == null) throw new Error('metering not started')
+    await this.meter.record(record)
+  }
+
+  async usage (q: UsageOptions): Promise<UsageResult> {
+    return await queryUsage(this.store, q)
+  }
+
+  async exportPage (q: ExportOptions): Promise<Awaited<ReturnType<typeof exportPage>>> {
+    return await exportPage(this.store, q)
+  }
+
+  /** Live peers this node has not completed an anti-entropy session with since they joined */
+  unsynced (): string[] {
+    return this.antiEntropy?.unsynced() ?? []
+  }
+
+  async status (resetLag = false): Promise<Encodable<MeterStatus>> {
+    const lag = this.replicator?.lag.summary() ?? { samples: 0, p50: 0, p99: 0, max: 0 }
+    if (resetLag) this.replicator?.lag.reset()
+    return {
+      nodeId: this.nodeId,
+      replicas: this.replicator?.replicas ?? 0,
+      records: this.store.tree.count,
+      ownRecords: this.meter?.ownRecords ?? 0,
+      underReplicated: this.replicator?.underReplicated ?? 0,
+      lagSamples: lag.samples,
+      lagP50Ms: lag.p50,
+      lagP99Ms: lag.p99,
+      lagMaxMs: lag.max,
+      received: this.intake?.stats.received ?? 0,
+      rejected: this.intake?.stats.rejected ?? 0,
+      syncRounds: this.antiEntropy?.stats.rounds ?? 0,
+      syncPulled: this.antiEntropy?.stats.pulled ?? 0,
+      syncPushed: this.antiEntropy?.stats.pushed ?? 0,
+      syncedWith: this.antiEntropy?.syncedWith() ?? [],
+      refusing: this.guard.refusing,
+      freeBytes: Number.isFinite(this.guard.freeBytes) ? this.guard.freeBytes : 0,
+      diskBytes: await folderBytes(this.init.dir),
+      recovered: this.store.recovered
+    }
+  }
+
+  /**
+   * Stops every sub-part and closes the ledger after queued writes; idempotent. `graceful`
+   * first hands the last records to every peer (see Replicator.settle).
+   */
+  async stop (graceful = false): Promise<void> {
+    clearInterval(this.compactTimer)
+    this.guard.stop()
+    await this.meter?.stop()
+    if (graceful) await this.replicator?.settle()
+    await this.antiEntropy?.stop()
+    this.replicator?.stop()
+    await this.store.close()
+  }
+}
+
+async function folderBytes (dir: string): Promise<number> {
+  let total = 0
+  try {
+    for (const f of await readdir(dir)) total += (await stat(join(dir, f))).size
+  } catch {}
+  return total
+}

@@ -1,0 +1,301 @@
+/**
+ * The meter store: every node's records (this node's and its peers' replicas) in one LevelDB,
+ * with the index of winning records, the digests for anti-entropy and the rollups. One writer
+ * applies group commits in order: records that arrive while a write is on disk share the next
+ * synced batch (one fsync), and each commit's read-modify-write sees the one before it.
+ */
+import { decode, type MeterProof, type RollupRegister } from '../../../proto/codec.js'
+import { InternalError } from '../../../proto/errors.js'
+import type { Logger } from '../logger.js'
+import { DigestTree, decodeDigest } from './digest.js'
+import { MINUTE_MS, floorTo, parseDigestKey } from './keys.js'
+import { planIngest, type Op, type Outcome, type Plan, type Reader } from './plan.js'
+import { compactChunk, planRegisters } from './compaction.js'
+import { isNoSpace } from './disk.js'
+import { rebuildDerived } from './rebuild.js'
+import { openLedgerDb, isDamage, repairAndOpen, type Db } from './recovery.js'
+import type { VerifiedRecord } from './signing.js'
+
+export interface StoreInit {
+  dir: string
+  logger: Logger
+  /** Raw records older than this are compacted into rollups. @default 30 days */
+  retentionMs?: number
+  now?: () => number
+  /** called when a write fails (the disk guard listens for ENOSPC) */
+  onWriteError?: (err: Error) => void
+}
+
+export interface IngestResult { stored: number, known: number, stale: number }
+
+type Job =
+  | { kind: 'ingest', items: readonly VerifiedRecord[], proofs: ReadonlyMap<string, MeterProof>, resolve: (r: IngestResult) => void, reject: (e: Error) => void }
+  | { kind: 'registers', registers: readonly RollupRegister[], resolve: (n: number) => void, reject: (e: Error) => void }
+  | { kind: 'compact', resolve: (n: number) => void, reject: (e: Error) => void }
+  | { kind: 'repair', why: string, resolve: (n: number) => void, reject: (e: Error) => void }
+
+const CACHE_LIMIT = 50_000
+
+export class MeterStore {
+  readonly tree = new DigestTree()
+  /** records stored since open, by this store's writer */
+  stored = 0
+  private queue: Job[] = []
+  private writing: Promise<void> | undefined
+  private closed = false
+  private readonly cache = new Map<string, Uint8Array | undefined>()
+  private readonly knownProofs = new Set<string>()
+  /** a write failed for lack of space: LevelDB may keep failing until it is reopened */
+  private reopenNeeded = false
+  private lastReopen = 0
+  readonly retentionMs: number
+  readonly now: () => number
+
+  private constructor (public db: Db, public recovered: string, private readonly init: StoreInit) {
+    this.retentionMs = init.retentionMs ?? 30 * 86_400_000
+    this.now = init.now ?? Date.now
+  }
+
+  static async open (init: StoreInit): Promise<MeterStore> {
+    const { db, recovered } = await openLedgerDb(init.dir, init.logger)
+    const store = new MeterStore(db, recovered, init)
+    try {
+      if (recovered !== '') await store.rebuild()
+      await store.loadTree()
+    } catch (err: any) {
+      if (!isDamage(err)) { await db.close().catch(() => {}); throw err }
+      await store.repair(String(err?.cause?.message ?? err?.message ?? err))
+    }
+    return store
+  }
+
+  /**
+   * Reads every entry once to find damage LevelDB only reports when a block is read (a
+   * truncated table); repairs the ledger if it finds any. Resolves to '' or what it did.
+   */
+  async verify (): Promise<string> {
+    try {
+      let n = 0
+      for await (const entry of this.db.iterator()) {
+        // Yield now and then: this runs beside the node's work.
+        if (++n % 5000 === 0) await new Promise(resolve => setImmediate(resolve))
+        void entry
+      }
+      return ''
+    } catch (err: any) {
+      if (!isDamage(err) || this.closed) throw err
+      const why = String(err?.cause?.message ?? err?.message ?? err)
+      await this.enqueue<number>((resolve, reject) => ({ kind: 'repair', why, resolve, reject }))
+      return this.recovered
+    }
+  }
+
+  /** Moves the damaged ledger aside, repairs a copy, rebuilds what derives from the records */
+  private async repair (why: string): Promise<void> {
+    await this.db.close().catch(() => {})
+    const { db, recovered } = await repairAndOpen(this.init.dir, why, this.init.logger)
+    this.db = db
+    this.recovered = recovered
+    this.cache.clear()
+    this.knownProofs.clear()
+    await this.rebuild()
+    this.tree.clear()
+    await this.loadTree()
+  }
+
+  /** Rebuilds index, digests and rollups from what the ledger holds (after a repair) */
+  private async rebuild (): Promise<void> {
+    const raw = await rebuildDerived(this.db, this.horizonMs())
+    this.init.logger.warn({ records: raw }, 'rebuilt the meter index, digests and rollups from the records the repair kept')
+  }
+
+  /** Minutes before this are kept as rollups only */
+  horizonMs (): number {
+    return floorTo(this.now() - this.retentionMs, MINUTE_MS)
+  }
+
+  /** Stores verified records (synced) and resolves once they are on disk */
+  async ingest (items: readonly VerifiedRecord[], proofs: ReadonlyMap<string, MeterProof>): Promise<IngestResult> {
+    return await this.enqueue<IngestResult>((resolve, reject) => ({ kind: 'ingest', items, proofs, resolve, reject }))
+  }
+
+  /** Merges rollup registers of old minutes (max-register); resolves to how many replaced ours */
+  async adoptRegisters (registers: readonly RollupRegister[]): Promise<number> {
+    return await this.enqueue<number>((resolve, reject) => ({ kind: 'registers', registers, resolve, reject }))
+  }
+
+  /** Drops raw records older than the retention (their rollups stay); resolves to how many */
+  async compact (): Promise<number> {
+    return await this.enqueue<number>((resolve, reject) => ({ kind: 'compact', resolve, reject }))
+  }
+
+  /** Reads through the cache of digest and rollup values the writer keeps hot */
+  readonly reader: Reader = {
+    getMany: async (keys) => {
+      const out: Array<Uint8Array | undefined> = new Array(keys.length)
+      const miss: number[] = []
+      keys.forEach((k, i) => { if (this.cache.has(k)) out[i] = this.cache.get(k); else miss.push(i) })
+      if (miss.length > 0) {
+        const got = await this.db.getMany(miss.map(i => keys[i]))
+        miss.forEach((i, j) => { out[i] = got[j] ?? undefined })
+      }
+      return out
+    },
+    get: async (key) => (await this.reader.getMany([key]))[0]
+  }
+
+  /** Waits for queued writes, then closes; idempotent */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.writing
+    await this.db.close()
+  }
+
+  get isClosed (): boolean {
+    return this.closed
+  }
+
+  private async enqueue<T> (job: (resolve: (v: T) => void, reject: (e: Error) => void) => Job): Promise<T> {
+    if (this.closed) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot record usage: the ledger is closed')
+    return await new Promise<T>((resolve, reject) => {
+      this.queue.push(job(resolve, reject))
+      this.writing ??= this.drain()
+    })
+  }
+
+  private async drain (): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const job = this.queue[0]
+        if (job.kind === 'ingest') {
+          // Group commit: every ingest queued now shares one synced batch.
+          const jobs: Array<Extract<Job, { kind: 'ingest' }>> = []
+          while (this.queue[0]?.kind === 'ingest') jobs.push(this.queue.shift() as Extract<Job, { kind: 'ingest' }>)
+          await this.runIngest(jobs)
+        } else {
+          this.queue.shift()
+          await this.runOther(job)
+        }
+      }
+    } finally {
+      this.writing = undefined
+    }
+  }
+
+  private async runIngest (jobs: Array<Extract<Job, { kind: 'ingest' }>>): Promise<void> {
+    await this.reopenIfNeeded()
+    const items = jobs.flatMap(j => j.items)
+    const proofs = new Map<string, MeterProof>()
+    for (const j of jobs) for (const [id, p] of j.proofs) proofs.set(id, p)
+    try {
+      const plan = await planIngest(this.reader, items, proofs, this.horizonMs(), this.knownProofs)
+      await this.commit(plan.ops, plan)
+      for (const id of proofs.keys()) this.rememberProof(id)
+      for (const j of jobs) {
+        const r: IngestResult = { stored: 0, known: 0, stale: 0 }
+        const seen = new Set<string>()
+        for (const it of j.items) {
+          const o: Outcome = seen.has(it.key) ? 'known' : plan.outcome.get(it.key) ?? 'known'
+          seen.add(it.key)
+          r[o]++
+        }
+        j.resolve(r)
+      }
+    } catch (err: any) {
+      const e = this.failure(err)
+      for (const j of jobs) j.reject(e)
+    }
+  }
+
+  private async runOther (job: Exclude<Job, { kind: 'ingest' }>): Promise<void> {
+    try {
+      if (job.kind === 'repair') {
+        await this.repair(job.why)
+        job.resolve(0)
+      } else if (job.kind === 'registers') {
+        const plan = await planRegisters(this, job.registers)
+        await this.commit(plan.ops, plan)
+        job.resolve(plan.adopted)
+      } else {
+        let total = 0
+        for (;;) {
+          const chunk = await compactChunk(this.db, this.horizonMs())
+          if (chunk.ops.length > 0) await this.db.batch(chunk.ops, { sync: !chunk.more })
+          total += chunk.records
+          if (!chunk.more) break
+          // Let queued group commits through between chunks.
+          if (this.queue.length > 0) { this.queue.push(job); return }
+        }
+        job.resolve(total)
+      }
+    } catch (err: any) {
+      job.reject(this.failure(err))
+    }
+  }
+
+  /** Writes a plan's ops synced, then publishes its staged values to the cache and tree */
+  private async commit (ops: Op[], plan: Pick<Plan, 'staged' | 'hours' | 'stored'>): Promise<void> {
+    if (ops.length === 0) return
+    await this.db.batch(ops, { sync: true })
+    for (const [k, v] of plan.staged) this.cache.set(k, v)
+    if (this.cache.size > CACHE_LIMIT) {
+      // Oldest first (Map order): the current minute's rows stay hot.
+      let drop = this.cache.size - CACHE_LIMIT / 2
+      for (const k of this.cache.keys()) { if (drop-- <= 0) break; this.cache.delete(k) }
+    }
+    for (const h of plan.hours) this.tree.setHour(h.nodeId, h.hourMs, h.digest)
+    this.stored += plan.stored
+  }
+
+  /**
+   * After a write failed for lack of space, LevelDB can hold on to the error (a failed table
+   * write is sticky): reopen it, at most every 2 s, before the next write.
+   */
+  private async reopenIfNeeded (): Promise<void> {
+    if (!this.reopenNeeded || Date.now() - this.lastReopen < 2000) return
+    this.lastReopen = Date.now()
+    try {
+      await this.db.close().catch(() => {})
+      this.db = (await openLedgerDb(this.init.dir, this.init.logger)).db
+      this.cache.clear()
+      this.tree.clear()
+      await this.loadTree()
+      this.reopenNeeded = false
+      this.init.logger.info('reopened the meter ledger after writes failed for lack of space')
+    } catch (err: any) {
+      this.init.logger.warn({ err: String(err?.message ?? err) }, 'cannot reopen the meter ledger yet')
+    }
+  }
+
+  private failure (err: any): Error {
+    // Staged values may not be on disk: forget them all.
+    this.cache.clear()
+    if (isNoSpace(err)) this.reopenNeeded = true
+    this.init.onWriteError?.(err)
+    const message = String(err?.cause?.message ?? err?.message ?? err)
+    this.init.logger.error({ err: message, damaged: isDamage(err) }, 'meter write failed')
+    // Damaged files: find out what is readable and repair (after this job, in the writer's turn).
+    if (isDamage(err) && !isNoSpace(err) && !this.closed) setImmediate(() => { void this.verify().catch(() => {}) })
+    return new InternalError('FNMESH_ERR_METER_UNAVAILABLE', `Cannot record usage: ${message}`, { cause: err })
+  }
+
+  private rememberProof (id: string): void {
+    if (this.knownProofs.size >= 20_000) this.knownProofs.clear()
+    this.knownProofs.add(id)
+  }
+
+  /** Loads every hour digest into the in-memory tree */
+  private async loadTree (): Promise<void> {
+    for await (const [key, value] of this.db.iterator({ gte: 'h!', lt: 'h!~' })) {
+      const k = parseDigestKey(key)
+      if (k != null) this.tree.setHour(k.nodeId, k.bucketMs, decodeDigest(value))
+    }
+  }
+
+  /** The proof of a batch, if stored */
+  async proof (batchId: string): Promise<MeterProof | undefined> {
+    const bytes = await this.db.get(`p!${batchId}`)
+    return bytes != null ? decode('MeterProof', bytes) : undefined
+  }
+}

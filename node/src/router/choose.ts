@@ -1,0 +1,48 @@
+/**
+ * The routing choice, pure: power of two choices over the peers with a free slot, by estimated
+ * utilisation; on a tie, prefer a peer where the function is warm, then the router's own node
+ * (no network hop), then the one with more free slots. Sampling two at random keeps routers with
+ * the same stale view from all picking the same peer (the herd effect of "always pick the least
+ * loaded"). When the router's own node has a free slot it is always one of the two: its load is
+ * known exactly, and NATS's queue group already picked the router at random, so the pair is
+ * still a random one.
+ */
+
+export interface Candidate {
+  id: string
+  slots: number
+  /** estimated in-flight invocations: the peer's advert plus what this router sent since */
+  load: number
+  /** the function has a warm sandbox there */
+  warm: boolean
+  /** the router's own node */
+  self?: boolean
+  /** what this router learned from failed or stalled work sent there (router/penalty.ts), added to utilisation */
+  penalty?: number
+}
+
+const EPSILON = 1e-9
+
+/** True if `a` is the better place for the next invocation */
+export function better (a: Candidate, b: Candidate): boolean {
+  const ua = a.load / a.slots + (a.penalty ?? 0)
+  const ub = b.load / b.slots + (b.penalty ?? 0)
+  if (Math.abs(ua - ub) > EPSILON) return ua < ub
+  if (a.warm !== b.warm) return a.warm
+  if ((a.self === true) !== (b.self === true)) return a.self === true
+  return a.slots - a.load >= b.slots - b.load
+}
+
+/**
+ * Picks a peer for one invocation, or undefined if none has a free slot.
+ * `rng` returns [0, 1) (injected for tests).
+ */
+export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: () => number = Math.random): C | undefined {
+  const free = candidates.filter(c => c.slots > 0 && c.load < c.slots)
+  if (free.length <= 1) return free[0]
+  const own = free.findIndex(c => c.self === true)
+  const i = own >= 0 ? own : Math.floor(rng() * free.length)
+  let j = Math.floor(rng() * (free.length - 1))
+  if (j >= i) j++
+  return better(free[i], free[j]) ? free[i] : free[j]
+}

@@ -1,0 +1,369 @@
+/**
+ * Warm pools of sandboxed workers. Generic workers are booted ahead of need (per memory size and
+ * network access), so a cold start only places the function's code in a running, already
+ * isolated process and loads it; a specialised worker then serves only that function version,
+ * one invocation at a time, until it idles out (scale to zero), up to the function's
+ * concurrency cap per node.
+ */
+import { CapacityError, FunctionError } from '../../../proto/errors.js'
+import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { Logger } from '../logger.js'
+import { distPath } from '../paths.js'
+import { describeLayers, detectIsolation, type IsolationPlan } from './layers/detect.js'
+import { usablePlan } from './layers/reach.js'
+import { Workspace } from './layers/workspace.js'
+import { InvocationLogs, type LogSink } from './logs.js'
+import { RuntimeError } from './runtime/errors.js'
+import { parseHandler } from './runtime/handler.js'
+import { functionEnv, Spawner, type Spawned } from './spawner.js'
+import { KeyedWaiters } from './waiters.js'
+import type { SandboxWorker } from './worker.js'
+
+export interface SandboxPoolInit {
+  /** folder holding the sandboxes' slots (code and tmp folders) */
+  workDir: string
+  /** Isolation layers. @default detectIsolation({ mode: 'auto' }) at start */
+  plan?: IsolationPlan
+  /** A folder (the data dir) made private to the agent when sandboxes run as another uid without a mount namespace */
+  protectDir?: string
+  /** A specialised worker idle this long is stopped. @default 300000 */
+  idleTtlMs?: number
+  /** Generic workers kept booted per memory size in use. @default 2 */
+  prewarm?: number
+  /** Max live workers on this node (busy + idle + generic). @default 64 */
+  maxWorkers?: number
+  /** Time allowed for boot and for loading the function. @default 10000 */
+  initTimeoutMs?: number
+  /** Largest result, bytes of JSON. @default 6 MiB */
+  resultLimit?: number
+  /** Bytes of log messages kept per invocation; the rest is dropped with a note. @default 65536 */
+  logLimit?: number
+  /** How long an invocation waits for a sandbox of a function at its concurrency cap. @default 1000 */
+  capWaitMs?: number
+  /** Processes and threads per sandbox. @default 64 */
+  pidsMax?: number
+  /** CPU cores per sandbox where cgroups allow. @default 1 */
+  cpus?: number
+  /** Where function log lines go */
+  logs?: LogSink
+  logger: Logger
+}
+
+export interface Acquired {
+  worker: SandboxWorker
+  cold: boolean
+  /** ms spent loading the function (0 when warm) */
+  initMs: number
+}
+
+export interface AcquireOptions {
+  /** the invocation the worker is for: its log lines (init included) carry this id */
+  invocationId?: string
+}
+
+const DEFAULT_MEMORY_MB = 128
+export const RUNTIME_DIR = distPath('node/src/sandbox/runtime')
+
+interface Meta { spawned: Spawned, logs?: InvocationLogs }
+
+type Options = Required<Omit<SandboxPoolInit, 'logger' | 'plan' | 'protectDir' | 'logs'>>
+
+export class SandboxPool {
+  private readonly idle = new Map<string, SandboxWorker[]>()
+  private readonly generic = new Map<string, SandboxWorker[]>()
+  private readonly live = new Set<SandboxWorker>()
+  private readonly meta = new Map<SandboxWorker, Meta>()
+  private readonly perKey = new Map<string, number>()
+  private readonly waiters = new KeyedWaiters()
+  private readonly opts: Options
+  private readonly log: Logger
+  private workspace: Workspace
+  private spawner: Spawner | undefined
+  private sweeper: NodeJS.Timeout | undefined
+  private started = false
+  plan: IsolationPlan | undefined
+  coldStarts = 0
+  warmStarts = 0
+
+  constructor (private readonly init: SandboxPoolInit) {
+    this.opts = {
+      workDir: init.workDir,
+      idleTtlMs: init.idleTtlMs ?? 300_000,
+      prewarm: init.prewarm ?? 2,
+      maxWorkers: init.maxWorkers ?? 64,
+      initTimeoutMs: init.initTimeoutMs ?? 10_000,
+      resultLimit: init.resultLimit ?? 6 * 1024 * 1024,
+      logLimit: init.logLimit ?? 65536,
+      capWaitMs: init.capWaitMs ?? 1000,
+      pidsMax: init.pidsMax ?? 64,
+      cpus: init.cpus ?? 1
+    }
+    this.log = init.logger
+    this.workspace = new Workspace(this.opts.workDir)
+  }
+
+  /**
+   * Detects the isolation layers (unless given), prepares the slots, boots one sandbox with every
+   * layer to prove they work together, and starts the prewarmed generic workers. In strict mode
+   * a missing OS layer, or a sandbox that cannot boot with them, fails the start.
+   */
+  async start (): Promise<void> {
+    if (this.started) return
+    // Strict without the OS layers fails here; without a mount namespace, a sandbox uid must reach its code.
+    let plan = usablePlan(this.init.plan ?? detectIsolation({ mode: 'auto' }), this.opts.workDir, this.init.protectDir, this.log)
+    let canary: Spawned
+    for (let fellBack = false; ; fellBack = true) {
+      this.plan = plan
+      this.workspace.open(plan.uidBase != null && !plan.mount ? this.init.protectDir : undefined)
+      this.spawner = new Spawner({ plan, workspace: this.workspace, runtimeDir: RUNTIME_DIR, pidsMax: this.opts.pidsMax, cpus: this.opts.cpus, logger: this.log })
+      const { active, missing } = describeLayers(plan)
+      this.log.info({ mode: plan.mode, active, missing, prewarm: this.opts.prewarm }, `sandbox layers: ${active.join(', ')}`)
+      try {
+        // One sandbox booted with every layer proves they work together here; it becomes the first generic worker.
+        canary = await this.spawner.canary(this.opts.initTimeoutMs)
+        break
+      } catch (err: any) {
+        if (plan.mode !== 'auto' || fellBack) throw err
+        // Layers that probe fine one by one may still fail together (a path the sandbox uid cannot
+        // read, a tool that misbehaves): auto mode carries on with the permission model alone.
+        this.log.error({ err: String(err?.message ?? err) }, 'sandbox did not boot with the OS layers: running functions with the permission model only')
+        plan = detectIsolation({ mode: 'auto', disable: ['mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu'] })
+      }
+    }
+    this.started = true
+    if (this.opts.prewarm > 0) {
+      this.adopt(canary)
+      this.generic.set(genericKey(DEFAULT_MEMORY_MB, false), [canary.worker])
+      this.refill(DEFAULT_MEMORY_MB, false)
+    } else {
+      canary.worker.kill('canary done')
+    }
+    this.sweeper = setInterval(() => { this.sweep() }, Math.min(1000, this.opts.idleTtlMs))
+    this.sweeper.unref()
+  }
+
+  isStarted (): boolean {
+    return this.started
+  }
+
+  /** Kills every worker */
+  stop (): void {
+    if (!this.started && this.live.size === 0) return
+    this.started = false
+    clearInterval(this.sweeper)
+    for (const w of this.live) w.kill('pool stopped')
+    if (this.live.size === 0) this.workspace.close()
+    this.idle.clear()
+    this.generic.clear()
+    this.perKey.clear()
+    this.waiters.wakeAll()
+  }
+
+  /** Resolves once every worker has exited and its slot and cgroup are gone (or after `timeoutMs`) */
+  async settled (timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while ((this.live.size > 0 || (this.spawner?.cleaning ?? 0) > 0) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+  }
+
+  /** "name@version" keys with a live specialised worker */
+  warmKeys (): string[] {
+    return [...this.perKey.entries()].filter(([, n]) => n > 0).map(([k]) => k)
+  }
+
+  /** Sandboxes of "name@version" running an invocation (or loading for one) now */
+  busyCount (key: string): number {
+    return (this.perKey.get(key) ?? 0) - (this.idle.get(key)?.length ?? 0)
+  }
+
+  hasIdle (key: string): boolean {
+    return (this.idle.get(key)?.length ?? 0) > 0
+  }
+
+  get size (): number {
+    return this.live.size
+  }
+
+  /** Generic workers booted and waiting for a function of this memory size */
+  genericReady (memoryMb = DEFAULT_MEMORY_MB, egress = false): number {
+    return (this.generic.get(genericKey(memoryMb, egress && this.plan?.net === true)) ?? []).filter(w => w.state === 'generic').length
+  }
+
+  /**
+   * A worker specialised for `spec`: a warm idle one if any, else (under the function's
+   * concurrency cap, waiting up to capWaitMs for one to free) a generic one loaded with the
+   * function (cold). Init failures throw FunctionError with the Lambda error.
+   */
+  async acquire (spec: StoredSpec, taskRoot: string, options: AcquireOptions = {}): Promise<Acquired> {
+    if (!this.started) throw new CapacityError('FNMESH_ERR_BUSY', 'The sandbox pool is stopped')
+    const key = `${spec.name}@${spec.version}`
+    try {
+      parseHandler(spec.handler)
+    } catch (err) {
+      const e = err as RuntimeError
+      throw new FunctionError('FNMESH_ERR_HANDLER_NOT_FOUND', e.message, { errorType: e.errorType })
+    }
+    const cap = spec.concurrency > 0 ? spec.concurrency : Infinity
+    const deadline = Date.now() + this.opts.capWaitMs
+    for (;;) {
+      const warm = this.idle.get(key)?.pop()
+      if (warm != null) {
+        this.warmStarts++
+        this.meta.get(warm)?.logs?.begin(options.invocationId ?? '')
+        warm.state = 'busy'
+        return { worker: warm, cold: false, initMs: 0 }
+      }
+      if ((this.perKey.get(key) ?? 0) < cap) break
+      const left = deadline - Date.now()
+      if (left <= 0 || !this.started) {
+        throw new CapacityError('FNMESH_ERR_BUSY', `Function "${spec.name}" is at its concurrency limit of ${cap} on this node`)
+      }
+      await this.waiters.wait(key, left)
+    }
+    return await this.coldStart(spec, key, taskRoot, options)
+  }
+
+  private async coldStart (spec: StoredSpec, key: string, taskRoot: string, options: AcquireOptions): Promise<Acquired> {
+    this.perKey.set(key, (this.perKey.get(key) ?? 0) + 1)
+    this.coldStarts++
+    const started = performance.now()
+    let worker: SandboxWorker | undefined
+    try {
+      // Without a network namespace every sandbox has the network: one kind of generic worker.
+      const egress = spec.egress && this.plan?.net === true
+      worker = this.generic.get(genericKey(spec.memoryMb, egress))?.shift() ?? this.spawn(spec.memoryMb, egress)
+      this.refill(spec.memoryMb, egress)
+      this.makeRoom()
+      await worker.ready(this.opts.initTimeoutMs)
+      const meta = this.meta.get(worker)
+      if (meta == null) throw new Error('the sandbox exited before it was given the function')
+      await (this.spawner as Spawner).fill(meta.spawned, taskRoot)
+      if (this.init.logs != null) {
+        meta.logs = new InvocationLogs({ function: spec.name, version: spec.version, limit: this.opts.logLimit, sink: this.init.logs })
+        meta.logs.begin(options.invocationId ?? '')
+      }
+      const result = await worker.init({
+        taskRoot: meta.spawned.inside.task,
+        handler: spec.handler,
+        functionName: spec.name,
+        functionVersion: String(spec.version),
+        memoryMb: spec.memoryMb,
+        env: functionEnv(spec, meta.spawned.inside),
+        resultLimit: this.opts.resultLimit,
+        logLimit: this.opts.logLimit,
+        logGroupName: `/fnmesh/${spec.name}`,
+        logStreamName: `${spec.version}/${worker.wid}`,
+        invokedFunctionArn: `fnmesh:function:${spec.name}:${spec.version}`
+      }, this.opts.initTimeoutMs)
+      if (!result.ok) {
+        throw new FunctionError(result.error.code as never, result.error.errorMessage, { errorType: result.error.errorType, trace: result.error.trace })
+      }
+    } catch (err) {
+      this.forget(key)
+      worker?.kill('init failed')
+      if (err instanceof FunctionError) throw err
+      throw new FunctionError('FNMESH_ERR_FUNCTION_INIT', `Sandbox for "${spec.name}" did not start: ${String((err as Error)?.message ?? (err as { reason?: string })?.reason ?? err)}`)
+    }
+    worker.once('exit', () => { this.forget(key) })
+    worker.state = 'busy'
+    return { worker, cold: true, initMs: performance.now() - started }
+  }
+
+  /** Gives a worker back after an invocation; a dead one is dropped */
+  release (worker: SandboxWorker): void {
+    if (worker.state !== 'idle' || worker.key == null || !this.started) {
+      if (worker.state !== 'dead') worker.kill('released while not idle')
+      return
+    }
+    const list = this.idle.get(worker.key) ?? []
+    list.push(worker)
+    this.idle.set(worker.key, list)
+    this.waiters.wake(worker.key)
+  }
+
+  /** Stops idle workers of `name` whose version is not `keepVersion` (after a new deploy) */
+  retire (name: string, keepVersion: number): void {
+    for (const [key, list] of this.idle) {
+      const at = key.lastIndexOf('@')
+      if (key.slice(0, at) === name && key.slice(at + 1) !== String(keepVersion)) {
+        for (const w of list) w.kill('retired by a new version')
+        this.idle.delete(key)
+      }
+    }
+  }
+
+  private forget (key: string): void {
+    const n = (this.perKey.get(key) ?? 1) - 1
+    if (n <= 0) this.perKey.delete(key)
+    else this.perKey.set(key, n)
+    this.waiters.wake(key)
+  }
+
+  private spawn (memoryMb: number, egress: boolean): SandboxWorker {
+    return this.adopt((this.spawner as Spawner).spawn(memoryMb, egress))
+  }
+
+  private adopt (spawned: Spawned): SandboxWorker {
+    const { worker } = spawned
+    this.live.add(worker)
+    this.meta.set(worker, { spawned })
+    worker.on('exit', (death) => {
+      this.live.delete(worker)
+      this.meta.delete(worker)
+      this.removeFromLists(worker)
+      if (!this.started && this.live.size === 0) this.workspace.close()
+      this.log.debug({ wid: worker.wid, fn: worker.key, ...death }, 'sandbox exited')
+    })
+    worker.on('invoke', (requestId) => { this.meta.get(worker)?.logs?.begin(requestId) })
+    worker.on('line', (source, line, cut) => {
+      const logs = this.meta.get(worker)?.logs
+      if (logs == null) return
+      if (source === 'log') logs.record(line, cut)
+      else logs.raw(source, line, cut)
+    })
+    return worker
+  }
+
+  private refill (memoryMb: number, egress: boolean): void {
+    if (!this.started || this.opts.prewarm === 0) return
+    const key = genericKey(memoryMb, egress)
+    const list = this.generic.get(key) ?? []
+    this.generic.set(key, list)
+    while (list.length < this.opts.prewarm && this.live.size < this.opts.maxWorkers) {
+      const w = this.spawn(memoryMb, egress)
+      w.ready(this.opts.initTimeoutMs).catch(() => {})
+      list.push(w)
+    }
+  }
+
+  /** Above maxWorkers, stop the least recently used idle workers */
+  private makeRoom (): void {
+    let excess = this.live.size - this.opts.maxWorkers
+    if (excess <= 0) return
+    const idle = [...this.idle.values()].flat().sort((a, b) => a.lastUsedMs - b.lastUsedMs)
+    for (const w of idle) {
+      if (excess-- <= 0) break
+      w.kill('evicted')
+    }
+  }
+
+  private sweep (): void {
+    const cutoff = Date.now() - this.opts.idleTtlMs
+    for (const list of this.idle.values()) {
+      for (const w of list) if (w.lastUsedMs < cutoff) w.kill('idle')
+    }
+  }
+
+  private removeFromLists (worker: SandboxWorker): void {
+    for (const lists of [this.idle, this.generic] as Array<Map<unknown, SandboxWorker[]>>) {
+      for (const [k, list] of lists) {
+        const i = list.indexOf(worker)
+        if (i >= 0) list.splice(i, 1)
+        if (list.length === 0 && lists === this.idle) lists.delete(k)
+      }
+    }
+  }
+}
+
+function genericKey (memoryMb: number, egress: boolean): string {
+  return `${memoryMb}/${egress ? 'net' : 'nonet'}`
+}

@@ -1,0 +1,75 @@
+/**
+ * Messages between the agent and a sandboxed child: a discriminated union over the fork IPC
+ * channel (json mode, fd 3), every request with an id that the child's answer repeats; and log
+ * records, one JSON object per line, on a pipe of their own (fd 4) that the child writes
+ * synchronously (runtime/console.ts, LOG_FD), so nothing logged before a crash or `process.exit`
+ * is lost.
+ *
+ * Type-only module: the runtime inside the sandbox imports nothing from outside its folder.
+ */
+
+/** The Lambda error shape plus the fnmesh code */
+export interface WireError {
+  code: string
+  errorType: string
+  errorMessage: string
+  trace: string[]
+}
+
+export interface InitRequest {
+  t: 'init'
+  id: number
+  /** the function's code as the child sees it (/var/task inside a mount namespace) */
+  taskRoot: string
+  handler: string
+  functionName: string
+  functionVersion: string
+  memoryMb: number
+  env: Record<string, string>
+  /** largest result accepted, in bytes of JSON */
+  resultLimit: number
+  /** bytes of log records the child writes per invocation before it stops and says so */
+  logLimit: number
+  logGroupName: string
+  logStreamName: string
+  invokedFunctionArn: string
+}
+
+export interface InvokeRequest {
+  t: 'invoke'
+  id: number
+  requestId: string
+  /** the event, JSON text */
+  payload: string
+  /** epoch ms at which the agent kills the invocation */
+  deadlineMs: number
+  /** CloudEvent attributes of an async event (context.cloudEvent) */
+  cloudEvent?: Record<string, string>
+}
+
+export type ParentMessage = InitRequest | InvokeRequest
+
+export interface BootMessage { t: 'boot' }
+export interface InitOk { t: 'init-ok', id: number }
+export interface InitFailed { t: 'init-error', id: number, error: WireError }
+export interface InvokeOk { t: 'result', id: number, ok: true, payload: string }
+/** `fatal`: the child exits right after sending this (uncaught exception, unhandled rejection) */
+export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireError, fatal?: boolean }
+
+export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed
+
+/**
+ * One console call, as a line of JSON on the log pipe. `r` is the request id the child believes
+ * is current: the agent accepts it only if it is one of this worker's own invocations.
+ */
+export interface LogRecord {
+  /** epoch ms */
+  t: number
+  /** INFO, WARN, ERROR, DEBUG, TRACE, FATAL */
+  l: string
+  /** the formatted message */
+  m: string
+  r?: string
+  /** set on the record the child writes instead of what it dropped: bytes not written */
+  cut?: number
+}

@@ -1,0 +1,256 @@
+/**
+ * Parent side of one sandboxed child process: boot, specialise once, invoke one at a time,
+ * kill. A child that failed init, crashed, timed out or reported a fatal error is never reused.
+ *
+ * Killing SIGKILLs everything inside the sandbox: the processes of its cgroup (when it has one)
+ * and its process group. With a namespace monitor in front (bwrap, unshare --fork) the inside
+ * goes first so the monitor reaps it and exits by itself, leaving no zombie behind.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import { constants } from 'node:os'
+import type { WorkerCgroup } from './layers/cgroup.js'
+import type { SandboxCommand } from './layers/command.js'
+import { LineSplitter } from './logs.js'
+import type { ChildMessage, InitRequest, WireError } from './protocol.js'
+
+export type WorkerState = 'booting' | 'generic' | 'initializing' | 'idle' | 'busy' | 'dead'
+
+export interface SpawnSpec {
+  command: SandboxCommand
+  /** environment of the child before specialisation */
+  env: Record<string, string>
+  /** the function's memory, MB (for error messages) */
+  memoryMb: number
+  cgroup?: WorkerCgroup
+  /** the spawned process waits for the sandbox (bwrap, unshare --fork) rather than being it */
+  monitor: boolean
+}
+
+export interface InvokeOutcome {
+  ok: boolean
+  payload?: string
+  error?: WireError
+  durationMs: number
+}
+
+/** Why a worker died, as seen from the parent */
+export interface Death { code: number | null, signal: NodeJS.Signals | null, oom: boolean, reason: string }
+
+export type OutputSource = 'log' | 'stdout' | 'stderr'
+
+const STDERR_TAIL = 4096
+const MAX_LINE = 256 * 1024
+const SIGNALS = Object.fromEntries(Object.entries(constants.signals).map(([name, n]) => [n, name])) as Record<number, NodeJS.Signals>
+
+let nextWorkerId = 1
+
+export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: OutputSource, line: string, cut: boolean], invoke: [requestId: string] }> {
+  readonly wid = nextWorkerId++
+  readonly memoryMb: number
+  state: WorkerState = 'booting'
+  /** "name@version" once specialised */
+  key: string | undefined
+  lastUsedMs = Date.now()
+  invocations = 0
+  private readonly child: ChildProcess
+  private readonly spec: SpawnSpec
+  private readonly booted: Promise<void>
+  private pending = new Map<number, { resolve: (m: ChildMessage) => void, reject: (e: Death) => void }>()
+  private nextId = 1
+  private stderrTail = ''
+  private killedFor: string | undefined
+  death: Death | undefined
+
+  constructor (spec: SpawnSpec) {
+    super()
+    this.spec = spec
+    this.memoryMb = spec.memoryMb
+    this.child = spawn(spec.command.file, spec.command.args, {
+      cwd: spec.command.cwd,
+      env: spec.env,
+      // Own process group, so a timeout kills everything the function started.
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc', 'pipe'],
+      serialization: 'json'
+    })
+    const lines = (source: OutputSource): LineSplitter => new LineSplitter(MAX_LINE, (line, cut) => { this.emit('line', source, line, cut) })
+    const pipe = (stream: NodeJS.ReadableStream | null | undefined, source: OutputSource): void => {
+      if (stream == null) return
+      const splitter = lines(source)
+      stream.setEncoding('utf8')
+      stream.on('data', (text: string) => {
+        if (source === 'stderr') this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL)
+        splitter.push(text)
+      })
+      stream.on('end', () => { splitter.end() })
+    }
+    pipe(this.child.stdout, 'stdout')
+    pipe(this.child.stderr, 'stderr')
+    pipe(this.child.stdio[4] as NodeJS.ReadableStream | null, 'log')
+    this.booted = new Promise((resolve, reject) => {
+      this.pending.set(0, { resolve: () => { resolve() }, reject })
+    })
+    this.booted.catch(() => {})
+    this.child.on('message', (msg: ChildMessage) => { this.onMessage(msg) })
+    this.child.on('error', (err) => { this.onExit(null, null, `spawn failed: ${err.message}`) })
+    this.child.on('exit', (code, signal) => {
+      // stderr may still hold the tail that says why (out of memory): judge once it closed.
+      let judged = false
+      const judge = (): void => { if (!judged) { judged = true; this.onExit(code, signal) } }
+      this.child.once('close', judge)
+      setTimeout(judge, 200).unref()
+    })
+  }
+
+  get pid (): number | undefined {
+    return this.child.pid
+  }
+
+  /** Processes in this sandbox's cgroup (empty without one) */
+  cgroupPids (): number[] {
+    return this.spec.cgroup?.pids() ?? []
+  }
+
+  /** Resolves once the child runs and listens on IPC */
+  async ready (timeoutMs: number): Promise<void> {
+    await withTimeout(this.booted, timeoutMs, () => { this.kill('boot timed out') })
+    if (this.state === 'booting') this.state = 'generic'
+  }
+
+  /** Loads the function into this (generic) worker */
+  async init (msg: Omit<InitRequest, 't' | 'id'>, timeoutMs: number): Promise<{ ok: true } | { ok: false, error: WireError }> {
+    this.state = 'initializing'
+    this.key = `${msg.functionName}@${msg.functionVersion}`
+    let reply: ChildMessage
+    try {
+      reply = await this.request({ t: 'init', id: 0, ...msg }, timeoutMs)
+    } catch (err) {
+      const death = err as Death
+      const error = death.reason === 'timeout'
+        ? { code: 'FNMESH_ERR_FUNCTION_INIT', errorType: 'Runtime.InitTimeout', errorMessage: `Function init did not finish within ${timeoutMs} ms`, trace: [] }
+        : this.deathError(death)
+      return { ok: false, error }
+    }
+    if (reply.t === 'init-ok') {
+      this.state = 'idle'
+      return { ok: true }
+    }
+    const error = reply.t === 'init-error' ? reply.error : { code: 'FNMESH_ERR_INTERNAL', errorType: 'Runtime.InvalidState', errorMessage: 'Unexpected reply to init', trace: [] }
+    this.kill('init failed')
+    return { ok: false, error }
+  }
+
+  /** Runs one invocation; kills the sandbox at `deadlineMs` */
+  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string> }): Promise<InvokeOutcome> {
+    this.state = 'busy'
+    this.invocations++
+    this.emit('invoke', requestId)
+    const started = performance.now()
+    try {
+      const reply = await this.request({ t: 'invoke', id: 0, requestId, payload, deadlineMs, ...extra }, deadlineMs - Date.now())
+      const durationMs = performance.now() - started
+      if (reply.t !== 'result') throw new Error('Unexpected reply to invoke')
+      if (reply.ok) return { ok: true, payload: reply.payload, durationMs }
+      if (reply.fatal === true) this.kill('fatal error in function')
+      return { ok: false, error: reply.error, durationMs }
+    } catch (err) {
+      return { ok: false, error: this.deathError(err as Death), durationMs: performance.now() - started }
+    } finally {
+      this.lastUsedMs = Date.now()
+      // A worker killed here (fatal error) is dying: never idle, or the pool hands it out before its exit arrives.
+      if (this.state === 'busy' && this.killedFor == null) this.state = 'idle'
+    }
+  }
+
+  /** SIGKILL to everything in the sandbox; idempotent */
+  kill (reason: string): void {
+    this.killedFor ??= reason
+    const pid = this.child.pid
+    if (this.state === 'dead' || pid == null) return
+    const inside = this.spec.cgroup?.pids().filter(p => p !== pid) ?? []
+    const killGroup = (): void => {
+      try { process.kill(-pid, 'SIGKILL') } catch {}
+      try { this.child.kill('SIGKILL') } catch {}
+    }
+    for (const p of inside) { try { process.kill(p, 'SIGKILL') } catch {} }
+    if (this.spec.monitor && inside.length > 0) {
+      // The monitor reaps what it started and exits; if it does not, it goes too.
+      setTimeout(() => { if (this.state !== 'dead') killGroup() }, 1000).unref()
+    } else {
+      killGroup()
+    }
+  }
+
+  private deathError (death: Death): WireError {
+    if (death.reason === 'timeout') {
+      return { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', errorMessage: 'Task timed out', trace: [] }
+    }
+    if (death.oom) {
+      return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: `Runtime exited: out of memory (limit ${this.memoryMb} MB)`, trace: [] }
+    }
+    const status = death.signal != null ? `signal ${death.signal}` : `exit status ${String(death.code)}`
+    return { code: 'FNMESH_ERR_FUNCTION_EXITED', errorType: 'Runtime.ExitError', errorMessage: `Runtime exited with error: ${status}`, trace: [] }
+  }
+
+  private async request (msg: ChildMessage | { t: 'init' | 'invoke', id: number, [k: string]: unknown }, timeoutMs: number): Promise<ChildMessage> {
+    if (this.state === 'dead' || this.death != null) throw this.death ?? { code: null, signal: null, oom: false, reason: 'dead' }
+    const id = this.nextId++
+    const reply = new Promise<ChildMessage>((resolve, reject) => { this.pending.set(id, { resolve, reject }) })
+    this.child.send({ ...msg, id }, (err) => {
+      if (err != null) this.kill(`ipc send failed: ${err.message}`)
+    })
+    return await withTimeout(reply, Math.max(0, timeoutMs), () => { this.kill('timeout') })
+  }
+
+  private onMessage (msg: ChildMessage): void {
+    const id = msg?.t === 'boot' ? 0 : msg?.id
+    const p = typeof id === 'number' ? this.pending.get(id) : undefined
+    if (p == null) {
+      // The runtime answers only what was asked: anything else is the function talking on the
+      // channel itself (process.send), which could keep the agent busy parsing. It goes.
+      this.kill('unsolicited message on the IPC channel')
+      return
+    }
+    this.pending.delete(id as number)
+    p.resolve(msg)
+  }
+
+  private onExit (code: number | null, signal: NodeJS.Signals | null, reason?: string): void {
+    if (this.state === 'dead') return
+    this.state = 'dead'
+    const oom = (this.spec.cgroup?.oomKills() ?? 0) > 0 || /heap out of memory|Reached heap limit|Allocation failed|out of memory|Cannot allocate memory/i.test(this.stderrTail)
+    if (this.killedFor != null && signal == null) {
+      // Killed here with SIGKILL: a namespace monitor in front reports its own status instead.
+      signal = 'SIGKILL'
+      code = null
+    } else if (this.spec.monitor && signal == null && code != null && code > 128 && SIGNALS[code - 128] != null) {
+      // A monitor reports its sandbox's signal as 128 + the signal number.
+      signal = SIGNALS[code - 128]
+      code = null
+    }
+    this.death = { code, signal, oom, reason: this.killedFor ?? reason ?? 'exited' }
+    for (const p of this.pending.values()) p.reject(this.death)
+    this.pending.clear()
+    this.emit('exit', this.death)
+  }
+}
+
+async function withTimeout<T> (promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  let grace: NodeJS.Timeout | undefined
+  // On timeout the child is killed; the rejection that counts comes from its exit, which
+  // carries why. The grace timer only guards against an exit that never comes.
+  const timedOut = new Promise<never>((resolve, reject) => {
+    timer = setTimeout(() => {
+      onTimeout()
+      grace = setTimeout(() => { reject({ code: null, signal: null, oom: false, reason: 'timeout' } satisfies Death) }, 5000)
+    }, ms)
+  })
+  try {
+    return await Promise.race([promise, timedOut])
+  } finally {
+    clearTimeout(timer)
+    clearTimeout(grace)
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The triggers part: keeps one Puller per (function, trigger) consumer of the deployed functions,
+ * the Scheduler, and the event streams and consumers themselves (every agent reconciles them
+ * when a spec changes, so a mesh repairs a consumer deleted by hand).
+ */
+import { jetstream, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { bindingsOf, ensureBindings, ensureStreams, manager, SCHEDULES_BUCKET, type Binding } from '../../../sdk/src/events.js'
+import type { Registry, StoredSpec } from '../../../sdk/src/registry.js'
+import type { Executor } from '../executor/executor.js'
+import type { Logger } from '../logger.js'
+import type { FunctionCache } from '../registry/cache.js'
+import type { SandboxPool } from '../sandbox/pool.js'
+import { Dispatcher } from './dispatcher.js'
+import { Puller } from './puller.js'
+import { Scheduler } from './scheduler.js'
+
+export interface TriggerComponents {
+  nc: NatsConnection
+  registry: Registry
+  functions: FunctionCache
+  executor: Executor
+  pool: SandboxPool
+  logger: Logger
+}
+
+export interface TriggerInit {
+  /** @default 300000 */
+  scheduleGraceMs?: number
+}
+
+export class TriggerManager {
+  private readonly pullers = new Map<string, Puller>()
+  private readonly specs = new Map<string, StoredSpec>()
+  private js!: JetStreamClient
+  private jsm!: JetStreamManager
+  private dispatcher!: Dispatcher
+  private scheduler: Scheduler | undefined
+  private readonly roomWaiters = new Set<() => void>()
+  private started = false
+
+  constructor (private readonly c: TriggerComponents, private readonly init: TriggerInit = {}) {}
+
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    this.js = jetstream(this.c.nc)
+    this.jsm = await manager(this.c.nc)
+    await ensureStreams(this.jsm)
+    this.dispatcher = new Dispatcher({ js: this.js, executor: this.c.executor, functions: this.c.functions, logger: this.c.logger })
+    const kv = await new Kvm(this.c.nc).create(SCHEDULES_BUCKET, { history: 1 })
+    this.scheduler = new Scheduler({ js: this.js, kv, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
+    await this.scheduler.start()
+    for (const spec of await this.c.registry.list()) await this.onSpec(spec.name, spec)
+  }
+
+  isStarted (): boolean {
+    return this.started
+  }
+
+  /** Called when the executor frees a slot */
+  wake (): void {
+    for (const w of [...this.roomWaiters]) w()
+  }
+
+  /** Applies a spec change: binds new triggers, unbinds removed ones */
+  async onSpec (name: string, spec: StoredSpec | null): Promise<void> {
+    if (!this.started) return
+    if (spec == null) {
+      this.specs.delete(name)
+      for (const [key, p] of this.pullers) if (p.binding.fn === name) { this.pullers.delete(key); void p.stop() }
+      return
+    }
+    const known = this.specs.get(name)
+    if (known != null && known.version > spec.version) return
+    this.specs.set(name, spec)
+    let bindings: Binding[]
+    try {
+      bindings = await ensureBindings(this.jsm, spec)
+    } catch (err: any) {
+      this.c.logger.error({ fn: name, err: String(err?.message ?? err) }, 'cannot bind the triggers of a function')
+      bindings = bindingsOf(spec)
+    }
+    const want = new Set(bindings.map(b => `${b.stream}/${b.consumer}`))
+    for (const [key, p] of this.pullers) {
+      if (p.binding.fn === name && !want.has(key)) { this.pullers.delete(key); void p.stop() }
+    }
+    for (const b of bindings) {
+      const key = `${b.stream}/${b.consumer}`
+      if (this.pullers.has(key)) continue
+      const p = new Puller(b, {
+        js: this.js,
+        dispatcher: this.dispatcher,
+        room: (fn) => this.room(fn),
+        roomChanged: async (ms) => { await this.roomChanged(ms) },
+        logger: this.c.logger
+      })
+      this.pullers.set(key, p)
+      p.start()
+    }
+  }
+
+  /** Events this node can take now for `fn`: free slots, within the function's concurrency */
+  private room (fn: string): number {
+    const free = this.c.executor.state === 'running' ? this.c.executor.free : 0
+    const spec = this.specs.get(fn)
+    if (spec == null || spec.concurrency === 0) return free
+    return Math.min(free, spec.concurrency - this.c.pool.busyCount(`${fn}@${spec.version}`))
+  }
+
+  private async roomChanged (ms: number): Promise<void> {
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(timer); this.roomWaiters.delete(done); resolve() }
+      const timer = setTimeout(done, ms)
+      this.roomWaiters.add(done)
+    })
+  }
+
+  /** Stops pulling and scheduling; resolves once pulled events are settled (acked or handed back) */
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.scheduler?.stop()
+    const all = [...this.pullers.values()]
+    this.pullers.clear()
+    this.wake()
+    await Promise.all(all.map(async p => await p.stop()))
+  }
+
+  get stats (): Dispatcher['stats'] & { scheduled: number } {
+    return { ...this.dispatcher.stats, scheduled: this.scheduler?.fired ?? 0 }
+  }
+}

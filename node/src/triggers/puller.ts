@@ -1,0 +1,88 @@
+/**
+ * One pull loop per (function, trigger) consumer. It asks JetStream only for as many events as
+ * this node has free slots (and the function has room under its concurrency), so events spread
+ * over the mesh by capacity: a node with more free slots pulls more.
+ */
+import type { Consumer, JetStreamClient } from '@nats-io/jetstream'
+import type { Binding } from '../../../sdk/src/events.js'
+import type { Logger } from '../logger.js'
+import type { Dispatcher } from './dispatcher.js'
+
+export interface PullerComponents {
+  js: JetStreamClient
+  dispatcher: Dispatcher
+  /** events this node can take now for `fn` */
+  room: (fn: string) => number
+  /** resolves when room may have grown (a slot freed), or after `ms` */
+  roomChanged: (ms: number) => Promise<void>
+  logger: Logger
+}
+
+export interface PullerInit {
+  /** Most events asked for at once. @default 8 */
+  maxBatch?: number
+  /** How long one pull request waits for events. @default 2000 */
+  expiresMs?: number
+}
+
+export class Puller {
+  private running = false
+  private loop: Promise<void> | undefined
+  private readonly inFlight = new Set<Promise<void>>()
+  /** pulled events not yet holding an executor slot */
+  private claimed = 0
+  private consumer: Consumer | undefined
+  private readonly maxBatch: number
+  private readonly expiresMs: number
+
+  constructor (readonly binding: Binding, private readonly c: PullerComponents, init: PullerInit = {}) {
+    this.maxBatch = init.maxBatch ?? 8
+    this.expiresMs = init.expiresMs ?? 2000
+  }
+
+  start (): void {
+    if (this.running) return
+    this.running = true
+    this.loop = this.run()
+  }
+
+  isStarted (): boolean {
+    return this.running
+  }
+
+  /** Stops pulling; resolves when the events already pulled are settled */
+  async stop (): Promise<void> {
+    this.running = false
+    await this.loop
+    await Promise.all([...this.inFlight])
+  }
+
+  private async run (): Promise<void> {
+    let failures = 0
+    while (this.running) {
+      const room = Math.min(this.maxBatch, this.c.room(this.binding.fn) - this.claimed)
+      if (room <= 0) {
+        await this.c.roomChanged(500)
+        continue
+      }
+      try {
+        this.consumer ??= await this.c.js.consumers.get(this.binding.stream, this.binding.consumer)
+        const batch = await this.consumer.fetch({ max_messages: room, expires: this.expiresMs })
+        for await (const msg of batch) {
+          this.claimed++
+          const p = this.c.dispatcher.handle(msg, this.binding, () => { this.claimed-- }).finally(() => { this.inFlight.delete(p) })
+          this.inFlight.add(p)
+        }
+        failures = 0
+      } catch (err: any) {
+        // NATS restarting, the consumer not created yet, the stream gone: back off and retry.
+        this.consumer = undefined
+        failures++
+        if (failures === 1 || failures % 30 === 0) {
+          this.c.logger.warn({ fn: this.binding.fn, consumer: this.binding.consumer, err: String(err?.message ?? err) }, 'pulling events failed; retrying')
+        }
+        await new Promise(resolve => setTimeout(resolve, Math.min(5000, 250 * failures)))
+      }
+    }
+  }
+}

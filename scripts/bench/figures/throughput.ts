@@ -1,0 +1,68 @@
+/**
+ * Figure: throughput at saturation of a trivial function (the 1 KB echo) on 3 agents, with a
+ * fixed number of calls in flight, against raw NATS request-reply at the same concurrency.
+ */
+import { availableParallelism } from 'node:os'
+import { CpuAccount, formatCpu, maxDefined } from '../cpu.js'
+import { closedLoop, type ClosedLoopResult } from '../loops.js'
+import { ECHO_FUNCTION, PAYLOAD_BYTES, RAW_SUBJECT } from '../mesh.js'
+import { step } from '../progress.js'
+import { compact, summarize } from '../stats.js'
+import { row, type Figure, type Row } from '../types.js'
+
+const TARGET = { ratio: 0.25, source: 'issue 6' }
+
+export const saturation: Figure = {
+  id: 'saturation',
+  title: `Throughput at saturation, ${PAYLOAD_BYTES} B echo`,
+  run: async (ctx) => {
+    const m = await ctx.mesh()
+    const levels = [64, 256]
+    const warmupMs = ctx.options.quick ? 1000 : 2000
+    const durationMs = ctx.options.quick ? 3000 : 8000
+    const meshCall = async (): Promise<void> => {
+      await m.client.invokeDetailed(ECHO_FUNCTION, m.event, { timeoutMs: 10_000 })
+    }
+    const rawCall = async (): Promise<void> => {
+      await m.raw.request(RAW_SUBJECT, m.eventBytes, { timeout: 10_000 })
+    }
+    const rows: Row[] = []
+    const details: Record<string, unknown> = { warmupMs, durationMs, slots: m.slots, levels: {} }
+    const cpuNotes: string[] = []
+    let others: number | undefined
+    for (const concurrency of levels) {
+      const run = async (what: string, call: () => Promise<void>): Promise<ClosedLoopResult & { cpuMsPerCall: Record<string, number> }> => {
+        const cpu = new CpuAccount(m.cpuGroups)
+        const r = await step(`${what}, ${concurrency} in flight for ${(warmupMs + durationMs) / 1000} s`, async () =>
+          await closedLoop(call, { concurrency, warmupMs, durationMs, signal: ctx.signal, onWindow: (edge) => { if (edge === 'start') cpu.start(); else cpu.stop() } }))
+        others = maxDefined(others, cpu.otherProcessesCores())
+        // CPU over the sampled window, per call completed at the measured rate.
+        return { ...r, cpuMsPerCall: cpu.perCall(r.perSecond * cpu.wallMs / 1000) }
+      }
+      const mesh = await run('fnmesh', meshCall)
+      const raw = await run('raw NATS', rawCall)
+      rows.push(row(`throughput, ${concurrency} in flight`, '/s', mesh.perSecond, 'raw NATS req-reply', raw.perSecond, 'higher', TARGET))
+      if (mesh.cpuMsPerCall.total != null && raw.cpuMsPerCall.total != null) {
+        rows.push(row(`  CPU per call, all processes`, 'ms', mesh.cpuMsPerCall.total, 'raw NATS req-reply', raw.cpuMsPerCall.total, 'lower'))
+        cpuNotes.push(`CPU per call at ${concurrency} in flight: fnmesh ${formatCpu(mesh.cpuMsPerCall)}; raw NATS ${formatCpu(raw.cpuMsPerCall)}.`)
+      }
+      ;(details.levels as Record<string, unknown>)[concurrency] = { fnmesh: describe(mesh), rawNats: describe(raw) }
+    }
+    return {
+      rows,
+      otherProcessesCores: others,
+      details,
+      notes: [
+        `Closed loop: each of N callers in the benchmark process invokes again as soon as its call returns; ${warmupMs} ms warm-up (sandboxes spawn, JIT), then successful calls completed in ${durationMs} ms are counted.`,
+        `fnmesh: SDK invoke of "${ECHO_FUNCTION}" on 3 agents with ${m.slots} slots in all: beyond that the routers queue (up to 500 ms) and then answer FNMESH_ERR_NO_CAPACITY, counted as errors, not throughput.`,
+        'raw NATS: one echo responder process, same nats-server, same payload, same callers.',
+        ...cpuNotes,
+        `All processes (nats-server, agents, sandboxes, responder, this one) share the ${availableParallelism()} cores of this machine.`
+      ]
+    }
+  }
+}
+
+function describe (r: ClosedLoopResult & { cpuMsPerCall: Record<string, number> }): Record<string, unknown> {
+  return { perSecond: Math.round(r.perSecond), ok: r.samples.length, completed: r.completed, errors: r.errors, latency: compact(summarize(r.samples)), cpuMsPerCall: r.cpuMsPerCall }
+}

@@ -1,0 +1,114 @@
+/**
+ * API keys of the HTTP gateway, in the JetStream KV bucket `fnmesh_apikeys`. A key is 32 random
+ * bytes shown once at creation; only its SHA-256 is stored (a key has 256 bits of entropy, so a
+ * fast hash is enough: there is nothing to brute-force). Agents watch the bucket, so a revoke
+ * takes effect on every gateway within milliseconds.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { Kvm, type KV } from '@nats-io/kv'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { decode, encode, type ApiKey } from '../../proto/codec.js'
+import { AuthError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
+import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import { isPermissionError } from './nats.js'
+
+export const API_KEY_PREFIX = 'fnm_'
+
+export interface ApiKeyInfo {
+  name: string
+  /** the key's first characters */
+  prefix: string
+  /** mesh-wide requests per second; 0 = no limit */
+  ratePerSecond: number
+  burst: number
+  createdAt: string
+}
+
+export interface CreateKeyOptions {
+  /** mesh-wide requests per second with this key. @default no limit */
+  ratePerSecond?: number
+  /** @default ratePerSecond */
+  burst?: number
+}
+
+/** The stored hash of a presented key */
+export function hashApiKey (key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex')
+}
+
+export async function openKeysBucket (nc: NatsConnection): Promise<KV> {
+  try {
+    return await new Kvm(nc).create(APIKEYS_BUCKET, { history: 1 })
+  } catch (err: any) {
+    if (isPermissionError(err)) throw new AuthError('FNMESH_ERR_FORBIDDEN', `Cannot open the API key bucket: NATS refused it to this user (${String(err?.message)})`, { cause: err })
+    throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot open the API key bucket: ${String(err?.message ?? err)}`, { cause: err })
+  }
+}
+
+export class ApiKeys {
+  private kvPromise: Promise<KV> | undefined
+  constructor (private readonly nc: NatsConnection) {}
+
+  /** Creates key `name` and returns it: the only time the key is ever shown */
+  async create (name: string, options: CreateKeyOptions = {}): Promise<{ key: string, info: ApiKeyInfo }> {
+    if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Key name "${String(name)}" is invalid: use 1-64 letters, digits, "-" or "_"`)
+    }
+    const count = (what: string, n: number | undefined): number => {
+      if (n == null) return 0
+      if (!Number.isInteger(n) || n < 1 || n > 1_000_000) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `The ${what} of key "${name}" is ${String(n)}: expected a whole number from 1 to 1000000`)
+      return n
+    }
+    const key = API_KEY_PREFIX + randomBytes(32).toString('base64url')
+    const record: ApiKey = {
+      name,
+      sha256: hashApiKey(key),
+      prefix: key.slice(0, API_KEY_PREFIX.length + 6),
+      ratePerS: count('rate', options.ratePerSecond),
+      burst: count('burst', options.burst),
+      createdAtMs: Date.now()
+    }
+    const kv = await this.kv()
+    try {
+      await kv.create(name, encode('ApiKey', record))
+    } catch (err: any) {
+      if (/wrong last sequence|key exists/i.test(String(err?.message))) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Key "${name}" already exists: revoke it first`)
+      if (isPermissionError(err)) throw new AuthError('FNMESH_ERR_FORBIDDEN', `Cannot store key "${name}": NATS refused it to this user (${String(err?.message)})`, { cause: err })
+      throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot store key "${name}": ${String(err?.message ?? err)}`, { cause: err })
+    }
+    return { key, info: toInfo(record) }
+  }
+
+  async list (): Promise<ApiKeyInfo[]> {
+    const kv = await this.kv()
+    const out: ApiKeyInfo[] = []
+    for await (const name of await kv.keys()) {
+      const entry = await kv.get(name)
+      if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
+      try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  /** Deletes key `name`: every gateway refuses it from then on */
+  async revoke (name: string): Promise<void> {
+    const kv = await this.kv()
+    const entry = await kv.get(name)
+    if (entry == null || entry.operation !== 'PUT') throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Key "${name}" does not exist`)
+    await kv.delete(name)
+  }
+
+  private async kv (): Promise<KV> {
+    this.kvPromise ??= openKeysBucket(this.nc)
+    try {
+      return await this.kvPromise
+    } catch (err) {
+      this.kvPromise = undefined
+      throw err
+    }
+  }
+}
+
+function toInfo (k: ApiKey): ApiKeyInfo {
+  return { name: k.name, prefix: k.prefix, ratePerSecond: k.ratePerS, burst: k.burst || k.ratePerS, createdAt: new Date(k.createdAtMs).toISOString() }
+}

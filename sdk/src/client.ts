@@ -1,0 +1,466 @@
+/**
+ * The fnmesh client: deploy, invoke, publish, and read the mesh's state over NATS.
+ *
+ *   const mesh = await connect({ servers: 'nats://127.0.0.1:4222' })
+ *   await mesh.deploy({ name: 'hello', path: './hello' })
+ *   const out = await mesh.invoke('hello', { n: 1 })
+ */
+import { randomUUID } from 'node:crypto'
+import type { Msg, NatsConnection } from '@nats-io/transport-node'
+import { decode, encode, type MeterStatus, type NodeView } from '../../proto/codec.js'
+import { FnmeshError, InputError, TransportError, UnsupportedError, UsageError, fromErrorInfo } from '../../proto/errors.js'
+import { API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, FUNCTION_NAME_PATTERN, Headers, KEEPALIVE_TIMEOUT_MS, MAX_INVOCATION_ID_BYTES, SYNC_PAYLOAD_LIMIT, invokeSubject, nodeSubject } from '../../proto/subjects.js'
+import { bundleHasHandlerModule, packBundle } from './bundle.js'
+import { validateDeploy, type DeployOptions } from './deploy-options.js'
+import { readLogs, type LogEntry, type LogsOptions } from './logs.js'
+import { connectNats, request, requestLive, type NatsConnectOptions } from './nats.js'
+import { Registry } from './registry.js'
+import type { JetStreamManager } from '@nats-io/jetstream'
+import { backlog, ensureBindings, manager } from './events.js'
+import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
+import { readManifest } from './manifest.js'
+import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
+
+export type { Bucket, ExportedRecord, PriceTable, UsageReport, FunctionUsageTotals, NodeUsageTotals, BucketUsage, UsageTotals } from './usage.js'
+import { parseRouteKey, routeShape } from './http-routes.js'
+import { loadDeployerKey, publicKeyFromRaw } from './signing.js'
+import { ApiKeys } from './apikeys.js'
+
+export interface CallOptions {
+  signal?: AbortSignal
+  /** How long to wait for an answer. @default 60000 for invoke, 10000 otherwise */
+  timeoutMs?: number
+}
+
+export interface InvokeOptions extends CallOptions {
+  /** Use this id as the invocation id (the function's context.awsRequestId) */
+  invocationId?: string
+}
+
+export interface ConnectOptions extends NatsConnectOptions {
+  /** Largest event or result accepted. @default 6 MiB */
+  payloadLimit?: number
+}
+
+export interface Invocation<T = unknown> {
+  result: T
+  invocationId: string
+  /** id of the node that ran it */
+  nodeId: string
+  version: number
+  durationMs: number
+  cold: boolean
+  attempts: number
+}
+
+export interface DeployResult {
+  name: string
+  version: number
+  sha256: string
+  sizeBytes: number
+  files: number
+  /** the HTTP routes, "METHOD /path" */
+  routes: string[]
+  /** the deployer public key that signed it */
+  signedBy?: string
+}
+
+export interface FunctionInfo {
+  name: string
+  version: number
+  handler: string
+  memoryMb: number
+  timeoutMs: number
+  concurrency: number
+  triggers: string[]
+  egress: boolean
+  sizeBytes: number
+  sha256: string
+  deployedAt: string
+  retries: number
+  retryBackoffMs: number
+  maxEventAgeMs: number
+  /** async events waiting to run (queued or being run) */
+  backlog: number
+  /** HTTP routes with their auth, e.g. "GET /orders/{id} (apikey)" */
+  routes: string[]
+  /** public key of the deployer that signed it, "" if unsigned */
+  signedBy: string
+}
+
+export interface NodeInfo {
+  id: string
+  name: string
+  slots: number
+  inFlight: number
+  /** inFlight / slots */
+  load: number
+  freeMemMb: number
+  warm: string[]
+  draining: boolean
+  lastSeenMs: number
+  startedAt: string
+  invocations: number
+  coldStarts: number
+  warmStarts: number
+  /** true for the agent that answered */
+  self: boolean
+  /** why the node takes no new work (e.g. its disk is too full to meter), or '' */
+  refusing: string
+}
+
+export interface UsageOptions extends CallOptions {
+  fn?: string
+  /** Only invocations that started within this many ms before now */
+  sinceMs?: number
+  /** Only invocations that started at or after this epoch ms (overrides sinceMs) */
+  fromMs?: number
+  /** Only invocations that started before this epoch ms */
+  toMs?: number
+  /** Also total per minute, hour or day bucket (UTC) */
+  bucket?: Bucket
+  /** Turns GB-seconds and requests into cost */
+  price?: PriceTable
+  /** Ask this agent (node id) instead of any one of them */
+  via?: string
+}
+
+export interface ExportOptions extends Omit<UsageOptions, 'bucket' | 'price'> {
+  /** records per page asked of the agent. @default 5000 */
+  pageSize?: number
+}
+
+/** The state of one agent's metering (replication, anti-entropy, disk) */
+export type MeterStatusInfo = Omit<MeterStatus, 'error'>
+
+const DEFAULT_INVOKE_TIMEOUT_MS = 60_000
+const DEFAULT_TIMEOUT_MS = 10_000
+
+export class Mesh {
+  private registryPromise: Promise<Registry> | undefined
+  private jsmPromise: Promise<JetStreamManager> | undefined
+  private closing: Promise<void> | undefined
+  private apiKeys: ApiKeys | undefined
+  private readonly payloadLimit: number
+
+  constructor (readonly nc: NatsConnection, options: ConnectOptions = {}) {
+    this.payloadLimit = options.payloadLimit ?? SYNC_PAYLOAD_LIMIT
+  }
+
+  /** Packs `path` and stores a new version of the function in the registry */
+  async deploy (input: DeployOptions, _options: CallOptions = {}): Promise<DeployResult> {
+    // fnmesh.yaml beside the code fills in what the caller left out.
+    const manifest = typeof input?.path === 'string' ? await readManifest(input.path) : {}
+    const given = Object.fromEntries(Object.entries(input ?? {}).filter(([, v]) => v !== undefined)) as unknown as DeployOptions
+    const opts = validateDeploy({ ...manifest, ...given, env: { ...manifest.env, ...given.env } })
+    const packed = await packBundle(opts.path, { singleFileAsIndex: opts.handler == null })
+    const handler = opts.handler ?? packed.defaultHandler
+    const paths = (decode('Bundle', packed.bytes, { maxBytes: Infinity }).files).map(f => f.path)
+    if (!bundleHasHandlerModule(paths, handler)) {
+      const base = handler.slice(handler.lastIndexOf('/') + 1)
+      const mod = handler.slice(0, handler.length - base.length) + base.split('.')[0]
+      throw new InputError('FNMESH_ERR_HANDLER_NOT_FOUND', `Cannot deploy "${opts.name}": handler "${handler}" needs a module ${mod}.js, .mjs or .cjs in ${opts.path}`)
+    }
+    const signer = input.signingKey != null ? await loadDeployerKey(input.signingKey) : undefined
+    const registry = await this.registry()
+    if (opts.routes.length > 0) await checkRouteConflicts(registry, opts.name, opts.routes)
+    // Triggers are bound before the spec is stored: a bad trigger fails the deploy, and events
+    // published once deploy returns are already captured.
+    const previous = await registry.get(opts.name)
+    await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
+    const spec = await registry.deploy({
+      name: opts.name,
+      handler,
+      memoryMb: opts.memoryMb,
+      timeoutMs: opts.timeoutMs,
+      concurrency: opts.concurrency,
+      env: opts.env,
+      triggers: opts.triggers,
+      egress: opts.egress,
+      maxRetries: opts.retries,
+      retryBackoffMs: opts.retryBackoffMs,
+      maxEventAgeMs: opts.maxEventAgeMs,
+      routes: opts.routes
+    }, packed.bytes, { signer })
+    return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
+  }
+
+  /** Runs `name` synchronously on the least-loaded node and returns its result */
+  async invoke<T = unknown> (name: string, event?: unknown, options: InvokeOptions = {}): Promise<T> {
+    return (await this.invokeDetailed<T>(name, event, options)).result
+  }
+
+  /** As invoke(), with where and how it ran */
+  async invokeDetailed<T = unknown> (name: string, event?: unknown, options: InvokeOptions = {}): Promise<Invocation<T>> {
+    if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${String(name)}" is invalid`)
+    }
+    const payload = encodeEvent(event, this.payloadLimit, `invoke "${name}"`)
+    return await this.invokeRaw<T>(name, payload, options)
+  }
+
+  /**
+   * As invokeDetailed(), with the event already encoded as UTF-8 JSON (it is not checked here).
+   * If the agent routing the call goes silent (it died), the call is re-sent once with the same
+   * invocation id, so another agent takes it over.
+   */
+  async invokeRaw<T = unknown> (name: string, payload: Uint8Array, options: InvokeOptions = {}): Promise<Invocation<T>> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS
+    const deadline = Date.now() + timeoutMs
+    const invocationId = options.invocationId ?? randomUUID()
+    if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_INVOCATION_ID_BYTES} bytes`)
+    }
+    const what = `invoke "${name}"`
+    let msg: Msg | undefined
+    for (let attempt = 1; msg == null; attempt++) {
+      const reply = await requestLive(this.nc, invokeSubject(name), encode('InvokeRequest', {
+        function: name,
+        payload,
+        invocationId,
+        timeoutMs: Math.max(1, deadline - Date.now())
+      }), { deadline, livenessMs: KEEPALIVE_TIMEOUT_MS, signal: options.signal, what, interim: { header: Headers.status, value: 'working' } })
+      if (reply !== 'silent') msg = reply
+      else if (attempt >= 2) {
+        throw new TransportError('FNMESH_ERR_PEER_UNAVAILABLE', `Cannot ${what} (invocation ${invocationId}): the agents routing it stopped answering, twice`)
+      }
+    }
+    const res = decode('InvokeResult', msg.data)
+    if (!res.ok) {
+      const err = fromErrorInfo(res.error)
+      Object.assign(err, { invocationId: res.invocationId, nodeId: res.nodeId })
+      throw err
+    }
+    const text = Buffer.from(res.payload).toString('utf8')
+    let result: T
+    try {
+      result = (text === '' ? null : JSON.parse(text)) as T
+    } catch (err) {
+      throw new InputError('FNMESH_ERR_DECODE', `Result of "${name}" is not valid JSON`, { cause: err })
+    }
+    return { result, invocationId: res.invocationId, nodeId: res.nodeId, version: res.version, durationMs: res.durationMs, cold: res.cold, attempts: res.attempts }
+  }
+
+  /**
+   * Publishes an asynchronous event and resolves once JetStream stored it. `data` that is a
+   * CloudEvent (has specversion) goes in structured mode; anything else is the data of a new
+   * CloudEvent in binary mode. The same `id` within the dedupe window is accepted once.
+   */
+  async publish (subject: string, data?: unknown, options: PublishOptions = {}): Promise<PublishResult> {
+    return await publishEvent(this.nc, subject, data, options)
+  }
+
+  /** Dead-lettered events, oldest first */
+  async dlqList (options: CallOptions & { fn?: string } = {}): Promise<DeadLetterInfo[]> {
+    return await listDeadLetters(this.nc, await this.jsm(), options.fn)
+  }
+
+  /** Runs dead-lettered events again (fresh retries) and removes them from the dead-letter stream */
+  async dlqReplay (options: CallOptions & { fn?: string } = {}): Promise<{ replayed: number }> {
+    return await replayDeadLetters(this.nc, await this.jsm(), options.fn)
+  }
+
+  /** Deletes dead-lettered events */
+  async dlqPurge (options: CallOptions & { fn?: string } = {}): Promise<{ purged: number }> {
+    return await purgeDeadLetters(await this.jsm(), options.fn)
+  }
+
+  async functions (_options: CallOptions = {}): Promise<FunctionInfo[]> {
+    const specs = await (await this.registry()).list()
+    const out: FunctionInfo[] = specs.map(s => ({
+      name: s.name,
+      version: s.version,
+      handler: s.handler,
+      memoryMb: s.memoryMb,
+      timeoutMs: s.timeoutMs,
+      concurrency: s.concurrency,
+      triggers: s.triggers,
+      egress: s.egress,
+      sizeBytes: s.bundleSize,
+      sha256: s.bundleSha256,
+      deployedAt: new Date(s.createdAtMs).toISOString(),
+      retries: s.maxRetries,
+      retryBackoffMs: s.retryBackoffMs,
+      maxEventAgeMs: s.maxEventAgeMs,
+      backlog: 0,
+      routes: (s.routes ?? []).map(r => `${r.method} ${r.path}${r.auth !== 'none' && r.auth !== '' ? ` (${r.auth})` : ''}`),
+      signedBy: s.signature != null && s.signature.publicKey.byteLength === 32 ? publicKeyFromRaw(s.signature.publicKey) : ''
+    }))
+    // Events waiting in each function's consumers (JetStream may be unreachable: then 0 stays).
+    const jsm = await this.jsm()
+    for (const [i, s] of specs.entries()) out[i].backlog = await backlog(jsm, s)
+    return out
+  }
+
+  /** Live nodes as one agent's gossip table sees them */
+  async nodes (options: CallOptions = {}): Promise<NodeInfo[]> {
+    const msg = await request(this.nc, API_NODES_SUBJECT, new Uint8Array(0), {
+      timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: options.signal, what: 'list nodes'
+    })
+    const reply = decode('NodesReply', msg.data)
+    if (reply.error != null && reply.error.code !== '') throw fromErrorInfo(reply.error)
+    return reply.nodes.map(toNodeInfo).sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id))
+  }
+
+  /** Metering totals from one agent's replica of every node's records (gone nodes' included) */
+  async usage (options: UsageOptions = {}): Promise<UsageReport> {
+    const subject = options.via != null ? nodeSubject(API_USAGE_SUBJECT, options.via) : API_USAGE_SUBJECT
+    const msg = await request(this.nc, subject, encode('UsageQuery', {
+      function: options.fn ?? '',
+      ...range(options),
+      bucket: options.bucket != null ? BUCKET_WIRE[options.bucket] : 0
+    }), { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: options.signal, what: 'read usage' })
+    const reply = decode('UsageReply', msg.data)
+    if (reply.error != null && reply.error.code !== '') throw fromErrorInfo(reply.error)
+    return usageReport(reply, options.price, options.bucket != null)
+  }
+
+  /**
+   * The raw meter records (the billed one per invocation id), page by page from one agent,
+   * oldest minute first.
+   */
+  async * exportRecords (options: ExportOptions = {}): AsyncGenerator<ExportedRecord> {
+    let subject = options.via != null ? nodeSubject(API_EXPORT_SUBJECT, options.via) : API_EXPORT_SUBJECT
+    let afterKey = ''
+    for (;;) {
+      const msg = await request(this.nc, subject, encode('ExportQuery', { function: options.fn ?? '', ...range(options), afterKey, limit: options.pageSize ?? 5000 }),
+        { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: options.signal, what: 'export meter records' })
+      const page = decode('ExportPage', msg.data, { maxBytes: 16 * 1024 * 1024 })
+      if (page.error != null && page.error.code !== '') throw fromErrorInfo(page.error)
+      for (const r of page.records) yield exportedRecord(r)
+      if (page.nextKey === '') return
+      // The cursor is only meaningful to the agent that issued it.
+      subject = nodeSubject(API_EXPORT_SUBJECT, page.nodeId)
+      afterKey = page.nextKey
+    }
+  }
+
+  /** Metering state of one agent (by node id), or of every agent that answers within the timeout */
+  async meterStatus (options: CallOptions & { nodeId?: string, resetLag?: boolean } = {}): Promise<MeterStatusInfo[]> {
+    const body = encode('MeterStatusQuery', { resetLag: options.resetLag === true })
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+    const parse = (data: Uint8Array): MeterStatusInfo => {
+      const s = decode('MeterStatus', data)
+      if (s.error != null && s.error.code !== '') throw fromErrorInfo(s.error)
+      // A decoded message reads its defaults from its prototype: copy the fields one by one.
+      return {
+        nodeId: s.nodeId, replicas: s.replicas, records: s.records, ownRecords: s.ownRecords, underReplicated: s.underReplicated,
+        lagSamples: s.lagSamples, lagP50Ms: s.lagP50Ms, lagP99Ms: s.lagP99Ms, lagMaxMs: s.lagMaxMs, received: s.received, rejected: s.rejected,
+        syncRounds: s.syncRounds, syncPulled: s.syncPulled, syncPushed: s.syncPushed, syncedWith: [...s.syncedWith], refusing: s.refusing,
+        freeBytes: s.freeBytes, diskBytes: s.diskBytes, recovered: s.recovered
+      }
+    }
+    if (options.nodeId != null) {
+      return [parse((await request(this.nc, nodeSubject(API_METER_SUBJECT, options.nodeId), body, { timeoutMs, signal: options.signal, what: 'read meter status' })).data)]
+    }
+    const expected = (await this.nodes({ timeoutMs, signal: options.signal })).length
+    const out: MeterStatusInfo[] = []
+    const replies = await this.nc.requestMany(API_METER_SUBJECT, body, { strategy: 'count', maxMessages: expected, maxWait: Math.min(timeoutMs, 3000) })
+    for await (const r of replies) out.push(parse(r.data))
+    return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+  }
+
+  /**
+   * A function's log lines, oldest first, each with its invocation id: what the mesh kept (24 h by
+   * default), then, with `follow`, new lines as they are logged until `signal` aborts.
+   *
+   *   for await (const line of mesh.logs('resize', { follow: true, signal })) console.log(formatLogLine(line))
+   */
+  logs (name: string, options: LogsOptions = {}): AsyncIterable<LogEntry> {
+    return readLogs(this.nc, name, options)
+  }
+
+  /** API keys of the HTTP gateway: create (the key is returned once), list, revoke */
+  get keys (): ApiKeys {
+    this.apiKeys ??= new ApiKeys(this.nc)
+    return this.apiKeys
+  }
+
+  /** Closes the NATS connection; idempotent */
+  async close (): Promise<void> {
+    this.closing ??= this.nc.isClosed() ? Promise.resolve() : this.nc.close()
+    await this.closing
+  }
+
+  private async jsm (): Promise<JetStreamManager> {
+    this.jsmPromise ??= manager(this.nc)
+    try {
+      return await this.jsmPromise
+    } catch (err) {
+      this.jsmPromise = undefined
+      throw err
+    }
+  }
+
+  private async registry (): Promise<Registry> {
+    this.registryPromise ??= Registry.open(this.nc)
+    try {
+      return await this.registryPromise
+    } catch (err) {
+      this.registryPromise = undefined
+      throw err
+    }
+  }
+}
+
+/** The absolute [since, until) of usage options, in epoch ms (0 = open) */
+function range (o: { sinceMs?: number, fromMs?: number, toMs?: number }): { sinceMs: number, untilMs: number } {
+  const sinceMs = o.fromMs ?? (o.sinceMs != null ? Date.now() - o.sinceMs : 0)
+  return { sinceMs: Math.max(0, sinceMs), untilMs: o.toMs ?? 0 }
+}
+
+/** Refuses a deploy whose routes another function already serves (same method and path shape) */
+async function checkRouteConflicts (registry: Registry, name: string, routes: Array<{ method: string, path: string }>): Promise<void> {
+  const mine = new Map(routes.map(r => [routeShape(parseRouteKey(`${r.method} ${r.path}`)), `${r.method} ${r.path}`]))
+  for (const other of await registry.list()) {
+    if (other.name === name) continue
+    for (const r of other.routes ?? []) {
+      const clash = mine.get(routeShape(parseRouteKey(`${r.method} ${r.path}`)))
+      if (clash != null) throw new UsageError('FNMESH_ERR_ROUTE_CONFLICT', `Cannot deploy "${name}": route "${clash}" is already served by "${other.name}" ("${r.method} ${r.path}")`)
+    }
+  }
+}
+
+/** Encodes an event as UTF-8 JSON within the payload limit */
+export function encodeEvent (event: unknown, limit: number, what: string): Uint8Array {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(event === undefined ? null : event)
+  } catch (err: any) {
+    throw new InputError('FNMESH_ERR_INVALID_JSON', `Cannot ${what}: the event cannot be serialised to JSON (${String(err?.message ?? err)})`, { cause: err })
+  }
+  const bytes = Buffer.from(text ?? 'null', 'utf8')
+  if (bytes.byteLength > limit) {
+    throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot ${what}: the event is ${bytes.byteLength} bytes, over the limit of ${limit}`)
+  }
+  return bytes
+}
+
+function toNodeInfo (view: NodeView): NodeInfo {
+  const a = view.advert
+  return {
+    id: a.nodeId,
+    name: a.name,
+    slots: a.slots,
+    inFlight: a.inFlight,
+    load: a.slots > 0 ? a.inFlight / a.slots : 1,
+    freeMemMb: a.freeMemMb,
+    warm: [...a.warm],
+    draining: a.draining,
+    lastSeenMs: view.lastSeenMs,
+    startedAt: new Date(a.startedAtMs).toISOString(),
+    invocations: a.invocations,
+    coldStarts: a.coldStarts,
+    warmStarts: a.warmStarts,
+    self: view.self,
+    refusing: a.refusing
+  }
+}
+
+/** Connects to NATS and returns a Mesh client */
+export async function connect (options: ConnectOptions = {}): Promise<Mesh> {
+  const nc = await connectNats({ name: 'fnmesh-sdk', ...options })
+  return new Mesh(nc, options)
+}
+
+export { FnmeshError }
