@@ -131,6 +131,10 @@ describe('simulated gossip', () => {
     expect(g.fullMeshBytesPerSec).toBeCloseTo(99 * 10 * w.frameBytes)
     expect(g.gossipsubCopies).toBeGreaterThan(GOSSIPSUB.D)
     expect(gossipLoad(1000, 10, w).ihaveBytesPerSec).toBeGreaterThan(g.ihaveBytesPerSec)
+    // every copy is hashed, only the first is verified: far cheaper than a check per copy
+    expect(w.fastIdUs).toBeLessThan(w.verifyUs / 5)
+    expect(g.gossipsubCores).toBeCloseTo(99 * 10 * (g.gossipsubCopies * w.fastIdUs + w.verifyUs + 2 * w.decodeUs) / 1e6)
+    expect(g.gossipsubCores).toBeLessThan(99 * 10 * g.gossipsubCopies * w.verifyUs / 1e6)
   })
 })
 
