@@ -4,7 +4,7 @@
  *
  *   node dist/scripts/bench.js [--quick] [--json] [--only id,id] [--out file]
  *
- * --quick   short run (about a minute), results in bench/results/<date>-<host>-quick.json
+ * --quick   short run (under 3 minutes), results in bench/results/<date>-<host>-quick.json
  * --json    print the results as JSON on stdout instead of the table
  * --only    run only these figures (ids: see --help)
  * --out     write the results here instead

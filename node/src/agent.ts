@@ -166,7 +166,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     table,
     snapshot: () => ({
       slots: config.slots,
-      inFlight: parts.executor?.inFlight ?? 0,
+      // running and queued: peers weigh queued work like running work
+      inFlight: parts.executor?.load ?? 0,
       warm: pool.warmKeys(),
       invocations: parts.executor?.invocations ?? 0,
       coldStarts: pool.coldStarts,

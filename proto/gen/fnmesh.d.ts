@@ -1856,6 +1856,9 @@ export namespace fnmesh {
             /** ExecRequest attempt. */
             attempt: number;
 
+            /** ExecRequest queueMs. */
+            queueMs: number;
+
             /** ExecRequest routerId. */
             routerId: string;
 
@@ -1962,6 +1965,9 @@ export namespace fnmesh {
 
                 /** ExecRequest attempt */
                 attempt?: (number|null);
+
+                /** ExecRequest queueMs */
+                queueMs?: (number|null);
 
                 /** ExecRequest routerId */
                 routerId?: (string|null);

@@ -5766,6 +5766,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [version] ExecRequest version
              * @property {Uint8Array|null} [payload] ExecRequest payload
              * @property {number|null} [attempt] ExecRequest attempt
+             * @property {number|null} [queueMs] ExecRequest queueMs
              * @property {string|null} [routerId] ExecRequest routerId
              * @property {number|null} [deadlineMs] ExecRequest deadlineMs
              * @property {string|null} [trigger] ExecRequest trigger
@@ -5842,6 +5843,14 @@ export const fnmesh = $root.fnmesh = (() => {
              * @instance
              */
             ExecRequest.prototype.attempt = 0;
+
+            /**
+             * ExecRequest queueMs.
+             * @member {number} queueMs
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.queueMs = 0;
 
             /**
              * ExecRequest routerId.
@@ -5931,6 +5940,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 7, wireType 0 =*/56).uint64(message.deadlineMs);
                 if (message.trigger != null && $Object.hasOwnProperty.call(message, "trigger") && message.trigger !== "")
                     writer.uint32(/* id 8, wireType 2 =*/66).string(message.trigger);
+                if (message.queueMs != null && $Object.hasOwnProperty.call(message, "queueMs") && message.queueMs !== 0)
+                    writer.uint32(/* id 9, wireType 0 =*/72).uint32(message.queueMs);
                 if (message.eventId != null && $Object.hasOwnProperty.call(message, "eventId") && message.eventId !== "")
                     writer.uint32(/* id 20, wireType 2 =*/162).string(message.eventId);
                 if (message.attributes != null && $Object.hasOwnProperty.call(message, "attributes"))
@@ -6036,6 +6047,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 message.attempt = value;
                             else
                                 delete message.attempt;
+                            continue;
+                        }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.queueMs = value;
+                            else
+                                delete message.queueMs;
                             continue;
                         }
                     case 6: {
@@ -6173,6 +6193,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.attempt != null && $Object.hasOwnProperty.call(message, "attempt"))
                     if (!$util.isInteger(message.attempt))
                         return "attempt: integer expected";
+                if (message.queueMs != null && $Object.hasOwnProperty.call(message, "queueMs"))
+                    if (!$util.isInteger(message.queueMs))
+                        return "queueMs: integer expected";
                 if (message.routerId != null && $Object.hasOwnProperty.call(message, "routerId"))
                     if (!$util.isString(message.routerId))
                         return "routerId: string expected";
@@ -6232,6 +6255,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.attempt != null)
                     if ($Number(object.attempt) !== 0)
                         message.attempt = object.attempt >>> 0;
+                if (object.queueMs != null)
+                    if ($Number(object.queueMs) !== 0)
+                        message.queueMs = object.queueMs >>> 0;
                 if (object.routerId != null)
                     if (typeof object.routerId !== "string" || object.routerId.length)
                         message.routerId = $String(object.routerId);
@@ -6302,6 +6328,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.deadlineMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.trigger = "";
+                    object.queueMs = 0;
                     object.eventId = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
@@ -6325,6 +6352,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.deadlineMs = options.longs === $String ? $util.Long.prototype.toString.call(message.deadlineMs) : options.longs === $Number ? new $util.LongBits(message.deadlineMs.low >>> 0, message.deadlineMs.high >>> 0).toNumber(true) : message.deadlineMs;
                 if (message.trigger != null && $Object.hasOwnProperty.call(message, "trigger"))
                     object.trigger = message.trigger;
+                if (message.queueMs != null && $Object.hasOwnProperty.call(message, "queueMs"))
+                    object.queueMs = message.queueMs;
                 if (message.eventId != null && $Object.hasOwnProperty.call(message, "eventId"))
                     object.eventId = message.eventId;
                 let keys2;

@@ -1,10 +1,13 @@
 /**
  * One discrete-event run of the mesh: Poisson arrivals, each at a uniformly random router (a
  * NATS queue group), routed by the policy; executors that refuse with BUSY when full (as
- * executor.ts does); adverts at the agent's cadence; the router's bounded wait for a slot
- * (queueWaitMs, maxQueued) then NO_CAPACITY. Virtual time, no timers: a run is a pure function
+ * executor.ts does); adverts at the agent's cadence; when a router sees no free slot, fnmesh
+ * sends the invocation to wait in an executor's own queue (handed the next slot there, for up to
+ * queueWaitMs), the other policies wait at the router for a slot in their view (queueWaitMs,
+ * maxQueued); then NO_CAPACITY. Virtual time, no timers: a run is a pure function
  * of its config.
  */
+import { QUEUE_PER_SLOT } from '../../node/src/router/choose.js'
 import type { Dispatch } from '../../node/src/router/load.js'
 import { EventQueue } from './events.js'
 import { GossipModel, type AdvertRecord } from './gossip.js'
@@ -13,7 +16,7 @@ import { OracleTree } from './oracle.js'
 import { deriveSeed, drawService, exponential, prng, serviceMean } from './rng.js'
 import { RouterViews, type SimCandidate, type WaitDiagnosis } from './views.js'
 
-const enum Ev { Arrival, Exec, Finish, Reply, Busy, Tick, Prompt, Wake, Timeout, Settle }
+const enum Ev { Arrival, Exec, Finish, Reply, Busy, Tick, Prompt, Wake, Timeout, Settle, QueueTimeout }
 
 interface Invocation {
   arrive: number
@@ -31,6 +34,10 @@ interface Invocation {
   remote: boolean
   /** when the current dispatch was sent */
   sentAt: number
+  /** sent to wait in the executor's queue if the node is full (router.ts queueMs) */
+  queueing: boolean
+  /** waiting in node `node`'s executor queue */
+  inQueue: boolean
 }
 
 export class Simulation {
@@ -41,6 +48,9 @@ export class Simulation {
   private readonly views: RouterViews
   private readonly slots: Int32Array
   private readonly inFlight: Int32Array
+  /** executor queues (fnmesh): invocations waiting at each node for a slot, in arrival order */
+  private readonly execQueues: Invocation[][]
+  private readonly queued: Int32Array
   private readonly ids: string[]
   private readonly waiters: Invocation[][]
   /** routers with waiters: they are woken by every advert that reaches them */
@@ -80,6 +90,8 @@ export class Simulation {
     this.n = n
     this.slots = Int32Array.from(c.slots)
     this.inFlight = new Int32Array(n)
+    this.execQueues = Array.from({ length: n }, () => [])
+    this.queued = new Int32Array(n)
     this.ids = Array.from({ length: n }, (_, i) => `n${String(i).padStart(5, '0')}`)
     this.waiters = Array.from({ length: n }, () => [])
     this.known = new Int32Array(n).fill(-2)
@@ -104,7 +116,7 @@ export class Simulation {
     })
     const routing = prng(deriveSeed(c.seed, 'routing', n, c.load, c.policy))
     this.diagnose = prng(deriveSeed(c.seed, 'diagnose', n, c.load, c.policy))
-    this.views = new RouterViews({ n, ids: this.ids, slots: this.slots, inFlight: this.inFlight }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now })
+    this.views = new RouterViews({ n, ids: this.ids, slots: this.slots, inFlight: this.inFlight, queued: this.queued }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now })
     if (c.policy === 'oracle') {
       const nodes = this.ids.map((id, i) => ({ idx: i, id, slots: c.slots[i], load: 0, warm: true }))
       this.oracle = { nodes, tree: new OracleTree(nodes), queue: [] }
@@ -138,6 +150,7 @@ export class Simulation {
         case Ev.Wake: this.changed(a, q.b); this.wake(a); break
         case Ev.Timeout: this.onTimeout(a); break
         case Ev.Settle: this.gossip.settle(a, q.now); break
+        case Ev.QueueTimeout: this.onQueueTimeout(a, q.b); break
       }
       if (q.now >= this.measureTo && this.totals.arrivals === this.totals.completed + this.totals.rejected) break
     }
@@ -172,7 +185,9 @@ export class Simulation {
       node: -1,
       dispatch: undefined,
       remote: false,
-      sentAt: NaN
+      sentAt: NaN,
+      queueing: false,
+      inQueue: false
     }
     this.totals.arrivals++
     if (inv.measured) this.m.arrivals++
@@ -221,8 +236,19 @@ export class Simulation {
   /** router.ts dispatchWithRetry: pick; nothing free -> wait (bounded) for a slot */
   private route (inv: Invocation): void {
     const p = this.pick(inv.router)
-    if (p >= 0) { this.dispatch(inv, p); return }
+    if (p >= 0) { inv.queueing = false; this.dispatch(inv, p); return }
     const now = this.now
+    if (this.c.policy === 'fnmesh') {
+      // router.ts: nothing free in this view -> wait in the queue of the executor chooseQueue picks
+      const firstWait = Number.isNaN(inv.waitStart)
+      if (firstWait) inv.waitStart = now
+      if (firstWait && inv.measured) this.m.waited++
+      const q = now < inv.waitStart + this.c.queueWaitMs ? this.views.pickFnmeshQueue(inv.router, now) : -1
+      if (q < 0) { this.reject(inv); return }
+      inv.queueing = true
+      this.dispatch(inv, q)
+      return
+    }
     if (Number.isNaN(inv.waitStart)) {
       inv.waitStart = now
       if (inv.measured) {
@@ -242,7 +268,7 @@ export class Simulation {
       inv.timeoutSet = true
       this.q.at(deadline, Ev.Timeout, inv, undefined)
     }
-    if ((this.c.policy === 'fnmesh' || this.c.policy === 'round-robin') && !this.listening.has(inv.router)) this.listen(inv.router)
+    if (this.c.policy === 'round-robin' && !this.listening.has(inv.router)) this.listen(inv.router)
   }
 
   private dispatch (inv: Invocation, p: number): void {
@@ -252,7 +278,7 @@ export class Simulation {
       this.oracle.nodes[p].load++
       this.oracle.tree.update(p)
     }
-    if (p === r) { this.start(inv, p); return }
+    if (p === r) { this.arrive(inv, p); return }
     inv.remote = true
     inv.sentAt = this.now
     if (this.c.policy !== 'oracle') inv.dispatch = this.views.sent(r, p, this.now)
@@ -262,13 +288,53 @@ export class Simulation {
 
   /** An ExecRequest reaches node p: executor.ts answers BUSY when every slot is taken */
   private onExec (inv: Invocation, p: number): void {
-    if (this.inFlight[p] >= this.slots[p]) {
+    if (this.inFlight[p] < this.slots[p]) { this.start(inv, p); return }
+    if (inv.queueing && this.enqueue(inv, p)) return
+    if (inv.measured) this.m.busy++
+    if (this.inWindow(this.now)) this.m.execMsgs++
+    this.q.at(this.now + this.c.hopMs, Ev.Busy, inv, p)
+  }
+
+  /** The router's own executor takes it: runs it, queues it, or the router has to re-pick */
+  private arrive (inv: Invocation, p: number): void {
+    if (this.inFlight[p] < this.slots[p]) { this.start(inv, p); return }
+    if (inv.queueing && this.enqueue(inv, p)) return
+    // executor.ts answers BUSY at once: router.ts marks nothing for its own node and re-picks
+    if (++inv.busy > 3 * Math.max(1, this.n)) { this.reject(inv); return }
+    this.route(inv)
+  }
+
+  /**
+   * executor.ts: a full node keeps a queued dispatch (at most 3 x slots waiting) until a slot
+   * frees or the router's wait runs out. True if it is queued.
+   */
+  private enqueue (inv: Invocation, p: number): boolean {
+    if (this.queued[p] >= QUEUE_PER_SLOT * this.slots[p]) return false
+    const deadline = inv.waitStart + this.c.queueWaitMs
+    if (deadline <= this.now) return false
+    this.execQueues[p].push(inv)
+    this.queued[p]++
+    inv.inQueue = true
+    this.q.at(deadline, Ev.QueueTimeout, inv, p)
+    this.loadChanged(p)
+    return true
+  }
+
+  /** The wait in p's queue ran out: BUSY back to the router, which gives up (its wait is over too) */
+  private onQueueTimeout (inv: Invocation, p: number): void {
+    if (!inv.inQueue || inv.node !== p) return
+    const list = this.execQueues[p]
+    list.splice(list.indexOf(inv), 1)
+    this.queued[p]--
+    inv.inQueue = false
+    this.loadChanged(p)
+    if (inv.remote) {
       if (inv.measured) this.m.busy++
       if (this.inWindow(this.now)) this.m.execMsgs++
       this.q.at(this.now + this.c.hopMs, Ev.Busy, inv, p)
-      return
+    } else {
+      this.reject(inv)
     }
-    this.start(inv, p)
   }
 
   private start (inv: Invocation, p: number): void {
@@ -283,6 +349,13 @@ export class Simulation {
     this.account(p)
     this.inFlight[p]--
     this.loadChanged(p)
+    // executor.ts: the freed slot goes to the longest-waiting queued invocation at once
+    const next = this.execQueues[p].shift()
+    if (next !== undefined) {
+      this.queued[p]--
+      next.inQueue = false
+      this.start(next, p)
+    }
     if (this.oracle != null) {
       this.oracle.nodes[p].load--
       this.oracle.tree.update(p)
@@ -400,7 +473,7 @@ export class Simulation {
   }
 
   private publish (p: number): void {
-    const rec: AdvertRecord = this.gossip.publish(p, this.now, this.inFlight[p], this.inWindow(this.now))
+    const rec: AdvertRecord = this.gossip.publish(p, this.now, this.inFlight[p] + this.queued[p], this.inWindow(this.now))
     this.q.at(this.now + this.gossip.delayMaxMs, Ev.Settle, p, undefined)
     for (const r of this.listening) {
       if (r !== p) this.q.at(this.gossip.arrival(rec, r), Ev.Wake, r, p)

@@ -17,7 +17,7 @@
  * finds too few has looked at every candidate, so "none free" and "only one free" are exact.
  * Tracker estimates are memoised between the tracker calls that can change them.
  */
-import { choosePeer, type Candidate } from '../../node/src/router/choose.js'
+import { QUEUE_PER_SLOT, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
 import { LoadTracker, type Dispatch } from '../../node/src/router/load.js'
 import { PENALTY, PeerPenalties } from '../../node/src/router/penalty.js'
 import type { GossipModel } from './gossip.js'
@@ -30,6 +30,8 @@ export interface NodeState {
   readonly ids: readonly string[]
   readonly slots: Int32Array
   readonly inFlight: Int32Array
+  /** invocations waiting in each executor's queue for a slot */
+  readonly queued: Int32Array
 }
 
 export interface ViewsInit {
@@ -212,7 +214,7 @@ export class RouterViews {
   candidate (r: number, p: number, now: number): SimCandidate {
     const s = this.s
     return p === r
-      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p], warm: true, self: true }
+      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p] + s.queued[p], warm: true, self: true }
       : { idx: p, id: s.ids[p], slots: this.believed[p], load: this.loadOf(r, p, now), warm: true, penalty: this.penalty(r, p) }
   }
 
@@ -228,6 +230,36 @@ export class RouterViews {
       chosen = choosePeer(this.all(r, now), this.rng)
     } else {
       chosen = choosePeer(this.twoFree(r, now), this.rng)
+    }
+    if (chosen === undefined) return -1
+    if (this.measuring && chosen.idx !== r) this.record(r, chosen, now)
+    return chosen.idx
+  }
+
+  /**
+   * Router r found no free slot: where to queue (router.ts pickQueue: chooseQueue over every
+   * node up to fullScanMaxNodes, else over its own node and one other at random)
+   */
+  pickFnmeshQueue (r: number, now: number): number {
+    const s = this.s
+    let chosen: SimCandidate | undefined
+    if (s.n <= this.fullScanMaxNodes) {
+      chosen = chooseQueue(this.all(r, now), this.rng)
+    } else {
+      // chooseQueue samples among the nodes whose queue is not (believed) full: draw until two
+      // such (its own node first), as a filter over all of them would give
+      const g = this.gossip
+      const two: SimCandidate[] = []
+      const open = (c: SimCandidate): boolean => c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots
+      const own = this.candidate(r, r, now)
+      if (open(own)) two.push(own)
+      for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
+        const p = g.members[Math.floor(this.rng() * g.memberCount)]
+        if (p === r || two.some(c => c.idx === p)) continue
+        const c = this.candidate(r, p, now)
+        if (open(c)) two.push(c)
+      }
+      chosen = chooseQueue(two, this.rng)
     }
     if (chosen === undefined) return -1
     if (this.measuring && chosen.idx !== r) this.record(r, chosen, now)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { better, choosePeer, type Candidate } from '../../node/src/router/choose.js'
+import { QUEUE_PER_SLOT, better, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
 
 /** mulberry32: a tiny seeded PRNG, so the random draws are the same on every run */
 function prng (seed: number): () => number {
@@ -167,5 +167,39 @@ describe('the router\'s own node', () => {
     expect(choosePeer([own(3, 4), peer('a', 0, 4), peer('b', 0, 4)], scripted(0, 0))?.id).toBe('a')
     // Full: never chosen.
     expect(choosePeer([own(4, 4), peer('a', 3, 4)], scripted(0, 0))?.id).toBe('a')
+  })
+})
+
+describe('where to wait when no peer has a free slot (chooseQueue)', () => {
+  it('returns undefined without candidates, or when every queue is believed full', () => {
+    expect(chooseQueue([])).toBeUndefined()
+    expect(chooseQueue([peer('a', (1 + QUEUE_PER_SLOT) * 2, 2), peer('b', (1 + QUEUE_PER_SLOT) * 4, 4)], prng(1))).toBeUndefined()
+    expect(chooseQueue([peer('a', 3, 0)], prng(1))).toBeUndefined()
+  })
+
+  it('of two, queues where (load + 1) / slots is least: the shorter wait per slot', () => {
+    // b: (8 + 1) / 8 < a: (2 + 1) / 2
+    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], scripted(0, 0))?.id).toBe('b')
+    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], scripted(0.9, 0.1))?.id).toBe('b')
+    // a full queue is left out even when it would look shortest
+    expect(chooseQueue([peer('a', 4 * (1 + QUEUE_PER_SLOT), 4), peer('b', 5, 2)], prng(3))?.id).toBe('b')
+  })
+
+  it('always weighs the router\'s own node, whose load it knows exactly, against one other', () => {
+    const own = { ...peer('self', 2, 2), self: true }
+    const others = [peer('x', 40, 16), peer('y', 40, 16), peer('z', 40, 16)]
+    const rng = prng(5)
+    for (let i = 0; i < 200; i++) {
+      // (2 + 1) / 2 = 1.5 beats (40 + 1) / 16 = 2.56 whichever other is drawn
+      expect(chooseQueue([...others, own], rng)?.id).toBe('self')
+    }
+  })
+
+  it('spreads queued work over equally loaded peers', () => {
+    const rng = prng(11)
+    const counts: Record<string, number> = { a: 0, b: 0, c: 0 }
+    const cands = [peer('a', 4, 4), peer('b', 4, 4), peer('c', 4, 4)]
+    for (let i = 0; i < 3000; i++) counts[chooseQueue(cands, rng)?.id ?? '']++
+    for (const k of ['a', 'b', 'c']) expect(counts[k]).toBeGreaterThan(800)
   })
 })

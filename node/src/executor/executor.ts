@@ -3,7 +3,10 @@
  * routers over `fnmesh.exec.<node id>`) in a sandbox, writes the meter record durably, and only
  * then returns the result. Never takes more than `slots` at once: a full or draining node
  * answers FNMESH_ERR_BUSY, and one whose disk is too full to meter answers FNMESH_ERR_DISK_FULL,
- * so the router picks another peer.
+ * so the router picks another peer. A router that sees no free slot anywhere sends the
+ * invocation with `queueMs`: a full node then keeps it waiting (first come, first served, at most
+ * QUEUE_PER_SLOT per slot) and hands it the next slot that frees, which it knows at once, where a
+ * router would learn of it only from the next advert; BUSY if none frees within queueMs.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
@@ -15,6 +18,10 @@ import type { FunctionCache } from '../registry/cache.js'
 import type { LogSink } from '../sandbox/logs.js'
 import type { SandboxPool } from '../sandbox/pool.js'
 import type { WireError } from '../sandbox/protocol.js'
+import { QUEUE_PER_SLOT } from '../router/choose.js'
+
+/** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
+interface Queued { take: (slot: boolean) => void }
 
 /** Where the executor meters: durable (and replicated) before it resolves */
 export interface MeterSink {
@@ -64,6 +71,8 @@ export class Executor {
   private sub: Subscription | undefined
   private idle: (() => void) | undefined
   private readonly slotWaiters = new Set<() => void>()
+  /** invocations waiting for a slot, oldest first */
+  private readonly queue: Queued[] = []
   private readonly log: Logger
 
   constructor (private readonly c: ExecutorComponents, init: ExecutorInit = {}) {
@@ -91,11 +100,13 @@ export class Executor {
   /** Refuses new work and resolves when the last invocation finished */
   async drain (): Promise<void> {
     if (this.state === 'running') this.state = 'draining'
+    this.refuseQueued()
     if (this.inFlight > 0) await new Promise<void>(resolve => { this.idle = resolve })
   }
 
   stop (): void {
     this.state = 'stopped'
+    this.refuseQueued()
     this.sub?.unsubscribe()
     this.sub = undefined
   }
@@ -125,20 +136,27 @@ export class Executor {
       // It could not meter the invocation: running it would leave it unbilled.
       return this.reject(invocationId, new CapacityError('FNMESH_ERR_DISK_FULL', `Node ${this.c.nodeId} takes no new work: ${refusing}`))
     }
-    if (this.inFlight >= this.slots) {
-      return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight)`))
-    }
     if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
       return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_INVOCATION_ID_BYTES} bytes`))
     }
-    this.inFlight++
+    if (this.inFlight >= this.slots) {
+      // A slot handed over by a finishing invocation is already counted in inFlight.
+      if (!await this.waitInQueue(req.queueMs ?? 0)) {
+        return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting)`))
+      }
+    } else {
+      this.inFlight++
+    }
     this.c.onLoadChange()
     try {
       return await this.run(req, invocationId)
     } catch (err) {
       return this.reject(invocationId, err)
     } finally {
-      this.inFlight--
+      // The slot goes to the oldest queued invocation, if any, else it frees.
+      const next = this.state === 'running' ? this.queue.shift() : undefined
+      if (next != null) next.take(true)
+      else this.inFlight--
       this.c.onLoadChange()
       const waiters = [...this.slotWaiters]
       this.slotWaiters.clear()
@@ -163,6 +181,41 @@ export class Executor {
         this.slotWaiters.add(done)
       })
     }
+  }
+
+  /** Invocations running and waiting here: what adverts and the router's own pick count */
+  get load (): number {
+    return this.inFlight + this.queue.length
+  }
+
+  /** Invocations waiting for a slot */
+  get queued (): number {
+    return this.queue.length
+  }
+
+  /** Waits up to `ms` for a slot handed over by a finishing invocation; false if none came or the queue is full */
+  private async waitInQueue (ms: number): Promise<boolean> {
+    if (ms <= 0 || this.queue.length >= QUEUE_PER_SLOT * this.slots) return false
+    return await new Promise<boolean>((resolve) => {
+      const entry: Queued = {
+        take: (slot) => {
+          clearTimeout(timer)
+          resolve(slot)
+        }
+      }
+      const timer = setTimeout(() => {
+        const i = this.queue.indexOf(entry)
+        if (i >= 0) this.queue.splice(i, 1)
+        this.c.onLoadChange()
+        resolve(false)
+      }, ms)
+      this.queue.push(entry)
+      this.c.onLoadChange()
+    })
+  }
+
+  private refuseQueued (): void {
+    for (const q of this.queue.splice(0)) q.take(false)
   }
 
   /** Free slots now */

@@ -23,6 +23,9 @@ export interface Candidate {
 
 const EPSILON = 1e-9
 
+/** An executor keeps at most this many invocations waiting per slot (executor.ts) */
+export const QUEUE_PER_SLOT = 3
+
 /** True if `a` is the better place for the next invocation */
 export function better (a: Candidate, b: Candidate): boolean {
   const ua = a.load / a.slots + (a.penalty ?? 0)
@@ -45,4 +48,23 @@ export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: 
   let j = Math.floor(rng() * (free.length - 1))
   if (j >= i) j++
   return better(free[i], free[j]) ? free[i] : free[j]
+}
+
+/**
+ * The pick when no candidate has a free slot in this router's view: where the invocation should
+ * wait in the executor's own queue (executor.ts takes it as soon as a slot frees there, which
+ * the executor knows at once and a router only learns from the next advert). Power of two
+ * choices again, the router's own node always one of the two when it has slots, by
+ * (load + 1) / slots: the shortest expected wait per slot. Nodes whose queue is (believed) full
+ * are left out; undefined when none is left.
+ */
+export function chooseQueue<C extends Candidate> (candidates: readonly C[], rng: () => number = Math.random): C | undefined {
+  const open = candidates.filter(c => c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots)
+  if (open.length <= 1) return open[0]
+  const own = open.findIndex(c => c.self === true)
+  const i = own >= 0 ? own : Math.floor(rng() * open.length)
+  let j = Math.floor(rng() * (open.length - 1))
+  if (j >= i) j++
+  const queued = (c: C): Candidate => ({ ...c, load: c.load + 1 })
+  return better(queued(open[i]), queued(open[j])) ? open[i] : open[j]
 }

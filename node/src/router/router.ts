@@ -14,7 +14,7 @@ import type { Executor } from '../executor/executor.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
-import { better, choosePeer, type Candidate } from './choose.js'
+import { better, chooseQueue, choosePeer, type Candidate } from './choose.js'
 import { LoadTracker } from './load.js'
 import { PENALTY, PeerPenalties } from './penalty.js'
 
@@ -211,7 +211,18 @@ export class Router {
       if (Date.now() >= deadline) {
         return this.error(exec, attempts, 'FNMESH_ERR_CLIENT_TIMEOUT', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): the caller's deadline passed`)
       }
-      const peer = this.pick(key, failed)
+      let peer = this.pick(key, failed)
+      let queueMs = 0
+      if (peer == null && this.init.policy === 'least-loaded') {
+        // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
+        // the executor least behind instead, which hands over a slot the moment one frees.
+        waitStarted ??= Date.now()
+        queueMs = Math.min(waitStarted + this.init.queueWaitMs, deadline) - Date.now()
+        if (queueMs > 0) peer = this.pickQueue(key, failed)
+        if (peer == null && queueMs <= 0) {
+          return this.error(exec, attempts, 'FNMESH_ERR_NO_CAPACITY', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no peer had a free slot within ${this.init.queueWaitMs} ms`)
+        }
+      }
       if (peer == null) {
         // After a failure with no other peer left to try, waiting would not help.
         if (failures.length > 0 && this.c.table.routable().every(e => failed.has(e.advert.nodeId))) {
@@ -231,7 +242,7 @@ export class Router {
       let result: Encodable<InvokeResult>
       const sentAt = Date.now()
       try {
-        result = await this.dispatch(peer, { ...exec, attempt: attempts }, Math.min(deadline, Date.now() + spec.timeoutMs + this.init.dispatchGraceMs))
+        result = await this.dispatch(peer, { ...exec, attempt: attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs))
       } catch (err) {
         if (!(err instanceof DispatchFailure)) throw err
         failed.add(id)
@@ -267,19 +278,13 @@ export class Router {
     return { invocationId: exec.invocationId, ok: false, attempts, error: toErrorInfo(fnmeshError(code, message)) }
   }
 
+  /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
+  private pickQueue (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    return chooseQueue(this.candidates(key, exclude), this.init.rng)?.entry
+  }
+
   private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    const candidates: Array<Candidate & { entry: PeerEntry }> = []
-    const routable = this.c.table.routable()
-    // No peer is believed to have more than a few times the mesh's median slots.
-    const cap = this.penalties.slotCap(routable.map(e => e.self ? this.c.local.slots : e.advert.slots))
-    for (const entry of routable) {
-      const a = entry.advert
-      if (exclude.has(a.nodeId)) continue
-      const slots = Math.min(a.slots, cap)
-      candidates.push(entry.self
-        ? { id: a.nodeId, slots: this.c.local.slots, load: this.c.local.inFlight, warm: this.c.local.isWarm(key), self: true, entry }
-        : { id: a.nodeId, slots, load: this.tracker.estimate(a.nodeId, a.inFlight, slots), warm: this.warmSet(a).has(key), penalty: this.penalties.score(a.nodeId), entry })
-    }
+    const candidates = this.candidates(key, exclude)
     switch (this.init.policy) {
       case 'least-loaded':
         return choosePeer(candidates, this.init.rng)?.entry
@@ -304,6 +309,22 @@ export class Router {
         return best?.entry
       }
     }
+  }
+
+  private candidates (key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
+    const candidates: Array<Candidate & { entry: PeerEntry }> = []
+    const routable = this.c.table.routable()
+    // No peer is believed to have more than a few times the mesh's median slots.
+    const cap = this.penalties.slotCap(routable.map(e => e.self ? this.c.local.slots : e.advert.slots))
+    for (const entry of routable) {
+      const a = entry.advert
+      if (exclude.has(a.nodeId)) continue
+      const slots = Math.min(a.slots, cap)
+      candidates.push(entry.self
+        ? { id: a.nodeId, slots: this.c.local.slots, load: this.c.local.load, warm: this.c.local.isWarm(key), self: true, entry }
+        : { id: a.nodeId, slots, load: this.tracker.estimate(a.nodeId, a.inFlight, slots), warm: this.warmSet(a).has(key), penalty: this.penalties.score(a.nodeId), entry })
+    }
+    return candidates
   }
 
   private warmSet (advert: { warm: string[] }): Set<string> {

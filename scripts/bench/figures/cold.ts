@@ -23,7 +23,7 @@ export const coldStart: Figure = {
   title: 'Cold start: first invocation of a freshly deployed function',
   run: async (ctx) => {
     const m = await ctx.mesh()
-    const n = ctx.options.quick ? 20 : 50
+    const n = ctx.options.quick ? 12 : 50
     const prefix = `bench-cold-${Date.now().toString(36)}`
     const names = Array.from({ length: n }, (_, i) => `${prefix}-${i}`)
     const deployMs: number[] = []

@@ -30,7 +30,7 @@ export const meterDisk: Figure = {
   id: 'meter-disk',
   title: 'Meter ledger disk use per million invocations',
   run: async (ctx) => {
-    const total = ctx.options.quick ? 200_000 : 1_000_000
+    const total = ctx.options.quick ? 100_000 : 1_000_000
     const dir = await ctx.cleanup.tempDir('disk')
     const nodes = await Promise.all([1, 2, 3].map(async () => { const k = await newNodeKey(); return { signer: new BatchSigner(k.key, k.nodeId), nodeId: k.nodeId } }))
     const day = 86_400_000

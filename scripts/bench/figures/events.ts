@@ -28,7 +28,7 @@ export const asyncEvents: Figure = {
   title: 'Async events: end to end vs JetStream publish with ack',
   run: async (ctx) => {
     const m = await ctx.mesh()
-    const n = ctx.options.quick ? 2000 : 10_000
+    const n = ctx.options.quick ? 1000 : 10_000
     const dir = join(m.workDir, FN)
     await mkdir(dir, { recursive: true })
     await writeFile(join(dir, 'index.mjs'), 'export const handler = async (event) => event\n')

@@ -78,7 +78,7 @@ export const gatewayFigure: Figure = {
   run: async (ctx) => {
     const bin = findWrk()
     if (bin == null) throw new Error('wrk is not installed and could not be installed: run "apt-get install -y wrk"')
-    const seconds = ctx.options.quick ? 4 : 8
+    const seconds = ctx.options.quick ? 2 : 8
     const work = await ctx.cleanup.tempDir('gw')
     // The ceiling, in its own process like the agent
     const server = spawn(process.execPath, ['-e', CONSTANT_SERVER], { stdio: ['ignore', 'pipe', 'ignore'] })

@@ -49,7 +49,7 @@ export const sandboxLayers: Figure = {
   title: 'Cost of each isolation layer on sandbox boot, cold and warm latency',
   run: async (ctx) => {
     const quick = ctx.options.quick
-    const nBoot = quick ? 10 : 30
+    const nBoot = quick ? 6 : 30
     const nCold = quick ? 15 : 40
     const nWarm = quick ? 1000 : 5000
     const dir = await ctx.cleanup.tempDir('layers')

@@ -14,7 +14,7 @@ export const replicationLag: Figure = {
   run: async (ctx) => {
     const m = await ctx.mesh()
     const rate = 1000
-    const durationMs = ctx.options.quick ? 5000 : 15_000
+    const durationMs = ctx.options.quick ? 3000 : 15_000
     const maxInFlight = Math.max(64, m.slots * 2)
     // Warm every sandbox first, then start the lag windows afresh.
     await Promise.all(Array.from({ length: 64 }, async () => await m.client.invoke(ECHO_FUNCTION, m.event).catch(() => {})))

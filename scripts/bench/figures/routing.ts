@@ -97,7 +97,7 @@ export const routingQuality: Figure = {
   id: 'routing',
   title: 'Routing quality: slots 1/2/3, 20-200 ms heavy-tailed, open-loop load',
   run: async (ctx) => {
-    const seconds = ctx.options.quick ? 4 : 15
+    const seconds = ctx.options.quick ? 2.5 : 15
     const meanMs = (() => { const r = prng(7); let s = 0; for (let i = 0; i < 100_000; i++) s += pareto(r()); return s / 100_000 })()
     const results: Record<string, Record<string, LevelResult>> = {}
     let capacity = 0
@@ -126,14 +126,16 @@ export const routingQuality: Figure = {
           const probe = await step('measuring the service time at light load', async () => {
             const r = prng(99)
             let held = 0
-            for (let i = 0; i < 60; i++) held += (await mesh.invokeDetailed(FN, { ms: pareto(r()) })).durationMs
-            return held / 60
+            const probes = ctx.options.quick ? 30 : 60
+            for (let i = 0; i < probes; i++) held += (await mesh.invokeDetailed(FN, { ms: pareto(r()) })).durationMs
+            return held / probes
           })
           overheadMs = Math.max(0, probe - meanMs)
           capacity = SLOTS.reduce((a, b) => a + b, 0) / ((meanMs + overheadMs) / 1000)
         }
         // Warm every agent's sandboxes so cold starts do not count.
-        await drive(mesh, cluster, schedule(capacity * 0.5, 1.5, 1), 1500, ctx.signal)
+        const warmS = ctx.options.quick ? 1 : 1.5
+        await drive(mesh, cluster, schedule(capacity * 0.5, warmS, 1), warmS * 1000, ctx.signal)
         results[policy] = {}
         for (const level of LEVELS) {
           results[policy][level] = await step(`${policy} at ${Math.round(level * 100)}% load (${Math.round(capacity * level)}/s for ${seconds} s)`, async () =>
