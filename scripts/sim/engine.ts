@@ -394,7 +394,7 @@ export class Simulation {
       this.changed(r, p)
     }
     this.wake(r)
-    this.views.markFull(r, p, this.now)
+    this.views.markFull(r, p, this.now, inv.queueing)
     if (inv.dispatch !== undefined) this.views.busy(r, p)
     inv.dispatch = undefined
     inv.remote = false

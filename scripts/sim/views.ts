@@ -248,13 +248,13 @@ export class RouterViews {
     } else {
       // chooseQueue samples among the nodes whose queue is not (believed) full: draw until two
       // such (its own node first), as a filter over all of them would give
-      const g = this.gossip
+      // (every node: gossip.members holds only those that may have a free slot)
       const two: SimCandidate[] = []
       const open = (c: SimCandidate): boolean => c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots
       const own = this.candidate(r, r, now)
       if (open(own)) two.push(own)
       for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
-        const p = g.members[Math.floor(this.rng() * g.memberCount)]
+        const p = Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
         const c = this.candidate(r, p, now)
         if (open(c)) two.push(c)
@@ -350,7 +350,7 @@ export class RouterViews {
       if (t === undefined || seen < 0) { into.free++; continue }
       this.sync(r, p, v.seq, seen)
       // estimate() answers `slots` for a peer marked full, else the advert plus what r sent since.
-      if (t.estimate(s.ids[p], -1e9, 1e9) === 1e9) into.markedBusy++
+      if (t.estimate(s.ids[p], -1e9, 1e9) >= 1e9) into.markedBusy++
       else if (t.estimate(s.ids[p], v.inFlight, this.believed[p]) >= this.believed[p]) into.fullByOwnSends++
       else into.free++
     }
@@ -384,9 +384,10 @@ export class RouterViews {
   }
 
   /** p answered BUSY */
-  markFull (r: number, p: number, now: number): void {
+  markFull (r: number, p: number, now: number, queueFull = false): void {
     this.syncNow(r, p, now)
-    this.tracker(r).markFull(this.s.ids[p])
+    if (queueFull) this.tracker(r).markQueueFull(this.s.ids[p])
+    else this.tracker(r).markFull(this.s.ids[p])
     this.forget(r, p)
   }
 }

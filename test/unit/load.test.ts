@@ -125,3 +125,25 @@ describe('router load tracker', () => {
     expect(t.estimate('p', 0, 8)).toBe(1)
   })
 })
+
+describe('router load tracker, refusals', () => {
+  it('counts a peer that answered BUSY as full, or fuller if its advert says so, until its next advert', () => {
+    const t = new LoadTracker()
+    t.markFull('p')
+    expect(t.estimate('p', 1, 4)).toBe(4)
+    expect(t.estimate('p', 9, 4)).toBe(9)
+    t.onAdvert('p')
+    expect(t.estimate('p', 1, 4)).toBe(1)
+  })
+
+  it('counts a peer that would not queue a dispatch as having a full queue, which chooseQueue leaves out', () => {
+    const t = new LoadTracker()
+    t.markQueueFull('p')
+    expect(t.estimate('p', 1, 4)).toBe(16)
+    t.onAdvert('p')
+    expect(t.estimate('p', 1, 4)).toBe(1)
+    t.markQueueFull('p')
+    t.forget('p')
+    expect(t.estimate('p', 2, 4)).toBe(2)
+  })
+})

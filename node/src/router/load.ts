@@ -4,6 +4,8 @@
  * count; earlier ones are already in it.
  */
 
+import { QUEUE_PER_SLOT } from './choose.js'
+
 interface PeerLoad {
   /** adverts seen from the peer; dispatches remember the epoch they were sent in */
   epoch: number
@@ -13,6 +15,8 @@ interface PeerLoad {
   outstanding: number
   /** the peer said it was full: treat it as full until its next advert */
   full: boolean
+  /** the peer refused a queued dispatch: its queue is full too, until its next advert */
+  queueFull: boolean
 }
 
 export interface Dispatch {
@@ -26,7 +30,7 @@ export class LoadTracker {
   private get (peer: string): PeerLoad {
     let p = this.peers.get(peer)
     if (p == null) {
-      p = { epoch: 0, sinceAdvert: 0, outstanding: 0, full: false }
+      p = { epoch: 0, sinceAdvert: 0, outstanding: 0, full: false, queueFull: false }
       this.peers.set(peer, p)
     }
     return p
@@ -38,14 +42,16 @@ export class LoadTracker {
     p.epoch++
     p.sinceAdvert = 0
     p.full = false
+    p.queueFull = false
   }
 
   /** Estimated in-flight at `peer` given its advertised count */
   estimate (peer: string, advertInFlight: number, slots: number): number {
     const p = this.peers.get(peer)
     if (p == null) return advertInFlight
-    if (p.full) return slots
-    return advertInFlight + p.sinceAdvert
+    if (p.queueFull) return (1 + QUEUE_PER_SLOT) * slots
+    const estimate = advertInFlight + p.sinceAdvert
+    return p.full ? Math.max(slots, estimate) : estimate
   }
 
   sent (peer: string): Dispatch {
@@ -66,6 +72,13 @@ export class LoadTracker {
     this.get(peer).full = true
   }
 
+  /** The peer would not even queue more (chooseQueue leaves it out until its next advert) */
+  markQueueFull (peer: string): void {
+    const p = this.get(peer)
+    p.full = true
+    p.queueFull = true
+  }
+
   outstanding (peer: string): number {
     return this.peers.get(peer)?.outstanding ?? 0
   }
@@ -78,5 +91,6 @@ export class LoadTracker {
     p.sinceAdvert = 0
     p.outstanding = 0
     p.full = false
+    p.queueFull = false
   }
 }

@@ -254,8 +254,10 @@ export class Router {
       }
       const code = result.ok === true ? '' : result.error?.code ?? ''
       if (code === 'FNMESH_ERR_BUSY' || code === 'FNMESH_ERR_DISK_FULL') {
-        // The peer was fuller than its advert said: count it as full until it advertises again.
-        this.tracker.markFull(id)
+        // The peer was fuller than its advert said: count it as full (its queue too, when it
+        // would not queue this) until it advertises again.
+        if (queueMs > 0) this.tracker.markQueueFull(id)
+        else this.tracker.markFull(id)
         if (!peer.self) this.penalties.add(id, PENALTY.busy)
         if (++busy > 3 * Math.max(1, this.c.table.size)) {
           return this.error(exec, attempts, 'FNMESH_ERR_NO_CAPACITY', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": every peer tried was full`)
