@@ -171,3 +171,23 @@ export function formatCpu (perCall: Record<string, number>): string {
 export function maxDefined (a: number | undefined, b: number | undefined): number | undefined {
   return a == null ? b : b == null ? a : Math.max(a, b)
 }
+
+/**
+ * Waits until the whole machine is quiet (busy less than `busyFraction` of one core over a
+ * 500 ms window), at most `maxMs`: work left over by the figure before (replication of its
+ * records, anti-entropy, LevelDB compactions) must not land in a latency figure. Resolves with
+ * the time waited; without /proc, at once.
+ */
+export async function waitForQuiet (signal: AbortSignal, maxMs = 30_000, busyFraction = 0.15): Promise<number> {
+  const started = performance.now()
+  let before = machineBusyMs()
+  if (before == null) return 0
+  while (performance.now() - started < maxMs && !signal.aborted) {
+    await new Promise(resolve => setTimeout(resolve, 500))
+    const now = machineBusyMs()
+    if (now == null) break
+    if (now - before < busyFraction * 500) break
+    before = now
+  }
+  return performance.now() - started
+}

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { decode } from '../../../proto/codec.js'
-import { CpuAccount, formatCpu, maxDefined } from '../cpu.js'
+import { CpuAccount, formatCpu, maxDefined, waitForQuiet } from '../cpu.js'
 import { interleaved } from '../loops.js'
 import { ECHO_FUNCTION, PAYLOAD_BYTES, RAW_SUBJECT, type MeshEnv } from '../mesh.js'
 import { step } from '../progress.js'
@@ -42,6 +42,7 @@ export const warmInvoke: Figure = {
       if (msg.data.byteLength !== m.eventBytes.byteLength) throw Object.assign(new Error('wrong echo'), { code: 'BENCH_WRONG_RESULT' })
     }
 
+    await step('waiting for the machine to go quiet', async () => await waitForQuiet(ctx.signal))
     await step(`warm-up: ${warmup} calls each`, async () => {
       await interleaved({ mesh: meshCall, raw: rawCall }, warmup, warmup, { label: 'warm-up calls', signal: ctx.signal })
     })
