@@ -369,6 +369,22 @@ exports.handler = async () => {
     expect(pid).toBeGreaterThan(0)
   })
 
+  it('keeps a worker booted ahead when idle sandboxes fill the pool, evicting the least recently used', async () => {
+    // maxWorkers 3 with one booted ahead: after two functions are warm the pool is full.
+    const pool = await newPool({ prewarm: 1, maxWorkers: 3 })
+    const dir = await task('ok', { fixtures: ['ok.js'] })
+    const runs = []
+    for (const name of ['f1', 'f2', 'f3', 'f4']) {
+      await waitFor(() => pool.genericReady() === 1, { timeoutMs: 10_000, message: `a worker booted ahead before ${name}` })
+      runs.push(await run(pool, spec({ name, handler: 'ok.handler' }), dir))
+    }
+    expect(runs.every(r => r.cold)).toBe(true)
+    // the oldest idle ones made room: never more than maxWorkers alive once they exited
+    await waitFor(() => gone(runs[0].pid) && gone(runs[1].pid), { timeoutMs: 5000, message: 'f1 and f2 evicted' })
+    expect(pool.hasIdle('f4@1')).toBe(true)
+    await waitFor(() => pool.size <= 3 && pool.genericReady() === 1, { timeoutMs: 10_000, message: 'the pool back at its bound with one booted ahead' })
+  })
+
   it('stops a warm sandbox left idle past idleTtlMs', async () => {
     const pool = await newPool({ idleTtlMs: 200 })
     const s = spec({ name: 'ok', handler: 'ok.handler' })
