@@ -20,7 +20,8 @@
  * --service       service times: bounded Pareto 5-50 ms shape 1.2 (default) or lognormal
  * --gossip-delay  one advert's delay to one node, uniform in min-max ms (default 2-10)
  * --hop-ms        one-way router -> peer latency over NATS (default 0.25)
- * --advert-gap    what if: the agents' advertMinGapMs, the least time between adverts (default 100)
+ * --advert-gap    what if: a fixed advertMinGapMs, the least time between adverts (default: the
+ *                 agents' rule, 1 ms per node within 20-500 ms)
  * --out           write the results here instead (runs with any option but --quick, --json and
  *                 --threads are written as ...-simulate-custom.json and simulate-*-custom.svg)
  */
@@ -49,14 +50,14 @@ interface Args {
   service: ServiceDist
   gossipDelayMs: [number, number]
   hopMs: number
-  advertGapMs: number
+  advertGapMs: number | undefined
   out: string | undefined
 }
 
 const USAGE = 'usage: node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100] [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal] [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap 100] [--out file]'
 
 function parseArgs (argv: string[]): Args {
-  const args: Args = { quick: false, json: false, seed: 1, threads: availableParallelism(), nodes: undefined, loads: undefined, policies: undefined, service: parseService('pareto'), gossipDelayMs: [2, 10], hopMs: 0.25, advertGapMs: 100, out: undefined }
+  const args: Args = { quick: false, json: false, seed: 1, threads: availableParallelism(), nodes: undefined, loads: undefined, policies: undefined, service: parseService('pareto'), gossipDelayMs: [2, 10], hopMs: 0.25, advertGapMs: undefined, out: undefined }
   const value = (i: number, name: string): string => {
     const v = argv[i]
     if (v === undefined) throw new Error(`Option "${name}" needs a value`)
@@ -130,19 +131,19 @@ async function main (): Promise<number> {
 
   const day = new Date().toISOString().slice(0, 10)
   // Runs of a subset or of other model settings do not overwrite the standard results.
-  const custom = args.nodes != null || args.loads != null || args.policies != null || args.advertGapMs !== 100 || args.hopMs !== 0.25 ||
+  const custom = args.nodes != null || args.loads != null || args.policies != null || args.advertGapMs != null || args.hopMs !== 0.25 ||
     args.gossipDelayMs[0] !== 2 || args.gossipDelayMs[1] !== 10 || args.service.kind !== 'pareto' || args.seed !== 1
   const suffix = `${args.quick ? '-quick' : ''}${custom ? '-custom' : ''}`
   const out = args.out ?? join(PACKAGE_ROOT, 'bench', 'results', `${day}-${info.host}-simulate${suffix}.json`)
   const chartsDir = join(dirname(out), 'charts')
-  const subtitle = `${describeService(args.service)}; slots ${SLOT_MIX.join('/')} repeated; gossip delay ${args.gossipDelayMs.join('-')} ms; hop ${args.hopMs} ms;${args.advertGapMs !== 100 ? ` advert gap ${args.advertGapMs} ms (what if);` : ''} seed ${args.seed}; ${mode} run`
+  const subtitle = `${describeService(args.service)}; slots ${SLOT_MIX.join('/')} repeated; gossip delay ${args.gossipDelayMs.join('-')} ms; hop ${args.hopMs} ms;${args.advertGapMs != null ? ` advert gap ${args.advertGapMs} ms (what if);` : ''} seed ${args.seed}; ${mode} run`
   const charts = {
     scaling: join(chartsDir, `simulate-scaling${suffix}.svg`),
     gossip: join(chartsDir, `simulate-gossip${suffix}.svg`)
   }
   await mkdir(chartsDir, { recursive: true })
   await writeFile(charts.scaling, scalingChart(runs, subtitle))
-  await writeFile(charts.gossip, gossipChart(gossip, `${wire.frameBytes} B per advert as a signed gossipsub frame (${wire.advertBytes} B CapacityAdvert), ${(gossip[0]?.advertRate ?? NaN).toFixed(1)} adverts per node per second (measured at 80% load); signature check ${wire.verifyUs.toFixed(0)} µs per new advert, fast id ${wire.fastIdUs.toFixed(1)} µs per copy on ${info.host}`))
+  await writeFile(charts.gossip, gossipChart(gossip, `${wire.frameBytes} B per advert as a signed gossipsub frame (${wire.advertBytes} B CapacityAdvert), ${gossip.map(g => `${g.advertRate.toFixed(1)}`).join('/')} adverts per node per second at ${gossip.map(g => g.nodes.toLocaleString('en-US')).join('/')} nodes (measured at 80% load); signature check ${wire.verifyUs.toFixed(0)} µs per new advert, fast id ${wire.fastIdUs.toFixed(1)} µs per copy on ${info.host}`))
 
   const doc = {
     schema: 1,
@@ -162,7 +163,7 @@ async function main (): Promise<number> {
       gossipDelayMs: args.gossipDelayMs,
       hopMs: args.hopMs,
       advertIntervalMs: 500,
-      advertMinGapMs: args.advertGapMs,
+      advertMinGapMs: args.advertGapMs ?? 'min(500, max(20, N)) ms, as the agents (gossip.ts advertGapFor)',
       advertCoalesceMs: 20,
       queueWaitMs: 500,
       maxQueued: 1000,
@@ -183,7 +184,7 @@ async function main (): Promise<number> {
   } else {
     process.stdout.write([
       `fnmesh simulate, ${mode} run, ${doc.date} on ${info.host} (${info.cores} cores, ${info.cpu}), node ${info.node}, commit ${info.commit}${info.dirty ? '+changes' : ''}, seed ${args.seed}`,
-      `Model: ${subtitle}. Every node is a router; Poisson arrivals at a uniformly random router; adverts every 500 ms and 20-${Math.max(20, args.advertGapMs)} ms after a load change; BUSY -> marked full until the next advert, penalised, re-pick; no slot anywhere -> wait up to 500 ms, then NO_CAPACITY.`,
+      `Model: ${subtitle}. Every node is a router; Poisson arrivals at a uniformly random router; adverts every 500 ms and ${args.advertGapMs != null ? `20-${Math.max(20, args.advertGapMs)}` : '20 ms to min(500, max(20, N))'} ms after a load change; BUSY -> marked full until the next advert, penalised, re-pick; no slot anywhere -> wait up to 500 ms, then NO_CAPACITY.`,
       '',
       formatRuns(runs, wire),
       '',

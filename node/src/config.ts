@@ -105,7 +105,7 @@ export interface AgentConfig {
   readonly slots: number
   readonly name: string
   readonly advertIntervalMs: number
-  readonly advertMinGapMs: number
+  readonly advertMinGapMs: number | undefined
   readonly peerTimeoutMs: number
   readonly announceIntervalMs: number
   readonly queueWaitMs: number
@@ -159,7 +159,8 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     slots: int('slots', options.slots, Math.max(2, availableParallelism() * 4), 1, 10_000),
     name,
     advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
-    advertMinGapMs: int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
+    // unset: adapts to the mesh size (gossip.ts advertGapFor)
+    advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
     peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, 2000, 100, 60_000),
     announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, 5000, 100, 600_000),
     queueWaitMs: int('queueWaitMs', options.queueWaitMs, 500, 0, 60_000),

@@ -2,6 +2,7 @@
  * What one simulation run is: the mesh (nodes and their slots), the load, the routing policy
  * and the timing of the network and of gossip; and what it measures.
  */
+import { advertGapFor } from '../../node/src/gossip/gossip.js'
 import { DEFAULT_SERVICE, type ServiceDist } from './rng.js'
 
 /**
@@ -39,7 +40,7 @@ export interface SimConfig {
   maxQueued?: number
   /** @default 500 */
   advertIntervalMs?: number
-  /** @default 100 */
+  /** @default advertGapFor(nodes), as the agents do */
   advertMinGapMs?: number
   /** give choosePeer every node up to this mesh size (see views.ts) @default 32 */
   fullScanMaxNodes?: number
@@ -109,8 +110,9 @@ export function resolve (c: SimConfig): ResolvedConfig {
     queueWaitMs: 500,
     maxQueued: 1000,
     advertIntervalMs: 500,
-    advertMinGapMs: 100,
     fullScanMaxNodes: 32,
-    ...c
+    ...c,
+    // the agents' rule (gossip.ts) unless a what-if run sets it
+    advertMinGapMs: c.advertMinGapMs ?? advertGapFor(c.slots.length)
   }
 }

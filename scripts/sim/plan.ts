@@ -56,8 +56,8 @@ export interface PlanOptions {
   service: ServiceDist
   gossipDelayMs: [number, number]
   hopMs: number
-  /** the agents' advertMinGapMs (what-if runs) */
-  advertMinGapMs: number
+  /** the agents' advertMinGapMs (what-if runs; default: their adaptive rule) */
+  advertMinGapMs: number | undefined
   /** only these mesh sizes */
   nodes?: number[]
   /** these loads (at every size asked for) instead of each size's default */

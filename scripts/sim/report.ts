@@ -23,15 +23,18 @@ export interface GossipRow extends GossipLoad {
  * is one prompt advert per 100 ms plus the 500 ms ones); the shortest windows (tens of ms at
  * 10,000 nodes) cannot count it.
  */
-export function referenceRate (runs: RunResult[], load: number): number {
-  const at = runs.filter(r => r.load === load).sort((a, b) => (b.policy === 'fnmesh' ? 1 : 0) - (a.policy === 'fnmesh' ? 1 : 0) || b.simulatedMs - a.simulatedMs)
+/** Adverts per node per second measured at this size and load (the prompt-advert gap depends on N) */
+export function referenceRate (runs: RunResult[], load: number, nodes: number): number {
+  const at = runs.filter(r => r.load === load && r.nodes === nodes).sort((a, b) => (b.policy === 'fnmesh' ? 1 : 0) - (a.policy === 'fnmesh' ? 1 : 0) || b.simulatedMs - a.simulatedMs)
   return at[0]?.advertsPerNodePerSec ?? NaN
 }
 
 export function gossipRows (runs: RunResult[], wire: WireCosts, load = 0.8): GossipRow[] {
   const sizes = [...new Set(runs.map(r => r.nodes))].sort((a, b) => a - b)
-  const advertRate = referenceRate(runs, load)
-  return sizes.map(nodes => ({ nodes, advertRate, ...gossipLoad(nodes, advertRate, wire) }))
+  return sizes.map(nodes => {
+    const advertRate = referenceRate(runs, load, nodes)
+    return { nodes, advertRate, ...gossipLoad(nodes, advertRate, wire) }
+  })
 }
 
 function num (v: number, digits = 1): string {
@@ -58,7 +61,7 @@ export function formatRuns (runs: RunResult[], wire: WireCosts): string {
   const header = ['N', 'load', 'policy', 'max/mean util', 'util cv', 'p50 ms', 'p99 ms', 'p99 queue ms', 'rejected', 'BUSY/inv', 'waited', 'adverts/node/s', 'gossip B/node/s (flood)', 'msgs/node/s', 'simulated']
   const rows: string[][] = []
   for (const r of runs) {
-    const g = gossipLoad(r.nodes, referenceRate(runs, r.load), wire)
+    const g = gossipLoad(r.nodes, referenceRate(runs, r.load, r.nodes), wire)
     rows.push([
       r.nodes.toLocaleString('en-US'),
       `${Math.round(r.load * 100)}%`,
@@ -83,7 +86,7 @@ export function formatRuns (runs: RunResult[], wire: WireCosts): string {
 export function formatGossip (rows: GossipRow[], wire: WireCosts): string {
   const header = ['N', 'adverts/node/s', 'received adverts/s', 'full-mesh flood B/s', 'gossipsub copies', 'gossipsub D=6 B/s', 'of which IHAVE', 'CPU cores (flood)', 'cores (gossipsub)']
   return [
-    `Gossip per node at 80% load (advert ${wire.advertBytes} B as encoded, ${wire.frameBytes} B as a signed gossipsub frame; ${num(rows[0]?.advertRate ?? NaN, 1)} adverts per node per second, measured; fast id ${num(wire.fastIdUs, 1)} µs per copy, verify ${num(wire.verifyUs, 0)} µs and decode ${num(wire.decodeUs, 1)} µs per new advert on this machine):`,
+    `Gossip per node at 80% load (advert ${wire.advertBytes} B as encoded, ${wire.frameBytes} B as a signed gossipsub frame; adverts per node per second as measured at each size; fast id ${num(wire.fastIdUs, 1)} µs per copy, verify ${num(wire.verifyUs, 0)} µs and decode ${num(wire.decodeUs, 1)} µs per new advert on this machine):`,
     table(header, rows.map(g => [
       g.nodes.toLocaleString('en-US'),
       num(g.advertRate, 1),
