@@ -97,7 +97,7 @@ export const routingQuality: Figure = {
   id: 'routing',
   title: 'Routing quality: slots 1/2/3, 20-200 ms heavy-tailed, open-loop load',
   run: async (ctx) => {
-    const seconds = ctx.options.quick ? 2.5 : 15
+    const seconds = ctx.options.quick ? 2 : 15
     const meanMs = (() => { const r = prng(7); let s = 0; for (let i = 0; i < 100_000; i++) s += pareto(r()); return s / 100_000 })()
     const results: Record<string, Record<string, LevelResult>> = {}
     let capacity = 0

@@ -19,7 +19,7 @@ export const saturation: Figure = {
     const m = await ctx.mesh()
     const levels = [64, 256]
     const warmupMs = ctx.options.quick ? 1000 : 2000
-    const durationMs = ctx.options.quick ? 3000 : 8000
+    const durationMs = ctx.options.quick ? 2000 : 8000
     const meshCall = async (): Promise<void> => {
       await m.client.invokeDetailed(ECHO_FUNCTION, m.event, { timeoutMs: 10_000 })
     }
