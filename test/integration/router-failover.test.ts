@@ -64,6 +64,9 @@ describe('a caller whose router dies', () => {
     expect(out.result).toEqual({ slept: 5000 })
     // A re-send at 3.5 s would have run it again (same node, same id) and answered after 8.5 s.
     expect(Date.now() - startedAt).toBeLessThan(8000)
+    // usage answers from one agent's replica: wait for the record to reach it, then check it ran once
+    await waitFor(async () => ((await mesh.usage({ fn: 'long' })).functions[0]?.invocations ?? 0) >= 1, { timeoutMs: 5000, intervalMs: 100, message: 'the invocation metered' })
+    await new Promise(resolve => setTimeout(resolve, 300))
     const usage = await mesh.usage({ fn: 'long' })
     expect(usage.functions.map(f => f.invocations)).toEqual([1])
   })
