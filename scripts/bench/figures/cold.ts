@@ -15,6 +15,7 @@ import { step, ticker } from '../progress.js'
 import { compact, summarize } from '../stats.js'
 import { latencyRows, row, type Figure } from '../types.js'
 import { waitForQuiet } from '../cpu.js'
+import { cdfSeries, lineChart } from '../svg.js'
 import { SANDBOX_ENV } from './sandbox.js'
 
 const GAP_MS = 250
@@ -103,7 +104,7 @@ export const coldStart: Figure = {
       rows,
       details: {
         functions: n,
-      settledMs,
+        settledMs,
         gapMs: GAP_MS,
         coldClientMs: compact(c),
         coldHandlerDurationMs: compact(summarize(coldDuration)),
@@ -122,7 +123,22 @@ export const coldStart: Figure = {
         `Second call of each function: ${coldAgain} of ${n} were cold again (routed to a node where it had no warm sandbox); the ${w.n} warm ones give the "2nd call" baseline.`,
         `The handler's own duration (durationMs) of those calls: p50 ${summarize(coldDuration).p50.toFixed(3)} ms.`,
         `node -e '': spawn to exit, sequential, one of each environment after every cold call, env {PATH, LANG, TZ} as the sandbox sets it, and the inherited one (NODE_EXTRA_CA_CERTS ${process.env.NODE_EXTRA_CA_CERTS != null ? 'set' : 'not set'}).`
-      ]
+      ],
+      charts: [{
+        name: 'cdf',
+        svg: lineChart({
+          title: 'Cold start through the mesh against a bare process start',
+          xLabel: 'latency, ms (log scale)',
+          yLabel: 'fraction of calls',
+          logX: true,
+          series: [
+            cdfSeries('fnmesh cold start', c.cdf),
+            cdfSeries("node -e '' (sandbox env)", clean.cdf),
+            cdfSeries("node -e '' (inherited env)", inherited.cdf),
+            ...(w.n > 0 ? [cdfSeries('2nd call, warm', w.cdf)] : [])
+          ]
+        })
+      }]
     }
   }
 }

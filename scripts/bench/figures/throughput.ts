@@ -8,6 +8,7 @@ import { closedLoop, type ClosedLoopResult } from '../loops.js'
 import { ECHO_FUNCTION, PAYLOAD_BYTES, RAW_SUBJECT } from '../mesh.js'
 import { step } from '../progress.js'
 import { compact, summarize } from '../stats.js'
+import { barChart } from '../svg.js'
 import { row, type Figure, type Row } from '../types.js'
 
 const TARGET = { ratio: 0.25, source: 'issue 6' }
@@ -27,6 +28,7 @@ export const saturation: Figure = {
       await m.raw.request(RAW_SUBJECT, m.eventBytes, { timeout: 10_000 })
     }
     const rows: Row[] = []
+    const perSecond: Record<'fnmesh' | 'raw', number[]> = { fnmesh: [], raw: [] }
     const details: Record<string, unknown> = { warmupMs, durationMs, slots: m.slots, levels: {} }
     const cpuNotes: string[] = []
     let others: number | undefined
@@ -41,6 +43,8 @@ export const saturation: Figure = {
       }
       const mesh = await run('fnmesh', meshCall)
       const raw = await run('raw NATS', rawCall)
+      perSecond.fnmesh.push(mesh.perSecond)
+      perSecond.raw.push(raw.perSecond)
       rows.push(row(`throughput, ${concurrency} in flight`, '/s', mesh.perSecond, 'raw NATS req-reply', raw.perSecond, 'higher', TARGET))
       if (mesh.cpuMsPerCall.total != null && raw.cpuMsPerCall.total != null) {
         rows.push(row(`  CPU per call, all processes`, 'ms', mesh.cpuMsPerCall.total, 'raw NATS req-reply', raw.cpuMsPerCall.total, 'lower'))
@@ -50,6 +54,15 @@ export const saturation: Figure = {
     }
     return {
       rows,
+      charts: [{
+        name: 'per-second',
+        svg: barChart({
+          title: 'Throughput at saturation: fnmesh (3 agents) against raw NATS request-reply',
+          yLabel: 'completed calls per second',
+          groups: levels.map(c => `${c} in flight`),
+          series: [{ name: 'fnmesh invoke', values: perSecond.fnmesh }, { name: 'raw NATS echo', values: perSecond.raw }]
+        })
+      }],
       otherProcessesCores: others,
       details,
       notes: [
