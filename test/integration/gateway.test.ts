@@ -23,12 +23,24 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
   let dir: string
   const cli = async (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> => await runCli([...args, '--nats', t.url])
 
+  /**
+   * Waits until every gateway routes `path`: each agent learns a deployed route from its spec
+   * watch a few ms after the deploy returns (until then the gateway answers FNMESH_ERR_ROUTE_NOT_FOUND).
+   */
+  const routed = async (path: string): Promise<void> => {
+    for (const port of ports) {
+      await waitFor(async () => (await http(port, 'OPTIONS', path)).json?.code !== 'FNMESH_ERR_ROUTE_NOT_FOUND', { timeoutMs: 5000, intervalMs: 20, message: `the route ${path} on the gateway at port ${port}` })
+    }
+  }
+
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fnmesh-gw-'))
     t = await startMesh({ nodes: 3, slots: 4, args: ['--http', '127.0.0.1:0'] })
     ports = httpPorts(t.cluster.agents)
     expect(ports.every(p => p > 0), `gateway ports ${ports.join(',')}`).toBe(true)
     await t.mesh.deploy({ name: 'api', path: fixture('http/api.js'), routes: ['GET /orders/{id}', 'POST /orders', 'ANY /misc/{proxy+}'], cors: { origins: ['https://app.example'] } })
+    await routed('/orders/1')
+    await routed('/misc/ready')
   })
 
   afterAll(async () => {
@@ -69,6 +81,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
 
   it('sends requests on to the least-loaded peers like any invocation when its own node is full', async () => {
     await t.mesh.deploy({ name: 'spread', path: fixture('slow.js'), routes: ['GET /spread'] })
+    await routed('/spread')
     // 12 at once at one gateway whose node has 4 slots: at least 8 must run on the other nodes
     const statuses = await Promise.all(Array.from({ length: 12 }, async () => (await http(ports[0], 'GET', '/spread')).status))
     expect(statuses.every(s => s === 200), JSON.stringify(statuses)).toBe(true)
@@ -101,6 +114,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
     expect(bad.json.code).toBe('FNMESH_ERR_RESPONSE_INVALID')
     // a function that never answers: killed at its timeout, a 504, no hang
     await t.mesh.deploy({ name: 'hangs', path: fixture('hang.js'), routes: ['GET /hangs'], timeoutMs: 1000 })
+    await routed('/hangs')
     const hung = await http(ports[1], 'GET', '/hangs', { timeoutMs: 20_000 })
     expect([hung.status, hung.json.code]).toEqual([504, 'FNMESH_ERR_TIMEOUT'])
   })
@@ -146,6 +160,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
   it('runs an Express app wrapped by serverless-http unmodified', async () => {
     const path = await fixtureWithPackages(dir, 'http-express', ['express'])
     await t.mesh.deploy({ name: 'shop', path, routes: ['ANY /shop/{proxy+}'], timeoutMs: 10_000 })
+    await routed('/shop/ready')
     const get = await http(ports[1], 'GET', '/shop/items/7?q=blue', { headers: { 'x-user': 'ann' } })
     expect(get.status).toBe(200)
     expect(get.json).toEqual({ id: '7', q: 'blue', user: 'ann' })
@@ -159,6 +174,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
 
   it('admits and refuses API keys: created once by the CLI, hashed in KV, revoked everywhere', async () => {
     await t.mesh.deploy({ name: 'keyed', path: fixture('http/api.js'), routes: ['GET /keyed'], auth: 'apikey' })
+    await routed('/keyed')
     const created = await cli(['keys', 'create', 'ci-bot'])
     expect(created.code).toBe(0)
     const key = created.stdout.trim()
@@ -191,6 +207,8 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
     await writeFile(join(dir, 'jwks.json'), JSON.stringify(jwks))
     const dep2 = await cli(['deploy', fixture('http/api.js'), '--name', 'jwt-pk', '--route', 'GET /jwt/pk', '--auth', 'jwt', '--jwt-jwks', join(dir, 'jwks.json'), '--jwt-audience', 'orders-api'])
     expect(dep2.code, dep2.stderr).toBe(0)
+    await routed('/jwt/hs')
+    await routed('/jwt/pk')
     const token = async (key: Parameters<SignJWT['sign']>[0], alg: string, over: { aud?: string, exp?: number, kid?: string, iss?: string } = {}): Promise<string> =>
       await new SignJWT({ sub: 'user-1', scope: 'orders:read orders:write' }).setProtectedHeader({ alg, ...(over.kid != null ? { kid: over.kid } : {}) })
         .setAudience(over.aud ?? 'orders-api').setIssuer(over.iss ?? 'https://issuer.test').setIssuedAt().setExpirationTime(over.exp ?? Math.floor(Date.now() / 1000) + 300).sign(key)
@@ -221,6 +239,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
     const schema = { type: 'object', required: ['sku', 'qty'], additionalProperties: false, properties: { sku: { type: 'string', pattern: '^[A-Z][0-9]+$' }, qty: { type: 'integer', minimum: 1 }, email: { type: 'string', format: 'email' } } }
     await writeFile(join(dir, 'schema.json'), JSON.stringify(schema))
     expect((await cli(['deploy', fixture('http/api.js'), '--name', 'validated', '--route', 'POST /validated', '--schema', join(dir, 'schema.json')])).code).toBe(0)
+    await routed('/validated')
     const post = async (port: number, body: string): Promise<Awaited<ReturnType<typeof http>>> => await http(port, 'POST', '/validated', { headers: { 'content-type': 'application/json' }, body })
     const good = await post(ports[0], '{"sku":"A1","qty":2}')
     expect(good.status).toBe(201)
@@ -281,6 +300,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
 
   it('holds an API key\'s rate limit across the agents', async () => {
     await t.mesh.deploy({ name: 'keyed-rate', path: fixture('http/api.js'), routes: ['GET /keyed-rate'], auth: 'apikey' })
+    await routed('/keyed-rate')
     const { key } = await t.mesh.keys.create('metered', { ratePerSecond: 5, burst: 5 })
     for (const port of ports) await waitFor(async () => (await http(port, 'GET', '/nowhere-yet', { headers: { 'x-api-key': key } })).status === 404, { timeoutMs: 5000, message: 'warm' })
     await sleep(300)
