@@ -8,7 +8,7 @@
  *
  *   node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100]
  *     [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal]
- *     [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap 100] [--out file]
+ *     [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap ms] [--out file]
  *
  * --quick         shorter simulated windows (under a minute on 2 cores); -quick in file names
  * --seed          base seed (default 1): the same seed gives the same numbers
@@ -54,7 +54,7 @@ interface Args {
   out: string | undefined
 }
 
-const USAGE = 'usage: node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100] [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal] [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap 100] [--out file]'
+const USAGE = 'usage: node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100] [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal] [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap ms] [--out file]'
 
 function parseArgs (argv: string[]): Args {
   const args: Args = { quick: false, json: false, seed: 1, threads: availableParallelism(), nodes: undefined, loads: undefined, policies: undefined, service: parseService('pareto'), gossipDelayMs: [2, 10], hopMs: 0.25, advertGapMs: undefined, out: undefined }
