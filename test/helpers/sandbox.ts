@@ -2,8 +2,8 @@
  * Helpers for tests that run real sandboxes through SandboxPool: one isolation probe per test
  * file (what this machine offers), specs, task folders copied from fixtures, and process checks.
  */
-import { readFileSync } from 'node:fs'
-import { cp, mkdir, writeFile } from 'node:fs/promises'
+import { existsSync, readFileSync } from 'node:fs'
+import { cp, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { TestContext } from 'vitest'
 import { describeLayers, detectIsolation, type DetectOptions, type IsolationPlan, type LayerId } from '../../node/src/sandbox/layers/detect.js'
@@ -73,6 +73,11 @@ export async function task (root: string, name: string, files: { fixtures?: stri
 export async function taskFromFolder (root: string, folder: string): Promise<string> {
   const dir = join(root, 'tasks', folder.replaceAll('/', '-'))
   await cp(fixture(folder), dir, { recursive: true })
+  // A fixture keeps the packages it ships in _node_modules (the repository tracks no node_modules).
+  if (existsSync(join(dir, '_node_modules'))) {
+    await rm(join(dir, 'node_modules'), { recursive: true, force: true })
+    await rename(join(dir, '_node_modules'), join(dir, 'node_modules'))
+  }
   return dir
 }
 

@@ -158,7 +158,7 @@ describe('the HTTP gateway of a 3-agent mesh', () => {
   })
 
   it('runs an Express app wrapped by serverless-http unmodified', async () => {
-    const path = await fixtureWithPackages(dir, 'http-express', ['express'])
+    const path = await fixtureWithPackages(dir, 'http-express', ['express', 'serverless-http'])
     await t.mesh.deploy({ name: 'shop', path, routes: ['ANY /shop/{proxy+}'], timeoutMs: 10_000 })
     await routed('/shop/ready')
     const get = await http(ports[1], 'GET', '/shop/items/7?q=blue', { headers: { 'x-user': 'ann' } })
