@@ -50,7 +50,6 @@ export class Simulation {
   private readonly inFlight: Int32Array
   /** executor queues (fnmesh): invocations waiting at each node for a slot, in arrival order */
   private readonly execQueues: Invocation[][]
-  private readonly queued: Int32Array
   private readonly ids: string[]
   private readonly waiters: Invocation[][]
   /** routers with waiters: they are woken by every advert that reaches them */
@@ -91,7 +90,6 @@ export class Simulation {
     this.slots = Int32Array.from(c.slots)
     this.inFlight = new Int32Array(n)
     this.execQueues = Array.from({ length: n }, () => [])
-    this.queued = new Int32Array(n)
     this.ids = Array.from({ length: n }, (_, i) => `n${String(i).padStart(5, '0')}`)
     this.waiters = Array.from({ length: n }, () => [])
     this.known = new Int32Array(n).fill(-2)
@@ -116,7 +114,7 @@ export class Simulation {
     })
     const routing = prng(deriveSeed(c.seed, 'routing', n, c.load, c.policy))
     this.diagnose = prng(deriveSeed(c.seed, 'diagnose', n, c.load, c.policy))
-    this.views = new RouterViews({ n, ids: this.ids, slots: this.slots, inFlight: this.inFlight, queued: this.queued }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now })
+    this.views = new RouterViews({ n, ids: this.ids, slots: this.slots, inFlight: this.inFlight, queues: this.execQueues }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now })
     if (c.policy === 'oracle') {
       const nodes = this.ids.map((id, i) => ({ idx: i, id, slots: c.slots[i], load: 0, warm: true }))
       this.oracle = { nodes, tree: new OracleTree(nodes), queue: [] }
@@ -309,11 +307,10 @@ export class Simulation {
    * frees or the router's wait runs out. True if it is queued.
    */
   private enqueue (inv: Invocation, p: number): boolean {
-    if (this.queued[p] >= QUEUE_PER_SLOT * this.slots[p]) return false
+    if (this.execQueues[p].length >= QUEUE_PER_SLOT * this.slots[p]) return false
     const deadline = inv.waitStart + this.c.queueWaitMs
     if (deadline <= this.now) return false
     this.execQueues[p].push(inv)
-    this.queued[p]++
     inv.inQueue = true
     this.q.at(deadline, Ev.QueueTimeout, inv, p)
     this.loadChanged(p)
@@ -325,7 +322,6 @@ export class Simulation {
     if (!inv.inQueue || inv.node !== p) return
     const list = this.execQueues[p]
     list.splice(list.indexOf(inv), 1)
-    this.queued[p]--
     inv.inQueue = false
     this.loadChanged(p)
     if (inv.remote) {
@@ -352,7 +348,6 @@ export class Simulation {
     // executor.ts: the freed slot goes to the longest-waiting queued invocation at once
     const next = this.execQueues[p].shift()
     if (next !== undefined) {
-      this.queued[p]--
       next.inQueue = false
       this.start(next, p)
     }
@@ -473,7 +468,7 @@ export class Simulation {
   }
 
   private publish (p: number): void {
-    const rec: AdvertRecord = this.gossip.publish(p, this.now, this.inFlight[p] + this.queued[p], this.inWindow(this.now))
+    const rec: AdvertRecord = this.gossip.publish(p, this.now, this.inFlight[p] + this.execQueues[p].length, this.inWindow(this.now))
     this.q.at(this.now + this.gossip.delayMaxMs, Ev.Settle, p, undefined)
     for (const r of this.listening) {
       if (r !== p) this.q.at(this.gossip.arrival(rec, r), Ev.Wake, r, p)

@@ -17,7 +17,7 @@
  * finds too few has looked at every candidate, so "none free" and "only one free" are exact.
  * Tracker estimates are memoised between the tracker calls that can change them.
  */
-import { QUEUE_PER_SLOT, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
+import { canQueue, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
 import { LoadTracker, type Dispatch } from '../../node/src/router/load.js'
 import { PENALTY, PeerPenalties } from '../../node/src/router/penalty.js'
 import type { GossipModel } from './gossip.js'
@@ -30,8 +30,8 @@ export interface NodeState {
   readonly ids: readonly string[]
   readonly slots: Int32Array
   readonly inFlight: Int32Array
-  /** invocations waiting in each executor's queue for a slot */
-  readonly queued: Int32Array
+  /** each executor's queue of invocations waiting for a slot */
+  readonly queues: ReadonlyArray<{ readonly length: number }>
 }
 
 export interface ViewsInit {
@@ -214,7 +214,7 @@ export class RouterViews {
   candidate (r: number, p: number, now: number): SimCandidate {
     const s = this.s
     return p === r
-      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p] + s.queued[p], warm: true, self: true }
+      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p] + s.queues[p].length, warm: true, self: true }
       : { idx: p, id: s.ids[p], slots: this.believed[p], load: this.loadOf(r, p, now), warm: true, penalty: this.penalty(r, p) }
   }
 
@@ -250,14 +250,13 @@ export class RouterViews {
       // such (its own node first), as a filter over all of them would give
       // (every node: gossip.members holds only those that may have a free slot)
       const two: SimCandidate[] = []
-      const open = (c: SimCandidate): boolean => c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots
       const own = this.candidate(r, r, now)
-      if (open(own)) two.push(own)
+      if (canQueue(own)) two.push(own)
       for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
         const p = Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
         const c = this.candidate(r, p, now)
-        if (open(c)) two.push(c)
+        if (canQueue(c)) two.push(c)
       }
       chosen = chooseQueue(two, this.rng)
     }

@@ -90,10 +90,11 @@ describe('router load tracker', () => {
     expect(t.estimate('p', 5, 8)).toBe(5)
   })
 
-  it('can mark a peer full before hearing any advert from it', () => {
+  it('can mark a peer full before hearing any advert from it, or fuller if its advert says so', () => {
     const t = new LoadTracker()
     t.markFull('p')
     expect(t.estimate('p', 0, 6)).toBe(6)
+    expect(t.estimate('p', 9, 6)).toBe(9)
     t.onAdvert('p')
     expect(t.estimate('p', 0, 6)).toBe(0)
   })
@@ -126,16 +127,7 @@ describe('router load tracker', () => {
   })
 })
 
-describe('router load tracker, refusals', () => {
-  it('counts a peer that answered BUSY as full, or fuller if its advert says so, until its next advert', () => {
-    const t = new LoadTracker()
-    t.markFull('p')
-    expect(t.estimate('p', 1, 4)).toBe(4)
-    expect(t.estimate('p', 9, 4)).toBe(9)
-    t.onAdvert('p')
-    expect(t.estimate('p', 1, 4)).toBe(1)
-  })
-
+describe('router load tracker, queued dispatches', () => {
   it('counts a peer that would not queue a dispatch as having a full queue, which chooseQueue leaves out', () => {
     const t = new LoadTracker()
     t.markQueueFull('p')

@@ -188,11 +188,6 @@ export class Executor {
     return this.inFlight + this.queue.length
   }
 
-  /** Invocations waiting for a slot */
-  get queued (): number {
-    return this.queue.length
-  }
-
   /** Waits up to `ms` for a slot handed over by a finishing invocation; false if none came or the queue is full */
   private async waitInQueue (ms: number): Promise<boolean> {
     if (ms <= 0 || this.queue.length >= QUEUE_PER_SLOT * this.slots) return false

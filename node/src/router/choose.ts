@@ -41,13 +41,12 @@ export function better (a: Candidate, b: Candidate): boolean {
  * `rng` returns [0, 1) (injected for tests).
  */
 export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: () => number = Math.random): C | undefined {
-  const free = candidates.filter(c => c.slots > 0 && c.load < c.slots)
-  if (free.length <= 1) return free[0]
-  const own = free.findIndex(c => c.self === true)
-  const i = own >= 0 ? own : Math.floor(rng() * free.length)
-  let j = Math.floor(rng() * (free.length - 1))
-  if (j >= i) j++
-  return better(free[i], free[j]) ? free[i] : free[j]
+  return twoChoices(candidates.filter(c => c.slots > 0 && c.load < c.slots), rng, better)
+}
+
+/** True if `c` may still take a queued invocation: its queue is not (believed) full */
+export function canQueue (c: Candidate): boolean {
+  return c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots
 }
 
 /**
@@ -59,12 +58,16 @@ export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: 
  * are left out; undefined when none is left.
  */
 export function chooseQueue<C extends Candidate> (candidates: readonly C[], rng: () => number = Math.random): C | undefined {
-  const open = candidates.filter(c => c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots)
-  if (open.length <= 1) return open[0]
-  const own = open.findIndex(c => c.self === true)
-  const i = own >= 0 ? own : Math.floor(rng() * open.length)
-  let j = Math.floor(rng() * (open.length - 1))
-  if (j >= i) j++
   const queued = (c: C): Candidate => ({ ...c, load: c.load + 1 })
-  return better(queued(open[i]), queued(open[j])) ? open[i] : open[j]
+  return twoChoices(candidates.filter(canQueue), rng, (a, b) => better(queued(a), queued(b)))
+}
+
+/** Of two candidates drawn at random (the router's own node always one, when it is there), the one that `wins` */
+function twoChoices<C extends Candidate> (list: readonly C[], rng: () => number, wins: (a: C, b: C) => boolean): C | undefined {
+  if (list.length <= 1) return list[0]
+  const own = list.findIndex(c => c.self === true)
+  const i = own >= 0 ? own : Math.floor(rng() * list.length)
+  let j = Math.floor(rng() * (list.length - 1))
+  if (j >= i) j++
+  return wins(list[i], list[j]) ? list[i] : list[j]
 }

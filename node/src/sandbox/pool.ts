@@ -335,7 +335,7 @@ export class SandboxPool {
       // costs its function a ~20 ms cold start later, while a cold start with no worker booted
       // ahead pays a whole process start now (many functions would otherwise fill the pool
       // with idle ones and turn every cold start into a spawn).
-      if (this.live.size - this.evicting.size >= this.opts.maxWorkers && !this.evictIdle()) break
+      if (this.staying >= this.opts.maxWorkers && !this.evictIdle()) break
       const w = this.spawn(memoryMb, egress)
       w.ready(this.opts.initTimeoutMs).catch(() => {})
       list.push(w)
@@ -344,8 +344,13 @@ export class SandboxPool {
 
   /** Above maxWorkers, stop the least recently used idle workers */
   private makeRoom (): void {
-    let excess = this.live.size - this.evicting.size - this.opts.maxWorkers
+    let excess = this.staying - this.opts.maxWorkers
     while (excess-- > 0 && this.evictIdle()) {}
+  }
+
+  /** Workers alive and not on their way out */
+  private get staying (): number {
+    return this.live.size - this.evicting.size
   }
 
   /** Stops the least recently used idle specialised worker; false if there is none */
