@@ -85,6 +85,15 @@ describe('an executor with one slot and its queue', () => {
     expect(await t.mesh.invoke('slow', { ms: 1 })).toEqual({ slept: 1 })
   })
 
+  it('bounds a hostile queue_ms (2^32 - 1 ms) instead of letting the timer overflow', async () => {
+    const holder = exec(300, 0)
+    await waitFor(async () => (await t.mesh.nodes())[0]?.inFlight === 1, { timeoutMs: 2000, intervalMs: 10, message: 'the first invocation taking the slot' })
+    // an overflowing timer would fire after 1 ms and refuse it; bounded, it waits for the slot
+    const queued = await exec(1, 0xffffffff)
+    expect((await holder).res.ok).toBe(true)
+    expect(queued.res.ok, JSON.stringify(queued.res.error)).toBe(true)
+  })
+
   it('lets SDK callers beyond the slots wait their turn instead of failing with NO_CAPACITY', async () => {
     // 4 calls of 100 ms on one slot: the router sees it full and queues at the executor.
     const calls = await Promise.allSettled([0, 1, 2, 3].map(async () => await t.mesh.invoke('slow', { ms: 100 }, { timeoutMs: 10_000 })))

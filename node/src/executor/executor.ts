@@ -23,6 +23,9 @@ import { QUEUE_PER_SLOT } from '../router/choose.js'
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void }
 
+/** The longest a queued invocation waits, whatever queue_ms a router sent (its own wait is at most 60 s) */
+const MAX_QUEUE_MS = 60_000
+
 /** Where the executor meters: durable (and replicated) before it resolves */
 export interface MeterSink {
   record: (record: Encodable<MeterRecord>) => Promise<void>
@@ -191,6 +194,7 @@ export class Executor {
   /** Waits up to `ms` for a slot handed over by a finishing invocation; false if none came or the queue is full */
   private async waitInQueue (ms: number): Promise<boolean> {
     if (ms <= 0 || this.queue.length >= QUEUE_PER_SLOT * this.slots) return false
+    ms = Math.min(ms, MAX_QUEUE_MS)
     return await new Promise<boolean>((resolve) => {
       const entry: Queued = {
         take: (slot) => {
