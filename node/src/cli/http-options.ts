@@ -55,7 +55,7 @@ async function readText (what: string, path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8')
   } catch (err: any) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot read the ${what} "${path}": ${String(err?.code ?? err?.message)}`)
+    throw new UsageError('FNMESH_ERR_BAD_USAGE', `Cannot read the ${what} "${path}": ${String(err?.code ?? err?.message)}`)
   }
 }
 

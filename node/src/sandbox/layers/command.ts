@@ -44,6 +44,8 @@ export interface CommandInput {
   uid?: number
   /** processes per sandbox uid under RLIMIT_NPROC (rlimit layer) */
   nproc: number
+  /** size of /tmp in MB (a tmpfs inside the mount namespace) */
+  tmpMb?: number
 }
 
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -79,7 +81,9 @@ function bwrapArgs (input: CommandInput, inside: SandboxCommand['inside']): stri
     '--perms', '0755', '--dir', '/var',
     '--ro-bind', runtimeDir, inside.runtime,
     '--ro-bind', slot.task, inside.task,
-    '--bind', slot.tmp, inside.tmp,
+    // /tmp is a tmpfs of its own: full at tmpMb (ENOSPC), in RAM charged to the sandbox's memory
+    // cgroup, and gone with the mount namespace when the sandbox ends. Never the host's disk.
+    '--perms', '1777', '--size', String((input.tmpMb ?? 512) * 1024 * 1024), '--tmpfs', inside.tmp,
     '--proc', '/proc',
     '--dev', '/dev',
     '--chdir', inside.task
