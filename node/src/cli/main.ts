@@ -15,7 +15,7 @@ import { PACKAGE_ROOT } from '../paths.js'
 import { resolveConfig, type AgentOptions } from '../config.js'
 import { LIMITS } from '../../../sdk/src/deploy-options.js'
 import { formatAgo, parseEnv, progress, readData, table } from './format.js'
-import { asUsage, duration, int, seconds } from './options.js'
+import { asUsage, duration, int, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
@@ -62,8 +62,8 @@ export function buildProgram (): Command {
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
-    .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")')
-    .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', collect)
+    .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
+    .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices(['least-loaded', 'local', 'round-robin', 'oracle']).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices(['auto', 'strict', 'none']).default('auto'))
@@ -106,7 +106,7 @@ export function buildProgram (): Command {
         logger
       }
       // Values out of range are the command line's fault: exit 2 before anything starts.
-      asUsage('of the agent', () => resolveConfig(options))
+      asUsage('', () => resolveConfig(options))
       const agent = await startAgent(options)
       await new Promise<void>((resolve) => {
         let signals = 0
