@@ -119,8 +119,10 @@ export class SandboxPool {
     let canary: Spawned
     for (let fellBack = false; ; fellBack = true) {
       this.plan = plan
-      // Without a mount namespace, /tmp is the slot's folder: as root, a tmpfs of tmpMb mounted there.
-      this.workspace = new Workspace(this.opts.workDir, !plan.mount && process.getuid?.() === 0 ? this.opts.tmpMb : undefined)
+      // Without bubblewrap, /tmp is the slot's folder: under unshare the sandbox mounts a tmpfs of
+      // tmpMb there in its own mount namespace (command.ts); with no namespaces at all the agent
+      // mounts it, as root (else the slot folder stays on the data disk, unbounded).
+      this.workspace = new Workspace(this.opts.workDir, plan.namespaces == null && process.getuid?.() === 0 ? this.opts.tmpMb : undefined)
       this.workspace.open(plan.uidBase != null && !plan.mount ? this.init.protectDir : undefined)
       this.spawner = new Spawner({ plan, workspace: this.workspace, runtimeDir: RUNTIME_DIR, pidsMax: this.opts.pidsMax, cpus: this.opts.cpus, tmpMb: this.opts.tmpMb, logger: this.log })
       const { active, missing } = describeLayers(plan)

@@ -48,6 +48,9 @@ export interface CommandInput {
   tmpMb?: number
 }
 
+// Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
+const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 3; exec "$@"'
+
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 /** bwrap arguments that make / a tmpfs holding only what a Node function needs */
@@ -107,9 +110,12 @@ export function buildCommand (input: CommandInput): SandboxCommand {
     const root = process.getuid?.() === 0
     // unshare --fork waits for the sandbox: it dies with the agent, and takes the sandbox with it.
     if (plan.parentDeathSignal && plan.tools.setpriv != null) argv.push(plan.tools.setpriv, '--pdeathsig', 'KILL', '--')
-    argv.push(plan.tools.unshare, ...(root ? [] : ['--user', '--map-root-user']), '--ipc', '--uts',
+    argv.push(plan.tools.unshare, ...(root ? [] : ['--user', '--map-root-user']), '--ipc', '--uts', '--mount', '--propagation', 'private',
       ...(plan.pid ? ['--pid', '--fork', '--kill-child', '--mount-proc'] : []),
       ...(plan.net && !input.egress ? ['--net'] : []), '--')
+    // The slot's tmp becomes a tmpfs of tmpMb seen only in this namespace: full at tmpMb, in RAM
+    // charged to the memory cgroup, gone with the namespace (also when the agent is SIGKILLed).
+    argv.push(plan.tools.sh, '-c', TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
   }
   if (input.uid != null && plan.tools.setpriv != null) {
     argv.push(plan.tools.setpriv, '--reuid', String(input.uid), '--regid', String(input.uid), '--clear-groups', '--no-new-privs', '--inh-caps=-all',
