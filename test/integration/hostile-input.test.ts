@@ -21,9 +21,9 @@ const TMP_MB = 32
 const MAIN_TMP_MB = 160
 
 describe.each([
-  { mode: 'no mount layer (unshare namespaces)', args: [], env: { FNMESH_SANDBOX_DISABLE: 'mount' } },
-  { mode: '--sandbox none', args: ['--sandbox', 'none'], env: {} }
-])('the /tmp quota with $mode', ({ args, env }) => {
+  { mode: 'no mount layer (unshare namespaces)', args: [], env: { FNMESH_SANDBOX_DISABLE: 'mount' }, pidNamespace: true },
+  { mode: '--sandbox none', args: ['--sandbox', 'none'], env: {}, pidNamespace: false }
+])('the /tmp quota with $mode', ({ args, env, pidNamespace }) => {
   let t: TestMesh
   let layers: string[]
 
@@ -42,12 +42,14 @@ describe.each([
   it('gives ENOSPC at --tmp-mb (as root) while another function keeps serving', async (ctx) => {
     if (process.getuid?.() !== 0) ctx.skip('without bubblewrap the /tmp quota needs root or unshare --user')
     console.log(`layers: ${layers.join(', ')}`)
-    await fillsTmp(t, TMP_MB)
+    const fills = await fillsTmp(t, TMP_MB)
+    // the sandboxes ran with the namespaces of this mode (not a fallback without them)
+    for (const f of fills) expect(f.pid < 10).toBe(pidNamespace)
   }, 120_000)
 })
 
 /** Two functions fill their /tmp at once while a third keeps serving; the data disk does not move */
-async function fillsTmp (t: TestMesh, TMP_MB: number): Promise<void> {
+async function fillsTmp (t: TestMesh, TMP_MB: number): Promise<any[]> {
   const disk = (): number => { const s = statfsSync(t.cluster.dir); return s.bavail * s.bsize / 1024 / 1024 }
   const freeBefore = disk()
   let served = 0
@@ -79,6 +81,7 @@ async function fillsTmp (t: TestMesh, TMP_MB: number): Promise<void> {
   expect(again.code).toBe('ENOSPC')
   expect(await t.mesh.invoke('ok', { after: 'fill' })).toMatchObject({ ok: true })
   expect((await t.mesh.nodes())[0].refusing).toBe('')
+  return fills
 }
 
 describe('hostile input on an agent with its sandbox and gateway', () => {

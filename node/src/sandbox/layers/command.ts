@@ -49,7 +49,7 @@ export interface CommandInput {
 }
 
 // Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
-const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 3; exec "$@"'
+const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 4; exec "$@"'
 
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
