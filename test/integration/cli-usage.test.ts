@@ -27,7 +27,7 @@ const CASES: string[][] = [
   deploy('--retry-backoff', 'soon'), deploy('--retry-backoff', '0s'), deploy('--max-event-age', '6'),
   deploy('--route', 'POST /a', '--rate-limit', '0'), deploy('--route', 'POST /a', '--rate-limit', '5', '--burst', 'x'),
   deploy('--route', 'POST /a', '--schema', MISSING), deploy('--route', 'POST /a', '--auth', 'jwt', '--jwt-secret', MISSING, '--jwt-audience', 'a'),
-  deploy('--route', 'POST /a', '--auth', 'jwt', '--jwt-jwks', MISSING, '--jwt-audience', 'a'), deploy('--sign', MISSING),
+  deploy('--route', 'POST /a', '--auth', 'jwt', '--jwt-jwks', MISSING, '--jwt-audience', 'a'), deploy('--sign', MISSING), deploy('--env', 'NOEQUALS'), deploy('--env', '=x'),
   // usage, logs
   ['usage', '--since', 'yesterday'], ['usage', '--since', '0h'], ['usage', '--until', '5'], ['usage', '--price', 'gbs=cheap'], ['usage', '--price', ''],
   ['logs', 'x', '--since', 'abc'],

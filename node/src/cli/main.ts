@@ -152,7 +152,7 @@ export function buildProgram (): Command {
     .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory', LIMITS.memoryMb[0], LIMITS.memoryMb[1]))
     .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', seconds('--timeout', LIMITS.timeoutMs[1] / 1000))
     .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency', LIMITS.concurrency[0], LIMITS.concurrency[1]))
-    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect)
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
