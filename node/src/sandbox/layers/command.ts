@@ -4,12 +4,15 @@
  *   sh (joins the worker's cgroups, then execs)      when cgroups are in use
  *   prlimit --data --nproc                           when cgroups are missing (rlimit layer)
  *   bwrap ... | setpriv --pdeathsig unshare ...      the namespaces
+ *   sh (mounts the tmpfs /tmp, then execs)            under unshare
  *   setpriv --reuid --regid --clear-groups ...       the separate uid (agent is root)
  *   node --max-old-space-size [--experimental-permission --allow-fs-*] <runtime>/main.js
  *
  * Joining the cgroups happens before anything else runs, so every byte the sandbox allocates
  * is counted. The paths the function sees: inside a mount namespace /var/runtime, /var/task and
- * /tmp; without one, the real folders.
+ * /tmp; without one, the real folders. /tmp is a tmpfs of tmpMb (ENOSPC when full), whose pages
+ * count in the sandbox's memory cgroup: bwrap makes it, under unshare the sandbox mounts it on the
+ * slot's tmp in its own mount namespace, without namespaces the agent mounts it (workspace.ts).
  */
 import { lstatSync, readlinkSync, realpathSync } from 'node:fs'
 import { dirname } from 'node:path'

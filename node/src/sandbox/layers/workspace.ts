@@ -1,7 +1,8 @@
 /**
  * Each sandbox's own folders, one slot per live worker: `<root>/<slot>/task` (the function's code,
  * read-only, filled when a generic worker is specialised) and `<root>/<slot>/tmp` (its private
- * writable folder). A slot is wiped before a new worker takes it, so nothing a function wrote
+ * writable folder when it has no mount namespace of its own; a tmpfs mounted there by the sandbox
+ * under unshare, or by the agent when `tmpMb` is given here). A slot is wiped before a new worker takes it, so nothing a function wrote
  * reaches another one. The code is hard-linked from the agent's unpacked-bundle cache (copied
  * across file systems): a cold start does not rewrite it.
  */
