@@ -139,6 +139,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logLimit: config.logLimit,
     capWaitMs: config.capWaitMs,
     pidsMax: config.sandboxPids,
+    tmpMb: config.tmpMb,
     logs: (line) => { shipper.add(line) },
     logger: logger.child({ part: 'agent:sandbox' })
   })

@@ -90,6 +90,11 @@ export interface AgentOptions {
   compactIntervalMs?: number
   /** Below this much free space in the data folder the node takes no new work. @default 64 */
   minFreeMb?: number
+  /**
+   * Size of each sandbox's /tmp in MB: a tmpfs of this size, counted in the function's memory
+   * (see the README's sandbox section for each sandbox mode). @default 512
+   */
+  tmpMb?: number
   /** Minutes are sealed (signed summaries) this long after they end. @default 20 minutes */
   sealAfterMs?: number
   /** Logger; @default pino JSON on stderr */
@@ -131,6 +136,7 @@ export interface AgentConfig {
   readonly retentionMs: number
   readonly compactIntervalMs: number
   readonly minFreeMb: number
+  readonly tmpMb: number
   readonly sealAfterMs: number
   /** gateway address; undefined = no gateway */
   readonly http: { host: string, port: number } | undefined
@@ -186,6 +192,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
     compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),
     minFreeMb: int('minFreeMb', options.minFreeMb, 64, 0, 1_048_576),
+    tmpMb: int('tmpMb', options.tmpMb, 512, 1, 1_048_576),
     sealAfterMs: int('sealAfterMs', options.sealAfterMs, 1_200_000, 0, 86_400_000),
     http: parseHttp(options.http),
     swarmKey: options.swarmKey,

@@ -193,7 +193,8 @@ export class Mesh {
   /** As invoke(), with where and how it ran */
   async invokeDetailed<T = unknown> (name: string, event?: unknown, options: InvokeOptions = {}): Promise<Invocation<T>> {
     if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
-      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${String(name)}" is invalid`)
+      const text = String(name)
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${text.length > 80 ? `${text.slice(0, 80)}... (${text.length} characters)` : text}" is invalid: expected 1 to 64 letters, digits, "-" or "_", starting with a letter or digit`)
     }
     const payload = encodeEvent(event, this.payloadLimit, `invoke "${name}"`)
     return await this.invokeRaw<T>(name, payload, options)
@@ -206,6 +207,9 @@ export class Mesh {
    */
   async invokeRaw<T = unknown> (name: string, payload: Uint8Array, options: InvokeOptions = {}): Promise<Invocation<T>> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${name}": timeoutMs is ${String(timeoutMs)}, expected a number of milliseconds above 0`)
+    }
     const deadline = Date.now() + timeoutMs
     const invocationId = options.invocationId ?? randomUUID()
     if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {

@@ -7,6 +7,7 @@ import { Ajv } from 'ajv'
 import formatsModule from 'ajv-formats'
 import type { HttpRoute } from '../../proto/codec.js'
 import { UsageError } from '../../proto/errors.js'
+import { checkSchemaPatterns, linearRegExp } from './schema-patterns.js'
 
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'ANY'] as const
 export type HttpMethod = typeof HTTP_METHODS[number]
@@ -186,7 +187,8 @@ function buildCors (c: CorsOptions): HttpRoute['cors'] {
 
 /** An Ajv instance as the gateway uses it: every error reported, the common formats known */
 export function newAjv (): Ajv {
-  const ajv = new Ajv({ allErrors: true, strict: false })
+  // Patterns run in RE2 (linear time): a backtracking pattern cannot stall the gateway.
+  const ajv = new Ajv({ allErrors: true, strict: false, code: { regExp: linearRegExp } })
   // ajv-formats is CommonJS: under NodeNext its default import is module.exports.
   const addFormats = ((formatsModule as any).default ?? formatsModule) as (a: Ajv) => Ajv
   addFormats(ajv)
@@ -201,6 +203,7 @@ function schemaText (route: string, schema: object | string | undefined): string
   if (parsed == null || typeof parsed !== 'object' || Array.isArray(parsed)) bad('expected a JSON object')
   const text = JSON.stringify(parsed)
   if (text.length > MAX_SCHEMA_BYTES) bad(`larger than ${MAX_SCHEMA_BYTES} bytes`)
+  checkSchemaPatterns(parsed as object, `JSON Schema of route "${route}"`)
   // Compiled here so a broken schema fails the deploy, not every request.
   try { newAjv().compile(parsed as object) } catch (err: any) { bad(String(err?.message ?? err)) }
   return text

@@ -86,17 +86,16 @@ describe('CLI --data', () => {
     expect(await readData(`@${file}`)).toEqual({ records: [{ id: 1 }] })
   })
 
-  it('refuses a missing @FILE with FNMESH_ERR_INVALID_ARGUMENT', async () => {
+  it('refuses a missing @FILE as bad usage (exit 2)', async () => {
     const file = join(dir, 'nope.json')
     const err = await rejection(readData(`@${file}`))
-    expect(err).toBeInstanceOf(InputError)
-    expect(err.code).toBe('FNMESH_ERR_INVALID_ARGUMENT')
+    expect(err.code).toBe('FNMESH_ERR_BAD_USAGE')
     expect(err.message).toBe(`Cannot read --data file "${file}": no such file`)
   })
 
-  it('refuses an @FILE that is a folder with FNMESH_ERR_INVALID_ARGUMENT', async () => {
+  it('refuses an @FILE that is a folder as bad usage (exit 2)', async () => {
     const err = await rejection(readData(`@${dir}`))
-    expect(err.code).toBe('FNMESH_ERR_INVALID_ARGUMENT')
+    expect(err.code).toBe('FNMESH_ERR_BAD_USAGE')
     expect(err.message).toMatch(/^Cannot read --data file ".*": .*EISDIR/)
   })
 

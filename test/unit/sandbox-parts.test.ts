@@ -42,7 +42,7 @@ describe('sandbox command line', () => {
     expect(argv.slice(3, 7)).toEqual(['fnmesh-sandbox', '/cg/memory/w/cgroup.procs', '/cg/pids/w/cgroup.procs', '--'])
   })
 
-  it('puts bubblewrap around the sandbox: /var/runtime, /var/task read-only, /tmp, no network without egress', () => {
+  it('puts bubblewrap around the sandbox: /var/runtime, /var/task read-only, /tmp a tmpfs of tmpMb, no network without egress', () => {
     const p = plan({ namespaces: 'bwrap', mount: true, net: true, pid: true, permission: true })
     const argv = command(p)
     const at = (flag: string, from: string): number => argv.findIndex((a, i) => a === flag && argv[i + 1] === from)
@@ -51,11 +51,28 @@ describe('sandbox command line', () => {
     expect(argv).toContain('--die-with-parent')
     expect(argv[at('--ro-bind', '/opt/fnmesh/runtime') + 2]).toBe('/var/runtime')
     expect(argv[at('--ro-bind', '/data/sandbox/3/task') + 2]).toBe('/var/task')
-    expect(argv[at('--bind', '/data/sandbox/3/tmp') + 2]).toBe('/tmp')
+    expect(argv[argv.indexOf('--tmpfs') + 1]).toBe('/tmp')
+    expect(argv[argv.indexOf('--tmpfs') - 2]).toBe('--size')
+    expect(argv[argv.indexOf('--tmpfs') - 1]).toBe(String(512 * 1024 * 1024))
+    expect(command(p, { tmpMb: 64 })[argv.indexOf('--tmpfs') - 1]).toBe(String(64 * 1024 * 1024))
+    // the slot's folder on the data disk is not the sandbox's /tmp
+    expect(argv).not.toContain('/data/sandbox/3/tmp')
     expect(argv).toContain('--allow-fs-read=/var/task/*')
     expect(argv.at(-1)).toBe('/var/runtime/main.js')
     expect(command(p, { egress: true })).not.toContain('--unshare-net')
     expect(command(p, { egress: true })).toContain('/etc/resolv.conf')
+  })
+
+  it('under unshare, mounts a tmpfs of tmpMb owned by the sandbox uid on the slot\'s tmp, in the sandbox\'s own mount namespace, before dropping privileges', () => {
+    const argv = command(plan({ namespaces: 'unshare', net: true, pid: true, uidBase: 1_900_000 }), { uid: 1_900_003, tmpMb: 64 })
+    const unshare = argv.indexOf('/usr/bin/unshare')
+    const sh = argv.indexOf('/bin/sh', unshare)
+    const setpriv = argv.lastIndexOf('/usr/bin/setpriv')
+    expect(argv.slice(unshare, sh)).toEqual(expect.arrayContaining(['--mount', '--propagation', 'private']))
+    expect(sh).toBeLessThan(setpriv)
+    expect(argv[sh + 2]).toMatch(/^mount -t tmpfs /)
+    expect(argv.slice(sh + 3, sh + 8)).toEqual(['fnmesh-tmp', String(64 * 1024 * 1024), '/data/sandbox/3/tmp', '1900003', '--'])
+    expect(argv[sh + 8]).toBe('/usr/bin/setpriv')
   })
 
   it('switches to the sandbox uid with no privileges left, inside the namespaces', () => {

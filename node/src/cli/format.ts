@@ -29,7 +29,7 @@ export async function readData (data: string | undefined): Promise<unknown> {
     try {
       text = await readFile(data.slice(1), 'utf8')
     } catch (err: any) {
-      throw new InputError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot read --data file "${data.slice(1)}": ${err.code === 'ENOENT' ? 'no such file' : String(err.message)}`)
+      throw new UsageError('FNMESH_ERR_BAD_USAGE', `Cannot read --data file "${data.slice(1)}": ${err.code === 'ENOENT' ? 'no such file' : String(err.message)}`)
     }
   }
   try {

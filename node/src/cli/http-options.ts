@@ -8,6 +8,7 @@ import { UsageError } from '../../../proto/errors.js'
 import type { DeployOptions } from '../../../sdk/src/deploy-options.js'
 import type { AuthMode } from '../../../sdk/src/http-routes.js'
 import type { NatsAuth } from '../../../sdk/src/nats-auth.js'
+import { readable } from './options.js'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
@@ -48,14 +49,14 @@ export function deployHttpOptions (cmd: Command): Command {
     .option('--cors <origin>', 'allow cross-origin requests from this origin, or * (repeatable)', collect)
     .option('--rate-limit <n>', 'mesh-wide requests per second of each route', positive('--rate-limit'))
     .option('--burst <n>', 'requests admitted at once after a quiet spell (default: the rate limit)', positive('--burst'))
-    .option('--sign <key.pem>', 'sign the deploy with this deployer key (env FNMESH_DEPLOYER_KEY)')
+    .option('--sign <key.pem>', 'sign the deploy with this deployer key (env FNMESH_DEPLOYER_KEY)', readable('--sign'))
 }
 
 async function readText (what: string, path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8')
   } catch (err: any) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot read the ${what} "${path}": ${String(err?.code ?? err?.message)}`)
+    throw new UsageError('FNMESH_ERR_BAD_USAGE', `Cannot read the ${what} "${path}": ${String(err?.code ?? err?.message)}`)
   }
 }
 

@@ -18,12 +18,12 @@ async function writeSecret (path: string, text: string, force: boolean): Promise
   await writeFile(path, text, { mode: 0o600 })
 }
 
-export function addKeyCommands (program: Command, withMesh: WithMesh, natsOption: () => import('commander').Option, int: (name: string) => (v: string) => number): void {
+export function addKeyCommands (program: Command, withMesh: WithMesh, natsOption: () => import('commander').Option, int: (name: string, min?: number, max?: number) => (v: string) => number): void {
   const json = (value: unknown): void => { process.stdout.write(JSON.stringify(value, null, 2) + '\n') }
   const keys = program.command('keys').description('API keys for the HTTP gateway; deployer signing keys; the private swarm key')
   keys.command('create').argument('<name>').description('create an API key: it is printed once, only its hash is stored')
-    .option('--rate <n>', 'mesh-wide requests per second with this key', int('--rate'))
-    .option('--burst <n>', 'requests admitted at once after a quiet spell (default: the rate)', int('--burst'))
+    .option('--rate <n>', 'mesh-wide requests per second with this key', int('--rate', 1, 1_000_000))
+    .option('--burst <n>', 'requests admitted at once after a quiet spell (default: the rate)', int('--burst', 1, 1_000_000))
     .option('--json', 'print JSON').addOption(natsOption())
     .action(async (name: string, opts) => {
       await withMesh(opts, async (mesh) => {

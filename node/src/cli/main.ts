@@ -12,7 +12,10 @@ import { connect, type Mesh } from '../../../sdk/src/client.js'
 import { parsePrice } from '../../../sdk/src/usage.js'
 import { DEFAULT_NATS_URL } from '../../../sdk/src/nats.js'
 import { PACKAGE_ROOT } from '../paths.js'
-import { formatAgo, parseDuration, parseEnv, progress, readData, table } from './format.js'
+import { resolveConfig, type AgentOptions } from '../config.js'
+import { LIMITS } from '../../../sdk/src/deploy-options.js'
+import { formatAgo, parseEnv, progress, readData, table } from './format.js'
+import { asUsage, duration, int, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
@@ -21,11 +24,6 @@ const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8'))
 
 const natsOption = (): Option => new Option('--nats <url>', 'NATS server URL (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
-const int = (name: string) => (value: string): number => {
-  const n = Number(value)
-  if (!Number.isInteger(n)) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option ${name} expects a whole number, got "${value}"`)
-  return n
-}
 
 /** The program, for its global NATS credential options (valid before or after the command) */
 let root: Command | undefined
@@ -61,27 +59,28 @@ export function buildProgram (): Command {
     .option('--listen <multiaddr>', 'libp2p listen address (repeatable)', collect)
     .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable; optional, agents also meet over NATS)', collect)
     .option('--data <dir>', 'data folder: node key, meter ledger, code cache')
-    .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots'))
+    .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
-    .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")')
-    .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', collect)
+    .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
+    .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices(['least-loaded', 'local', 'round-robin', 'oracle']).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices(['auto', 'strict', 'none']).default('auto'))
     .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
     .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
-    .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)')
-    .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity'))
+    .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))
+    .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity', 1))
     .option('--min-free-mb <mb>', 'take no new work when the data folder has less free space than this (default 64)', int('--min-free-mb'))
-    .option('--sync-interval <duration>', 'interval of anti-entropy rounds with a random peer, e.g. 5s (default 5s)')
+    .option('--sync-interval <duration>', 'interval of anti-entropy rounds with a random peer, e.g. 5s (default 5s)', duration('--sync-interval'))
+    .option('--tmp-mb <mb>', 'size of each sandbox\'s /tmp in MB (default 512)', int('--tmp-mb', 1))
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default(process.env.FNMESH_LOG_LEVEL ?? 'info'))
     .action(async (opts) => {
       await import('../polyfill.js')
       const { startAgent } = await import('../agent.js')
       const { createLogger } = await import('../logger.js')
       const logger = createLogger({ level: opts.logLevel, base: { node: opts.name } })
-      const agent = await startAgent({
+      const options: AgentOptions = {
         nats: opts.nats,
         natsOptions: { auth: natsAuthOf(program.opts()) },
         swarmKey: opts.swarmKey,
@@ -99,12 +98,16 @@ export function buildProgram (): Command {
         sandboxDisable: (process.env.FNMESH_SANDBOX_DISABLE ?? '').split(',').map(s => s.trim()).filter(Boolean) as never,
         replicas: opts.replicas,
         ackReplicas: opts.ackReplicas,
-        retentionMs: opts.retention != null ? parseDuration(opts.retention) : undefined,
+        retentionMs: opts.retention,
         billingGranularityMs: opts.billingGranularity,
         minFreeMb: opts.minFreeMb,
-        syncIntervalMs: opts.syncInterval != null ? parseDuration(opts.syncInterval) : undefined,
+        syncIntervalMs: opts.syncInterval,
+        tmpMb: opts.tmpMb,
         logger
-      })
+      }
+      // Values out of range are the command line's fault: exit 2 before anything starts.
+      asUsage('', () => resolveConfig(options))
+      const agent = await startAgent(options)
       await new Promise<void>((resolve) => {
         let signals = 0
         const onSignal = (signal: string): void => {
@@ -123,13 +126,12 @@ export function buildProgram (): Command {
 
   program.command('dev')
     .description('Start a local nats-server (JetStream, temp folder) and N agents; stop everything on Ctrl-C')
-    .option('--nodes <n>', 'number of agents', int('--nodes'), 3)
-    .option('--slots <n>', 'slots per agent', int('--slots'))
-    .option('--port <port>', 'NATS port (default: a free port)', int('--port'))
-    .option('--http <port>', 'HTTP gateways on 127.0.0.1: agent i listens on port + i', int('--http'))
+    .option('--nodes <n>', 'number of agents', int('--nodes', 1, 32), 3)
+    .option('--slots <n>', 'slots per agent', int('--slots', 1))
+    .option('--port <port>', 'NATS port (default: a free port)', int('--port', 0, 65535))
+    .option('--http <port>', 'HTTP gateways on 127.0.0.1: agent i listens on port + i', int('--http', 0, 65535))
     .action(async (opts) => {
       const { startDevCluster } = await import('../dev/cluster.js')
-      if (opts.nodes < 1 || opts.nodes > 32) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', '--nodes must be from 1 to 32')
       progress(`starting nats-server and ${String(opts.nodes)} agents...`)
       const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
       process.stdout.write(`NATS   ${cluster.nats.url}\n`)
@@ -147,19 +149,15 @@ export function buildProgram (): Command {
     .argument('<path>', 'file or folder with the function code')
     .requiredOption('--name <name>', 'function name')
     .option('--handler <file.export>', 'handler (default: index.handler)')
-    .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory'))
-    .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', (v: string) => {
-      const n = Number(v)
-      if (!Number.isFinite(n) || n <= 0) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option --timeout expects seconds, got "${v}"`)
-      return n
-    })
-    .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency'))
-    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', collect)
+    .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory', LIMITS.memoryMb[0], LIMITS.memoryMb[1]))
+    .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', seconds('--timeout', LIMITS.timeoutMs[1] / 1000))
+    .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency', LIMITS.concurrency[0], LIMITS.concurrency[1]))
+    .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
-    .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries'))
-    .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)')
-    .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)')
+    .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
+    .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
+    .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
     .option('--json', 'print the result as JSON')
     .addOption(natsOption())
   deployHttpOptions(program.commands[program.commands.length - 1])
@@ -173,14 +171,14 @@ export function buildProgram (): Command {
           path,
           handler: opts.handler,
           memoryMb: opts.memory,
-          timeoutMs: opts.timeout != null ? Math.round(opts.timeout * 1000) : undefined,
+          timeoutMs: opts.timeout,
           concurrency: opts.concurrency,
           env: parseEnv(opts.env ?? []),
           triggers: opts.on,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
-          retryBackoffMs: opts.retryBackoff != null ? parseDuration(opts.retryBackoff) : undefined,
-          maxEventAgeMs: opts.maxEventAge != null ? parseDuration(opts.maxEventAge) : undefined
+          retryBackoffMs: opts.retryBackoff,
+          maxEventAgeMs: opts.maxEventAge
         })
         if (opts.json === true) json(res)
         else process.stdout.write(`deployed ${res.name} version ${res.version} (${res.files} files, ${res.sizeBytes} bytes, sha256 ${res.sha256.slice(0, 12)}${res.signedBy != null ? `, signed by ${res.signedBy}` : ''})${res.routes.length > 0 ? `; routes: ${res.routes.join(', ')}` : ''}\n`)
@@ -191,12 +189,12 @@ export function buildProgram (): Command {
     .description('Invoke NAME synchronously and print its result as JSON')
     .argument('<name>', 'function name')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
-    .option('--timeout <seconds>', 'how long to wait for the result (default 60)', (v: string) => Number(v))
+    .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
     .addOption(natsOption())
     .action(async (name: string, opts) => {
       const event = await readData(opts.data)
       await withMesh(opts, async (mesh) => {
-        const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout != null ? Math.round(opts.timeout * 1000) : undefined })
+        const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
         process.stdout.write(JSON.stringify(out) + '\n')
       })
     })
@@ -248,19 +246,19 @@ export function buildProgram (): Command {
   program.command('usage')
     .description('Metering totals per function, per node and per time bucket: invocations, errors, cold starts, billed ms, GB-seconds, cost')
     .option('--fn <name>', 'only this function')
-    .option('--since <duration>', 'only invocations that started within this duration, e.g. 15m, 2h, 7d')
-    .option('--until <duration>', 'only invocations that started more than this long ago')
+    .option('--since <duration>', 'only invocations that started within this duration, e.g. 15m, 2h, 7d', duration('--since'))
+    .option('--until <duration>', 'only invocations that started more than this long ago', duration('--until'))
     .addOption(new Option('--bucket <size>', 'also total per time bucket (UTC)').choices(['minute', 'hour', 'day']))
-    .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST')
+    .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST', (v: string) => asUsage('--price', () => parsePrice(v)))
     .addOption(new Option('--export <format>', 'print the raw records (one per invocation id) instead of totals').choices(['csv', 'json']))
     .option('--via <node-id>', 'ask this agent instead of any one of them')
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
       const now = Date.now()
-      const fromMs = opts.since != null ? now - parseDuration(opts.since) : undefined
-      const toMs = opts.until != null ? now - parseDuration(opts.until) : undefined
-      const price = opts.price != null ? parsePrice(opts.price) : undefined
+      const fromMs = opts.since != null ? now - (opts.since as number) : undefined
+      const toMs = opts.until != null ? now - (opts.until as number) : undefined
+      const price = opts.price
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
           await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
@@ -277,10 +275,10 @@ export function buildProgram (): Command {
     .description("Print a function's log lines, each with its invocation id (time, id, level, message)")
     .argument('<name>', 'function name')
     .option('--follow', 'keep streaming new lines until Ctrl-C')
-    .option('--since <duration>', 'only lines logged within this duration, e.g. 15m, 2h')
+    .option('--since <duration>', 'only lines logged within this duration, e.g. 15m, 2h', duration('--since'))
     .addOption(natsOption())
     .action(async (name: string, opts) => {
-      const sinceMs = opts.since != null ? parseDuration(opts.since) : undefined
+      const sinceMs = opts.since as number | undefined
       const { formatLogLine } = await import('../../../sdk/src/logs.js')
       await withMesh(opts, async (mesh) => {
         const stop = new AbortController()

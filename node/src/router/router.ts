@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
-import { AGENTS_QUEUE, Headers, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_INVOCATION_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_INVOCATION_ID_BYTES, execSubject } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../sdk/src/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
@@ -148,8 +148,11 @@ export class Router {
     try {
       const req = decode('InvokeRequest', msg.data, { maxBytes: this.init.payloadLimit + 64 * 1024 })
       const fromSubject = msg.subject.slice(msg.subject.lastIndexOf('.') + 1)
+      if (!FUNCTION_NAME_PATTERN.test(fromSubject)) {
+        throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${shorten(fromSubject)}" is invalid: expected 1 to 64 letters, digits, "-" or "_", starting with a letter or digit`)
+      }
       if (req.function !== '' && req.function !== fromSubject) {
-        throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${req.function}" but was sent to "${msg.subject}"`)
+        throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
       result = await this.route({ function: fromSubject, payload: req.payload, invocationId: req.invocationId, timeoutMs: req.timeoutMs, trigger: 'sync' })
     } catch (err) {
@@ -391,4 +394,9 @@ export class Router {
       this.waiters.add(done)
     })
   }
+}
+
+/** A name as quoted in an error message: a hostile one can be kilobytes long */
+function shorten (text: string): string {
+  return text.length > 80 ? `${text.slice(0, 80)}... (${text.length} characters)` : text
 }

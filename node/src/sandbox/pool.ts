@@ -44,6 +44,8 @@ export interface SandboxPoolInit {
   pidsMax?: number
   /** CPU cores per sandbox where cgroups allow. @default 1 */
   cpus?: number
+  /** Size of each sandbox's /tmp in MB (a tmpfs, counted in its memory). @default 512 */
+  tmpMb?: number
   /** Where function log lines go */
   logs?: LogSink
   logger: Logger
@@ -98,7 +100,8 @@ export class SandboxPool {
       logLimit: init.logLimit ?? 65536,
       capWaitMs: init.capWaitMs ?? 1000,
       pidsMax: init.pidsMax ?? 64,
-      cpus: init.cpus ?? 1
+      cpus: init.cpus ?? 1,
+      tmpMb: init.tmpMb ?? 512
     }
     this.log = init.logger
     this.workspace = new Workspace(this.opts.workDir)
@@ -116,8 +119,12 @@ export class SandboxPool {
     let canary: Spawned
     for (let fellBack = false; ; fellBack = true) {
       this.plan = plan
+      // Without bubblewrap, /tmp is the slot's folder: under unshare the sandbox mounts a tmpfs of
+      // tmpMb there in its own mount namespace (command.ts); with no namespaces at all the agent
+      // mounts it, as root (else the slot folder stays on the data disk, unbounded).
+      this.workspace = new Workspace(this.opts.workDir, plan.namespaces == null && process.getuid?.() === 0 ? this.opts.tmpMb : undefined)
       this.workspace.open(plan.uidBase != null && !plan.mount ? this.init.protectDir : undefined)
-      this.spawner = new Spawner({ plan, workspace: this.workspace, runtimeDir: RUNTIME_DIR, pidsMax: this.opts.pidsMax, cpus: this.opts.cpus, logger: this.log })
+      this.spawner = new Spawner({ plan, workspace: this.workspace, runtimeDir: RUNTIME_DIR, pidsMax: this.opts.pidsMax, cpus: this.opts.cpus, tmpMb: this.opts.tmpMb, logger: this.log })
       const { active, missing } = describeLayers(plan)
       this.log.info({ mode: plan.mode, active, missing, prewarm: this.opts.prewarm }, `sandbox layers: ${active.join(', ')}`)
       try {

@@ -22,6 +22,8 @@ export interface SpawnerInit {
   pidsMax: number
   /** CPU cores per sandbox (cgroup CPU quota) */
   cpus: number
+  /** Size of the sandbox's /tmp in MB. @default 512 */
+  tmpMb?: number
   logger: Logger
 }
 
@@ -55,7 +57,7 @@ export class Spawner {
       if (uid != null) chownSync(slot.tmp, uid, uid)
       const limits: CgroupLimits = { memoryBytes: memoryMb * 1024 * 1024, pidsMax: this.init.pidsMax, cpus: this.init.cpus }
       cgroup = plan.cgroup?.create(`s${slot.index}-${++groups}`, limits)
-      const command = buildCommand({ plan, runtimeDir: this.init.runtimeDir, slot, memoryMb, egress, cgroup, uid, nproc: this.init.pidsMax })
+      const command = buildCommand({ plan, runtimeDir: this.init.runtimeDir, slot, memoryMb, egress, cgroup, uid, nproc: this.init.pidsMax, tmpMb: this.init.tmpMb ?? 512 })
       const monitor = plan.namespaces === 'bwrap' || (plan.namespaces === 'unshare' && plan.pid)
       const worker = new SandboxWorker({ command, env: baseEnv(command.inside), memoryMb, cgroup, monitor })
       worker.once('exit', () => { this.cleanUp(slot, cgroup) })

@@ -4,12 +4,15 @@
  *   sh (joins the worker's cgroups, then execs)      when cgroups are in use
  *   prlimit --data --nproc                           when cgroups are missing (rlimit layer)
  *   bwrap ... | setpriv --pdeathsig unshare ...      the namespaces
+ *   sh (mounts the tmpfs /tmp, then execs)            under unshare
  *   setpriv --reuid --regid --clear-groups ...       the separate uid (agent is root)
  *   node --max-old-space-size [--experimental-permission --allow-fs-*] <runtime>/main.js
  *
  * Joining the cgroups happens before anything else runs, so every byte the sandbox allocates
  * is counted. The paths the function sees: inside a mount namespace /var/runtime, /var/task and
- * /tmp; without one, the real folders.
+ * /tmp; without one, the real folders. /tmp is a tmpfs of tmpMb (ENOSPC when full), whose pages
+ * count in the sandbox's memory cgroup: bwrap makes it, under unshare the sandbox mounts it on the
+ * slot's tmp in its own mount namespace, without namespaces the agent mounts it (workspace.ts).
  */
 import { lstatSync, readlinkSync, realpathSync } from 'node:fs'
 import { dirname } from 'node:path'
@@ -44,7 +47,12 @@ export interface CommandInput {
   uid?: number
   /** processes per sandbox uid under RLIMIT_NPROC (rlimit layer) */
   nproc: number
+  /** size of /tmp in MB (a tmpfs inside the mount namespace) */
+  tmpMb?: number
 }
+
+// Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
+const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 4; exec "$@"'
 
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
@@ -79,7 +87,9 @@ function bwrapArgs (input: CommandInput, inside: SandboxCommand['inside']): stri
     '--perms', '0755', '--dir', '/var',
     '--ro-bind', runtimeDir, inside.runtime,
     '--ro-bind', slot.task, inside.task,
-    '--bind', slot.tmp, inside.tmp,
+    // /tmp is a tmpfs of its own: full at tmpMb (ENOSPC), in RAM charged to the sandbox's memory
+    // cgroup, and gone with the mount namespace when the sandbox ends. Never the host's disk.
+    '--perms', '1777', '--size', String((input.tmpMb ?? 512) * 1024 * 1024), '--tmpfs', inside.tmp,
     '--proc', '/proc',
     '--dev', '/dev',
     '--chdir', inside.task
@@ -103,9 +113,12 @@ export function buildCommand (input: CommandInput): SandboxCommand {
     const root = process.getuid?.() === 0
     // unshare --fork waits for the sandbox: it dies with the agent, and takes the sandbox with it.
     if (plan.parentDeathSignal && plan.tools.setpriv != null) argv.push(plan.tools.setpriv, '--pdeathsig', 'KILL', '--')
-    argv.push(plan.tools.unshare, ...(root ? [] : ['--user', '--map-root-user']), '--ipc', '--uts',
+    argv.push(plan.tools.unshare, ...(root ? [] : ['--user', '--map-root-user']), '--ipc', '--uts', '--mount', '--propagation', 'private',
       ...(plan.pid ? ['--pid', '--fork', '--kill-child', '--mount-proc'] : []),
       ...(plan.net && !input.egress ? ['--net'] : []), '--')
+    // The slot's tmp becomes a tmpfs of tmpMb seen only in this namespace: full at tmpMb, in RAM
+    // charged to the memory cgroup, gone with the namespace (also when the agent is SIGKILLed).
+    argv.push(plan.tools.sh, '-c', TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
   }
   if (input.uid != null && plan.tools.setpriv != null) {
     argv.push(plan.tools.setpriv, '--reuid', String(input.uid), '--regid', String(input.uid), '--clear-groups', '--no-new-privs', '--inh-caps=-all',
