@@ -74,7 +74,8 @@ export class Executor {
   invocations = 0
   readonly slots: number
   private readonly granularity: number
-  private readonly payloadLimit: number
+  /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
+  readonly payloadLimit: number
   private sub: Subscription | undefined
   private idle: (() => void) | undefined
   private readonly slotWaiters = new Set<() => void>()
