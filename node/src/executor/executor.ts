@@ -7,6 +7,9 @@
  * invocation with `queueMs`: a full node then keeps it waiting (first come, first served, at most
  * QUEUE_PER_SLOT per slot) and hands it the next slot that frees, which it knows at once, where a
  * router would learn of it only from the next advert; BUSY if none frees within queueMs.
+ * Ran implies metered: before a run starts, the record it would write is checked against the
+ * rules peers apply (metering/record.ts refusal); a run that could not be metered never starts
+ * (FNMESH_ERR_INVALID_ARGUMENT, say a spec's memory out of range or an event id over the limit).
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
