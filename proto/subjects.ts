@@ -44,8 +44,13 @@ export const ADVERTS_TOPIC = 'fnmesh/adverts/1'
 /** Function names are a single NATS subject token and a KV key: letters, digits, '-' and '_' */
 export const FUNCTION_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 
-/** Longest invocation id (UTF-8 bytes): it keys the meter record every peer stores */
-export const MAX_INVOCATION_ID_BYTES = 256
+/**
+ * Longest id (UTF-8 bytes) the mesh takes: invocation ids, idempotency keys, event ids. They go
+ * into the meter record every peer stores, and a record over it is refused, so anything over it
+ * is refused before it runs (FNMESH_ERR_INVALID_ARGUMENT on invoke, FNMESH_ERR_INVALID_EVENT on
+ * publish, a dead letter for a raw event).
+ */
+export const MAX_ID_BYTES = 256
 
 /** Default cap on a sync invocation's event and result, as AWS Lambda's 6 MB */
 export const SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024

@@ -1719,8 +1719,8 @@ export namespace fnmesh {
             /** InvokeRequest payload. */
             payload: Uint8Array;
 
-            /** InvokeRequest invocationId. */
-            invocationId: string;
+            /** InvokeRequest idempotencyKey. */
+            idempotencyKey: string;
 
             /** InvokeRequest timeoutMs. */
             timeoutMs: number;
@@ -1808,8 +1808,8 @@ export namespace fnmesh {
                 /** InvokeRequest payload */
                 payload?: (Uint8Array|null);
 
-                /** InvokeRequest invocationId */
-                invocationId?: (string|null);
+                /** InvokeRequest idempotencyKey */
+                idempotencyKey?: (string|null);
 
                 /** InvokeRequest timeoutMs */
                 timeoutMs?: (number|null);
@@ -1873,6 +1873,9 @@ export namespace fnmesh {
 
             /** ExecRequest attributes. */
             attributes: { [k: string]: string };
+
+            /** ExecRequest idempotencyKey. */
+            idempotencyKey: string;
 
             /**
              * Creates a new ExecRequest instance using the specified properties.
@@ -1983,6 +1986,9 @@ export namespace fnmesh {
 
                 /** ExecRequest attributes */
                 attributes?: ({ [k: string]: string }|null);
+
+                /** ExecRequest idempotencyKey */
+                idempotencyKey?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -2233,6 +2239,9 @@ export namespace fnmesh {
             /** MeterRecord eventId. */
             eventId: string;
 
+            /** MeterRecord idempotencyKey. */
+            idempotencyKey: string;
+
             /**
              * Creates a new MeterRecord instance using the specified properties.
              * @param [properties] Properties to set
@@ -2351,6 +2360,9 @@ export namespace fnmesh {
 
                 /** MeterRecord eventId */
                 eventId?: (string|null);
+
+                /** MeterRecord idempotencyKey */
+                idempotencyKey?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

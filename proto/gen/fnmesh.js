@@ -5405,7 +5405,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @typedef {Object} fnmesh.v1.InvokeRequest.$Properties
              * @property {string|null} ["function"] InvokeRequest function
              * @property {Uint8Array|null} [payload] InvokeRequest payload
-             * @property {string|null} [invocationId] InvokeRequest invocationId
+             * @property {string|null} [idempotencyKey] InvokeRequest idempotencyKey
              * @property {number|null} [timeoutMs] InvokeRequest timeoutMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -5455,12 +5455,12 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeRequest.prototype.payload = $util.newBuffer([]);
 
             /**
-             * InvokeRequest invocationId.
-             * @member {string} invocationId
+             * InvokeRequest idempotencyKey.
+             * @member {string} idempotencyKey
              * @memberof fnmesh.v1.InvokeRequest
              * @instance
              */
-            InvokeRequest.prototype.invocationId = "";
+            InvokeRequest.prototype.idempotencyKey = "";
 
             /**
              * InvokeRequest timeoutMs.
@@ -5506,8 +5506,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 1, wireType 2 =*/10).string(message["function"]);
                 if (message.payload != null && $Object.hasOwnProperty.call(message, "payload") && message.payload.length)
                     writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.payload);
-                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId") && message.invocationId !== "")
-                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.invocationId);
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
+                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.idempotencyKey);
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs") && message.timeoutMs !== 0)
                     writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.timeoutMs);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
@@ -5589,9 +5589,9 @@ export const fnmesh = $root.fnmesh = (() => {
                             if (wireType !== 2)
                                 break;
                             if ((value = reader.stringVerify()).length)
-                                message.invocationId = value;
+                                message.idempotencyKey = value;
                             else
-                                delete message.invocationId;
+                                delete message.idempotencyKey;
                             continue;
                         }
                     case 4: {
@@ -5657,9 +5657,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.payload != null && $Object.hasOwnProperty.call(message, "payload"))
                     if (!(message.payload && typeof message.payload.length === "number" || $util.isString(message.payload)))
                         return "payload: buffer expected";
-                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
-                    if (!$util.isString(message.invocationId))
-                        return "invocationId: string expected";
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    if (!$util.isString(message.idempotencyKey))
+                        return "idempotencyKey: string expected";
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     if (!$util.isInteger(message.timeoutMs))
                         return "timeoutMs: integer expected";
@@ -5693,9 +5693,9 @@ export const fnmesh = $root.fnmesh = (() => {
                             $util.base64.decode(object.payload, message.payload = $util.newBuffer($util.base64.length(object.payload)), 0);
                         else if (object.payload.length >= 0)
                             message.payload = object.payload;
-                if (object.invocationId != null)
-                    if (typeof object.invocationId !== "string" || object.invocationId.length)
-                        message.invocationId = $String(object.invocationId);
+                if (object.idempotencyKey != null)
+                    if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
+                        message.idempotencyKey = $String(object.idempotencyKey);
                 if (object.timeoutMs != null)
                     if ($Number(object.timeoutMs) !== 0)
                         message.timeoutMs = object.timeoutMs >>> 0;
@@ -5728,15 +5728,15 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (options.bytes !== $Array)
                             object.payload = $util.newBuffer(object.payload);
                     }
-                    object.invocationId = "";
+                    object.idempotencyKey = "";
                     object.timeoutMs = 0;
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
                 if (message.payload != null && $Object.hasOwnProperty.call(message, "payload"))
                     object.payload = options.bytes === $String ? $util.base64.encode(message.payload, 0, message.payload.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.payload) : message.payload;
-                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
-                    object.invocationId = message.invocationId;
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    object.idempotencyKey = message.idempotencyKey;
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     object.timeoutMs = message.timeoutMs;
                 return object;
@@ -5772,6 +5772,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [trigger] ExecRequest trigger
              * @property {string|null} [eventId] ExecRequest eventId
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
+             * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5893,6 +5894,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.attributes = $util.emptyObject;
 
             /**
+             * ExecRequest idempotencyKey.
+             * @member {string} idempotencyKey
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.idempotencyKey = "";
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -5947,6 +5956,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.attributes != null && $Object.hasOwnProperty.call(message, "attributes"))
                     for (let keys = $Object.keys(message.attributes), i = 0; i < keys.length; ++i)
                         writer.uint32(/* id 21, wireType 2 =*/170).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.attributes[keys[i]]).ldelim();
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
+                    writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6130,6 +6141,15 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.attributes[key] = value;
                             continue;
                         }
+                    case 22: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.idempotencyKey = value;
+                            else
+                                delete message.idempotencyKey;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6216,6 +6236,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.attributes[key[i]]))
                             return "attributes: string{k:string} expected";
                 }
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    if (!$util.isString(message.idempotencyKey))
+                        return "idempotencyKey: string expected";
                 return null;
             };
 
@@ -6287,6 +6310,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         message.attributes[keys[i]] = $String(object.attributes[keys[i]]);
                     }
                 }
+                if (object.idempotencyKey != null)
+                    if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
+                        message.idempotencyKey = $String(object.idempotencyKey);
                 return message;
             };
 
@@ -6330,6 +6356,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.trigger = "";
                     object.queueMs = 0;
                     object.eventId = "";
+                    object.idempotencyKey = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6365,6 +6392,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.attributes[keys2[j]] = message.attributes[keys2[j]];
                     }
                 }
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    object.idempotencyKey = message.idempotencyKey;
                 return object;
             };
 
@@ -6927,6 +6956,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [attempt] MeterRecord attempt
              * @property {string|null} [trigger] MeterRecord trigger
              * @property {string|null} [eventId] MeterRecord eventId
+             * @property {string|null} [idempotencyKey] MeterRecord idempotencyKey
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7071,6 +7101,14 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterRecord.prototype.eventId = "";
 
             /**
+             * MeterRecord idempotencyKey.
+             * @member {string} idempotencyKey
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.idempotencyKey = "";
+
+            /**
              * Creates a new MeterRecord instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterRecord
@@ -7130,6 +7168,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 2 =*/106).string(message.trigger);
                 if (message.eventId != null && $Object.hasOwnProperty.call(message, "eventId") && message.eventId !== "")
                     writer.uint32(/* id 20, wireType 2 =*/162).string(message.eventId);
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
+                    writer.uint32(/* id 21, wireType 2 =*/170).string(message.idempotencyKey);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7313,6 +7353,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.eventId;
                             continue;
                         }
+                    case 21: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.idempotencyKey = value;
+                            else
+                                delete message.idempotencyKey;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7403,6 +7452,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.eventId != null && $Object.hasOwnProperty.call(message, "eventId"))
                     if (!$util.isString(message.eventId))
                         return "eventId: string expected";
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    if (!$util.isString(message.idempotencyKey))
+                        return "idempotencyKey: string expected";
                 return null;
             };
 
@@ -7507,6 +7559,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.eventId != null)
                     if (typeof object.eventId !== "string" || object.eventId.length)
                         message.eventId = $String(object.eventId);
+                if (object.idempotencyKey != null)
+                    if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
+                        message.idempotencyKey = $String(object.idempotencyKey);
                 return message;
             };
 
@@ -7550,6 +7605,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.attempt = 0;
                     object.trigger = "";
                     object.eventId = "";
+                    object.idempotencyKey = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7589,6 +7645,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.trigger = message.trigger;
                 if (message.eventId != null && $Object.hasOwnProperty.call(message, "eventId"))
                     object.eventId = message.eventId;
+                if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
+                    object.idempotencyKey = message.idempotencyKey;
                 return object;
             };
 

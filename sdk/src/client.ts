@@ -5,11 +5,10 @@
  *   await mesh.deploy({ name: 'hello', path: './hello' })
  *   const out = await mesh.invoke('hello', { n: 1 })
  */
-import { randomUUID } from 'node:crypto'
 import type { Msg, NatsConnection } from '@nats-io/transport-node'
 import { decode, encode, type MeterStatus, type NodeView } from '../../proto/codec.js'
 import { FnmeshError, InputError, TransportError, UnsupportedError, UsageError, fromErrorInfo } from '../../proto/errors.js'
-import { API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, FUNCTION_NAME_PATTERN, Headers, KEEPALIVE_TIMEOUT_MS, MAX_INVOCATION_ID_BYTES, SYNC_PAYLOAD_LIMIT, invokeSubject, nodeSubject } from '../../proto/subjects.js'
+import { API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, FUNCTION_NAME_PATTERN, Headers, KEEPALIVE_TIMEOUT_MS, MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, invokeSubject, nodeSubject } from '../../proto/subjects.js'
 import { bundleHasHandlerModule, packBundle } from './bundle.js'
 import { validateDeploy, type DeployOptions } from './deploy-options.js'
 import { readLogs, type LogEntry, type LogsOptions } from './logs.js'
@@ -33,7 +32,13 @@ export interface CallOptions {
 }
 
 export interface InvokeOptions extends CallOptions {
-  /** Use this id as the invocation id (the function's context.awsRequestId) */
+  /**
+   * The caller's idempotency/correlation key (up to MAX_ID_BYTES): carried to the function's log
+   * lines' invocation and to its meter record (`idempotencyKey`). It is not the invocation id,
+   * which the mesh mints (see Invocation.invocationId): calls sharing a key are billed each.
+   */
+  idempotencyKey?: string
+  /** @deprecated The mesh mints invocation ids: this is taken as `idempotencyKey` */
   invocationId?: string
 }
 
@@ -202,8 +207,9 @@ export class Mesh {
 
   /**
    * As invokeDetailed(), with the event already encoded as UTF-8 JSON (it is not checked here).
-   * If the agent routing the call goes silent (it died), the call is re-sent once with the same
-   * invocation id, so another agent takes it over.
+   * If the agent routing the call goes silent (it died), the call is re-sent once (with the same
+   * idempotency key), so another agent takes it over: if the first had already run it, both runs
+   * are billed, as each run is.
    */
   async invokeRaw<T = unknown> (name: string, payload: Uint8Array, options: InvokeOptions = {}): Promise<Invocation<T>> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS
@@ -211,9 +217,12 @@ export class Mesh {
       throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${name}": timeoutMs is ${String(timeoutMs)}, expected a number of milliseconds above 0`)
     }
     const deadline = Date.now() + timeoutMs
-    const invocationId = options.invocationId ?? randomUUID()
-    if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
-      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_INVOCATION_ID_BYTES} bytes`)
+    const idempotencyKey = options.idempotencyKey ?? options.invocationId ?? ''
+    if (options.idempotencyKey != null && options.invocationId != null && options.idempotencyKey !== options.invocationId) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Options idempotencyKey and invocationId (its deprecated name) differ: give one')
+    }
+    if (Buffer.byteLength(idempotencyKey) > MAX_ID_BYTES) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Idempotency key of ${Buffer.byteLength(idempotencyKey)} bytes is invalid: use at most ${MAX_ID_BYTES} bytes`)
     }
     const what = `invoke "${name}"`
     let msg: Msg | undefined
@@ -221,12 +230,12 @@ export class Mesh {
       const reply = await requestLive(this.nc, invokeSubject(name), encode('InvokeRequest', {
         function: name,
         payload,
-        invocationId,
+        idempotencyKey,
         timeoutMs: Math.max(1, deadline - Date.now())
       }), { deadline, livenessMs: KEEPALIVE_TIMEOUT_MS, signal: options.signal, what, interim: { header: Headers.status, value: 'working' } })
       if (reply !== 'silent') msg = reply
       else if (attempt >= 2) {
-        throw new TransportError('FNMESH_ERR_PEER_UNAVAILABLE', `Cannot ${what} (invocation ${invocationId}): the agents routing it stopped answering, twice`)
+        throw new TransportError('FNMESH_ERR_PEER_UNAVAILABLE', `Cannot ${what}${idempotencyKey !== '' ? ` (key ${JSON.stringify(idempotencyKey)})` : ''}: the agents routing it stopped answering, twice`)
       }
     }
     const res = decode('InvokeResult', msg.data)

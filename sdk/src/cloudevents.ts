@@ -6,6 +6,7 @@
  */
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node'
 import { InputError } from '../../proto/errors.js'
+import { MAX_ID_BYTES } from '../../proto/subjects.js'
 
 export interface CloudEvent {
   specversion: string
@@ -40,6 +41,9 @@ export function validateCloudEvent (ce: unknown): asserts ce is CloudEvent {
   for (const k of ['id', 'source', 'type']) {
     if (typeof e[k] !== 'string' || e[k] === '') bad(`${k} must be a non-empty string`)
   }
+  // The id goes into the meter record of every run, which peers refuse over MAX_ID_BYTES.
+  const idBytes = Buffer.byteLength(e.id as string)
+  if (idBytes > MAX_ID_BYTES) bad(`id is ${idBytes} bytes, over the limit of ${MAX_ID_BYTES}`)
   if (e.time !== undefined && (typeof e.time !== 'string' || !RFC3339.test(e.time) || Number.isNaN(Date.parse(e.time)))) {
     bad(`time must be an RFC 3339 timestamp, got ${JSON.stringify(e.time)}`)
   }

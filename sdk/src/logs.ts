@@ -33,9 +33,28 @@ export interface LogsOptions {
   timeoutMs?: number
 }
 
-/** Lambda's text format: time, invocation id, level, message, tab-separated */
+// C0 controls, DEL, C1 controls (ESC sequences can rewrite a terminal's lines) and the Unicode line
+// and paragraph separators.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+const CONTROL_BUT_TAB = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029]/g
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
+const escapeChar = (c: string): string => NAMED[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+
+/**
+ * `s` with its control characters escaped (\n, \r, \t, \uXXXX), so that what a caller or a
+ * function wrote cannot start a line of its own or rewrite the terminal. Tabs are kept when
+ * `keepTabs` (the message is the last field, so a tab in it splits nothing).
+ */
+export function escapeControl (s: string, keepTabs = false): string {
+  return s.replace(keepTabs ? CONTROL_BUT_TAB : CONTROL, escapeChar)
+}
+
+/**
+ * Lambda's text format: time, invocation id, level, message, tab-separated, one line per entry:
+ * control characters in the fields are escaped (a multi-line message prints as one line with \n).
+ */
 export function formatLogLine (e: LogEntry): string {
-  return `${new Date(e.timeMs).toISOString()}\t${e.invocationId}\t${e.level}\t${e.message}`
+  return `${new Date(e.timeMs).toISOString()}\t${escapeControl(e.invocationId)}\t${escapeControl(e.level)}\t${escapeControl(e.message, true)}`
 }
 
 function entries (data: Uint8Array, since: number): LogEntry[] {

@@ -112,7 +112,7 @@ const OUTCOMES: Record<number, string> = {
   [Outcome.OUTCOME_OUT_OF_MEMORY]: 'out_of_memory'
 }
 
-/** One exported meter record: the billed record of one invocation id */
+/** One exported meter record: one run (an invocation id run twice, say an event retried, has two) */
 export interface ExportedRecord {
   invocationId: string
   function: string
@@ -131,6 +131,8 @@ export interface ExportedRecord {
   trigger: string
   /** for async invocations: the event it ran for */
   eventId: string
+  /** the caller's idempotency/correlation key, if it gave one (several runs may share it) */
+  idempotencyKey: string
 }
 
 export function exportedRecord (r: MeterRecord): ExportedRecord {
@@ -150,11 +152,12 @@ export function exportedRecord (r: MeterRecord): ExportedRecord {
     cold: r.cold,
     attempt: r.attempt,
     trigger: r.trigger,
-    eventId: r.eventId
+    eventId: r.eventId,
+    idempotencyKey: r.idempotencyKey
   }
 }
 
-export const CSV_COLUMNS: ReadonlyArray<keyof ExportedRecord> = ['invocationId', 'function', 'version', 'nodeId', 'start', 'startMs', 'durationMs', 'billedMs', 'memoryMb', 'gbSeconds', 'outcome', 'errorCode', 'cold', 'attempt', 'trigger', 'eventId']
+export const CSV_COLUMNS: ReadonlyArray<keyof ExportedRecord> = ['invocationId', 'function', 'version', 'nodeId', 'start', 'startMs', 'durationMs', 'billedMs', 'memoryMb', 'gbSeconds', 'outcome', 'errorCode', 'cold', 'attempt', 'trigger', 'eventId', 'idempotencyKey']
 
 /** RFC 4180: quote fields holding a comma, quote or line break (invocation ids may) */
 const csvField = (v: unknown): string => {

@@ -1,7 +1,7 @@
 import type { Mesh } from '../../sdk/src/client.js'
 import type { ExportedRecord } from '../../sdk/src/usage.js'
 
-/** Every meter record of `fn` the mesh holds (exported from one agent's replica, one per invocation id) */
+/** Every meter record of `fn` the mesh holds (exported from one agent's replica, one per run) */
 export async function meterRecords (mesh: Mesh, fn: string): Promise<ExportedRecord[]> {
   const out: ExportedRecord[] = []
   for await (const r of mesh.exportRecords({ fn, timeoutMs: 10_000 })) out.push(r)

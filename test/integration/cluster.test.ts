@@ -171,7 +171,7 @@ describe('a mesh of agents with slots [2, 2, 4] under load', () => {
     const usage = await usageCli(t, 'slow', back.nodeId)
     const slow = usage.functions.find(f => f.name === 'slow')
     expect(usage.answered).toEqual([back.nodeId])
-    // At most the slots it was running at the kill may add to that (billed once: to it, or to the retry).
+    // At most the slots it was running at the kill may add to that (each run is billed: to it, and to a retry elsewhere).
     const metered = slow?.byNode[back.nodeId] ?? 0
     console.log(`restarted ${back.name}: ${answeredByKilled} results of "slow" came from it before the kill; its ledger held ${atOpen} of its records when it opened, usage counts ${metered}`)
     expect(answeredByKilled).toBeGreaterThan(0)

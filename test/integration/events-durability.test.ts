@@ -84,7 +84,7 @@ describe('async events when machines die', () => {
     for (const r of seen.of('work')) runs.set(r.cloudEvent?.id ?? '', (runs.get(r.cloudEvent?.id ?? '') ?? 0) + 1)
     const duplicates = [...runs.values()].reduce((n, c) => n + c - 1, 0)
     await seen.stop()
-    console.log(`2,000 events with a SIGKILL: ${metered.size} distinct events metered, ${missing.length} lost; ${seen.of('work').length} runs reported, ${duplicates} of them repeats of an event already run (billed once: one record per invocation id); ${retries} publish retries`)
+    console.log(`2,000 events with a SIGKILL: ${metered.size} distinct events metered, ${missing.length} lost; ${seen.of('work').length} runs reported, ${duplicates} of them repeats of an event already run (each run billed: one record per run); ${retries} publish retries`)
     expect(missing).toEqual([])
     expect(metered.size).toBe(2000)
   })

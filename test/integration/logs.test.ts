@@ -99,13 +99,13 @@ describe('function logs on a mesh of 2 agents', () => {
   it('logs an invocation\'s error and timeout as Lambda does, with its id', async () => {
     await t.mesh.deploy({ name: 'fails', path: fixture('throw.js') })
     await t.mesh.deploy({ name: 'stuck', path: fixture('hang.js'), timeoutMs: 1000 })
-    const failed = await t.mesh.invoke('fails', {}, { invocationId: 'fails-invocation-1' }).catch((e: unknown) => e)
-    expect((failed as { code: string }).code).toBe('FNMESH_ERR_FUNCTION_ERROR')
-    const timed = await t.mesh.invoke('stuck', {}, { invocationId: 'stuck-invocation-1', timeoutMs: 20_000 }).catch((e: unknown) => e)
-    expect((timed as { code: string }).code).toBe('FNMESH_ERR_TIMEOUT')
+    const failed = await t.mesh.invoke('fails', {}).catch((e: unknown) => e) as { code: string, invocationId: string }
+    expect(failed.code).toBe('FNMESH_ERR_FUNCTION_ERROR')
+    const timed = await t.mesh.invoke('stuck', {}, { timeoutMs: 20_000 }).catch((e: unknown) => e) as { code: string, invocationId: string }
+    expect(timed.code).toBe('FNMESH_ERR_TIMEOUT')
     await waitFor(async () => (await stored('fails')).length > 0 && (await stored('stuck')).length > 0, { timeoutMs: 10_000, message: 'the error lines' })
-    expect((await stored('fails'))[0]).toMatchObject({ invocationId: 'fails-invocation-1', level: 'ERROR', message: 'Invoke Error {"errorType":"TypeError","errorMessage":"boom","code":"FNMESH_ERR_FUNCTION_ERROR"}' })
-    expect((await stored('stuck'))[0]).toMatchObject({ invocationId: 'stuck-invocation-1', level: 'ERROR', message: 'Task timed out after 1.00 seconds' })
+    expect((await stored('fails'))[0]).toMatchObject({ invocationId: failed.invocationId, level: 'ERROR', message: 'Invoke Error {"errorType":"TypeError","errorMessage":"boom","code":"FNMESH_ERR_FUNCTION_ERROR"}' })
+    expect((await stored('stuck'))[0]).toMatchObject({ invocationId: timed.invocationId, level: 'ERROR', message: 'Task timed out after 1.00 seconds' })
   })
 
   it('prints nothing for a function without logs, and refuses a bad name', async () => {

@@ -110,7 +110,7 @@ describe('metering on a mesh of 3 agents', () => {
       expect(rollups, `rollups of ${a.name}`).toEqual(recount)
       const csv = await runCli(['usage', '--export', 'csv', '--via', a.nodeId, '--nats', t.url], { timeoutMs: 20_000 })
       const lines = csv.stdout.trimEnd().split('\n')
-      expect(lines[0]).toBe('invocation_id,function,version,node_id,start,start_ms,duration_ms,billed_ms,memory_mb,gb_seconds,outcome,error_code,cold,attempt,trigger,event_id')
+      expect(lines[0]).toBe('invocation_id,function,version,node_id,start,start_ms,duration_ms,billed_ms,memory_mb,gb_seconds,outcome,error_code,cold,attempt,trigger,event_id,idempotency_key')
       expect(lines).toHaveLength(exported.length + 1)
     }
   })

@@ -33,12 +33,12 @@ const SAMPLES: { [K in MessageName]: Encodable<MessageMap[K]> } = {
     bundleSha256: 'ab'.repeat(32), bundleSize: 123_456_789, createdAtMs: NOW
   },
   Bundle: { files: [{ path: 'index.js', mode: 0o644, data: bytes('exports.handler = 1') }, { path: 'lib/x.js', mode: 0o755, data: new Uint8Array([0, 1, 255]) }] },
-  InvokeRequest: { function: 'resize', payload: bytes('{"n":1}'), invocationId: 'inv-1', timeoutMs: 2500 },
-  ExecRequest: { invocationId: 'inv-1', function: 'resize', version: 7, payload: bytes('{"n":1}'), attempt: 2, routerId: 'r1', deadlineMs: NOW + 3000, trigger: 'sync' },
+  InvokeRequest: { function: 'resize', payload: bytes('{"n":1}'), idempotencyKey: 'key-1', timeoutMs: 2500 },
+  ExecRequest: { invocationId: 'inv-1', function: 'resize', version: 7, payload: bytes('{"n":1}'), attempt: 2, routerId: 'r1', deadlineMs: NOW + 3000, trigger: 'sync', idempotencyKey: 'key-1' },
   InvokeResult: { invocationId: 'inv-1', ok: false, payload: bytes('null'), error: errorInfo, nodeId: 'n1', version: 7, durationMs: 12.75, cold: true, attempts: 2 },
   MeterRecord: {
     invocationId: 'inv-1', function: 'resize', version: 7, nodeId: 'n1', startMs: NOW, durationMs: 99.5, billedMs: 100,
-    memoryMb: 512, outcome: Outcome.OUTCOME_TIMEOUT, errorCode: 'FNMESH_ERR_TIMEOUT', cold: true, attempt: 1, trigger: 'sync'
+    memoryMb: 512, outcome: Outcome.OUTCOME_TIMEOUT, errorCode: 'FNMESH_ERR_TIMEOUT', cold: true, attempt: 1, trigger: 'sync', eventId: 'evt-1', idempotencyKey: 'key-1'
   },
   MeterProof: { batchId: `${NOW}!n1!0011223344556677`, nodeId: 'n1', signedAtMs: NOW, leaves: [new Uint8Array(32).fill(7)], signature: new Uint8Array(64).fill(9) },
   SignedRecord: { record: bytes('record'), batchId: 'b1', leaf: 3 },

@@ -35,9 +35,9 @@ describe('meter compaction, seals and repair', () => {
     expect(await store.compact()).toBe(30)
     expect(await queryUsage(store, { bucket: 'hour' })).toEqual(before)
     expect((await exportPage(store, {})).records.map(r => r.invocationId)).toEqual(fresh.map(r => r.invocationId))
-    let index = 0
-    for await (const _ of store.db.keys({ gte: 'i!', lt: 'i!~' })) index++
-    expect(index).toBe(5)
+    let raw = 0
+    for await (const _ of store.db.keys({ gte: 'r!', lt: 'r!~' })) raw++
+    expect(raw).toBe(5)
     // Late copies of compacted records are not taken again: no double counting.
     expect(await store.ingest(s.items, s.proofs)).toEqual({ stored: 0, known: 5, stale: 30 })
     expect(await queryUsage(store, { bucket: 'hour' })).toEqual(before)
@@ -73,6 +73,33 @@ describe('meter compaction, seals and repair', () => {
     expect(log.lines.some(l => l.msg === 'rejected meter data from a peer' && /forged/.test(l.reasons.join(' ')))).toBe(true)
     expect(await queryUsage(storeB, { bucket: 'minute' })).toEqual(want)
     await meter.stop()
+  })
+
+  it('recounts, on open, a ledger written when one record per invocation id was billed', async () => {
+    const [a, b] = [await testNode(), await testNode()]
+    const dir = join(await stores.dir(), 'ledger')
+    const first = await MeterStore.open({ dir, logger: silentLogger() })
+    // An id run twice, on two nodes; the old rule billed only the later attempt.
+    for (const [node, r] of [[a, rec(a, { invocationId: 'x', billedMs: 10 })], [b, rec(b, { invocationId: 'x', billedMs: 30, attempt: 2 })]] as const) {
+      const s = signed(node, [r])
+      await first.ingest(s.items, s.proofs)
+    }
+    // What the old ledger held beside the records: its index, and rollups of the winner alone.
+    const rows: string[] = []
+    for await (const k of first.db.keys({ gte: 'u!', lt: 'u!~' })) rows.push(k)
+    await first.db.batch([...rows.map(key => ({ type: 'del' as const, key })), { type: 'put', key: 'i!x', value: Buffer.from('2!0!r!x') }])
+    await first.close()
+    const log = recordingLogger()
+    const store = await MeterStore.open({ dir, logger: log })
+    try {
+      expect(store.recovered).toBe('')
+      expect(log.lines.some(l => /^recounted the meter rollups/.test(l.msg))).toBe(true)
+      expect((await queryUsage(store)).functions.map(f => [f.invocations, f.billedMs])).toEqual([[2, 40]])
+      expect(await minuteRows(store, 0)).toEqual(await recount(store, 0))
+      for await (const _ of store.db.keys({ gte: 'i!', lt: 'i!~' })) throw new Error('an index entry left')
+    } finally {
+      await store.close()
+    }
   })
 
   it('repairs a ledger whose manifest was truncated, keeps the damaged copy, logs why and keeps every record', async () => {

@@ -1,12 +1,13 @@
 /**
- * The merge rules: one billed record per invocation id (a max-register), rollups that are a
- * function of the record set whatever order records arrive in, registers (seals) that merge
+ * The merge rules: a record is identified by its key (copies merge, every distinct record is
+ * billed, so two runs sharing an invocation id are two records), rollups that are a function of
+ * the record set whatever order records arrive in, registers (seals) that merge
  * commutatively, associatively and idempotently, and rollups equal to a recount from raw records.
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { Outcome, type Encodable, type MeterRecord, type RollupRegister } from '../../proto/codec.js'
 import { MINUTE_MS, HOUR_MS } from '../../node/src/metering/keys.js'
-import { beats, type Contender } from '../../node/src/metering/record.js'
+import { parseRecordKey } from '../../node/src/metering/keys.js'
 import { compareRegisters, mergeRegisters } from '../../node/src/metering/rollup.js'
 import type { MeterStore } from '../../node/src/metering/store.js'
 import { minuteRows, queryUsage, recount } from '../../node/src/metering/usage.js'
@@ -37,37 +38,43 @@ function shuffle<T> (items: T[], rnd: () => number): T[] {
 async function state (store: MeterStore): Promise<unknown> {
   const rows: Array<[string, Uint8Array]> = []
   for await (const [k, v] of store.db.iterator({ gte: 'u!', lt: 'u!~' })) rows.push([k, Buffer.from(v)] as [string, Uint8Array])
-  const index: string[] = []
-  for await (const [k, v] of store.db.iterator({ gte: 'i!', lt: 'i!~' })) index.push(`${k}=${Buffer.from(v).toString()}`)
-  return { rows: rows.map(([k, v]) => `${k}=${Buffer.from(v).toString('hex')}`), index, digests: store.tree.perNode(), usage: await queryUsage(store, { bucket: 'minute' }) }
+  const records: string[] = []
+  for await (const k of store.db.keys({ gte: 'r!', lt: 'r!~' })) records.push(k)
+  return { rows: rows.map(([k, v]) => `${k}=${Buffer.from(v).toString('hex')}`), records, digests: store.tree.perNode(), usage: await queryUsage(store, { bucket: 'minute' }) }
 }
 
 describe('meter merge rules', () => {
   const stores = tempStores()
   afterEach(async () => { await stores.cleanup() })
 
-  it('orders two records of one invocation id totally: higher attempt, then later start, then node id, then leaf', () => {
-    const rnd = prng(7)
-    const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)]
-    const cs: Contender[] = Array.from({ length: 120 }, (_, i) => ({
-      attempt: pick([1, 2, 3]), startMs: pick([T0, T0 + 1, T0 + 2]), nodeId: pick(['12D3KooWA', '12D3KooWB']), leafHex: `${i}`.padStart(16, '0'), key: `k${i}`
-    }))
-    for (const a of cs) {
-      expect(beats(a, a)).toBe(false)
-      for (const b of cs) {
-        if (a === b) continue
-        // Exactly one of the two wins: antisymmetric and total.
-        expect(beats(a, b) !== beats(b, a), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`).toBe(true)
-      }
+  it('bills every run of one invocation id, and a copy of a record once, whatever node it comes through', async () => {
+    const [a, b] = [await testNode(), await testNode()]
+    // One event run three times (attempts 1-3), once more on another node after a redelivery,
+    // and a sync call a router retried on another peer: five runs, one id.
+    const runs = [
+      rec(a, { invocationId: 'x', attempt: 1, startMs: T0, billedMs: 5 }),
+      rec(a, { invocationId: 'x', attempt: 2, startMs: T0 + 100, billedMs: 5 }),
+      rec(a, { invocationId: 'x', attempt: 3, startMs: T0 + 200, billedMs: 5 }),
+      rec(b, { invocationId: 'x', attempt: 3, startMs: T0 + 300, billedMs: 5 }),
+      rec(b, { invocationId: 'x', attempt: 1, startMs: T0 + 200, billedMs: 5 })
+    ]
+    const copies = runs.map((r, i) => signed(i < 3 ? a : b, [r]))
+    const keys = copies.map(c => c.items[0].key)
+    expect(new Set(keys).size).toBe(5)
+    for (const k of keys) expect(parseRecordKey(k)?.invocationId).toBe('x')
+    const stores2 = [await stores.open(), await stores.open()]
+    for (const [i, store] of stores2.entries()) {
+      // Every copy twice, in two orders: a copy of a record is the record.
+      const order = i === 0 ? [...copies, ...copies] : [...copies].reverse().concat(copies)
+      for (const c of order) await store.ingest(c.items, c.proofs)
+      const usage = await queryUsage(store)
+      expect(usage.functions.map(f => [f.invocations, f.billedMs])).toEqual([[5, 25]])
+      expect(await minuteRows(store, 0)).toEqual(await recount(store, 0))
     }
-    const sorted = [...cs].sort((a, b) => beats(a, b) ? 1 : -1)
-    // Transitive: the sorted order agrees with every pair.
-    for (let i = 0; i < sorted.length; i++) for (let j = i + 1; j < sorted.length; j += 17) expect(beats(sorted[j], sorted[i])).toBe(true)
-    expect(beats({ attempt: 2, startMs: T0, nodeId: 'a', leafHex: '0', key: '' }, { attempt: 1, startMs: T0 + 9, nodeId: 'z', leafHex: 'f', key: '' })).toBe(true)
-    expect(beats({ attempt: 1, startMs: T0 + 1, nodeId: 'a', leafHex: '0', key: '' }, { attempt: 1, startMs: T0, nodeId: 'z', leafHex: 'f', key: '' })).toBe(true)
+    expect(await state(stores2[0])).toEqual(await state(stores2[1]))
   })
 
-  it('ends with the same rollups, winners and digests whatever order and batching the records arrive in, and merging again changes nothing', async () => {
+  it('ends with the same rollups, records and digests whatever order and batching the records arrive in, and merging again changes nothing', async () => {
     const nodes: TestNode[] = await Promise.all([1, 2, 3].map(async () => await testNode()))
     const rnd = prng(42)
     // 150 records over 3 nodes, 3 functions and 5 minutes, with retried ids: an id run on two nodes.
@@ -110,11 +117,11 @@ describe('meter merge rules', () => {
     }
     for (const s of states.slice(1)) expect(s).toEqual(states[0])
     const usage = (states[0] as { usage: Awaited<ReturnType<typeof queryUsage>> }).usage
-    // 150 distinct invocation ids: the 20 retries replaced records, they did not add any.
-    expect(usage.functions.reduce((n, f) => n + f.invocations, 0)).toBe(150)
+    // 150 distinct invocation ids plus 20 retried runs of some of them: every run is billed.
+    expect(usage.functions.reduce((n, f) => n + f.invocations, 0)).toBe(170)
   })
 
-  it('agrees with a recount from raw records after winners change', async () => {
+  it('agrees with a recount from raw records when a retry of the same id lands elsewhere', async () => {
     const [a, b] = [await testNode(), await testNode()]
     const store = await stores.open()
     const first = rec(a, { invocationId: 'x', billedMs: 10, function: 'f' })
@@ -127,8 +134,8 @@ describe('meter merge rules', () => {
     const s2 = signed(b, [retry])
     await store.ingest(s2.items, s2.proofs)
     usage = await queryUsage(store)
-    // The retry (attempt 2) is billed instead: moved to another function, node and hour.
-    expect(usage.functions.map(f => [f.name, f.invocations, f.billedMs, f.byNode])).toEqual([['g', 1, 30, { [b.nodeId]: 1 }]])
+    // The retry (attempt 2) is a run of its own: billed beside the first, not instead of it.
+    expect(usage.functions.map(f => [f.name, f.invocations, f.billedMs, f.byNode])).toEqual([['f', 1, 10, { [a.nodeId]: 1 }], ['g', 1, 30, { [b.nodeId]: 1 }]])
     expect(await minuteRows(store, 0)).toEqual(await recount(store, 0))
   })
 

@@ -100,7 +100,7 @@ describe('meter store', () => {
     expect((await queryUsage(store, { fn: '' })).functions.map(u => u.name)).toEqual(['a', 'b'])
   })
 
-  it('bills an invocation id once: the same record twice, and a re-run with a later start', async () => {
+  it('bills a record once however often it is written, and every run of an id: the same record twice, three re-runs', async () => {
     node = await testNode()
     const store = await stores.open()
     const meter = meterOf(store)
@@ -109,9 +109,9 @@ describe('meter store', () => {
     await meter.record(r)
     await Promise.all([meter.record(rec(node, { invocationId: 'rerun', startMs: T0 + 10, billedMs: 1 })), meter.record(rec(node, { invocationId: 'rerun', startMs: T0 + 20, billedMs: 2 })), meter.record(rec(node, { invocationId: 'rerun', startMs: T0 - 30, billedMs: 3 }))])
     const u = await queryUsage(store)
-    expect(u.functions[0]).toMatchObject({ invocations: 2, billedMs: 102 })
+    expect(u.functions[0]).toMatchObject({ invocations: 4, billedMs: 106 })
     const exported = (await exportPage(store, {})).records.map(x => [x.invocationId, x.billedMs])
-    expect(exported.sort()).toEqual([['dup', 100], ['rerun', 2]])
+    expect(exported.sort()).toEqual([['dup', 100], ['rerun', 1], ['rerun', 2], ['rerun', 3]])
     expect(await minuteRows(store, 0)).toEqual(await recount(store, 0))
   })
 
@@ -127,12 +127,12 @@ describe('meter store', () => {
     for (const call of batch.mock.calls) expect(call[1]).toEqual({ sync: true })
   })
 
-  it('exports the billed record of each invocation id, page by page, in start-minute order', async () => {
+  it('exports every record, page by page, in start-minute order, a retry beside the run it retried', async () => {
     node = await testNode()
     const other = await testNode()
     const store = await stores.open()
     await put(store, node, Array.from({ length: 25 }, (_, i) => rec(node, { invocationId: `e${String(i).padStart(2, '0')}`, startMs: T0 + i * MINUTE_MS, function: i % 2 === 0 ? 'even' : 'odd' })))
-    // e03 also ran on another node as a retry: exported once, the retry's record.
+    // e03 also ran on another node as a retry: a second run, exported beside the first.
     await put(store, other, [rec(other, { invocationId: 'e03', startMs: T0 + 3 * MINUTE_MS + 5, attempt: 2, function: 'odd' })])
     const all = []
     let after = ''
@@ -145,8 +145,9 @@ describe('meter store', () => {
       after = page.nextKey
     }
     expect(pages).toBe(4)
-    expect(all.map(r => r.invocationId)).toEqual(Array.from({ length: 25 }, (_, i) => `e${String(i).padStart(2, '0')}`))
-    expect(all.find(r => r.invocationId === 'e03')?.nodeId).toBe(other.nodeId)
+    const ids = Array.from({ length: 25 }, (_, i) => `e${String(i).padStart(2, '0')}`)
+    expect(all.map(r => r.invocationId)).toEqual([...ids.slice(0, 4), 'e03', ...ids.slice(4)])
+    expect(all.filter(r => r.invocationId === 'e03').map(r => r.nodeId).sort()).toEqual([node.nodeId, other.nodeId].sort())
     expect((await exportPage(store, { fn: 'even', sinceMs: T0 + 10 * MINUTE_MS, untilMs: T0 + 20 * MINUTE_MS })).records.map(r => r.invocationId)).toEqual(['e10', 'e12', 'e14', 'e16', 'e18'])
   })
 

@@ -7,11 +7,14 @@
  * invocation with `queueMs`: a full node then keeps it waiting (first come, first served, at most
  * QUEUE_PER_SLOT per slot) and hands it the next slot that frees, which it knows at once, where a
  * router would learn of it only from the next advert; BUSY if none frees within queueMs.
+ * Ran implies metered: before a run starts, the record it would write is checked against the
+ * rules peers apply (metering/record.ts refusal); a run that could not be metered never starts
+ * (FNMESH_ERR_INVALID_ARGUMENT, say a spec's memory out of range or an event id over the limit).
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
-import { MAX_INVOCATION_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import { MAX_ID_BYTES, execSubject } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../sdk/src/registry.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
@@ -19,6 +22,7 @@ import type { LogSink } from '../sandbox/logs.js'
 import type { SandboxPool } from '../sandbox/pool.js'
 import type { WireError } from '../sandbox/protocol.js'
 import { QUEUE_PER_SLOT } from '../router/choose.js'
+import { refusal } from '../metering/record.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void }
@@ -57,6 +61,9 @@ export interface ExecutorInit {
 export type ExecutorState = 'running' | 'draining' | 'stopped'
 
 
+/** The longest error code a run can end with, for the record checked before it runs */
+const LONGEST_ERROR = { code: 'FNMESH_ERR_FUNCTION_EXITED' }
+
 const OUTCOME_OF: Record<string, Outcome> = {
   FNMESH_ERR_TIMEOUT: Outcome.OUTCOME_TIMEOUT,
   FNMESH_ERR_OUT_OF_MEMORY: Outcome.OUTCOME_OUT_OF_MEMORY,
@@ -70,7 +77,8 @@ export class Executor {
   invocations = 0
   readonly slots: number
   private readonly granularity: number
-  private readonly payloadLimit: number
+  /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
+  readonly payloadLimit: number
   private sub: Subscription | undefined
   private idle: (() => void) | undefined
   private readonly slotWaiters = new Set<() => void>()
@@ -139,8 +147,8 @@ export class Executor {
       // It could not meter the invocation: running it would leave it unbilled.
       return this.reject(invocationId, new CapacityError('FNMESH_ERR_DISK_FULL', `Node ${this.c.nodeId} takes no new work: ${refusing}`))
     }
-    if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
-      return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_INVOCATION_ID_BYTES} bytes`))
+    if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_ID_BYTES) {
+      return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_ID_BYTES} bytes`))
     }
     if (this.inFlight >= this.slots) {
       // A slot handed over by a finishing invocation is already counted in inFlight.
@@ -230,6 +238,11 @@ export class Executor {
     const name = req.function ?? ''
     const spec = await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+    // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
+    const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
+    if (unmeterable != null) {
+      throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot run invocation ${JSON.stringify(invocationId)} of "${name}": its meter record would be refused (${unmeterable})`)
+    }
     const taskRoot = await this.c.functions.taskRoot(spec)
     const startMs = Date.now()
     let acquired
@@ -265,8 +278,23 @@ export class Executor {
 
   /** Meters the invocation (synced) and builds its result */
   private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string): Promise<Encodable<InvokeResult>> {
+    const record = this.record(spec, req, startMs, durationMs, cold, error)
+    try {
+      await this.c.meter.record(record)
+    } catch (err) {
+      // Not metered means not acknowledged: the router may run it elsewhere.
+      throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
+    }
+    this.invocations++
+    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold }
+    if (error != null) return { ...base, ok: false, error }
+    return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
+  }
+
+  /** The meter record of one run (also built before it runs, to check that it can be written) */
+  private record (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: Pick<WireError, 'code'>): Encodable<MeterRecord> {
     const billedMs = Math.max(this.granularity, Math.ceil(durationMs / this.granularity) * this.granularity)
-    const record: Encodable<MeterRecord> = {
+    return {
       invocationId: req.invocationId,
       function: spec.name,
       version: spec.version,
@@ -280,17 +308,8 @@ export class Executor {
       cold,
       attempt: req.attempt ?? 1,
       trigger: req.trigger ?? 'sync',
-      eventId: req.eventId ?? ''
+      eventId: req.eventId ?? '',
+      idempotencyKey: req.idempotencyKey ?? ''
     }
-    try {
-      await this.c.meter.record(record)
-    } catch (err) {
-      // Not metered means not acknowledged: the router may run it elsewhere.
-      throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
-    }
-    this.invocations++
-    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold }
-    if (error != null) return { ...base, ok: false, error }
-    return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
   }
 }

@@ -1,34 +1,26 @@
 /**
  * Keeping the ledger bounded, and the registers (seals) that make compacted history portable.
  *
- * Raw records older than the retention are dropped in chunks (with their index entries and
- * batch proofs); their rollups and digests stay. Each node seals its own settled minutes: a
+ * Raw records older than the retention are dropped in chunks (with their batch proofs); their rollups and digests stay. Each node seals its own settled minutes: a
  * signed register of the minute's digest and rollups, copied to peers like records. For a minute
  * older than the retention, a seal that wins the max-register order replaces what a node holds
  * (rows and digest), so a node that joins late, or missed records, still ends with the same totals.
  */
 import { decode, encode, type Rollup, type RollupRegister } from '../../../proto/codec.js'
 import { decodeDigest, emptyDigest, encodeDigest, toRange, xorInto, type Digest } from './digest.js'
-import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, indexKey, minuteDigestKey, pad, parseRecordKey, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from './keys.js'
+import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, pad, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from './keys.js'
 import { applyRollupDeltas, type Op, type Plan, type Reader } from './plan.js'
-import { parseIndexValue } from './record.js'
 import { addInto, compareRegisters, decodeTotals, totalsOfRow, zero, type Totals } from './rollup.js'
 import type { Db } from './recovery.js'
 
 const CHUNK = 2000
 
-/** One chunk of compaction: raw records, index entries and proofs older than `horizonMs` */
+/** One chunk of compaction: raw records and proofs older than `horizonMs` */
 export async function compactChunk (db: Db, horizonMs: number): Promise<{ ops: Op[], records: number, more: boolean }> {
   const ops: Op[] = []
   const keys: string[] = []
   for await (const key of db.keys({ gte: 'r!', lt: recordPrefix(horizonMs), limit: CHUNK })) keys.push(key)
-  const ids = keys.map(k => parseRecordKey(k)?.invocationId ?? '')
-  const index = await db.getMany(ids.map(indexKey))
-  keys.forEach((key, i) => {
-    ops.push({ type: 'del', key })
-    const w = index[i] != null ? parseIndexValue(Buffer.from(index[i] as Uint8Array).toString()) : undefined
-    if (w?.key === key) ops.push({ type: 'del', key: indexKey(ids[i]) })
-  })
+  for (const key of keys) ops.push({ type: 'del', key })
   let proofs = 0
   // A batch signed before the horizon holds only records that started before it.
   for await (const key of db.keys({ gte: 'p!', lt: `p!${pad(horizonMs)}`, limit: CHUNK })) { ops.push({ type: 'del', key }); proofs++ }
@@ -99,14 +91,7 @@ export async function planRegisters (store: { db: Db, reader: Reader, horizonMs:
     xorInto(hd.hash, next.hash)
     xorInto(hd.hash, local.digest.hash)
     // Raw records of that minute are superseded by the seal.
-    const raw: string[] = []
-    for await (const key of store.db.keys({ gte: recordPrefix(minuteMs, nodeId), lt: `${recordPrefix(minuteMs, nodeId)}~` })) raw.push(key)
-    const ids = raw.map(k => parseRecordKey(k)?.invocationId ?? '')
-    const index = await store.db.getMany(ids.map(indexKey))
-    raw.forEach((key, i) => {
-      plan.ops.push({ type: 'del', key })
-      if (index[i] != null && parseIndexValue(Buffer.from(index[i] as Uint8Array).toString())?.key === key) plan.ops.push({ type: 'del', key: indexKey(ids[i]) })
-    })
+    for await (const key of store.db.keys({ gte: recordPrefix(minuteMs, nodeId), lt: `${recordPrefix(minuteMs, nodeId)}~` })) plan.ops.push({ type: 'del', key })
   }
   await applyRollupDeltas(store.reader, rollups, plan.ops, plan.staged)
   const hKeys = [...hourDeltas.keys()]

@@ -1,12 +1,12 @@
 /**
- * Raw records for billing systems, a page at a time: the winning record of each invocation id
- * (so an id retried on two nodes appears once), in key order (start minute, node, id). The
+ * Raw records for billing systems, a page at a time: every record (one per run, so an event run
+ * three times appears three times, each with its attempt), in key order (start minute, node, id). The
  * cursor is the last key read; every node holds the same records once replication settles, but
  * a cursor is only meaningful to the node that issued it.
  */
 import type { MeterRecord } from '../../../proto/codec.js'
 import type { MeterStore } from './store.js'
-import { END_OF_TIME, winners } from './usage.js'
+import { END_OF_TIME, rawRecords } from './usage.js'
 
 export interface ExportOptions { fn?: string, sinceMs?: number, untilMs?: number, afterKey?: string, limit?: number }
 
@@ -20,7 +20,7 @@ export async function exportPage (store: MeterStore, q: ExportOptions): Promise<
   const until = q.untilMs != null && q.untilMs > 0 ? Math.min(q.untilMs, END_OF_TIME) : END_OF_TIME
   const records: MeterRecord[] = []
   let nextKey = ''
-  for await (const r of winners(store, q.sinceMs ?? 0, until, q.afterKey ?? '')) {
+  for await (const r of rawRecords(store, q.sinceMs ?? 0, until, q.afterKey ?? '')) {
     if (fn != null && r.function !== fn) continue
     // A decoded message reads its defaults from its prototype: keep the instance (encode ignores `key`).
     records.push(r)

@@ -3,7 +3,6 @@
  * epoch ms, zero-padded to 15 digits so that keys sort by time.
  *
  *   r!<minute>!<node>!<invocation id>!<leaf16>  SignedRecord: raw records, time-major (export, compaction)
- *   i!<invocation id>                           "<attempt>!<record key>": the winning record of the id
  *   p!<batch id>                                MeterProof; a batch id starts with its signing time
  *   m!<node>!<minute>, h!<node>!<hour>          digests (count + XOR of leaves) for anti-entropy
  *   u!<level>!<bucket>!<function>!<node>        Rollup totals per minute (m), hour (h) and day (d)
@@ -11,7 +10,10 @@
  *   x!<name>                                    this node's own bookkeeping (seal cursor)
  *
  * Node ids are base58 libp2p peer ids and function names match FUNCTION_NAME_PATTERN: neither
- * holds "!". Invocation ids may hold anything, so record keys are parsed from both ends.
+ * holds "!". Invocation ids may hold anything, so record keys are parsed from both ends. A record
+ * key is the record's identity: copies of one record share it, two runs never do (their signed
+ * bytes differ, so their leaves do). Ledgers written before that rule also hold "i!<invocation
+ * id>" index entries; a rebuild drops them and nothing reads them.
  */
 
 export const MINUTE_MS = 60_000
@@ -49,7 +51,6 @@ export function parseRecordKey (key: string): RecordKey | undefined {
 /** First key of the records of `minuteMs` (and of one node within it) */
 export const recordPrefix = (minuteMs: number, nodeId?: string): string => `r!${pad(minuteMs)}!${nodeId != null ? `${nodeId}!` : ''}`
 
-export const indexKey = (invocationId: string): string => `i!${invocationId}`
 export const proofKey = (batchId: string): string => `p!${batchId}`
 export const sealKey = (nodeId: string, minuteMs: number): string => `s!${nodeId}!${pad(minuteMs)}`
 export const minuteDigestKey = (nodeId: string, minuteMs: number): string => `m!${nodeId}!${pad(minuteMs)}`

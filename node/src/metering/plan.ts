@@ -1,12 +1,12 @@
 /**
  * The write plan of one group commit, pure apart from reads: given verified records, which are
- * new, which invocation ids change winner, and how the digests and rollups move. The store runs
+ * new (a record is identified by its key: copies merge, distinct records all count), and how the
+ * digests and rollups move. The store runs
  * plans one at a time (single writer), so each read-modify-write sees the previous one's result.
  */
 import { decode, encode, type MeterProof, type MeterRecord } from '../../../proto/codec.js'
 import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from './digest.js'
-import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, indexKey, minuteDigestKey, parseRecordKey, proofKey, rollupKey } from './keys.js'
-import { beats, contender, indexValue, parseIndexValue, type Contender } from './record.js'
+import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseRecordKey, proofKey, rollupKey } from './keys.js'
 import { addInto, decodeTotals, encodeTotals, isZero, totalsOf, zero, type Totals } from './rollup.js'
 import type { VerifiedRecord } from './signing.js'
 
@@ -98,12 +98,11 @@ export async function planIngest (read: Reader, items: readonly VerifiedRecord[]
     if (floorTo(it.record.startMs, MINUTE_MS) < horizonMs) plan.outcome.set(it.key, 'stale')
     else candidates.set(it.key, it)
   }
-  // One read for what decides the plan: which records, proofs and winners are already stored.
+  // One read for what decides the plan: which records and proofs are already stored.
   const keys = [...candidates.keys()]
   const cand = [...candidates.values()]
   const needProofs = [...new Set(cand.map(f => f.batchId))].filter(id => !knownProofs.has(id))
-  const ids = [...new Set(cand.map(f => f.record.invocationId))]
-  const got = await read.getMany([...keys, ...needProofs.map(proofKey), ...ids.map(indexKey)])
+  const got = await read.getMany([...keys, ...needProofs.map(proofKey)])
   keys.forEach((key, i) => {
     if (got[i] != null) plan.outcome.set(key, 'known')
     else fresh.push(candidates.get(key) as VerifiedRecord)
@@ -117,11 +116,7 @@ export async function planIngest (read: Reader, items: readonly VerifiedRecord[]
     if (got[keys.length + i] == null && proof != null && freshBatches.has(id)) plan.ops.push({ type: 'put', key: proofKey(id), value: encode('MeterProof', proof) })
   })
 
-  // Winners: one billed record per invocation id.
-  const winners = new Map<string, Contender | undefined>()
-  const base = keys.length + needProofs.length
-  ids.forEach((id, i) => { winners.set(id, got[base + i] != null ? parseIndexValue(Buffer.from(got[base + i] as Uint8Array).toString()) : undefined) })
-  const inPlan = new Map<string, MeterRecord>()
+  // Every new record is billed: one run, one record (see record.ts).
   const rollups = new Map<string, Totals>()
   const digests = new Map<string, Digest>()
   for (const f of fresh) {
@@ -129,18 +124,8 @@ export async function planIngest (read: Reader, items: readonly VerifiedRecord[]
     plan.ops.push({ type: 'put', key: f.key, value: encode('SignedRecord', { record: f.bytes, batchId: f.batchId, leaf: f.leafIndex }) })
     plan.outcome.set(f.key, 'stored')
     plan.stored++
-    inPlan.set(f.key, record)
     addDigestDelta(digests, record.nodeId, record.startMs, f.leaf)
-    const mine = contender(record, f.key)
-    const held = winners.get(record.invocationId)
-    if (held != null && !beats(mine, held)) continue
-    if (held != null) {
-      const old = inPlan.get(held.key) ?? await readRecord(read, held.key)
-      if (old != null) addRollupDelta(rollups, old, -1)
-    }
     addRollupDelta(rollups, record, 1)
-    winners.set(record.invocationId, mine)
-    plan.ops.push({ type: 'put', key: indexKey(record.invocationId), value: Buffer.from(indexValue(mine)) })
   }
   // One more read for the digests and rollups they move (mostly from the store's cache).
   const pre = await prefetch(read, [...digests.keys(), ...rollups.keys()])

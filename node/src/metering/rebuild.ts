@@ -1,14 +1,14 @@
 /**
- * After a repair, what LevelDB kept may be any subset of what it had: the index, digests and
- * rollups are rebuilt from what survived. Raw records (inside the retention) are the source for
+ * After a repair, what LevelDB kept may be any subset of what it had: the digests and rollups
+ * are rebuilt from what survived. Raw records (inside the retention) are the source for
  * their minutes; minute rollups and digests of compacted minutes are kept as they are; hour and
  * day levels are summed again from the minutes. Anti-entropy then compares the honest digests
  * with peers and brings back whatever the damage took.
  */
 import { decode, type MeterRecord } from '../../../proto/codec.js'
 import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from './digest.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, hourDigestKey, indexKey, minuteDigestKey, parseDigestKey, parseRecordKey, parseRollupKey, rollupKey } from './keys.js'
-import { beats, contender, indexValue, leafHash, type Contender } from './record.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseDigestKey, parseRecordKey, parseRollupKey, rollupKey } from './keys.js'
+import { leafHash } from './record.js'
 import { addInto, decodeTotals, encodeTotals, totalsOf, zero, type Totals } from './rollup.js'
 import type { Op } from './plan.js'
 import type { Db } from './recovery.js'
@@ -22,7 +22,8 @@ async function writeChunked (db: Db, ops: Op[]): Promise<void> {
 /** Rebuilds the derived keys of `db`; returns the number of raw records it counted */
 export async function rebuildDerived (db: Db, horizonMs: number): Promise<number> {
   const ops: Op[] = []
-  // 1. Drop every derived key that raw records speak for, and all coarser levels.
+  // 1. Drop every derived key that raw records speak for, and all coarser levels (and the
+  // invocation-id index "i!" of ledgers written before records were billed by identity).
   for await (const key of db.keys({ gte: 'i!', lt: 'i!~' })) ops.push({ type: 'del', key })
   for await (const key of db.keys({ gte: 'h!', lt: 'h!~' })) ops.push({ type: 'del', key })
   for (const level of ['h', 'd']) for await (const key of db.keys({ gte: `u!${level}!`, lt: `u!${level}!~` })) ops.push({ type: 'del', key })
@@ -38,8 +39,7 @@ export async function rebuildDerived (db: Db, horizonMs: number): Promise<number
     if (k == null || k.bucketMs >= horizonMs) ops.push({ type: 'del', key })
     else minuteDigests.set(key, decodeDigest(value))
   }
-  // 2. Raw records: digests of every record, rollups of each id's winner.
-  const winners = new Map<string, { c: Contender, record: MeterRecord }>()
+  // 2. Raw records: digests and rollups of every record.
   let raw = 0
   for await (const [key, value] of db.iterator({ gte: 'r!', lt: 'r!~' })) {
     const k = parseRecordKey(key)
@@ -59,14 +59,8 @@ export async function rebuildDerived (db: Db, horizonMs: number): Promise<number
     const d = minuteDigests.get(dKey) ?? minuteDigests.set(dKey, emptyDigest()).get(dKey) as Digest
     d.count++
     xorInto(d.hash, leaf)
-    const c = contender(record, key)
-    const held = winners.get(record.invocationId)
-    if (held == null || beats(c, held.c)) winners.set(record.invocationId, { c, record })
-  }
-  for (const [id, { c, record }] of winners) {
-    ops.push({ type: 'put', key: indexKey(id), value: Buffer.from(indexValue(c)) })
-    const key = rollupKey('m', floorTo(record.startMs, MINUTE_MS), record.function, record.nodeId)
-    addInto(minuteRows.get(key) ?? minuteRows.set(key, zero()).get(key) as Totals, totalsOf(record))
+    const rKey = rollupKey('m', floorTo(record.startMs, MINUTE_MS), record.function, record.nodeId)
+    addInto(minuteRows.get(rKey) ?? minuteRows.set(rKey, zero()).get(rKey) as Totals, totalsOf(record))
   }
   // 3. Minutes written out; hours and days summed from them.
   const coarse = new Map<string, Totals>()

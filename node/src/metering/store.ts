@@ -1,6 +1,6 @@
 /**
  * The meter store: every node's records (this node's and its peers' replicas) in one LevelDB,
- * with the index of winning records, the digests for anti-entropy and the rollups. One writer
+ * with the digests for anti-entropy and the rollups. One writer
  * applies group commits in order: records that arrive while a write is on disk share the next
  * synced batch (one fsync), and each commit's read-modify-write sees the one before it.
  */
@@ -61,6 +61,10 @@ export class MeterStore {
     const store = new MeterStore(db, recovered, init)
     try {
       if (recovered !== '') await store.rebuild()
+      else if (await store.hasLegacyIndex()) {
+        // Written when one record per invocation id was billed: recount with every record.
+        await store.rebuild('recounted the meter rollups of a ledger that billed one record per invocation id: every run is billed now')
+      }
       await store.loadTree()
     } catch (err: any) {
       if (!isDamage(err)) { await db.close().catch(() => {}); throw err }
@@ -103,10 +107,15 @@ export class MeterStore {
     await this.loadTree()
   }
 
-  /** Rebuilds index, digests and rollups from what the ledger holds (after a repair) */
-  private async rebuild (): Promise<void> {
+  private async hasLegacyIndex (): Promise<boolean> {
+    for await (const _ of this.db.keys({ gte: 'i!', lt: 'i!~', limit: 1 })) return true
+    return false
+  }
+
+  /** Rebuilds digests and rollups from what the ledger holds (after a repair) */
+  private async rebuild (why = 'rebuilt the meter index, digests and rollups from the records the repair kept'): Promise<void> {
     const raw = await rebuildDerived(this.db, this.horizonMs())
-    this.init.logger.warn({ records: raw }, 'rebuilt the meter index, digests and rollups from the records the repair kept')
+    this.init.logger.warn({ records: raw }, why)
   }
 
   /** Minutes before this are kept as rollups only */

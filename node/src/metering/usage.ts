@@ -2,11 +2,10 @@
  * Usage from one node's replica: totals per function, per node and per bucket, and raw records
  * for export. A time range is cut into whole days, hours and minutes (read from the rollups of
  * that level) plus the partial minutes at its ends (read from raw records), so a query over a
- * month reads a few hundred rows. Only the winning record of each invocation id counts.
+ * month reads a few hundred rows. Every record counts: one record is one run (record.ts).
  */
 import { decode, type MeterRecord, type Rollup } from '../../../proto/codec.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, indexKey, parseRecordKey, parseRollupKey, recordPrefix, rollupPrefix, type Level } from './keys.js'
-import { beats, contender, parseIndexValue, type Contender } from './record.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, parseRecordKey, parseRollupKey, recordPrefix, rollupPrefix, type Level } from './keys.js'
 import { addInto, decodeTotals, totalsOf, zero, type Totals } from './rollup.js'
 import type { MeterStore } from './store.js'
 
@@ -63,7 +62,7 @@ export async function queryUsage (store: MeterStore, q: UsageOptions = {}): Prom
       const m = floorTo(seg.from, MINUTE_MS)
       await scanRows(store, 'm', m, m + MINUTE_MS, add)
     } else if (seg.level === 'raw') {
-      for await (const r of winners(store, seg.from, seg.to)) add(r.startMs, r.function, r.nodeId, totalsOf(r))
+      for await (const r of rawRecords(store, seg.from, seg.to)) add(r.startMs, r.function, r.nodeId, totalsOf(r))
     } else {
       await scanRows(store, seg.level, seg.from, seg.to, add)
     }
@@ -82,45 +81,25 @@ async function scanRows (store: MeterStore, level: Level, from: number, to: numb
   }
 }
 
-/** The winning raw records that started in [from, to), in key order, from `afterKey` on */
-export async function * winners (store: MeterStore, from: number, to: number, afterKey = ''): AsyncGenerator<MeterRecord & { key: string }> {
+/** The raw records that started in [from, to), in key order, from `afterKey` on */
+export async function * rawRecords (store: MeterStore, from: number, to: number, afterKey = ''): AsyncGenerator<MeterRecord & { key: string }> {
   const start = recordPrefix(floorTo(from, MINUTE_MS))
   const lt = recordPrefix(floorTo(Math.max(from, to - 1), MINUTE_MS) + MINUTE_MS)
   const it = afterKey >= start ? store.db.iterator({ gt: afterKey, lt }) : store.db.iterator({ gte: start, lt })
-  let page: Array<{ key: string, record: MeterRecord }> = []
-  const flush = async function * (): AsyncGenerator<MeterRecord & { key: string }> {
-    const index = await store.db.getMany(page.map(p => indexKey(p.record.invocationId)))
-    for (const [i, p] of page.entries()) {
-      const w = index[i] != null ? parseIndexValue(Buffer.from(index[i] as Uint8Array).toString()) : undefined
-      if (w?.key === p.key) yield Object.assign(p.record, { key: p.key })
-    }
-    page = []
-  }
   for await (const [key, value] of it) {
     let record: MeterRecord
     try { record = decode('MeterRecord', decode('SignedRecord', value).record) } catch { continue }
     if (record.startMs < from || record.startMs >= to) continue
-    page.push({ key, record })
-    if (page.length >= 500) yield * flush()
+    yield Object.assign(record, { key })
   }
-  if (page.length > 0) yield * flush()
 }
 
-/**
- * Rollups per (minute, function, node) recounted from the raw records alone, choosing each
- * invocation id's winner afresh (not from the index): what the rollups must equal.
- */
+/** Rollups per (minute, function, node) recounted from the raw records alone: what the rollups must equal */
 export async function recount (store: MeterStore, sinceMs = store.horizonMs()): Promise<Map<string, Totals>> {
-  const best = new Map<string, { c: Contender, record: MeterRecord }>()
-  for await (const [key, value] of store.db.iterator({ gte: recordPrefix(floorTo(sinceMs, MINUTE_MS)), lt: 'r!~' })) {
-    if (parseRecordKey(key) == null) continue
-    const record = decode('MeterRecord', decode('SignedRecord', value).record)
-    const c = contender(record, key)
-    const held = best.get(record.invocationId)
-    if (held == null || beats(c, held.c)) best.set(record.invocationId, { c, record })
-  }
   const out = new Map<string, Totals>()
-  for (const { record } of best.values()) {
+  for await (const [k, value] of store.db.iterator({ gte: recordPrefix(floorTo(sinceMs, MINUTE_MS)), lt: 'r!~' })) {
+    if (parseRecordKey(k) == null) continue
+    const record = decode('MeterRecord', decode('SignedRecord', value).record)
     const key = `${floorTo(record.startMs, MINUTE_MS)}|${record.function}|${record.nodeId}`
     addInto(out.get(key) ?? out.set(key, zero()).get(key) as Totals, totalsOf(record))
   }

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
-import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_INVOCATION_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../sdk/src/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
@@ -54,7 +54,16 @@ export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['least-loaded', 'loca
 export interface RouteRequest {
   function: string
   payload: Uint8Array
+  /**
+   * An invocation id minted inside this agent (the gateway's random request id); never taken
+   * from a caller's message. Absent: the router mints one.
+   */
   invocationId?: string
+  /**
+   * The caller's idempotency/correlation key, carried to logs and the meter record. Never the
+   * invocation id: the router mints that, so no caller can merge, replace or hide records.
+   */
+  idempotencyKey?: string
   /** how long the caller waits; 0 = the default */
   timeoutMs?: number
   trigger?: string
@@ -154,7 +163,7 @@ export class Router {
       if (req.function !== '' && req.function !== fromSubject) {
         throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
-      result = await this.route({ function: fromSubject, payload: req.payload, invocationId: req.invocationId, timeoutMs: req.timeoutMs, trigger: 'sync' })
+      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
     }
@@ -170,12 +179,13 @@ export class Router {
 
   /** Routes one invocation and returns its result; never throws */
   async route (req: RouteRequest): Promise<Encodable<InvokeResult>> {
-    const invocationId = req.invocationId != null && req.invocationId !== '' ? req.invocationId : randomUUID()
+    const invocationId = req.invocationId ?? randomUUID()
+    const idempotencyKey = req.idempotencyKey ?? ''
     const fail = (code: ErrorCode, message: string): Encodable<InvokeResult> =>
       ({ invocationId, ok: false, error: toErrorInfo(fnmeshError(code, message)) })
     try {
-      if (Buffer.byteLength(invocationId) > MAX_INVOCATION_ID_BYTES) {
-        return fail('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${req.function}": the invocation id is ${Buffer.byteLength(invocationId)} bytes, over the limit of ${MAX_INVOCATION_ID_BYTES}`)
+      if (Buffer.byteLength(idempotencyKey) > MAX_ID_BYTES) {
+        return fail('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${req.function}": the idempotency key is ${Buffer.byteLength(idempotencyKey)} bytes, over the limit of ${MAX_ID_BYTES}`)
       }
       const deadline = Date.now() + (req.timeoutMs != null && req.timeoutMs > 0 ? req.timeoutMs : DEFAULT_CALLER_TIMEOUT_MS)
       if (req.payload.byteLength > this.init.payloadLimit) {
@@ -190,6 +200,7 @@ export class Router {
       }
       const exec: Encodable<ExecRequest> = {
         invocationId,
+        idempotencyKey,
         function: spec.name,
         version: spec.version,
         payload: req.payload,

@@ -51,9 +51,11 @@ export class Dispatcher {
   private async settle (msg: JsMsg, binding: Binding, claim: () => void): Promise<void> {
     let ev: PreparedEvent
     try {
-      ev = prepare(msg, binding)
+      ev = prepare(msg, binding, this.c.executor.payloadLimit)
     } catch (err) {
-      await this.deadLetter(msg, binding, null, 'invalid event', toErrorInfo(err))
+      // Never run: an event over the limits could not be metered (or even handed to the function).
+      const info = toErrorInfo(err)
+      await this.deadLetter(msg, binding, null, info.code === 'FNMESH_ERR_PAYLOAD_TOO_LARGE' ? 'event too large' : 'invalid event', info)
       return
     }
     const spec = await this.c.functions.spec(binding.fn).catch(() => null)
@@ -97,6 +99,11 @@ export class Dispatcher {
       result = await started
     } finally {
       clearInterval(keepalive)
+    }
+    if (result.ok !== true && result.error?.code === 'FNMESH_ERR_INVALID_ARGUMENT') {
+      // The executor refused it before running (its meter record would be refused): no retry helps.
+      await this.deadLetter(msg, binding, ev, 'cannot be metered', result.error as ErrorInfo, spec, false)
+      return
     }
     this.stats.ran++
     if (result.ok === true) {
@@ -144,7 +151,8 @@ export class Dispatcher {
     }
   }
 
-  private async deadLetter (msg: JsMsg, binding: Binding, ev: PreparedEvent | null, reason: string, error: ErrorInfo | null, spec?: StoredSpec): Promise<void> {
+  /** `ran`: whether this delivery ran the function (then its attempt counts as a run made) */
+  private async deadLetter (msg: JsMsg, binding: Binding, ev: PreparedEvent | null, reason: string, error: ErrorInfo | null, spec?: StoredSpec, ran = ev != null && error != null): Promise<void> {
     const now = Date.now()
     const eventId = ev?.eventId ?? `${msg.info.stream}-${msg.seq}`
     const record = encode('DeadLetter', {
@@ -152,10 +160,11 @@ export class Dispatcher {
       trigger: ev?.trigger || binding.trigger?.raw || '',
       subject: msg.subject,
       attributes: ev?.attributes ?? {},
-      event: ev != null ? Buffer.from(ev.json, 'utf8') : msg.data,
+      // An event over the payload limit is not copied: its dead letter must fit in a NATS message.
+      event: ev != null ? Buffer.from(ev.json, 'utf8') : msg.data.byteLength > this.c.executor.payloadLimit ? new Uint8Array(0) : msg.data,
       eventId,
       invocationId: eventInvocationId(binding.fn, eventId),
-      attempts: ev != null && error != null ? ev.attempt : (ev?.attempt ?? 1) - 1,
+      attempts: ran ? (ev?.attempt ?? 1) : (ev?.attempt ?? 1) - 1,
       eventTimeMs: ev?.eventTimeMs ?? 0,
       firstAttemptMs: ev?.firstAttemptMs || (error != null ? now : 0),
       lastAttemptMs: error != null ? now : 0,

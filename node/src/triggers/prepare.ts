@@ -4,6 +4,7 @@
  */
 import type { JsMsg } from '@nats-io/jetstream'
 import { InputError } from '../../../proto/errors.js'
+import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import { parseEventMessage } from '../../../sdk/src/cloudevents.js'
 import { EventHeaders, type Binding } from '../../../sdk/src/events.js'
 
@@ -28,8 +29,28 @@ export interface PreparedEvent {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
-/** Throws FNMESH_ERR_INVALID_EVENT for a message that cannot be an event */
-export function prepare (msg: JsMsg, binding: Binding): PreparedEvent {
+/**
+ * Throws FNMESH_ERR_INVALID_EVENT for a message that cannot be an event, and FNMESH_ERR_PAYLOAD_TOO_LARGE
+ * for one bigger than `payloadLimit` (raw, or as the JSON the handler would get): both before it runs.
+ */
+export function prepare (msg: JsMsg, binding: Binding, payloadLimit = SYNC_PAYLOAD_LIMIT): PreparedEvent {
+  // Raw publishers skip the SDK's checks: bound the bytes before parsing them.
+  if (msg.data.byteLength > payloadLimit) {
+    throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Event ${msg.info.stream}-${msg.seq} is ${msg.data.byteLength} bytes, over the limit of ${payloadLimit}`)
+  }
+  const ev = parse(msg, binding)
+  const idBytes = Buffer.byteLength(ev.eventId)
+  if (idBytes > MAX_ID_BYTES) {
+    throw new InputError('FNMESH_ERR_INVALID_EVENT', `Event ${msg.info.stream}-${msg.seq} has an id of ${idBytes} bytes, over the limit of ${MAX_ID_BYTES}`)
+  }
+  const jsonBytes = Buffer.byteLength(ev.json)
+  if (jsonBytes > payloadLimit) {
+    throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Event ${msg.info.stream}-${msg.seq} is ${jsonBytes} bytes as the handler's JSON, over the limit of ${payloadLimit}`)
+  }
+  return ev
+}
+
+function parse (msg: JsMsg, binding: Binding): PreparedEvent {
   const seqId = `${msg.info.stream}-${msg.seq}`
   const time = Math.floor(Number(msg.timestampNanos / 1_000_000n))
   const base = { attempt: 1, firstAttemptMs: 0, notBeforeMs: 0, trigger: binding.trigger?.raw ?? '', kind: binding.trigger?.kind ?? 'direct' }

@@ -80,7 +80,7 @@ export const meterDisk: Figure = {
         ],
         details: { records: count, ledgerBytes, rawBytes, afterRetentionBytes: afterBytes, droppedByCompaction: dropped, bytesPerRecord: ledgerBytes / count, rawBytesPerRecord: rawBytes / count, batchSize: 8, nodes: 3, functions: 4, spanHours: 24 },
         notes: [
-          `${count} records of 3 nodes and 4 functions over 24 hours, signed in batches of 8, written as a node stores them: each record (its exact signed bytes and its batch id), the invocation-id index, per batch its proof (32 bytes of leaf per record plus the signature), per minute and hour the digests, per minute, hour and day and (function, node) the rollups. LevelDB compresses blocks with Snappy and was compacted before measuring.`,
+          `${count} records of 3 nodes and 4 functions over 24 hours, signed in batches of 8, written as a node stores them: each record (its exact signed bytes and its batch id), per batch its proof (32 bytes of leaf per record plus the signature), per minute and hour the digests, per minute, hour and day and (function, node) the rollups. LevelDB compresses blocks with Snappy and was compacted before measuring.`,
           'After the retention only rollups, digests and seals remain: their size grows with (nodes x functions x minutes), not with invocations. Rollups of the minute level are kept forever (an active function on a node costs about one row a minute).',
           'Baseline: the same encoded MeterRecords, one key each (the invocation id), in a raw LevelDB: what any durable per-invocation record costs.'
         ]

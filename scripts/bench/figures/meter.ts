@@ -142,7 +142,7 @@ export const meterWrites: Figure = {
       rows,
       details,
       notes: [
-        `Records are MeterRecords of ${valueBytes} bytes. Meter.record encodes, checks and signs each group commit (one Ed25519 signature per batch), then writes per record the signed record and its invocation-id index, and per batch its proof, the minute and hour digests and the minute, hour and day rollups it moves, in one synced LevelDB batch after one read; the raw level figures write 1 key per record.`,
+        `Records are MeterRecords of ${valueBytes} bytes. Meter.record encodes, checks and signs each group commit (one Ed25519 signature per batch), then writes per record the signed record, and per batch its proof, the minute and hour digests and the minute, hour and day rollups it moves, in one synced LevelDB batch after one read; the raw level figures write 1 key per record.`,
         'Replica intake: batches of 100 records signed beforehand, as a peer receives them: decode, one signature check per batch, one hash per record, the same write plan and one synced batch.',
         'level unsynced: single puts ' + Math.round(r.levelPutUnsynced.perSecond) + '/s, batches of 100 ' + Math.round(r.levelBatch100Unsynced.perSecond) + ' rec/s (the ceiling without fsync).',
         'Concurrent records: N callers in one process, each recording again as soon as its record resolves (an agent has at most its slot count in flight).'

@@ -114,7 +114,7 @@ const ordinal = (k: number): string => k === 1 ? '' : `${k}${k === 2 ? 'nd' : k 
 const pct = (a: number, total: number): string => `${Math.round(100 * a / Math.max(1, total))}%`
 
 /**
- * Sequential calls with known invocation ids, classified by whether a router forwarded them,
+ * Sequential calls with known idempotency keys, classified by whether a router forwarded them,
  * alternating in blocks with raw NATS calls that give this pass its own baseline
  */
 async function routeSplit (m: MeshEnv, calls: number, block: number, rawCall: () => Promise<void>, signal: AbortSignal): Promise<{ calls: number, local: number[], forwarded: number[], raw: number[], errors: number }> {
@@ -122,7 +122,7 @@ async function routeSplit (m: MeshEnv, calls: number, block: number, rawCall: ()
   const sub = m.raw.subscribe('fnmesh.exec.*', {
     callback: (err, msg) => {
       if (err != null) return
-      try { forwardedIds.add(decode('ExecRequest', msg.data).invocationId) } catch {}
+      try { forwardedIds.add(decode('ExecRequest', msg.data).idempotencyKey) } catch {}
     }
   })
   await m.raw.flush()
@@ -134,7 +134,7 @@ async function routeSplit (m: MeshEnv, calls: number, block: number, rawCall: ()
       mesh: async (i) => {
         const id = `${prefix}-${i}`
         const t0 = performance.now()
-        await m.client.invokeDetailed(ECHO_FUNCTION, m.event, { timeoutMs: 10_000, invocationId: id })
+        await m.client.invokeDetailed(ECHO_FUNCTION, m.event, { timeoutMs: 10_000, idempotencyKey: id })
         latency.set(id, performance.now() - t0)
       },
       raw: rawCall
