@@ -10,6 +10,9 @@ import { join } from 'node:path'
 import { InternalError } from '../../../proto/errors.js'
 import { distPath } from '../paths.js'
 import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js'
+import { initMesh, type InitOptions, type InitResult } from '../../../sdk/src/init.js'
+import { connectNats } from '../../../sdk/src/nats.js'
+import type { NatsAuth } from '../../../sdk/src/nats-auth.js'
 
 /** The compiled CLI entry */
 export const CLI_PATH = distPath('node/src/cli/main.js')
@@ -148,6 +151,21 @@ export interface DevClusterOptions {
   args?: string[]
   /** more flags for agent i (0-based), after `args` */
   argsOf?: (i: number) => string[]
+  /**
+   * Credentials of the `fnmesh init` step run before agents start (agents never create
+   * JetStream assets). @default the FNMESH_NATS_* environment
+   */
+  initAuth?: NatsAuth
+}
+
+/** `fnmesh init` against `url`: every stream, bucket and object store of the mesh */
+export async function initNats (url: string, auth?: NatsAuth, options: InitOptions = {}): Promise<InitResult> {
+  const nc = await connectNats({ servers: url, name: 'fnmesh-init', auth })
+  try {
+    return await initMesh(nc, options)
+  } finally {
+    await nc.close().catch(() => {})
+  }
 }
 
 export interface DevCluster {
@@ -187,6 +205,7 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
     await rm(dir, { recursive: true, force: true })
   }
   try {
+    await initNats(nats.url, options.initAuth)
     const count = options.nodes ?? 3
     const slotsOf = (i: number): number | undefined => Array.isArray(options.slots) ? options.slots[i] : options.slots
     // Started together: each finds the others over NATS discovery.
