@@ -51,6 +51,14 @@ export function notInitialized (stream: string, cause?: unknown): NotFoundError 
   return new NotFoundError('FNMESH_ERR_NOT_INITIALIZED', `JetStream stream "${stream}" does not exist: run "fnmesh init" with admin credentials`, { cause })
 }
 
+/** Every key with a message in KV `bucket` (deleted ones included), read from the stream's info: no consumer */
+export async function kvKeys (nc: NatsConnection, bucket: string): Promise<string[]> {
+  const prefix = `$KV.${bucket}.`
+  const jsm = await jetstreamManager(nc, { checkAPI: false })
+  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` })
+  return Object.keys(info.state.subjects ?? {}).filter(s => s.startsWith(prefix)).map(s => s.slice(prefix.length)).sort()
+}
+
 /** Calls `onEntry` for every key of the bucket now, then for every change. Returns a stop function */
 export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEntry: KvFollowHandler, init: FollowKvInit = {}): Promise<() => void> {
   const prefix = `$KV.${bucket}.`
@@ -81,8 +89,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
     return next
   }
   const relist = async (): Promise<void> => {
-    const info = await jsm.streams.info(stream, { subjects_filter: `${prefix}>` })
-    const keys = Object.keys(info.state.subjects ?? {}).filter(s => s.startsWith(prefix)).map(s => s.slice(prefix.length))
+    const keys = await kvKeys(nc, bucket)
     const present = new Set(keys)
     await Promise.all(keys.map(queue))
     for (const [key, rev] of known) {

@@ -13,7 +13,7 @@ import { AuthError, InputError, NotFoundError, TransportError, FnmeshError } fro
 import { isPermissionError } from './nats.js'
 import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
 import { signSpecBytes, type DeployerKey } from './signing.js'
-import { followKv, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
+import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
 
 /**
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
@@ -76,8 +76,8 @@ export class Registry {
   async list (): Promise<StoredSpec[]> {
     const out: StoredSpec[] = []
     try {
-      const keys = await this.kv.keys()
-      for await (const key of keys) {
+      // Keys from the stream's info, not kv.keys(): that would need a consumer (sdk/src/kv-follow.ts).
+      for (const key of await kvKeys(this.nc, FUNCTIONS_BUCKET)) {
         const spec = await this.get(key)
         if (spec != null) out.push(spec)
       }
