@@ -12,7 +12,7 @@ import { distPath } from '../paths.js'
 import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js'
 import { initMesh, type InitOptions, type InitResult } from '../../../sdk/src/init.js'
 import { connectNats } from '../../../sdk/src/nats.js'
-import type { NatsAuth } from '../../../sdk/src/nats-auth.js'
+import { natsAuthFromEnv, type NatsAuth } from '../../../sdk/src/nats-auth.js'
 
 /** The compiled CLI entry */
 export const CLI_PATH = distPath('node/src/cli/main.js')
@@ -153,7 +153,8 @@ export interface DevClusterOptions {
   argsOf?: (i: number) => string[]
   /**
    * Credentials of the `fnmesh init` step run before agents start (agents never create
-   * JetStream assets). @default the FNMESH_NATS_* environment
+   * JetStream assets); what it leaves out comes from `env`, then the process environment.
+   * @default the agents' FNMESH_NATS_* variables
    */
   initAuth?: NatsAuth
 }
@@ -205,7 +206,8 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
     await rm(dir, { recursive: true, force: true })
   }
   try {
-    await initNats(nats.url, options.initAuth)
+    // As the agents would connect (TLS files, credentials in `env`), unless told otherwise.
+    await initNats(nats.url, natsAuthFromEnv(options.initAuth ?? {}, { ...process.env, ...options.env }))
     const count = options.nodes ?? 3
     const slotsOf = (i: number): number | undefined => Array.isArray(options.slots) ? options.slots[i] : options.slots
     // Started together: each finds the others over NATS discovery.
