@@ -6,7 +6,8 @@
  * refused with a permissions violation, while the same operation by a role allowed to do it
  * succeeds: so the attempt was really made and would have worked.
  */
-import { readdir, readFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
@@ -18,7 +19,9 @@ import { connect, type Mesh } from '../../sdk/src/client.js'
 import { EVENTS_STREAM, SCHEDULES_BUCKET } from '../../sdk/src/events.js'
 import { connectNats, isPermissionError } from '../../sdk/src/nats.js'
 import type { NatsAuth } from '../../sdk/src/nats-auth.js'
-import { startDevCluster, type DevCluster } from '../../node/src/dev/cluster.js'
+import { spawnAgent, startDevCluster, type AgentProcess, type DevCluster } from '../../node/src/dev/cluster.js'
+import { startNatsServer } from '../../node/src/dev/nats-server.js'
+import { runCli } from '../helpers/cli.js'
 import { natsAuthConfig, ROLE_INBOX } from '../../node/src/dev/nats-auth-config.js'
 import { fixture } from '../helpers/fixtures.js'
 import { waitFor, within } from '../helpers/wait.js'
@@ -190,5 +193,43 @@ describe('least privilege against a hostile holder of each NATS role', () => {
     expect(await subscribeError(nc[role], `${ROLE_INBOX[role]}.control`)).toBeNull()
     const m = await nc[role].request('fnmesh.api.nodes', new Uint8Array(0), { timeout: 5000 }).catch((e: Error) => e)
     if (role === 'deployer' || role === 'invoker') expect(m).not.toBeInstanceOf(Error)
+  })
+})
+
+describe('an agent started before `fnmesh init`', () => {
+  it('creates nothing, says FNMESH_ERR_NOT_INITIALIZED naming fnmesh init, and starts once init has run', async () => {
+    const nats = await startNatsServer()
+    const dir = await mkdtemp(join(tmpdir(), 'fnmesh-noinit-'))
+    const logFile = join(dir, 'agent.log')
+    let agent: AgentProcess | undefined
+    const conn = await connectNats({ servers: nats.url })
+    try {
+      const starting = spawnAgent({ nats: nats.url, name: 'early', dataDir: join(dir, 'early'), slots: 1, logFile, readyTimeoutMs: 60_000 })
+      starting.catch(() => {})
+      const line = await waitFor(async () => (await readFile(logFile, 'utf8').catch(() => '')).split('\n').find(l => l.includes('FNMESH_ERR_NOT_INITIALIZED')),
+        { timeoutMs: 20_000, message: 'the agent saying the mesh is not initialised' })
+      expect(JSON.parse(line)).toMatchObject({ level: 50, code: 'FNMESH_ERR_NOT_INITIALIZED', msg: expect.stringMatching(/fnmesh init/) })
+      const j = await jetstreamManager(conn)
+      const names: string[] = []
+      for await (const n of j.streams.names()) names.push(n)
+      expect(names, 'streams the waiting agent created').toEqual([])
+      const cli = await runCli(['init', '--js-replicas', '1', '--json', '--nats', nats.url])
+      expect(cli.code, cli.stderr).toBe(0)
+      const res = JSON.parse(cli.stdout) as { replicas: number, created: string[] }
+      expect(res.replicas).toBe(1)
+      expect(res.created).toEqual(expect.arrayContaining([KV_FUNCTIONS, OBJ_BUNDLES, EVENTS_STREAM, `KV_${SCHEDULES_BUCKET}`]))
+      agent = await starting
+      expect(agent.nodeId).not.toBe('')
+      // Run again: everything is there already and is left alone.
+      const again = await runCli(['init', '--json', '--nats', nats.url])
+      expect(again.code, again.stderr).toBe(0)
+      expect(JSON.parse(again.stdout)).toMatchObject({ created: [] })
+      expect((await runCli(['init', '--js-replicas', '0', '--nats', nats.url])).stderr).toMatch(/^error FNMESH_ERR_INVALID_ARGUMENT: /)
+    } finally {
+      await conn.close()
+      await agent?.stop()
+      await nats.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
