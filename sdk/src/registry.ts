@@ -160,7 +160,7 @@ export class Registry {
       } catch {
         // A spec that does not decode is skipped here; get() reports it to whoever asks for it.
       }
-    }, init)
+    }, { hints: true, ...init })
   }
 }
 
