@@ -24,6 +24,7 @@ import { startNatsServer } from '../../node/src/dev/nats-server.js'
 import { runCli } from '../helpers/cli.js'
 import { natsAuthConfig, ROLE_INBOX } from '../../node/src/dev/nats-auth-config.js'
 import { fixture } from '../helpers/fixtures.js'
+import { http, httpPorts } from '../helpers/http.js'
 import { waitFor, within } from '../helpers/wait.js'
 
 const ADMIN = { user: 'admin', password: 'admin-pw-91f', inboxPrefix: ROLE_INBOX.admin }
@@ -103,11 +104,17 @@ describe('least privilege against a hostile holder of each NATS role', () => {
     const { key } = await deployer.keys.create('app')
     expect(key).toMatch(/^fnm_/)
     expect((await deployer.keys.list()).map(k => k.name)).toContain('app')
+    // The gateway: API keys followed from their bucket, the mesh-wide rate limit in its bucket.
+    await deployer.deploy({ name: 'web', path: fixture('http/api.js'), routes: ['GET /web'], auth: 'apikey', rateLimit: { perSecond: 1, burst: 1 } })
+    const [port] = httpPorts(cluster.agents)
+    await waitFor(async () => (await http(port, 'GET', '/web', { headers: { 'x-api-key': key } })).status === 201, { timeoutMs: 10_000, message: 'the keyed route served' })
+    await waitFor(async () => (await http(port, 'GET', '/web', { headers: { 'x-api-key': key } })).status === 429, { timeoutMs: 10_000, message: 'the route\'s rate limit applied' })
     await deployer.keys.revoke('app')
+    await waitFor(async () => (await http(port, 'GET', '/web', { headers: { 'x-api-key': key } })).status === 403, { timeoutMs: 10_000, message: 'the revoked key refused' })
     expect(await deployer.functions()).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'secret' })]))
     // Nothing an agent did was refused: agents needed no more than the config gives them.
     for (const f of (await readdir(cluster.dir)).filter(f => f.endsWith('.log'))) {
-      expect(await readFile(join(cluster.dir, f), 'utf8'), f).not.toMatch(/permissions? violation|FNMESH_ERR_NOT_INITIALIZED/i)
+      expect(await readFile(join(cluster.dir, f), 'utf8'), f).not.toMatch(/permissions? violation|FNMESH_ERR_NOT_INITIALIZED|unreachable in NATS KV/i)
     }
   })
 
