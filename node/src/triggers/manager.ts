@@ -1,7 +1,8 @@
 /**
  * The triggers part: keeps one Puller per (function, trigger) consumer of the deployed functions,
- * the Scheduler, and the event streams and consumers themselves (every agent reconciles them
- * when a spec changes, so a mesh repairs a consumer deleted by hand).
+ * and the Scheduler. The streams and consumers are made by `fnmesh init` and by deploys, never by
+ * an agent (an agent credential that may create consumers can write into the registry); a
+ * consumer deleted by hand is made again by the next deploy of its function or `fnmesh init`.
  */
 import { jetstream, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
