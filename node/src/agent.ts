@@ -37,6 +37,7 @@ import { Router } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
 import { TriggerManager } from './triggers/manager.js'
+import { waitForInit } from './registry/initialized.js'
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed'
 
@@ -120,6 +121,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger.warn({ maxPayload: nc.info?.max_payload }, `NATS max_payload is below ${RECOMMENDED_MAX_PAYLOAD} bytes: events and results near the 6 MB limit will be refused by the server`)
   }
   void watchNats(nc, logger)
+  // Agents open what `fnmesh init` made and never create it (see node/src/registry/initialized.ts).
+  await waitForInit(nc, logger)
   const registry = await Registry.open(nc)
   const table = new PeerTable({ peerTimeoutMs: config.peerTimeoutMs })
   // The node id is known once gossip starts; the log shipper needs it for every line, so it

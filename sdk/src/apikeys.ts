@@ -11,6 +11,7 @@ import { decode, encode, type ApiKey } from '../../proto/codec.js'
 import { AuthError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
 import { isPermissionError } from './nats.js'
+import { kvKeys } from './kv-follow.js'
 
 export const API_KEY_PREFIX = 'fnm_'
 
@@ -82,7 +83,7 @@ export class ApiKeys {
   async list (): Promise<ApiKeyInfo[]> {
     const kv = await this.kv()
     const out: ApiKeyInfo[] = []
-    for await (const name of await kv.keys()) {
+    for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
       const entry = await kv.get(name)
       if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
       try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}

@@ -16,6 +16,7 @@ import { connectNats, request, requestLive, type NatsConnectOptions } from './na
 import { Registry } from './registry.js'
 import type { JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from './events.js'
+import { initMesh, type InitOptions, type InitResult } from './init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { readManifest } from './manifest.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
@@ -306,6 +307,14 @@ export class Mesh {
   }
 
   /** Live nodes as one agent's gossip table sees them */
+  /**
+   * Creates every JetStream stream, bucket and object store of the mesh (or leaves existing ones
+   * alone) and the consumers of the functions deployed: `fnmesh init`. Needs admin rights.
+   */
+  async init (options: InitOptions = {}): Promise<InitResult> {
+    return await initMesh(this.nc, options)
+  }
+
   async nodes (options: CallOptions = {}): Promise<NodeInfo[]> {
     const msg = await request(this.nc, API_NODES_SUBJECT, new Uint8Array(0), {
       timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: options.signal, what: 'list nodes'
@@ -406,7 +415,7 @@ export class Mesh {
   }
 
   private async registry (): Promise<Registry> {
-    this.registryPromise ??= Registry.open(this.nc)
+    this.registryPromise ??= Registry.open(this.nc, { create: true })
     try {
       return await this.registryPromise
     } catch (err) {

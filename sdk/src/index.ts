@@ -1,6 +1,8 @@
 export { connect, Mesh, encodeEvent } from './client.js'
 export type { CallOptions, ConnectOptions, DeployResult, FunctionInfo, FunctionUsageTotals, InvokeOptions, Invocation, NodeInfo, UsageOptions, UsageReport, ExportOptions, ExportedRecord, MeterStatusInfo, Bucket, BucketUsage, NodeUsageTotals, PriceTable, UsageTotals } from './client.js'
 export { parsePrice, csvHeader, csvRow } from './usage.js'
+export { initMesh } from './init.js'
+export type { InitOptions, InitResult } from './init.js'
 export type { DeployOptions } from './deploy-options.js'
 export { formatLogLine } from './logs.js'
 export type { LogEntry, LogsOptions } from './logs.js'

@@ -20,6 +20,12 @@ export interface NatsAuth {
   caFile?: string
   certFile?: string
   keyFile?: string
+  /**
+   * Prefix of this client's reply subjects (nats.js `inboxPrefix`), e.g. `_INBOX_invokers`: with a
+   * server config that lets each role subscribe only to its own prefix, no role reads another's
+   * replies. @default "_INBOX"
+   */
+  inboxPrefix?: string
 }
 
 const ENV: Record<keyof NatsAuth, string> = {
@@ -30,7 +36,8 @@ const ENV: Record<keyof NatsAuth, string> = {
   credsFile: 'FNMESH_NATS_CREDS',
   caFile: 'FNMESH_NATS_CA',
   certFile: 'FNMESH_NATS_CERT',
-  keyFile: 'FNMESH_NATS_KEY'
+  keyFile: 'FNMESH_NATS_KEY',
+  inboxPrefix: 'FNMESH_INBOX_PREFIX'
 }
 
 /** `given` with whatever it leaves out taken from the environment */
@@ -57,6 +64,10 @@ export function natsAuthOptions (auth: NatsAuth): Partial<NodeConnectionOptions>
   if (kinds > 1) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Give one kind of NATS credentials: user and password, a token, an nkey seed or a creds file')
   if ((auth.certFile == null) !== (auth.keyFile == null)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'A NATS client certificate needs its key, and a key its certificate')
   const out: Partial<NodeConnectionOptions> = {}
+  if (auth.inboxPrefix != null) {
+    if (!/^[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*$/.test(auth.inboxPrefix)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Inbox prefix "${auth.inboxPrefix}" is invalid: use NATS subject tokens without wildcards, e.g. _INBOX_agents`)
+    out.inboxPrefix = auth.inboxPrefix
+  }
   if (auth.user != null) { out.user = auth.user; out.pass = auth.password ?? '' }
   if (auth.token != null) out.token = auth.token
   if (auth.nkeyFile != null) {

@@ -7,11 +7,13 @@ import { createHash } from 'node:crypto'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { Kvm, type KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../../proto/codec.js'
 import { AuthError, InputError, NotFoundError, TransportError, FnmeshError } from '../../proto/errors.js'
 import { isPermissionError } from './nats.js'
 import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
 import { signSpecBytes, type DeployerKey } from './signing.js'
+import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
 
 /**
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
@@ -29,14 +31,24 @@ export interface DeploySpecOptions {
 }
 
 export class Registry {
-  private constructor (readonly kv: KV, readonly bundles: ObjectStore) {}
+  private constructor (private readonly nc: NatsConnection, readonly kv: KV, readonly bundles: ObjectStore) {}
 
-  /** Opens (creating if needed) the registry buckets on this NATS server */
-  static async open (nc: NatsConnection): Promise<Registry> {
+  /**
+   * Opens the registry buckets on this NATS server. Agents open only (FNMESH_ERR_NOT_INITIALIZED
+   * when `fnmesh init` has not made them); with `create`, a missing bucket is created (the SDK
+   * does that, which works only with admin rights).
+   */
+  static async open (nc: NatsConnection, options: { create?: boolean } = {}): Promise<Registry> {
     try {
-      const kv = await new Kvm(nc).create(FUNCTIONS_BUCKET, { history: 16 })
-      const bundles = await new Objm(nc).create(BUNDLES_BUCKET)
-      return new Registry(kv, bundles)
+      let kv: KV
+      try {
+        kv = await openBucket(nc, FUNCTIONS_BUCKET)
+      } catch (err) {
+        if (options.create !== true || !(err instanceof FnmeshError && err.code === 'FNMESH_ERR_NOT_INITIALIZED')) throw err
+        kv = await new Kvm(nc).create(FUNCTIONS_BUCKET, { history: 16 })
+      }
+      const bundles = options.create === true ? await new Objm(nc).create(BUNDLES_BUCKET) : await openObjects(nc)
+      return new Registry(nc, kv, bundles)
     } catch (err) {
       throw jetstreamError(err, 'open the function registry')
     }
@@ -64,8 +76,8 @@ export class Registry {
   async list (): Promise<StoredSpec[]> {
     const out: StoredSpec[] = []
     try {
-      const keys = await this.kv.keys()
-      for await (const key of keys) {
+      // Keys from the stream's info, not kv.keys(): that would need a consumer (sdk/src/kv-follow.ts).
+      for (const key of await kvKeys(this.nc, FUNCTIONS_BUCKET)) {
         const spec = await this.get(key)
         if (spec != null) out.push(spec)
       }
@@ -125,7 +137,7 @@ export class Registry {
   async fetchBundle (spec: Pick<StoredSpec, 'name' | 'bundleObject' | 'bundleSha256'>): Promise<Uint8Array> {
     let bytes
     try {
-      bytes = await this.bundles.getBlob(spec.bundleObject)
+      bytes = await readObject(this.nc, this.bundles, spec.bundleObject)
     } catch (err) {
       throw jetstreamError(err, `fetch the code of "${spec.name}"`)
     }
@@ -137,20 +149,54 @@ export class Registry {
     return bytes
   }
 
-  /** Calls `onChange` for every spec put or delete, starting with the current ones. Returns a stop function */
-  async watch (onChange: (name: string, spec: StoredSpec | null) => void): Promise<() => void> {
-    const iter = await this.kv.watch()
-    void (async () => {
-      for await (const entry of iter) {
-        try {
-          onChange(entry.key, entry.operation === 'PUT' && entry.value.byteLength > 0 ? toStored(decode('FunctionSpec', entry.value), entry.value) : null)
-        } catch {
-          // A spec that does not decode is skipped here; get() reports it to whoever asks for it.
-        }
+  /**
+   * Calls `onChange` for every spec put or delete, starting with the current ones. Returns a
+   * stop function. Follows the bucket without a JetStream consumer (sdk/src/kv-follow.ts).
+   */
+  async watch (onChange: (name: string, spec: StoredSpec | null) => void, init: FollowKvInit = {}): Promise<() => void> {
+    return await followKv(this.nc, this.kv, FUNCTIONS_BUCKET, (key, entry) => {
+      try {
+        onChange(key, entry != null ? toStored(decode('FunctionSpec', entry.value), entry.value) : null)
+      } catch {
+        // A spec that does not decode is skipped here; get() reports it to whoever asks for it.
       }
-    })()
-    return () => { iter.stop() }
+    }, { hints: true, ...init })
   }
+}
+
+/** Opens the bundle store without creating it */
+async function openObjects (nc: NatsConnection): Promise<ObjectStore> {
+  try {
+    return await new Objm(nc).open(BUNDLES_BUCKET)
+  } catch (err: any) {
+    if (/not found/i.test(String(err?.message))) throw notInitialized(`OBJ_${BUNDLES_BUCKET}`, err)
+    throw err
+  }
+}
+
+/**
+ * An object's bytes read with direct gets, chunk after chunk: ObjectStore.get() would create a
+ * consumer, which agents may not (see sdk/src/kv-follow.ts). Null if there is no such object.
+ */
+async function readObject (nc: NatsConnection, store: ObjectStore, name: string): Promise<Uint8Array | null> {
+  const info = await store.info(name)
+  if (info == null || info.deleted) return null
+  const out = new Uint8Array(info.size)
+  if (info.size === 0) return out
+  const jsm = await jetstreamManager(nc, { checkAPI: false })
+  const stream = `OBJ_${BUNDLES_BUCKET}`
+  const subject = `$O.${BUNDLES_BUCKET}.C.${info.nuid}`
+  let seq = 0
+  let at = 0
+  while (at < info.size) {
+    const m = await jsm.direct.getMessage(stream, { seq, next_by_subj: subject })
+    if (m == null) throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Object "${name}" lost its data after ${at} of ${info.size} bytes`)
+    if (at + m.data.byteLength > info.size) throw new InputError('FNMESH_ERR_BUNDLE_INVALID', `Object "${name}" holds more than its ${info.size} bytes`)
+    out.set(m.data, at)
+    at += m.data.byteLength
+    seq = m.seq + 1
+  }
+  return out
 }
 
 /** A plain copy: decoded messages keep defaults on their prototype, which spreading would drop */

@@ -7,7 +7,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawnAgent, type AgentProcess } from '../../node/src/dev/cluster.js'
+import { initNats, spawnAgent, type AgentProcess } from '../../node/src/dev/cluster.js'
 import { startNatsServer } from '../../node/src/dev/nats-server.js'
 import { connect } from '../../sdk/src/client.js'
 import { runCli } from '../helpers/cli.js'
@@ -116,6 +116,7 @@ describe('the life of an agent in a mesh of 3', () => {
     expect(bootstrap).toMatch(new RegExp(`/p2p/${a.nodeId}$`))
     // A separate NATS server: the only way the two can meet is the bootstrap address.
     const nats2 = await startNatsServer()
+    await initNats(nats2.url)
     const dir = await mkdtemp(join(tmpdir(), 'fnmesh-bootstrap-'))
     let b: AgentProcess | undefined
     const mesh2 = await connect({ servers: nats2.url })

@@ -19,9 +19,10 @@ import { fixture } from '../helpers/fixtures.js'
 import { http, httpPorts } from '../helpers/http.js'
 import { waitFor, within } from '../helpers/wait.js'
 
+const ADMIN = { user: 'admin', password: 'admin-pw-3d2', inboxPrefix: '_INBOX_admins' }
 const AGENT = { user: 'agent', password: 'agent-pw-5e1' }
-const DEPLOYER = { user: 'deployer', password: 'deployer-pw-77c' }
-const INVOKER = { user: 'invoker', password: 'invoker-pw-0a9' }
+const DEPLOYER = { user: 'deployer', password: 'deployer-pw-77c', inboxPrefix: '_INBOX_deployers' }
+const INVOKER = { user: 'invoker', password: 'invoker-pw-0a9', inboxPrefix: '_INBOX_invokers' }
 
 describe('a mesh on a NATS server with separate permissions for agents, deployers and invokers', () => {
   let cluster: DevCluster
@@ -44,8 +45,10 @@ describe('a mesh on a NATS server with separate permissions for agents, deployer
     cluster = await startDevCluster({
       nodes: 2,
       slots: 4,
-      nats: { extraConfig: natsAuthConfig({ agents: [AGENT], deployers: [DEPLOYER], invokers: [INVOKER, { nkey: nkey.getPublicKey() }] }) },
-      env: { FNMESH_NATS_USER: AGENT.user, FNMESH_NATS_PASSWORD: AGENT.password },
+      nats: { extraConfig: natsAuthConfig({ admins: [ADMIN], agents: [AGENT], deployers: [DEPLOYER], invokers: [INVOKER, { nkey: nkey.getPublicKey() }] }) },
+      // `fnmesh init` runs as the admin before the agents start; agents cannot create anything.
+      initAuth: ADMIN,
+      env: { FNMESH_NATS_USER: AGENT.user, FNMESH_NATS_PASSWORD: AGENT.password, FNMESH_INBOX_PREFIX: '_INBOX_agents' },
       args: ['--http', '127.0.0.1:0']
     })
     deployer = await connect({ servers: cluster.nats.url, auth: DEPLOYER })
@@ -63,7 +66,7 @@ describe('a mesh on a NATS server with separate permissions for agents, deployer
   it('lets the deployer deploy and the invokers invoke, by password and by nkey', async () => {
     await deployer.deploy({ name: 'hello', path: fixture('ok.js'), routes: ['GET /hello'] })
     expect(await invoker.invoke('hello', { n: 1 })).toMatchObject({ ok: true, event: { n: 1 } })
-    const cli = await runCli(['invoke', 'hello', '--data', '{"n":2}', '--nats', cluster.nats.url, '--nats-nkey', nkeyFile])
+    const cli = await runCli(['invoke', 'hello', '--data', '{"n":2}', '--nats', cluster.nats.url, '--nats-nkey', nkeyFile, '--inbox-prefix', '_INBOX_invokers'])
     expect(cli.code, cli.stderr).toBe(0)
     expect(JSON.parse(cli.stdout)).toMatchObject({ ok: true, event: { n: 2 } })
     expect((await invoker.nodes()).length).toBe(2)
@@ -84,7 +87,7 @@ describe('a mesh on a NATS server with separate permissions for agents, deployer
     const exec = request(invoker.nc, execSubject(cluster.agents[0].nodeId), new Uint8Array(0), { timeoutMs: 5000, what: 'send work straight to an agent' })
     expect((await failure(exec, 'exec as invoker')).code).toBe('FNMESH_ERR_FORBIDDEN')
     // the deployer cannot take invocations in the agents' place
-    const cli = await runCli(['invoke', 'hello', '--nats', cluster.nats.url], { env: { FNMESH_NATS_USER: DEPLOYER.user, FNMESH_NATS_PASSWORD: DEPLOYER.password } })
+    const cli = await runCli(['invoke', 'hello', '--nats', cluster.nats.url], { env: { FNMESH_NATS_USER: DEPLOYER.user, FNMESH_NATS_PASSWORD: DEPLOYER.password, FNMESH_INBOX_PREFIX: '_INBOX_deployers' } })
     expect(cli.code).toBe(1)
     expect(cli.stderr).toMatch(/^error FNMESH_ERR_FORBIDDEN: /)
   })

@@ -40,7 +40,8 @@ describe.skipIf(!hasOpenssl)('NATS over mutual TLS with a token', () => {
       nodes: 1,
       slots: 2,
       nats: { extraConfig: `authorization { token: "${TOKEN}" }\ntls { cert_file: "${f('server.pem')}", key_file: "${f('server.key')}", ca_file: "${f('ca.pem')}", verify: true, timeout: 2 }` },
-      args: ['--nats-ca', files.ca, '--nats-cert', files.cert, '--nats-key', files.key, '--nats-token', TOKEN]
+      args: ['--nats-ca', files.ca, '--nats-cert', files.cert, '--nats-key', files.key, '--nats-token', TOKEN],
+      initAuth: { token: TOKEN, caFile: files.ca, certFile: files.cert, keyFile: files.key }
     })
     mesh = await connect({ servers: cluster.nats.url, auth: { token: TOKEN, caFile: files.ca, certFile: files.cert, keyFile: files.key } })
   })

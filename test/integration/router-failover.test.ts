@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { spawnAgent, type AgentProcess } from '../../node/src/dev/cluster.js'
+import { initNats, spawnAgent, type AgentProcess } from '../../node/src/dev/cluster.js'
 import { startNatsServer, type NatsServer } from '../../node/src/dev/nats-server.js'
 import { connect, type Mesh } from '../../sdk/src/client.js'
 import { fixture } from '../helpers/fixtures.js'
@@ -21,6 +21,7 @@ describe('a caller whose router dies', () => {
 
   beforeAll(async () => {
     nats = await startNatsServer()
+    await initNats(nats.url)
     dir = await mkdtemp(join(tmpdir(), 'fnmesh-failover-'))
     mesh = await connect({ servers: nats.url })
   })

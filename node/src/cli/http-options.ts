@@ -23,11 +23,12 @@ export function addNatsAuthOptions (program: Command): void {
     .option('--nats-ca <file>', 'CA certificates to trust the NATS server\'s TLS certificate (env FNMESH_NATS_CA)')
     .option('--nats-cert <file>', 'client certificate for mutual TLS (env FNMESH_NATS_CERT)')
     .option('--nats-key <file>', 'key of the client certificate (env FNMESH_NATS_KEY)')
+    .option('--inbox-prefix <prefix>', 'prefix of this client\'s NATS reply subjects, e.g. _INBOX_agents (env FNMESH_INBOX_PREFIX)')
 }
 
 /** The program's options -> NatsAuth (the SDK fills in the rest from FNMESH_NATS_*) */
 export function natsAuthOf (o: Record<string, string | undefined>): NatsAuth {
-  return { user: o.natsUser, password: o.natsPassword, token: o.natsToken, nkeyFile: o.natsNkey, credsFile: o.natsCreds, caFile: o.natsCa, certFile: o.natsCert, keyFile: o.natsKey }
+  return { user: o.natsUser, password: o.natsPassword, token: o.natsToken, nkeyFile: o.natsNkey, credsFile: o.natsCreds, caFile: o.natsCa, certFile: o.natsCert, keyFile: o.natsKey, inboxPrefix: o.inboxPrefix }
 }
 
 const positive = (name: string) => (value: string): number => {

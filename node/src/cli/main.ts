@@ -230,6 +230,19 @@ export function buildProgram (): Command {
       })
     })
 
+  program.command('init')
+    .description('Create (or leave as they are) every JetStream stream, bucket and object store of the mesh, and the consumers of deployed functions: run once with admin credentials before agents start')
+    .option('--js-replicas <n>', 'JetStream replicas of what is created (default: min(3, servers in the NATS cluster))', int('--js-replicas'))
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const res = await mesh.init({ replicas: opts.jsReplicas })
+        if (opts.json === true) { json(res); return }
+        process.stdout.write(`initialised with ${res.replicas} replica(s): created ${res.created.join(', ') || 'nothing'}; already there: ${res.existing.join(', ') || 'nothing'}; consumers checked for ${res.functions} function(s)\n`)
+      })
+    })
+
   program.command('nodes')
     .description('List live nodes: id, name, slots, in-flight, load, warm functions, last seen')
     .option('--json', 'print JSON')

@@ -10,6 +10,9 @@ import { join } from 'node:path'
 import { InternalError } from '../../../proto/errors.js'
 import { distPath } from '../paths.js'
 import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js'
+import { initMesh, type InitOptions, type InitResult } from '../../../sdk/src/init.js'
+import { connectNats } from '../../../sdk/src/nats.js'
+import { natsAuthFromEnv, type NatsAuth } from '../../../sdk/src/nats-auth.js'
 
 /** The compiled CLI entry */
 export const CLI_PATH = distPath('node/src/cli/main.js')
@@ -148,6 +151,22 @@ export interface DevClusterOptions {
   args?: string[]
   /** more flags for agent i (0-based), after `args` */
   argsOf?: (i: number) => string[]
+  /**
+   * Credentials of the `fnmesh init` step run before agents start (agents never create
+   * JetStream assets); what it leaves out comes from `env`, then the process environment.
+   * @default the agents' FNMESH_NATS_* variables
+   */
+  initAuth?: NatsAuth
+}
+
+/** `fnmesh init` against `url`: every stream, bucket and object store of the mesh */
+export async function initNats (url: string, auth?: NatsAuth, options: InitOptions = {}): Promise<InitResult> {
+  const nc = await connectNats({ servers: url, name: 'fnmesh-init', auth })
+  try {
+    return await initMesh(nc, options)
+  } finally {
+    await nc.close().catch(() => {})
+  }
 }
 
 export interface DevCluster {
@@ -187,6 +206,8 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
     await rm(dir, { recursive: true, force: true })
   }
   try {
+    // As the agents would connect (TLS files, credentials in `env`), unless told otherwise.
+    await initNats(nats.url, natsAuthFromEnv(options.initAuth ?? {}, { ...process.env, ...options.env }))
     const count = options.nodes ?? 3
     const slotsOf = (i: number): number | undefined => Array.isArray(options.slots) ? options.slots[i] : options.slots
     // Started together: each finds the others over NATS discovery.

@@ -9,7 +9,9 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { createLocalJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { decode, type ApiKey, type HttpRoute } from '../../../proto/codec.js'
 import { AuthError } from '../../../proto/errors.js'
-import { hashApiKey, openKeysBucket } from '../../../sdk/src/apikeys.js'
+import { hashApiKey } from '../../../sdk/src/apikeys.js'
+import { followKv, openBucket } from '../../../sdk/src/kv-follow.js'
+import { APIKEYS_BUCKET } from '../../../proto/subjects.js'
 import type { Logger } from '../logger.js'
 
 /** What the function sees in requestContext.authorizer */
@@ -31,23 +33,20 @@ export class KeyStore {
 
   async start (nc: NatsConnection): Promise<void> {
     if (this.stopWatch != null) return
-    const kv: KV = await openKeysBucket(nc)
-    const iter = await kv.watch()
-    this.stopWatch = () => { iter.stop() }
-    void (async () => {
-      for await (const e of iter) {
-        const old = this.hashOf.get(e.key)
-        if (old != null) { this.byHash.delete(old); this.hashOf.delete(e.key) }
-        if (e.operation !== 'PUT' || e.value.byteLength === 0) continue
-        try {
-          const k = decode('ApiKey', e.value)
-          this.byHash.set(k.sha256, k)
-          this.hashOf.set(e.key, k.sha256)
-        } catch (err: any) {
-          this.logger.warn({ key: e.key, err: String(err?.message) }, 'skipped an API key that does not decode')
-        }
+    // Followed without a JetStream consumer (agents may not create any: sdk/src/kv-follow.ts).
+    const kv: KV = await openBucket(nc, APIKEYS_BUCKET)
+    this.stopWatch = await followKv(nc, kv, APIKEYS_BUCKET, (key, e) => {
+      const old = this.hashOf.get(key)
+      if (old != null) { this.byHash.delete(old); this.hashOf.delete(key) }
+      if (e == null) return
+      try {
+        const k = decode('ApiKey', e.value)
+        this.byHash.set(k.sha256, k)
+        this.hashOf.set(key, k.sha256)
+      } catch (err: any) {
+        this.logger.warn({ key, err: String(err?.message) }, 'skipped an API key that does not decode')
       }
-    })()
+    }, { relistMs: 10_000 })
   }
 
   stop (): void {

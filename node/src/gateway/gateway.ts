@@ -11,7 +11,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { Kvm } from '@nats-io/kv'
+import { openBucket } from '../../../sdk/src/kv-follow.js'
 import type { Encodable, InvokeResult } from '../../../proto/codec.js'
 import { FnmeshError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 import { RATELIMITS_BUCKET, REQUEST_ID_HEADER, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
@@ -79,7 +79,8 @@ export class Gateway {
   async start (): Promise<number> {
     if (this.server != null) return this.port
     await this.keys.start(this.c.nc)
-    const kv = await new Kvm(this.c.nc).create(RATELIMITS_BUCKET, { history: 1, storage: 'memory', ttl: 3_600_000 })
+    // Made by `fnmesh init` (history 1, memory, 1 h TTL): agents never create buckets.
+    const kv = await openBucket(this.c.nc, RATELIMITS_BUCKET)
     this.limiter = new MeshRateLimiter(new KvLeaseStore(kv), { logger: this.log, fallbackShare: () => 1 / Math.max(1, this.c.agents()) })
     for (const spec of this.c.specs()) this.onSpec(spec.name, spec)
     const server = createServer({ requestTimeout: this.init.bodyTimeoutMs + 5000, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => { void this.handle(req, res) })

@@ -2,11 +2,11 @@
  * Ships function log lines from this agent to NATS: lines are gathered per function for a short
  * interval and published as one `LogBatch` on `fnmesh.logs.<function>` (core NATS: a slow or
  * absent log reader never slows an invocation). The JetStream stream `fnmesh_logs` keeps them
- * for `fnmesh logs NAME`; `--follow` readers get them live. The agent creates the stream at start
- * if it is missing and leaves an existing one's limits alone.
+ * for `fnmesh logs NAME`; `--follow` readers get them live. `fnmesh init` creates the stream
+ * (agents never create JetStream assets).
  */
 import type { NatsConnection } from '@nats-io/transport-node'
-import { DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { encode, type Encodable, type LogLine } from '../../../proto/codec.js'
 import { LOGS_STREAM, LOGS_WILDCARD, logSubject } from '../../../proto/subjects.js'
 import type { Logger } from '../logger.js'
@@ -54,31 +54,15 @@ export class LogShipper {
     }
   }
 
-  /** Makes sure the log stream exists; without JetStream, lines still reach --follow readers */
+  /** Checks that the log stream exists (`fnmesh init` makes it); without it, lines still reach --follow readers */
   async start (): Promise<void> {
     if (this.started) return
     this.started = true
     try {
-      const jsm = await jetstreamManager(this.c.nc)
-      try {
-        await jsm.streams.info(LOGS_STREAM)
-      } catch {
-        await jsm.streams.add({
-          name: LOGS_STREAM,
-          subjects: [LOGS_WILDCARD],
-          retention: RetentionPolicy.Limits,
-          storage: StorageType.File,
-          discard: DiscardPolicy.Old,
-          max_age: this.opts.streamMaxAgeMs * 1_000_000,
-          max_bytes: this.opts.streamMaxBytes,
-          num_replicas: 1
-        })
-      }
+      const jsm = await jetstreamManager(this.c.nc, { checkAPI: false })
+      await jsm.streams.info(LOGS_STREAM)
     } catch (err: any) {
-      // Another agent creating it at the same moment is fine; anything else is worth saying.
-      if (!/already in use|exists/i.test(String(err?.message))) {
-        this.c.logger.warn({ err: String(err?.message ?? err) }, `cannot set up the log stream ${LOGS_STREAM}: function logs are only live (fnmesh logs --follow)`)
-      }
+      this.c.logger.warn({ err: String(err?.message ?? err) }, `cannot find the log stream ${LOGS_STREAM} (made by "fnmesh init"): function logs are only live (fnmesh logs --follow)`)
     }
   }
 

@@ -1,12 +1,14 @@
 /**
  * The triggers part: keeps one Puller per (function, trigger) consumer of the deployed functions,
- * the Scheduler, and the event streams and consumers themselves (every agent reconciles them
- * when a spec changes, so a mesh repairs a consumer deleted by hand).
+ * and the Scheduler. The streams and consumers are made by `fnmesh init` and by deploys, never by
+ * an agent (an agent credential that may create consumers can write into the registry); a
+ * consumer deleted by hand is made again by the next deploy of its function or `fnmesh init`.
  */
 import { jetstream, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
-import { Kvm } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { bindingsOf, ensureBindings, ensureStreams, manager, SCHEDULES_BUCKET, type Binding } from '../../../sdk/src/events.js'
+import { bindingsOf, DLQ_STREAM, EVENTS_STREAM, manager, SCHEDULES_BUCKET, type Binding } from '../../../sdk/src/events.js'
+import { requireStreams } from '../../../sdk/src/init.js'
+import { followKv, openBucket } from '../../../sdk/src/kv-follow.js'
 import type { Registry, StoredSpec } from '../../../sdk/src/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { Logger } from '../logger.js'
@@ -14,7 +16,7 @@ import type { FunctionCache } from '../registry/cache.js'
 import type { SandboxPool } from '../sandbox/pool.js'
 import { Dispatcher } from './dispatcher.js'
 import { Puller } from './puller.js'
-import { Scheduler } from './scheduler.js'
+import { Scheduler, type SchedulerComponents } from './scheduler.js'
 
 export interface TriggerComponents {
   nc: NatsConnection
@@ -47,10 +49,12 @@ export class TriggerManager {
     this.started = true
     this.js = jetstream(this.c.nc)
     this.jsm = await manager(this.c.nc)
-    await ensureStreams(this.jsm)
+    // Streams, buckets and consumers are made by `fnmesh init` and deploys, never by agents.
+    await requireStreams(this.jsm, [EVENTS_STREAM, DLQ_STREAM])
     this.dispatcher = new Dispatcher({ js: this.js, executor: this.c.executor, functions: this.c.functions, logger: this.c.logger })
-    const kv = await new Kvm(this.c.nc).create(SCHEDULES_BUCKET, { history: 1 })
-    this.scheduler = new Scheduler({ js: this.js, kv, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
+    const kv = await openBucket(this.c.nc, SCHEDULES_BUCKET)
+    const watch: SchedulerComponents['watch'] = async (onEntry) => await followKv(this.c.nc, kv, SCHEDULES_BUCKET, (key, e) => { onEntry(key, e != null ? e.string() : null) })
+    this.scheduler = new Scheduler({ js: this.js, kv, watch, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
     await this.scheduler.start()
     for (const spec of await this.c.registry.list()) await this.onSpec(spec.name, spec)
   }
@@ -75,12 +79,14 @@ export class TriggerManager {
     const known = this.specs.get(name)
     if (known != null && known.version > spec.version) return
     this.specs.set(name, spec)
+    // The deploy made these consumers (and `fnmesh init` remakes missing ones): a puller whose
+    // consumer is missing says so and retries.
     let bindings: Binding[]
     try {
-      bindings = await ensureBindings(this.jsm, spec)
+      bindings = bindingsOf(spec)
     } catch (err: any) {
       this.c.logger.error({ fn: name, err: String(err?.message ?? err) }, 'cannot bind the triggers of a function')
-      bindings = bindingsOf(spec)
+      return
     }
     const want = new Set(bindings.map(b => `${b.stream}/${b.consumer}`))
     for (const [key, p] of this.pullers) {

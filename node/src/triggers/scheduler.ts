@@ -17,6 +17,8 @@ export interface SchedulerComponents {
   js: JetStreamClient
   /** the fnmesh_schedules bucket */
   kv: KV
+  /** follows the bucket: `onEntry(key, value)` for every key now and every change; returns a stop function */
+  watch: (onEntry: (key: string, value: string | null) => void) => Promise<() => void>
   /** the functions deployed now */
   specs: () => Iterable<StoredSpec>
   logger: Logger
@@ -48,14 +50,10 @@ export class Scheduler {
 
   async start (): Promise<void> {
     if (this.timer != null) return
-    const iter = await this.c.kv.watch()
-    this.stopWatch = () => { iter.stop() }
-    void (async () => {
-      for await (const e of iter) {
-        const v = Number(e.string())
-        if (e.operation === 'PUT' && Number.isFinite(v)) this.note(e.key, v)
-      }
-    })()
+    this.stopWatch = await this.c.watch((key, value) => {
+      const v = Number(value)
+      if (value != null && Number.isFinite(v)) this.note(key, v)
+    })
     this.timer = setInterval(() => { void this.tick() }, this.intervalMs)
   }
 
