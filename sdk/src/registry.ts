@@ -8,10 +8,11 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { Kvm, type KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../../proto/codec.js'
-import { AuthError, InputError, NotFoundError, TransportError, FnmeshError } from '../../proto/errors.js'
+import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../../proto/errors.js'
 import { isPermissionError } from './nats.js'
 import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
-import { signSpecBytes, type DeployerKey } from './signing.js'
+import { checkSpecSignature, signSpecBytes, type DeployerKey } from './signing.js'
+import { MAX_SPEC_VERSION, undecodableSpec, validateStoredSpec } from './spec-rules.js'
 
 /**
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
@@ -21,6 +22,18 @@ export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature'> & {
   routes?: HttpRoute[]
   signature?: DeploySignature | null
   raw?: Uint8Array
+}
+
+/**
+ * One value of the registry as read: a spec that decodes (`spec`, not yet checked against the
+ * rules), or one that does not (`error`, FNMESH_ERR_INVALID_SPEC), or a delete (neither).
+ * `revision` is the KV revision: the later revision of a key is its current value.
+ */
+export interface RegistryEntry {
+  key: string
+  revision: number
+  spec: StoredSpec | null
+  error?: FnmeshError
 }
 
 export interface DeploySpecOptions {
@@ -42,17 +55,24 @@ export class Registry {
     }
   }
 
-  /** The latest spec of `name`, or null if none is deployed */
+  /** The latest spec of `name`, or null if none is deployed; FNMESH_ERR_INVALID_SPEC if it does not decode */
   async get (name: string): Promise<StoredSpec | null> {
-    if (!FUNCTION_NAME_PATTERN.test(name)) return null
+    const entry = await this.entry(name)
+    if (entry?.error != null) throw entry.error
+    return entry?.spec ?? null
+  }
+
+  /** The current value of `key` as an entry (a spec that does not decode is an entry with its error), or null */
+  async entry (key: string): Promise<RegistryEntry | null> {
+    if (!FUNCTION_NAME_PATTERN.test(key)) return null
     let entry
     try {
-      entry = await this.kv.get(name)
+      entry = await this.kv.get(key)
     } catch (err) {
-      throw jetstreamError(err, `read function "${name}"`)
+      throw jetstreamError(err, `read function "${key}"`)
     }
-    if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) return null
-    return toStored(decode('FunctionSpec', entry.value), entry.value)
+    if (entry == null) return null
+    return toEntry(entry)
   }
 
   async require (name: string): Promise<StoredSpec> {
@@ -61,18 +81,51 @@ export class Registry {
     return spec
   }
 
+  /** Every spec that decodes, by name (one that does not is left out: entries() has it) */
   async list (): Promise<StoredSpec[]> {
-    const out: StoredSpec[] = []
+    return (await this.entries()).flatMap(e => e.spec != null ? [e.spec] : [])
+  }
+
+  /** The current value of every key, by key: specs that decode and those that do not */
+  async entries (): Promise<RegistryEntry[]> {
+    const out: RegistryEntry[] = []
     try {
       const keys = await this.kv.keys()
       for await (const key of keys) {
-        const spec = await this.get(key)
-        if (spec != null) out.push(spec)
+        const entry = await this.entry(key)
+        if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
       }
     } catch (err) {
       throw jetstreamError(err, 'list functions')
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name))
+    return out.sort((a, b) => a.key.localeCompare(b.key))
+  }
+
+  /**
+   * The version the next deploy of `name` takes: one more than the highest version among the
+   * values still in the key's history (16) that decode, are within 1..MAX_SPEC_VERSION and, when
+   * `signer` is given, carry a valid signature by that same key. A value written by anyone else
+   * (a huge version, a tampered copy) therefore cannot make the next version wrap or go back.
+   */
+  async nextVersion (name: string, signer?: DeployerKey): Promise<number> {
+    let highest = 0
+    try {
+      const iter = await this.kv.history({ key: name })
+      for await (const e of iter) {
+        if (e.operation !== 'PUT' || e.value.byteLength === 0) continue
+        let spec
+        try { spec = decode('FunctionSpec', e.value) } catch { continue }
+        if (!Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
+        if (signer != null && !checkSpecSignature(e.value, spec.signature, new Set([signer.publicKey])).ok) continue
+        highest = Math.max(highest, spec.version)
+      }
+    } catch (err) {
+      throw jetstreamError(err, `read the history of "${name}"`)
+    }
+    if (highest + 1 > MAX_SPEC_VERSION) {
+      throw new UsageError('FNMESH_ERR_VERSION_LIMIT', `Cannot deploy "${name}": its next version would be ${highest + 1}, over the highest allowed (${MAX_SPEC_VERSION})`)
+    }
+    return highest + 1
   }
 
   /**
@@ -97,10 +150,9 @@ export class Registry {
       } catch (err) {
         throw jetstreamError(err, `deploy "${spec.name}"`)
       }
-      const prevVersion = previous?.operation === 'PUT' && previous.value.byteLength > 0 ? decode('FunctionSpec', previous.value).version : 0
       const next: Encodable<FunctionSpec> = {
         ...spec,
-        version: prevVersion + 1,
+        version: await this.nextVersion(spec.name, options.signer),
         bundleObject: object,
         bundleSha256: sha256,
         bundleSize: bundle.byteLength,
@@ -108,10 +160,14 @@ export class Registry {
       }
       const unsigned = encode('FunctionSpec', next)
       const bytes = options.signer != null ? signSpecBytes(options.signer, unsigned) : unsigned
+      const stored = toStored(decode('FunctionSpec', bytes), bytes)
+      // The agents' own check: a deploy never stores what every agent would refuse.
+      const invalid = validateStoredSpec(stored, spec.name)
+      if (invalid != null) throw invalid
       try {
         if (previous == null) await this.kv.create(spec.name, bytes)
         else await this.kv.update(spec.name, bytes, previous.revision)
-        return toStored(decode('FunctionSpec', bytes), bytes)
+        return stored
       } catch (err: any) {
         // Another deploy of the same name won the race: take the next version.
         if (/wrong last sequence|key exists/i.test(String(err?.message))) continue
@@ -137,19 +193,31 @@ export class Registry {
     return bytes
   }
 
-  /** Calls `onChange` for every spec put or delete, starting with the current ones. Returns a stop function */
-  async watch (onChange: (name: string, spec: StoredSpec | null) => void): Promise<() => void> {
+  /**
+   * Calls `onChange` for every put or delete, starting with the current values; a value that
+   * does not decode comes as an entry with its error. Returns a stop function.
+   */
+  async watch (onChange: (entry: RegistryEntry) => void): Promise<() => void> {
     const iter = await this.kv.watch()
     void (async () => {
       for await (const entry of iter) {
         try {
-          onChange(entry.key, entry.operation === 'PUT' && entry.value.byteLength > 0 ? toStored(decode('FunctionSpec', entry.value), entry.value) : null)
+          onChange(toEntry(entry))
         } catch {
-          // A spec that does not decode is skipped here; get() reports it to whoever asks for it.
+          // The listener's own failure must not end the watch: every later change still comes.
         }
       }
-    })()
+    })().catch(() => {})
     return () => { iter.stop() }
+  }
+}
+
+function toEntry (entry: { key: string, revision: number, operation: string, value: Uint8Array }): RegistryEntry {
+  if (entry.operation !== 'PUT' || entry.value.byteLength === 0) return { key: entry.key, revision: entry.revision, spec: null }
+  try {
+    return { key: entry.key, revision: entry.revision, spec: toStored(decode('FunctionSpec', entry.value), entry.value) }
+  } catch (err) {
+    return { key: entry.key, revision: entry.revision, spec: null, error: undecodableSpec(entry.key, err) }
   }
 }
 

@@ -47,7 +47,7 @@ export class KeyStore {
           this.logger.warn({ key: e.key, err: String(err?.message) }, 'skipped an API key that does not decode')
         }
       }
-    })()
+    })().catch((err: any) => { this.logger.warn({ err: String(err?.message ?? err) }, 'the API keys watch ended') })
   }
 
   stop (): void {

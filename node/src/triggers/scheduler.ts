@@ -55,8 +55,10 @@ export class Scheduler {
         const v = Number(e.string())
         if (e.operation === 'PUT' && Number.isFinite(v)) this.note(e.key, v)
       }
-    })()
-    this.timer = setInterval(() => { void this.tick() }, this.intervalMs)
+    })().catch((err: any) => { this.c.logger.warn({ err: String(err?.message ?? err) }, 'the schedules watch ended') })
+    this.timer = setInterval(() => {
+      this.tick().catch((err: any) => { this.c.logger.error({ code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'a schedule tick failed') })
+    }, this.intervalMs)
   }
 
   stop (): void {
