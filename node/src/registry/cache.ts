@@ -63,9 +63,11 @@ export class FunctionCache {
     this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) })
   }
 
-  stop (): void {
+  /** Stops the watch; resolves once the trusted versions seen are saved */
+  async stop (): Promise<void> {
     this.stopWatch?.()
     this.stopWatch = undefined
+    await this.init.versions?.flush()
   }
 
   /**
