@@ -65,6 +65,11 @@ export class Registry {
   /** The current value of `key` as an entry (a spec that does not decode is an entry with its error), or null */
   async entry (key: string): Promise<RegistryEntry | null> {
     if (!FUNCTION_NAME_PATTERN.test(key)) return null
+    return await this.read(key)
+  }
+
+  /** Any key, even one no function could have (a registry writer may store those too) */
+  private async read (key: string): Promise<RegistryEntry | null> {
     let entry
     try {
       entry = await this.kv.get(key)
@@ -92,7 +97,7 @@ export class Registry {
     try {
       const keys = await this.kv.keys()
       for await (const key of keys) {
-        const entry = await this.entry(key)
+        const entry = await this.read(key)
         if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
       }
     } catch (err) {

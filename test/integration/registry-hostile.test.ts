@@ -120,6 +120,8 @@ describe('hostile registry values, with real agents', () => {
       await kv.put(key, encode('FunctionSpec', { ...template, name: key, ...change } as never))
     }
     await kv.put('garbage', Buffer.from([0xff, 0xff, 0xff, 0x0f, 0x01, 0x02, 0x03]))
+    // A key no function name can be (the SDK will not even send an invocation for it)
+    await kv.put('odd.key', encode('FunctionSpec', { ...template, name: 'odd.key' } as never))
     for (const line of await Promise.all(refusedLog)) expect(line.code).toBe('FNMESH_ERR_INVALID_SPEC')
 
     for (const [key] of [...raw, ['garbage']]) {
@@ -150,7 +152,8 @@ describe('hostile registry values, with real agents', () => {
       'big-env': /5003 bytes: the limit is 4096/,
       'version-zero': /version 0 is outside/,
       'wrong-key': /stored under key "wrong-key" but names itself "good"/,
-      garbage: /does not decode/
+      garbage: /does not decode/,
+      'odd.key': /Function name "odd.key" is invalid/
     }
     for (const [name, re] of Object.entries(reasons)) {
       const f = fns.get(name)
