@@ -153,8 +153,10 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     // signed spec is refused after a restart too.
     versions: trust != null ? new TrustedVersions({ path: join(config.dataDir, 'trusted-versions.json'), logger: logger.child({ part: 'agent:registry' }) }) : undefined,
     // Only specs that passed the trust list and the deploy rules come here (null: deleted or refused).
-    onChange: (name, spec) => {
-      pool.retire(name, spec?.version ?? 0)
+    onChange: (name, spec, previous) => {
+      // Warm children are kept per name@version. A version that does not go up (a redeploy after
+      // a delete, a first signed deploy after unsigned ones) may name other code: retire them all.
+      pool.retire(name, spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0)
       parts.triggers?.onSpec(name, spec).catch((err: any) => {
         logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a spec change to the triggers failed')
       })

@@ -27,8 +27,11 @@ export interface FunctionCacheInit {
   /** where bundles are unpacked: <dir>/<sha256>/ */
   bundlesDir: string
   logger: Logger
-  /** called when a usable spec changes, or a function is deleted or becomes unusable (null) */
-  onChange?: (name: string, spec: StoredSpec | null) => void
+  /**
+   * called when a usable spec changes, or a function is deleted or becomes unusable (null);
+   * `previous` is the usable spec it replaces, if any
+   */
+  onChange?: (name: string, spec: StoredSpec | null, previous: StoredSpec | null) => void
   /** Largest bundle this node fetches and unpacks, bytes. @default 50 MiB (the SDK's limit) */
   maxBundleBytes?: number
   /** When set, only code of deploys signed by a trusted key is fetched and run */
@@ -103,24 +106,25 @@ export class FunctionCache {
     const key = entry.key
     if (entry.revision <= (this.revisions.get(key) ?? 0)) return
     this.revisions.set(key, entry.revision)
-    const had = this.specs.delete(key)
+    const had = this.specs.get(key) ?? null
+    this.specs.delete(key)
     if (entry.spec == null && entry.error == null) {
       this.skipped.delete(key)
-      if (had) this.notify(key, null)
+      if (had != null) this.notify(key, null, had)
       return
     }
     const error = entry.error ?? this.judge(key, entry.spec as StoredSpec)
     if (error == null) {
       this.skipped.delete(key)
       this.specs.set(key, entry.spec as StoredSpec)
-      this.notify(key, entry.spec)
+      this.notify(key, entry.spec, had)
       return
     }
     const version = entry.spec?.version ?? 0
     this.skipped.set(key, { name: key, version, error })
     // Once per value: each revision is applied once.
     this.init.logger.warn({ fn: key, version, code: error.code, err: error.message }, 'refused a function spec from the registry: it is not run, bound or served')
-    if (had) this.notify(key, null)
+    if (had != null) this.notify(key, null, had)
   }
 
   /** Trust first, then the deploy rules, then (trusted specs) the rollback check: null if usable */
@@ -141,9 +145,9 @@ export class FunctionCache {
     return null
   }
 
-  private notify (name: string, spec: StoredSpec | null): void {
+  private notify (name: string, spec: StoredSpec | null, previous: StoredSpec | null): void {
     try {
-      this.init.onChange?.(name, spec)
+      this.init.onChange?.(name, spec, previous)
     } catch (err: any) {
       this.init.logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a function spec change failed')
     }
