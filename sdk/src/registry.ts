@@ -108,7 +108,7 @@ export class Registry {
 
   /**
    * The version the next deploy of `name` takes: one more than the highest version among the
-   * values still in the key's history (16) that decode, are within 1..MAX_SPEC_VERSION and, when
+   * values still in the key's history (16) that decode, name `name`, are within 1..MAX_SPEC_VERSION and, when
    * `signer` is given, carry a valid signature by that same key. A value written by anyone else
    * (a huge version, a tampered copy) therefore cannot make the next version wrap or go back.
    */
@@ -120,7 +120,7 @@ export class Registry {
         if (e.operation !== 'PUT' || e.value.byteLength === 0) continue
         let spec
         try { spec = decode('FunctionSpec', e.value) } catch { continue }
-        if (!Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
+        if (spec.name !== name || !Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
         if (signer != null && !checkSpecSignature(e.value, spec.signature, new Set([signer.publicKey])).ok) continue
         highest = Math.max(highest, spec.version)
       }
