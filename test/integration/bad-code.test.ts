@@ -87,7 +87,8 @@ describe('bad code and bad results on an agent', () => {
     await craft(name, [{ path: 'index.js' }])
     const spec = decode('FunctionSpec', (await registry.kv.get(name))?.value)
     await registry.kv.put(name, encode('FunctionSpec', { ...spec.toJSON(), version: spec.version + 1, handler } as never))
-    const err = await invokeError(name)
+    // Version 1 (a good handler) may still run until the agent's KV watch brings version 2.
+    const err = await waitFor(async () => await t.mesh.invokeDetailed(name, {}, { timeoutMs: 20_000 }).then(() => null, (e: FnmeshError) => e), { timeoutMs: 10_000, message: 'the malformed handler refused' })
     expect(err.code).toBe('FNMESH_ERR_INVALID_SPEC')
     expect(err.message).toMatch(/Handler ".*" is malformed/)
     await stillServing()
