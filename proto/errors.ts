@@ -49,7 +49,10 @@ export const CATALOGUE = {
   FNMESH_ERR_FORBIDDEN: { family: 'auth', summary: 'The API key is unknown or revoked, or NATS refused the operation to this user (HTTP 403)' },
   FNMESH_ERR_RATE_LIMITED: { family: 'capacity', summary: 'The key\'s or route\'s mesh-wide rate limit is exhausted (HTTP 429, with Retry-After)' },
   FNMESH_ERR_UNSIGNED_DEPLOY: { family: 'auth', summary: 'The function\'s deploy is unsigned, or signed by a key this agent does not trust' },
-  FNMESH_ERR_SIGNATURE_INVALID: { family: 'auth', summary: 'The deploy signature does not match the function\'s spec and code digest' }
+  FNMESH_ERR_SIGNATURE_INVALID: { family: 'auth', summary: 'The deploy signature does not match the function\'s spec and code digest' },
+  FNMESH_ERR_INVALID_SPEC: { family: 'input', summary: 'The function\'s stored spec breaks a deploy rule (limits, name, handler, env, triggers, routes, bundle fields, version) or does not decode: agents skip it' },
+  FNMESH_ERR_SPEC_ROLLBACK: { family: 'auth', summary: 'The function\'s signed spec is older than a trusted version this agent has already seen (a replayed deploy)' },
+  FNMESH_ERR_VERSION_LIMIT: { family: 'usage', summary: 'The function\'s next version would pass the highest allowed version (1000000000): the deploy is refused instead of wrapping' }
 } as const satisfies Record<string, { family: ErrorFamily, summary: string }>
 
 export type ErrorCode = keyof typeof CATALOGUE

@@ -33,6 +33,7 @@ import { LogShipper } from './logs/shipper.js'
 import { Metering } from './metering/metering.js'
 import { FunctionCache } from './registry/cache.js'
 import { TrustList } from './registry/trust.js'
+import { TrustedVersions } from './registry/versions.js'
 import { Router } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
@@ -120,7 +121,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   if ((nc.info?.max_payload ?? 0) < RECOMMENDED_MAX_PAYLOAD) {
     logger.warn({ maxPayload: nc.info?.max_payload }, `NATS max_payload is below ${RECOMMENDED_MAX_PAYLOAD} bytes: events and results near the 6 MB limit will be refused by the server`)
   }
-  void watchNats(nc, logger)
+  watchNats(nc, logger).catch(() => {})
   // Agents open what `fnmesh init` made and never create it (see node/src/registry/initialized.ts).
   await waitForInit(nc, logger)
   const registry = await Registry.open(nc)
@@ -152,9 +153,17 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     bundlesDir: join(config.dataDir, 'bundles'),
     logger: logger.child({ part: 'agent:registry' }),
     trust,
-    onChange: (name, spec) => {
-      if (spec != null) pool.retire(name, spec.version)
-      void parts.triggers?.onSpec(name, spec)
+    // With a trust list: the newest trusted version of each function, so a replayed older
+    // signed spec is refused after a restart too.
+    versions: trust != null ? new TrustedVersions({ path: join(config.dataDir, 'trusted-versions.json'), logger: logger.child({ part: 'agent:registry' }) }) : undefined,
+    // Only specs that passed the trust list and the deploy rules come here (null: deleted or refused).
+    onChange: (name, spec, previous) => {
+      // Warm children are kept per name@version. A version that does not go up (a redeploy after
+      // a delete, a first signed deploy after unsigned ones) may name other code: retire them all.
+      pool.retire(name, spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0)
+      parts.triggers?.onSpec(name, spec).catch((err: any) => {
+        logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a spec change to the triggers failed')
+      })
       parts.gateway?.onSpec(name, spec)
     }
   })
@@ -269,7 +278,7 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
     try { await fn() } catch (err: any) { logger.warn({ part: what, err: String(err?.message ?? err) }, 'error while stopping') }
   }
   await step('discovery', () => parts.discovery?.stop())
-  await step('triggers', () => { if (!graceful) void parts.triggers?.stop() })
+  await step('triggers', () => { if (!graceful) parts.triggers?.stop().catch((err: any) => { logger.warn({ part: 'triggers', err: String(err?.message ?? err) }, 'error while stopping') }) })
   await step('gateway', () => parts.gateway?.stop())
   await step('router', () => parts.router?.stop())
   await step('api', () => parts.api?.stop())

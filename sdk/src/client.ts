@@ -13,7 +13,8 @@ import { bundleHasHandlerModule, packBundle } from './bundle.js'
 import { validateDeploy, type DeployOptions } from './deploy-options.js'
 import { readLogs, type LogEntry, type LogsOptions } from './logs.js'
 import { connectNats, request, requestLive, type NatsConnectOptions } from './nats.js'
-import { Registry } from './registry.js'
+import { Registry, type StoredSpec } from './registry.js'
+import { validateStoredSpec } from './spec-rules.js'
 import type { JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from './events.js'
 import { initMesh, type InitOptions, type InitResult } from './init.js'
@@ -23,7 +24,7 @@ import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRec
 
 export type { Bucket, ExportedRecord, PriceTable, UsageReport, FunctionUsageTotals, NodeUsageTotals, BucketUsage, UsageTotals } from './usage.js'
 import { parseRouteKey, routeShape } from './http-routes.js'
-import { loadDeployerKey, publicKeyFromRaw } from './signing.js'
+import { checkSpecSignature, loadDeployerKey, publicKeyFromRaw } from './signing.js'
 import { ApiKeys } from './apikeys.js'
 
 export interface CallOptions {
@@ -92,6 +93,44 @@ export interface FunctionInfo {
   routes: string[]
   /** public key of the deployer that signed it, "" if unsigned */
   signedBy: string
+  /** the stored signature: none, valid for the bytes stored (by signedBy), or not matching them */
+  signature: 'unsigned' | 'signed' | 'invalid'
+  /** "invalid": agents refuse this spec (see code and reason) and run, bind and serve nothing of it */
+  status: 'ok' | 'invalid'
+  /** why it is invalid (FNMESH_ERR_INVALID_SPEC), "" when ok */
+  code: string
+  reason: string
+}
+
+function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError | null): FunctionInfo {
+  const signedBy = s?.signature != null && s.signature.publicKey.byteLength === 32 ? publicKeyFromRaw(s.signature.publicKey) : ''
+  const signature = s == null || s.signature == null || s.signature.publicKey.byteLength === 0
+    ? 'unsigned'
+    : checkSpecSignature(s.raw, s.signature, new Set([signedBy])).ok ? 'signed' : 'invalid'
+  const created = s != null && Number.isFinite(s.createdAtMs) && Math.abs(s.createdAtMs) < 8.64e15 ? new Date(s.createdAtMs).toISOString() : ''
+  return {
+    name: key,
+    version: s?.version ?? 0,
+    handler: s?.handler ?? '',
+    memoryMb: s?.memoryMb ?? 0,
+    timeoutMs: s?.timeoutMs ?? 0,
+    concurrency: s?.concurrency ?? 0,
+    triggers: s?.triggers ?? [],
+    egress: s?.egress ?? false,
+    sizeBytes: s?.bundleSize ?? 0,
+    sha256: s?.bundleSha256 ?? '',
+    deployedAt: created,
+    retries: s?.maxRetries ?? 0,
+    retryBackoffMs: s?.retryBackoffMs ?? 0,
+    maxEventAgeMs: s?.maxEventAgeMs ?? 0,
+    backlog: 0,
+    routes: (s?.routes ?? []).map(r => `${r.method} ${r.path}${r.auth !== 'none' && r.auth !== '' ? ` (${r.auth})` : ''}`),
+    signedBy,
+    signature,
+    status: invalid == null ? 'ok' : 'invalid',
+    code: invalid?.code ?? '',
+    reason: invalid?.message ?? ''
+  }
 }
 
 export interface NodeInfo {
@@ -172,7 +211,9 @@ export class Mesh {
     if (opts.routes.length > 0) await checkRouteConflicts(registry, opts.name, opts.routes)
     // Triggers are bound before the spec is stored: a bad trigger fails the deploy, and events
     // published once deploy returns are already captured.
-    const previous = await registry.get(opts.name)
+    // The current value may be anything a registry writer stored: only a usable spec is previous.
+    const current = await registry.entry(opts.name)
+    const previous = current?.spec != null && validateStoredSpec(current.spec, opts.name) == null ? current.spec : null
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
     const spec = await registry.deploy({
       name: opts.name,
@@ -279,30 +320,20 @@ export class Mesh {
     return await purgeDeadLetters(await this.jsm(), options.fn)
   }
 
+  /**
+   * Every function in the registry, checked with the rules agents apply (spec-rules.ts): one an
+   * agent refuses is listed with status "invalid" and the reason, one that does not even decode
+   * too (by its key). `signature` says whether the stored signature holds, whoever the signer;
+   * which signers an agent trusts is the agent's own --trust list.
+   */
   async functions (_options: CallOptions = {}): Promise<FunctionInfo[]> {
-    const specs = await (await this.registry()).list()
-    const out: FunctionInfo[] = specs.map(s => ({
-      name: s.name,
-      version: s.version,
-      handler: s.handler,
-      memoryMb: s.memoryMb,
-      timeoutMs: s.timeoutMs,
-      concurrency: s.concurrency,
-      triggers: s.triggers,
-      egress: s.egress,
-      sizeBytes: s.bundleSize,
-      sha256: s.bundleSha256,
-      deployedAt: new Date(s.createdAtMs).toISOString(),
-      retries: s.maxRetries,
-      retryBackoffMs: s.retryBackoffMs,
-      maxEventAgeMs: s.maxEventAgeMs,
-      backlog: 0,
-      routes: (s.routes ?? []).map(r => `${r.method} ${r.path}${r.auth !== 'none' && r.auth !== '' ? ` (${r.auth})` : ''}`),
-      signedBy: s.signature != null && s.signature.publicKey.byteLength === 32 ? publicKeyFromRaw(s.signature.publicKey) : ''
-    }))
+    const entries = await (await this.registry()).entries()
+    const out: FunctionInfo[] = entries.map(e => functionInfo(e.key, e.spec, e.error ?? validateStoredSpec(e.spec as StoredSpec, e.key)))
     // Events waiting in each function's consumers (JetStream may be unreachable: then 0 stays).
     const jsm = await this.jsm()
-    for (const [i, s] of specs.entries()) out[i].backlog = await backlog(jsm, s)
+    for (const [i, e] of entries.entries()) {
+      if (e.spec != null && out[i].status === 'ok') out[i].backlog = await backlog(jsm, e.spec).catch(() => 0)
+    }
     return out
   }
 
@@ -434,8 +465,10 @@ function range (o: { sinceMs?: number, fromMs?: number, toMs?: number }): { sinc
 /** Refuses a deploy whose routes another function already serves (same method and path shape) */
 async function checkRouteConflicts (registry: Registry, name: string, routes: Array<{ method: string, path: string }>): Promise<void> {
   const mine = new Map(routes.map(r => [routeShape(parseRouteKey(`${r.method} ${r.path}`)), `${r.method} ${r.path}`]))
-  for (const other of await registry.list()) {
-    if (other.name === name) continue
+  for (const entry of await registry.entries()) {
+    const other = entry.spec
+    // A spec agents refuse serves no route (and one stored by hand must not block every deploy).
+    if (entry.key === name || other == null || validateStoredSpec(other, entry.key) != null) continue
     for (const r of other.routes ?? []) {
       const clash = mine.get(routeShape(parseRouteKey(`${r.method} ${r.path}`)))
       if (clash != null) throw new UsageError('FNMESH_ERR_ROUTE_CONFLICT', `Cannot deploy "${name}": route "${clash}" is already served by "${other.name}" ("${r.method} ${r.path}")`)

@@ -1,11 +1,10 @@
 /**
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
-import { InputError, UsageError } from '../../proto/errors.js'
-import { FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import { UsageError } from '../../proto/errors.js'
 import type { HttpRoute } from '../../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
-import { parseTrigger } from './triggers.js'
+import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
 
 export interface DeployOptions {
   /** Function name: letters, digits, '-' and '_', at most 64 characters */
@@ -49,18 +48,7 @@ export interface DeployOptions {
 }
 
 export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000 } as const
-export const LIMITS = {
-  memoryMb: [128, 10240],
-  timeoutMs: [1, 900_000],
-  concurrency: [0, 10_000],
-  retries: [0, 100],
-  retryBackoffMs: [1, 3_600_000],
-  maxEventAgeMs: [1000, 7 * 86_400_000]
-} as const
-
-/** Variables the sandbox sets itself (as Lambda reserves them) */
-const RESERVED_ENV = /^(_HANDLER|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_LAMBDA_.*|FNMESH_.*|NODE_OPTIONS)$/
-const HANDLER_PATTERN = /^[A-Za-z0-9_\-@][A-Za-z0-9_\-@./]*\.[A-Za-z_$][A-Za-z0-9_$]*$/
+export { LIMITS }
 
 export interface ValidDeploy {
   name: string
@@ -79,39 +67,18 @@ export interface ValidDeploy {
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
-  if (typeof input?.name !== 'string' || !FUNCTION_NAME_PATTERN.test(input.name)) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${String(input?.name)}" is invalid: use 1-64 letters, digits, "-" or "_", starting with a letter or digit`)
-  }
+  // The rules are those agents apply to every stored spec (spec-rules.ts), so a deploy that
+  // passes here is never refused by an agent.
+  const name = checkName(input?.name)
   if (typeof input.path !== 'string' || input.path === '') {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot deploy "${input.name}": no path to its code`)
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot deploy "${name}": no path to its code`)
   }
-  const handler = input.handler
-  if (handler !== undefined && (!HANDLER_PATTERN.test(handler) || handler.slice(0, handler.lastIndexOf('.')).split('/').some(p => p === '..' || p === '.' || p === ''))) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Handler "${handler}" is malformed: expected "file.export" or "dir/file.export" inside the bundle`)
-  }
-  const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => {
-    const v = value ?? fallback
-    const [min, max] = LIMITS[key]
-    if (!Number.isInteger(v) || v < min || v > max) {
-      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ${key} of "${input.name}" is ${String(value)}: expected a whole number from ${min} to ${max}`)
-    }
-    return v
-  }
-  const env: Record<string, string> = {}
-  for (const [key, value] of Object.entries(input.env ?? {})) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable name "${key}" is invalid`)
-    if (RESERVED_ENV.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" is reserved by the runtime`)
-    if (typeof value !== 'string') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" must be a string`)
-    env[key] = value
-  }
-  const utf8 = new TextEncoder()
-  const envBytes = Object.entries(env).reduce((n, [k, v]) => n + utf8.encode(k + v).byteLength, 0)
-  if (envBytes > 4096) throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Environment of "${input.name}" is ${envBytes} bytes: the limit is 4096 (as Lambda's)`)
-  if (input.triggers != null && !Array.isArray(input.triggers)) throw new UsageError('FNMESH_ERR_INVALID_TRIGGER', `Triggers of "${input.name}" must be a list`)
-  if ((input.triggers ?? []).length > 32) throw new UsageError('FNMESH_ERR_INVALID_TRIGGER', `"${input.name}" has more than 32 triggers`)
-  const triggers = [...new Set((input.triggers ?? []).map(t => parseTrigger(t).raw))]
+  const handler = input.handler !== undefined ? checkHandler(input.handler) : undefined
+  const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => checkLimit(name, key, value ?? fallback)
+  const env = checkEnv(name, input.env ?? {})
+  const triggers = checkTriggers(name, input.triggers)
   return Object.freeze({
-    name: input.name,
+    name,
     path: input.path,
     handler,
     memoryMb: int('memoryMb', input.memoryMb, DEPLOY_DEFAULTS.memoryMb),
@@ -123,6 +90,6 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retries: int('retries', input.retries, DEPLOY_DEFAULTS.retries),
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
-    routes: buildRoutes(input.name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit })
+    routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit })
   })
 }

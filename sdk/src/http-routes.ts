@@ -138,7 +138,7 @@ export function buildRoutes (fn: string, routes: Array<string | HttpRouteOptions
       auth,
       jwt: auth === 'jwt' ? buildJwt(o.route, jwt) : null as never,
       schema: schemaText(o.route, o.schema ?? defaults.schema),
-      cors: cors != null && cors !== false ? buildCors(cors === true ? {} : cors) : null as never,
+      cors: cors != null && cors !== false ? buildCors(o.route, cors === true ? {} : cors) : null as never,
       ratePerS: rate != null ? positive(o.route, 'rate limit', rate.perSecond) : 0,
       burst: rate?.burst != null ? positive(o.route, 'burst', rate.burst) : 0
     }
@@ -174,13 +174,24 @@ function buildJwt (route: string, jwt: JwtOptions | undefined): HttpRoute['jwt']
   return { secret, jwks, audience, issuer: jwt.issuer ?? '', algorithms }
 }
 
-function buildCors (c: CorsOptions): HttpRoute['cors'] {
+/** A header name or method: an HTTP token (what a header value listing them may hold) */
+const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$/
+const ORIGIN = /^(\*|[a-z][a-z0-9+.-]*:\/\/[^\s,/]{1,253})$/i
+
+function buildCors (route: string, c: CorsOptions): HttpRoute['cors'] {
+  const bad = (why: string): never => { throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `CORS settings of route "${route}" are invalid: ${why}`) }
+  const list = (what: string, v: unknown, re: RegExp): string[] => {
+    if (!Array.isArray(v) || v.length > 64 || v.some(x => typeof x !== 'string' || !re.test(x))) bad(`${what} must be a list of at most 64 ${re === ORIGIN ? 'origins ("*" or scheme://host[:port])' : 'HTTP tokens'}`)
+    return v as string[]
+  }
+  const maxAgeS = c.maxAgeS ?? 600
+  if (!Number.isInteger(maxAgeS) || maxAgeS < 0 || maxAgeS > 86_400) bad(`max age ${String(maxAgeS)} is not a whole number of seconds from 0 to 86400`)
   return {
-    allowOrigins: c.origins ?? ['*'],
-    allowMethods: (c.methods ?? []).map(m => m.toUpperCase()),
-    allowHeaders: (c.headers ?? ['content-type', 'authorization', 'x-api-key']).map(h => h.toLowerCase()),
-    exposeHeaders: (c.exposeHeaders ?? []).map(h => h.toLowerCase()),
-    maxAgeS: c.maxAgeS ?? 600,
+    allowOrigins: list('origins', c.origins ?? ['*'], ORIGIN),
+    allowMethods: list('methods', c.methods ?? [], TOKEN).map(m => m.toUpperCase()),
+    allowHeaders: list('headers', c.headers ?? ['content-type', 'authorization', 'x-api-key'], TOKEN).map(h => h.toLowerCase()),
+    exposeHeaders: list('expose headers', c.exposeHeaders ?? [], TOKEN).map(h => h.toLowerCase()),
+    maxAgeS,
     allowCredentials: c.credentials === true
   }
 }

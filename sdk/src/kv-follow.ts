@@ -29,7 +29,12 @@ export interface FollowKvInit {
 }
 
 /** `onEntry(key, entry)`: entry is the latest PUT, or null once the key is deleted or purged */
-export type KvFollowHandler = (key: string, entry: KvEntry | null) => void
+/**
+ * `entry` is the live value, or null for a delete. `meta.revision` is the value's KV revision
+ * (for a delete, the delete's; 0 when unknown: a hint, or a key gone from the stream);
+ * `meta.hint` marks a put seen on the subject and not yet read back.
+ */
+export type KvFollowHandler = (key: string, entry: KvEntry | null, meta: { revision: number, hint: boolean }) => void
 
 /**
  * Opens KV `bucket` without creating it: FNMESH_ERR_NOT_INITIALIZED when it does not exist.
@@ -83,6 +88,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
     if (stopped) return
     const live = entry != null && entry.operation === 'PUT' && entry.value.byteLength > 0 ? entry : null
     const rev = live?.revision ?? 0
+    const revision = entry?.revision ?? 0
     const was = known.get(key)
     if (!provisional.delete(key)) {
       if (was === rev || (was == null && rev === 0)) return
@@ -90,7 +96,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
       if (was != null && rev !== 0 && rev < was) return
     }
     known.set(key, rev)
-    onEntry(key, live)
+    onEntry(key, live, { revision, hint: false })
   }
   const queue = (key: string): Promise<void> => {
     const next = (chains.get(key) ?? Promise.resolve()).then(async () => { await check(key) }).catch(report)
@@ -105,7 +111,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
     for (const [key, rev] of known) {
       if (present.has(key) || rev === 0 || stopped) continue
       known.set(key, 0)
-      onEntry(key, null)
+      onEntry(key, null, { revision: 0, hint: false })
     }
   }
 
@@ -118,7 +124,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
         if (init.hints === true && msg.data.byteLength > 0 && (msg.headers?.get('KV-Operation') ?? '') === '') {
           provisional.add(key)
           try {
-            onEntry(key, { bucket, key, value: msg.data, revision: 0, created: new Date(), delta: 0, operation: 'PUT', length: msg.data.byteLength, string: () => msg.string(), json: () => msg.json(), rawKey: key } as unknown as KvEntry)
+            onEntry(key, { bucket, key, value: msg.data, revision: 0, created: new Date(), delta: 0, operation: 'PUT', length: msg.data.byteLength, string: () => msg.string(), json: () => msg.json(), rawKey: key } as unknown as KvEntry, { revision: 0, hint: true })
           } catch (e) { report(e) }
         }
         void queue(key)

@@ -9,10 +9,11 @@ import { Kvm, type KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../../proto/codec.js'
-import { AuthError, InputError, NotFoundError, TransportError, FnmeshError } from '../../proto/errors.js'
+import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../../proto/errors.js'
 import { isPermissionError } from './nats.js'
 import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
-import { signSpecBytes, type DeployerKey } from './signing.js'
+import { checkSpecSignature, publicKeyFromRaw, signSpecBytes, type DeployerKey } from './signing.js'
+import { MAX_SPEC_VERSION, undecodableSpec, validateStoredSpec } from './spec-rules.js'
 import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
 
 /**
@@ -23,6 +24,20 @@ export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature'> & {
   routes?: HttpRoute[]
   signature?: DeploySignature | null
   raw?: Uint8Array
+}
+
+/**
+ * One value of the registry as read: a spec that decodes (`spec`, not yet checked against the
+ * rules), or one that does not (`error`, FNMESH_ERR_INVALID_SPEC), or a delete (neither).
+ * `revision` is the KV revision: the later revision of a key is its current value.
+ */
+export interface RegistryEntry {
+  key: string
+  revision: number
+  spec: StoredSpec | null
+  error?: FnmeshError
+  /** seen on the bucket's subject, not yet read back: maybe never stored (revision 0) */
+  hint?: boolean
 }
 
 export interface DeploySpecOptions {
@@ -54,17 +69,29 @@ export class Registry {
     }
   }
 
-  /** The latest spec of `name`, or null if none is deployed */
+  /** The latest spec of `name`, or null if none is deployed; FNMESH_ERR_INVALID_SPEC if it does not decode */
   async get (name: string): Promise<StoredSpec | null> {
-    if (!FUNCTION_NAME_PATTERN.test(name)) return null
+    const entry = await this.entry(name)
+    if (entry?.error != null) throw entry.error
+    return entry?.spec ?? null
+  }
+
+  /** The current value of `key` as an entry (a spec that does not decode is an entry with its error), or null */
+  async entry (key: string): Promise<RegistryEntry | null> {
+    if (!FUNCTION_NAME_PATTERN.test(key)) return null
+    return await this.read(key)
+  }
+
+  /** Any key, even one no function could have (a registry writer may store those too) */
+  private async read (key: string): Promise<RegistryEntry | null> {
     let entry
     try {
-      entry = await this.kv.get(name)
+      entry = await this.kv.get(key)
     } catch (err) {
-      throw jetstreamError(err, `read function "${name}"`)
+      throw jetstreamError(err, `read function "${key}"`)
     }
-    if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) return null
-    return toStored(decode('FunctionSpec', entry.value), entry.value)
+    if (entry == null) return null
+    return toEntry(entry)
   }
 
   async require (name: string): Promise<StoredSpec> {
@@ -73,18 +100,61 @@ export class Registry {
     return spec
   }
 
+  /** Every spec that decodes, by name (one that does not is left out: entries() has it) */
   async list (): Promise<StoredSpec[]> {
-    const out: StoredSpec[] = []
+    return (await this.entries()).flatMap(e => e.spec != null ? [e.spec] : [])
+  }
+
+  /** The current value of every key, by key: specs that decode and those that do not */
+  async entries (): Promise<RegistryEntry[]> {
+    const out: RegistryEntry[] = []
     try {
       // Keys from the stream's info, not kv.keys(): that would need a consumer (sdk/src/kv-follow.ts).
       for (const key of await kvKeys(this.nc, FUNCTIONS_BUCKET)) {
-        const spec = await this.get(key)
-        if (spec != null) out.push(spec)
+        const entry = await this.read(key)
+        if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
       }
     } catch (err) {
       throw jetstreamError(err, 'list functions')
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name))
+    return out.sort((a, b) => a.key.localeCompare(b.key))
+  }
+
+  /**
+   * The version the next deploy of `name` takes: one more than the highest version among the
+   * values still in the key's history (16) that decode, name `name`, are within 1..MAX_SPEC_VERSION and, when
+   * `signer` is given, carry an intact signature (by any deployer key). A tampered copy with a huge
+   * version therefore cannot make a signed deploy's version wrap, reach the limit or go back.
+   */
+  async nextVersion (name: string, signer?: DeployerKey): Promise<number> {
+    let highest = 0
+    try {
+      // The key's history by direct gets, one message after another: kv.history() would need a
+      // consumer on the registry's stream, which no role but the admin may create.
+      const jsm = await jetstreamManager(this.nc, { checkAPI: false })
+      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
+      let seq = 0
+      for (let i = 0; i < 64; i++) {
+        const m = await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject })
+        if (m == null) break
+        seq = m.seq + 1
+        const op = m.header?.get('KV-Operation') ?? ''
+        if (op !== '' || m.data.byteLength === 0) continue
+        let spec
+        try { spec = decode('FunctionSpec', m.data) } catch { continue }
+        if (spec.name !== name || !Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
+        // Signed deploys count only intact signatures (any deployer's: a team may have several
+        // keys), so a tampered copy with a huge version cannot push the next one to the limit.
+        if (signer != null && !signatureIntact(m.data, spec.signature)) continue
+        highest = Math.max(highest, spec.version)
+      }
+    } catch (err) {
+      throw jetstreamError(err, `read the history of "${name}"`)
+    }
+    if (highest + 1 > MAX_SPEC_VERSION) {
+      throw new UsageError('FNMESH_ERR_VERSION_LIMIT', `Cannot deploy "${name}": its next version would be ${highest + 1}, over the highest allowed (${MAX_SPEC_VERSION})`)
+    }
+    return highest + 1
   }
 
   /**
@@ -109,10 +179,9 @@ export class Registry {
       } catch (err) {
         throw jetstreamError(err, `deploy "${spec.name}"`)
       }
-      const prevVersion = previous?.operation === 'PUT' && previous.value.byteLength > 0 ? decode('FunctionSpec', previous.value).version : 0
       const next: Encodable<FunctionSpec> = {
         ...spec,
-        version: prevVersion + 1,
+        version: await this.nextVersion(spec.name, options.signer),
         bundleObject: object,
         bundleSha256: sha256,
         bundleSize: bundle.byteLength,
@@ -120,10 +189,14 @@ export class Registry {
       }
       const unsigned = encode('FunctionSpec', next)
       const bytes = options.signer != null ? signSpecBytes(options.signer, unsigned) : unsigned
+      const stored = toStored(decode('FunctionSpec', bytes), bytes)
+      // The agents' own check: a deploy never stores what every agent would refuse.
+      const invalid = validateStoredSpec(stored, spec.name)
+      if (invalid != null) throw invalid
       try {
         if (previous == null) await this.kv.create(spec.name, bytes)
         else await this.kv.update(spec.name, bytes, previous.revision)
-        return toStored(decode('FunctionSpec', bytes), bytes)
+        return stored
       } catch (err: any) {
         // Another deploy of the same name won the race: take the next version.
         if (/wrong last sequence|key exists/i.test(String(err?.message))) continue
@@ -150,15 +223,20 @@ export class Registry {
   }
 
   /**
-   * Calls `onChange` for every spec put or delete, starting with the current ones. Returns a
-   * stop function. Follows the bucket without a JetStream consumer (sdk/src/kv-follow.ts).
+   * Calls `onChange` for every put or delete, starting with the current values; a value that
+   * does not decode comes as an entry with its error. Follows the bucket without a JetStream
+   * consumer (sdk/src/kv-follow.ts): a put seen on the bucket's subject comes first as a hint
+   * (`hint`, revision 0: maybe never stored, e.g. a deploy that lost its compare-and-set), then as
+   * the stored value read back with its revision. Returns a stop function.
    */
-  async watch (onChange: (name: string, spec: StoredSpec | null) => void, init: FollowKvInit = {}): Promise<() => void> {
-    return await followKv(this.nc, this.kv, FUNCTIONS_BUCKET, (key, entry) => {
+  async watch (onChange: (entry: RegistryEntry) => void, init: FollowKvInit = {}): Promise<() => void> {
+    return await followKv(this.nc, this.kv, FUNCTIONS_BUCKET, (key, entry, meta) => {
       try {
-        onChange(key, entry != null ? toStored(decode('FunctionSpec', entry.value), entry.value) : null)
+        const e: RegistryEntry = entry != null ? toEntry(entry) : { key, revision: meta.revision, spec: null }
+        if (meta.hint) e.hint = true
+        onChange(e)
       } catch {
-        // A spec that does not decode is skipped here; get() reports it to whoever asks for it.
+        // The listener's own failure must not end the watch: every later change still comes.
       }
     }, { hints: true, ...init })
   }
@@ -197,6 +275,21 @@ async function readObject (nc: NatsConnection, store: ObjectStore, name: string)
     seq = m.seq + 1
   }
   return out
+}
+
+/** True if `raw` carries a signature that verifies under its own embedded key */
+function signatureIntact (raw: Uint8Array, signature: DeploySignature | null | undefined): boolean {
+  if (signature == null || signature.publicKey.byteLength !== 32) return false
+  return checkSpecSignature(raw, signature, new Set([publicKeyFromRaw(signature.publicKey)])).ok
+}
+
+function toEntry (entry: { key: string, revision: number, operation: string, value: Uint8Array }): RegistryEntry {
+  if (entry.operation !== 'PUT' || entry.value.byteLength === 0) return { key: entry.key, revision: entry.revision, spec: null }
+  try {
+    return { key: entry.key, revision: entry.revision, spec: toStored(decode('FunctionSpec', entry.value), entry.value) }
+  } catch (err) {
+    return { key: entry.key, revision: entry.revision, spec: null, error: undecodableSpec(entry.key, err) }
+  }
 }
 
 /** A plain copy: decoded messages keep defaults on their prototype, which spreading would drop */

@@ -34,7 +34,7 @@ describe('bad code and bad results on an agent', () => {
   /** Stores `files` as a bundle and a spec for it, bypassing the SDK's checks */
   const craft = async (name: string, files: Array<{ path: string, data?: Uint8Array }>, handler = 'index.handler'): Promise<void> => {
     const bytes = encode('Bundle', { files: files.map(f => ({ path: f.path, mode: 0o644, data: f.data ?? CODE })) })
-    await registry.deploy({ name, handler, memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [], egress: false }, bytes)
+    await registry.deploy({ name, handler, memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [], egress: false, maxRetries: 2, retryBackoffMs: 1000, maxEventAgeMs: 3_600_000 }, bytes)
   }
 
   beforeAll(async () => {
@@ -64,26 +64,33 @@ describe('bad code and bad results on an agent', () => {
     await stillServing()
   })
 
-  it('refuses code over the bundle limit with FNMESH_ERR_BUNDLE_TOO_LARGE before fetching it', async () => {
+  it('refuses a spec claiming code over the bundle limit with FNMESH_ERR_INVALID_SPEC before fetching it', async () => {
     await craft('huge', [{ path: 'index.js' }])
     // The spec claims 60 MB: whoever wrote it, the agent does not fetch what it will not run.
     const spec = decode('FunctionSpec', (await registry.kv.get('huge'))?.value)
     await registry.kv.put('huge', encode('FunctionSpec', {
       name: 'huge', version: spec.version + 1, handler: 'index.handler', memoryMb: 128, timeoutMs: 3000,
-      bundleObject: spec.bundleObject, bundleSha256: spec.bundleSha256, bundleSize: 60 * 1024 * 1024, createdAtMs: Date.now()
+      bundleObject: spec.bundleObject, bundleSha256: spec.bundleSha256, bundleSize: 60 * 1024 * 1024, createdAtMs: Date.now(),
+      maxRetries: spec.maxRetries, retryBackoffMs: spec.retryBackoffMs, maxEventAgeMs: spec.maxEventAgeMs
     }))
+    // Checked with the deploy's rules by every agent (sdk/src/spec-rules.ts) before anything is fetched.
     const err = await invokeError('huge')
-    expect(err.code).toBe('FNMESH_ERR_BUNDLE_TOO_LARGE')
-    expect(err.message).toBe(`Code of function "huge" is ${60 * 1024 * 1024} bytes: over this node's bundle limit of ${50 * 1024 * 1024} bytes`)
+    expect(err.code).toBe('FNMESH_ERR_INVALID_SPEC')
+    expect(err.message).toBe(`Function "huge" version ${spec.version + 1} is invalid: its bundle size ${60 * 1024 * 1024} is outside 1 to ${50 * 1024 * 1024} bytes`)
     await stillServing()
   })
 
-  it.each(['../index.handler', 'lib/../../index.handler', '/etc/passwd.handler'])('refuses the handler %j with Runtime.MalformedHandlerName', async (handler) => {
+  it.each(['../index.handler', 'lib/../../index.handler', '/etc/passwd.handler'])('refuses the handler %j before any sandbox is used', async (handler) => {
     const name = `handler-${handler.length}`
-    await craft(name, [{ path: 'index.js' }], handler)
-    const err = await invokeError(name)
-    expect(err.code).toBe('FNMESH_ERR_HANDLER_NOT_FOUND')
-    expect(err.errorType).toBe('Runtime.MalformedHandlerName')
+    // The registry's deploy refuses it too: stored here by hand, as any registry writer could.
+    await expect(craft(name, [{ path: 'index.js' }], handler)).rejects.toMatchObject({ code: 'FNMESH_ERR_INVALID_SPEC' })
+    await craft(name, [{ path: 'index.js' }])
+    const spec = decode('FunctionSpec', (await registry.kv.get(name))?.value)
+    await registry.kv.put(name, encode('FunctionSpec', { ...spec.toJSON(), version: spec.version + 1, handler } as never))
+    // Version 1 (a good handler) may still run until the agent's KV watch brings version 2.
+    const err = await waitFor(async () => await t.mesh.invokeDetailed(name, {}, { timeoutMs: 20_000 }).then(() => null, (e: FnmeshError) => e), { timeoutMs: 10_000, message: 'the malformed handler refused' })
+    expect(err.code).toBe('FNMESH_ERR_INVALID_SPEC')
+    expect(err.message).toMatch(/Handler ".*" is malformed/)
     await stillServing()
   })
 

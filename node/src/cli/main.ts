@@ -80,6 +80,13 @@ export function buildProgram (): Command {
       const { startAgent } = await import('../agent.js')
       const { createLogger } = await import('../logger.js')
       const logger = createLogger({ level: opts.logLevel, base: { node: opts.name } })
+      // Last resort. Every promise on the spec, trigger and gateway paths handles its own
+      // errors; one that is still missed is a bug, and Node's default (exit 1) would then let
+      // anything that triggers it (a registry value, a request) take down an agent serving every
+      // other function, again on each restart. It is logged as FNMESH_ERR_INTERNAL instead.
+      process.on('unhandledRejection', (reason: any) => {
+        logger.error({ code: 'FNMESH_ERR_INTERNAL', err: String(reason?.message ?? reason), stack: typeof reason?.stack === 'string' ? reason.stack : undefined }, 'unhandled promise rejection (a bug): the agent keeps running')
+      })
       const options: AgentOptions = {
         nats: opts.nats,
         natsOptions: { auth: natsAuthOf(program.opts()) },
@@ -218,15 +225,20 @@ export function buildProgram (): Command {
     })
 
   program.command('functions')
-    .description('List deployed functions with version, memory, timeout and triggers')
+    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers and signature')
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
         const fns = await mesh.functions()
         if (opts.json === true) { json(fns); return }
-        process.stdout.write(table(['NAME', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
-          fns.map(f => [f.name, f.version, f.handler, `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, f.signedBy !== '' ? 'yes' : 'no', f.deployedAt])) + '\n')
+        // What a registry writer stored reaches the terminal: no control characters.
+        const safe = (v: string | number): string | number => typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
+        const signed = (f: typeof fns[number]): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
+        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
+        // Reasons below the table: one line each, too long for a column.
+        for (const f of fns) if (f.status !== 'ok') process.stdout.write(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}\n`)
       })
     })
 

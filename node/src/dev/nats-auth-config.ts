@@ -117,7 +117,8 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         'fnmesh.api.>', 'fnmesh.fn.*.replay', ...events,
         `${API}.INFO`, `${API}.STREAM.INFO.*`,
         `$KV.${FUNCTIONS_BUCKET}.>`, `$O.${BUNDLES_BUCKET}.>`, `$KV.${APIKEYS_BUCKET}.>`,
-        `${API}.DIRECT.GET.${KV_FUNCTIONS}.>`, `${API}.DIRECT.GET.${KV_APIKEYS}.>`,
+        // the functions bucket also by sequence: a deploy reads the key's history (next version)
+        `${API}.DIRECT.GET.${KV_FUNCTIONS}`, `${API}.DIRECT.GET.${KV_FUNCTIONS}.>`, `${API}.DIRECT.GET.${KV_APIKEYS}.>`,
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`, `${API}.STREAM.PURGE.${OBJ_BUNDLES}`,
         `${API}.STREAM.UPDATE.${EVENTS_STREAM}`,
         `${API}.STREAM.MSG.GET.${LOGS_STREAM}`, `${API}.STREAM.MSG.DELETE.${DLQ_STREAM}`, `${API}.STREAM.PURGE.${DLQ_STREAM}`,

@@ -83,7 +83,12 @@ export class Gateway {
     const kv = await openBucket(this.c.nc, RATELIMITS_BUCKET)
     this.limiter = new MeshRateLimiter(new KvLeaseStore(kv), { logger: this.log, fallbackShare: () => 1 / Math.max(1, this.c.agents()) })
     for (const spec of this.c.specs()) this.onSpec(spec.name, spec)
-    const server = createServer({ requestTimeout: this.init.bodyTimeoutMs + 5000, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => { void this.handle(req, res) })
+    const server = createServer({ requestTimeout: this.init.bodyTimeoutMs + 5000, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
+      this.handle(req, res).catch((err: any) => {
+        this.log.error({ code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'an HTTP request failed outside its handler')
+        if (!res.headersSent) { res.statusCode = 500; res.end() } else res.destroy()
+      })
+    })
     server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
       else socket.destroy()
@@ -111,7 +116,13 @@ export class Gateway {
       this.log.warn({ fn: name, version: spec.version }, 'not serving the routes of a deploy this agent does not trust')
       spec = null
     }
-    this.table.set(name, spec)
+    try {
+      this.table.set(name, spec)
+    } catch (err: any) {
+      // Specs come validated from the FunctionCache; should one still not build, its routes go.
+      this.log.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'cannot serve the routes of a function')
+      try { this.table.set(name, null) } catch {}
+    }
     if (this.table.conflicts.length > 0) this.log.warn({ conflicts: this.table.conflicts }, 'several functions claim the same routes: the first by name serves each')
   }
 

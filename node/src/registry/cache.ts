@@ -2,32 +2,60 @@
  * The agent's view of the registry: specs kept current by a KV watch (with a direct read on a
  * miss, so a function deployed a moment ago is found), and bundles unpacked once per digest
  * into the data folder, read-only.
+ *
+ * Nothing read from the registry is trusted: every value, from the watch or a direct read, goes
+ * through the trust list (when there is one), then the deploy's own rules (validateStoredSpec:
+ * name = key, version, limits, env, triggers, routes, bundle fields), then, with a trust list,
+ * the rollback check (not older than the newest trusted version seen, kept across restarts).
+ * A value that fails is kept aside with its reason, logged once, and never handed to triggers,
+ * the gateway, the pool or the executor: asking for it gives its coded error at once.
  */
 import { existsSync } from 'node:fs'
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve, sep } from 'node:path'
 import { decode } from '../../../proto/codec.js'
-import { FnmeshError, InputError } from '../../../proto/errors.js'
+import { AuthError, FnmeshError, InputError } from '../../../proto/errors.js'
 import { BUNDLE_LIMIT, BUNDLE_MAX_FILES, checkBundlePath } from '../../../sdk/src/bundle.js'
-import type { Registry, StoredSpec } from '../../../sdk/src/registry.js'
+import type { Registry, RegistryEntry, StoredSpec } from '../../../sdk/src/registry.js'
+import { validateStoredSpec } from '../../../sdk/src/spec-rules.js'
 import type { Logger } from '../logger.js'
 import type { TrustList } from './trust.js'
+import type { TrustedVersions } from './versions.js'
 
 export interface FunctionCacheInit {
   registry: Registry
   /** where bundles are unpacked: <dir>/<sha256>/ */
   bundlesDir: string
   logger: Logger
-  /** called when a spec changes or is deleted */
-  onChange?: (name: string, spec: StoredSpec | null) => void
+  /**
+   * called when a usable spec changes, or a function is deleted or becomes unusable (null);
+   * `previous` is the usable spec it replaces, if any
+   */
+  onChange?: (name: string, spec: StoredSpec | null, previous: StoredSpec | null) => void
   /** Largest bundle this node fetches and unpacks, bytes. @default 50 MiB (the SDK's limit) */
   maxBundleBytes?: number
   /** When set, only code of deploys signed by a trusted key is fetched and run */
   trust?: TrustList
+  /** With `trust`: the newest trusted version seen of each function; older signed specs are refused */
+  versions?: TrustedVersions
+}
+
+/** A function whose current registry value this agent does not use, and why */
+export interface SkippedSpec {
+  name: string
+  /** its version (0 when it does not decode) */
+  version: number
+  /** FNMESH_ERR_INVALID_SPEC, FNMESH_ERR_UNSIGNED_DEPLOY, FNMESH_ERR_SIGNATURE_INVALID, FNMESH_ERR_SPEC_ROLLBACK */
+  error: FnmeshError
 }
 
 export class FunctionCache {
   private readonly specs = new Map<string, StoredSpec>()
+  private readonly skipped = new Map<string, SkippedSpec>()
+  /** the KV revision applied last per key: an older one (a direct read raced the watch) is ignored */
+  private readonly revisions = new Map<string, number>()
+  /** keys whose usable spec came from a hint and awaits its read-back */
+  private readonly hinted = new Set<string>()
   private readonly unpacking = new Map<string, Promise<string>>()
   private stopWatch: (() => void) | undefined
 
@@ -36,30 +64,123 @@ export class FunctionCache {
   async start (): Promise<void> {
     // Private to the agent: sandboxes see only their own function's code, linked into their slot.
     await mkdir(this.init.bundlesDir, { recursive: true, mode: 0o700 })
-    this.stopWatch = await this.init.registry.watch((name, spec) => {
-      if (spec == null) this.specs.delete(name)
-      else if ((this.specs.get(name)?.version ?? 0) <= spec.version) this.specs.set(name, spec)
-      this.init.onChange?.(name, spec)
-    })
+    await this.init.versions?.load()
+    this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) })
   }
 
-  stop (): void {
+  /** Stops the watch; resolves once the trusted versions seen are saved */
+  async stop (): Promise<void> {
     this.stopWatch?.()
     this.stopWatch = undefined
+    await this.init.versions?.flush()
   }
 
-  /** The latest spec of `name` (at least `minVersion`), or null if it is not deployed */
+  /**
+   * The latest usable spec of `name` (at least `minVersion`), or null if it is not deployed.
+   * Throws the reason (a coded error) when its current value is refused.
+   */
   async spec (name: string, minVersion = 0): Promise<StoredSpec | null> {
     const cached = this.specs.get(name)
     if (cached != null && cached.version >= minVersion) return cached
-    const fresh = await this.init.registry.get(name)
-    if (fresh != null && (this.specs.get(name)?.version ?? 0) <= fresh.version) this.specs.set(name, fresh)
-    return fresh
+    const refused = this.skipped.get(name)
+    if (refused != null && refused.version >= minVersion) throw refused.error
+    const entry = await this.init.registry.entry(name)
+    if (entry != null) this.apply(entry)
+    const now = this.specs.get(name)
+    if (now != null) return now
+    const skipped = this.skipped.get(name)
+    if (skipped != null) throw skipped.error
+    return null
   }
 
-  /** Every spec known now (latest versions) */
+  /** Every usable spec known now (latest versions) */
   all (): StoredSpec[] {
     return [...this.specs.values()]
+  }
+
+  /** Functions whose current value is refused, with the reason */
+  refused (): SkippedSpec[] {
+    return [...this.skipped.values()]
+  }
+
+  /** Applies one registry value: the spec becomes usable, or is kept aside with its reason */
+  private apply (entry: RegistryEntry): void {
+    const key = entry.key
+    if (entry.hint === true) { this.applyHint(entry); return }
+    if (entry.revision === 0 && entry.spec == null && entry.error == null) {
+      // Gone from the stream (purged) with no revision to order by: later puts take higher ones.
+      this.revisions.delete(key)
+    } else {
+      // After a hint, the value read back decides even at the same revision (the hint may never
+      // have been stored).
+      const known = this.revisions.get(key) ?? 0
+      if (entry.revision < known || (entry.revision === known && !this.hinted.delete(key))) return
+      this.hinted.delete(key)
+      this.revisions.set(key, entry.revision)
+    }
+    const had = this.specs.get(key) ?? null
+    this.specs.delete(key)
+    if (entry.spec == null && entry.error == null) {
+      this.skipped.delete(key)
+      if (had != null) this.notify(key, null, had)
+      return
+    }
+    const error = entry.error ?? this.judge(key, entry.spec as StoredSpec)
+    if (error == null) {
+      this.skipped.delete(key)
+      this.specs.set(key, entry.spec as StoredSpec)
+      this.notify(key, entry.spec, had)
+      return
+    }
+    const version = entry.spec?.version ?? 0
+    this.skipped.set(key, { name: key, version, error })
+    // Once per value: each revision is applied once.
+    this.init.logger.warn({ fn: key, version, code: error.code, err: error.message }, 'refused a function spec from the registry: it is not run, bound or served')
+    if (had != null) this.notify(key, null, had)
+  }
+
+  /**
+   * A put seen on the bucket's subject before it is read back (it may never have been stored: a
+   * deploy that lost its compare-and-set publishes too). Used at once only when it is usable and
+   * newer than what this agent uses, so a deploy is served without waiting for the read-back,
+   * which follows within a round trip and decides. Never recorded as refused or as trusted.
+   */
+  private applyHint (entry: RegistryEntry): void {
+    const spec = entry.spec
+    if (spec == null) return
+    const had = this.specs.get(entry.key) ?? null
+    if (had != null && had.version >= spec.version) return
+    if (this.judge(entry.key, spec, false) != null) return
+    this.hinted.add(entry.key)
+    this.skipped.delete(entry.key)
+    this.specs.set(entry.key, spec)
+    this.notify(entry.key, spec, had)
+  }
+
+  /** Trust first, then the deploy rules, then (trusted specs) the rollback check: null if usable */
+  private judge (key: string, spec: StoredSpec, record = true): FnmeshError | null {
+    const { trust, versions } = this.init
+    if (trust != null) {
+      try { trust.check(spec) } catch (err) { return err as FnmeshError }
+    }
+    const invalid = validateStoredSpec(spec, key)
+    if (invalid != null) return invalid
+    if (trust != null && versions != null) {
+      const newest = versions.newest(key)
+      if (spec.version < newest) {
+        return new AuthError('FNMESH_ERR_SPEC_ROLLBACK', `Function "${key}" version ${spec.version} is older than version ${newest}, which this agent already trusted: a replayed deploy is not run`)
+      }
+      if (record) versions.raise(key, spec.version)
+    }
+    return null
+  }
+
+  private notify (name: string, spec: StoredSpec | null, previous: StoredSpec | null): void {
+    try {
+      this.init.onChange?.(name, spec, previous)
+    } catch (err: any) {
+      this.init.logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a function spec change failed')
+    }
   }
 
   /** The folder holding the function's unpacked code, fetching it on first use */

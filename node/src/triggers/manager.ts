@@ -41,6 +41,8 @@ export class TriggerManager {
   private scheduler: Scheduler | undefined
   private readonly roomWaiters = new Set<() => void>()
   private started = false
+  /** set once the streams, dispatcher and scheduler exist: onSpec does nothing before */
+  private ready = false
 
   constructor (private readonly c: TriggerComponents, private readonly init: TriggerInit = {}) {}
 
@@ -56,7 +58,10 @@ export class TriggerManager {
     const watch: SchedulerComponents['watch'] = async (onEntry) => await followKv(this.c.nc, kv, SCHEDULES_BUCKET, (key, e) => { onEntry(key, e != null ? e.string() : null) })
     this.scheduler = new Scheduler({ js: this.js, kv, watch, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
     await this.scheduler.start()
-    for (const spec of await this.c.registry.list()) await this.onSpec(spec.name, spec)
+    // Spec changes before this point were not applied (nothing to bind them with yet); every
+    // usable spec known now is. Only specs the FunctionCache accepted (trust list, deploy rules).
+    this.ready = true
+    for (const spec of this.c.functions.all()) await this.onSpec(spec.name, spec)
   }
 
   isStarted (): boolean {
@@ -68,12 +73,23 @@ export class TriggerManager {
     for (const w of [...this.roomWaiters]) w()
   }
 
-  /** Applies a spec change: binds new triggers, unbinds removed ones */
+  /**
+   * Applies a spec change: binds new triggers, unbinds removed ones. Never rejects: a spec whose
+   * triggers cannot be bound is logged and left unbound, and the agent goes on.
+   */
   async onSpec (name: string, spec: StoredSpec | null): Promise<void> {
-    if (!this.started) return
+    if (!this.started || !this.ready) return
+    try {
+      await this.apply(name, spec)
+    } catch (err: any) {
+      this.c.logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'cannot apply a spec change to the triggers')
+    }
+  }
+
+  private async apply (name: string, spec: StoredSpec | null): Promise<void> {
     if (spec == null) {
       this.specs.delete(name)
-      for (const [key, p] of this.pullers) if (p.binding.fn === name) { this.pullers.delete(key); void p.stop() }
+      this.unbind(name, new Set())
       return
     }
     const known = this.specs.get(name)
@@ -88,10 +104,9 @@ export class TriggerManager {
       this.c.logger.error({ fn: name, err: String(err?.message ?? err) }, 'cannot bind the triggers of a function')
       return
     }
-    const want = new Set(bindings.map(b => `${b.stream}/${b.consumer}`))
-    for (const [key, p] of this.pullers) {
-      if (p.binding.fn === name && !want.has(key)) { this.pullers.delete(key); void p.stop() }
-    }
+    // Superseded while binding (a newer version, a delete) or stopped: the later change decides.
+    if (!this.started || this.specs.get(name) !== spec) return
+    this.unbind(name, new Set(bindings.map(b => `${b.stream}/${b.consumer}`)))
     for (const b of bindings) {
       const key = `${b.stream}/${b.consumer}`
       if (this.pullers.has(key)) continue
@@ -104,6 +119,15 @@ export class TriggerManager {
       })
       this.pullers.set(key, p)
       p.start()
+    }
+  }
+
+  /** Stops the pullers of `name` whose consumer is not in `keep` */
+  private unbind (name: string, keep: ReadonlySet<string>): void {
+    for (const [key, p] of this.pullers) {
+      if (p.binding.fn !== name || keep.has(key)) continue
+      this.pullers.delete(key)
+      p.stop().catch((err: any) => { this.c.logger.warn({ fn: name, err: String(err?.message ?? err) }, 'error while stopping a puller') })
     }
   }
 
@@ -127,6 +151,7 @@ export class TriggerManager {
   async stop (): Promise<void> {
     if (!this.started) return
     this.started = false
+    this.ready = false
     this.scheduler?.stop()
     const all = [...this.pullers.values()]
     this.pullers.clear()

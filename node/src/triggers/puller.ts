@@ -70,7 +70,10 @@ export class Puller {
         const batch = await this.consumer.fetch({ max_messages: room, expires: this.expiresMs })
         for await (const msg of batch) {
           this.claimed++
-          const p = this.c.dispatcher.handle(msg, this.binding, () => { this.claimed-- }).finally(() => { this.inFlight.delete(p) })
+          const p = this.c.dispatcher.handle(msg, this.binding, () => { this.claimed-- })
+            // handle() settles every message itself; a throw past it is a bug, logged, not fatal.
+            .catch((err: any) => { this.c.logger.error({ fn: this.binding.fn, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'settling an event failed') })
+            .finally(() => { this.inFlight.delete(p) })
           this.inFlight.add(p)
         }
         failures = 0

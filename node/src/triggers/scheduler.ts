@@ -54,7 +54,9 @@ export class Scheduler {
       const v = Number(value)
       if (value != null && Number.isFinite(v)) this.note(key, v)
     })
-    this.timer = setInterval(() => { void this.tick() }, this.intervalMs)
+    this.timer = setInterval(() => {
+      this.tick().catch((err: any) => { this.c.logger.error({ code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'a schedule tick failed') })
+    }, this.intervalMs)
   }
 
   stop (): void {

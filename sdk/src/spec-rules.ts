@@ -1,0 +1,185 @@
+/**
+ * The rules every function spec obeys, in one place: the deploy path checks its input with them
+ * (sdk/src/deploy-options.ts) and the spec it is about to store (sdk/src/registry.ts), and every
+ * agent checks each spec it reads from the registry with `validateStoredSpec` before anything is
+ * bound or run (node/src/registry/cache.ts), as does `fnmesh functions`. Whoever can write to the
+ * KV bucket can store anything there: nothing read back is trusted.
+ *
+ * Self-contained on purpose (proto/ plus the trigger, route and bundle parsers), so it can move to
+ * a shared core module as it is.
+ */
+import type { HttpRoute } from '../../proto/codec.js'
+import { FnmeshError, InputError, UsageError } from '../../proto/errors.js'
+import { FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import { BUNDLE_LIMIT } from './bundle.js'
+import { buildRoutes, type AuthMode, type HttpRouteOptions } from './http-routes.js'
+import { parseTrigger } from './triggers.js'
+
+/** Ranges (inclusive) of a spec's numeric settings */
+export const LIMITS = {
+  memoryMb: [128, 10240],
+  timeoutMs: [1, 900_000],
+  concurrency: [0, 10_000],
+  retries: [0, 100],
+  retryBackoffMs: [1, 3_600_000],
+  maxEventAgeMs: [1000, 7 * 86_400_000]
+} as const
+
+/**
+ * Highest version a spec may carry. Versions start at 1; a deploy past this one is refused
+ * (FNMESH_ERR_VERSION_LIMIT) instead of wrapping, and agents refuse a stored spec outside 1..this.
+ */
+export const MAX_SPEC_VERSION = 1_000_000_000
+/** Most triggers one function may have */
+export const MAX_TRIGGERS = 32
+/** Largest environment, bytes of names and values (as Lambda's) */
+export const MAX_ENV_BYTES = 4096
+
+/** Variables the sandbox sets itself (as Lambda reserves them) */
+export const RESERVED_ENV = /^(_HANDLER|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_LAMBDA_.*|FNMESH_.*|NODE_OPTIONS)$/
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+export const HANDLER_PATTERN = /^[A-Za-z0-9_\-@][A-Za-z0-9_\-@./]*\.[A-Za-z_$][A-Za-z0-9_$]*$/
+const SHA256_HEX = /^[0-9a-f]{64}$/
+
+type LimitKey = keyof typeof LIMITS
+
+export function checkName (name: unknown): string {
+  if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${String(name).slice(0, 100)}" is invalid: use 1-64 letters, digits, "-" or "_", starting with a letter or digit`)
+  }
+  return name
+}
+
+export function checkHandler (handler: unknown): string {
+  const h = String(handler)
+  if (typeof handler !== 'string' || h.length > 512 || !HANDLER_PATTERN.test(h) || h.slice(0, h.lastIndexOf('.')).split('/').some(p => p === '..' || p === '.' || p === '')) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Handler "${h.slice(0, 100)}" is malformed: expected "file.export" or "dir/file.export" inside the bundle`)
+  }
+  return h
+}
+
+/** A whole number within LIMITS[key] */
+export function checkLimit (fn: string, key: LimitKey, value: unknown): number {
+  const [min, max] = LIMITS[key]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ${key} of "${fn}" is ${String(value)}: expected a whole number from ${min} to ${max}`)
+  }
+  return value
+}
+
+/** Names, reserved names, string values and the total size of an environment */
+export function checkEnv (fn: string, env: unknown): Record<string, string> {
+  if (env == null) return {}
+  if (typeof env !== 'object' || Array.isArray(env)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment of "${fn}" must be an object of strings`)
+  const out: Record<string, string> = {}
+  let bytes = 0
+  for (const [key, value] of Object.entries(env)) {
+    if (!ENV_NAME.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable name "${key.slice(0, 100)}" is invalid`)
+    if (RESERVED_ENV.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" is reserved by the runtime`)
+    if (typeof value !== 'string') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" must be a string`)
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(value)
+    out[key] = value
+  }
+  if (bytes > MAX_ENV_BYTES) throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Environment of "${fn}" is ${bytes} bytes: the limit is ${MAX_ENV_BYTES} (as Lambda's)`)
+  return out
+}
+
+/** Every trigger parsed by the agent's own parser; returns them canonical and without repeats */
+export function checkTriggers (fn: string, triggers: unknown): string[] {
+  if (triggers == null) return []
+  if (!Array.isArray(triggers)) throw new UsageError('FNMESH_ERR_INVALID_TRIGGER', `Triggers of "${fn}" must be a list`)
+  if (triggers.length > MAX_TRIGGERS) throw new UsageError('FNMESH_ERR_INVALID_TRIGGER', `"${fn}" has more than ${MAX_TRIGGERS} triggers`)
+  return [...new Set(triggers.map(t => parseTrigger(t).raw))]
+}
+
+/**
+ * Stored routes, checked by building them again from the settings they hold with the deploy's
+ * own builder: a route the deploy could not have produced is refused.
+ */
+export function checkStoredRoutes (fn: string, routes: readonly HttpRoute[] | undefined): void {
+  if (routes == null || routes.length === 0) return
+  const bad = (r: HttpRoute, why: string): never => { throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Route "${String(r.method)} ${String(r.path).slice(0, 100)}" of "${fn}" is invalid: ${why}`) }
+  const options = routes.map((r): HttpRouteOptions => {
+    const auth = (r.auth === '' ? 'none' : r.auth) as AuthMode
+    if (r.jwt != null && auth !== 'jwt') bad(r, 'it has JWT settings but its auth is not "jwt"')
+    if (r.burst > 0 && r.ratePerS === 0) bad(r, 'it has a burst but no rate')
+    return {
+      route: `${r.method} ${r.path}`,
+      auth,
+      jwt: r.jwt != null
+        ? {
+            secret: r.jwt.secret != null && r.jwt.secret.byteLength > 0 ? r.jwt.secret : undefined,
+            jwks: r.jwt.jwks !== '' ? r.jwt.jwks : undefined,
+            audience: [...r.jwt.audience],
+            issuer: r.jwt.issuer !== '' ? r.jwt.issuer : undefined,
+            algorithms: r.jwt.algorithms.length > 0 ? [...r.jwt.algorithms] : undefined
+          }
+        : undefined,
+      schema: r.schema !== '' ? r.schema : undefined,
+      cors: r.cors != null
+        ? { origins: [...r.cors.allowOrigins], methods: [...r.cors.allowMethods], headers: [...r.cors.allowHeaders], exposeHeaders: [...r.cors.exposeHeaders], maxAgeS: r.cors.maxAgeS, credentials: r.cors.allowCredentials }
+        : undefined,
+      rateLimit: r.ratePerS > 0 ? { perSecond: r.ratePerS, burst: r.burst > 0 ? r.burst : undefined } : undefined
+    }
+  })
+  buildRoutes(fn, options)
+}
+
+/** The fields of a stored spec the rules look at (a StoredSpec, or a decoded FunctionSpec) */
+export interface SpecFields {
+  name: string
+  version: number
+  handler: string
+  memoryMb: number
+  timeoutMs: number
+  concurrency: number
+  env: Record<string, string>
+  triggers: string[]
+  egress?: boolean
+  bundleObject: string
+  bundleSha256: string
+  bundleSize: number
+  maxRetries: number
+  retryBackoffMs: number
+  maxEventAgeMs: number
+  routes?: HttpRoute[] | null
+}
+
+/**
+ * Checks a spec read from (or about to be written to) the registry under KV key `key` with every
+ * deploy rule: name and key, version 1..MAX_SPEC_VERSION, handler, limits, env, triggers, routes,
+ * bundle fields. Returns null when it passes, else a FNMESH_ERR_INVALID_SPEC error saying which
+ * rule failed (the rule's own error as its cause).
+ */
+export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError | null {
+  const label = `"${String(key).slice(0, 100)}"`
+  try {
+    checkName(key)
+    if (spec.name !== key) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `it is stored under key ${label} but names itself "${String(spec.name).slice(0, 100)}"`)
+    const v = spec.version
+    if (!Number.isInteger(v) || v < 1 || v > MAX_SPEC_VERSION) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `version ${String(v)} is outside 1 to ${MAX_SPEC_VERSION}`)
+    checkHandler(spec.handler)
+    checkLimit(key, 'memoryMb', spec.memoryMb)
+    checkLimit(key, 'timeoutMs', spec.timeoutMs)
+    checkLimit(key, 'concurrency', spec.concurrency)
+    checkLimit(key, 'retries', spec.maxRetries)
+    checkLimit(key, 'retryBackoffMs', spec.retryBackoffMs)
+    checkLimit(key, 'maxEventAgeMs', spec.maxEventAgeMs)
+    checkEnv(key, spec.env)
+    checkTriggers(key, spec.triggers)
+    checkStoredRoutes(key, spec.routes ?? [])
+    if (typeof spec.bundleSha256 !== 'string' || !SHA256_HEX.test(spec.bundleSha256)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle digest is not 64 lowercase hex digits')
+    if (spec.bundleObject !== `sha256-${spec.bundleSha256}`) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle object name is not "sha256-" and its digest')
+    if (!Number.isInteger(spec.bundleSize) || spec.bundleSize < 1 || spec.bundleSize > BUNDLE_LIMIT) throw new InputError('FNMESH_ERR_BUNDLE_TOO_LARGE', `its bundle size ${String(spec.bundleSize)} is outside 1 to ${BUNDLE_LIMIT} bytes`)
+    return null
+  } catch (err: any) {
+    const reason = String(err?.message ?? err)
+    return new InputError('FNMESH_ERR_INVALID_SPEC', `Function ${label} version ${String(spec.version)} is invalid: ${reason}`, { cause: err })
+  }
+}
+
+/** A spec whose stored bytes do not decode, as the same coded error */
+export function undecodableSpec (key: string, cause: unknown): FnmeshError {
+  const reason = String((cause as Error)?.message ?? cause)
+  return new InputError('FNMESH_ERR_INVALID_SPEC', `Function "${String(key).slice(0, 100)}" is invalid: its stored spec does not decode (${reason})`, { cause })
+}
