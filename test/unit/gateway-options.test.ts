@@ -43,8 +43,13 @@ describe('NATS credentials', () => {
     expect(conf).toContain('jetstream: enabled')
     expect(conf).toMatch(/user: "a".*\n.*"\$KV\.fnmesh_ratelimits\.>"/)
     expect(conf).toMatch(/nkey: "UABC".*\n.*publish: \{ allow: \["fnmesh\.invoke\.\*","fnmesh\.api\.nodes"\] \}/)
-    // agents may not write the registry or the keys
-    expect(conf.split('user: "d"')[0]).not.toContain('$KV.fnmesh_functions')
+    // agents may not write the registry or the keys, nor use the JetStream API wholesale
+    const agentPublish = /user: "a".*\n.*publish: \{ allow: (\[.*?\]) \}/.exec(conf)?.[1] ?? ''
+    expect(agentPublish).toContain('$KV.fnmesh_ratelimits.>')
+    expect(agentPublish).not.toContain('$KV.fnmesh_functions')
+    expect(agentPublish).not.toContain('$KV.fnmesh_apikeys')
+    expect(agentPublish).not.toContain('$O.fnmesh_bundles')
+    expect(agentPublish).not.toContain('$JS.API.>')
   })
 
   it('stores API keys as their SHA-256', () => {
