@@ -5,7 +5,7 @@
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
-import { natsServers, type NatsConnectOptions } from '../../sdk/src/nats.js'
+import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
 import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/router.js'
 import type { LayerId, SandboxMode } from './sandbox/layers/detect.js'

@@ -17,8 +17,8 @@ import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse } from 'yaml'
 import { UsageError } from '../../proto/errors.js'
-import type { DeployOptions } from './deploy-options.js'
-import { parseDuration } from './duration.js'
+import type { DeployOptions } from '../../core/deploy-options.js'
+import { parseDuration } from '../../core/duration.js'
 
 const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge'])
 

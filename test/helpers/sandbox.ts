@@ -7,7 +7,7 @@ import { cp, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { TestContext } from 'vitest'
 import { describeLayers, detectIsolation, type DetectOptions, type IsolationPlan, type LayerId } from '../../node/src/sandbox/layers/detect.js'
-import type { StoredSpec } from '../../sdk/src/registry.js'
+import type { StoredSpec } from '../../core/registry.js'
 import { fixture } from './fixtures.js'
 
 const plans = new Map<string, IsolationPlan>()

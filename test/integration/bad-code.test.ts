@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decode, encode } from '../../proto/codec.js'
 import { FnmeshError } from '../../proto/errors.js'
-import { Registry } from '../../sdk/src/registry.js'
+import { Registry } from '../../core/registry.js'
 import { fixture } from '../helpers/fixtures.js'
 import { startMesh, type TestMesh } from '../helpers/mesh.js'
 import { waitFor, within } from '../helpers/wait.js'
@@ -73,7 +73,7 @@ describe('bad code and bad results on an agent', () => {
       bundleObject: spec.bundleObject, bundleSha256: spec.bundleSha256, bundleSize: 60 * 1024 * 1024, createdAtMs: Date.now(),
       maxRetries: spec.maxRetries, retryBackoffMs: spec.retryBackoffMs, maxEventAgeMs: spec.maxEventAgeMs
     }))
-    // Checked with the deploy's rules by every agent (sdk/src/spec-rules.ts) before anything is fetched.
+    // Checked with the deploy's rules by every agent (core/spec-rules.ts) before anything is fetched.
     const err = await invokeError('huge')
     expect(err.code).toBe('FNMESH_ERR_INVALID_SPEC')
     expect(err.message).toBe(`Function "huge" version ${spec.version + 1} is invalid: its bundle size ${60 * 1024 * 1024} is outside 1 to ${50 * 1024 * 1024} bytes`)

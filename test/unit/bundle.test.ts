@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { decode } from '../../proto/codec.js'
 import { InputError } from '../../proto/errors.js'
-import { bundleHasHandlerModule, checkBundlePath, packBundle, type PackedBundle } from '../../sdk/src/bundle.js'
+import { bundleHasHandlerModule, checkBundlePath, packBundle, type PackedBundle } from '../../core/bundle.js'
 
 let tmp: string
 

@@ -1,7 +1,7 @@
 import { headers } from '@nats-io/transport-node'
 import { describe, expect, it } from 'vitest'
 import { FnmeshError } from '../../proto/errors.js'
-import { binaryHeaders, parseEventMessage, validateCloudEvent } from '../../sdk/src/cloudevents.js'
+import { binaryHeaders, parseEventMessage, validateCloudEvent } from '../../core/cloudevents.js'
 
 const valid = { specversion: '1.0', id: 'e1', source: '/s', type: 't' }
 const fallback = { id: 'S-1', source: 'nats:a.b', type: 'fnmesh.nats.message', time: '2026-01-01T00:00:00.000Z', subject: 'a.b' }

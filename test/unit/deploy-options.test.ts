@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { DEPLOY_DEFAULTS, validateDeploy, type DeployOptions } from '../../sdk/src/deploy-options.js'
+import { DEPLOY_DEFAULTS, validateDeploy, type DeployOptions } from '../../core/deploy-options.js'
 import { InputError, UsageError } from '../../proto/errors.js'
 
 const base: DeployOptions = { name: 'resize', path: './fn' }

@@ -5,8 +5,8 @@ import { createUser } from '@nats-io/nkeys'
 import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../node/src/config.js'
 import { natsAuthConfig } from '../../node/src/dev/nats-auth-config.js'
-import { natsAuthFromEnv, natsAuthOptions } from '../../sdk/src/nats-auth.js'
-import { hashApiKey } from '../../sdk/src/apikeys.js'
+import { natsAuthFromEnv, natsAuthOptions } from '../../core/nats-auth.js'
+import { hashApiKey } from '../../core/apikeys.js'
 
 describe('agent options of the gateway and the swarm', () => {
   it('takes --http as a port or HOST:PORT and refuses anything else', () => {

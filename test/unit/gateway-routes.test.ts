@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { HttpRoute } from '../../proto/codec.js'
 import { FnmeshError } from '../../proto/errors.js'
-import { buildRoutes, parseRouteKey, routeShape } from '../../sdk/src/http-routes.js'
+import { buildRoutes, parseRouteKey, routeShape } from '../../core/http-routes.js'
 import { RouteTable } from '../../node/src/gateway/routes.js'
 import { spec } from '../helpers/sandbox.js'
 

@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { silentLogger } from '../../node/src/logger.js'
 import type { IsolationPlan, LayerId } from '../../node/src/sandbox/layers/detect.js'
 import { SandboxPool, type SandboxPoolInit } from '../../node/src/sandbox/pool.js'
-import type { StoredSpec } from '../../sdk/src/registry.js'
+import type { StoredSpec } from '../../core/registry.js'
 import { closePlans, gone, layerReport, needLayers, spec, task, testPlan } from '../helpers/sandbox.js'
 import { waitFor, within } from '../helpers/wait.js'
 

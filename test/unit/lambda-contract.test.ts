@@ -13,7 +13,7 @@ import type { IsolationPlan } from '../../node/src/sandbox/layers/detect.js'
 import type { FunctionLogLine } from '../../node/src/sandbox/logs.js'
 import { SandboxPool } from '../../node/src/sandbox/pool.js'
 import type { WireError } from '../../node/src/sandbox/protocol.js'
-import type { StoredSpec } from '../../sdk/src/registry.js'
+import type { StoredSpec } from '../../core/registry.js'
 import { closePlans, layerReport, needLayers, spec, task, taskFromFolder, testPlan } from '../helpers/sandbox.js'
 import { waitFor, within } from '../helpers/wait.js'
 

@@ -12,8 +12,8 @@ import { MAX_ID_BYTES } from '../../proto/subjects.js'
 import { Executor } from '../../node/src/executor/executor.js'
 import { silentLogger } from '../../node/src/logger.js'
 import { prepare } from '../../node/src/triggers/prepare.js'
-import { bindingsOf } from '../../sdk/src/events.js'
-import type { StoredSpec } from '../../sdk/src/registry.js'
+import { bindingsOf } from '../../core/events.js'
+import type { StoredSpec } from '../../core/registry.js'
 
 function executorWith (spec: Partial<StoredSpec>): { executor: Executor, acquired: string[], records: Array<Encodable<MeterRecord>> } {
   const acquired: string[] = []

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { FnmeshError } from '../../proto/errors.js'
-import { buildRoutes, newAjv } from '../../sdk/src/http-routes.js'
+import { buildRoutes, newAjv } from '../../core/http-routes.js'
 import { checkSchemaPatterns } from '../../node/src/gateway/validate.js'
 
 describe('JSON Schema patterns in RE2', () => {

@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { decode, encode } from '../../proto/codec.js'
 import { FnmeshError } from '../../proto/errors.js'
-import { checkSpecSignature, generateDeployerKey, loadDeployerKey, parsePublicKey, signSpecBytes } from '../../sdk/src/signing.js'
+import { checkSpecSignature, generateDeployerKey, loadDeployerKey, parsePublicKey, signSpecBytes } from '../../core/signing.js'
 import { TrustList } from '../../node/src/registry/trust.js'
-import type { StoredSpec } from '../../sdk/src/registry.js'
+import type { StoredSpec } from '../../core/registry.js'
 
 const SPEC = { name: 'pay', version: 3, handler: 'index.handler', memoryMb: 128, timeoutMs: 3000, bundleObject: 'sha256-ab', bundleSha256: 'ab'.repeat(32), bundleSize: 100, env: { A: '1', B: '2' }, routes: [{ method: 'POST', path: '/pay', auth: 'apikey' }] }
 

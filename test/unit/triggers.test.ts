@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { FnmeshError } from '../../proto/errors.js'
-import { bindingsOf, eventInvocationId, minimalSubjects, subjectCovers } from '../../sdk/src/events.js'
-import { parseTrigger, ticksBetween, triggerId } from '../../sdk/src/triggers.js'
+import { bindingsOf, eventInvocationId, minimalSubjects, subjectCovers } from '../../core/events.js'
+import { parseTrigger, ticksBetween, triggerId } from '../../core/triggers.js'
 
 function code (fn: () => unknown): string {
   try { fn() } catch (err) { expect(err).toBeInstanceOf(FnmeshError); return (err as FnmeshError).code }

@@ -11,7 +11,7 @@ export function table (headers: string[], rows: Array<Array<string | number>>): 
   return cells.map(r => r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
 }
 
-export { parseDuration } from '../../../sdk/src/duration.js'
+export { parseDuration } from '../../../core/duration.js'
 
 /** ms -> "1.2s", "3m", "2h" */
 export function formatAgo (ms: number): string {

@@ -5,9 +5,9 @@
 import { readFile } from 'node:fs/promises'
 import { Option, type Command } from 'commander'
 import { UsageError } from '../../../proto/errors.js'
-import type { DeployOptions } from '../../../sdk/src/deploy-options.js'
-import type { AuthMode } from '../../../sdk/src/http-routes.js'
-import type { NatsAuth } from '../../../sdk/src/nats-auth.js'
+import type { DeployOptions } from '../../../core/deploy-options.js'
+import type { AuthMode } from '../../../core/http-routes.js'
+import type { NatsAuth } from '../../../core/nats-auth.js'
 import { readable } from './options.js'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]

@@ -8,7 +8,7 @@ import { generateKey } from '@libp2p/pnet'
 import type { Command } from 'commander'
 import { UsageError } from '../../../proto/errors.js'
 import type { Mesh } from '../../../sdk/src/client.js'
-import { generateDeployerKey, loadDeployerKey } from '../../../sdk/src/signing.js'
+import { generateDeployerKey, loadDeployerKey } from '../../../core/signing.js'
 import { table } from './format.js'
 
 type WithMesh = <T>(opts: { nats: string }, fn: (mesh: Mesh) => Promise<T>) => Promise<T>

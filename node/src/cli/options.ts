@@ -5,7 +5,7 @@
  */
 import { accessSync, constants, statSync } from 'node:fs'
 import { FnmeshError, UsageError } from '../../../proto/errors.js'
-import { parseDuration } from '../../../sdk/src/duration.js'
+import { parseDuration } from '../../../core/duration.js'
 
 /** A whole number from min to max */
 export const int = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER) => (value: string): number => {

@@ -10,9 +10,9 @@ import { join } from 'node:path'
 import { InternalError } from '../../../proto/errors.js'
 import { distPath } from '../paths.js'
 import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js'
-import { initMesh, type InitOptions, type InitResult } from '../../../sdk/src/init.js'
-import { connectNats } from '../../../sdk/src/nats.js'
-import { natsAuthFromEnv, type NatsAuth } from '../../../sdk/src/nats-auth.js'
+import { initMesh, type InitOptions, type InitResult } from '../../../core/init.js'
+import { connectNats } from '../../../core/nats.js'
+import { natsAuthFromEnv, type NatsAuth } from '../../../core/nats-auth.js'
 
 /** The compiled CLI entry */
 export const CLI_PATH = distPath('node/src/cli/main.js')

@@ -25,7 +25,7 @@
  * (clients say theirs with --inbox-prefix or FNMESH_INBOX_PREFIX).
  */
 import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, RATELIMITS_BUCKET } from '../../../proto/subjects.js'
-import { DLQ_STREAM, EVENTS_STREAM, SCHEDULES_BUCKET } from '../../../sdk/src/events.js'
+import { DLQ_STREAM, EVENTS_STREAM, SCHEDULES_BUCKET } from '../../../core/events.js'
 
 export interface NatsUser {
   /** user name and password, or an nkey public key (U...) */

@@ -9,8 +9,8 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { createLocalJWKSet, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { decode, type ApiKey, type HttpRoute } from '../../../proto/codec.js'
 import { AuthError } from '../../../proto/errors.js'
-import { hashApiKey } from '../../../sdk/src/apikeys.js'
-import { followKv, openBucket } from '../../../sdk/src/kv-follow.js'
+import { hashApiKey } from '../../../core/apikeys.js'
+import { followKv, openBucket } from '../../../core/kv-follow.js'
 import { APIKEYS_BUCKET } from '../../../proto/subjects.js'
 import type { Logger } from '../logger.js'
 
@@ -33,7 +33,7 @@ export class KeyStore {
 
   async start (nc: NatsConnection): Promise<void> {
     if (this.stopWatch != null) return
-    // Followed without a JetStream consumer (agents may not create any: sdk/src/kv-follow.ts).
+    // Followed without a JetStream consumer (agents may not create any: core/kv-follow.ts).
     const kv: KV = await openBucket(nc, APIKEYS_BUCKET)
     this.stopWatch = await followKv(nc, kv, APIKEYS_BUCKET, (key, e) => {
       const old = this.hashOf.get(key)

@@ -6,8 +6,8 @@
  * the allowed ones; no path at all is a 404. HEAD falls back to GET routes.
  */
 import type { HttpRoute } from '../../../proto/codec.js'
-import { parseRouteKey, routeShape, type RouteKey } from '../../../sdk/src/http-routes.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
+import { parseRouteKey, routeShape, type RouteKey } from '../../../core/http-routes.js'
+import type { StoredSpec } from '../../../core/registry.js'
 
 export interface RouteEntry {
   fn: string

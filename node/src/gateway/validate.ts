@@ -1,15 +1,15 @@
 /**
  * JSON Schema validation of request bodies with Ajv (every problem reported, common formats
  * known), compiled once per route of a spec version and kept while that route object lives.
- * Patterns run in RE2 (linear time; sdk/src/schema-patterns.ts).
+ * Patterns run in RE2 (linear time; core/schema-patterns.ts).
  */
 import type { ValidateFunction } from 'ajv'
 import type { HttpRoute } from '../../../proto/codec.js'
 import { fnmeshError } from '../../../proto/errors.js'
-import { newAjv } from '../../../sdk/src/http-routes.js'
+import { newAjv } from '../../../core/http-routes.js'
 
 /** For checks of stored specs: throws FNMESH_ERR_INVALID_ARGUMENT when a pattern of the schema does not compile in RE2 */
-export { checkSchemaPatterns } from '../../../sdk/src/schema-patterns.js'
+export { checkSchemaPatterns } from '../../../core/schema-patterns.js'
 
 export interface Problem {
   /** JSON Pointer into the body, "" for the body itself */

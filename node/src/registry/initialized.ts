@@ -6,7 +6,7 @@
 import { jetstreamManager } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { FnmeshError } from '../../../proto/errors.js'
-import { MESH_STREAMS, requireStreams } from '../../../sdk/src/init.js'
+import { MESH_STREAMS, requireStreams } from '../../../core/init.js'
 import type { Logger } from '../logger.js'
 
 export interface WaitForInitOptions {

@@ -1,14 +1,14 @@
 /**
  * The agent's trust list of deployer keys (--trust FILE|DIR, repeatable): with one, the agent
- * runs and serves only specs signed by a listed key (sdk/src/signing.ts). A file holds one public
+ * runs and serves only specs signed by a listed key (core/signing.ts). A file holds one public
  * key per line ("ed25519:...", text after it and lines starting with # ignored); a folder, such
  * files (*.pub). The verdict is kept per spec object: each version is checked once.
  */
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AuthError, UsageError } from '../../../proto/errors.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
-import { checkSpecSignature, parsePublicKey, publicKeyFromRaw } from '../../../sdk/src/signing.js'
+import type { StoredSpec } from '../../../core/registry.js'
+import { checkSpecSignature, parsePublicKey, publicKeyFromRaw } from '../../../core/signing.js'
 
 export class TrustList {
   private readonly verdicts = new WeakMap<object, AuthError | null>()

@@ -9,7 +9,7 @@ import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, ty
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject } from '../../../proto/subjects.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import type { Logger } from '../logger.js'

@@ -6,7 +6,7 @@
  * concurrency cap per node.
  */
 import { CapacityError, FunctionError } from '../../../proto/errors.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { StoredSpec } from '../../../core/registry.js'
 import type { Logger } from '../logger.js'
 import { distPath } from '../paths.js'
 import { describeLayers, detectIsolation, type IsolationPlan } from './layers/detect.js'

@@ -5,7 +5,7 @@
  */
 import { chownSync } from 'node:fs'
 import { fnmeshError } from '../../../proto/errors.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { StoredSpec } from '../../../core/registry.js'
 import type { Logger } from '../logger.js'
 import type { CgroupLimits, WorkerCgroup } from './layers/cgroup.js'
 import { buildCommand, type SandboxCommand } from './layers/command.js'

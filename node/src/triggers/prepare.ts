@@ -5,8 +5,8 @@
 import type { JsMsg } from '@nats-io/jetstream'
 import { InputError } from '../../../proto/errors.js'
 import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
-import { parseEventMessage } from '../../../sdk/src/cloudevents.js'
-import { EventHeaders, type Binding } from '../../../sdk/src/events.js'
+import { parseEventMessage } from '../../../core/cloudevents.js'
+import { EventHeaders, type Binding } from '../../../core/events.js'
 
 export interface PreparedEvent {
   eventId: string

@@ -4,7 +4,7 @@
  * over the mesh by capacity: a node with more free slots pulls more.
  */
 import type { Consumer, JetStreamClient } from '@nats-io/jetstream'
-import type { Binding } from '../../../sdk/src/events.js'
+import type { Binding } from '../../../core/events.js'
 import type { Logger } from '../logger.js'
 import type { Dispatcher } from './dispatcher.js'
 

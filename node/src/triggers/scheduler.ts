@@ -8,9 +8,9 @@
 import type { JetStreamClient } from '@nats-io/jetstream'
 import type { KV } from '@nats-io/kv'
 import { headers as natsHeaders } from '@nats-io/transport-node'
-import { EventHeaders, functionSubject } from '../../../sdk/src/events.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
-import { parseTrigger, ticksBetween, triggerId, type Trigger } from '../../../sdk/src/triggers.js'
+import { EventHeaders, functionSubject } from '../../../core/events.js'
+import type { StoredSpec } from '../../../core/registry.js'
+import { parseTrigger, ticksBetween, triggerId, type Trigger } from '../../../core/triggers.js'
 import type { Logger } from '../logger.js'
 
 export interface SchedulerComponents {

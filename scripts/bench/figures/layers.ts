@@ -17,7 +17,7 @@ import { detectIsolation, type IsolationPlan, type LayerId } from '../../../node
 import { Workspace } from '../../../node/src/sandbox/layers/workspace.js'
 import { RUNTIME_DIR, SandboxPool } from '../../../node/src/sandbox/pool.js'
 import { Spawner } from '../../../node/src/sandbox/spawner.js'
-import type { StoredSpec } from '../../../sdk/src/registry.js'
+import type { StoredSpec } from '../../../core/registry.js'
 import { paddedEvent, PAYLOAD_BYTES } from '../mesh.js'
 import { interleaved } from '../loops.js'
 import { step, ticker } from '../progress.js'

@@ -12,7 +12,7 @@
 import { jetstreamManager } from '@nats-io/jetstream'
 import type { KV, KvEntry } from '@nats-io/kv'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
-import { AuthError, FnmeshError, NotFoundError, TransportError } from '../../proto/errors.js'
+import { AuthError, FnmeshError, NotFoundError, TransportError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
 
 export interface FollowKvInit {

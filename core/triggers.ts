@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto'
 import { Cron } from 'croner'
-import { UsageError } from '../../proto/errors.js'
+import { UsageError } from '../proto/errors.js'
 
 export type Trigger =
   | { kind: 'subject', raw: string, pattern: string }

@@ -5,8 +5,8 @@
  * attributes fnmesh fills in.
  */
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node'
-import { InputError } from '../../proto/errors.js'
-import { MAX_ID_BYTES } from '../../proto/subjects.js'
+import { InputError } from '../proto/errors.js'
+import { MAX_ID_BYTES } from '../proto/subjects.js'
 
 export interface CloudEvent {
   specversion: string

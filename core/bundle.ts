@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto'
 import { lstat, readdir, readFile, realpath, stat } from 'node:fs/promises'
 import { basename, join, sep } from 'node:path'
-import { encode, type BundleFile } from '../../proto/codec.js'
-import { InputError } from '../../proto/errors.js'
+import { encode, type BundleFile } from '../proto/codec.js'
+import { InputError } from '../proto/errors.js'
 
 /** Default cap on a bundle's encoded size (AWS Lambda takes 50 MB zipped) */
 export const BUNDLE_LIMIT = 50 * 1024 * 1024

@@ -10,8 +10,8 @@
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { encode, type DeploySignature } from '../../proto/codec.js'
-import { UsageError } from '../../proto/errors.js'
+import { encode, type DeploySignature } from '../proto/codec.js'
+import { UsageError } from '../proto/errors.js'
 
 /** Domain separation: a signature over a spec is never valid for anything else */
 const SIGNED_PREFIX = Buffer.from('fnmesh-deploy-v1\n', 'utf8')

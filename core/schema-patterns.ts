@@ -7,7 +7,7 @@
  * deploy is refused.
  */
 import { RE2JS } from 're2js'
-import { UsageError } from '../../proto/errors.js'
+import { UsageError } from '../proto/errors.js'
 
 /** The part of a RegExp that Ajv's generated code uses */
 interface LinearRegExp { test: (s: string) => boolean, toString: () => string }

@@ -1,8 +1,8 @@
 /**
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
-import { UsageError } from '../../proto/errors.js'
-import type { HttpRoute } from '../../proto/codec.js'
+import { UsageError } from '../proto/errors.js'
+import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
 import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
 

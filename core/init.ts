@@ -9,7 +9,7 @@
  * - KV fnmesh_functions (history 16) and object store fnmesh_bundles: the registry;
  * - KV fnmesh_apikeys (history 1): gateway API keys; KV fnmesh_ratelimits (memory, 1 h TTL);
  * - KV fnmesh_schedules (history 1): last schedule tick fired;
- * - streams FNMESH_EVENTS, FNMESH_DLQ (sdk/src/events.ts) and fnmesh_logs (function log lines);
+ * - streams FNMESH_EVENTS, FNMESH_DLQ (core/events.ts) and fnmesh_logs (function log lines);
  * - and the durable consumers of every function deployed now (a consumer deleted by hand is
  *   made again here; deploys make their own).
  */
@@ -17,8 +17,8 @@ import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager } fr
 import { Kvm } from '@nats-io/kv'
 import { Objm } from '@nats-io/obj'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
-import { AuthError, FnmeshError, TransportError, UsageError } from '../../proto/errors.js'
-import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, LOGS_WILDCARD, RATELIMITS_BUCKET } from '../../proto/subjects.js'
+import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
+import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, LOGS_WILDCARD, RATELIMITS_BUCKET } from '../proto/subjects.js'
 import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, EVENTS_MAX_AGE_MS, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
 import { isPermissionError } from './nats.js'
 import { Registry } from './registry.js'

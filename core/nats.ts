@@ -3,7 +3,7 @@
  * that honour an AbortSignal and map NATS failures onto fnmesh codes.
  */
 import { connect as natsConnect, NoRespondersError, RequestError, TimeoutError, type NatsConnection, type NodeConnectionOptions, type Msg, type MsgHdrs } from '@nats-io/transport-node'
-import { AuthError, TransportError, CapacityError, FnmeshError } from '../../proto/errors.js'
+import { AuthError, TransportError, CapacityError, FnmeshError } from '../proto/errors.js'
 import { natsAuthFromEnv, natsAuthOptions, type NatsAuth } from './nats-auth.js'
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222'

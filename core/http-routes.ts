@@ -5,8 +5,8 @@
  */
 import { Ajv } from 'ajv'
 import formatsModule from 'ajv-formats'
-import type { HttpRoute } from '../../proto/codec.js'
-import { UsageError } from '../../proto/errors.js'
+import type { HttpRoute } from '../proto/codec.js'
+import { UsageError } from '../proto/errors.js'
 import { checkSchemaPatterns, linearRegExp } from './schema-patterns.js'
 
 export const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS', 'ANY'] as const

@@ -1,6 +1,6 @@
 /**
  * The rules every function spec obeys, in one place: the deploy path checks its input with them
- * (sdk/src/deploy-options.ts) and the spec it is about to store (sdk/src/registry.ts), and every
+ * (core/deploy-options.ts) and the spec it is about to store (core/registry.ts), and every
  * agent checks each spec it reads from the registry with `validateStoredSpec` before anything is
  * bound or run (node/src/registry/cache.ts), as does `fnmesh functions`. Whoever can write to the
  * KV bucket can store anything there: nothing read back is trusted.
@@ -8,9 +8,9 @@
  * Self-contained on purpose (proto/ plus the trigger, route and bundle parsers), so it can move to
  * a shared core module as it is.
  */
-import type { HttpRoute } from '../../proto/codec.js'
-import { FnmeshError, InputError, UsageError } from '../../proto/errors.js'
-import { FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import type { HttpRoute } from '../proto/codec.js'
+import { FnmeshError, InputError, UsageError } from '../proto/errors.js'
+import { FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { BUNDLE_LIMIT } from './bundle.js'
 import { buildRoutes, type AuthMode, type HttpRouteOptions } from './http-routes.js'
 import { parseTrigger } from './triggers.js'

@@ -7,9 +7,9 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { Kvm, type KV } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { decode, encode, type ApiKey } from '../../proto/codec.js'
-import { AuthError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
-import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import { decode, encode, type ApiKey } from '../proto/codec.js'
+import { AuthError, NotFoundError, TransportError, UsageError } from '../proto/errors.js'
+import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { isPermissionError } from './nats.js'
 import { kvKeys } from './kv-follow.js'
 

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { credsAuthenticator, nkeyAuthenticator, type NodeConnectionOptions } from '@nats-io/transport-node'
-import { UsageError } from '../../proto/errors.js'
+import { UsageError } from '../proto/errors.js'
 
 export interface NatsAuth {
   user?: string

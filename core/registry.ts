@@ -8,17 +8,17 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { Kvm, type KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../../proto/codec.js'
-import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../../proto/errors.js'
+import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../proto/codec.js'
+import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
-import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../../proto/subjects.js'
+import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { checkSpecSignature, publicKeyFromRaw, signSpecBytes, type DeployerKey } from './signing.js'
 import { MAX_SPEC_VERSION, undecodableSpec, validateStoredSpec } from './spec-rules.js'
 import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
 
 /**
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
- * are verified over those exact bytes (sdk/src/signing.ts).
+ * are verified over those exact bytes (core/signing.ts).
  */
 export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature'> & {
   routes?: HttpRoute[]
@@ -109,7 +109,7 @@ export class Registry {
   async entries (): Promise<RegistryEntry[]> {
     const out: RegistryEntry[] = []
     try {
-      // Keys from the stream's info, not kv.keys(): that would need a consumer (sdk/src/kv-follow.ts).
+      // Keys from the stream's info, not kv.keys(): that would need a consumer (core/kv-follow.ts).
       for (const key of await kvKeys(this.nc, FUNCTIONS_BUCKET)) {
         const entry = await this.read(key)
         if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
@@ -225,7 +225,7 @@ export class Registry {
   /**
    * Calls `onChange` for every put or delete, starting with the current values; a value that
    * does not decode comes as an entry with its error. Follows the bucket without a JetStream
-   * consumer (sdk/src/kv-follow.ts): a put seen on the bucket's subject comes first as a hint
+   * consumer (core/kv-follow.ts): a put seen on the bucket's subject comes first as a hint
    * (`hint`, revision 0: maybe never stored, e.g. a deploy that lost its compare-and-set), then as
    * the stored value read back with its revision. Returns a stop function.
    */
@@ -254,7 +254,7 @@ async function openObjects (nc: NatsConnection): Promise<ObjectStore> {
 
 /**
  * An object's bytes read with direct gets, chunk after chunk: ObjectStore.get() would create a
- * consumer, which agents may not (see sdk/src/kv-follow.ts). Null if there is no such object.
+ * consumer, which agents may not (see core/kv-follow.ts). Null if there is no such object.
  */
 async function readObject (nc: NatsConnection, store: ObjectStore, name: string): Promise<Uint8Array | null> {
   const info = await store.info(name)

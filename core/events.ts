@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto'
 import { jetstreamManager, AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
-import { AuthError, FnmeshError, TransportError, UsageError } from '../../proto/errors.js'
+import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
 import type { StoredSpec } from './registry.js'
 import { parseTrigger, triggerId, type Trigger } from './triggers.js'
