@@ -11,6 +11,7 @@ import { requireStreams } from '../../../core/init.js'
 import { followKv, openBucket } from '../../../core/kv-follow.js'
 import type { Registry, StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
+import { Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { SandboxPool } from '../sandbox/pool.js'
@@ -39,7 +40,8 @@ export class TriggerManager {
   private jsm!: JetStreamManager
   private dispatcher!: Dispatcher
   private scheduler: Scheduler | undefined
-  private readonly roomWaiters = new Set<() => void>()
+  /** pullers waiting for a free slot */
+  private readonly roomWaiters = new Waiters<'room'>()
   private started = false
   /** set once the streams, dispatcher and scheduler exist: onSpec does nothing before */
   private ready = false
@@ -70,7 +72,7 @@ export class TriggerManager {
 
   /** Called when the executor frees a slot */
   wake (): void {
-    for (const w of [...this.roomWaiters]) w()
+    this.roomWaiters.wakeAll()
   }
 
   /**
@@ -114,7 +116,7 @@ export class TriggerManager {
         js: this.js,
         dispatcher: this.dispatcher,
         room: (fn) => this.room(fn),
-        roomChanged: async (ms) => { await this.roomChanged(ms) },
+        roomChanged: async (options) => { await this.roomWaiters.wait('room', options) },
         logger: this.c.logger
       })
       this.pullers.set(key, p)
@@ -137,14 +139,6 @@ export class TriggerManager {
     const spec = this.specs.get(fn)
     if (spec == null || spec.concurrency === 0) return free
     return Math.min(free, spec.concurrency - this.c.pool.busyCount(`${fn}@${spec.version}`))
-  }
-
-  private async roomChanged (ms: number): Promise<void> {
-    await new Promise<void>(resolve => {
-      const done = (): void => { clearTimeout(timer); this.roomWaiters.delete(done); resolve() }
-      const timer = setTimeout(done, ms)
-      this.roomWaiters.add(done)
-    })
   }
 
   /** Stops pulling and scheduling; resolves once pulled events are settled (acked or handed back) */

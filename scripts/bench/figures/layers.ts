@@ -78,7 +78,7 @@ export const sandboxLayers: Figure = {
         ctx.cleanup.defer(`stop the ${v.label} pool`, async () => {
           pool.stop()
           await pool.settled(5000)
-          while (spawner.cleaning > 0) await sleep(10)
+          await spawner.cleaning.whenIdle({ timeoutMs: 5000 })
           workspace.close()
           plan.cgroup?.close()
         })
