@@ -62,6 +62,10 @@ export class ControlApi {
     ]
   }
 
+  isStarted (): boolean {
+    return this.subs.length > 0
+  }
+
   stop (): void {
     for (const s of this.subs) s.unsubscribe()
     this.subs = []

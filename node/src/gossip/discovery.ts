@@ -41,6 +41,10 @@ export class NatsDiscovery {
     this.timer = setInterval(() => { this.announce() }, this.init.intervalMs ?? 5000)
   }
 
+  isStarted (): boolean {
+    return this.sub != null
+  }
+
   stop (): void {
     clearInterval(this.timer)
     this.sub?.unsubscribe()

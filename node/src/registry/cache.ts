@@ -62,10 +62,15 @@ export class FunctionCache {
   constructor (private readonly init: FunctionCacheInit) {}
 
   async start (): Promise<void> {
+    if (this.stopWatch != null) return
     // Private to the agent: sandboxes see only their own function's code, linked into their slot.
     await mkdir(this.init.bundlesDir, { recursive: true, mode: 0o700 })
     await this.init.versions?.load()
     this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) })
+  }
+
+  isStarted (): boolean {
+    return this.stopWatch != null
   }
 
   /** Stops the watch; resolves once the trusted versions seen are saved */

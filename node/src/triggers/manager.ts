@@ -43,6 +43,8 @@ export class TriggerManager {
   /** pullers waiting for a free slot */
   private readonly roomWaiters = new Waiters<'room'>()
   private started = false
+  /** the stop under way: every caller waits for the same one */
+  private stopping: Promise<void> | undefined
   /** set once the streams, dispatcher and scheduler exist: onSpec does nothing before */
   private ready = false
 
@@ -51,6 +53,7 @@ export class TriggerManager {
   async start (): Promise<void> {
     if (this.started) return
     this.started = true
+    this.stopping = undefined
     this.js = jetstream(this.c.nc)
     this.jsm = await manager(this.c.nc)
     // Streams, buckets and consumers are made by `fnmesh init` and deploys, never by agents.
@@ -143,14 +146,15 @@ export class TriggerManager {
 
   /** Stops pulling and scheduling; resolves once pulled events are settled (acked or handed back) */
   async stop (): Promise<void> {
-    if (!this.started) return
+    if (!this.started) return await this.stopping
     this.started = false
     this.ready = false
     this.scheduler?.stop()
     const all = [...this.pullers.values()]
     this.pullers.clear()
     this.wake()
-    await Promise.all(all.map(async p => await p.stop()))
+    this.stopping = Promise.all(all.map(async p => await p.stop())).then(() => {})
+    await this.stopping
   }
 
   get stats (): Dispatcher['stats'] & { scheduled: number } {

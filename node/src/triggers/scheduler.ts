@@ -59,6 +59,10 @@ export class Scheduler {
     }, this.intervalMs)
   }
 
+  isStarted (): boolean {
+    return this.timer != null
+  }
+
   stop (): void {
     clearInterval(this.timer)
     this.timer = undefined
