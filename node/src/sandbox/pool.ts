@@ -6,11 +6,12 @@
  * concurrency cap per node.
  */
 import { CapacityError, FunctionError } from '../../../proto/errors.js'
+import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { Idle, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { distPath } from '../paths.js'
-import { describeLayers, detectIsolation, type IsolationPlan } from './layers/detect.js'
+import { describeLayers, detectIsolation, OS_LAYERS, type IsolationPlan } from './layers/detect.js'
 import { usablePlan } from './layers/reach.js'
 import { Workspace } from './layers/workspace.js'
 import { InvocationLogs, type LogSink } from './logs.js'
@@ -99,7 +100,7 @@ export class SandboxPool {
       prewarm: init.prewarm ?? 2,
       maxWorkers: init.maxWorkers ?? 64,
       initTimeoutMs: init.initTimeoutMs ?? 10_000,
-      resultLimit: init.resultLimit ?? 6 * 1024 * 1024,
+      resultLimit: init.resultLimit ?? SYNC_PAYLOAD_LIMIT,
       logLimit: init.logLimit ?? 65536,
       capWaitMs: init.capWaitMs ?? 1000,
       pidsMax: init.pidsMax ?? 64,
@@ -139,7 +140,7 @@ export class SandboxPool {
         // Layers that probe fine one by one may still fail together (a path the sandbox uid cannot
         // read, a tool that misbehaves): auto mode carries on with the permission model alone.
         this.log.error({ err: String(err?.message ?? err) }, 'sandbox did not boot with the OS layers: running functions with the permission model only')
-        plan = detectIsolation({ mode: 'auto', disable: ['mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu'] })
+        plan = detectIsolation({ mode: 'auto', disable: [...OS_LAYERS] })
       }
     }
     this.started = true
