@@ -19,7 +19,7 @@ import type { JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
-import { bounded } from './call.js'
+import { bounded } from '../../core/call.js'
 import { readManifest } from './manifest.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
 
@@ -362,8 +362,9 @@ export class Mesh {
    * Creates every JetStream stream, bucket and object store of the mesh (or leaves existing ones
    * alone) and the consumers of the functions deployed: `fnmesh init`. Needs admin rights.
    */
-  async init (options: InitOptions = {}): Promise<InitResult> {
-    return await initMesh(this.nc, options)
+  async init (options: InitOptions & CallOptions = {}): Promise<InitResult> {
+    const { signal, timeoutMs, ...init } = options
+    return await bounded('initialise the mesh', { signal, timeoutMs }, DEFAULT_LONG_TIMEOUT_MS, async () => await initMesh(this.nc, init))
   }
 
   async nodes (options: CallOptions = {}): Promise<NodeInfo[]> {
@@ -427,10 +428,13 @@ export class Mesh {
       return [parse((await request(this.nc, nodeSubject(API_METER_SUBJECT, options.nodeId), body, { timeoutMs, signal: options.signal, what: 'read meter status' })).data)]
     }
     const expected = (await this.nodes({ timeoutMs, signal: options.signal })).length
-    const out: MeterStatusInfo[] = []
-    const replies = await this.nc.requestMany(API_METER_SUBJECT, body, { strategy: 'count', maxMessages: expected, maxWait: Math.min(timeoutMs, 3000) })
-    for await (const r of replies) out.push(parse(r.data))
-    return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+    // Gathering answers takes up to 3 s: an abort ends the wait at once.
+    return await bounded('read meter status', { signal: options.signal }, timeoutMs + 3000, async () => {
+      const out: MeterStatusInfo[] = []
+      const replies = await this.nc.requestMany(API_METER_SUBJECT, body, { strategy: 'count', maxMessages: expected, maxWait: Math.min(timeoutMs, 3000) })
+      for await (const r of replies) out.push(parse(r.data))
+      return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+    })
   }
 
   /**

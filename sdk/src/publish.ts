@@ -9,7 +9,7 @@ import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
 import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
-import { bounded } from './call.js'
+import { bounded } from '../../core/call.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
 export const ASYNC_PAYLOAD_LIMIT = 1024 * 1024

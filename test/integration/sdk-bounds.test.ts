@@ -1,6 +1,6 @@
 /**
  * Every public async SDK method honours `{ signal, timeoutMs }` (README): deploy, functions and the
- * dead-letter calls on a real nats-server with one agent. An abort rejects at once with
+ * dead-letter calls, publish, keys, init and meter status on a real nats-server with one agent. An abort rejects at once with
  * FNMESH_ERR_ABORTED and leaves nothing behind (no spec stored, no temporary consumer); a tiny
  * timeout gives FNMESH_ERR_CLIENT_TIMEOUT.
  */
@@ -89,6 +89,22 @@ describe('the SDK honours signal and timeoutMs on every call', () => {
       expect(r, what).toEqual({ code: 'FNMESH_ERR_ABORTED', ms: expect.any(Number) })
       expect(r.ms, what).toBeLessThan(500)
     }
+  })
+
+  it('rejects aborted key, init and meter status calls at once, and an aborted key create stores no key', async () => {
+    for (const [what, call] of [
+      ['keys.create', async (signal: AbortSignal) => await t.mesh.keys.create('bounds-key', { signal })],
+      ['keys.list', async (signal: AbortSignal) => await t.mesh.keys.list({ signal })],
+      ['keys.revoke', async (signal: AbortSignal) => await t.mesh.keys.revoke('bounds-none', { signal })],
+      ['init', async (signal: AbortSignal) => await t.mesh.init({ signal })],
+      ['meterStatus', async (signal: AbortSignal) => await t.mesh.meterStatus({ signal })]
+    ] as const) {
+      const r = await aborted(call)
+      expect(r, what).toEqual({ code: 'FNMESH_ERR_ABORTED', ms: expect.any(Number) })
+      expect(r.ms, what).toBeLessThan(500)
+    }
+    await sleep(500)
+    expect((await t.mesh.keys.list()).map(k => k.name)).not.toContain('bounds-key')
   })
 
   it('deletes the temporary dead-letter consumer at once when a list is aborted part way', async () => {

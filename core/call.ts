@@ -4,7 +4,7 @@
  * the signal it was given, so it starts no further step (a deploy stores no spec, a replay moves
  * no more dead letters) and cleans up after itself.
  */
-import { TransportError, UsageError, type FnmeshError } from '../../proto/errors.js'
+import { TransportError, UsageError, type FnmeshError } from '../proto/errors.js'
 
 export interface Bounds {
   signal?: AbortSignal
