@@ -16,7 +16,7 @@ import type { Encodable, InvokeResult } from '../../../proto/codec.js'
 import { FnmeshError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 import { RATELIMITS_BUCKET, REQUEST_ID_HEADER, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
-import { Idle } from '../lifecycle.js'
+import { Idle, type Startable, type Drainable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { RouteRequest } from '../router/router.js'
 import { Authenticator, KeyStore, type AuthResult } from './auth.js'
@@ -56,7 +56,7 @@ export interface GatewayInit {
 
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\b/i
 
-export class Gateway {
+export class Gateway implements Startable, Drainable {
   readonly table = new RouteTable()
   readonly stats = { requests: 0, byStatus: {} as Record<number, number> }
   private server: Server | undefined
@@ -77,9 +77,9 @@ export class Gateway {
     this.auth = new Authenticator(this.keys)
   }
 
-  /** Starts serving; resolves with the port it listens on */
-  async start (): Promise<number> {
-    if (this.server != null) return this.port
+  /** Starts serving (then `port` is the port it listens on); idempotent */
+  async start (): Promise<void> {
+    if (this.server != null) return
     this.draining = undefined
     await this.keys.start(this.c.nc)
     // Made by `fnmesh init` (history 1, memory, 1 h TTL): agents never create buckets.
@@ -102,7 +102,6 @@ export class Gateway {
     })
     this.server = server
     this.log.info({ port: this.port, host: this.init.host, routes: this.table.size }, 'HTTP gateway listening')
-    return this.port
   }
 
   get port (): number {

@@ -8,7 +8,7 @@
 import { CapacityError, FunctionError } from '../../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
-import { Idle, Waiters } from '../lifecycle.js'
+import { Idle, Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { distPath } from '../paths.js'
 import { describeLayers, detectIsolation, OS_LAYERS, type IsolationPlan } from './layers/detect.js'
@@ -71,7 +71,7 @@ interface Meta { spawned: Spawned, logs?: InvocationLogs }
 
 type Options = Required<Omit<SandboxPoolInit, 'logger' | 'plan' | 'protectDir' | 'logs'>>
 
-export class SandboxPool {
+export class SandboxPool implements Startable {
   private readonly idle = new Map<string, SandboxWorker[]>()
   private readonly generic = new Map<string, SandboxWorker[]>()
   private readonly live = new Set<SandboxWorker>()

@@ -11,7 +11,7 @@ import { requireStreams } from '../../../core/init.js'
 import { followKv, openBucket } from '../../../core/kv-follow.js'
 import type { Registry, StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
-import { Waiters } from '../lifecycle.js'
+import { Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { SandboxPool } from '../sandbox/pool.js'
@@ -33,7 +33,7 @@ export interface TriggerInit {
   scheduleGraceMs?: number
 }
 
-export class TriggerManager {
+export class TriggerManager implements Startable {
   private readonly pullers = new Map<string, Puller>()
   private readonly specs = new Map<string, StoredSpec>()
   private js!: JetStreamClient
