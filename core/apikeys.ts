@@ -10,7 +10,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { decode, encode, type ApiKey } from '../proto/codec.js'
 import { AuthError, NotFoundError, TransportError, UsageError } from '../proto/errors.js'
 import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
-import { bounded, type Bounds } from './call.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS, type Bounds } from './call.js'
 import { isPermissionError } from './nats.js'
 import { kvKeys } from './kv-follow.js'
 
@@ -48,8 +48,6 @@ export async function openKeysBucket (nc: NatsConnection): Promise<KV> {
   }
 }
 
-const KEY_CALL_TIMEOUT_MS = 10_000
-
 export class ApiKeys {
   private kvPromise: Promise<KV> | undefined
   constructor (private readonly nc: NatsConnection) {}
@@ -73,7 +71,7 @@ export class ApiKeys {
       burst: count('burst', options.burst),
       createdAtMs: Date.now()
     }
-    return await bounded(`create key "${name}"`, options, KEY_CALL_TIMEOUT_MS, async (signal) => {
+    return await bounded(`create key "${name}"`, options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
       const kv = await this.kv()
       signal.throwIfAborted()
       await this.store(kv, name, record)
@@ -92,7 +90,7 @@ export class ApiKeys {
   }
 
   async list (options: Bounds = {}): Promise<ApiKeyInfo[]> {
-    return await bounded('list keys', options, KEY_CALL_TIMEOUT_MS, async (signal) => {
+    return await bounded('list keys', options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
       const kv = await this.kv()
       const out: ApiKeyInfo[] = []
       for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
@@ -107,7 +105,7 @@ export class ApiKeys {
 
   /** Deletes key `name`: every gateway refuses it from then on */
   async revoke (name: string, options: Bounds = {}): Promise<void> {
-    await bounded(`revoke key "${name}"`, options, KEY_CALL_TIMEOUT_MS, async (signal) => {
+    await bounded(`revoke key "${name}"`, options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
       const kv = await this.kv()
       const entry = await kv.get(name)
       if (entry == null || entry.operation !== 'PUT') throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Key "${name}" does not exist`)

@@ -6,6 +6,11 @@
  */
 import { TransportError, UsageError, type FnmeshError } from '../proto/errors.js'
 
+/** A call of one request or a few */
+export const DEFAULT_CALL_TIMEOUT_MS = 10_000
+/** A call of many steps: an invoke, packing and uploading code, reading every dead letter */
+export const DEFAULT_LONG_CALL_TIMEOUT_MS = 60_000
+
 export interface Bounds {
   signal?: AbortSignal
   timeoutMs?: number

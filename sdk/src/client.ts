@@ -19,7 +19,7 @@ import type { JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
-import { bounded } from '../../core/call.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
 import { readManifest } from './manifest.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
 
@@ -183,10 +183,9 @@ export interface ExportOptions extends Omit<UsageOptions, 'bucket' | 'price'> {
 /** The state of one agent's metering (replication, anti-entropy, disk) */
 export type MeterStatusInfo = Omit<MeterStatus, 'error'>
 
-const DEFAULT_INVOKE_TIMEOUT_MS = 60_000
-const DEFAULT_TIMEOUT_MS = 10_000
-/** calls of several steps: packing and uploading code, reading every dead letter */
-const DEFAULT_LONG_TIMEOUT_MS = 60_000
+const DEFAULT_INVOKE_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
+const DEFAULT_TIMEOUT_MS = DEFAULT_CALL_TIMEOUT_MS
+const DEFAULT_LONG_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
 
 export class Mesh {
   private registryPromise: Promise<Registry> | undefined

@@ -9,7 +9,7 @@ import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
 import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
-import { bounded } from '../../core/call.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS } from '../../core/call.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
 export const ASYNC_PAYLOAD_LIMIT = 1024 * 1024
@@ -82,7 +82,7 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
     throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot publish to "${subject}": the event is ${bytes.byteLength} bytes, over the limit of ${ASYNC_PAYLOAD_LIMIT}`)
   }
   // An event whose publish was aborted may still be stored: publishing it again with the same id is safe.
-  return await bounded(`publish to "${subject}"`, options, 10_000, async () => await store(nc, subject, bytes, id, h, options.timeoutMs ?? 10_000))
+  return await bounded(`publish to "${subject}"`, options, DEFAULT_CALL_TIMEOUT_MS, async () => await store(nc, subject, bytes, id, h, options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS))
 }
 
 async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id: string, h: MsgHdrs, timeoutMs: number): Promise<PublishResult> {
