@@ -33,7 +33,7 @@ export interface CallOptions {
   signal?: AbortSignal
   /**
    * How long to wait before FNMESH_ERR_CLIENT_TIMEOUT. @default 60000 for invoke, deploy,
-   * functions, dlqList and dlqReplay; 10000 otherwise
+   * functions, dlqList, dlqReplay and init; 10000 otherwise (exportRecords: per page)
    */
   timeoutMs?: number
 }
