@@ -32,8 +32,8 @@ export interface CallOptions {
   /** Aborting rejects the call at once with FNMESH_ERR_ABORTED; it then starts no further step */
   signal?: AbortSignal
   /**
-   * How long to wait before FNMESH_ERR_CLIENT_TIMEOUT. @default 60000 for invoke, deploy,
-   * functions, dlqList, dlqReplay and init; 10000 otherwise (exportRecords: per page)
+   * How long to wait before FNMESH_ERR_CLIENT_TIMEOUT. @default 300000 for deploy; 60000 for
+   * invoke, functions, dlqList, dlqReplay and init; 10000 otherwise (exportRecords: per page)
    */
   timeoutMs?: number
 }
@@ -186,6 +186,8 @@ export type MeterStatusInfo = Omit<MeterStatus, 'error'>
 const DEFAULT_INVOKE_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
 const DEFAULT_TIMEOUT_MS = DEFAULT_CALL_TIMEOUT_MS
 const DEFAULT_LONG_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
+/** a deploy uploads up to BUNDLE_LIMIT (50 MiB) of code, maybe over a slow link */
+const DEFAULT_DEPLOY_TIMEOUT_MS = 300_000
 
 export class Mesh {
   private registryPromise: Promise<Registry> | undefined
@@ -201,7 +203,7 @@ export class Mesh {
   /** Packs `path` and stores a new version of the function in the registry */
   async deploy (input: DeployOptions, options: CallOptions = {}): Promise<DeployResult> {
     const name = typeof input?.name === 'string' ? ` "${input.name.slice(0, 80)}"` : ''
-    return await bounded(`deploy${name}`, options, DEFAULT_LONG_TIMEOUT_MS, async (signal) => await this.deployWith(input, signal))
+    return await bounded(`deploy${name}`, options, DEFAULT_DEPLOY_TIMEOUT_MS, async (signal) => await this.deployWith(input, signal))
   }
 
   private async deployWith (input: DeployOptions, signal: AbortSignal): Promise<DeployResult> {
