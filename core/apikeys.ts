@@ -10,6 +10,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { decode, encode, type ApiKey } from '../proto/codec.js'
 import { AuthError, NotFoundError, TransportError, UsageError } from '../proto/errors.js'
 import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS, type Bounds } from './call.js'
 import { isPermissionError } from './nats.js'
 import { kvKeys } from './kv-follow.js'
 
@@ -25,7 +26,8 @@ export interface ApiKeyInfo {
   createdAt: string
 }
 
-export interface CreateKeyOptions {
+/** Each call rejects at once on abort (FNMESH_ERR_ABORTED) or after timeoutMs (FNMESH_ERR_CLIENT_TIMEOUT). @default timeoutMs 10000 */
+export interface CreateKeyOptions extends Bounds {
   /** mesh-wide requests per second with this key. @default no limit */
   ratePerSecond?: number
   /** @default ratePerSecond */
@@ -69,7 +71,15 @@ export class ApiKeys {
       burst: count('burst', options.burst),
       createdAtMs: Date.now()
     }
-    const kv = await this.kv()
+    return await bounded(`create key "${name}"`, options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
+      const kv = await this.kv()
+      signal.throwIfAborted()
+      await this.store(kv, name, record)
+      return { key, info: toInfo(record) }
+    })
+  }
+
+  private async store (kv: KV, name: string, record: ApiKey): Promise<void> {
     try {
       await kv.create(name, encode('ApiKey', record))
     } catch (err: any) {
@@ -77,26 +87,31 @@ export class ApiKeys {
       if (isPermissionError(err)) throw new AuthError('FNMESH_ERR_FORBIDDEN', `Cannot store key "${name}": NATS refused it to this user (${String(err?.message)})`, { cause: err })
       throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot store key "${name}": ${String(err?.message ?? err)}`, { cause: err })
     }
-    return { key, info: toInfo(record) }
   }
 
-  async list (): Promise<ApiKeyInfo[]> {
-    const kv = await this.kv()
-    const out: ApiKeyInfo[] = []
-    for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
-      const entry = await kv.get(name)
-      if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
-      try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}
-    }
-    return out.sort((a, b) => a.name.localeCompare(b.name))
+  async list (options: Bounds = {}): Promise<ApiKeyInfo[]> {
+    return await bounded('list keys', options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
+      const kv = await this.kv()
+      const out: ApiKeyInfo[] = []
+      for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
+        signal.throwIfAborted()
+        const entry = await kv.get(name)
+        if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
+        try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}
+      }
+      return out.sort((a, b) => a.name.localeCompare(b.name))
+    })
   }
 
   /** Deletes key `name`: every gateway refuses it from then on */
-  async revoke (name: string): Promise<void> {
-    const kv = await this.kv()
-    const entry = await kv.get(name)
-    if (entry == null || entry.operation !== 'PUT') throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Key "${name}" does not exist`)
-    await kv.delete(name)
+  async revoke (name: string, options: Bounds = {}): Promise<void> {
+    await bounded(`revoke key "${name}"`, options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
+      const kv = await this.kv()
+      const entry = await kv.get(name)
+      if (entry == null || entry.operation !== 'PUT') throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Key "${name}" does not exist`)
+      signal.throwIfAborted()
+      await kv.delete(name)
+    })
   }
 
   private async kv (): Promise<KV> {

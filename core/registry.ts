@@ -43,6 +43,8 @@ export interface RegistryEntry {
 export interface DeploySpecOptions {
   /** sign the spec with this deployer key */
   signer?: DeployerKey
+  /** once aborted, no spec is stored (the bundle, content-addressed, may stay) */
+  signal?: AbortSignal
 }
 
 export class Registry {
@@ -193,6 +195,7 @@ export class Registry {
       // The agents' own check: a deploy never stores what every agent would refuse.
       const invalid = validateStoredSpec(stored, spec.name)
       if (invalid != null) throw invalid
+      options.signal?.throwIfAborted()
       try {
         if (previous == null) await this.kv.create(spec.name, bytes)
         else await this.kv.update(spec.name, bytes, previous.revision)

@@ -1,7 +1,7 @@
 /**
  * The node agent: composes its parts and owns their lifecycle. Start order is
- * isolation probe -> metering store -> NATS -> registry -> log shipper -> sandbox pool ->
- * function cache -> gossip -> metering (replication, anti-entropy) -> executor -> control API ->
+ * isolation probe -> metering (ledger) -> NATS -> registry -> log shipper -> sandbox pool ->
+ * function cache -> gossip -> metering.connect (replication, anti-entropy) -> executor -> control API ->
  * router -> triggers -> gateway -> discovery; stopping runs in reverse.
  *
  *   router ──picks──> peer table <──adverts── gossip (libp2p + gossipsub)
@@ -103,7 +103,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const privateKey = await loadOrCreateKey(config.dataDir)
   const trust = config.trust.length > 0 ? await TrustList.load([...config.trust]) : undefined
   const swarmKey = config.swarmKey != null ? await readSwarmKey(config.swarmKey) : undefined
-  const metering = parts.metering = await Metering.open({
+  const metering = parts.metering = new Metering({
     dir: join(config.dataDir, 'ledger'),
     logger: logger.child({ part: 'agent:metering' }),
     replicas: config.replicas,
@@ -117,6 +117,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     // Peers must stop routing here at once: publish an advert with the reason.
     onRefusingChange: () => { parts.gossip?.loadChanged() }
   })
+  // The ledger opens (and a damaged one is repaired) before anything runs.
+  await metering.start()
   const nc = parts.nc = await connectNats({ name: `fnmesh-agent-${config.name}`, maxReconnectAttempts: -1, ...config.natsOptions, servers: config.nats })
   if ((nc.info?.max_payload ?? 0) < RECOMMENDED_MAX_PAYLOAD) {
     logger.warn({ maxPayload: nc.info?.max_payload }, `NATS max_payload is below ${RECOMMENDED_MAX_PAYLOAD} bytes: events and results near the 6 MB limit will be refused by the server`)
@@ -191,7 +193,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   })
   await gossip.start()
   const nodeId = identity.nodeId = gossip.nodeId
-  await metering.start({ privateKey, nodeId, libp2p: gossip.libp2p, table })
+  await metering.connect({ privateKey, nodeId, libp2p: gossip.libp2p, table })
   const executor = parts.executor = new Executor({
     nodeId,
     functions,

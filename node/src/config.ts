@@ -5,10 +5,17 @@
 import { availableParallelism, hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
+import { SYNC_PAYLOAD_LIMIT } from '../../proto/subjects.js'
 import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
 import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/router.js'
-import type { LayerId, SandboxMode } from './sandbox/layers/detect.js'
+import { PEER_TIMEOUT_MS } from './gossip/peer-table.js'
+import { OPTIONAL_LAYERS, SANDBOX_MODES, type LayerId, type SandboxMode } from './sandbox/layers/detect.js'
+
+/** Invocations a node runs at once unless told: 4 per CPU, at least 2 (the executor's default too) */
+export function defaultSlots (): number {
+  return Math.max(2, availableParallelism() * 4)
+}
 
 export interface AgentOptions {
   /** NATS servers. @default env FNMESH_NATS, else nats://127.0.0.1:4222 */
@@ -162,12 +169,12 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     listen: options.listen != null && options.listen.length > 0 ? [...options.listen] : ['/ip4/0.0.0.0/tcp/0'],
     bootstrap: [...(options.bootstrap ?? [])],
     dataDir: options.dataDir ?? join(tmpdir(), `fnmesh-${name}`),
-    slots: int('slots', options.slots, Math.max(2, availableParallelism() * 4), 1, 10_000),
+    slots: int('slots', options.slots, defaultSlots(), 1, 10_000),
     name,
     advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
     // unset: adapts to the mesh size (gossip.ts advertGapFor)
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
-    peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, 2000, 100, 60_000),
+    peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, PEER_TIMEOUT_MS, 100, 60_000),
     announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, 5000, 100, 600_000),
     queueWaitMs: int('queueWaitMs', options.queueWaitMs, 500, 0, 60_000),
     maxQueued: int('maxQueued', options.maxQueued, 1000, 0, 1_000_000),
@@ -175,7 +182,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     idleTtlMs: int('idleTtlMs', options.idleTtlMs, 300_000, 100, 86_400_000),
     prewarm: int('prewarm', options.prewarm, 2, 0, 1000),
     initTimeoutMs: int('initTimeoutMs', options.initTimeoutMs, 10_000, 100, 600_000),
-    payloadLimit: int('payloadLimit', options.payloadLimit, 6 * 1024 * 1024, 1024, 64 * 1024 * 1024),
+    payloadLimit: int('payloadLimit', options.payloadLimit, SYNC_PAYLOAD_LIMIT, 1024, 64 * 1024 * 1024),
     billingGranularityMs: int('billingGranularityMs', options.billingGranularityMs, 1, 1, 60_000),
     routing: options.routing ?? 'least-loaded',
     router: options.router ?? true,
@@ -201,12 +208,12 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
   if (!ROUTING_POLICIES.includes(config.routing)) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Routing policy "${String(config.routing)}" is unknown: use ${ROUTING_POLICIES.join(', ')}`)
   }
-  const LAYERS = ['permission', 'mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu', 'rlimit']
-  const unknown = config.sandboxDisable.filter(l => !LAYERS.includes(l))
+  const layers: readonly string[] = OPTIONAL_LAYERS
+  const unknown = config.sandboxDisable.filter(l => !layers.includes(l))
   if (unknown.length > 0) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot turn off sandbox layer "${unknown.join('", "')}": the layers are ${LAYERS.join(', ')}`)
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot turn off sandbox layer "${unknown.join('", "')}": the layers are ${layers.join(', ')}`)
   }
-  if (!['auto', 'strict', 'none'].includes(config.sandbox)) {
+  if (!(SANDBOX_MODES as readonly string[]).includes(config.sandbox)) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option sandbox is "${String(config.sandbox)}": expected "auto", "strict" or "none"`)
   }
   if (config.ackReplicas > config.replicas) {

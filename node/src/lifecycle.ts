@@ -5,7 +5,8 @@
  *   and `stop()` idempotent, `isStarted()`. Parts that drain add `drain()` (finish what they hold)
  *   beside `stop()` (stop at once), both idempotent with the closing promise cached (`Once`).
  * - `Once`: runs an async step at most once and gives every caller the same promise.
- * - `Idle`: a counter of work in hand that resolves every `whenIdle()` caller once it reaches 0.
+ * - `Idle`: a counter of work in hand that resolves every `whenIdle()` caller once it reaches 0,
+ *   each wait bounded by a timeout and an AbortSignal.
  * - `Waiters`: FIFO waiters per key, each wait bounded by a timeout and an AbortSignal; `wake`
  *   resolves the longest one, `wakeAll` every one.
  *
@@ -49,7 +50,7 @@ export class Once<T = void> {
  */
 export class Idle {
   private count = 0
-  private resolvers: Array<() => void> = []
+  private resolvers = new Set<() => void>()
 
   get size (): number {
     return this.count
@@ -63,14 +64,33 @@ export class Idle {
     if (this.count === 0) return
     if (--this.count === 0) {
       const resolvers = this.resolvers
-      this.resolvers = []
+      this.resolvers = new Set()
       for (const r of resolvers) r()
     }
   }
 
-  async whenIdle (): Promise<void> {
-    if (this.count === 0) return
-    await new Promise<void>(resolve => { this.resolvers.push(resolve) })
+  /**
+   * Resolves `true` once the count is 0 (at once when it already is), `false` when `timeoutMs`
+   * passes or `signal` aborts first.
+   */
+  async whenIdle (options: WaitOptions = {}): Promise<boolean> {
+    if (this.count === 0) return true
+    const { timeoutMs, signal } = options
+    if (signal?.aborted === true) return false
+    return await new Promise<boolean>(resolve => {
+      let timer: NodeJS.Timeout | undefined
+      const done = (idle: boolean): void => {
+        if (timer != null) clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        this.resolvers.delete(onIdle)
+        resolve(idle)
+      }
+      const onIdle = (): void => { done(true) }
+      const onAbort = (): void => { done(false) }
+      if (timeoutMs != null) timer = setTimeout(onAbort, Math.max(0, timeoutMs))
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.resolvers.add(onIdle)
+    })
   }
 }
 

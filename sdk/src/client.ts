@@ -19,6 +19,7 @@ import type { JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
 import { readManifest } from './manifest.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
 
@@ -28,8 +29,12 @@ import { checkSpecSignature, loadDeployerKey, publicKeyFromRaw } from '../../cor
 import { ApiKeys } from '../../core/apikeys.js'
 
 export interface CallOptions {
+  /** Aborting rejects the call at once with FNMESH_ERR_ABORTED; it then starts no further step */
   signal?: AbortSignal
-  /** How long to wait for an answer. @default 60000 for invoke, 10000 otherwise */
+  /**
+   * How long to wait before FNMESH_ERR_CLIENT_TIMEOUT. @default 300000 for deploy; 60000 for
+   * invoke, functions, dlqList, dlqReplay and init; 10000 otherwise (exportRecords: per page)
+   */
   timeoutMs?: number
 }
 
@@ -178,8 +183,11 @@ export interface ExportOptions extends Omit<UsageOptions, 'bucket' | 'price'> {
 /** The state of one agent's metering (replication, anti-entropy, disk) */
 export type MeterStatusInfo = Omit<MeterStatus, 'error'>
 
-const DEFAULT_INVOKE_TIMEOUT_MS = 60_000
-const DEFAULT_TIMEOUT_MS = 10_000
+const DEFAULT_INVOKE_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
+const DEFAULT_TIMEOUT_MS = DEFAULT_CALL_TIMEOUT_MS
+const DEFAULT_LONG_TIMEOUT_MS = DEFAULT_LONG_CALL_TIMEOUT_MS
+/** a deploy uploads up to BUNDLE_LIMIT (50 MiB) of code, maybe over a slow link */
+const DEFAULT_DEPLOY_TIMEOUT_MS = 300_000
 
 export class Mesh {
   private registryPromise: Promise<Registry> | undefined
@@ -193,7 +201,12 @@ export class Mesh {
   }
 
   /** Packs `path` and stores a new version of the function in the registry */
-  async deploy (input: DeployOptions, _options: CallOptions = {}): Promise<DeployResult> {
+  async deploy (input: DeployOptions, options: CallOptions = {}): Promise<DeployResult> {
+    const name = typeof input?.name === 'string' ? ` "${input.name.slice(0, 80)}"` : ''
+    return await bounded(`deploy${name}`, options, DEFAULT_DEPLOY_TIMEOUT_MS, async (signal) => await this.deployWith(input, signal))
+  }
+
+  private async deployWith (input: DeployOptions, signal: AbortSignal): Promise<DeployResult> {
     // fnmesh.yaml beside the code fills in what the caller left out.
     const manifest = typeof input?.path === 'string' ? await readManifest(input.path) : {}
     const given = Object.fromEntries(Object.entries(input ?? {}).filter(([, v]) => v !== undefined)) as unknown as DeployOptions
@@ -208,12 +221,14 @@ export class Mesh {
     }
     const signer = input.signingKey != null ? await loadDeployerKey(input.signingKey) : undefined
     const registry = await this.registry()
+    signal.throwIfAborted()
     if (opts.routes.length > 0) await checkRouteConflicts(registry, opts.name, opts.routes)
     // Triggers are bound before the spec is stored: a bad trigger fails the deploy, and events
     // published once deploy returns are already captured.
     // The current value may be anything a registry writer stored: only a usable spec is previous.
     const current = await registry.entry(opts.name)
     const previous = current?.spec != null && validateStoredSpec(current.spec, opts.name) == null ? current.spec : null
+    signal.throwIfAborted()
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
     const spec = await registry.deploy({
       name: opts.name,
@@ -228,7 +243,7 @@ export class Mesh {
       retryBackoffMs: opts.retryBackoffMs,
       maxEventAgeMs: opts.maxEventAgeMs,
       routes: opts.routes
-    }, packed.bytes, { signer })
+    }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }
 
@@ -307,17 +322,20 @@ export class Mesh {
 
   /** Dead-lettered events, oldest first */
   async dlqList (options: CallOptions & { fn?: string } = {}): Promise<DeadLetterInfo[]> {
-    return await listDeadLetters(this.nc, await this.jsm(), options.fn)
+    return await bounded('list dead letters', options, DEFAULT_LONG_TIMEOUT_MS, async (signal) => await listDeadLetters(this.nc, await this.jsm(), options.fn, signal))
   }
 
-  /** Runs dead-lettered events again (fresh retries) and removes them from the dead-letter stream */
+  /**
+   * Runs dead-lettered events again (fresh retries) and removes them from the dead-letter stream;
+   * once aborted or timed out it moves no more of them (those moved stay moved)
+   */
   async dlqReplay (options: CallOptions & { fn?: string } = {}): Promise<{ replayed: number }> {
-    return await replayDeadLetters(this.nc, await this.jsm(), options.fn)
+    return await bounded('replay dead letters', options, DEFAULT_LONG_TIMEOUT_MS, async (signal) => await replayDeadLetters(this.nc, await this.jsm(), options.fn, signal))
   }
 
   /** Deletes dead-lettered events */
   async dlqPurge (options: CallOptions & { fn?: string } = {}): Promise<{ purged: number }> {
-    return await purgeDeadLetters(await this.jsm(), options.fn)
+    return await bounded('purge dead letters', options, DEFAULT_TIMEOUT_MS, async (signal) => await purgeDeadLetters(await this.jsm(), options.fn, signal))
   }
 
   /**
@@ -326,15 +344,18 @@ export class Mesh {
    * too (by its key). `signature` says whether the stored signature holds, whoever the signer;
    * which signers an agent trusts is the agent's own --trust list.
    */
-  async functions (_options: CallOptions = {}): Promise<FunctionInfo[]> {
-    const entries = await (await this.registry()).entries()
-    const out: FunctionInfo[] = entries.map(e => functionInfo(e.key, e.spec, e.error ?? validateStoredSpec(e.spec as StoredSpec, e.key)))
-    // Events waiting in each function's consumers (JetStream may be unreachable: then 0 stays).
-    const jsm = await this.jsm()
-    for (const [i, e] of entries.entries()) {
-      if (e.spec != null && out[i].status === 'ok') out[i].backlog = await backlog(jsm, e.spec).catch(() => 0)
-    }
-    return out
+  async functions (options: CallOptions = {}): Promise<FunctionInfo[]> {
+    return await bounded('list functions', options, DEFAULT_LONG_TIMEOUT_MS, async (signal) => {
+      const entries = await (await this.registry()).entries()
+      const out: FunctionInfo[] = entries.map(e => functionInfo(e.key, e.spec, e.error ?? validateStoredSpec(e.spec as StoredSpec, e.key)))
+      // Events waiting in each function's consumers (JetStream may be unreachable: then 0 stays).
+      const jsm = await this.jsm()
+      for (const [i, e] of entries.entries()) {
+        signal.throwIfAborted()
+        if (e.spec != null && out[i].status === 'ok') out[i].backlog = await backlog(jsm, e.spec).catch(() => 0)
+      }
+      return out
+    })
   }
 
   /** Live nodes as one agent's gossip table sees them */
@@ -342,8 +363,9 @@ export class Mesh {
    * Creates every JetStream stream, bucket and object store of the mesh (or leaves existing ones
    * alone) and the consumers of the functions deployed: `fnmesh init`. Needs admin rights.
    */
-  async init (options: InitOptions = {}): Promise<InitResult> {
-    return await initMesh(this.nc, options)
+  async init (options: InitOptions & CallOptions = {}): Promise<InitResult> {
+    const { signal, timeoutMs, ...init } = options
+    return await bounded('initialise the mesh', { signal, timeoutMs }, DEFAULT_LONG_TIMEOUT_MS, async () => await initMesh(this.nc, init))
   }
 
   async nodes (options: CallOptions = {}): Promise<NodeInfo[]> {
@@ -407,10 +429,13 @@ export class Mesh {
       return [parse((await request(this.nc, nodeSubject(API_METER_SUBJECT, options.nodeId), body, { timeoutMs, signal: options.signal, what: 'read meter status' })).data)]
     }
     const expected = (await this.nodes({ timeoutMs, signal: options.signal })).length
-    const out: MeterStatusInfo[] = []
-    const replies = await this.nc.requestMany(API_METER_SUBJECT, body, { strategy: 'count', maxMessages: expected, maxWait: Math.min(timeoutMs, 3000) })
-    for await (const r of replies) out.push(parse(r.data))
-    return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+    // Gathering answers takes up to 3 s: an abort ends the wait at once.
+    return await bounded('read meter status', { signal: options.signal }, timeoutMs + 3000, async () => {
+      const out: MeterStatusInfo[] = []
+      const replies = await this.nc.requestMany(API_METER_SUBJECT, body, { strategy: 'count', maxMessages: expected, maxWait: Math.min(timeoutMs, 3000) })
+      for await (const r of replies) out.push(parse(r.data))
+      return out.sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+    })
   }
 
   /**

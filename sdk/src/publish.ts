@@ -4,11 +4,12 @@
  */
 import { randomUUID } from 'node:crypto'
 import { jetstream, jetstreamManager, AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
-import { headers as natsHeaders, nanos, nuid, NoRespondersError, type NatsConnection } from '@nats-io/transport-node'
+import { headers as natsHeaders, nanos, nuid, NoRespondersError, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
 import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
 import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
+import { bounded, DEFAULT_CALL_TIMEOUT_MS } from '../../core/call.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
 export const ASYNC_PAYLOAD_LIMIT = 1024 * 1024
@@ -80,9 +81,13 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
   if (bytes.byteLength > ASYNC_PAYLOAD_LIMIT) {
     throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot publish to "${subject}": the event is ${bytes.byteLength} bytes, over the limit of ${ASYNC_PAYLOAD_LIMIT}`)
   }
-  if (options.signal?.aborted === true) throw new TransportError('FNMESH_ERR_ABORTED', `Cannot publish to "${subject}": aborted by the caller`)
+  // An event whose publish was aborted may still be stored: publishing it again with the same id is safe.
+  return await bounded(`publish to "${subject}"`, options, DEFAULT_CALL_TIMEOUT_MS, async () => await store(nc, subject, bytes, id, h, options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS))
+}
+
+async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id: string, h: MsgHdrs, timeoutMs: number): Promise<PublishResult> {
   try {
-    const ack = await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: options.timeoutMs ?? 10_000 })
+    const ack = await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: timeoutMs })
     return { id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate }
   } catch (err: any) {
     // JetStream answers a publish to a subject no stream captures with "no responders", which the
@@ -93,7 +98,7 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
       throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
     }
     if (err?.name === 'TimeoutError' || /timeout/i.test(String(err?.message))) {
-      throw new TransportError('FNMESH_ERR_CLIENT_TIMEOUT', `Cannot publish to "${subject}": JetStream did not confirm within ${options.timeoutMs ?? 10_000} ms`, { cause: err })
+      throw new TransportError('FNMESH_ERR_CLIENT_TIMEOUT', `Cannot publish to "${subject}": JetStream did not confirm within ${timeoutMs} ms`, { cause: err })
     }
     throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot publish to "${subject}": ${String(err?.message ?? err)}`, { cause: err })
   }
@@ -121,9 +126,11 @@ function iso (ms: number): string {
   return ms > 0 ? new Date(ms).toISOString() : ''
 }
 
-async function readDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string): Promise<Array<{ seq: number, dl: DeadLetter }>> {
+/** Every dead letter (of `fn`) through a temporary consumer, deleted however the read ends */
+async function readDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string, signal?: AbortSignal): Promise<Array<{ seq: number, dl: DeadLetter }>> {
   const exists = await jsm.streams.info(DLQ_STREAM).then(() => true, () => false)
   if (!exists) return []
+  signal?.throwIfAborted()
   const name = `fnmesh_dlq_${nuid.next()}`
   await jsm.consumers.add(DLQ_STREAM, {
     name,
@@ -137,12 +144,21 @@ async function readDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: 
     const consumer = await jetstream(nc).consumers.get(DLQ_STREAM, name)
     let pending = (await consumer.info()).num_pending
     while (pending > 0) {
+      signal?.throwIfAborted()
       const batch = await consumer.fetch({ max_messages: Math.min(pending, 256), expires: 2000 })
+      // An abort ends the pull at once, so the consumer is deleted now rather than after it expires.
+      const stop = (): void => { batch.stop() }
+      signal?.addEventListener('abort', stop, { once: true })
       let got = 0
-      for await (const m of batch) {
-        got++
-        try { out.push({ seq: m.seq, dl: decode('DeadLetter', m.data) }) } catch {}
+      try {
+        for await (const m of batch) {
+          got++
+          try { out.push({ seq: m.seq, dl: decode('DeadLetter', m.data) }) } catch {}
+        }
+      } finally {
+        signal?.removeEventListener('abort', stop)
       }
+      signal?.throwIfAborted()
       if (got === 0) break
       pending -= got
     }
@@ -152,8 +168,8 @@ async function readDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: 
   return out
 }
 
-export async function listDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string): Promise<DeadLetterInfo[]> {
-  return (await readDeadLetters(nc, jsm, fn)).map(({ seq, dl }) => {
+export async function listDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string, signal?: AbortSignal): Promise<DeadLetterInfo[]> {
+  return (await readDeadLetters(nc, jsm, fn, signal)).map(({ seq, dl }) => {
     let event: unknown
     try { event = JSON.parse(Buffer.from(dl.event).toString('utf8')) } catch { event = null }
     return {
@@ -175,10 +191,11 @@ export async function listDeadLetters (nc: NatsConnection, jsm: JetStreamManager
   })
 }
 
-export async function replayDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string): Promise<{ replayed: number }> {
+export async function replayDeadLetters (nc: NatsConnection, jsm: JetStreamManager, fn?: string, signal?: AbortSignal): Promise<{ replayed: number }> {
   const js = jetstream(nc)
   let replayed = 0
-  for (const { seq, dl } of await readDeadLetters(nc, jsm, fn)) {
+  for (const { seq, dl } of await readDeadLetters(nc, jsm, fn, signal)) {
+    signal?.throwIfAborted()
     const h = natsHeaders()
     h.set(EventHeaders.attempt, '1')
     h.set(EventHeaders.eventId, dl.eventId)
@@ -197,9 +214,10 @@ export async function replayDeadLetters (nc: NatsConnection, jsm: JetStreamManag
   return { replayed }
 }
 
-export async function purgeDeadLetters (jsm: JetStreamManager, fn?: string): Promise<{ purged: number }> {
+export async function purgeDeadLetters (jsm: JetStreamManager, fn?: string, signal?: AbortSignal): Promise<{ purged: number }> {
   const exists = await jsm.streams.info(DLQ_STREAM).then(() => true, () => false)
   if (!exists) return { purged: 0 }
+  signal?.throwIfAborted()
   const r = await jsm.streams.purge(DLQ_STREAM, { filter: fn != null ? dlqSubject(fn) : 'fnmesh.dlq.>' })
   return { purged: r.purged }
 }

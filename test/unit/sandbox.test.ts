@@ -96,6 +96,18 @@ describe('sandbox pool with real child processes', () => {
     expect(pool.size).toBe(1)
   })
 
+  it('settles when its last sandbox has exited and been cleaned up, and says so; false when that takes longer than allowed', async () => {
+    const pool = await newPool({ prewarm: 2 })
+    const { pid } = await run(pool, spec({ name: 'ok', handler: 'ok.handler' }), await task('ok', { fixtures: ['ok.js'] }))
+    expect(pool.size).toBeGreaterThan(1)
+    pool.stop()
+    expect(await pool.settled(0)).toBe(false)
+    expect(await within(pool.settled(10_000), 12_000, 'the pool settling')).toBe(true)
+    expect(pool.size).toBe(0)
+    expect(gone(pid)).toBe(true)
+    expect(await pool.settled(0)).toBe(true)
+  })
+
   it('returns the handler result as JSON with the request id in its context', async () => {
     const pool = await newPool()
     const { out } = await run(pool, spec({ name: 'ok', handler: 'ok.handler' }), await task('ok', { fixtures: ['ok.js'] }), { n: 1, s: 'x' })

@@ -10,6 +10,7 @@ import { decode, encode, UsageBucket, type Encodable, type UsageReply } from '..
 import { UsageError, toErrorInfo } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, nodeSubject } from '../../../proto/subjects.js'
 import type { PeerTable } from '../gossip/peer-table.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Metering } from '../metering/metering.js'
 import { gbSeconds } from '../metering/rollup.js'
@@ -33,7 +34,7 @@ const BUCKETS: Record<number, BucketName | undefined> = {
   [UsageBucket.BUCKET_DAY]: 'day'
 }
 
-export class ControlApi {
+export class ControlApi implements Startable {
   private subs: Subscription[] = []
 
   constructor (private readonly c: ApiComponents) {}
@@ -60,6 +61,10 @@ export class ControlApi {
       on(API_METER_SUBJECT, undefined, async (msg) => await this.meterStatus(msg)),
       on(nodeSubject(API_METER_SUBJECT, nodeId), undefined, async (msg) => await this.meterStatus(msg))
     ]
+  }
+
+  isStarted (): boolean {
+    return this.subs.length > 0
   }
 
   stop (): void {

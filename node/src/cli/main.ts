@@ -13,6 +13,8 @@ import { parsePrice } from '../../../sdk/src/usage.js'
 import { DEFAULT_NATS_URL } from '../../../core/nats.js'
 import { PACKAGE_ROOT } from '../paths.js'
 import { resolveConfig, type AgentOptions } from '../config.js'
+import { ROUTING_POLICIES } from '../router/router.js'
+import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
 import { formatAgo, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, readable, seconds } from './options.js'
@@ -64,9 +66,9 @@ export function buildProgram (): Command {
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
-    .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices(['least-loaded', 'local', 'round-robin', 'oracle']).default('least-loaded'))
+    .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
-    .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices(['auto', 'strict', 'none']).default('auto'))
+    .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
     .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
     .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
     .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))

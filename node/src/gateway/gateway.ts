@@ -16,6 +16,7 @@ import type { Encodable, InvokeResult } from '../../../proto/codec.js'
 import { FnmeshError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 import { RATELIMITS_BUCKET, REQUEST_ID_HEADER, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { Idle, type Startable, type Drainable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { RouteRequest } from '../router/router.js'
 import { Authenticator, KeyStore, type AuthResult } from './auth.js'
@@ -55,7 +56,7 @@ export interface GatewayInit {
 
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\b/i
 
-export class Gateway {
+export class Gateway implements Startable, Drainable {
   readonly table = new RouteTable()
   readonly stats = { requests: 0, byStatus: {} as Record<number, number> }
   private server: Server | undefined
@@ -64,8 +65,9 @@ export class Gateway {
   private readonly validator = new BodyValidator()
   private limiter: MeshRateLimiter | undefined
   private readonly init: Required<GatewayInit>
-  private active = 0
-  private idle: (() => void) | undefined
+  /** requests under way */
+  private readonly requests = new Idle()
+  private draining: Promise<void> | undefined
   private readonly log: Logger
 
   constructor (private readonly c: GatewayComponents, init: GatewayInit = {}) {
@@ -75,9 +77,10 @@ export class Gateway {
     this.auth = new Authenticator(this.keys)
   }
 
-  /** Starts serving; resolves with the port it listens on */
-  async start (): Promise<number> {
-    if (this.server != null) return this.port
+  /** Starts serving (then `port` is the port it listens on); idempotent */
+  async start (): Promise<void> {
+    if (this.server != null) return
+    this.draining = undefined
     await this.keys.start(this.c.nc)
     // Made by `fnmesh init` (history 1, memory, 1 h TTL): agents never create buckets.
     const kv = await openBucket(this.c.nc, RATELIMITS_BUCKET)
@@ -99,7 +102,6 @@ export class Gateway {
     })
     this.server = server
     this.log.info({ port: this.port, host: this.init.host, routes: this.table.size }, 'HTTP gateway listening')
-    return this.port
   }
 
   get port (): number {
@@ -126,16 +128,20 @@ export class Gateway {
     if (this.table.conflicts.length > 0) this.log.warn({ conflicts: this.table.conflicts }, 'several functions claim the same routes: the first by name serves each')
   }
 
-  /** Stops taking connections, finishes the requests under way */
+  /** Stops taking connections, finishes the requests under way; idempotent (one promise for every caller) */
   async drain (): Promise<void> {
-    const server = this.server
-    if (server == null) return
-    server.close()
-    server.closeIdleConnections()
-    if (this.active > 0) await new Promise<void>(resolve => { this.idle = resolve })
-    this.stop()
+    this.draining ??= (async () => {
+      const server = this.server
+      if (server == null) return
+      server.close()
+      server.closeIdleConnections()
+      await this.requests.whenIdle()
+      this.stop()
+    })()
+    await this.draining
   }
 
+  /** Closes every connection at once; idempotent */
   stop (): void {
     this.keys.stop()
     this.server?.closeAllConnections()
@@ -144,7 +150,7 @@ export class Gateway {
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    this.active++
+    this.requests.enter()
     const requestId = randomUUID()
     let extra: Record<string, string> = {}
     let response: HttpResponse
@@ -156,7 +162,7 @@ export class Gateway {
       response = this.failure(err, requestId)
     }
     this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
-    if (--this.active === 0) this.idle?.()
+    this.requests.leave()
   }
 
   private async respond (req: IncomingMessage, requestId: string): Promise<{ response: HttpResponse, extra: Record<string, string> }> {

@@ -6,6 +6,7 @@
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode } from '../../../proto/codec.js'
 import { DISCOVERY_SUBJECT } from '../../../proto/subjects.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Gossip } from './gossip.js'
 
@@ -18,7 +19,7 @@ export interface DiscoveryInit {
   logger: Logger
 }
 
-export class NatsDiscovery {
+export class NatsDiscovery implements Startable {
   private sub: Subscription | undefined
   private timer: NodeJS.Timeout | undefined
   private lastReplyMs = 0
@@ -39,6 +40,10 @@ export class NatsDiscovery {
     })
     this.announce()
     this.timer = setInterval(() => { this.announce() }, this.init.intervalMs ?? 5000)
+  }
+
+  isStarted (): boolean {
+    return this.sub != null
   }
 
   stop (): void {

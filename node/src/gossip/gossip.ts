@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto'
 import { freemem } from 'node:os'
 import { decode, encode, type CapacityAdvert } from '../../../proto/codec.js'
 import { ADVERTS_TOPIC } from '../../../proto/subjects.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { PeerTable } from './peer-table.js'
 
@@ -75,7 +76,7 @@ const GOSSIP_LIMITS = {
   maxOutboundStreams: 8
 }
 
-export class Gossip {
+export class Gossip implements Startable {
   private node: Libp2p<{ identify: unknown, pubsub: GossipSub }> | undefined
   private seq = 0
   private readonly startedAtMs = Date.now()

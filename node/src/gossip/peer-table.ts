@@ -15,10 +15,13 @@ export interface PeerEntry {
   suspect: boolean
 }
 
+/** A peer whose adverts stop is dropped after this long, unless configured otherwise */
+export const PEER_TIMEOUT_MS = 2000
+
 export type UpsertResult = 'added' | 'updated' | 'stale' | 'draining'
 
 export interface PeerTableInit {
-  /** @default 2000 */
+  /** @default PEER_TIMEOUT_MS (2000) */
   peerTimeoutMs?: number
   now?: () => number
 }
@@ -32,7 +35,7 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
 
   constructor (init: PeerTableInit = {}) {
     super()
-    this.peerTimeoutMs = init.peerTimeoutMs ?? 2000
+    this.peerTimeoutMs = init.peerTimeoutMs ?? PEER_TIMEOUT_MS
     this.now = init.now ?? Date.now
   }
 

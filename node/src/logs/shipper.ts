@@ -9,6 +9,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { encode, type Encodable, type LogLine } from '../../../proto/codec.js'
 import { LOGS_STREAM, LOGS_WILDCARD, logSubject } from '../../../proto/subjects.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionLogLine } from '../sandbox/logs.js'
 
@@ -33,7 +34,7 @@ export interface LogShipperInit {
 
 interface Pending { lines: Array<Encodable<LogLine>>, bytes: number }
 
-export class LogShipper {
+export class LogShipper implements Startable {
   private readonly pending = new Map<string, Pending>()
   private readonly opts: Required<LogShipperInit>
   private timer: NodeJS.Timeout | undefined

@@ -1,7 +1,8 @@
 /**
- * The metering part, as the agent sees it: opens the store first (before anything runs), then,
- * once the libp2p host is up, starts signing, replication, anti-entropy, sealing, compaction and
- * the disk guard. The executor records through it; the control API queries it.
+ * The metering part, as the agent sees it: `start()` opens the ledger (before anything runs: a
+ * damaged one is repaired first), then `connect()`, once the libp2p host is up, starts signing,
+ * replication, anti-entropy, sealing, compaction and the disk guard. The executor records through
+ * it; the control API queries it.
  *
  *   executor ──record──> Meter ──sign──> MeterStore (LevelDB, synced)
  *                          └──push──> Replicator ══/fnmesh/meter/push/1══> peers' Intake ──> their store
@@ -12,6 +13,7 @@ import { join } from 'node:path'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import type { Encodable, MeterRecord, MeterStatus } from '../../../proto/codec.js'
 import type { PeerTable } from '../gossip/peer-table.js'
+import { Once, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { AntiEntropy } from './antientropy.js'
 import { DiskGuard } from './disk.js'
@@ -49,7 +51,11 @@ export interface MeteringInit {
 
 export interface MeteringComponents { privateKey: PrivateKey, nodeId: string, libp2p: Libp2p, table: PeerTable }
 
-export class Metering {
+export class Metering implements Startable {
+  private ledger: MeterStore | undefined
+  private opening: Once<void> | undefined
+  private connecting: Once<void> | undefined
+  private closing: Once<void> | undefined
   private meter: Meter | undefined
   private replicator: Replicator | undefined
   private antiEntropy: AntiEntropy | undefined
@@ -58,20 +64,40 @@ export class Metering {
   private nodeId = ''
   readonly guard: DiskGuard
 
-  private constructor (readonly store: MeterStore, private readonly init: MeteringInit) {
+  constructor (private readonly init: MeteringInit) {
     this.guard = new DiskGuard({ dir: init.dir, minFreeBytes: init.minFreeBytes, logger: init.logger, onChange: init.onRefusingChange })
   }
 
-  /** Opens (and if need be repairs) the ledger */
-  static async open (init: MeteringInit): Promise<Metering> {
-    let self: Metering | undefined
-    const store = await MeterStore.open({ dir: init.dir, logger: init.logger, retentionMs: init.retentionMs, onWriteError: (err) => { self?.guard.writeFailed(err) } })
-    self = new Metering(store, init)
-    return self
+  /** The ledger; only once started */
+  get store (): MeterStore {
+    if (this.ledger == null) throw new Error('metering not started')
+    return this.ledger
   }
 
-  async start (c: MeteringComponents): Promise<void> {
-    if (this.meter != null) return
+  /** Opens (and if need be repairs) the ledger; idempotent. Records are taken after `connect` */
+  async start (): Promise<void> {
+    this.opening ??= new Once(async () => {
+      this.ledger = await MeterStore.open({ dir: this.init.dir, logger: this.init.logger, retentionMs: this.init.retentionMs, onWriteError: (err) => { this.guard.writeFailed(err) } })
+    })
+    await this.opening.run()
+  }
+
+  /** The ledger is open (and not closed) */
+  isStarted (): boolean {
+    return this.ledger != null && this.closing == null
+  }
+
+  /**
+   * Once the libp2p host is up (after `start`): the disk guard, signing, replication,
+   * anti-entropy, sealing, compaction and a background check of the ledger; idempotent.
+   */
+  async connect (c: MeteringComponents): Promise<void> {
+    if (!this.isStarted()) throw new Error('metering not started')
+    this.connecting ??= new Once(async () => { await this.startNetwork(c) })
+    await this.connecting.run()
+  }
+
+  private async startNetwork (c: MeteringComponents): Promise<void> {
     const log = this.init.logger
     this.nodeId = c.nodeId
     await this.guard.start()
@@ -151,13 +177,19 @@ export class Metering {
    * first hands the last records to every peer (see Replicator.settle).
    */
   async stop (graceful = false): Promise<void> {
-    clearInterval(this.compactTimer)
-    this.guard.stop()
-    await this.meter?.stop()
-    if (graceful) await this.replicator?.settle()
-    await this.antiEntropy?.stop()
-    this.replicator?.stop()
-    await this.store.close()
+    this.closing ??= new Once(async () => {
+      // A start or connect under way finishes first, so nothing it opens is left behind.
+      await this.opening?.run().catch(() => {})
+      await this.connecting?.run().catch(() => {})
+      clearInterval(this.compactTimer)
+      this.guard.stop()
+      await this.meter?.stop()
+      if (graceful) await this.replicator?.settle()
+      await this.antiEntropy?.stop()
+      this.replicator?.stop()
+      await this.ledger?.close()
+    })
+    await this.closing.run()
   }
 }
 

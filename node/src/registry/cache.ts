@@ -18,6 +18,7 @@ import { AuthError, FnmeshError, InputError } from '../../../proto/errors.js'
 import { BUNDLE_LIMIT, BUNDLE_MAX_FILES, checkBundlePath } from '../../../core/bundle.js'
 import type { Registry, RegistryEntry, StoredSpec } from '../../../core/registry.js'
 import { validateStoredSpec } from '../../../core/spec-rules.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { TrustList } from './trust.js'
 import type { TrustedVersions } from './versions.js'
@@ -49,7 +50,7 @@ export interface SkippedSpec {
   error: FnmeshError
 }
 
-export class FunctionCache {
+export class FunctionCache implements Startable {
   private readonly specs = new Map<string, StoredSpec>()
   private readonly skipped = new Map<string, SkippedSpec>()
   /** the KV revision applied last per key: an older one (a direct read raced the watch) is ignored */
@@ -62,10 +63,15 @@ export class FunctionCache {
   constructor (private readonly init: FunctionCacheInit) {}
 
   async start (): Promise<void> {
+    if (this.stopWatch != null) return
     // Private to the agent: sandboxes see only their own function's code, linked into their slot.
     await mkdir(this.init.bundlesDir, { recursive: true, mode: 0o700 })
     await this.init.versions?.load()
     this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) })
+  }
+
+  isStarted (): boolean {
+    return this.stopWatch != null
   }
 
   /** Stops the watch; resolves once the trusted versions seen are saved */

@@ -6,17 +6,18 @@
  * concurrency cap per node.
  */
 import { CapacityError, FunctionError } from '../../../proto/errors.js'
+import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { Idle, Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { distPath } from '../paths.js'
-import { describeLayers, detectIsolation, type IsolationPlan } from './layers/detect.js'
+import { describeLayers, detectIsolation, OS_LAYERS, type IsolationPlan } from './layers/detect.js'
 import { usablePlan } from './layers/reach.js'
 import { Workspace } from './layers/workspace.js'
 import { InvocationLogs, type LogSink } from './logs.js'
 import { RuntimeError } from './runtime/errors.js'
 import { parseHandler } from './runtime/handler.js'
 import { functionEnv, Spawner, type Spawned } from './spawner.js'
-import { KeyedWaiters } from './waiters.js'
 import type { SandboxWorker } from './worker.js'
 
 export interface SandboxPoolInit {
@@ -70,13 +71,16 @@ interface Meta { spawned: Spawned, logs?: InvocationLogs }
 
 type Options = Required<Omit<SandboxPoolInit, 'logger' | 'plan' | 'protectDir' | 'logs'>>
 
-export class SandboxPool {
+export class SandboxPool implements Startable {
   private readonly idle = new Map<string, SandboxWorker[]>()
   private readonly generic = new Map<string, SandboxWorker[]>()
   private readonly live = new Set<SandboxWorker>()
   private readonly meta = new Map<SandboxWorker, Meta>()
   private readonly perKey = new Map<string, number>()
-  private readonly waiters = new KeyedWaiters()
+  /** invocations waiting for a sandbox of a "name@version" at its concurrency cap (FIFO per key) */
+  private readonly waiters = new Waiters<string>()
+  /** live workers: idle once every one has exited */
+  private readonly alive = new Idle()
   private readonly opts: Options
   private readonly log: Logger
   private workspace: Workspace
@@ -96,7 +100,7 @@ export class SandboxPool {
       prewarm: init.prewarm ?? 2,
       maxWorkers: init.maxWorkers ?? 64,
       initTimeoutMs: init.initTimeoutMs ?? 10_000,
-      resultLimit: init.resultLimit ?? 6 * 1024 * 1024,
+      resultLimit: init.resultLimit ?? SYNC_PAYLOAD_LIMIT,
       logLimit: init.logLimit ?? 65536,
       capWaitMs: init.capWaitMs ?? 1000,
       pidsMax: init.pidsMax ?? 64,
@@ -136,7 +140,7 @@ export class SandboxPool {
         // Layers that probe fine one by one may still fail together (a path the sandbox uid cannot
         // read, a tool that misbehaves): auto mode carries on with the permission model alone.
         this.log.error({ err: String(err?.message ?? err) }, 'sandbox did not boot with the OS layers: running functions with the permission model only')
-        plan = detectIsolation({ mode: 'auto', disable: ['mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu'] })
+        plan = detectIsolation({ mode: 'auto', disable: [...OS_LAYERS] })
       }
     }
     this.started = true
@@ -168,10 +172,15 @@ export class SandboxPool {
     this.waiters.wakeAll()
   }
 
-  /** Resolves once every worker has exited and its slot and cgroup are gone (or after `timeoutMs`) */
-  async settled (timeoutMs: number): Promise<void> {
+  /**
+   * Resolves once every worker has exited and its slot and cgroup are gone (or after `timeoutMs`):
+   * `true` when settled. Woken by the exits and the clean-ups themselves, not by polling.
+   */
+  async settled (timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
-    while ((this.live.size > 0 || (this.spawner?.cleaning ?? 0) > 0) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+    // The spawner's clean-up of a worker begins at its exit, before the pool hears of it.
+    if (!await this.alive.whenIdle({ timeoutMs })) return false
+    return await (this.spawner?.cleaning.whenIdle({ timeoutMs: deadline - Date.now() }) ?? true)
   }
 
   /** "name@version" keys with a live specialised worker */
@@ -226,7 +235,7 @@ export class SandboxPool {
       if (left <= 0 || !this.started) {
         throw new CapacityError('FNMESH_ERR_BUSY', `Function "${spec.name}" is at its concurrency limit of ${cap} on this node`)
       }
-      await this.waiters.wait(key, left)
+      await this.waiters.wait(key, { timeoutMs: left })
     }
     return await this.coldStart(spec, key, taskRoot, options)
   }
@@ -314,9 +323,11 @@ export class SandboxPool {
   private adopt (spawned: Spawned): SandboxWorker {
     const { worker } = spawned
     this.live.add(worker)
+    this.alive.enter()
     this.meta.set(worker, { spawned })
     worker.on('exit', (death) => {
       this.live.delete(worker)
+      this.alive.leave()
       this.meta.delete(worker)
       this.removeFromLists(worker)
       if (!this.started && this.live.size === 0) this.workspace.close()

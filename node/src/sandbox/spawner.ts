@@ -7,6 +7,7 @@ import { chownSync } from 'node:fs'
 import { fnmeshError } from '../../../proto/errors.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import type { Logger } from '../logger.js'
+import { Idle } from '../lifecycle.js'
 import type { CgroupLimits, WorkerCgroup } from './layers/cgroup.js'
 import { buildCommand, type SandboxCommand } from './layers/command.js'
 import type { IsolationPlan } from './layers/detect.js'
@@ -44,7 +45,7 @@ let groups = 0
 
 export class Spawner {
   /** workers whose slot or cgroup is still being removed */
-  cleaning = 0
+  readonly cleaning = new Idle()
 
   constructor (private readonly init: SpawnerInit) {}
 
@@ -90,12 +91,12 @@ export class Spawner {
   private cleanUp (slot: SlotDirs, cgroup: WorkerCgroup | undefined): void {
     // A group empties a moment after its last process is reaped.
     let tries = 0
-    this.cleaning++
+    this.cleaning.enter()
     const done = (): void => {
-      this.cleaning--
       try { this.init.workspace.give(slot) } catch (err: any) {
         this.init.logger.warn({ slot: slot.index, err: String(err?.message ?? err) }, 'sandbox folder clean-up failed')
       }
+      this.cleaning.leave()
     }
     const removeGroup = (): void => {
       if (cgroup == null || cgroup.remove()) { done(); return }

@@ -11,6 +11,7 @@ import { requireStreams } from '../../../core/init.js'
 import { followKv, openBucket } from '../../../core/kv-follow.js'
 import type { Registry, StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
+import { Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { SandboxPool } from '../sandbox/pool.js'
@@ -32,15 +33,18 @@ export interface TriggerInit {
   scheduleGraceMs?: number
 }
 
-export class TriggerManager {
+export class TriggerManager implements Startable {
   private readonly pullers = new Map<string, Puller>()
   private readonly specs = new Map<string, StoredSpec>()
   private js!: JetStreamClient
   private jsm!: JetStreamManager
   private dispatcher!: Dispatcher
   private scheduler: Scheduler | undefined
-  private readonly roomWaiters = new Set<() => void>()
+  /** pullers waiting for a free slot */
+  private readonly roomWaiters = new Waiters<'room'>()
   private started = false
+  /** the stop under way: every caller waits for the same one */
+  private stopping: Promise<void> | undefined
   /** set once the streams, dispatcher and scheduler exist: onSpec does nothing before */
   private ready = false
 
@@ -49,6 +53,7 @@ export class TriggerManager {
   async start (): Promise<void> {
     if (this.started) return
     this.started = true
+    this.stopping = undefined
     this.js = jetstream(this.c.nc)
     this.jsm = await manager(this.c.nc)
     // Streams, buckets and consumers are made by `fnmesh init` and deploys, never by agents.
@@ -70,7 +75,7 @@ export class TriggerManager {
 
   /** Called when the executor frees a slot */
   wake (): void {
-    for (const w of [...this.roomWaiters]) w()
+    this.roomWaiters.wakeAll()
   }
 
   /**
@@ -114,7 +119,7 @@ export class TriggerManager {
         js: this.js,
         dispatcher: this.dispatcher,
         room: (fn) => this.room(fn),
-        roomChanged: async (ms) => { await this.roomChanged(ms) },
+        roomChanged: async (options) => { await this.roomWaiters.wait('room', options) },
         logger: this.c.logger
       })
       this.pullers.set(key, p)
@@ -139,24 +144,17 @@ export class TriggerManager {
     return Math.min(free, spec.concurrency - this.c.pool.busyCount(`${fn}@${spec.version}`))
   }
 
-  private async roomChanged (ms: number): Promise<void> {
-    await new Promise<void>(resolve => {
-      const done = (): void => { clearTimeout(timer); this.roomWaiters.delete(done); resolve() }
-      const timer = setTimeout(done, ms)
-      this.roomWaiters.add(done)
-    })
-  }
-
   /** Stops pulling and scheduling; resolves once pulled events are settled (acked or handed back) */
   async stop (): Promise<void> {
-    if (!this.started) return
+    if (!this.started) return await this.stopping
     this.started = false
     this.ready = false
     this.scheduler?.stop()
     const all = [...this.pullers.values()]
     this.pullers.clear()
     this.wake()
-    await Promise.all(all.map(async p => await p.stop()))
+    this.stopping = Promise.all(all.map(async p => await p.stop())).then(() => {})
+    await this.stopping
   }
 
   get stats (): Dispatcher['stats'] & { scheduled: number } {

@@ -3,8 +3,10 @@
  * this node has free slots (and the function has room under its concurrency), so events spread
  * over the mesh by capacity: a node with more free slots pulls more.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Consumer, JetStreamClient } from '@nats-io/jetstream'
 import type { Binding } from '../../../core/events.js'
+import type { WaitOptions } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Dispatcher } from './dispatcher.js'
 
@@ -13,8 +15,8 @@ export interface PullerComponents {
   dispatcher: Dispatcher
   /** events this node can take now for `fn` */
   room: (fn: string) => number
-  /** resolves when room may have grown (a slot freed), or after `ms` */
-  roomChanged: (ms: number) => Promise<void>
+  /** resolves when room may have grown (a slot freed), after `timeoutMs`, or on abort */
+  roomChanged: (options: WaitOptions) => Promise<void>
   logger: Logger
 }
 
@@ -28,6 +30,8 @@ export interface PullerInit {
 export class Puller {
   private running = false
   private loop: Promise<void> | undefined
+  /** aborted by stop(): ends the loop's waits at once */
+  private stopping = new AbortController()
   private readonly inFlight = new Set<Promise<void>>()
   /** pulled events not yet holding an executor slot */
   private claimed = 0
@@ -43,6 +47,7 @@ export class Puller {
   start (): void {
     if (this.running) return
     this.running = true
+    this.stopping = new AbortController()
     this.loop = this.run()
   }
 
@@ -53,6 +58,7 @@ export class Puller {
   /** Stops pulling; resolves when the events already pulled are settled */
   async stop (): Promise<void> {
     this.running = false
+    this.stopping.abort()
     await this.loop
     await Promise.all([...this.inFlight])
   }
@@ -62,7 +68,7 @@ export class Puller {
     while (this.running) {
       const room = Math.min(this.maxBatch, this.c.room(this.binding.fn) - this.claimed)
       if (room <= 0) {
-        await this.c.roomChanged(500)
+        await this.c.roomChanged({ timeoutMs: 500, signal: this.stopping.signal })
         continue
       }
       try {
@@ -84,7 +90,7 @@ export class Puller {
         if (failures === 1 || failures % 30 === 0) {
           this.c.logger.warn({ fn: this.binding.fn, consumer: this.binding.consumer, err: String(err?.message ?? err) }, 'pulling events failed; retrying')
         }
-        await new Promise(resolve => setTimeout(resolve, Math.min(5000, 250 * failures)))
+        await sleep(Math.min(5000, 250 * failures), undefined, { signal: this.stopping.signal }).catch(() => {})
       }
     }
   }

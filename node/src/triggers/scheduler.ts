@@ -11,6 +11,7 @@ import { headers as natsHeaders } from '@nats-io/transport-node'
 import { EventHeaders, functionSubject } from '../../../core/events.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { parseTrigger, ticksBetween, triggerId, type Trigger } from '../../../core/triggers.js'
+import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 
 export interface SchedulerComponents {
@@ -33,7 +34,7 @@ export interface SchedulerInit {
 
 type Schedule = Extract<Trigger, { kind: 'schedule' }>
 
-export class Scheduler {
+export class Scheduler implements Startable {
   private timer: NodeJS.Timeout | undefined
   private ticking = false
   /** last tick fired per "<fn>.<trigger id>", from this agent or (via KV) any other */
@@ -57,6 +58,10 @@ export class Scheduler {
     this.timer = setInterval(() => {
       this.tick().catch((err: any) => { this.c.logger.error({ code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'a schedule tick failed') })
     }, this.intervalMs)
+  }
+
+  isStarted (): boolean {
+    return this.timer != null
   }
 
   stop (): void {

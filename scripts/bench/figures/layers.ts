@@ -13,7 +13,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { silentLogger } from '../../../node/src/logger.js'
-import { detectIsolation, type IsolationPlan, type LayerId } from '../../../node/src/sandbox/layers/detect.js'
+import { detectIsolation, OPTIONAL_LAYERS, type IsolationPlan, type LayerId } from '../../../node/src/sandbox/layers/detect.js'
 import { Workspace } from '../../../node/src/sandbox/layers/workspace.js'
 import { RUNTIME_DIR, SandboxPool } from '../../../node/src/sandbox/pool.js'
 import { Spawner } from '../../../node/src/sandbox/spawner.js'
@@ -24,7 +24,7 @@ import { step, ticker } from '../progress.js'
 import { compact, summarize, type LatencySummary } from '../stats.js'
 import { row, type Figure, type Row } from '../types.js'
 
-const ALL: LayerId[] = ['permission', 'mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu', 'rlimit']
+const ALL: LayerId[] = [...OPTIONAL_LAYERS]
 
 interface Variant { label: string, layers: LayerId[] }
 
@@ -78,7 +78,7 @@ export const sandboxLayers: Figure = {
         ctx.cleanup.defer(`stop the ${v.label} pool`, async () => {
           pool.stop()
           await pool.settled(5000)
-          while (spawner.cleaning > 0) await sleep(10)
+          await spawner.cleaning.whenIdle({ timeoutMs: 5000 })
           workspace.close()
           plan.cgroup?.close()
         })

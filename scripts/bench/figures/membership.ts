@@ -7,11 +7,10 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startDevCluster } from '../../../node/src/dev/cluster.js'
+import { PEER_TIMEOUT_MS } from '../../../node/src/gossip/peer-table.js'
 import { connect } from '../../../sdk/src/client.js'
 import { step } from '../progress.js'
 import { row, type Figure } from '../types.js'
-
-const PEER_TIMEOUT_MS = 2000
 
 export const membership: Figure = {
   id: 'membership',

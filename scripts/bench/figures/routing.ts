@@ -12,6 +12,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startDevCluster, type DevCluster } from '../../../node/src/dev/cluster.js'
+import { ROUTING_POLICIES, type RoutingPolicy } from '../../../node/src/router/router.js'
 import { connect, type Mesh } from '../../../sdk/src/client.js'
 import { errorCode } from '../loops.js'
 import { step } from '../progress.js'
@@ -20,8 +21,8 @@ import { barChart, cdfSeries, lineChart } from '../svg.js'
 import { row, type Figure, type Row } from '../types.js'
 
 const SLOTS = [1, 2, 3]
-const POLICIES = ['least-loaded', 'local', 'round-robin', 'oracle'] as const
-type Policy = typeof POLICIES[number]
+const POLICIES = ROUTING_POLICIES
+type Policy = RoutingPolicy
 const LEVELS = [0.5, 0.8, 0.95]
 const MIN_MS = 20
 const MAX_MS = 200

@@ -9,9 +9,15 @@ import { accessSync, constants } from 'node:fs'
 import { join } from 'node:path'
 import { probeCgroups, type CgroupHost } from './cgroup.js'
 
-export type SandboxMode = 'auto' | 'strict' | 'none'
+/** Isolation modes of `--sandbox` */
+export const SANDBOX_MODES = ['auto', 'strict', 'none'] as const
+export type SandboxMode = typeof SANDBOX_MODES[number]
 
-export type LayerId = 'process' | 'permission' | 'mount' | 'net' | 'pid' | 'uid' | 'cgroup-memory' | 'cgroup-pids' | 'cgroup-cpu' | 'rlimit'
+/** The operating system's layers (namespaces, a uid per sandbox, cgroups) */
+export const OS_LAYERS = ['mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu'] as const
+/** Every layer that can be turned off (the own process, 'process', always stays) */
+export const OPTIONAL_LAYERS = ['permission', ...OS_LAYERS, 'rlimit'] as const
+export type LayerId = 'process' | typeof OPTIONAL_LAYERS[number]
 
 export interface Layer {
   id: LayerId
@@ -79,7 +85,7 @@ const isRoot = (): boolean => process.getuid?.() === 0
 export function detectIsolation (options: DetectOptions = {}): IsolationPlan {
   const mode = options.mode ?? 'auto'
   const off = new Set<LayerId>(options.disable ?? [])
-  if (mode === 'none') for (const id of ['permission', 'mount', 'net', 'pid', 'uid', 'cgroup-memory', 'cgroup-pids', 'cgroup-cpu', 'rlimit'] as LayerId[]) off.add(id)
+  if (mode === 'none') for (const id of OPTIONAL_LAYERS) off.add(id)
   const tools: Tools = { sh: which('sh') ?? '/bin/sh', bwrap: which('bwrap'), unshare: which('unshare'), setpriv: which('setpriv'), prlimit: which('prlimit') }
   const layers: Layer[] = []
   const add = (id: LayerId, result: string | true, how: string): boolean => {
