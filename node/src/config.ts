@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
 import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
 import type { Logger } from './logger.js'
-import { ROUTING_POLICIES, type RoutingPolicy } from './router/router.js'
+import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
 import type { LayerId, SandboxMode } from './sandbox/layers/detect.js'
 
 export interface AgentOptions {

@@ -13,7 +13,6 @@ import type { Registry, StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
-import type { SandboxPool } from '../sandbox/pool.js'
 import { Dispatcher } from './dispatcher.js'
 import { Puller } from './puller.js'
 import { Scheduler, type SchedulerComponents } from './scheduler.js'
@@ -23,8 +22,16 @@ export interface TriggerComponents {
   registry: Registry
   functions: FunctionCache
   executor: Executor
-  pool: SandboxPool
+  capacity: LocalCapacity
   logger: Logger
+}
+
+/** What the triggers need to know of this node's room (agent.ts wires the executor and the sandbox pool in) */
+export interface LocalCapacity {
+  /** slots free now (0 while the executor drains) */
+  free: () => number
+  /** invocations of `fn@version` running here now, for the function's concurrency */
+  running: (key: string) => number
 }
 
 export interface TriggerInit {
@@ -133,10 +140,10 @@ export class TriggerManager {
 
   /** Events this node can take now for `fn`: free slots, within the function's concurrency */
   private room (fn: string): number {
-    const free = this.c.executor.state === 'running' ? this.c.executor.free : 0
+    const free = this.c.capacity.free()
     const spec = this.specs.get(fn)
     if (spec == null || spec.concurrency === 0) return free
-    return Math.min(free, spec.concurrency - this.c.pool.busyCount(`${fn}@${spec.version}`))
+    return Math.min(free, spec.concurrency - this.c.capacity.running(`${fn}@${spec.version}`))
   }
 
   private async roomChanged (ms: number): Promise<void> {
