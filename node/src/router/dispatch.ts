@@ -109,7 +109,7 @@ export type Answer = { kind: 'failed' } | { kind: 'result', code: string }
 
 export type AfterAnswer =
   /** the result goes back to the caller as it is */
-  | { kind: 'final' }
+  | { kind: 'final', refuse?: undefined }
   /** the peer was full: count it full (its queue too, when it was sent to queue), pick again unless `refuse` */
   | { kind: 'busy', refuse?: Refusal }
   /** the peer failed: leave it out, pick another unless `refuse` */
