@@ -1,7 +1,9 @@
 /**
  * `npm run simulate`: fnmesh's routing at 10 to 10,000 nodes, by discrete-event simulation that
  * drives the agent's own routing code (node/src/router/choose.ts choosePeer and better,
- * node/src/router/load.ts LoadTracker) with simulated nodes, gossip and NATS (scripts/sim/).
+ * node/src/router/load.ts LoadTracker, node/src/router/dispatch.ts the dispatch rules,
+ * node/src/executor/admit.ts the executor's admission) with simulated nodes, gossip and NATS
+ * (scripts/sim/).
  * Compares fnmesh with a plain NATS queue group (random), round-robin and an oracle at 50, 80
  * and 95% load; prints a table, writes bench/results/<date>-<host>-simulate.json and SVG charts
  * in bench/results/charts/.

@@ -34,10 +34,10 @@ import { Metering } from './metering/metering.js'
 import { FunctionCache } from './registry/cache.js'
 import { TrustList } from './registry/trust.js'
 import { TrustedVersions } from './registry/versions.js'
-import { Router } from './router/router.js'
+import { Router, type LocalNode } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
-import { TriggerManager } from './triggers/manager.js'
+import { TriggerManager, type LocalCapacity } from './triggers/manager.js'
 import { waitForInit } from './registry/initialized.js'
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed'
@@ -195,6 +195,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const nodeId = identity.nodeId = gossip.nodeId
   await metering.connect({ privateKey, nodeId, libp2p: gossip.libp2p, table })
   const executor = parts.executor = new Executor({
+    nc,
     nodeId,
     functions,
     pool,
@@ -203,10 +204,17 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) }
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit })
-  executor.start(nc)
+  executor.start()
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
   api.start()
-  const router = parts.router = new Router({ nc, nodeId, table, functions, local: executor, logger: logger.child({ part: 'agent:router' }) }, {
+  // The parts meet through these interfaces only: the router sees this node's executor as a
+  // LocalNode, the triggers see its free slots and the pool's running count as LocalCapacity.
+  const local: LocalNode = executor
+  const capacity: LocalCapacity = {
+    free: () => executor.state === 'running' ? executor.free : 0,
+    running: (key) => pool.busyCount(key)
+  }
+  const router = parts.router = new Router({ nc, nodeId, table, functions, local, logger: logger.child({ part: 'agent:router' }) }, {
     queueWaitMs: config.queueWaitMs,
     maxQueued: config.maxQueued,
     dispatchGraceMs: config.dispatchGraceMs,
@@ -214,7 +222,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     policy: config.routing
   })
   if (config.router) router.start()
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, pool, logger: logger.child({ part: 'agent:triggers' }) })
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, logger: logger.child({ part: 'agent:triggers' }) })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({

@@ -8,14 +8,12 @@ import { UsageError } from '../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../proto/subjects.js'
 import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
 import type { Logger } from './logger.js'
-import { ROUTING_POLICIES, type RoutingPolicy } from './router/router.js'
+import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
+import { ROUTER_DEFAULTS } from './router/router.js'
+import { defaultSlots } from './executor/executor.js'
 import { PEER_TIMEOUT_MS } from './gossip/peer-table.js'
 import { OPTIONAL_LAYERS, SANDBOX_MODES, type LayerId, type SandboxMode } from './sandbox/layers/detect.js'
 
-/** Invocations a node runs at once unless told: 4 per CPU, at least 2 (the executor's default too) */
-export function defaultSlots (): number {
-  return Math.max(2, availableParallelism() * 4)
-}
 
 export interface AgentOptions {
   /** NATS servers. @default env FNMESH_NATS, else nats://127.0.0.1:4222 */
@@ -176,9 +174,9 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
     peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, PEER_TIMEOUT_MS, 100, 60_000),
     announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, 5000, 100, 600_000),
-    queueWaitMs: int('queueWaitMs', options.queueWaitMs, 500, 0, 60_000),
-    maxQueued: int('maxQueued', options.maxQueued, 1000, 0, 1_000_000),
-    dispatchGraceMs: int('dispatchGraceMs', options.dispatchGraceMs, 12_000, 100, 600_000),
+    queueWaitMs: int('queueWaitMs', options.queueWaitMs, ROUTER_DEFAULTS.queueWaitMs, 0, 60_000),
+    maxQueued: int('maxQueued', options.maxQueued, ROUTER_DEFAULTS.maxQueued, 0, 1_000_000),
+    dispatchGraceMs: int('dispatchGraceMs', options.dispatchGraceMs, ROUTER_DEFAULTS.dispatchGraceMs, 100, 600_000),
     idleTtlMs: int('idleTtlMs', options.idleTtlMs, 300_000, 100, 86_400_000),
     prewarm: int('prewarm', options.prewarm, 2, 0, 1000),
     initTimeoutMs: int('initTimeoutMs', options.initTimeoutMs, 10_000, 100, 600_000),

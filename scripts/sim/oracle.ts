@@ -49,3 +49,27 @@ export class OracleTree {
     return c.load < c.slots ? i : -1
   }
 }
+
+/** The oracle policy: every node's true load, the best node at the root, and one mesh-wide FIFO of waiters */
+export class OracleModel<T> {
+  readonly nodes: Array<Candidate & { idx: number }>
+  readonly tree: OracleTree
+  /** invocations waiting for any slot, oldest first */
+  readonly queue: T[] = []
+
+  constructor (ids: readonly string[], slots: readonly number[]) {
+    this.nodes = ids.map((id, i) => ({ idx: i, id, slots: slots[i], load: 0, warm: true }))
+    this.tree = new OracleTree(this.nodes)
+  }
+
+  /** The globally least-utilised node with a free slot, or -1 */
+  best (): number {
+    return this.tree.best()
+  }
+
+  /** Node p's true load changed by `delta` (a dispatch sent there, or one that finished) */
+  add (p: number, delta: number): void {
+    this.nodes[p].load += delta
+    this.tree.update(p)
+  }
+}

@@ -17,6 +17,7 @@
  * finds too few has looked at every candidate, so "none free" and "only one free" are exact.
  * Tracker estimates are memoised between the tracker calls that can change them.
  */
+import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
 import { canQueue, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
 import { LoadTracker, type Dispatch } from '../../node/src/router/load.js'
 import { PENALTY, PeerPenalties } from '../../node/src/router/penalty.js'
@@ -141,7 +142,7 @@ export class RouterViews {
   tracker (r: number): LoadTracker {
     let t = this.trackers[r]
     if (t === undefined) {
-      t = new LoadTracker()
+      t = new LoadTracker(QUEUE_PER_SLOT)
       this.trackers[r] = t
       const flat = this.s.n <= 2048
       this.applied[r] = flat ? new Int32Array(this.s.n).fill(-1) : new Map()
@@ -244,21 +245,21 @@ export class RouterViews {
     const s = this.s
     let chosen: SimCandidate | undefined
     if (s.n <= this.fullScanMaxNodes) {
-      chosen = chooseQueue(this.all(r, now), this.rng)
+      chosen = chooseQueue(this.all(r, now), QUEUE_PER_SLOT, this.rng)
     } else {
       // chooseQueue samples among the nodes whose queue is not (believed) full: draw until two
       // such (its own node first), as a filter over all of them would give
       // (every node: gossip.members holds only those that may have a free slot)
       const two: SimCandidate[] = []
       const own = this.candidate(r, r, now)
-      if (canQueue(own)) two.push(own)
+      if (canQueue(own, QUEUE_PER_SLOT)) two.push(own)
       for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
         const p = Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
         const c = this.candidate(r, p, now)
-        if (canQueue(c)) two.push(c)
+        if (canQueue(c, QUEUE_PER_SLOT)) two.push(c)
       }
-      chosen = chooseQueue(two, this.rng)
+      chosen = chooseQueue(two, QUEUE_PER_SLOT, this.rng)
     }
     if (chosen === undefined) return -1
     if (this.measuring && chosen.idx !== r) this.record(r, chosen, now)

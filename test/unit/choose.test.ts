@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { QUEUE_PER_SLOT, better, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
+import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
+import { better, chooseQueue as chooseQueueWith, choosePeer, type Candidate } from '../../node/src/router/choose.js'
+
+const chooseQueue = <C extends Candidate>(cs: readonly C[], rng?: () => number): C | undefined => chooseQueueWith(cs, QUEUE_PER_SLOT, rng)
 
 /** mulberry32: a tiny seeded PRNG, so the random draws are the same on every run */
 function prng (seed: number): () => number {

@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest'
 import { LoadTracker } from '../../node/src/router/load.js'
+import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
 
 describe('router load tracker', () => {
   it('estimates a peer it never sent to at its advertised in-flight count', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     expect(t.estimate('p', 3, 8)).toBe(3)
     expect(t.outstanding('p')).toBe(0)
   })
 
   it('adds dispatches sent since the last advert to the advertised count', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     t.sent('p')
     t.sent('p')
@@ -18,7 +19,7 @@ describe('router load tracker', () => {
   })
 
   it('stops adding dispatches once an advert has counted them', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     t.sent('p')
     t.sent('p')
@@ -31,7 +32,7 @@ describe('router load tracker', () => {
   })
 
   it('takes a finished dispatch of the current epoch off the estimate', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     const d = t.sent('p')
     t.sent('p')
@@ -41,7 +42,7 @@ describe('router load tracker', () => {
   })
 
   it('does not decrement the current epoch when a dispatch from an earlier epoch finishes', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     const early = t.sent('p')
     t.onAdvert('p')
@@ -56,7 +57,7 @@ describe('router load tracker', () => {
   })
 
   it('never counts below zero when a dispatch is reported finished twice', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     const d = t.sent('p')
     t.finished(d)
@@ -66,7 +67,7 @@ describe('router load tracker', () => {
   })
 
   it('keeps peers apart', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('a')
     t.onAdvert('b')
     t.sent('a')
@@ -78,7 +79,7 @@ describe('router load tracker', () => {
   })
 
   it('treats a peer that said it was full as full until its next advert', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     t.sent('p')
     t.markFull('p')
@@ -91,7 +92,7 @@ describe('router load tracker', () => {
   })
 
   it('can mark a peer full before hearing any advert from it, or fuller if its advert says so', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.markFull('p')
     expect(t.estimate('p', 0, 6)).toBe(6)
     expect(t.estimate('p', 9, 6)).toBe(9)
@@ -100,7 +101,7 @@ describe('router load tracker', () => {
   })
 
   it('forgets a peer entirely', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     const d = t.sent('p')
     t.sent('p')
@@ -115,7 +116,7 @@ describe('router load tracker', () => {
   })
 
   it('does not let a dispatch from before a peer left lower its count after it returns', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.onAdvert('p')
     const old = t.sent('p')
     t.forget('p')
@@ -129,7 +130,7 @@ describe('router load tracker', () => {
 
 describe('router load tracker, queued dispatches', () => {
   it('counts a peer that would not queue a dispatch as having a full queue, which chooseQueue leaves out', () => {
-    const t = new LoadTracker()
+    const t = new LoadTracker(QUEUE_PER_SLOT)
     t.markQueueFull('p')
     expect(t.estimate('p', 1, 4)).toBe(16)
     t.onAdvert('p')

@@ -14,21 +14,20 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
-import { MAX_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { availableParallelism } from 'node:os'
 import type { StoredSpec } from '../../../core/registry.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { LogSink } from '../sandbox/logs.js'
 import type { SandboxPool } from '../sandbox/pool.js'
 import type { WireError } from '../sandbox/protocol.js'
-import { QUEUE_PER_SLOT } from '../router/choose.js'
+import { Idle, Once } from '../lifecycle.js'
 import { refusal } from '../metering/record.js'
+import { QUEUE_PER_SLOT, admit } from './admit.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void }
-
-/** The longest a queued invocation waits, whatever queue_ms a router sent (its own wait is at most 60 s) */
-const MAX_QUEUE_MS = 60_000
 
 /** Where the executor meters: durable (and replicated) before it resolves */
 export interface MeterSink {
@@ -38,6 +37,8 @@ export interface MeterSink {
 }
 
 export interface ExecutorComponents {
+  /** where other routers send invocations (fnmesh.exec.<node id>); without it, direct calls only */
+  nc?: NatsConnection
   nodeId: string
   functions: FunctionCache
   pool: SandboxPool
@@ -71,6 +72,11 @@ const OUTCOME_OF: Record<string, Outcome> = {
   FNMESH_ERR_FUNCTION_INIT: Outcome.OUTCOME_CRASH
 }
 
+/** Invocations a node runs at once unless told: 4 per CPU, at least 2 (config.ts uses it too) */
+export function defaultSlots (): number {
+  return Math.max(2, availableParallelism() * 4)
+}
+
 export class Executor {
   state: ExecutorState = 'running'
   inFlight = 0
@@ -79,23 +85,35 @@ export class Executor {
   private readonly granularity: number
   /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
   readonly payloadLimit: number
+  /** how many invocations it queues per slot (admit.ts): what routers assume of every executor */
+  readonly queuePerSlot = QUEUE_PER_SLOT
   private sub: Subscription | undefined
-  private idle: (() => void) | undefined
+  private started = false
+  /** invocations holding a slot, for drain() */
+  private readonly busy = new Idle()
+  private readonly draining = new Once(async () => {
+    if (this.state === 'running') this.state = 'draining'
+    this.refuseQueued()
+    await this.busy.whenIdle()
+  })
   private readonly slotWaiters = new Set<() => void>()
   /** invocations waiting for a slot, oldest first */
   private readonly queue: Queued[] = []
   private readonly log: Logger
 
   constructor (private readonly c: ExecutorComponents, init: ExecutorInit = {}) {
-    this.slots = init.slots ?? 8
+    this.slots = init.slots ?? defaultSlots()
     this.granularity = init.billingGranularityMs ?? 1
-    this.payloadLimit = init.payloadLimit ?? 6 * 1024 * 1024
+    this.payloadLimit = init.payloadLimit ?? SYNC_PAYLOAD_LIMIT
     this.log = c.logger
   }
 
-  /** Listens for invocations routed here by other agents */
-  start (nc: NatsConnection): void {
-    if (this.sub != null) return
+  /** Listens for invocations routed here by other agents. Idempotent */
+  start (): void {
+    if (this.started) return
+    this.started = true
+    const nc = this.c.nc
+    if (nc == null) return
     this.sub = nc.subscribe(execSubject(this.c.nodeId), {
       callback: (err, msg) => {
         if (err != null) { this.log.error({ err: err.message }, 'exec subscription failed'); return }
@@ -104,18 +122,22 @@ export class Executor {
     })
   }
 
+  isStarted (): boolean {
+    return this.started
+  }
+
   isWarm (key: string): boolean {
     return this.c.pool.hasIdle(key)
   }
 
-  /** Refuses new work and resolves when the last invocation finished */
+  /** Refuses new work and resolves when the last invocation finished. Idempotent: every caller gets the same promise */
   async drain (): Promise<void> {
-    if (this.state === 'running') this.state = 'draining'
-    this.refuseQueued()
-    if (this.inFlight > 0) await new Promise<void>(resolve => { this.idle = resolve })
+    await this.draining.run()
   }
 
+  /** Refuses new work at once (what runs finishes on its own). Idempotent */
   stop (): void {
+    this.started = false
     this.state = 'stopped'
     this.refuseQueued()
     this.sub?.unsubscribe()
@@ -136,27 +158,37 @@ export class Executor {
     }
   }
 
-  /** Runs one invocation here; never throws */
-  async execute (req: Encodable<ExecRequest>): Promise<Encodable<InvokeResult>> {
+  /**
+   * Runs one invocation here; never throws. An abort ends its wait for a slot with
+   * FNMESH_ERR_ABORTED; a run that started finishes (and is metered) whatever the signal says.
+   */
+  async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal } = {}): Promise<Encodable<InvokeResult>> {
     const invocationId = req.invocationId ?? ''
-    if (this.state !== 'running') {
+    const { signal } = options
+    if (signal?.aborted === true) return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted before it ran`))
+    // The checks up to the invocation id come first, as before: a draining or refusing node says so whatever the request.
+    const refusing = this.state === 'running' ? this.c.meter.refusing() : ''
+    const admission = admit({ running: this.state === 'running', refusing, slots: this.slots, inFlight: this.inFlight, queued: this.queue.length, queueMs: req.queueMs ?? 0 })
+    if (admission.kind === 'refuse' && admission.reason === 'draining') {
       return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} is draining`))
     }
-    const refusing = this.c.meter.refusing()
-    if (refusing !== '') {
+    if (admission.kind === 'refuse' && admission.reason === 'refusing') {
       // It could not meter the invocation: running it would leave it unbilled.
       return this.reject(invocationId, new CapacityError('FNMESH_ERR_DISK_FULL', `Node ${this.c.nodeId} takes no new work: ${refusing}`))
     }
     if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_ID_BYTES) {
       return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_ID_BYTES} bytes`))
     }
-    if (this.inFlight >= this.slots) {
+    if (admission.kind === 'run') {
+      this.inFlight++
+      this.busy.enter()
+    } else {
       // A slot handed over by a finishing invocation is already counted in inFlight.
-      if (!await this.waitInQueue(req.queueMs ?? 0)) {
+      const waited = admission.kind === 'queue' ? await this.waitInQueue(admission.ms, signal) : 'refused'
+      if (waited === 'aborted') return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted while it waited for a slot`))
+      if (waited !== 'slot') {
         return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting)`))
       }
-    } else {
-      this.inFlight++
     }
     this.c.onLoadChange()
     try {
@@ -167,12 +199,14 @@ export class Executor {
       // The slot goes to the oldest queued invocation, if any, else it frees.
       const next = this.state === 'running' ? this.queue.shift() : undefined
       if (next != null) next.take(true)
-      else this.inFlight--
+      else {
+        this.inFlight--
+        this.busy.leave()
+      }
       this.c.onLoadChange()
       const waiters = [...this.slotWaiters]
       this.slotWaiters.clear()
       for (const w of waiters) w()
-      if (this.inFlight === 0) this.idle?.()
     }
   }
 
@@ -199,23 +233,27 @@ export class Executor {
     return this.inFlight + this.queue.length
   }
 
-  /** Waits up to `ms` for a slot handed over by a finishing invocation; false if none came or the queue is full */
-  private async waitInQueue (ms: number): Promise<boolean> {
-    if (ms <= 0 || this.queue.length >= QUEUE_PER_SLOT * this.slots) return false
-    ms = Math.min(ms, MAX_QUEUE_MS)
-    return await new Promise<boolean>((resolve) => {
-      const entry: Queued = {
-        take: (slot) => {
-          clearTimeout(timer)
-          resolve(slot)
-        }
-      }
-      const timer = setTimeout(() => {
+  /** Waits up to `ms` (admit.ts bounds it) for a slot handed over by a finishing invocation */
+  private async waitInQueue (ms: number, signal: AbortSignal | undefined): Promise<'slot' | 'refused' | 'timeout' | 'aborted'> {
+    return await new Promise((resolve) => {
+      const leave = (why: 'timeout' | 'aborted'): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
         const i = this.queue.indexOf(entry)
         if (i >= 0) this.queue.splice(i, 1)
         this.c.onLoadChange()
-        resolve(false)
-      }, ms)
+        resolve(why)
+      }
+      const onAbort = (): void => { leave('aborted') }
+      const entry: Queued = {
+        take: (slot) => {
+          clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+          resolve(slot ? 'slot' : 'refused')
+        }
+      }
+      const timer = setTimeout(() => { leave('timeout') }, ms)
+      signal?.addEventListener('abort', onAbort, { once: true })
       this.queue.push(entry)
       this.c.onLoadChange()
     })

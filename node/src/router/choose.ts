@@ -23,9 +23,6 @@ export interface Candidate {
 
 const EPSILON = 1e-9
 
-/** An executor keeps at most this many invocations waiting per slot (executor.ts) */
-export const QUEUE_PER_SLOT = 3
-
 /** True if `a` is the better place for the next invocation */
 export function better (a: Candidate, b: Candidate): boolean {
   const ua = a.load / a.slots + (a.penalty ?? 0)
@@ -44,9 +41,12 @@ export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: 
   return twoChoices(candidates.filter(c => c.slots > 0 && c.load < c.slots), rng, better)
 }
 
-/** True if `c` may still take a queued invocation: its queue is not (believed) full */
-export function canQueue (c: Candidate): boolean {
-  return c.slots > 0 && c.load < (1 + QUEUE_PER_SLOT) * c.slots
+/**
+ * True if `c` may still take a queued invocation: its queue is not (believed) full. An executor
+ * queues at most `queuePerSlot` invocations per slot (executor/admit.ts, given by agent.ts).
+ */
+export function canQueue (c: Candidate, queuePerSlot: number): boolean {
+  return c.slots > 0 && c.load < (1 + queuePerSlot) * c.slots
 }
 
 /**
@@ -57,9 +57,9 @@ export function canQueue (c: Candidate): boolean {
  * (load + 1) / slots: the shortest expected wait per slot. Nodes whose queue is (believed) full
  * are left out; undefined when none is left.
  */
-export function chooseQueue<C extends Candidate> (candidates: readonly C[], rng: () => number = Math.random): C | undefined {
+export function chooseQueue<C extends Candidate> (candidates: readonly C[], queuePerSlot: number, rng: () => number = Math.random): C | undefined {
   const queued = (c: C): Candidate => ({ ...c, load: c.load + 1 })
-  return twoChoices(candidates.filter(canQueue), rng, (a, b) => better(queued(a), queued(b)))
+  return twoChoices(candidates.filter(c => canQueue(c, queuePerSlot)), rng, (a, b) => better(queued(a), queued(b)))
 }
 
 /** Of two candidates drawn at random (the router's own node always one, when it is there), the one that `wins` */

@@ -4,8 +4,6 @@
  * count; earlier ones are already in it.
  */
 
-import { QUEUE_PER_SLOT } from './choose.js'
-
 interface PeerLoad {
   /** adverts seen from the peer; dispatches remember the epoch they were sent in */
   epoch: number
@@ -26,6 +24,9 @@ export interface Dispatch {
 
 export class LoadTracker {
   private readonly peers = new Map<string, PeerLoad>()
+
+  /** @param queuePerSlot how many invocations an executor queues per slot (executor/admit.ts) */
+  constructor (private readonly queuePerSlot: number) {}
 
   private get (peer: string): PeerLoad {
     let p = this.peers.get(peer)
@@ -49,7 +50,7 @@ export class LoadTracker {
   estimate (peer: string, advertInFlight: number, slots: number): number {
     const p = this.peers.get(peer)
     if (p == null) return advertInFlight
-    if (p.queueFull) return (1 + QUEUE_PER_SLOT) * slots
+    if (p.queueFull) return (1 + this.queuePerSlot) * slots
     const estimate = advertInFlight + p.sinceAdvert
     return p.full ? Math.max(slots, estimate) : estimate
   }

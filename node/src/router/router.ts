@@ -8,24 +8,56 @@ import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
-import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject } from '../../../proto/subjects.js'
+import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
-import type { Executor } from '../executor/executor.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
+import { Idle, Once, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
-import { better, chooseQueue, choosePeer, type Candidate } from './choose.js'
+import { chooseQueue, choosePeer, type Candidate } from './choose.js'
+import { beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules, type Refusal } from './dispatch.js'
 import { LoadTracker } from './load.js'
 import { PENALTY, PeerPenalties } from './penalty.js'
+import { BASELINES, type BaselinePick, type RoutingPolicy } from './policies.js'
+
+export type { RoutingPolicy } from './policies.js'
+
+/**
+ * What the router needs of this node's own executor (agent.ts wires the Executor in): its
+ * exact load, where a function is warm, and running an invocation without a network hop.
+ */
+export interface LocalNode {
+  readonly slots: number
+  /** invocations running and waiting in its queue */
+  readonly load: number
+  /** invocations running */
+  readonly inFlight: number
+  /** how many invocations an executor queues per slot; the router assumes the same of every peer */
+  readonly queuePerSlot: number
+  /** a sandbox of `fn@version` is idle here */
+  isWarm: (key: string) => boolean
+  /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED */
+  execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal }) => Promise<Encodable<InvokeResult>>
+}
 
 export interface RouterComponents {
   nc: NatsConnection
   nodeId: string
   table: PeerTable
   functions: FunctionCache
-  local: Executor
+  local: LocalNode
   logger: Logger
 }
+
+/** The router's defaults (config.ts applies the same to the agent's options) */
+export const ROUTER_DEFAULTS = {
+  /** how long an invocation may wait for a slot anywhere (baseline policies: at the router) */
+  queueWaitMs: 500,
+  /** invocations waiting at this router at most (baseline policies) */
+  maxQueued: 1000,
+  /** added to the function's timeout for a peer's answer to come back */
+  dispatchGraceMs: 12_000
+} as const
 
 export interface RouterInit {
   /** How long an invocation may wait for a free slot. @default 500 */
@@ -38,17 +70,9 @@ export interface RouterInit {
   payloadLimit?: number
   /** @default Math.random */
   rng?: () => number
-  /**
-   * How to pick a peer. "least-loaded" is fnmesh's routing; the others exist to measure it
-   * against (npm run bench): "local" runs everything where NATS delivered it (a plain queue
-   * group), "round-robin" cycles through the peers, "oracle" takes the least-utilised peer by
-   * its own exact counts (true load when it is the mesh's only router). @default "least-loaded"
-   */
+  /** How to pick a peer (policies.ts). @default "least-loaded" */
   policy?: RoutingPolicy
 }
-
-export type RoutingPolicy = 'least-loaded' | 'local' | 'round-robin' | 'oracle'
-export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['least-loaded', 'local', 'round-robin', 'oracle']
 
 /** One invocation to route, from NATS or (later) from a trigger */
 export interface RouteRequest {
@@ -69,30 +93,35 @@ export interface RouteRequest {
   trigger?: string
 }
 
+export interface RouteOptions {
+  /** the caller gave up: stop waiting and queueing, answer FNMESH_ERR_ABORTED */
+  signal?: AbortSignal
+}
+
 const DEFAULT_CALLER_TIMEOUT_MS = 60_000
-/** Codes with which a peer says "not me, try elsewhere" without the function having run */
-// A bad bundle (a path escaping it, two files at one path, a digest that does not match what the
-// registry holds) is bad on every node: the caller gets FNMESH_ERR_BUNDLE_INVALID, not a retry.
-const RETRYABLE: ReadonlySet<string> = new Set(['FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_DECODE'])
 
 class DispatchFailure extends Error {}
+class Aborted extends Error {}
 
 const WORKING = natsHeaders()
 WORKING.set(Headers.status, 'working')
 
-interface Remote { reject: (err: DispatchFailure) => void }
+interface Remote { reject: (err: Error) => void }
 
 export class Router {
-  readonly tracker = new LoadTracker()
+  readonly tracker: LoadTracker
   /** penalties from failed, refused and stalled dispatches, and the cap on believed slots */
   readonly penalties = new PeerPenalties()
   private sub: Subscription | undefined
-  private readonly waiters = new Set<() => void>()
+  /** invocations waiting at the router for a slot (baseline policies, or every queue full) */
+  private readonly waiters = new Waiters<'slot'>()
   private readonly remote = new Map<string, Set<Remote>>()
   private readonly warmSets = new WeakMap<object, Set<string>>()
-  private active = 0
-  private rr = 0
-  private idle: (() => void) | undefined
+  /** invocations taken from NATS and not yet answered */
+  private readonly active = new Idle()
+  private readonly draining = new Once(async () => { await this.drainOnce() })
+  private readonly baseline: BaselinePick | undefined
+  private readonly rules: DispatchRules
   private readonly init: Required<RouterInit>
   private readonly log: Logger
   /** invocations routed to each node by this router (for tests and `nodes`) */
@@ -100,13 +129,16 @@ export class Router {
 
   constructor (private readonly c: RouterComponents, init: RouterInit = {}) {
     this.init = {
-      queueWaitMs: init.queueWaitMs ?? 500,
-      maxQueued: init.maxQueued ?? 1000,
-      dispatchGraceMs: init.dispatchGraceMs ?? 12_000,
-      payloadLimit: init.payloadLimit ?? 6 * 1024 * 1024,
+      queueWaitMs: init.queueWaitMs ?? ROUTER_DEFAULTS.queueWaitMs,
+      maxQueued: init.maxQueued ?? ROUTER_DEFAULTS.maxQueued,
+      dispatchGraceMs: init.dispatchGraceMs ?? ROUTER_DEFAULTS.dispatchGraceMs,
+      payloadLimit: init.payloadLimit ?? SYNC_PAYLOAD_LIMIT,
       rng: init.rng ?? Math.random,
       policy: init.policy ?? 'least-loaded'
     }
+    this.rules = { queueWaitMs: this.init.queueWaitMs, maxQueued: this.init.maxQueued, queueAtExecutor: this.init.policy === 'least-loaded' }
+    this.baseline = this.init.policy === 'least-loaded' ? undefined : BASELINES[this.init.policy]()
+    this.tracker = new LoadTracker(c.local.queuePerSlot)
     this.log = c.logger
     c.table.on('updated', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
     c.table.on('added', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
@@ -128,12 +160,16 @@ export class Router {
     return this.sub != null
   }
 
-  /** Stops taking invocations from NATS, then waits for those being routed */
+  /** Stops taking invocations from NATS, then waits for those being routed. Idempotent: every caller gets the same promise */
   async drain (): Promise<void> {
+    await this.draining.run()
+  }
+
+  private async drainOnce (): Promise<void> {
     const sub = this.sub
     this.sub = undefined
     if (sub != null && !this.c.nc.isClosed()) await sub.drain().catch(() => {})
-    if (this.active > 0) await new Promise<void>(resolve => { this.idle = resolve })
+    await this.active.whenIdle()
   }
 
   /** Stops taking invocations without waiting for those being routed */
@@ -144,11 +180,11 @@ export class Router {
 
   /** Called by the local executor when it frees a slot */
   wake (): void {
-    for (const w of this.waiters) w()
+    this.waiters.wakeAll()
   }
 
   private async onMessage (msg: Msg): Promise<void> {
-    this.active++
+    this.active.enter()
     // Interim replies tell the caller this router is alive; one that stops hearing them re-sends.
     const keepalive = setInterval(() => {
       try { msg.respond(new Uint8Array(0), { headers: WORKING }) } catch {}
@@ -173,17 +209,18 @@ export class Router {
     } catch (err: any) {
       this.log.warn({ err: String(err?.message ?? err) }, 'could not answer the caller')
     } finally {
-      if (--this.active === 0) this.idle?.()
+      this.active.leave()
     }
   }
 
   /** Routes one invocation and returns its result; never throws */
-  async route (req: RouteRequest): Promise<Encodable<InvokeResult>> {
+  async route (req: RouteRequest, options: RouteOptions = {}): Promise<Encodable<InvokeResult>> {
     const invocationId = req.invocationId ?? randomUUID()
     const idempotencyKey = req.idempotencyKey ?? ''
     const fail = (code: ErrorCode, message: string): Encodable<InvokeResult> =>
       ({ invocationId, ok: false, error: toErrorInfo(fnmeshError(code, message)) })
     try {
+      if (options.signal?.aborted === true) return fail('FNMESH_ERR_ABORTED', `Cannot invoke "${req.function}": the caller aborted`)
       if (Buffer.byteLength(idempotencyKey) > MAX_ID_BYTES) {
         return fail('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${req.function}": the idempotency key is ${Buffer.byteLength(idempotencyKey)} bytes, over the limit of ${MAX_ID_BYTES}`)
       }
@@ -208,85 +245,96 @@ export class Router {
         deadlineMs: deadline,
         trigger: req.trigger ?? 'sync'
       }
-      return await this.dispatchWithRetry(spec, exec, deadline)
+      return await this.dispatchWithRetry(spec, exec, deadline, options.signal)
     } catch (err) {
       return { invocationId, ok: false, error: toErrorInfo(err) }
     }
   }
 
-  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number): Promise<Encodable<InvokeResult>> {
+  /** The dispatch loop: dispatch.ts decides, this does the picking, sending and waiting */
+  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined): Promise<Encodable<InvokeResult>> {
     const key = `${spec.name}@${spec.version}`
+    const s = dispatchState()
     const failed = new Set<string>()
     const failures: string[] = []
-    let attempts = 0
-    let busy = 0
-    let waitStarted: number | undefined
+    const refused = (r: Refusal): Encodable<InvokeResult> => this.error(exec, s.attempts, r.code, this.refusalMessage(r, spec, exec, failures))
+    const aborted = (): Encodable<InvokeResult> => this.error(exec, s.attempts, 'FNMESH_ERR_ABORTED', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): the caller aborted`)
     for (;;) {
-      if (Date.now() >= deadline) {
-        return this.error(exec, attempts, 'FNMESH_ERR_CLIENT_TIMEOUT', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): the caller's deadline passed`)
-      }
+      if (signal?.aborted === true) return aborted()
+      const late = beforePick(s, Date.now(), deadline)
+      if (late != null) return refused(late)
       let peer = this.pick(key, failed)
       let queueMs = 0
-      if (peer == null && this.init.policy === 'least-loaded') {
+      if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
         // the executor least behind instead, which hands over a slot the moment one frees.
-        waitStarted ??= Date.now()
-        queueMs = Math.min(waitStarted + this.init.queueWaitMs, deadline) - Date.now()
+        queueMs = queueBudget(s, this.rules, Date.now(), deadline)
         if (queueMs > 0) peer = this.pickQueue(key, failed)
-        if (peer == null && queueMs <= 0) {
-          return this.error(exec, attempts, 'FNMESH_ERR_NO_CAPACITY', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no peer had a free slot within ${this.init.queueWaitMs} ms`)
-        }
       }
       if (peer == null) {
-        // After a failure with no other peer left to try, waiting would not help.
-        if (failures.length > 0 && this.c.table.routable().every(e => failed.has(e.advert.nodeId))) {
-          return this.error(exec, attempts, 'FNMESH_ERR_PEER_UNAVAILABLE', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): ${failures.join('; ')}`)
-        }
-        waitStarted ??= Date.now()
-        const left = Math.min(waitStarted + this.init.queueWaitMs, deadline) - Date.now()
-        if (left <= 0 || (this.waiters.size >= this.init.maxQueued)) {
-          return this.error(exec, attempts, 'FNMESH_ERR_NO_CAPACITY', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no peer has a free slot`)
-        }
-        await this.waitForCapacity(left)
+        const next = nowhereToSend(s, this.rules, {
+          now: Date.now(),
+          deadline,
+          queueMs,
+          waiting: this.waiters.size(),
+          allFailed: this.c.table.routable().every(e => failed.has(e.advert.nodeId))
+        })
+        if (next.kind === 'refuse') return refused(next)
+        await this.waiters.wait('slot', { timeoutMs: next.ms, signal })
         continue
       }
-      attempts++
+      sent(s)
       const id = peer.advert.nodeId
       this.routedTo.set(id, (this.routedTo.get(id) ?? 0) + 1)
-      let result: Encodable<InvokeResult>
+      let result: Encodable<InvokeResult> | undefined
+      let failure: string | undefined
       const sentAt = Date.now()
       try {
-        result = await this.dispatch(peer, { ...exec, attempt: attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs))
+        result = await this.dispatch(peer, { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal)
       } catch (err) {
+        if (err instanceof Aborted) return aborted()
         if (!(err instanceof DispatchFailure)) throw err
-        failed.add(id)
-        this.penalties.add(id, PENALTY.failed)
-        failures.push(`peer ${peer.advert.name} (${id}) ${err.message}`)
-        this.log.warn({ fn: spec.name, invocationId: exec.invocationId, peer: id, sentAt, err: err.message }, 'dispatch failed')
-        if (failures.length >= 2) return this.error(exec, attempts, 'FNMESH_ERR_PEER_UNAVAILABLE', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): ${failures.join('; then ')}`)
-        continue
+        failure = err.message
       }
-      const code = result.ok === true ? '' : result.error?.code ?? ''
-      if (code === 'FNMESH_ERR_BUSY' || code === 'FNMESH_ERR_DISK_FULL') {
+      if (isAborted(signal) || result?.error?.code === 'FNMESH_ERR_ABORTED') return aborted()
+      const code = result == null ? '' : result.ok === true ? '' : result.error?.code ?? ''
+      const next = onAnswer(s, result == null ? { kind: 'failed' } : { kind: 'result', code }, this.c.table.size)
+      if (next.kind === 'busy') {
         // The peer was fuller than its advert said: count it as full (its queue too, when it
         // would not queue this) until it advertises again.
         if (queueMs > 0) this.tracker.markQueueFull(id)
         else this.tracker.markFull(id)
         if (!peer.self) this.penalties.add(id, PENALTY.busy)
-        if (++busy > 3 * Math.max(1, this.c.table.size)) {
-          return this.error(exec, attempts, 'FNMESH_ERR_NO_CAPACITY', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": every peer tried was full`)
-        }
+        if (next.refuse != null) return refused(next.refuse)
         continue
       }
-      if (RETRYABLE.has(code)) {
+      if (next.kind === 'failed') {
         failed.add(id)
-        if (!peer.self) this.penalties.add(id, PENALTY.failed)
-        failures.push(`peer ${peer.advert.name} (${id}) failed: ${code}: ${result.error?.errorMessage ?? ''}`)
-        if (failures.length >= 2) return this.error(exec, attempts, 'FNMESH_ERR_PEER_UNAVAILABLE', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): ${failures.join('; then ')}`)
+        if (result == null) {
+          this.penalties.add(id, PENALTY.failed)
+          failures.push(`peer ${peer.advert.name} (${id}) ${failure ?? ''}`)
+          this.log.warn({ fn: spec.name, invocationId: exec.invocationId, peer: id, sentAt, err: failure }, 'dispatch failed')
+        } else {
+          if (!peer.self) this.penalties.add(id, PENALTY.failed)
+          failures.push(`peer ${peer.advert.name} (${id}) failed: ${code}: ${result.error?.errorMessage ?? ''}`)
+        }
+        if (next.refuse != null) return refused(next.refuse)
         continue
       }
       if (!peer.self) this.penalties.answered(id, spec.name, Date.now() - sentAt)
-      return { ...result, attempts }
+      return { ...(result as Encodable<InvokeResult>), attempts: s.attempts }
+    }
+  }
+
+  private refusalMessage (r: Refusal, spec: StoredSpec, exec: Encodable<ExecRequest>, failures: string[]): string {
+    const inv = exec.invocationId ?? ''
+    switch (r.reason) {
+      case 'deadline': return `Cannot run "${spec.name}" (invocation ${inv}): the caller's deadline passed`
+      case 'no-slot-in-time': return `Cannot route invocation "${inv}" of "${spec.name}": no peer had a free slot within ${this.init.queueWaitMs} ms`
+      case 'no-slot': return `Cannot route invocation "${inv}" of "${spec.name}": no peer has a free slot`
+      case 'all-full': return `Cannot route invocation "${inv}" of "${spec.name}": every peer tried was full`
+      case 'none-left': return `Cannot run "${spec.name}" (invocation ${inv}): ${failures.join('; ')}`
+      case 'failed-twice': return `Cannot run "${spec.name}" (invocation ${inv}): ${failures.join('; then ')}`
     }
   }
 
@@ -296,35 +344,13 @@ export class Router {
 
   /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
   private pickQueue (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    return chooseQueue(this.candidates(key, exclude), this.init.rng)?.entry
+    return chooseQueue(this.candidates(key, exclude), this.c.local.queuePerSlot, this.init.rng)?.entry
   }
 
   private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
     const candidates = this.candidates(key, exclude)
-    switch (this.init.policy) {
-      case 'least-loaded':
-        return choosePeer(candidates, this.init.rng)?.entry
-      case 'local':
-        return candidates.find(c => c.entry.self && c.load < c.slots)?.entry
-      case 'round-robin': {
-        const ordered = candidates.sort((a, b) => a.id.localeCompare(b.id))
-        for (let i = 0; i < ordered.length; i++) {
-          const c = ordered[(this.rr + i) % ordered.length]
-          if (c.load < c.slots) { this.rr = (this.rr + i + 1) % ordered.length; return c.entry }
-        }
-        return undefined
-      }
-      case 'oracle': {
-        let best: (Candidate & { entry: PeerEntry }) | undefined
-        for (const c of candidates) {
-          // Exact when this is the only router: every dispatch in flight is its own.
-          const load = c.entry.self ? this.c.local.inFlight : this.tracker.outstanding(c.id)
-          const x = { ...c, load }
-          if (x.load < x.slots && (best == null || better(x, best))) best = x
-        }
-        return best?.entry
-      }
-    }
+    if (this.baseline == null) return choosePeer(candidates, this.init.rng)?.entry
+    return this.baseline(candidates, { localInFlight: this.c.local.inFlight, outstanding: (peer) => this.tracker.outstanding(peer) })?.entry
   }
 
   private candidates (key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
@@ -352,8 +378,8 @@ export class Router {
     return set
   }
 
-  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number): Promise<Encodable<InvokeResult>> {
-    if (peer.self) return await this.c.local.execute(exec)
+  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number, signal: AbortSignal | undefined): Promise<Encodable<InvokeResult>> {
+    if (peer.self) return await this.c.local.execute(exec, { signal })
     const id = peer.advert.nodeId
     const d = this.tracker.sent(id)
     let lost: Remote | undefined
@@ -361,6 +387,8 @@ export class Router {
     const set = this.remote.get(id) ?? new Set()
     this.remote.set(id, set)
     set.add(lost as Remote)
+    const onAbort = (): void => { lost?.reject(new Aborted()) }
+    signal?.addEventListener('abort', onAbort, { once: true })
     const timeoutMs = Math.max(1, until - Date.now())
     const pending = this.c.nc.request(execSubject(id), encode('ExecRequest', exec), { timeout: timeoutMs })
     pending.catch(() => {})
@@ -373,12 +401,14 @@ export class Router {
         throw new DispatchFailure(`sent an unreadable result (${String(err?.message)})`)
       }
     } catch (err: any) {
-      if (err instanceof DispatchFailure) throw err
+      if (err instanceof DispatchFailure || err instanceof Aborted) throw err
       if (err instanceof RequestError && err.isNoResponders()) throw new DispatchFailure('is not listening on NATS')
       if (err?.name === 'TimeoutError' || err?.cause?.name === 'TimeoutError') throw new DispatchFailure(`did not answer within ${timeoutMs} ms`)
       throw new DispatchFailure(String(err?.message ?? err))
     } finally {
+      signal?.removeEventListener('abort', onAbort)
       set.delete(lost as Remote)
+      if (set.size === 0 && this.remote.get(id) === set) this.remote.delete(id)
       this.tracker.finished(d)
       this.wake()
     }
@@ -393,18 +423,11 @@ export class Router {
     for (const r of this.remote.get(id) ?? []) r.reject(new DispatchFailure(`left the mesh (${reason})`))
     this.remote.delete(id)
   }
+}
 
-  private async waitForCapacity (ms: number): Promise<void> {
-    await new Promise<void>(resolve => {
-      const done = (): void => {
-        clearTimeout(timer)
-        this.waiters.delete(done)
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.waiters.add(done)
-    })
-  }
+/** Read through a call: TypeScript narrows `signal.aborted` across awaits as if it could not change */
+function isAborted (signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true
 }
 
 /** A name as quoted in an error message: a hostile one can be kilobytes long */

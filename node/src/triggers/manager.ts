@@ -14,7 +14,6 @@ import type { Executor } from '../executor/executor.js'
 import { Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
-import type { SandboxPool } from '../sandbox/pool.js'
 import { Dispatcher } from './dispatcher.js'
 import { Puller } from './puller.js'
 import { Scheduler, type SchedulerComponents } from './scheduler.js'
@@ -24,8 +23,16 @@ export interface TriggerComponents {
   registry: Registry
   functions: FunctionCache
   executor: Executor
-  pool: SandboxPool
+  capacity: LocalCapacity
   logger: Logger
+}
+
+/** What the triggers need to know of this node's room (agent.ts wires the executor and the sandbox pool in) */
+export interface LocalCapacity {
+  /** slots free now (0 while the executor drains) */
+  free: () => number
+  /** invocations of `fn@version` running here now, for the function's concurrency */
+  running: (key: string) => number
 }
 
 export interface TriggerInit {
@@ -138,10 +145,10 @@ export class TriggerManager implements Startable {
 
   /** Events this node can take now for `fn`: free slots, within the function's concurrency */
   private room (fn: string): number {
-    const free = this.c.executor.state === 'running' ? this.c.executor.free : 0
+    const free = this.c.capacity.free()
     const spec = this.specs.get(fn)
     if (spec == null || spec.concurrency === 0) return free
-    return Math.min(free, spec.concurrency - this.c.pool.busyCount(`${fn}@${spec.version}`))
+    return Math.min(free, spec.concurrency - this.c.capacity.running(`${fn}@${spec.version}`))
   }
 
   /** Stops pulling and scheduling; resolves once pulled events are settled (acked or handed back) */

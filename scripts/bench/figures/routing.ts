@@ -12,7 +12,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { startDevCluster, type DevCluster } from '../../../node/src/dev/cluster.js'
-import { ROUTING_POLICIES, type RoutingPolicy } from '../../../node/src/router/router.js'
+import { ROUTING_POLICIES, type RoutingPolicy } from '../../../node/src/router/policies.js'
 import { connect, type Mesh } from '../../../sdk/src/client.js'
 import { errorCode } from '../loops.js'
 import { step } from '../progress.js'
