@@ -2,7 +2,7 @@
  * Agent options in stages: user input (all optional) -> defaults applied and validated ->
  * a frozen AgentConfig. Durations are milliseconds.
  */
-import { availableParallelism, hostname, tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../proto/subjects.js'

@@ -8,8 +8,8 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { encode, Outcome, type MeterProof } from '../../proto/codec.js'
 import { silentLogger } from '../../node/src/logger.js'
 import { Meter } from '../../node/src/metering/meter.js'
-import { BatchSigner, type VerifiedRecord } from '../../node/src/metering/signing.js'
-import { MeterStore } from '../../node/src/metering/store.js'
+import { BatchSigner, type VerifiedRecord } from '../../node/src/metering/records/signing.js'
+import { MeterStore } from '../../node/src/metering/ledger/store.js'
 
 export interface LocalMeter { store: MeterStore, meter: Meter, signer: BatchSigner, nodeId: string, key: PrivateKey, close: () => Promise<void> }
 

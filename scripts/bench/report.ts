@@ -26,7 +26,7 @@ export interface Results {
 export interface BreakdownLine { part: string, ms: number }
 
 export function formatValue (v: number, unit: Row['unit']): string {
-  if (!Number.isFinite(v)) return 'n/a'
+  if (!Number.isFinite(v)) return 'not measured'
   if (unit === 'ms') return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(3)} ms`
   return `${Math.round(v).toLocaleString('en-US')} ${unit}`
 }

@@ -9,7 +9,7 @@ import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { framesOf } from '../../node/src/metering/wire.js'
+import { framesOf } from '../../node/src/metering/replication/wire.js'
 
 export async function testHost (privateKey?: PrivateKey): Promise<Libp2p> {
   return await createLibp2p({

@@ -147,7 +147,10 @@ describe('a mesh of agents with slots [2, 2, 4] under load', () => {
     await new Promise(resolve => setTimeout(resolve, 200))
     const lateTries: string[] = []
     for (const a of survivors) {
-      for (const l of await logLines(t, a)) {
+      const lines = await logLines(t, a)
+      // The control: this reads the survivor's log, times and all (else no late try could be found)
+      expect(Number.isFinite(Date.parse(lines.find(l => l.msg === 'agent ready')?.time)), `${a.name}'s log read, its "agent ready" line with a time`).toBe(true)
+      for (const l of lines) {
         if (l.msg === 'dispatch failed' && l.peer === victim.nodeId && Date.parse(l.time) > killAt + 3000) lateTries.push(`${a.name} at +${Date.parse(l.time) - killAt} ms: ${String(l.err)}`)
       }
     }

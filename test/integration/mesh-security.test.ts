@@ -67,11 +67,19 @@ describe('mesh security with real agents', () => {
     const otherKey = join(dir, 'other.key')
     expect((await runCli(['keys', 'swarm', '--out', otherKey])).code).toBe(0)
     const members = t.cluster.agents.map(a => a.nodeId)
-    const outsider = async (name: string, args: string[]): Promise<AgentProcess> => await spawnAgent({ nats: t.url, name, dataDir: join(dir, name), slots: 2, args, logFile: join(dir, `${name}.log`) })
+    // at debug level, an outsider logs each dial that fails ("dial failed", gossip.ts dialPeer)
+    const outsider = async (name: string, args: string[]): Promise<AgentProcess> => await spawnAgent({ nats: t.url, name, dataDir: join(dir, name), slots: 2, args, logFile: join(dir, `${name}.log`), logLevel: 'debug' })
     const [noKey, wrongKey] = await Promise.all([outsider('no-key', []), outsider('wrong-key', ['--swarm-key', otherKey])])
-    // Each newcomer announces itself on NATS at start and dials every member it hears of; give
-    // that several rounds, then look at every agent's own table.
-    await sleep(3000)
+    // The control: each newcomer hears the members on NATS (their announce every 5 s) and dials
+    // every one of them, so each must log a failed dial to each member; a dial that worked
+    // instead would join it and end its dialling, and this wait would fail.
+    const triedAndFailed = async (o: AgentProcess, member: string): Promise<Record<string, unknown>> =>
+      await o.waitForLog(l => l.msg === 'dial failed' && l.peer === member, 20_000).catch((err: Error) => {
+        throw new Error(`Outsider ${o.name} did not log a failed dial to member ${member} within 20 s: it never tried, or got in (${err.message.slice(0, 300)})`)
+      })
+    const failures = await Promise.all([noKey, wrongKey].flatMap(o => members.map(async m => await triedAndFailed(o, m))))
+    expect(failures).toHaveLength(2 * members.length)
+    // Every outsider has tried every member at least once and been refused: now each agent's own table.
     const views = await viewsByAgent(t.mesh, [...members, noKey.nodeId, wrongKey.nodeId], 10_000)
     for (const id of members) expect(views.get(id)?.map(n => n.id).sort(), `table of member ${id}`).toEqual([...members].sort())
     expect(views.get(noKey.nodeId)?.map(n => n.id)).toEqual([noKey.nodeId])

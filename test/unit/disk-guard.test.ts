@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { DiskGuard, isNoSpace } from '../../node/src/metering/disk.js'
+import { DiskGuard, isNoSpace } from '../../node/src/metering/ledger/disk.js'
 import { recordingLogger } from '../helpers/meter.js'
 
 describe('disk guard', () => {

@@ -6,11 +6,11 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { Outcome, type Encodable, type MeterRecord, type RollupRegister } from '../../proto/codec.js'
-import { MINUTE_MS, HOUR_MS } from '../../node/src/metering/keys.js'
-import { parseRecordKey } from '../../node/src/metering/keys.js'
-import { compareRegisters, mergeRegisters } from '../../node/src/metering/rollup.js'
-import type { MeterStore } from '../../node/src/metering/store.js'
-import { minuteRows, queryUsage, recount } from '../../node/src/metering/usage.js'
+import { MINUTE_MS, HOUR_MS } from '../../node/src/metering/records/keys.js'
+import { parseRecordKey } from '../../node/src/metering/records/keys.js'
+import { compareRegisters, mergeRegisters } from '../../node/src/metering/records/rollup.js'
+import type { MeterStore } from '../../node/src/metering/ledger/store.js'
+import { minuteRows, queryUsage, recount } from '../../node/src/metering/queries/usage.js'
 import { rec, signed, T0, tempStores, testNode, type TestNode } from '../helpers/meter.js'
 
 /** mulberry32: seeded, so a failing order can be replayed */

@@ -5,9 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { decode, encode, type MeterBundle } from '../../proto/codec.js'
-import { MINUTE_MS } from '../../node/src/metering/keys.js'
-import { BundleVerifier } from '../../node/src/metering/signing.js'
-import { queryUsage } from '../../node/src/metering/usage.js'
+import { MINUTE_MS } from '../../node/src/metering/records/keys.js'
+import { BundleVerifier } from '../../node/src/metering/records/signing.js'
+import { queryUsage } from '../../node/src/metering/queries/usage.js'
 import { bundleOf, intakeOf, rec, recordingLogger, T0, tempStores, testNode } from '../helpers/meter.js'
 
 const viaWire = (b: unknown): MeterBundle => decode('MeterBundle', encode('MeterBundle', b as never))

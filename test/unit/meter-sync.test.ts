@@ -5,10 +5,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest'
 import { decode, encode, SyncOp, type Encodable, type SyncReply, type SyncRequest } from '../../proto/codec.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../node/src/metering/keys.js'
-import type { MeterStore } from '../../node/src/metering/store.js'
-import { answer, syncWith, type Ask } from '../../node/src/metering/sync.js'
-import { queryUsage } from '../../node/src/metering/usage.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../node/src/metering/records/keys.js'
+import type { MeterStore } from '../../node/src/metering/ledger/store.js'
+import { answer, syncWith, type Ask } from '../../node/src/metering/replication/sync.js'
+import { queryUsage } from '../../node/src/metering/queries/usage.js'
 import { intakeOf, rec, recordingLogger, signed, T0, tempStores, testNode, type TestNode } from '../helpers/meter.js'
 
 /** A peer's side, through the wire encoding, counting requests by op */

@@ -13,8 +13,8 @@ import type { PeerTable } from '../gossip/peer-table.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Metering } from '../metering/metering.js'
-import { gbSeconds } from '../metering/rollup.js'
-import type { BucketName } from '../metering/usage.js'
+import { gbSeconds } from '../metering/records/rollup.js'
+import type { BucketName } from '../metering/queries/usage.js'
 
 export interface ApiComponents {
   nc: NatsConnection

@@ -8,7 +8,7 @@
  * QUEUE_PER_SLOT per slot) and hands it the next slot that frees, which it knows at once, where a
  * router would learn of it only from the next advert; BUSY if none frees within queueMs.
  * Ran implies metered: before a run starts, the record it would write is checked against the
- * rules peers apply (metering/record.ts refusal); a run that could not be metered never starts
+ * rules peers apply (metering/records/record.ts refusal); a run that could not be metered never starts
  * (FNMESH_ERR_INVALID_ARGUMENT, say a spec's memory out of range or an event id over the limit).
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
@@ -23,7 +23,7 @@ import type { LogSink } from '../sandbox/logs.js'
 import type { SandboxPool } from '../sandbox/pool.js'
 import type { WireError } from '../sandbox/protocol.js'
 import { Idle, Once } from '../lifecycle.js'
-import { refusal } from '../metering/record.js'
+import { refusal } from '../metering/records/record.js'
 import { QUEUE_PER_SLOT, admit } from './admit.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */

@@ -9,12 +9,12 @@
 import { decode, encode, type Encodable, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
 import { InternalError } from '../../../proto/errors.js'
 import type { Logger } from '../logger.js'
-import { localRegister, sealsOf } from './compaction.js'
-import { decodeDigest, sameDigest, toRange } from './digest.js'
-import { HOUR_MS, MINUTE_MS, floorTo, minuteDigestKey, parseDigestKey } from './keys.js'
-import { refusal } from './record.js'
-import type { BatchSigner } from './signing.js'
-import type { MeterStore } from './store.js'
+import { localRegister, sealsOf } from './ledger/compaction.js'
+import { decodeDigest, sameDigest, toRange } from './records/digest.js'
+import { HOUR_MS, MINUTE_MS, floorTo, minuteDigestKey, parseDigestKey } from './records/keys.js'
+import { refusal } from './records/record.js'
+import type { BatchSigner } from './records/signing.js'
+import type { MeterStore } from './ledger/store.js'
 
 export interface MeterComponents {
   store: MeterStore

@@ -15,15 +15,15 @@ import type { Encodable, MeterRecord, MeterStatus } from '../../../proto/codec.j
 import type { PeerTable } from '../gossip/peer-table.js'
 import { Once, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import { AntiEntropy } from './antientropy.js'
-import { DiskGuard } from './disk.js'
-import { exportPage, type ExportOptions } from './export.js'
-import { Intake } from './intake.js'
+import { AntiEntropy } from './replication/antientropy.js'
+import { DiskGuard } from './ledger/disk.js'
+import { exportPage, type ExportOptions } from './queries/export.js'
+import { Intake } from './replication/intake.js'
 import { Meter } from './meter.js'
-import { Replicator } from './replicator.js'
-import { BatchSigner, BundleVerifier } from './signing.js'
-import { MeterStore } from './store.js'
-import { queryUsage, type UsageOptions, type UsageResult } from './usage.js'
+import { Replicator } from './replication/replicator.js'
+import { BatchSigner, BundleVerifier } from './records/signing.js'
+import { MeterStore } from './ledger/store.js'
+import { queryUsage, type UsageOptions, type UsageResult } from './queries/usage.js'
 
 export interface MeteringInit {
   /** the ledger folder */

@@ -77,26 +77,21 @@ export const membership: Figure = {
       running = false
       await loop
       // The last dispatch any router attempted to the dead agent, from the survivors' logs.
-      let lastRoutedMs = -Infinity
-      for (const a of survivors) {
-        const text = await readFile(join(cluster.dir, `${a.name}.log`), 'utf8').catch(() => '')
-        for (const line of text.split('\n')) {
-          if (!line.includes('"dispatch failed"') || !line.includes(victim.nodeId)) continue
-          try { lastRoutedMs = Math.max(lastRoutedMs, Number(JSON.parse(line).sentAt) - killAt) } catch {}
-        }
-      }
-      // A dispatch sent before the kill that failed with it counts as 0: none was sent after.
-      lastRoutedMs = Math.max(0, Number.isFinite(lastRoutedMs) ? lastRoutedMs : 0)
+      const logs = await Promise.all(survivors.map(async a => await readFile(join(cluster.dir, `${a.name}.log`), 'utf8').catch(() => '')))
+      const last = lastDispatchAfterKill(logs, victim.nodeId, killAt)
+      // No line at all is no measurement (a renamed message, a log not written), not "0 ms"
+      const lastRoutedMs = last?.ms ?? NaN
       return {
         rows: [
           row('join: start to first invocation', 'ms', joinMs, 'agent start to ready', readyMs, 'lower'),
           row('failure: kill to last dispatch to it', 'ms', lastRoutedMs, 'configured peer timeout', PEER_TIMEOUT_MS, 'lower'),
           row('failure: kill to dropped everywhere', 'ms', droppedMs, 'configured peer timeout', PEER_TIMEOUT_MS, 'lower')
         ],
-        details: { joinMs, readyMs, lastRoutedMs, droppedMs, peerTimeoutMs: PEER_TIMEOUT_MS },
+        details: { joinMs, readyMs, lastRoutedMs: last?.ms ?? null, failedDispatchLines: last?.lines ?? 0, droppedMs, peerTimeoutMs: PEER_TIMEOUT_MS },
         notes: [
+          ...(last == null ? ['Kill to last dispatch: not measured, the survivors logged no "dispatch failed" line naming the killed agent.'] : []),
           'Under a steady closed-loop load of 8 callers (20 ms function) on 3 agents. Join: from spawning the 4th agent process to the first result it returned; baseline: from spawning it to its "agent ready" line (node start, libp2p, NATS).',
-          'Failure: SIGKILL of agent-2. Last dispatch = when the latest dispatch that failed against it was sent, from the survivors\' "dispatch failed" log lines (0 when every failed dispatch was sent before the kill); dropped = every survivor\'s table (asked 8 times through the SDK) without it. Baseline: the peer timeout after which silent peers are dropped (2 s); a lost connection stops new work before that.'
+          'Failure: SIGKILL of agent-2. Last dispatch = when the latest dispatch that failed against it was sent, from the survivors\' "dispatch failed" log lines (0 when every failed dispatch was sent before the kill; not measured when there is no such line); dropped = every survivor\'s table (asked 8 times through the SDK) without it. Baseline: the peer timeout after which silent peers are dropped (2 s); a lost connection stops new work before that.'
         ]
       }
     } finally {
@@ -104,4 +99,26 @@ export const membership: Figure = {
       await cluster.stop()
     }
   }
+}
+
+/**
+ * When the latest dispatch that failed against the killed agent was sent, in ms after the kill,
+ * from the routers' "dispatch failed" log lines (pino JSON): 0 when every one was sent before
+ * the kill (none after it); undefined when there is no such line at all, which is no measurement.
+ */
+export function lastDispatchAfterKill (logs: readonly string[], victimId: string, killAt: number): { ms: number, lines: number } | undefined {
+  let latest = -Infinity
+  let lines = 0
+  for (const text of logs) {
+    for (const line of text.split('\n')) {
+      if (!line.includes('"dispatch failed"') || !line.includes(victimId)) continue
+      let entry: { msg?: unknown, peer?: unknown, sentAt?: unknown }
+      try { entry = JSON.parse(line) } catch { continue }
+      const sentAt = Number(entry.sentAt)
+      if (entry.msg !== 'dispatch failed' || entry.peer !== victimId || !Number.isFinite(sentAt)) continue
+      lines++
+      latest = Math.max(latest, sentAt - killAt)
+    }
+  }
+  return lines === 0 ? undefined : { ms: Math.max(0, latest), lines }
 }

@@ -8,12 +8,12 @@
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { decode, encode, type Encodable, type SyncReply, type SyncRequest } from '../../../proto/codec.js'
-import { toErrorInfo } from '../../../proto/errors.js'
-import type { PeerTable } from '../gossip/peer-table.js'
-import type { Logger } from '../logger.js'
+import { decode, encode, type Encodable, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { toErrorInfo } from '../../../../proto/errors.js'
+import type { PeerTable } from '../../gossip/peer-table.js'
+import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
-import type { MeterStore } from './store.js'
+import type { MeterStore } from '../ledger/store.js'
 import { answer, syncWith, type SyncResult } from './sync.js'
 import { SYNC_PROTOCOL, framesOf } from './wire.js'
 

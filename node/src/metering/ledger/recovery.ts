@@ -8,8 +8,8 @@
  */
 import { cp, mkdir, readFile, rename, rm } from 'node:fs/promises'
 import { Level } from 'level'
-import { InternalError } from '../../../proto/errors.js'
-import type { Logger } from '../logger.js'
+import { InternalError } from '../../../../proto/errors.js'
+import type { Logger } from '../../logger.js'
 
 export type Db = Level<string, Uint8Array>
 

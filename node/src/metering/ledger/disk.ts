@@ -6,7 +6,7 @@
  * shows it) until the space is back above the threshold plus a margin.
  */
 import { statfs } from 'node:fs/promises'
-import type { Logger } from '../logger.js'
+import type { Logger } from '../../logger.js'
 
 export interface DiskGuardInit {
   dir: string

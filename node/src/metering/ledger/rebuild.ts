@@ -5,11 +5,11 @@
  * day levels are summed again from the minutes. Anti-entropy then compares the honest digests
  * with peers and brings back whatever the damage took.
  */
-import { decode, type MeterRecord } from '../../../proto/codec.js'
-import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from './digest.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseDigestKey, parseRecordKey, parseRollupKey, rollupKey } from './keys.js'
-import { leafHash } from './record.js'
-import { addInto, decodeTotals, encodeTotals, totalsOf, zero, type Totals } from './rollup.js'
+import { decode, type MeterRecord } from '../../../../proto/codec.js'
+import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from '../records/digest.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseDigestKey, parseRecordKey, parseRollupKey, rollupKey } from '../records/keys.js'
+import { leafHash } from '../records/record.js'
+import { addInto, decodeTotals, encodeTotals, totalsOf, zero, type Totals } from '../records/rollup.js'
 import type { Op } from './plan.js'
 import type { Db } from './recovery.js'
 

@@ -5,7 +5,7 @@
  * kept in memory here, and day and per-node digests are folded from them on demand, so comparing
  * two nodes that agree costs one small message per node id.
  */
-import type { RangeDigest } from '../../../proto/codec.js'
+import type { RangeDigest } from '../../../../proto/codec.js'
 import { DAY_MS, HOUR_MS, floorTo } from './keys.js'
 
 export interface Digest { count: number, hash: Buffer }

@@ -3,10 +3,10 @@
  * by anti-entropy): verified, stored, counted. Whatever fails a check is refused with a logged
  * reason (rate-limited per peer) and never stored; the rest of the same message is still taken.
  */
-import type { MeterAck, MeterBundle, RollupRegister } from '../../../proto/codec.js'
-import type { Logger } from '../logger.js'
-import type { BundleVerifier } from './signing.js'
-import type { MeterStore } from './store.js'
+import type { MeterAck, MeterBundle, RollupRegister } from '../../../../proto/codec.js'
+import type { Logger } from '../../logger.js'
+import type { BundleVerifier } from '../records/signing.js'
+import type { MeterStore } from '../ledger/store.js'
 import { LogLimiter } from './wire.js'
 
 export interface IntakeStats {

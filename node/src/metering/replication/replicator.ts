@@ -8,9 +8,9 @@
  * anything that still slips through (a peer down for hours, a batch dropped from the retry list).
  */
 import type { Libp2p } from '@libp2p/interface'
-import { decode, encode, type Encodable, type MeterBundle, type RollupRegister } from '../../../proto/codec.js'
-import type { PeerTable } from '../gossip/peer-table.js'
-import type { Logger } from '../logger.js'
+import { decode, encode, type Encodable, type MeterBundle, type RollupRegister } from '../../../../proto/codec.js'
+import type { PeerTable } from '../../gossip/peer-table.js'
+import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
 import { PushChannel } from './push.js'
 import { LagWindow } from './lag.js'

@@ -6,11 +6,11 @@
  * older than the retention, a seal that wins the max-register order replaces what a node holds
  * (rows and digest), so a node that joins late, or missed records, still ends with the same totals.
  */
-import { decode, encode, type Rollup, type RollupRegister } from '../../../proto/codec.js'
-import { decodeDigest, emptyDigest, encodeDigest, toRange, xorInto, type Digest } from './digest.js'
-import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, pad, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from './keys.js'
+import { decode, encode, type Rollup, type RollupRegister } from '../../../../proto/codec.js'
+import { decodeDigest, emptyDigest, encodeDigest, toRange, xorInto, type Digest } from '../records/digest.js'
+import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, pad, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from '../records/keys.js'
 import { applyRollupDeltas, type Op, type Plan, type Reader } from './plan.js'
-import { addInto, compareRegisters, decodeTotals, totalsOfRow, zero, type Totals } from './rollup.js'
+import { addInto, compareRegisters, decodeTotals, totalsOfRow, zero, type Totals } from '../records/rollup.js'
 import type { Db } from './recovery.js'
 
 const CHUNK = 2000

@@ -7,14 +7,14 @@
  * digest messages. Minutes older than the retention hold no raw records: there the nodes swap
  * seals (signed registers) instead. Everything pulled goes through the Intake: verified first.
  */
-import { SyncOp, type Encodable, type RangeDigest, type SyncReply, type SyncRequest } from '../../../proto/codec.js'
-import { sealsOf } from './compaction.js'
-import { sameDigest } from './digest.js'
-import { MINUTE_MS } from './keys.js'
+import { SyncOp, type Encodable, type RangeDigest, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { sealsOf } from '../ledger/compaction.js'
+import { sameDigest } from '../records/digest.js'
+import { MINUTE_MS } from '../records/keys.js'
 import type { Intake } from './intake.js'
 import { PAGE_RECORDS, childDigests, fetchKeys, fetchRanges, keysIn, resumeAt } from './ranges.js'
-import { compareRegisters } from './rollup.js'
-import type { MeterStore } from './store.js'
+import { compareRegisters } from '../records/rollup.js'
+import type { MeterStore } from '../ledger/store.js'
 
 export type Ask = (req: Encodable<SyncRequest>) => Promise<SyncReply>
 

@@ -4,8 +4,8 @@
  * cursor is the last key read; every node holds the same records once replication settles, but
  * a cursor is only meaningful to the node that issued it.
  */
-import type { MeterRecord } from '../../../proto/codec.js'
-import type { MeterStore } from './store.js'
+import type { MeterRecord } from '../../../../proto/codec.js'
+import type { MeterStore } from '../ledger/store.js'
 import { END_OF_TIME, rawRecords } from './usage.js'
 
 export interface ExportOptions { fn?: string, sinceMs?: number, untilMs?: number, afterKey?: string, limit?: number }

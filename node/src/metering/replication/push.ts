@@ -5,7 +5,7 @@
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { decode, encode, type Encodable, type MeterAck, type MeterPush } from '../../../proto/codec.js'
+import { decode, encode, type Encodable, type MeterAck, type MeterPush } from '../../../../proto/codec.js'
 import { PUSH_PROTOCOL, WriteQueue, framesOf, type Frames } from './wire.js'
 
 interface Pending { resolve: (ack: MeterAck) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }

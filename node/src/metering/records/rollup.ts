@@ -8,7 +8,7 @@
  * (count, hash, sealed at, rows hash) wins, so merging is commutative, associative and idempotent.
  */
 import { createHash } from 'node:crypto'
-import { decode, encode, Outcome, type MeterRecord, type Rollup, type RollupRegister } from '../../../proto/codec.js'
+import { decode, encode, Outcome, type MeterRecord, type Rollup, type RollupRegister } from '../../../../proto/codec.js'
 
 export interface Totals {
   invocations: number

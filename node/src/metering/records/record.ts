@@ -10,8 +10,8 @@
  * records holds the same totals.
  */
 import { createHash } from 'node:crypto'
-import { Outcome, type MeterRecord } from '../../../proto/codec.js'
-import { FUNCTION_NAME_PATTERN, MAX_ID_BYTES } from '../../../proto/subjects.js'
+import { Outcome, type MeterRecord } from '../../../../proto/codec.js'
+import { FUNCTION_NAME_PATTERN, MAX_ID_BYTES } from '../../../../proto/subjects.js'
 
 export const leafHash = (bytes: Uint8Array): Buffer => createHash('sha256').update(bytes).digest()
 

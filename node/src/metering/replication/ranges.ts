@@ -3,10 +3,10 @@
  * days -> hours -> minutes), the record keys of one node's minute, and records with the proofs
  * they need. Pages are bounded so no message grows past the wire caps.
  */
-import { decode, type MeterBundle, type MeterProof, type RangeDigest, type SignedRecord } from '../../../proto/codec.js'
-import { decodeDigest, toRange } from './digest.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS, minuteDigestKey, parseDigestKey, proofKey, recordPrefix } from './keys.js'
-import type { MeterStore } from './store.js'
+import { decode, type MeterBundle, type MeterProof, type RangeDigest, type SignedRecord } from '../../../../proto/codec.js'
+import { decodeDigest, toRange } from '../records/digest.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS, minuteDigestKey, parseDigestKey, proofKey, recordPrefix } from '../records/keys.js'
+import type { MeterStore } from '../ledger/store.js'
 
 /** Records per page and bytes per bundle, well under the 4 MiB frame cap */
 export const PAGE_RECORDS = 2000

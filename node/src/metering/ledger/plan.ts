@@ -4,11 +4,11 @@
  * digests and rollups move. The store runs
  * plans one at a time (single writer), so each read-modify-write sees the previous one's result.
  */
-import { decode, encode, type MeterProof, type MeterRecord } from '../../../proto/codec.js'
-import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from './digest.js'
-import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseRecordKey, proofKey, rollupKey } from './keys.js'
-import { addInto, decodeTotals, encodeTotals, isZero, totalsOf, zero, type Totals } from './rollup.js'
-import type { VerifiedRecord } from './signing.js'
+import { decode, encode, type MeterProof, type MeterRecord } from '../../../../proto/codec.js'
+import { decodeDigest, emptyDigest, encodeDigest, xorInto, type Digest } from '../records/digest.js'
+import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, parseRecordKey, proofKey, rollupKey } from '../records/keys.js'
+import { addInto, decodeTotals, encodeTotals, isZero, totalsOf, zero, type Totals } from '../records/rollup.js'
+import type { VerifiedRecord } from '../records/signing.js'
 
 export type Op = { type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }
 

@@ -4,10 +4,10 @@
  * that level) plus the partial minutes at its ends (read from raw records), so a query over a
  * month reads a few hundred rows. Every record counts: one record is one run (record.ts).
  */
-import { decode, type MeterRecord, type Rollup } from '../../../proto/codec.js'
-import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, parseRecordKey, parseRollupKey, recordPrefix, rollupPrefix, type Level } from './keys.js'
-import { addInto, decodeTotals, totalsOf, zero, type Totals } from './rollup.js'
-import type { MeterStore } from './store.js'
+import { decode, type MeterRecord, type Rollup } from '../../../../proto/codec.js'
+import { DAY_MS, HOUR_MS, MINUTE_MS, floorTo, parseRecordKey, parseRollupKey, recordPrefix, rollupPrefix, type Level } from '../records/keys.js'
+import { addInto, decodeTotals, totalsOf, zero, type Totals } from '../records/rollup.js'
+import type { MeterStore } from '../ledger/store.js'
 
 export type BucketName = 'minute' | 'hour' | 'day'
 const BUCKET_LEVEL: Record<BucketName, Level> = { minute: 'm', hour: 'h', day: 'd' }

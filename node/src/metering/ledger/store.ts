@@ -4,17 +4,17 @@
  * applies group commits in order: records that arrive while a write is on disk share the next
  * synced batch (one fsync), and each commit's read-modify-write sees the one before it.
  */
-import { decode, type MeterProof, type RollupRegister } from '../../../proto/codec.js'
-import { InternalError } from '../../../proto/errors.js'
-import type { Logger } from '../logger.js'
-import { DigestTree, decodeDigest } from './digest.js'
-import { MINUTE_MS, floorTo, parseDigestKey } from './keys.js'
+import { decode, type MeterProof, type RollupRegister } from '../../../../proto/codec.js'
+import { InternalError } from '../../../../proto/errors.js'
+import type { Logger } from '../../logger.js'
+import { DigestTree, decodeDigest } from '../records/digest.js'
+import { MINUTE_MS, floorTo, parseDigestKey } from '../records/keys.js'
 import { planIngest, type Op, type Outcome, type Plan, type Reader } from './plan.js'
 import { compactChunk, planRegisters } from './compaction.js'
 import { isNoSpace } from './disk.js'
 import { rebuildDerived } from './rebuild.js'
 import { openLedgerDb, isDamage, repairAndOpen, type Db } from './recovery.js'
-import type { VerifiedRecord } from './signing.js'
+import type { VerifiedRecord } from '../records/signing.js'
 
 export interface StoreInit {
   dir: string

@@ -1,0 +1,36 @@
+// Part of `npm run check:deps`. dependency-cruiser parses with swc (TypeScript 7 has no compiler
+// API for it), and swc does not report an inline import type such as
+// `import('../../node/src/config.js').AgentConfig`: such a type would cross the layers unseen.
+// So our sources do not write them for our own files; `import type` is what the cruiser sees.
+import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+
+const ROOTS = ['proto', 'core', 'sdk', 'node', 'scripts', 'test']
+const SKIP = /(^|\/)(node_modules|dist|fixtures|gen)(\/|$)/
+// import('./x.js').T or import("../x.js")["T"], but not a dynamic import's .then/.catch/.finally
+const INLINE_TYPE = /import\(\s*(['"])(\.{1,2}\/[^'"]+)\1\s*\)\s*(\.(?!then\b|catch\b|finally\b)[A-Za-z_$]|\[)/g
+
+function * sources (dir) {
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name)
+    if (SKIP.test(path)) continue
+    if (statSync(path).isDirectory()) yield * sources(path)
+    else if (/\.(m|c)?ts$/.test(name)) yield path
+  }
+}
+
+const found = []
+for (const root of ROOTS) {
+  for (const file of sources(root)) {
+    const lines = readFileSync(file, 'utf8').split('\n')
+    lines.forEach((line, i) => {
+      for (const m of line.matchAll(INLINE_TYPE)) found.push(`${file}:${i + 1}: import('${m[2]}') used as a type`)
+    })
+  }
+}
+if (found.length > 0) {
+  console.error(`check:deps: ${found.length} inline import type(s) of our own files, which dependency-cruiser cannot see; write \`import type { ... } from '...'\` instead:`)
+  for (const f of found) console.error(`  ${f}`)
+  process.exit(1)
+}
+console.log('check:deps: no inline import types of our own files')
