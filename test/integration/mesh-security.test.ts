@@ -4,7 +4,7 @@
  * agents with a trust list running only deploys signed by a trusted deployer key, with the
  * code digest checked.
  */
-import { readFile, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { readFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gossipsub, type GossipSub } from '@chainsafe/libp2p-gossipsub'
@@ -145,7 +145,11 @@ describe('mesh security with real agents', () => {
     await waitFor(async () => await code(t.mesh.invoke('spec-tampered', {})) === 'FNMESH_ERR_SIGNATURE_INVALID', { timeoutMs: 10_000, message: 'the tampered version refused' })
 
     // The code changed after signing: the object holding the bundle replaced, spec untouched
-    const dep = await t.mesh.deploy({ name: 'code-tampered', path: fixture('ok.js'), signingKey: keyA })
+    // Code of its own (a comment makes its digest unique): an agent that had already unpacked the
+    // same bundle for another function would run its copy and never fetch the tampered object.
+    const own = await mkdtemp(join(tmpdir(), 'fnmesh-tampered-'))
+    await writeFile(join(own, 'index.js'), `${await readFile(fixture('ok.js'), 'utf8')}\n// ${Date.now()}-${Math.random()}\n`)
+    const dep = await t.mesh.deploy({ name: 'code-tampered', path: join(own, 'index.js'), signingKey: keyA })
     const store = await new Objm(t.mesh.nc).open(BUNDLES_BUCKET)
     const evil = await readFile(fixture('throw.js'))
     await store.putBlob({ name: `sha256-${dep.sha256}` }, encode('Bundle', { files: [{ path: 'index.js', mode: 0o644, data: evil }] }))
