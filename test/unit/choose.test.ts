@@ -219,3 +219,14 @@ describe('where to wait when no peer has a free slot (chooseQueue)', () => {
     for (const k of ['a', 'b', 'c']) expect(counts[k]).toBeGreaterThan(800)
   })
 })
+
+describe('chooseQueue prefers shallow queues', () => {
+  it('picks among queues under SPREAD_PER_SLOT per slot while any is in view, and among every one that fits after', () => {
+    // a: 1 slot, 10 queued (deep) but shortest per-slot would be b's... b: 4 slots, 8 queued (shallow)
+    const a = peer('a', 1 + 10, 1)
+    const b = peer('b', 4 + 8, 4)
+    for (let i = 0; i < 50; i++) expect(chooseQueue([a, b], 60_000, 5, prng(i))?.id).toBe('b')
+    const deep = peer('c', 4 + 60, 4)
+    expect(chooseQueue([a, deep], 60_000, 5, scripted(0, 0))?.id).toBe('a')
+  })
+})

@@ -26,6 +26,12 @@ export interface Candidate {
 
 const EPSILON = 1e-9
 
+/**
+ * Queued invocations per slot up to which a queue counts as shallow: chooseQueue picks among
+ * shallow queues while its view shows any, and among every queue that fits the deadline after
+ */
+export const SPREAD_PER_SLOT = 3
+
 /** True if `a` is the better place for the next invocation */
 export function better (a: Candidate, b: Candidate): boolean {
   const ua = a.load / a.slots + (a.penalty ?? 0)
@@ -64,7 +70,10 @@ export function canQueue (c: Candidate, budgetMs: number, runMs: number): boolea
  */
 export function chooseQueue<C extends Candidate> (candidates: readonly C[], budgetMs: number, runMs: number, rng: () => number = Math.random): C | undefined {
   const queued = (c: C): Candidate => ({ ...c, load: c.load + 1 })
-  return twoChoices(candidates.filter(c => canQueue(c, budgetMs, runMs)), rng, (a, b) => better(queued(a), queued(b)))
+  const fits = candidates.filter(c => canQueue(c, budgetMs, runMs))
+  // Shallow queues first: views lag, and a deep queue behind long runs is where tails come from.
+  const shallow = fits.filter(c => c.load < (1 + SPREAD_PER_SLOT) * c.slots)
+  return twoChoices(shallow.length > 0 ? shallow : fits, rng, (a, b) => better(queued(a), queued(b)))
 }
 
 /** Of two candidates drawn at random (the router's own node always one, when it is there), the one that `wins` */
