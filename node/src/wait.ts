@@ -52,3 +52,41 @@ export class RunTimes {
     return (key === undefined ? undefined : this.byKey.get(key)) ?? this.all
   }
 }
+
+/**
+ * How fast a full node really hands out slots: the smoothed gap between slot releases while
+ * invocations wait. When something other than the slots limits a node (its CPU, the metering
+ * disk), slot times grow and lag the estimate; the drain rate shows it at once.
+ */
+export class DrainRate {
+  private gapMs = 0
+  /** smoothed absolute deviation of the gaps */
+  private devMs = 0
+  private lastAt = -1
+
+  /** A slot was released; `waiting`: invocations were queued at that moment */
+  released (now: number, waiting: boolean): void {
+    if (waiting && this.lastAt >= 0) {
+      const gap = now - this.lastAt
+      this.devMs = this.gapMs === 0 ? 0 : this.devMs * 0.8 + Math.abs(gap - this.gapMs) * 0.2
+      this.gapMs = this.gapMs === 0 ? gap : this.gapMs * 0.8 + gap * 0.2
+    }
+    this.lastAt = waiting ? now : -1
+  }
+
+  /** The smoothed gap between releases while invocations waited (0: nothing measured yet) */
+  get gap (): number {
+    return this.gapMs
+  }
+
+  /**
+   * Wait of one more invocation behind `queued` others, pessimistic: n = queued + 1 gaps at their
+   * mean, plus twice their deviation for the sum of n (sqrt(n) times one gap's, as for
+   * independent gaps): bursty releases on a starved machine are what made queued calls late
+   * (0: nothing measured yet)
+   */
+  waitBehind (queued: number): number {
+    const n = queued + 1
+    return n * this.gapMs + 2 * this.devMs * Math.sqrt(n)
+  }
+}

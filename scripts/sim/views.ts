@@ -211,6 +211,27 @@ export class RouterViews {
     return m[p]
   }
 
+  /**
+   * r's estimate of p's load, running and queued, as router.ts computes it for chooseQueue: the
+   * advert's count plus what r sent since (loadOf may stop at the slots, which says "not free"
+   * but not how deep the queue is)
+   */
+  queueLoadOf (r: number, p: number, now: number): number {
+    const s = this.s
+    if (p === r) return s.inFlight[p] + s.queues[p].length
+    const v = this.gossip.view(r, p, now)
+    const t = this.trackers[r]
+    const seen = this.seen(r, p)
+    if (t === undefined || seen < 0) return v.inFlight
+    this.sync(r, p, v.seq, seen)
+    return t.estimate(s.ids[p], v.inFlight, this.believed[p])
+  }
+
+  /** As candidate(), with the load chooseQueue weighs */
+  queueCandidate (r: number, p: number, now: number): SimCandidate {
+    return { ...this.candidate(r, p, now), load: this.queueLoadOf(r, p, now) }
+  }
+
   candidate (r: number, p: number, now: number): SimCandidate {
     const s = this.s
     return p === r
@@ -244,18 +265,20 @@ export class RouterViews {
     const s = this.s
     let chosen: SimCandidate | undefined
     if (s.n <= this.fullScanMaxNodes) {
-      chosen = chooseQueue(this.all(r, now), budgetMs, runMs, this.rng)
+      const all = new Array<SimCandidate>(s.n)
+      for (let p = 0; p < s.n; p++) all[p] = this.queueCandidate(r, p, now)
+      chosen = chooseQueue(all, budgetMs, runMs, this.rng)
     } else {
       // chooseQueue samples among the nodes whose expected wait fits the budget: draw until two
       // such (its own node first), as a filter over all of them would give
       // (every node: gossip.members holds only those that may have a free slot)
       const two: SimCandidate[] = []
-      const own = this.candidate(r, r, now)
+      const own = this.queueCandidate(r, r, now)
       if (canQueue(own, budgetMs, runMs)) two.push(own)
       for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
         const p = Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
-        const c = this.candidate(r, p, now)
+        const c = this.queueCandidate(r, p, now)
         if (canQueue(c, budgetMs, runMs)) two.push(c)
       }
       chosen = chooseQueue(two, budgetMs, runMs, this.rng)

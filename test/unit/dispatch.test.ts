@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest'
 import { DEFAULT_MAX_QUEUE, MAX_QUEUE_MS, admit, type AdmitState } from '../../node/src/executor/admit.js'
 import { BUSY_CODES, RETRYABLE_CODES, beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules } from '../../node/src/router/dispatch.js'
-import { RunTimes, expectedWaitAt, expectedWaitMs } from '../../node/src/wait.js'
+import { DrainRate, RunTimes, expectedWaitAt, expectedWaitMs } from '../../node/src/wait.js'
 
 const fnmesh: DispatchRules = { queueWaitMs: 500, maxQueued: 10, queueAtExecutor: true }
 const baseline: DispatchRules = { queueWaitMs: 500, maxQueued: 10, queueAtExecutor: false }
@@ -26,11 +26,11 @@ describe('dispatch rules (router/dispatch.ts)', () => {
 
   it('gives a queue budget of the time to the caller\'s deadline, less the run time and a margin, not queueWaitMs', () => {
     const s = dispatchState()
-    // 9000 ms left: less 100 ms of run, less 10% (900 ms) for the estimate's error
-    expect(queueBudget(s, fnmesh, 1000, 10_000, 100)).toBe(8000)
+    // 9000 ms left: less 100 ms of run, less 25% (2250 ms) for the estimate's error
+    expect(queueBudget(s, fnmesh, 1000, 10_000, 100)).toBe(6650)
     expect(s.waitStarted).toBe(1000)
-    // the margin is at least BUDGET_MARGIN_MS (20 ms)
-    expect(queueBudget(dispatchState(), fnmesh, 1000, 1100, 5)).toBe(75)
+    // 100 ms left: less 5 ms of run and 25 ms (25%; at least BUDGET_MARGIN_MS, 20 ms)
+    expect(queueBudget(dispatchState(), fnmesh, 1000, 1100, 5)).toBe(70)
     // never below 0: no time left for a wait
     expect(queueBudget(dispatchState(), fnmesh, 1000, 1020, 5)).toBe(0)
     expect(queueBudget(dispatchState(), fnmesh, 1000, 1100, 500)).toBe(0)
@@ -167,5 +167,22 @@ describe('expected wait (wait.ts)', () => {
     // at most 2 functions remembered: the oldest goes
     expect(t.estimate('c@1')).toBe(50)
     expect(t.estimate('a@1')).toBeCloseTo(t.estimate())
+  })
+
+  it('measures how fast slots free while others wait, pessimistically, and forgets gaps with nobody waiting', () => {
+    const d = new DrainRate()
+    expect(d.waitBehind(10)).toBe(0)
+    d.released(0, true)
+    d.released(10, true)
+    expect(d.gap).toBe(10)
+    expect(d.waitBehind(3)).toBe(40)
+    d.released(30, true)
+    // gap 20: mean 12, deviation 0.2 x 10 = 2
+    expect(d.gap).toBeCloseTo(12)
+    expect(d.waitBehind(3)).toBeCloseTo(4 * 12 + 2 * 2 * 2)
+    // a release with nobody waiting ends the run: the idle time after it is no gap
+    d.released(40, false)
+    d.released(1000, true)
+    expect(d.gap).toBeCloseTo(12)
   })
 })

@@ -27,7 +27,7 @@ import type { WireError } from '../sandbox/protocol.js'
 import { Idle, Once } from '../lifecycle.js'
 import { refusal } from '../metering/records/record.js'
 import { DEFAULT_MAX_QUEUE, admit } from './admit.js'
-import { RunTimes, expectedWaitMs } from '../wait.js'
+import { DrainRate, RunTimes, expectedWaitMs } from '../wait.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void, runMs: number }
@@ -96,6 +96,8 @@ export class Executor {
   readonly runTimes = new RunTimes()
   /** the expected slot time of everything in the queue */
   private aheadMs = 0
+  /** how fast slots really free while invocations wait */
+  private readonly drainRate = new DrainRate()
   private sub: Subscription | undefined
   private started = false
   /** invocations holding a slot, for drain() */
@@ -213,6 +215,7 @@ export class Executor {
       return this.reject(invocationId, err)
     } finally {
       this.runTimes.observe(key, Date.now() - slotAt)
+      this.drainRate.released(Date.now(), this.queue.length > 0)
       // The slot goes to the oldest queued invocation, if any, else it frees.
       const next = this.state === 'running' ? this.queue.shift() : undefined
       if (next != null) {
@@ -255,12 +258,19 @@ export class Executor {
 
   /** Expected wait for a slot of one more invocation here (../wait.ts) */
   expectedWait (): number {
-    return expectedWaitMs({ slots: this.slots, running: this.inFlight, aheadMs: Math.max(0, this.aheadMs), runMs: this.runTimes.estimate() })
+    const bySlotTimes = expectedWaitMs({ slots: this.slots, running: this.inFlight, aheadMs: Math.max(0, this.aheadMs), runMs: this.runTimes.estimate() })
+    // Slots are not always what limits a node (its CPU, the metering disk): the rate at which
+    // they really free while others wait says so, and the longer estimate of the two is used.
+    return bySlotTimes === 0 ? 0 : Math.max(bySlotTimes, this.drainRate.waitBehind(this.queue.length))
   }
 
-  /** Expected slot time of one run of `key` (`function@version`) here */
+  /**
+   * Expected slot time of one run of `key` (`function@version`) here, as routers weigh queues:
+   * its observed slot time, or, when slots have been freeing slower than that (the node's CPU
+   * or disk limits it), the gap between releases times the slots
+   */
   runMs (key: string): number {
-    return this.runTimes.estimate(key)
+    return Math.max(this.runTimes.estimate(key), this.drainRate.gap * this.slots)
   }
 
   /** Waits up to `ms` (admit.ts bounds it) for a slot handed over by a finishing invocation */

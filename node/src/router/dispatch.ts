@@ -33,7 +33,7 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['FNMESH_ERR_NATS_UN
 export const MAX_FAILURES = 2
 
 /** Share of the time left that the queue budget keeps back for the error of the wait estimate */
-export const BUDGET_SLACK = 0.1
+export const BUDGET_SLACK = 0.25
 /** ...and at least this many ms (the answer's trip back, timers) */
 export const BUDGET_MARGIN_MS = 20
 
