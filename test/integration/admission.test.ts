@@ -92,7 +92,8 @@ describe('admission by deadline on 3 agents of 2 slots', () => {
     expect(pct(refused.map(o => o.ms), 0.9), summary).toBeLessThanOrEqual(pct(floor, 0.99) + 50)
     // Accepted calls answered within their deadline (a later answer is the SDK's CLIENT_TIMEOUT):
     // the margin of the queue budget keeps these rare; an estimate can still be wrong.
-    expect(accepted.every(o => o.ms <= 600), summary).toBe(true)
+    // (50 ms for this process's own timers, late on a starved runner)
+    expect(accepted.filter(o => o.ms > 650).map(o => Math.round(o.ms)), summary).toEqual([])
     expect(timedOut.length, summary).toBeLessThanOrEqual(Math.ceil(out.length * 0.05))
   }, 60_000)
 })
