@@ -203,7 +203,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) }
-  }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit })
+  }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
   api.start()

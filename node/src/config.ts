@@ -11,6 +11,7 @@ import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
 import { ROUTER_DEFAULTS } from './router/router.js'
 import { defaultSlots } from './executor/executor.js'
+import { DEFAULT_MAX_QUEUE } from './executor/admit.js'
 import { PEER_TIMEOUT_MS } from './gossip/peer-table.js'
 import { OPTIONAL_LAYERS, SANDBOX_MODES, type LayerId, type SandboxMode } from './sandbox/layers/detect.js'
 
@@ -44,8 +45,10 @@ export interface AgentOptions {
   peerTimeoutMs?: number
   /** Interval of NATS discovery announces. @default 5000 */
   announceIntervalMs?: number
-  /** How long an invocation may wait at the router for a free slot. @default 500 */
+  /** Baseline routing policies: how long an invocation may wait at the router for a free slot (least-loaded waits in executor queues as long as the caller's deadline allows). @default 500 */
   queueWaitMs?: number
+  /** Most invocations waiting for a slot in this node's executor queue; more are refused at once. @default 10000 */
+  maxQueue?: number
   /** Max invocations waiting at the router for a slot. @default 1000 */
   maxQueued?: number
   /** Extra time the router waits for a peer beyond the function's timeout (covers cold start). @default 12000 */
@@ -120,6 +123,7 @@ export interface AgentConfig {
   readonly announceIntervalMs: number
   readonly queueWaitMs: number
   readonly maxQueued: number
+  readonly maxQueue: number
   readonly dispatchGraceMs: number
   readonly idleTtlMs: number
   readonly prewarm: number
@@ -176,6 +180,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, 5000, 100, 600_000),
     queueWaitMs: int('queueWaitMs', options.queueWaitMs, ROUTER_DEFAULTS.queueWaitMs, 0, 60_000),
     maxQueued: int('maxQueued', options.maxQueued, ROUTER_DEFAULTS.maxQueued, 0, 1_000_000),
+    maxQueue: int('maxQueue', options.maxQueue, DEFAULT_MAX_QUEUE, 0, 1_000_000),
     dispatchGraceMs: int('dispatchGraceMs', options.dispatchGraceMs, ROUTER_DEFAULTS.dispatchGraceMs, 100, 600_000),
     idleTtlMs: int('idleTtlMs', options.idleTtlMs, 300_000, 100, 86_400_000),
     prewarm: int('prewarm', options.prewarm, 2, 0, 1000),

@@ -126,6 +126,8 @@ export class Simulation {
       remote: false,
       sentAt: NaN,
       queueing: false,
+      queueMs: 0,
+      runMs: 0,
       inQueue: false
     }
     this.metrics.totals.arrivals++
@@ -146,7 +148,7 @@ export class Simulation {
     this.q.at(this.q.now + this.c.hopMs, Ev.Busy, inv, p)
   }
 
-  /** The wait in p's queue ran out: BUSY back to the router, which gives up (its wait is over too) */
+  /** The wait in p's queue ran out: BUSY back to the router (which then finds its budget too short) */
   private onQueueTimeout (inv: Invocation, p: number): void {
     if (!this.exec.queueTimeout(inv, p)) return
     if (inv.remote) this.busyBack(inv, p)
@@ -154,7 +156,7 @@ export class Simulation {
   }
 
   private onFinish (inv: Invocation, p: number): void {
-    this.exec.finish(p)
+    this.exec.finish(p, inv)
     this.oracle?.add(p, -1)
     if (inv.remote) {
       if (this.metrics.inWindow(this.q.now)) this.metrics.m.execMsgs++

@@ -34,8 +34,12 @@ export interface SimConfig {
   gossipDelayMs?: [number, number]
   /** one way, router -> peer over NATS (the reply takes as long) @default 0.25 */
   hopMs?: number
-  /** @default 500 (router.ts queueWaitMs) */
+  /** baseline policies' wait at the router @default 500 (router.ts queueWaitMs) */
   queueWaitMs?: number
+  /** every caller's deadline (the SDK's default timeout): fnmesh queues at executors as long as it allows @default 60000 */
+  deadlineMs?: number
+  /** most invocations in one executor's queue (--max-queue) @default 10000 */
+  maxQueue?: number
   /** @default 1000 (router.ts maxQueued) */
   maxQueued?: number
   /** @default 500 */
@@ -108,6 +112,8 @@ export function resolve (c: SimConfig): ResolvedConfig {
     gossipDelayMs: [2, 10],
     hopMs: 0.25,
     queueWaitMs: 500,
+    deadlineMs: 60_000,
+    maxQueue: 10_000,
     maxQueued: 1000,
     advertIntervalMs: 500,
     fullScanMaxNodes: 32,

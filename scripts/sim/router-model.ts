@@ -1,8 +1,9 @@
 /**
  * The routers of every simulated node: the policy's pick (RouterViews drives the agent's own
  * choose.ts and load.ts), and the dispatch rules of the agent's router/dispatch.ts: nothing free
- * -> fnmesh sends the invocation to wait in an executor's queue (chooseQueue), the baselines wait
- * at the router (queueWaitMs, maxQueued); BUSY -> marked full, picked again, within the busy
+ * -> fnmesh sends the invocation to wait in an executor's queue whose expected wait fits the
+ * caller's deadline (queueBudget, chooseQueue; none fits: NO_CAPACITY at once), the baselines
+ * wait at the router (queueWaitMs, maxQueued); BUSY -> marked full, picked again, within the busy
  * bound; then NO_CAPACITY. Each router's own node is reached by a direct call, others by a
  * message that takes hopMs.
  */
@@ -84,18 +85,20 @@ export class RouterModel {
     const now = this.now
     const m = this.w.metrics
     const firstWait = inv.waitStarted === undefined
-    const queueMs = queueBudget(inv, this.rules, now, Infinity)
+    const deadline = inv.arrive + this.w.c.deadlineMs
+    const runMs = this.exec.runMs(inv.router)
+    const queueMs = queueBudget(inv, this.rules, now, deadline, runMs)
     if (this.rules.queueAtExecutor) {
       if (firstWait && inv.measured) m.m.waited++
-      const q = queueMs > 0 ? this.views.pickFnmeshQueue(inv.router, now) : -1
-      if (q >= 0) { inv.queueing = true; this.send(inv, q); return }
+      const q = queueMs > 0 ? this.views.pickFnmeshQueue(inv.router, now, queueMs, runMs) : -1
+      if (q >= 0) { inv.queueing = true; inv.queueMs = queueMs; this.send(inv, q); return }
     } else if (firstWait && inv.measured) {
       m.m.waited++
       // Looking costs O(N): at most ~100 nodes' worth per wait on average.
       if (this.tracked && this.diagnose() < 100 / this.w.n) this.views.diagnoseWait(inv.router, now, m.diagnosis)
     }
     const own = this.waiters[inv.router]
-    const next = nowhereToSend(inv, this.rules, { now, deadline: Infinity, queueMs, waiting: own.length, allFailed: false })
+    const next = nowhereToSend(inv, this.rules, { now, deadline, queueMs, waiting: own.length, allFailed: false })
     if (next.kind === 'refuse') { m.reject(inv); return }
     inv.waiting = true
     own.push(inv)
@@ -147,7 +150,7 @@ export class RouterModel {
       this.changed(r, p)
     }
     this.wake(r)
-    this.views.markFull(r, p, this.now, inv.queueing)
+    this.views.markFull(r, p, this.now, inv.queueing ? inv.queueMs : 0)
     if (inv.dispatch !== undefined) this.views.busy(r, p)
     inv.dispatch = undefined
     inv.remote = false

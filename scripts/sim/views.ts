@@ -17,7 +17,6 @@
  * finds too few has looked at every candidate, so "none free" and "only one free" are exact.
  * Tracker estimates are memoised between the tracker calls that can change them.
  */
-import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
 import { canQueue, chooseQueue, choosePeer, type Candidate } from '../../node/src/router/choose.js'
 import { LoadTracker, type Dispatch } from '../../node/src/router/load.js'
 import { PENALTY, PeerPenalties } from '../../node/src/router/penalty.js'
@@ -142,7 +141,7 @@ export class RouterViews {
   tracker (r: number): LoadTracker {
     let t = this.trackers[r]
     if (t === undefined) {
-      t = new LoadTracker(QUEUE_PER_SLOT)
+      t = new LoadTracker()
       this.trackers[r] = t
       const flat = this.s.n <= 2048
       this.applied[r] = flat ? new Int32Array(this.s.n).fill(-1) : new Map()
@@ -212,11 +211,32 @@ export class RouterViews {
     return m[p]
   }
 
+  /**
+   * r's estimate of p's load, running and queued, as router.ts computes it for chooseQueue: the
+   * advert's count plus what r sent since (loadOf may stop at the slots, which says "not free"
+   * but not how deep the queue is)
+   */
+  queueLoadOf (r: number, p: number, now: number): number {
+    const s = this.s
+    if (p === r) return s.inFlight[p] + s.queues[p].length
+    const v = this.gossip.view(r, p, now)
+    const t = this.trackers[r]
+    const seen = this.seen(r, p)
+    if (t === undefined || seen < 0) return v.inFlight
+    this.sync(r, p, v.seq, seen)
+    return t.estimate(s.ids[p], v.inFlight, this.believed[p])
+  }
+
+  /** As candidate(), with the load chooseQueue weighs */
+  queueCandidate (r: number, p: number, now: number): SimCandidate {
+    return { ...this.candidate(r, p, now), load: this.queueLoadOf(r, p, now) }
+  }
+
   candidate (r: number, p: number, now: number): SimCandidate {
     const s = this.s
     return p === r
-      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p] + s.queues[p].length, warm: true, self: true }
-      : { idx: p, id: s.ids[p], slots: this.believed[p], load: this.loadOf(r, p, now), warm: true, penalty: this.penalty(r, p) }
+      ? { idx: p, id: s.ids[p], slots: s.slots[p], load: s.inFlight[p] + s.queues[p].length, warm: true, self: true, waitAboveMs: this.trackers[r]?.waitAbove(s.ids[p]) }
+      : { idx: p, id: s.ids[p], slots: this.believed[p], load: this.loadOf(r, p, now), warm: true, penalty: this.penalty(r, p), waitAboveMs: this.trackers[r]?.waitAbove(s.ids[p]) }
   }
 
   private isFree (c: Candidate): boolean {
@@ -241,25 +261,27 @@ export class RouterViews {
    * Router r found no free slot: where to queue (router.ts pickQueue: chooseQueue over every
    * node up to fullScanMaxNodes, else over its own node and one other at random)
    */
-  pickFnmeshQueue (r: number, now: number): number {
+  pickFnmeshQueue (r: number, now: number, budgetMs: number, runMs: number): number {
     const s = this.s
     let chosen: SimCandidate | undefined
     if (s.n <= this.fullScanMaxNodes) {
-      chosen = chooseQueue(this.all(r, now), QUEUE_PER_SLOT, this.rng)
+      const all = new Array<SimCandidate>(s.n)
+      for (let p = 0; p < s.n; p++) all[p] = this.queueCandidate(r, p, now)
+      chosen = chooseQueue(all, budgetMs, runMs, this.rng)
     } else {
-      // chooseQueue samples among the nodes whose queue is not (believed) full: draw until two
+      // chooseQueue samples among the nodes whose expected wait fits the budget: draw until two
       // such (its own node first), as a filter over all of them would give
       // (every node: gossip.members holds only those that may have a free slot)
       const two: SimCandidate[] = []
-      const own = this.candidate(r, r, now)
-      if (canQueue(own, QUEUE_PER_SLOT)) two.push(own)
+      const own = this.queueCandidate(r, r, now)
+      if (canQueue(own, budgetMs, runMs)) two.push(own)
       for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
         const p = Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
-        const c = this.candidate(r, p, now)
-        if (canQueue(c, QUEUE_PER_SLOT)) two.push(c)
+        const c = this.queueCandidate(r, p, now)
+        if (canQueue(c, budgetMs, runMs)) two.push(c)
       }
-      chosen = chooseQueue(two, QUEUE_PER_SLOT, this.rng)
+      chosen = chooseQueue(two, budgetMs, runMs, this.rng)
     }
     if (chosen === undefined) return -1
     if (this.measuring && chosen.idx !== r) this.record(r, chosen, now)
@@ -383,10 +405,10 @@ export class RouterViews {
     this.forget(r, p)
   }
 
-  /** p answered BUSY */
-  markFull (r: number, p: number, now: number, queueFull = false): void {
+  /** p answered BUSY (to a dispatch allowed to wait `queueMs` in its queue, when > 0) */
+  markFull (r: number, p: number, now: number, queueMs = 0): void {
     this.syncNow(r, p, now)
-    if (queueFull) this.tracker(r).markQueueFull(this.s.ids[p])
+    if (queueMs > 0) this.tracker(r).markQueueRefused(this.s.ids[p], queueMs)
     else this.tracker(r).markFull(this.s.ids[p])
     this.forget(r, p)
   }

@@ -27,6 +27,10 @@ export interface Invocation extends DispatchState {
   sentAt: number
   /** sent to wait in the executor's queue if the node is full (router.ts queueMs) */
   queueing: boolean
+  /** how long it may wait there (dispatch.ts queueBudget) */
+  queueMs: number
+  /** the expected slot time it counts for in an executor's queue */
+  runMs: number
   /** waiting in node `node`'s executor queue */
   inQueue: boolean
 }

@@ -1,8 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
-import { better, chooseQueue as chooseQueueWith, choosePeer, type Candidate } from '../../node/src/router/choose.js'
+import { better, canQueue, chooseQueue, choosePeer } from '../../node/src/router/choose.js'
 
-const chooseQueue = <C extends Candidate>(cs: readonly C[], rng?: () => number): C | undefined => chooseQueueWith(cs, QUEUE_PER_SLOT, rng)
 
 /** mulberry32: a tiny seeded PRNG, so the random draws are the same on every run */
 function prng (seed: number): () => number {
@@ -174,18 +172,33 @@ describe('the router\'s own node', () => {
 })
 
 describe('where to wait when no peer has a free slot (chooseQueue)', () => {
-  it('returns undefined without candidates, or when every queue is believed full', () => {
-    expect(chooseQueue([])).toBeUndefined()
-    expect(chooseQueue([peer('a', (1 + QUEUE_PER_SLOT) * 2, 2), peer('b', (1 + QUEUE_PER_SLOT) * 4, 4)], prng(1))).toBeUndefined()
-    expect(chooseQueue([peer('a', 3, 0)], prng(1))).toBeUndefined()
+  it('returns undefined without candidates, or when no queue\'s expected wait fits the budget', () => {
+    expect(chooseQueue([], 1000, 10)).toBeUndefined()
+    // a: (4 queued + 1) x 10 ms / 2 slots = 25 ms; b: (8 + 1) x 10 / 4 = 22.5 ms
+    expect(chooseQueue([peer('a', 6, 2), peer('b', 12, 4)], 22, 10, prng(1))).toBeUndefined()
+    expect(chooseQueue([peer('a', 6, 2), peer('b', 12, 4)], 23, 10, prng(1))?.id).toBe('b')
+    expect(chooseQueue([peer('a', 3, 0)], 60_000, 10, prng(1))).toBeUndefined()
   })
 
-  it('of two, queues where (load + 1) / slots is least: the shorter wait per slot', () => {
+  it('queues far past 3 per slot when the deadline leaves room: the view\'s "full" is no bound', () => {
+    expect(chooseQueue([peer('a', 2 + 1000, 2)], 60_000, 5, prng(1))?.id).toBe('a')
+    expect(canQueue(peer('a', 2 + 1000, 2), 60_000, 5)).toBe(true)
+    expect(canQueue(peer('a', 2 + 1000, 2), 2000, 5)).toBe(false)
+  })
+
+  it('leaves out a peer that refused as long a budget since its last advert, not one that refused a shorter one', () => {
+    const a = { ...peer('a', 2, 2), waitAboveMs: 500 }
+    expect(canQueue(a, 500, 5)).toBe(false)
+    expect(canQueue(a, 501, 5)).toBe(true)
+    expect(chooseQueue([a, peer('b', 20, 2)], 400, 5, prng(2))?.id).toBe('b')
+  })
+
+  it('of two, queues where (load + 1) / slots is least: the shorter expected wait', () => {
     // b: (8 + 1) / 8 < a: (2 + 1) / 2
-    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], scripted(0, 0))?.id).toBe('b')
-    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], scripted(0.9, 0.1))?.id).toBe('b')
-    // a full queue is left out even when it would look shortest
-    expect(chooseQueue([peer('a', 4 * (1 + QUEUE_PER_SLOT), 4), peer('b', 5, 2)], prng(3))?.id).toBe('b')
+    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], 1000, 10, scripted(0, 0))?.id).toBe('b')
+    expect(chooseQueue([peer('a', 2, 2), peer('b', 8, 8)], 1000, 10, scripted(0.9, 0.1))?.id).toBe('b')
+    // a queue whose wait does not fit is left out even when it would look shortest per slot
+    expect(chooseQueue([peer('a', 4 + 100, 4), peer('b', 5, 2)], 200, 10, prng(3))?.id).toBe('b')
   })
 
   it('always weighs the router\'s own node, whose load it knows exactly, against one other', () => {
@@ -194,7 +207,7 @@ describe('where to wait when no peer has a free slot (chooseQueue)', () => {
     const rng = prng(5)
     for (let i = 0; i < 200; i++) {
       // (2 + 1) / 2 = 1.5 beats (40 + 1) / 16 = 2.56 whichever other is drawn
-      expect(chooseQueue([...others, own], rng)?.id).toBe('self')
+      expect(chooseQueue([...others, own], 60_000, 5, rng)?.id).toBe('self')
     }
   })
 
@@ -202,7 +215,18 @@ describe('where to wait when no peer has a free slot (chooseQueue)', () => {
     const rng = prng(11)
     const counts: Record<string, number> = { a: 0, b: 0, c: 0 }
     const cands = [peer('a', 4, 4), peer('b', 4, 4), peer('c', 4, 4)]
-    for (let i = 0; i < 3000; i++) counts[chooseQueue(cands, rng)?.id ?? '']++
+    for (let i = 0; i < 3000; i++) counts[chooseQueue(cands, 60_000, 5, rng)?.id ?? '']++
     for (const k of ['a', 'b', 'c']) expect(counts[k]).toBeGreaterThan(800)
+  })
+})
+
+describe('chooseQueue prefers shallow queues', () => {
+  it('picks among queues under SPREAD_PER_SLOT per slot while any is in view, and among every one that fits after', () => {
+    // a: 1 slot, 10 queued (deep) but shortest per-slot would be b's... b: 4 slots, 8 queued (shallow)
+    const a = peer('a', 1 + 10, 1)
+    const b = peer('b', 4 + 8, 4)
+    for (let i = 0; i < 50; i++) expect(chooseQueue([a, b], 60_000, 5, prng(i))?.id).toBe('b')
+    const deep = peer('c', 4 + 60, 4)
+    expect(chooseQueue([a, deep], 60_000, 5, scripted(0, 0))?.id).toBe('a')
   })
 })

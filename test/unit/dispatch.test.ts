@@ -3,8 +3,9 @@
  * (executor/admit.ts), branch by branch: the real router and the simulator both follow them.
  */
 import { describe, expect, it } from 'vitest'
-import { MAX_QUEUE_MS, QUEUE_PER_SLOT, admit, type AdmitState } from '../../node/src/executor/admit.js'
+import { DEFAULT_MAX_QUEUE, MAX_QUEUE_MS, admit, type AdmitState } from '../../node/src/executor/admit.js'
 import { BUSY_CODES, RETRYABLE_CODES, beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules } from '../../node/src/router/dispatch.js'
+import { DrainRate, RunTimes, expectedWaitAt, expectedWaitMs } from '../../node/src/wait.js'
 
 const fnmesh: DispatchRules = { queueWaitMs: 500, maxQueued: 10, queueAtExecutor: true }
 const baseline: DispatchRules = { queueWaitMs: 500, maxQueued: 10, queueAtExecutor: false }
@@ -23,30 +24,33 @@ describe('dispatch rules (router/dispatch.ts)', () => {
     expect(s.attempts).toBe(2)
   })
 
-  it('gives a queue budget from the first time no slot was found, bounded by the caller\'s deadline', () => {
+  it('gives a queue budget of the time to the caller\'s deadline, less the run time and a margin, not queueWaitMs', () => {
     const s = dispatchState()
-    expect(queueBudget(s, fnmesh, 1000, 10_000)).toBe(500)
+    // 9000 ms left: less 100 ms of run, less 25% (2250 ms) for the estimate's error
+    expect(queueBudget(s, fnmesh, 1000, 10_000, 100)).toBe(6650)
     expect(s.waitStarted).toBe(1000)
-    expect(queueBudget(s, fnmesh, 1200, 10_000)).toBe(300)
-    expect(queueBudget(s, fnmesh, 1600, 10_000)).toBe(-100)
-    expect(queueBudget(dispatchState(), fnmesh, 1000, 1100)).toBe(100)
+    // 100 ms left: less 5 ms of run and 25 ms (25%; at least BUDGET_MARGIN_MS, 20 ms)
+    expect(queueBudget(dispatchState(), fnmesh, 1000, 1100, 5)).toBe(70)
+    // never below 0: no time left for a wait
+    expect(queueBudget(dispatchState(), fnmesh, 1000, 1020, 5)).toBe(0)
+    expect(queueBudget(dispatchState(), fnmesh, 1000, 1100, 500)).toBe(0)
   })
 
   it('gives baseline policies no queue budget and leaves their wait unstarted', () => {
     const s = dispatchState()
-    expect(queueBudget(s, baseline, 1000, 10_000)).toBe(0)
+    expect(queueBudget(s, baseline, 1000, 10_000, 5)).toBe(0)
     expect(s.waitStarted).toBeUndefined()
   })
 
-  it('refuses with NO_CAPACITY (within ms) when the executor-queue budget is spent', () => {
-    const s = dispatchState()
-    expect(nowhereToSend(s, fnmesh, at(2000, { queueMs: 0 }))).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_NO_CAPACITY', reason: 'no-slot-in-time' })
+  it('refuses with NO_CAPACITY at once, never waiting at the router, when no executor queue fits (or no budget is left)', () => {
+    expect(nowhereToSend(dispatchState(), fnmesh, at(2000, { queueMs: 0 }))).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_NO_CAPACITY', reason: 'no-slot-in-time' })
+    expect(nowhereToSend(dispatchState(), fnmesh, at(1000, { queueMs: 8000 }))).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_NO_CAPACITY', reason: 'no-slot-in-time' })
   })
 
-  it('waits at the router when every executor queue is believed full but the budget is not spent', () => {
+  it('refuses with PEER_UNAVAILABLE rather than NO_CAPACITY when every peer failed already, with executor queues too', () => {
     const s = dispatchState()
-    const budget = queueBudget(s, fnmesh, 1000, 10_000)
-    expect(nowhereToSend(s, fnmesh, at(1000, { queueMs: budget }))).toEqual({ kind: 'wait', ms: 500 })
+    onAnswer(s, { kind: 'failed' }, 1)
+    expect(nowhereToSend(s, fnmesh, at(0, { queueMs: 8000, allFailed: true }))).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_PEER_UNAVAILABLE', reason: 'none-left' })
   })
 
   it('refuses with PEER_UNAVAILABLE when a peer failed and every routable one failed already', () => {
@@ -100,7 +104,7 @@ describe('dispatch rules (router/dispatch.ts)', () => {
 })
 
 describe('admission (executor/admit.ts)', () => {
-  const free: AdmitState = { running: true, refusing: '', slots: 2, inFlight: 1, queued: 0, queueMs: 0 }
+  const free: AdmitState = { running: true, refusing: '', slots: 2, inFlight: 1, queued: 0, maxQueue: DEFAULT_MAX_QUEUE, queueMs: 0, waitMs: 0 }
 
   it('runs with a free slot', () => {
     expect(admit(free)).toEqual({ kind: 'run' })
@@ -118,10 +122,67 @@ describe('admission (executor/admit.ts)', () => {
     expect(admit({ ...free, inFlight: 2 })).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_BUSY', reason: 'full' })
   })
 
-  it('queues up to QUEUE_PER_SLOT per slot, for at most MAX_QUEUE_MS', () => {
-    expect(admit({ ...free, inFlight: 2, queueMs: 300 })).toEqual({ kind: 'queue', ms: 300 })
-    expect(admit({ ...free, inFlight: 2, queued: 2 * QUEUE_PER_SLOT - 1, queueMs: 300 }).kind).toBe('queue')
-    expect(admit({ ...free, inFlight: 2, queued: 2 * QUEUE_PER_SLOT, queueMs: 300 })).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_BUSY', reason: 'full' })
-    expect(admit({ ...free, inFlight: 2, queueMs: 10 * MAX_QUEUE_MS })).toEqual({ kind: 'queue', ms: MAX_QUEUE_MS })
+  it('queues far beyond 3 per slot while the expected wait fits queue_ms, for at most MAX_QUEUE_MS', () => {
+    expect(admit({ ...free, inFlight: 2, queueMs: 300, waitMs: 300 })).toEqual({ kind: 'queue', ms: 300 })
+    expect(admit({ ...free, inFlight: 2, queued: 500, queueMs: 60_000, waitMs: 1255 })).toEqual({ kind: 'queue', ms: 60_000 })
+    expect(admit({ ...free, inFlight: 2, queueMs: 100 * MAX_QUEUE_MS })).toEqual({ kind: 'queue', ms: MAX_QUEUE_MS })
+  })
+
+  it('refuses with BUSY at once when the expected wait is over queue_ms', () => {
+    expect(admit({ ...free, inFlight: 2, queueMs: 300, waitMs: 301 })).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_BUSY', reason: 'too-long' })
+  })
+
+  it('refuses with BUSY at once when maxQueue invocations wait already, whatever the wait', () => {
+    expect(admit({ ...free, inFlight: 2, queued: 9, maxQueue: 10, queueMs: 60_000 }).kind).toBe('queue')
+    expect(admit({ ...free, inFlight: 2, queued: 10, maxQueue: 10, queueMs: 60_000 })).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_BUSY', reason: 'queue-full' })
+    expect(admit({ ...free, inFlight: 2, maxQueue: 0, queueMs: 60_000 })).toEqual({ kind: 'refuse', code: 'FNMESH_ERR_BUSY', reason: 'queue-full' })
+  })
+})
+
+describe('expected wait (wait.ts)', () => {
+  it('is 0 with a free slot', () => {
+    expect(expectedWaitMs({ slots: 2, running: 1, aheadMs: 100, runMs: 10 })).toBe(0)
+    expect(expectedWaitAt(2, 1, 10)).toBe(0)
+  })
+
+  it('is the slot time queued ahead plus one run, over the slots', () => {
+    expect(expectedWaitMs({ slots: 2, running: 2, aheadMs: 0, runMs: 10 })).toBe(5)
+    expect(expectedWaitMs({ slots: 2, running: 2, aheadMs: 90, runMs: 10 })).toBe(50)
+    // a router's view: load 12 on 2 slots = 10 queued of 10 ms each
+    expect(expectedWaitAt(2, 12, 10)).toBe(55)
+    expect(expectedWaitMs({ slots: 0, running: 0, aheadMs: 10, runMs: 10 })).toBe(20)
+  })
+
+  it('learns slot times per function, falls back to the mean of all, and is 0 before any run', () => {
+    const t = new RunTimes(2)
+    expect(t.estimate('a@1')).toBe(0)
+    t.observe('a@1', 10)
+    expect(t.estimate('a@1')).toBe(10)
+    expect(t.estimate('b@1')).toBe(10)
+    expect(t.estimate()).toBe(10)
+    t.observe('a@1', 20)
+    expect(t.estimate('a@1')).toBeCloseTo(12)
+    t.observe('b@1', 100)
+    t.observe('c@1', 50)
+    // at most 2 functions remembered: the oldest goes
+    expect(t.estimate('c@1')).toBe(50)
+    expect(t.estimate('a@1')).toBeCloseTo(t.estimate())
+  })
+
+  it('measures how fast slots free while others wait, pessimistically, and forgets gaps with nobody waiting', () => {
+    const d = new DrainRate()
+    expect(d.waitBehind(10)).toBe(0)
+    d.released(0, true)
+    d.released(10, true)
+    expect(d.gap).toBe(10)
+    expect(d.waitBehind(3)).toBe(40)
+    d.released(30, true)
+    // gap 20: mean 12, deviation 0.2 x 10 = 2
+    expect(d.gap).toBeCloseTo(12)
+    expect(d.waitBehind(3)).toBeCloseTo(4 * 12 + 2 * 2 * 2)
+    // a release with nobody waiting ends the run: the idle time after it is no gap
+    d.released(40, false)
+    d.released(1000, true)
+    expect(d.gap).toBeCloseTo(12)
   })
 })

@@ -1,18 +1,18 @@
 /**
  * The executor with stubbed neighbours: a fake sandbox pool whose workers finish when the test
  * says so, a fake function cache and meter, a fake NATS connection. Covers the slot limit, the
- * queue (per-slot bound, first come first served, giving up after queue_ms), drain, abort and
+ * queue (bounded by maxQueue and by the expected wait against queue_ms, first come first served,
+ * giving up after queue_ms), drain, abort and
  * the start/stop contract.
  */
 import { describe, expect, it } from 'vitest'
 import type { Encodable, ExecRequest, MeterRecord } from '../../proto/codec.js'
 import { Executor } from '../../node/src/executor/executor.js'
-import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
 import { silentLogger } from '../../node/src/logger.js'
 
 const NODE = '12D3KooWTestNode'
 
-function setup (slots: number, refusing = '') {
+function setup (slots: number, refusing = '', maxQueue?: number) {
   const started: string[] = []
   const finish = new Map<string, () => void>()
   const records: Array<Encodable<MeterRecord>> = []
@@ -41,7 +41,7 @@ function setup (slots: number, refusing = '') {
     meter: { record: async (r) => { records.push(r) }, refusing: () => refusing },
     logger: silentLogger(),
     onLoadChange: () => {}
-  }, { slots })
+  }, { slots, maxQueue })
   const done = async (id: string): Promise<void> => {
     await until(() => finish.has(id), `${id} to start`)
     finish.get(id)?.()
@@ -74,19 +74,45 @@ describe('executor: slots and queue', () => {
     expect(executor.inFlight).toBe(0)
   })
 
-  it('queues at most QUEUE_PER_SLOT per slot, refuses the next at once, and hands slots over first come first served', async () => {
-    const { executor, started, done } = setup(1)
+  it('queues up to maxQueue, far past 3 per slot, refuses the next at once, and hands slots over first come first served', async () => {
+    // The old bound was 3 per slot; the queue is now bounded by maxQueue and the deadline only.
+    const { executor, started, done } = setup(1, '', 6)
     const first = executor.execute(req('first'))
     await until(() => started.length === 1, 'the first to start')
-    const queued = Array.from({ length: QUEUE_PER_SLOT }, (_, i) => executor.execute(req(`q${i}`, 5000)))
-    await until(() => executor.load === 1 + QUEUE_PER_SLOT, 'the queue to fill')
+    const queued = Array.from({ length: 6 }, (_, i) => executor.execute(req(`q${i}`, 5000)))
+    await until(() => executor.load === 1 + 6, 'the queue to fill')
+    const t0 = Date.now()
     const over = await executor.execute(req('over', 5000))
     expect(over.error?.code).toBe('FNMESH_ERR_BUSY')
+    expect(over.error?.errorMessage).toMatch(/queue is full \(6\)/)
+    expect(Date.now() - t0).toBeLessThan(50)
     await done('first')
-    for (let i = 0; i < QUEUE_PER_SLOT; i++) await done(`q${i}`)
+    for (let i = 0; i < 6; i++) await done(`q${i}`)
     expect((await Promise.all([first, ...queued])).every(r => r.ok === true)).toBe(true)
-    expect(started).toEqual(['first', 'q0', 'q1', 'q2'])
+    expect(started).toEqual(['first', 'q0', 'q1', 'q2', 'q3', 'q4', 'q5'])
     expect(executor.load).toBe(0)
+  })
+
+  it('refuses BUSY at once when the expected wait from observed slot times is over queue_ms, and queues when it fits', async () => {
+    const { executor, done } = setup(1)
+    executor.runTimes.observe('f@1', 50)
+    const first = executor.execute(req('first'))
+    await until(() => executor.inFlight === 1, 'the first to run')
+    expect(executor.expectedWait()).toBe(50)
+    const q = executor.execute(req('q', 5000))
+    await until(() => executor.load === 2, 'one queued')
+    // one queued of 50 ms ahead, then one slot to free: (50 + 50) / 1 slot
+    expect(executor.expectedWait()).toBe(100)
+    const t0 = Date.now()
+    const out = await executor.execute(req('short', 99))
+    expect(out.error?.code).toBe('FNMESH_ERR_BUSY')
+    expect(out.error?.errorMessage).toMatch(/expected wait of 100 ms is over the 99 ms/)
+    expect(Date.now() - t0).toBeLessThan(50)
+    const fits = executor.execute(req('fits', 100))
+    await until(() => executor.load === 3, 'the second queued')
+    await done('first'); await done('q'); await done('fits')
+    expect((await Promise.all([first, q, fits])).every(r => r.ok === true)).toBe(true)
+    expect(executor.expectedWait()).toBe(0)
   })
 
   it('gives up on a queued invocation after its queue_ms with BUSY and leaves the queue', async () => {

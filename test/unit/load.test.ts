@@ -1,16 +1,15 @@
 import { describe, expect, it } from 'vitest'
 import { LoadTracker } from '../../node/src/router/load.js'
-import { QUEUE_PER_SLOT } from '../../node/src/executor/admit.js'
 
 describe('router load tracker', () => {
   it('estimates a peer it never sent to at its advertised in-flight count', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     expect(t.estimate('p', 3, 8)).toBe(3)
     expect(t.outstanding('p')).toBe(0)
   })
 
   it('adds dispatches sent since the last advert to the advertised count', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     t.sent('p')
     t.sent('p')
@@ -19,7 +18,7 @@ describe('router load tracker', () => {
   })
 
   it('stops adding dispatches once an advert has counted them', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     t.sent('p')
     t.sent('p')
@@ -32,7 +31,7 @@ describe('router load tracker', () => {
   })
 
   it('takes a finished dispatch of the current epoch off the estimate', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     const d = t.sent('p')
     t.sent('p')
@@ -42,7 +41,7 @@ describe('router load tracker', () => {
   })
 
   it('does not decrement the current epoch when a dispatch from an earlier epoch finishes', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     const early = t.sent('p')
     t.onAdvert('p')
@@ -57,7 +56,7 @@ describe('router load tracker', () => {
   })
 
   it('never counts below zero when a dispatch is reported finished twice', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     const d = t.sent('p')
     t.finished(d)
@@ -67,7 +66,7 @@ describe('router load tracker', () => {
   })
 
   it('keeps peers apart', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('a')
     t.onAdvert('b')
     t.sent('a')
@@ -79,7 +78,7 @@ describe('router load tracker', () => {
   })
 
   it('treats a peer that said it was full as full until its next advert', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     t.sent('p')
     t.markFull('p')
@@ -92,7 +91,7 @@ describe('router load tracker', () => {
   })
 
   it('can mark a peer full before hearing any advert from it, or fuller if its advert says so', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.markFull('p')
     expect(t.estimate('p', 0, 6)).toBe(6)
     expect(t.estimate('p', 9, 6)).toBe(9)
@@ -101,7 +100,7 @@ describe('router load tracker', () => {
   })
 
   it('forgets a peer entirely', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     const d = t.sent('p')
     t.sent('p')
@@ -116,7 +115,7 @@ describe('router load tracker', () => {
   })
 
   it('does not let a dispatch from before a peer left lower its count after it returns', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
+    const t = new LoadTracker()
     t.onAdvert('p')
     const old = t.sent('p')
     t.forget('p')
@@ -129,14 +128,19 @@ describe('router load tracker', () => {
 })
 
 describe('router load tracker, queued dispatches', () => {
-  it('counts a peer that would not queue a dispatch as having a full queue, which chooseQueue leaves out', () => {
-    const t = new LoadTracker(QUEUE_PER_SLOT)
-    t.markQueueFull('p')
-    expect(t.estimate('p', 1, 4)).toBe(16)
+  it('remembers the longest queue budget a peer refused until its next advert, and counts it full meanwhile', () => {
+    const t = new LoadTracker()
+    expect(t.waitAbove('p')).toBeUndefined()
+    t.markQueueRefused('p', 300)
+    t.markQueueRefused('p', 200)
+    expect(t.waitAbove('p')).toBe(300)
+    expect(t.estimate('p', 1, 4)).toBe(4)
     t.onAdvert('p')
+    expect(t.waitAbove('p')).toBeUndefined()
     expect(t.estimate('p', 1, 4)).toBe(1)
-    t.markQueueFull('p')
+    t.markQueueRefused('p', 300)
     t.forget('p')
+    expect(t.waitAbove('p')).toBeUndefined()
     expect(t.estimate('p', 2, 4)).toBe(2)
   })
 })

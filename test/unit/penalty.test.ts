@@ -73,7 +73,7 @@ describe('advert ranges', () => {
 
   it('accepts what a real agent sends and refuses values out of range', () => {
     expect(inRange(good)).toBe(true)
-    for (const bad of [{ slots: 0 }, { slots: 2_000_000 }, { inFlight: 1000 }, { name: 'a b' }, { seq: 0 }, { startedAtMs: Date.now() + 3_600_000 }, { sentAtMs: Date.now() + 3_600_000 }, { warm: ['x'.repeat(300)] }]) {
+    for (const bad of [{ slots: 0 }, { slots: 2_000_000 }, { inFlight: 2_000_000 }, { name: 'a b' }, { seq: 0 }, { startedAtMs: Date.now() + 3_600_000 }, { sentAtMs: Date.now() + 3_600_000 }, { warm: ['x'.repeat(300)] }]) {
       expect(inRange({ ...good, ...bad } as CapacityAdvert), JSON.stringify(bad).slice(0, 60)).toBe(false)
     }
   })

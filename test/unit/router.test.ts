@@ -23,7 +23,8 @@ function entry (p: Peer, self = false): PeerEntry {
 
 /** A local executor that answers at once (or holds answers until released) */
 class FakeLocal implements LocalNode {
-  readonly queuePerSlot = 3
+  /** the slot time this node observed for the function (what the router assumes of every peer) */
+  run = 0
   inFlight = 0
   calls: Array<Encodable<ExecRequest>> = []
   held: Array<() => void> = []
@@ -32,6 +33,7 @@ class FakeLocal implements LocalNode {
   constructor (readonly slots: number) {}
   get load (): number { return this.inFlight }
   isWarm (): boolean { return false }
+  runMs (): number { return this.run }
   async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal } = {}): Promise<Encodable<InvokeResult>> {
     this.calls.push(req)
     this.inFlight++
@@ -91,28 +93,61 @@ describe('router: busy answers', () => {
     expect(out.attempts).toBe(3)
   })
 
-  it('gives up with FNMESH_ERR_NO_CAPACITY after 3 x mesh size BUSY answers', async () => {
+  it('gives up with FNMESH_ERR_NO_CAPACITY after 3 x mesh size BUSY answers to dispatches its view showed room for', async () => {
     const busy = Array.from({ length: 100 }, () => code('FNMESH_ERR_BUSY'))
-    const { router, sent } = mesh({ peers: [{ id: 'a', slots: 2 }], answers: { a: busy }, init: { queueWaitMs: 60_000 }, advertAfterAnswer: true })
+    const { router, sent, table } = mesh({ peers: [{ id: 'a', slots: 2 }], answers: { a: busy } })
+    // a fresh advert (showing room) after each answer, before the router picks again
+    const tracker = router.tracker
+    const markFull = tracker.markFull.bind(tracker)
+    tracker.markFull = (peer: string) => { markFull(peer); table.emit('updated', table.routable()[0]) }
     const out = await router.route(req)
     expect(out.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
     expect(out.error?.errorMessage).toMatch(/every peer tried was full/)
     expect(sent.length).toBe(4)
+    expect(sent.every(s => (s.req.queueMs ?? 0) === 0)).toBe(true)
   })
 
-  it('sends a queued dispatch (queueMs > 0) when no peer has a free slot in its view', async () => {
-    const { router, sent } = mesh({ peers: [{ id: 'a', slots: 2, inFlight: 2 }], init: { queueWaitMs: 400 } })
+  it('sends a queued dispatch with queue_ms from the caller\'s deadline, less the run time and margin, when no peer has a free slot in its view', async () => {
+    const { router, sent, local } = mesh({ peers: [{ id: 'a', slots: 2, inFlight: 2 }] })
+    local.run = 100
+    const out = await router.route({ ...req, timeoutMs: 10_000 })
+    expect(out.ok).toBe(true)
+    // 10 s left, less 100 ms of run and 25% margin: about 7400 ms, whatever queueWaitMs says
+    expect(sent[0].req.queueMs).toBeGreaterThan(7300)
+    expect(sent[0].req.queueMs).toBeLessThanOrEqual(7400)
+  })
+
+  it('queues where the expected wait fits the deadline even when the view shows deep queues', async () => {
+    // 1 slot, 40 queued at 10 ms each: about 410 ms of wait, within a 60 s deadline
+    const { router, sent, local } = mesh({ peers: [{ id: 'a', slots: 1, inFlight: 41 }] })
+    local.run = 10
     const out = await router.route(req)
     expect(out.ok).toBe(true)
-    expect(sent[0].req.queueMs).toBeGreaterThan(300)
-    expect(sent[0].req.queueMs).toBeLessThanOrEqual(400)
+    expect(sent.length).toBe(1)
   })
 
-  it('refuses with NO_CAPACITY when every peer\'s queue is believed full and the wait runs out', async () => {
-    const { router, sent } = mesh({ peers: [{ id: 'a', slots: 1, inFlight: 4 }], init: { queueWaitMs: 30 } })
-    const out = await router.route(req)
+  it('refuses with NO_CAPACITY at once, sending nothing, when no peer\'s expected wait fits the deadline', async () => {
+    // 1 slot, 4 queued at 100 ms each: 500 ms of wait, over what a 400 ms deadline leaves
+    const { router, sent, local } = mesh({ peers: [{ id: 'a', slots: 1, inFlight: 5 }] })
+    local.run = 100
+    const t0 = Date.now()
+    const out = await router.route({ ...req, timeoutMs: 400 })
     expect(out.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
+    expect(out.error?.errorMessage).toMatch(/within its deadline/)
+    expect(Date.now() - t0).toBeLessThan(50)
     expect(sent).toEqual([])
+  })
+
+  it('leaves out, until its next advert, a peer that refused to queue for as long a budget, and refuses at once when none is left', async () => {
+    const { router, sent } = mesh({ peers: [{ id: 'a', slots: 1, inFlight: 1 }, { id: 'b', slots: 1, inFlight: 1 }], answers: { a: [code('FNMESH_ERR_BUSY')], b: [code('FNMESH_ERR_BUSY')] } })
+    const out = await router.route({ ...req, timeoutMs: 5000 })
+    expect(out.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
+    expect(sent.map(s => s.peer).sort()).toEqual(['a', 'b'])
+    expect(sent.every(s => (s.req.queueMs ?? 0) > 0)).toBe(true)
+    // the next invocation, with as long a budget, is refused without sending
+    const next = await router.route({ ...req, timeoutMs: 5000 })
+    expect(next.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
+    expect(sent.length).toBe(2)
   })
 })
 

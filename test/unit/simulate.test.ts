@@ -37,9 +37,10 @@ describe('simulator', () => {
 
   it('gives every arrival an outcome: completed or refused, under load and overload', () => {
     for (const policy of ['fnmesh', 'round-robin', 'random', 'oracle'] as const) {
-      // Overloaded, a wait for a slot grows until the 500 ms limit refuses: give it the time.
+      // Overloaded, a wait for a slot grows until the callers' 500 ms deadline (fnmesh: the
+      // expected wait over it) or the 500 ms wait at the router refuses: give it the time.
       for (const load of [0.5, 1.5]) {
-        const sim = new Simulation(small({ policy, load, slots: slotsFor(load > 1 ? 10 : 40), durationMs: load > 1 ? 3000 : 1000 }))
+        const sim = new Simulation(small({ policy, load, slots: slotsFor(load > 1 ? 10 : 40), durationMs: load > 1 ? 3000 : 1000, deadlineMs: 500 }))
         const r = sim.run()
         expect(sim.totals.arrivals).toBeGreaterThan(1000)
         expect(sim.totals.completed + sim.totals.rejected).toBe(sim.totals.arrivals)

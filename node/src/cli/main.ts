@@ -62,6 +62,7 @@ export function buildProgram (): Command {
     .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable; optional, agents also meet over NATS)', collect)
     .option('--data <dir>', 'data folder: node key, meter ledger, code cache')
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
+    .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
@@ -98,6 +99,7 @@ export function buildProgram (): Command {
         bootstrap: opts.bootstrap,
         dataDir: opts.data,
         slots: opts.slots,
+        maxQueue: opts.maxQueue,
         name: opts.name,
         http: opts.http,
         routing: opts.routing,

@@ -4,9 +4,11 @@
  * then returns the result. Never takes more than `slots` at once: a full or draining node
  * answers FNMESH_ERR_BUSY, and one whose disk is too full to meter answers FNMESH_ERR_DISK_FULL,
  * so the router picks another peer. A router that sees no free slot anywhere sends the
- * invocation with `queueMs`: a full node then keeps it waiting (first come, first served, at most
- * QUEUE_PER_SLOT per slot) and hands it the next slot that frees, which it knows at once, where a
- * router would learn of it only from the next advert; BUSY if none frees within queueMs.
+ * invocation with `queueMs` (what the caller's deadline leaves): a full node then keeps it waiting
+ * (first come, first served, at most `maxQueue`) when its expected wait fits (admit.ts, ../wait.ts)
+ * and hands it the next slot that frees, which it knows at once, where a router would learn of it
+ * only from the next advert; BUSY at once when the wait would not fit, and if none frees within
+ * queueMs after all.
  * Ran implies metered: before a run starts, the record it would write is checked against the
  * rules peers apply (metering/records/record.ts refusal); a run that could not be metered never starts
  * (FNMESH_ERR_INVALID_ARGUMENT, say a spec's memory out of range or an event id over the limit).
@@ -24,10 +26,11 @@ import type { SandboxPool } from '../sandbox/pool.js'
 import type { WireError } from '../sandbox/protocol.js'
 import { Idle, Once } from '../lifecycle.js'
 import { refusal } from '../metering/records/record.js'
-import { QUEUE_PER_SLOT, admit } from './admit.js'
+import { DEFAULT_MAX_QUEUE, admit } from './admit.js'
+import { DrainRate, RunTimes, expectedWaitMs } from '../wait.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
-interface Queued { take: (slot: boolean) => void }
+interface Queued { take: (slot: boolean) => void, runMs: number }
 
 /** Where the executor meters: durable (and replicated) before it resolves */
 export interface MeterSink {
@@ -57,6 +60,8 @@ export interface ExecutorInit {
   billingGranularityMs?: number
   /** @default 6 MiB */
   payloadLimit?: number
+  /** Most invocations waiting for a slot here (--max-queue). @default 10000 */
+  maxQueue?: number
 }
 
 export type ExecutorState = 'running' | 'draining' | 'stopped'
@@ -85,8 +90,14 @@ export class Executor {
   private readonly granularity: number
   /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
   readonly payloadLimit: number
-  /** how many invocations it queues per slot (admit.ts): what routers assume of every executor */
-  readonly queuePerSlot = QUEUE_PER_SLOT
+  /** most invocations waiting in its queue (admit.ts): what routers assume of every executor */
+  readonly maxQueue: number
+  /** observed slot time per function, for the expected wait (../wait.ts) */
+  readonly runTimes = new RunTimes()
+  /** the expected slot time of everything in the queue */
+  private aheadMs = 0
+  /** how fast slots really free while invocations wait */
+  private readonly drainRate = new DrainRate()
   private sub: Subscription | undefined
   private started = false
   /** invocations holding a slot, for drain() */
@@ -105,6 +116,7 @@ export class Executor {
     this.slots = init.slots ?? defaultSlots()
     this.granularity = init.billingGranularityMs ?? 1
     this.payloadLimit = init.payloadLimit ?? SYNC_PAYLOAD_LIMIT
+    this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.log = c.logger
   }
 
@@ -168,7 +180,9 @@ export class Executor {
     if (signal?.aborted === true) return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted before it ran`))
     // The checks up to the invocation id come first, as before: a draining or refusing node says so whatever the request.
     const refusing = this.state === 'running' ? this.c.meter.refusing() : ''
-    const admission = admit({ running: this.state === 'running', refusing, slots: this.slots, inFlight: this.inFlight, queued: this.queue.length, queueMs: req.queueMs ?? 0 })
+    const key = `${req.function ?? ''}@${req.version ?? 0}`
+    const waitMs = this.expectedWait()
+    const admission = admit({ running: this.state === 'running', refusing, slots: this.slots, inFlight: this.inFlight, queued: this.queue.length, maxQueue: this.maxQueue, queueMs: req.queueMs ?? 0, waitMs })
     if (admission.kind === 'refuse' && admission.reason === 'draining') {
       return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} is draining`))
     }
@@ -184,21 +198,30 @@ export class Executor {
       this.busy.enter()
     } else {
       // A slot handed over by a finishing invocation is already counted in inFlight.
-      const waited = admission.kind === 'queue' ? await this.waitInQueue(admission.ms, signal) : 'refused'
+      const waited = admission.kind === 'queue' ? await this.waitInQueue(admission.ms, this.runTimes.estimate(key), signal) : 'refused'
       if (waited === 'aborted') return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted while it waited for a slot`))
       if (waited !== 'slot') {
-        return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting)`))
+        const why = admission.kind === 'refuse' && admission.reason === 'too-long'
+          ? `its expected wait of ${Math.ceil(waitMs)} ms is over the ${req.queueMs ?? 0} ms the deadline leaves`
+          : admission.kind === 'refuse' && admission.reason === 'queue-full' ? `its queue is full (${this.maxQueue})` : `no slot freed within ${req.queueMs ?? 0} ms`
+        return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting): ${why}`))
       }
     }
+    const slotAt = Date.now()
     this.c.onLoadChange()
     try {
       return await this.run(req, invocationId)
     } catch (err) {
       return this.reject(invocationId, err)
     } finally {
+      this.runTimes.observe(key, Date.now() - slotAt)
+      this.drainRate.released(Date.now(), this.queue.length > 0)
       // The slot goes to the oldest queued invocation, if any, else it frees.
       const next = this.state === 'running' ? this.queue.shift() : undefined
-      if (next != null) next.take(true)
+      if (next != null) {
+        this.aheadMs -= next.runMs
+        next.take(true)
+      }
       else {
         this.inFlight--
         this.busy.leave()
@@ -233,19 +256,40 @@ export class Executor {
     return this.inFlight + this.queue.length
   }
 
+  /** Expected wait for a slot of one more invocation here (../wait.ts) */
+  expectedWait (): number {
+    const bySlotTimes = expectedWaitMs({ slots: this.slots, running: this.inFlight, aheadMs: Math.max(0, this.aheadMs), runMs: this.runTimes.estimate() })
+    // Slots are not always what limits a node (its CPU, the metering disk): the rate at which
+    // they really free while others wait says so, and the longer estimate of the two is used.
+    return bySlotTimes === 0 ? 0 : Math.max(bySlotTimes, this.drainRate.waitBehind(this.queue.length))
+  }
+
+  /**
+   * Expected slot time of one run of `key` (`function@version`) here, as routers weigh queues:
+   * its observed slot time, or, when slots have been freeing slower than that (the node's CPU
+   * or disk limits it), the gap between releases times the slots
+   */
+  runMs (key: string): number {
+    return Math.max(this.runTimes.estimate(key), this.drainRate.gap * this.slots)
+  }
+
   /** Waits up to `ms` (admit.ts bounds it) for a slot handed over by a finishing invocation */
-  private async waitInQueue (ms: number, signal: AbortSignal | undefined): Promise<'slot' | 'refused' | 'timeout' | 'aborted'> {
+  private async waitInQueue (ms: number, runMs: number, signal: AbortSignal | undefined): Promise<'slot' | 'refused' | 'timeout' | 'aborted'> {
     return await new Promise((resolve) => {
       const leave = (why: 'timeout' | 'aborted'): void => {
         clearTimeout(timer)
         signal?.removeEventListener('abort', onAbort)
         const i = this.queue.indexOf(entry)
-        if (i >= 0) this.queue.splice(i, 1)
+        if (i >= 0) {
+          this.queue.splice(i, 1)
+          this.aheadMs -= runMs
+        }
         this.c.onLoadChange()
         resolve(why)
       }
       const onAbort = (): void => { leave('aborted') }
       const entry: Queued = {
+        runMs,
         take: (slot) => {
           clearTimeout(timer)
           signal?.removeEventListener('abort', onAbort)
@@ -255,11 +299,13 @@ export class Executor {
       const timer = setTimeout(() => { leave('timeout') }, ms)
       signal?.addEventListener('abort', onAbort, { once: true })
       this.queue.push(entry)
+      this.aheadMs += runMs
       this.c.onLoadChange()
     })
   }
 
   private refuseQueued (): void {
+    this.aheadMs = 0
     for (const q of this.queue.splice(0)) q.take(false)
   }
 

@@ -55,6 +55,8 @@ export interface GatewayInit {
 }
 
 const JSON_TYPE = /^application\/([\w.+-]+\+)?json\b/i
+/** Retry-After (seconds) of a 503 FNMESH_ERR_NO_CAPACITY: the mesh refused because no queue would give a slot within the deadline */
+const NO_CAPACITY_RETRY_AFTER_S = 1
 
 export class Gateway implements Startable, Drainable {
   readonly table = new RouteTable()
@@ -210,7 +212,9 @@ export class Gateway implements Startable, Drainable {
       const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' })
       if (result.ok !== true) {
         const e = result.error ?? toErrorInfo(new Error('no result'))
-        return { response: errorResponse(e.code ?? 'FNMESH_ERR_INTERNAL', e.errorType ?? 'Error', e.errorMessage ?? '', requestId), extra }
+        // No capacity within the deadline is refused at once: tell the client when to come back.
+        const headers = e.code === 'FNMESH_ERR_NO_CAPACITY' ? { 'retry-after': String(NO_CAPACITY_RETRY_AFTER_S) } : undefined
+        return { response: errorResponse(e.code ?? 'FNMESH_ERR_INTERNAL', e.errorType ?? 'Error', e.errorMessage ?? '', requestId, { headers }), extra }
       }
       const text = Buffer.from(result.payload ?? new Uint8Array(0)).toString('utf8')
       return { response: mapResult(text), extra }

@@ -65,6 +65,8 @@ export function advertGapFor (nodes: number): number {
   return Math.min(500, Math.max(PROMPT_COALESCE_MS, Math.round(nodes)))
 }
 const MAX_SLOTS = 1_000_000
+/** in_flight counts the executor's queue too, of at most --max-queue (config.ts caps it at this) */
+const MAX_QUEUE = 1_000_000
 /** An advert's clock may run ahead of ours by this much (start time, send time) */
 const MAX_CLOCK_AHEAD_MS = 5 * 60_000
 /** Caps on what a peer may send over libp2p: gossip RPC frames and their contents */
@@ -311,7 +313,7 @@ export class Gossip implements Startable {
 
 /** Values a real agent can send: bounded counts, sane names, clocks not far ahead of ours */
 export function inRange (a: CapacityAdvert, now = Date.now()): boolean {
-  return a.slots >= 1 && a.slots <= MAX_SLOTS && a.inFlight <= MAX_SLOTS && a.inFlight <= a.slots * 4 &&
+  return a.slots >= 1 && a.slots <= MAX_SLOTS && a.inFlight <= a.slots + MAX_QUEUE &&
     a.warm.length <= MAX_WARM && a.warm.every(w => w.length <= 200) &&
     /^[\w.-]{0,64}$/.test(a.name) && a.seq >= 1 &&
     a.startedAtMs > 0 && a.startedAtMs <= now + MAX_CLOCK_AHEAD_MS && a.sentAtMs <= now + MAX_CLOCK_AHEAD_MS &&

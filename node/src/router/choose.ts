@@ -7,6 +7,7 @@
  * known exactly, and NATS's queue group already picked the router at random, so the pair is
  * still a random one.
  */
+import { expectedWaitAt } from '../wait.js'
 
 export interface Candidate {
   id: string
@@ -19,9 +20,17 @@ export interface Candidate {
   self?: boolean
   /** what this router learned from failed or stalled work sent there (router/penalty.ts), added to utilisation */
   penalty?: number
+  /** since its last advert the peer refused to queue an invocation allowed to wait this long (its wait is longer) */
+  waitAboveMs?: number
 }
 
 const EPSILON = 1e-9
+
+/**
+ * Queued invocations per slot up to which a queue counts as shallow: chooseQueue picks among
+ * shallow queues while its view shows any, and among every queue that fits the deadline after
+ */
+export const SPREAD_PER_SLOT = 3
 
 /** True if `a` is the better place for the next invocation */
 export function better (a: Candidate, b: Candidate): boolean {
@@ -42,24 +51,29 @@ export function choosePeer<C extends Candidate> (candidates: readonly C[], rng: 
 }
 
 /**
- * True if `c` may still take a queued invocation: its queue is not (believed) full. An executor
- * queues at most `queuePerSlot` invocations per slot (executor/admit.ts, given by agent.ts).
+ * True if an invocation allowed to wait `budgetMs` may queue at `c`: its expected wait (../wait.ts,
+ * every run taking `runMs`) fits, and it has not refused one with as long a budget since its
+ * last advert (its queue was fuller, or its runs slower, than this view says).
  */
-export function canQueue (c: Candidate, queuePerSlot: number): boolean {
-  return c.slots > 0 && c.load < (1 + queuePerSlot) * c.slots
+export function canQueue (c: Candidate, budgetMs: number, runMs: number): boolean {
+  return c.slots > 0 && expectedWaitAt(c.slots, c.load, runMs) <= budgetMs && !(c.waitAboveMs !== undefined && c.waitAboveMs >= budgetMs)
 }
 
 /**
  * The pick when no candidate has a free slot in this router's view: where the invocation should
  * wait in the executor's own queue (executor.ts takes it as soon as a slot frees there, which
  * the executor knows at once and a router only learns from the next advert). Power of two
- * choices again, the router's own node always one of the two when it has slots, by
- * (load + 1) / slots: the shortest expected wait per slot. Nodes whose queue is (believed) full
- * are left out; undefined when none is left.
+ * choices again among the nodes where the expected wait fits the invocation's budget (canQueue),
+ * the router's own node always one of the two when it is among them, by (load + 1) / slots: the
+ * shorter expected wait (for one function's run time, the wait grows with it). Undefined when
+ * no node's wait fits: the router refuses at once.
  */
-export function chooseQueue<C extends Candidate> (candidates: readonly C[], queuePerSlot: number, rng: () => number = Math.random): C | undefined {
+export function chooseQueue<C extends Candidate> (candidates: readonly C[], budgetMs: number, runMs: number, rng: () => number = Math.random): C | undefined {
   const queued = (c: C): Candidate => ({ ...c, load: c.load + 1 })
-  return twoChoices(candidates.filter(c => canQueue(c, queuePerSlot)), rng, (a, b) => better(queued(a), queued(b)))
+  const fits = candidates.filter(c => canQueue(c, budgetMs, runMs))
+  // Shallow queues first: views lag, and a deep queue behind long runs is where tails come from.
+  const shallow = fits.filter(c => c.load < (1 + SPREAD_PER_SLOT) * c.slots)
+  return twoChoices(shallow.length > 0 ? shallow : fits, rng, (a, b) => better(queued(a), queued(b)))
 }
 
 /** Of two candidates drawn at random (the router's own node always one, when it is there), the one that `wins` */

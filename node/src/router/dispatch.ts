@@ -5,8 +5,13 @@
  * NATS and real time; the simulator (scripts/sim/router-model.ts) with virtual time, so the
  * bounds below exist once:
  *
- * - the wait deadline: an invocation that finds no free slot may wait `queueWaitMs` from the
- *   first time it found none (never past the caller's deadline);
+ * - the queue budget (least-loaded): an invocation that finds no free slot may wait in an
+ *   executor's queue as long as the caller's deadline allows, less its expected run time and a
+ *   margin for the estimate's error (queueBudget); it goes where the expected wait (../wait.ts)
+ *   fits that budget (choose.ts chooseQueue), and is refused with FNMESH_ERR_NO_CAPACITY at once
+ *   when no peer's does, never after waiting at the router;
+ * - the wait deadline (baseline policies): an invocation that finds no free slot may wait at the
+ *   router `queueWaitMs` from the first time it found none (never past the caller's deadline);
  * - the busy bound: a peer answering BUSY (or DISK_FULL) is marked full and another picked, at
  *   most 3 x (mesh size) times;
  * - the failure bound: a peer that failed (no answer, garbage, a node-level error) is replaced
@@ -27,8 +32,13 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['FNMESH_ERR_NATS_UN
 /** How many failed peers end the invocation */
 export const MAX_FAILURES = 2
 
+/** Share of the time left that the queue budget keeps back for the error of the wait estimate */
+export const BUDGET_SLACK = 0.25
+/** ...and at least this many ms (the answer's trip back, timers) */
+export const BUDGET_MARGIN_MS = 20
+
 export interface DispatchRules {
-  /** how long an invocation may wait for a slot, from the first time it found none */
+  /** baseline policies: how long an invocation may wait at the router for a slot, from the first time it found none */
   queueWaitMs: number
   /** max invocations waiting at the router (baseline policies) */
   maxQueued: number
@@ -73,13 +83,17 @@ export function sent (s: DispatchState): void {
 }
 
 /**
- * No free slot in the view. With executor queues: how long the invocation may wait in one
- * (> 0: pick where with chooseQueue and send it there with this queue_ms); 0 otherwise.
+ * No free slot in the view. With executor queues: how long the invocation may wait in one for a
+ * slot (> 0: pick where with chooseQueue and send it there with this queue_ms): the time to the
+ * caller's deadline, less the function's expected slot time `runMs` (it must still run and
+ * answer) and a margin for the estimate's error (BUDGET_SLACK of the time left, at least
+ * BUDGET_MARGIN_MS). 0 otherwise.
  */
-export function queueBudget (s: DispatchState, rules: DispatchRules, now: number, deadline: number): number {
+export function queueBudget (s: DispatchState, rules: DispatchRules, now: number, deadline: number, runMs: number): number {
   if (!rules.queueAtExecutor) return 0
   s.waitStarted ??= now
-  return Math.min(s.waitStarted + rules.queueWaitMs, deadline) - now
+  const left = deadline - now
+  return Math.max(0, Math.floor(left - runMs - Math.max(BUDGET_MARGIN_MS, left * BUDGET_SLACK)))
 }
 
 export interface NowhereToSend {
@@ -93,11 +107,15 @@ export interface NowhereToSend {
   allFailed: boolean
 }
 
-/** Nowhere to send it (no free slot, no queue with room): wait at the router for `ms`, or refuse */
+/**
+ * Nowhere to send it (no free slot, no queue whose expected wait fits): with executor queues,
+ * refuse at once; baselines wait at the router for `ms`, or refuse.
+ */
 export function nowhereToSend (s: DispatchState, rules: DispatchRules, x: NowhereToSend): { kind: 'wait', ms: number } | Refusal {
-  if (rules.queueAtExecutor && x.queueMs <= 0) return refuse('FNMESH_ERR_NO_CAPACITY', 'no-slot-in-time')
   // After a failure with no other peer left to try, waiting would not help.
   if (s.failures > 0 && x.allFailed) return refuse('FNMESH_ERR_PEER_UNAVAILABLE', 'none-left')
+  // Every queue's expected wait is over what the deadline leaves: waiting would only make the refusal late.
+  if (rules.queueAtExecutor) return refuse('FNMESH_ERR_NO_CAPACITY', 'no-slot-in-time')
   s.waitStarted ??= x.now
   const ms = Math.min(s.waitStarted + rules.queueWaitMs, x.deadline) - x.now
   if (ms <= 0 || x.waiting >= rules.maxQueued) return refuse('FNMESH_ERR_NO_CAPACITY', 'no-slot')

@@ -13,8 +13,8 @@ interface PeerLoad {
   outstanding: number
   /** the peer said it was full: treat it as full until its next advert */
   full: boolean
-  /** the peer refused a queued dispatch: its queue is full too, until its next advert */
-  queueFull: boolean
+  /** the peer refused to queue a dispatch allowed to wait this long (0: none) since its last advert */
+  waitAboveMs: number
 }
 
 export interface Dispatch {
@@ -25,13 +25,10 @@ export interface Dispatch {
 export class LoadTracker {
   private readonly peers = new Map<string, PeerLoad>()
 
-  /** @param queuePerSlot how many invocations an executor queues per slot (executor/admit.ts) */
-  constructor (private readonly queuePerSlot: number) {}
-
   private get (peer: string): PeerLoad {
     let p = this.peers.get(peer)
     if (p == null) {
-      p = { epoch: 0, sinceAdvert: 0, outstanding: 0, full: false, queueFull: false }
+      p = { epoch: 0, sinceAdvert: 0, outstanding: 0, full: false, waitAboveMs: 0 }
       this.peers.set(peer, p)
     }
     return p
@@ -43,14 +40,13 @@ export class LoadTracker {
     p.epoch++
     p.sinceAdvert = 0
     p.full = false
-    p.queueFull = false
+    p.waitAboveMs = 0
   }
 
   /** Estimated in-flight at `peer` given its advertised count */
   estimate (peer: string, advertInFlight: number, slots: number): number {
     const p = this.peers.get(peer)
     if (p == null) return advertInFlight
-    if (p.queueFull) return (1 + this.queuePerSlot) * slots
     const estimate = advertInFlight + p.sinceAdvert
     return p.full ? Math.max(slots, estimate) : estimate
   }
@@ -73,11 +69,20 @@ export class LoadTracker {
     this.get(peer).full = true
   }
 
-  /** The peer would not even queue more (chooseQueue leaves it out until its next advert) */
-  markQueueFull (peer: string): void {
+  /**
+   * The peer would not queue a dispatch allowed to wait `budgetMs` (its queue was full, or its
+   * expected wait longer): chooseQueue leaves it out for budgets up to that until its next advert
+   */
+  markQueueRefused (peer: string, budgetMs: number): void {
     const p = this.get(peer)
     p.full = true
-    p.queueFull = true
+    p.waitAboveMs = Math.max(p.waitAboveMs, budgetMs)
+  }
+
+  /** The longest budget the peer refused to queue since its last advert (undefined: none) */
+  waitAbove (peer: string): number | undefined {
+    const v = this.peers.get(peer)?.waitAboveMs ?? 0
+    return v > 0 ? v : undefined
   }
 
   outstanding (peer: string): number {
@@ -92,6 +97,6 @@ export class LoadTracker {
     p.sinceAdvert = 0
     p.outstanding = 0
     p.full = false
-    p.queueFull = false
+    p.waitAboveMs = 0
   }
 }

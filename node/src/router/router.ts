@@ -2,7 +2,8 @@
  * The router: takes sync invocations from NATS (one agent of the queue group gets each), picks
  * the least-loaded peer (choose.ts), sends the invocation there (or runs it here, when that
  * peer is this node) and answers the caller. A peer that fails or does not answer is replaced
- * once; a full mesh gets FNMESH_ERR_NO_CAPACITY after a short bounded wait.
+ * once; with no free slot the invocation waits in the executor queue whose expected wait fits
+ * its deadline, and FNMESH_ERR_NO_CAPACITY comes at once when none does.
  */
 import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
@@ -32,8 +33,8 @@ export interface LocalNode {
   readonly load: number
   /** invocations running */
   readonly inFlight: number
-  /** how many invocations an executor queues per slot; the router assumes the same of every peer */
-  readonly queuePerSlot: number
+  /** expected slot time of one run of `key` (`function@version`) on this node; the router assumes the same of every peer */
+  runMs: (key: string) => number
   /** a sandbox of `fn@version` is idle here */
   isWarm: (key: string) => boolean
   /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED */
@@ -51,7 +52,7 @@ export interface RouterComponents {
 
 /** The router's defaults (config.ts applies the same to the agent's options) */
 export const ROUTER_DEFAULTS = {
-  /** how long an invocation may wait for a slot anywhere (baseline policies: at the router) */
+  /** baseline policies: how long an invocation may wait at the router for a slot (least-loaded: the caller's deadline) */
   queueWaitMs: 500,
   /** invocations waiting at this router at most (baseline policies) */
   maxQueued: 1000,
@@ -60,7 +61,7 @@ export const ROUTER_DEFAULTS = {
 } as const
 
 export interface RouterInit {
-  /** How long an invocation may wait for a free slot. @default 500 */
+  /** Baseline policies: how long an invocation may wait at the router for a free slot (least-loaded queues by the caller's deadline). @default 500 */
   queueWaitMs?: number
   /** Max invocations waiting for a slot. @default 1000 */
   maxQueued?: number
@@ -138,7 +139,7 @@ export class Router {
     }
     this.rules = { queueWaitMs: this.init.queueWaitMs, maxQueued: this.init.maxQueued, queueAtExecutor: this.init.policy === 'least-loaded' }
     this.baseline = this.init.policy === 'least-loaded' ? undefined : BASELINES[this.init.policy]()
-    this.tracker = new LoadTracker(c.local.queuePerSlot)
+    this.tracker = new LoadTracker()
     this.log = c.logger
     c.table.on('updated', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
     c.table.on('added', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
@@ -267,9 +268,10 @@ export class Router {
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
-        // the executor least behind instead, which hands over a slot the moment one frees.
-        queueMs = queueBudget(s, this.rules, Date.now(), deadline)
-        if (queueMs > 0) peer = this.pickQueue(key, failed)
+        // an executor whose expected wait fits the deadline, which hands over a slot the moment one frees.
+        const runMs = this.c.local.runMs(key)
+        queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
+        if (queueMs > 0) peer = this.pickQueue(key, failed, queueMs, runMs)
       }
       if (peer == null) {
         const next = nowhereToSend(s, this.rules, {
@@ -302,7 +304,7 @@ export class Router {
       if (next.kind === 'busy') {
         // The peer was fuller than its advert said: count it as full (its queue too, when it
         // would not queue this) until it advertises again.
-        if (queueMs > 0) this.tracker.markQueueFull(id)
+        if (queueMs > 0) this.tracker.markQueueRefused(id, queueMs)
         else this.tracker.markFull(id)
         if (!peer.self) this.penalties.add(id, PENALTY.busy)
         if (next.refuse != null) return refused(next.refuse)
@@ -330,7 +332,7 @@ export class Router {
     const inv = exec.invocationId ?? ''
     switch (r.reason) {
       case 'deadline': return `Cannot run "${spec.name}" (invocation ${inv}): the caller's deadline passed`
-      case 'no-slot-in-time': return `Cannot route invocation "${inv}" of "${spec.name}": no peer had a free slot within ${this.init.queueWaitMs} ms`
+      case 'no-slot-in-time': return `Cannot route invocation "${inv}" of "${spec.name}": no peer is expected to free a slot for it within its deadline (${Math.max(0, (exec.deadlineMs ?? 0) - Date.now())} ms left)`
       case 'no-slot': return `Cannot route invocation "${inv}" of "${spec.name}": no peer has a free slot`
       case 'all-full': return `Cannot route invocation "${inv}" of "${spec.name}": every peer tried was full`
       case 'none-left': return `Cannot run "${spec.name}" (invocation ${inv}): ${failures.join('; ')}`
@@ -343,8 +345,8 @@ export class Router {
   }
 
   /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
-  private pickQueue (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    return chooseQueue(this.candidates(key, exclude), this.c.local.queuePerSlot, this.init.rng)?.entry
+  private pickQueue (key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
+    return chooseQueue(this.candidates(key, exclude), budgetMs, runMs, this.init.rng)?.entry
   }
 
   private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
@@ -363,8 +365,8 @@ export class Router {
       if (exclude.has(a.nodeId)) continue
       const slots = Math.min(a.slots, cap)
       candidates.push(entry.self
-        ? { id: a.nodeId, slots: this.c.local.slots, load: this.c.local.load, warm: this.c.local.isWarm(key), self: true, entry }
-        : { id: a.nodeId, slots, load: this.tracker.estimate(a.nodeId, a.inFlight, slots), warm: this.warmSet(a).has(key), penalty: this.penalties.score(a.nodeId), entry })
+        ? { id: a.nodeId, slots: this.c.local.slots, load: this.c.local.load, warm: this.c.local.isWarm(key), self: true, waitAboveMs: this.tracker.waitAbove(a.nodeId), entry }
+        : { id: a.nodeId, slots, load: this.tracker.estimate(a.nodeId, a.inFlight, slots), warm: this.warmSet(a).has(key), penalty: this.penalties.score(a.nodeId), waitAboveMs: this.tracker.waitAbove(a.nodeId), entry })
     }
     return candidates
   }
