@@ -14,6 +14,7 @@ import type { KV, KvEntry } from '@nats-io/kv'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, NotFoundError, TransportError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
+import { jsRetry } from './js-retry.js'
 
 export interface FollowKvInit {
   /** How often every key is read again. @default 30000 */
@@ -45,7 +46,7 @@ export async function openBucket (nc: NatsConnection, bucket: string): Promise<K
   let allowDirect = false
   try {
     const jsm = await jetstreamManager(nc, { checkAPI: false })
-    allowDirect = (await jsm.streams.info(stream)).config.allow_direct === true
+    allowDirect = (await jsRetry(async () => await jsm.streams.info(stream))).config.allow_direct === true
   } catch (err: any) {
     if (err?.code === 10059 || err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message))) {
       throw notInitialized(stream, err)
@@ -66,7 +67,7 @@ export function notInitialized (stream: string, cause?: unknown): NotFoundError 
 export async function kvKeys (nc: NatsConnection, bucket: string): Promise<string[]> {
   const prefix = `$KV.${bucket}.`
   const jsm = await jetstreamManager(nc, { checkAPI: false })
-  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` })
+  const info = await jsRetry(async () => await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` }), { budgetMs: 10_000 })
   return Object.keys(info.state.subjects ?? {}).filter(s => s.startsWith(prefix)).map(s => s.slice(prefix.length)).sort()
 }
 
@@ -84,7 +85,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
   const report = (err: unknown): void => { if (!stopped) init.onError?.(err) }
 
   const check = async (key: string): Promise<void> => {
-    const entry = await kv.get(key)
+    const entry = await jsRetry(async () => await kv.get(key), { budgetMs: 10_000 })
     if (stopped) return
     const live = entry != null && entry.operation === 'PUT' && entry.value.byteLength > 0 ? entry : null
     const rev = live?.revision ?? 0
@@ -141,6 +142,14 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
   }
   const timer = setInterval(() => { void relist().catch(report) }, init.relistMs ?? 30_000)
   timer.unref()
+  // The core subscription comes back with the connection, but what changed while it was away
+  // (another server of the cluster took the puts) is only in the stream: relist at once.
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (stopped) break
+      if (s.type === 'reconnect') void relist().catch(report)
+    }
+  })().catch(() => {})
   return () => {
     stopped = true
     clearInterval(timer)

@@ -8,6 +8,7 @@ import { headers as natsHeaders, nanos, nuid, NoRespondersError, type NatsConnec
 import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
+import { jsRetry } from '../../core/js-retry.js'
 import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
@@ -82,13 +83,24 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
   }
   if (options.signal?.aborted === true) throw new TransportError('FNMESH_ERR_ABORTED', `Cannot publish to "${subject}": aborted by the caller`)
   try {
-    const ack = await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: options.timeoutMs ?? 10_000 })
+    // Safe to send again (same Nats-Msg-Id): across a leader election of a replicated stream,
+    // "no responders" is retried within the caller's timeout.
+    const deadline = Date.now() + (options.timeoutMs ?? 10_000)
+    const ack = await jsRetry(async () => {
+      try {
+        return await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: Math.max(1, deadline - Date.now()) })
+      } catch (err: any) {
+        // No stream captures the subject at all: not worth waiting for (answered below).
+        if (isNoResponders(err) && await capturedBy(nc, subject) === null) throw Object.assign(new Error('no stream captures the subject'), { noStream: true, cause: err })
+        throw err
+      }
+    }, { budgetMs: Math.max(0, deadline - Date.now() - 100), signal: options.signal })
     return { id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate }
   } catch (err: any) {
     // JetStream answers a publish to a subject no stream captures with "no responders", which the
     // client reports as JetStream not enabled: ask JetStream itself which one it is.
-    const noStream = (err instanceof NoRespondersError || err?.cause instanceof NoRespondersError || /no responders|jetstream is not enabled|503/i.test(String(err?.message))) &&
-      await jetstreamManager(nc).then(async m => await m.getAccountInfo()).then(() => true, () => false)
+    const noStream = err?.noStream === true || (isNoResponders(err) &&
+      await jetstreamManager(nc).then(async m => await m.getAccountInfo()).then(() => true, () => false))
     if (noStream) {
       throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
     }
@@ -96,6 +108,19 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
       throw new TransportError('FNMESH_ERR_CLIENT_TIMEOUT', `Cannot publish to "${subject}": JetStream did not confirm within ${options.timeoutMs ?? 10_000} ms`, { cause: err })
     }
     throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot publish to "${subject}": ${String(err?.message ?? err)}`, { cause: err })
+  }
+}
+
+function isNoResponders (err: any): boolean {
+  return err instanceof NoRespondersError || err?.cause instanceof NoRespondersError || /no responders|jetstream is not enabled|503/i.test(String(err?.message))
+}
+
+/** The stream capturing `subject`; null when JetStream says none does; undefined when it cannot tell (no rights, no leader now) */
+async function capturedBy (nc: NatsConnection, subject: string): Promise<string | null | undefined> {
+  try {
+    return await (await jetstreamManager(nc, { checkAPI: false })).streams.find(subject)
+  } catch (err: any) {
+    return /no stream matches/i.test(String(err?.message)) ? null : undefined
   }
 }
 

@@ -22,7 +22,7 @@ import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } f
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
 
-const natsOption = (): Option => new Option('--nats <url>', 'NATS server URL (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
+const natsOption = (): Option => new Option('--nats <urls>', 'NATS server URL, or a comma-separated list of the servers of a cluster to fail over between (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
 /** The program, for its global NATS credential options (valid before or after the command) */
@@ -243,15 +243,15 @@ export function buildProgram (): Command {
     })
 
   program.command('init')
-    .description('Create (or leave as they are) every JetStream stream, bucket and object store of the mesh, and the consumers of deployed functions: run once with admin credentials before agents start')
-    .option('--js-replicas <n>', 'JetStream replicas of what is created (default: min(3, servers in the NATS cluster))', int('--js-replicas'))
+    .description('Create every JetStream stream, bucket and object store of the mesh (existing ones kept, scaled up in place to the replicas), and the consumers of deployed functions: run once with admin credentials before agents start, and again after growing the NATS cluster')
+    .option('--js-replicas <n>', 'JetStream replicas of every asset (default: min(3, servers in the NATS cluster)); existing assets with fewer are scaled up in place', int('--js-replicas', 1, 5))
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
         const res = await mesh.init({ replicas: opts.jsReplicas })
         if (opts.json === true) { json(res); return }
-        process.stdout.write(`initialised with ${res.replicas} replica(s): created ${res.created.join(', ') || 'nothing'}; already there: ${res.existing.join(', ') || 'nothing'}; consumers checked for ${res.functions} function(s)\n`)
+        process.stdout.write(`initialised with ${res.replicas} replica(s): created ${res.created.join(', ') || 'nothing'}; already there: ${res.existing.join(', ') || 'nothing'}; scaled: ${res.scaled.map(x => `${x.stream} ${x.from}->${x.to}`).join(', ') || 'nothing'}; consumers checked for ${res.functions} function(s)\n`)
       })
     })
 
