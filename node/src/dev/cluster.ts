@@ -35,6 +35,8 @@ export interface AgentProcessOptions {
   logFile?: string
   /** @default 30000 */
   readyTimeoutMs?: number
+  /** Command prefix the agent runs under, e.g. ["ip", "netns", "exec", "h1"] (it must exec, keeping the pid) */
+  wrap?: string[]
 }
 
 export class AgentProcess {
@@ -120,7 +122,7 @@ export async function spawnAgent (options: AgentProcessOptions): Promise<AgentPr
     ...(options.args ?? [])
   ]
   // With setpriv, the kernel kills the agent if whoever started it dies (a test run, `fnmesh dev`).
-  const wrapper = parentDeathWrapper()
+  const wrapper = [...parentDeathWrapper(), ...(options.wrap ?? [])]
   const child = spawn(wrapper.length > 0 ? wrapper[0] : process.execPath, [...wrapper.slice(1), ...(wrapper.length > 0 ? [process.execPath] : []), ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...options.env }
