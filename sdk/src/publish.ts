@@ -9,7 +9,7 @@ import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
 import { jsRetry } from '../../core/js-retry.js'
-import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
+import { DLQ_STREAM, EVENTS_STREAM, subjectCovers, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
 export const ASYNC_PAYLOAD_LIMIT = 1024 * 1024
@@ -99,8 +99,7 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
   } catch (err: any) {
     // JetStream answers a publish to a subject no stream captures with "no responders", which the
     // client reports as JetStream not enabled: ask JetStream itself which one it is.
-    const noStream = err?.noStream === true || (isNoResponders(err) &&
-      await jetstreamManager(nc).then(async m => await m.getAccountInfo()).then(() => true, () => false))
+    const noStream = err?.noStream === true || (isNoResponders(err) && await capturedBy(nc, subject) === null)
     if (noStream) {
       throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
     }
@@ -115,12 +114,20 @@ function isNoResponders (err: any): boolean {
   return err instanceof NoRespondersError || err?.cause instanceof NoRespondersError || /no responders|jetstream is not enabled|503/i.test(String(err?.message))
 }
 
-/** The stream capturing `subject`; null when JetStream says none does; undefined when it cannot tell (no rights, no leader now) */
+/**
+ * The stream capturing `subject`; null only when JetStream says none does and the mesh's events
+ * stream answers (with subjects that do not cover it); undefined when it cannot tell (no rights,
+ * or a server cut off from the cluster's leaders, which may answer that no stream matches).
+ */
 async function capturedBy (nc: NatsConnection, subject: string): Promise<string | null | undefined> {
   try {
-    return await (await jetstreamManager(nc, { checkAPI: false })).streams.find(subject)
-  } catch (err: any) {
-    return /no stream matches/i.test(String(err?.message)) ? null : undefined
+    const jsm = await jetstreamManager(nc, { checkAPI: false })
+    const found = await jsm.streams.find(subject).catch((err: any) => { if (/no stream matches/i.test(String(err?.message))) return null; throw err })
+    if (found != null) return found
+    const events = await jsm.streams.info(EVENTS_STREAM)
+    return (events.config.subjects ?? []).some(p => subjectCovers(p, subject)) ? undefined : null
+  } catch {
+    return undefined
   }
 }
 
