@@ -157,6 +157,8 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     const lost = accepted.filter(id => !metered.has(id))
     // Schedules: every due tick from start to end stored once (late ones count: missed ticks fire late, once).
     let stored: number[] = []
+    let tickError = ''
+    const readAt = Date.now()
     await waitFor(async () => {
       const fresh = await natsConnect({ servers: mm.natsUrls.split(',') })
       try {
@@ -166,15 +168,22 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
         for await (const msg of batch) got.push(Date.parse(msg.json<{ time: string }>().time))
         stored = [...stored, ...got]
         return got.length === 0
+      } catch (err) {
+        tickError = String((err as Error)?.message ?? err)
+        throw err
       } finally {
         await fresh.close()
       }
-    }, { timeoutMs: 30_000, intervalMs: 500, message: 'every stored tick read' })
+    }, { timeoutMs: 60_000, intervalMs: 500, message: 'every stored tick read' }).catch((err) => { console.log(`tick observer: ${String(err?.message)}`) })
+    console.log(`tick observer read in ${Date.now() - readAt} ms${tickError !== '' ? ` (errors on the way: ${tickError})` : ''}`)
+    // Ticks that ran, from metering (event ids sched-tick-<trigger>-<tick ms>).
+    const ranTicks = new Set([...await meteredEvents(mesh, 'tick')].map(id => Number(id.split('-').pop())))
     const from = Math.ceil((started + 2000) / 1000) * 1000
     const due = Array.from({ length: Math.floor((end - 2000 - from) / 1000) + 1 }, (_, i) => from + i * 1000)
     const inRange = stored.filter(t => t >= from && t <= due[due.length - 1])
     const missing = due.filter(t => !inRange.includes(t))
     const twice = inRange.length - new Set(inRange).size
+    const notRun = due.filter(t => !ranTicks.has(t))
     // Usage: the same totals from every running agent's replica, the cut-off host's records included.
     const running = mm.agents.filter(a => a.running)
     let totals: number[] = []
@@ -196,6 +205,7 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
       ticksDue: due.length,
       ticksMissing: missing.length,
       ticksTwice: twice,
+      ticksNotRun: notRun.length,
       usageTotals: totals
     }
     console.log(`multi-host summary: ${JSON.stringify(summary)}`)
@@ -208,6 +218,7 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     expect(lost).toEqual([])
     expect(missing).toEqual([])
     expect(twice).toBe(0)
+    expect(notRun).toEqual([])
     expect(new Set(totals).size).toBe(1)
   }, 180_000)
 })
