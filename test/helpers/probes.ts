@@ -13,6 +13,8 @@ export interface KindFigure {
   ops: number
   failed: number
   codes: string[]
+  /** one message per failure code */
+  examples: string[]
   /** longest time in the window with no operation of this kind succeeding (ms) */
   maxGapMs: number
   /** the slowest operation that ended in the window (ms) */
@@ -83,6 +85,7 @@ export class Probes {
         ops: ops.length,
         failed: ops.filter(o => !o.ok).length,
         codes: [...new Set(ops.filter(o => !o.ok).map(o => o.code ?? ''))],
+        examples: [...new Map(ops.filter(o => !o.ok).map(o => [o.code, `${String(o.code)}: ${String(o.message)}`])).values()],
         maxGapMs: gap,
         maxLatencyMs: Math.max(0, ...ops.map(o => o.end - o.start))
       }

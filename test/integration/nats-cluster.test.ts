@@ -3,10 +3,16 @@
  * makes every asset with 3 replicas, moves a mesh made with 1 replica to 3 in place keeping its
  * data, and deploys, listing, invokes and events go on when a server is SIGKILLed.
  */
+import { spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import { natsAuthConfig } from '../../node/src/dev/nats-auth-config.js'
+import { findNatsServer } from '../../node/src/dev/nats-server.js'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { startNatsCluster, type NatsCluster } from '../../node/src/dev/nats-cluster.js'
+import { natsClusterServerConfig, startNatsCluster, type NatsCluster } from '../../node/src/dev/nats-cluster.js'
 import { initNats } from '../../node/src/dev/cluster.js'
 import { MESH_STREAMS } from '../../core/init.js'
 import { bindingsOf } from '../../core/events.js'
@@ -25,6 +31,20 @@ describe('a mesh on a 3-server NATS cluster', () => {
     t = undefined
     await cluster?.stop()
     cluster = undefined
+  })
+
+  it('writes a production cluster configuration with the accounts block that nats-server accepts', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fnmesh-conf-'))
+    try {
+      const accounts = natsAuthConfig({ admins: [{ user: 'admin', password: 'a' }], agents: [{ user: 'agent', password: 'b' }], deployers: [{ user: 'deployer', password: 'c' }], invokers: [{ user: 'invoker', password: 'd' }] })
+      const conf = natsClusterServerConfig({ serverName: 'nats-1', clusterName: 'fnmesh', routes: ['nats-route://nats-1.internal:6222', 'nats-route://nats-2.internal:6222', 'nats-route://nats-3.internal:6222'], storeDir: join(dir, 'js'), accounts })
+      await writeFile(join(dir, 'nats.conf'), conf)
+      const r = spawnSync(findNatsServer(), ['-t', '-c', join(dir, 'nats.conf')], { encoding: 'utf8' })
+      expect(r.status, r.stderr).toBe(0)
+      expect(conf).toContain('ping_interval')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 
   it('scales a mesh initialised with 1 replica to 3 in place, keeping every spec, bundle, key and event', async () => {
@@ -46,14 +66,15 @@ describe('a mesh on a 3-server NATS cluster', () => {
         for (const s of MESH_STREAMS) {
           const info = await jsm.streams.info(s)
           expect(info.config.num_replicas, s).toBe(3)
-          expect((info.cluster?.replicas ?? []).length, `${s} followers`).toBe(2)
+          // Right after the update the group is still moving: wait for 2 current followers.
+          await waitFor(async () => { const c = (await jsm.streams.info(s)).cluster; return c?.leader != null && (c.replicas ?? []).length === 2 && (c.replicas ?? []).every(r => r.current) }, { timeoutMs: 15_000, message: `${s} with a leader and 2 current followers` })
         }
         // The data moved with the streams; the function's consumer (inheriting replicas) too.
         expect((await jsm.streams.info('FNMESH_EVENTS')).state.messages).toBe(20)
         const binding = bindingsOf({ name: 'kept', triggers: ['kept.>'] }).find(b => b.trigger != null)
         const consumer = await jsm.consumers.info('FNMESH_EVENTS', binding?.consumer ?? '')
         expect(consumer.num_pending).toBe(20)
-        expect((consumer.cluster?.replicas ?? []).length).toBe(2)
+        await waitFor(async () => ((await jsm.consumers.info('FNMESH_EVENTS', binding?.consumer ?? '')).cluster?.replicas ?? []).length === 2, { timeoutMs: 15_000, message: 'the consumer with 2 followers' })
       } finally {
         await nc.close()
       }

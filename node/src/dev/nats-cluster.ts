@@ -41,3 +41,35 @@ export async function startNatsCluster (count: number, options: Omit<NatsServerO
   }
   return { servers, urls: servers.map(s => s.url).join(','), stop: async () => { await Promise.all(servers.map(async s => await s.stop())) } }
 }
+
+export interface ClusterServerConfigOptions {
+  /** unique per server, e.g. the host name */
+  serverName: string
+  /** the cluster's name, the same on every server */
+  clusterName: string
+  /** every server's route URL, e.g. nats-route://nats-1.internal:6222 (this one's included is fine) */
+  routes: string[]
+  /** @default "/var/lib/nats" */
+  storeDir?: string
+  /** @default "0.0.0.0" */
+  host?: string
+  /** @default 4222 */
+  port?: number
+  /** @default 6222 */
+  routePort?: number
+  /** the accounts block (node/src/dev/nats-auth-config.ts natsAuthConfig()), or none */
+  accounts?: string
+}
+
+/** One server's configuration in a production NATS cluster for fnmesh (README "Running in production") */
+export function natsClusterServerConfig (o: ClusterServerConfigOptions): string {
+  return [
+    `server_name: ${JSON.stringify(o.serverName)}`,
+    `listen: "${o.host ?? '0.0.0.0'}:${o.port ?? 4222}"`,
+    'max_payload: 8MB',
+    `jetstream { store_dir: ${JSON.stringify(o.storeDir ?? '/var/lib/nats')} }`,
+    CLUSTER_PING_CONFIG,
+    `cluster {\n  name: ${JSON.stringify(o.clusterName)}\n  listen: "${o.host ?? '0.0.0.0'}:${o.routePort ?? 6222}"\n  routes: [\n${o.routes.map(r => `    ${JSON.stringify(r)}`).join('\n')}\n  ]\n}`,
+    o.accounts ?? ''
+  ].join('\n')
+}

@@ -10,12 +10,12 @@ import { join } from 'node:path'
 import { spawnAgent, initNats, type AgentProcess } from './cluster.js'
 import { createNetHosts, type NetHost, type NetHosts } from './netns.js'
 import { startNatsServer, type NatsServer } from './nats-server.js'
+import { CLUSTER_PING_CONFIG } from './nats-cluster.js'
 import type { InitResult } from '../../../core/init.js'
 
 export const NATS_PORT = 4222
 export const ROUTE_PORT = 6222
-/** What each server of the cluster adds to its config (README "Running in production") */
-export const CLUSTER_SERVER_CONFIG = 'ping_interval: "2s"\nping_max: 3'
+
 
 export interface NetnsMeshOptions {
   /** @default 3 */
@@ -92,7 +92,7 @@ export async function startNetnsMesh (options: NetnsMeshOptions = {}): Promise<N
         storeDir: join(dir, `nats-h${h.index}`),
         cluster: { name: `fnmesh-${net.id}`, port: ROUTE_PORT, routes },
         // Routes and clients to a server cut off by the network (no TCP reset) go stale in ~6 s.
-        extraConfig: CLUSTER_SERVER_CONFIG,
+        extraConfig: CLUSTER_PING_CONFIG,
         wrap: h.wrap
       }))
     }
