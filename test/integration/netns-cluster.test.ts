@@ -172,7 +172,17 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
       }
       return new Set(totals).size === 1
     }, { timeoutMs: 60_000, intervalMs: 2000, message: 'usage equal on every host' }).catch(() => {})
+    // Every agent follows the registry across the reconnects: a deploy now is what each one runs.
+    const latest = (await mesh.deploy({ name: 'probe', path: fixture('ok.js') })).version
+    const versions = new Map<string, number>()
+    await waitFor(async () => {
+      const r = await mesh.invokeDetailed('probe', {}, { timeoutMs: INVOKE_TIMEOUT_MS })
+      versions.set(r.nodeId, r.version)
+      return [...versions.values()].every(v => v === latest) && versions.size === running.length
+    }, { timeoutMs: 20_000, intervalMs: 20, message: 'every agent running the latest deploy' }).catch(() => {})
     const summary = {
+      latestDeploy: latest,
+      versionsByNode: Object.fromEntries(versions),
       invokes: invokes.length,
       invokeFailures: invokes.filter(o => !o.ok).length,
       late: late.length,
@@ -195,5 +205,7 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     expect(notRun).toEqual([])
     expect(twice).toEqual([])
     expect(new Set(totals).size).toBe(1)
+    expect([...versions.values()].filter(v => v !== latest)).toEqual([])
+    expect(versions.size).toBeGreaterThanOrEqual(2)
   }, 180_000)
 })

@@ -246,7 +246,7 @@ export function buildProgram (): Command {
 
   program.command('init')
     .description('Create every JetStream stream, bucket and object store of the mesh (existing ones kept, scaled up in place to the replicas), and the consumers of deployed functions: run once with admin credentials before agents start, and again after growing the NATS cluster')
-    .option('--js-replicas <n>', 'JetStream replicas of every asset (default: min(3, servers in the NATS cluster)); existing assets with fewer are scaled up in place', int('--js-replicas', 1, 5))
+    .option('--js-replicas <n>', 'JetStream replicas of every asset (default: min(3, servers in the NATS cluster)); existing assets with fewer are scaled up in place', int('--js-replicas'))
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
