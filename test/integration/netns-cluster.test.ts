@@ -174,14 +174,18 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     }, { timeoutMs: 60_000, intervalMs: 2000, message: 'usage equal on every host' }).catch(() => {})
     // Every agent follows the registry across the reconnects: a deploy now is what each one runs.
     const latest = (await mesh.deploy({ name: 'probe', path: fixture('ok.js') })).version
+    const deployedAt = Date.now()
     const versions = new Map<string, number>()
+    // Bounded by the followers' relist (30 s) even if a change hint was missed.
     await waitFor(async () => {
       const r = await mesh.invokeDetailed('probe', {}, { timeoutMs: INVOKE_TIMEOUT_MS })
       versions.set(r.nodeId, r.version)
       return [...versions.values()].every(v => v === latest) && versions.size === running.length
-    }, { timeoutMs: 20_000, intervalMs: 20, message: 'every agent running the latest deploy' }).catch(() => {})
+    }, { timeoutMs: 40_000, intervalMs: 20, message: 'every agent running the latest deploy' }).catch(() => {})
+    const latestEverywhereMs = Date.now() - deployedAt
     const summary = {
       latestDeploy: latest,
+      latestEverywhereMs,
       versionsByNode: Object.fromEntries(versions),
       invokes: invokes.length,
       invokeFailures: invokes.filter(o => !o.ok).length,
