@@ -81,6 +81,8 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
   const chains = new Map<string, Promise<void>>()
   /** keys handed on from a hint, whose stored value must be handed on even if unchanged */
   const provisional = new Set<string>()
+  /** the bytes each hint handed on, and how often the read back disagreed */
+  const hinted = new Map<string, { bytes: Uint8Array, misses: number }>()
   let stopped = false
   const report = (err: unknown): void => { if (!stopped) init.onError?.(err) }
 
@@ -91,6 +93,16 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
     const rev = live?.revision ?? 0
     const revision = entry?.revision ?? 0
     const was = known.get(key)
+    // Direct gets are answered by any replica, and one that lags (a server back from a partition)
+    // answers an older value than the hint's: ask again a few times before taking the read back
+    // (which stays right when the stream refused the hinted put, e.g. a lost compare-and-set).
+    const hint = hinted.get(key)
+    if (provisional.has(key) && hint != null && (live == null || Buffer.compare(Buffer.from(live.value), Buffer.from(hint.bytes)) !== 0) && hint.misses < 5) {
+      hint.misses++
+      setTimeout(() => { if (!stopped) void queue(key) }, 200 * hint.misses).unref()
+      return
+    }
+    hinted.delete(key)
     if (!provisional.delete(key)) {
       if (was === rev || (was == null && rev === 0)) return
       // A hint and a relist may race: never go back to an older revision.
@@ -124,6 +136,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
         const key = msg.subject.slice(prefix.length)
         if (init.hints === true && msg.data.byteLength > 0 && (msg.headers?.get('KV-Operation') ?? '') === '') {
           provisional.add(key)
+          hinted.set(key, { bytes: new Uint8Array(msg.data), misses: 0 })
           try {
             onEntry(key, { bucket, key, value: msg.data, revision: 0, created: new Date(), delta: 0, operation: 'PUT', length: msg.data.byteLength, string: () => msg.string(), json: () => msg.json(), rawKey: key } as unknown as KvEntry, { revision: 0, hint: true })
           } catch (e) { report(e) }
