@@ -8,11 +8,12 @@ import { createHash, randomBytes } from 'node:crypto'
 import { Kvm, type KV } from '@nats-io/kv'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { decode, encode, type ApiKey } from '../proto/codec.js'
-import { AuthError, NotFoundError, TransportError, UsageError } from '../proto/errors.js'
+import { AuthError, FnmeshError, NotFoundError, TransportError, UsageError } from '../proto/errors.js'
 import { APIKEYS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, type Bounds } from './call.js'
 import { isPermissionError } from './nats.js'
 import { kvKeys } from './kv-follow.js'
+import { jsRetry } from './js-retry.js'
 
 export const API_KEY_PREFIX = 'fnm_'
 
@@ -93,11 +94,18 @@ export class ApiKeys {
     return await bounded('list keys', options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => {
       const kv = await this.kv()
       const out: ApiKeyInfo[] = []
-      for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
-        signal.throwIfAborted()
-        const entry = await kv.get(name)
-        if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
-        try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}
+      try {
+        for (const name of await kvKeys(this.nc, APIKEYS_BUCKET)) {
+          signal.throwIfAborted()
+          const entry = await jsRetry(async () => await kv.get(name), { budgetMs: 10_000, signal })
+          if (entry == null || entry.operation !== 'PUT' || entry.value.byteLength === 0) continue
+          try { out.push(toInfo(decode('ApiKey', entry.value))) } catch {}
+        }
+      } catch (err: any) {
+        if (err instanceof FnmeshError) throw err
+        if (signal.aborted) throw err
+        if (isPermissionError(err)) throw new AuthError('FNMESH_ERR_FORBIDDEN', `Cannot list API keys: NATS refused it to this user (${String(err?.message)})`, { cause: err })
+        throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot list API keys: ${String(err?.message ?? err)}`, { cause: err })
       }
       return out.sort((a, b) => a.name.localeCompare(b.name))
     })

@@ -13,6 +13,7 @@ import { jetstreamManager, AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPol
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
+import { isTransientJsError, jsRetry } from './js-retry.js'
 import type { StoredSpec } from './registry.js'
 import { parseTrigger, triggerId, type Trigger } from './triggers.js'
 
@@ -79,6 +80,8 @@ function notFound (err: any): boolean {
 
 function jsError (err: any, what: string): FnmeshError {
   if (err instanceof FnmeshError) return err
+  // Kept retriable for jsRetry() around it: wrapped with the cause, and marked as transient.
+  if (isTransientJsError(err)) return Object.assign(new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot ${what}: ${String(err?.message ?? err)}`, { cause: err }), { transient: true })
   if (isPermissionError(err)) return new AuthError('FNMESH_ERR_FORBIDDEN', `Cannot ${what}: NATS refused it to this user (${String(err?.message)})`, { cause: err })
   const text = String(err?.message ?? err)
   if (/overlap/i.test(text)) return new UsageError('FNMESH_ERR_INVALID_TRIGGER', `Cannot ${what}: a subject is already captured by another JetStream stream (${text})`)
@@ -87,7 +90,7 @@ function jsError (err: any, what: string): FnmeshError {
 
 export async function manager (nc: NatsConnection): Promise<JetStreamManager> {
   try {
-    return await jetstreamManager(nc)
+    return await jsRetry(async () => await jetstreamManager(nc))
   } catch (err) {
     throw jsError(err, 'reach JetStream')
   }
@@ -128,6 +131,11 @@ export async function ensureStreams (jsm: JetStreamManager, patterns: string[] =
  * triggers `previous` had and `spec` has not. Object and kv buckets must exist.
  */
 export async function ensureBindings (jsm: JetStreamManager, spec: Pick<StoredSpec, 'name' | 'triggers' | 'timeoutMs'>, previous?: Pick<StoredSpec, 'name' | 'triggers'> | null): Promise<Binding[]> {
+  // Every step is idempotent: across a leader election the whole is tried again.
+  return await jsRetry(async () => await ensureBindingsOnce(jsm, spec, previous), { budgetMs: 20_000 })
+}
+
+async function ensureBindingsOnce (jsm: JetStreamManager, spec: Pick<StoredSpec, 'name' | 'triggers' | 'timeoutMs'>, previous?: Pick<StoredSpec, 'name' | 'triggers'> | null): Promise<Binding[]> {
   const bindings = bindingsOf(spec)
   await ensureStreams(jsm, bindings.filter(b => b.stream === EVENTS_STREAM && b.trigger != null).map(b => b.filter))
   for (const b of bindings) {

@@ -5,7 +5,8 @@
  * sources into the registry, or a push consumer delivering into it). Agents only open what
  * this step made and say FNMESH_ERR_NOT_INITIALIZED when something is missing.
  *
- * Streams and buckets (created with `replicas`, never changed when they exist already):
+ * Streams and buckets (created with `replicas`, min(3, servers in the cluster) by default; one
+ * that exists with fewer is scaled up in place by a stream update, its data and consumers kept):
  * - KV fnmesh_functions (history 16) and object store fnmesh_bundles: the registry;
  * - KV fnmesh_apikeys (history 1): gateway API keys; KV fnmesh_ratelimits (memory, 1 h TTL);
  * - KV fnmesh_schedules (history 1): last schedule tick fired;
@@ -13,7 +14,7 @@
  * - and the durable consumers of every function deployed now (a consumer deleted by hand is
  *   made again here; deploys make their own).
  */
-import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream'
+import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type StreamInfo } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
 import { Objm } from '@nats-io/obj'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
@@ -21,6 +22,7 @@ import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/err
 import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, LOGS_WILDCARD, RATELIMITS_BUCKET } from '../proto/subjects.js'
 import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, EVENTS_MAX_AGE_MS, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
 import { isPermissionError } from './nats.js'
+import { jsRetry } from './js-retry.js'
 import { Registry } from './registry.js'
 import { notInitialized } from './kv-follow.js'
 
@@ -37,8 +39,10 @@ export interface InitResult {
   replicas: number
   /** assets made now */
   created: string[]
-  /** assets that were there already (left as they are) */
+  /** assets that were there already (left as they are, or scaled: see `scaled`) */
   existing: string[]
+  /** existing assets whose replicas changed now (stream update in place: data kept) */
+  scaled: Array<{ stream: string, from: number, to: number }>
   /** functions whose consumers were checked */
   functions: number
 }
@@ -49,11 +53,15 @@ export const MESH_STREAMS = [
   `KV_${SCHEDULES_BUCKET}`, EVENTS_STREAM, DLQ_STREAM, LOGS_STREAM
 ] as const
 
-/** Servers in the cluster of the server `nc` is connected to (itself plus the URLs it advertises) */
+/**
+ * Servers in the cluster of the server `nc` is connected to, as its INFO tells: the client URLs
+ * of every server of the cluster, its own included (a server listening on 0.0.0.0 lists one URL
+ * per interface, so this can over-count: initMesh() steps down when JetStream says so).
+ */
 export function clusterSize (nc: NatsConnection): number {
   const info = nc.info
   if (info?.cluster == null || info.cluster === '') return 1
-  return 1 + new Set(info.connect_urls ?? []).size
+  return Math.max(1, new Set(info.connect_urls ?? []).size)
 }
 
 function notFound (err: any): boolean {
@@ -80,39 +88,68 @@ export async function requireStreams (jsm: JetStreamManager, streams: readonly s
 
 /** Creates (or leaves alone) every stream, bucket and object store of the mesh */
 export async function initMesh (nc: NatsConnection, options: InitOptions = {}): Promise<InitResult> {
-  const replicas = options.replicas ?? Math.min(3, clusterSize(nc))
+  let replicas = options.replicas ?? Math.min(3, clusterSize(nc))
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 5) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `JetStream replicas "${String(options.replicas)}" is invalid: expected a whole number from 1 to 5`)
   }
   const jsm = await manager(nc)
-  const result: InitResult = { replicas, created: [], existing: [], functions: 0 }
-  const exists = async (stream: string): Promise<boolean> => {
+  const result: InitResult = { replicas, created: [], existing: [], scaled: [], functions: 0 }
+  // Every call is retried across a leader election (a server of the cluster restarting).
+  const info = async (stream: string): Promise<StreamInfo | null> => {
     try {
-      await jsm.streams.info(stream)
-      return true
+      return await jsRetry(async () => await jsm.streams.info(stream))
     } catch (err) {
-      if (notFound(err)) return false
+      if (notFound(err)) return null
       throw initError(err, `check JetStream stream "${stream}"`)
     }
   }
-  const make = async (stream: string, create: () => Promise<unknown>): Promise<void> => {
-    if (await exists(stream)) { result.existing.push(stream); return }
+  /**
+   * Moves an existing stream to `replicas` by a stream update (nats-server 2.9 scales a stream
+   * in place, both ways, in clustered mode: its messages and its consumers, which inherit the
+   * stream's replicas, move with it). Only up, unless --js-replicas asked for fewer.
+   */
+  const scale = async (stream: string, current: StreamInfo): Promise<void> => {
+    const from = current.config.num_replicas ?? 1
+    if (from === replicas || (from > replicas && options.replicas == null)) return
     try {
-      await create()
-      result.created.push(stream)
-    } catch (err: any) {
-      // Another init at the same moment made it.
-      if (/already in use|exists/i.test(String(err?.message)) && await exists(stream)) { result.existing.push(stream); return }
-      throw initError(err, `create JetStream stream "${stream}"`)
+      await jsRetry(async () => await jsm.streams.update(stream, { ...current.config, num_replicas: replicas }))
+      result.scaled.push({ stream, from, to: replicas })
+    } catch (err) {
+      throw initError(err, `change the replicas of JetStream stream "${stream}" from ${from} to ${replicas}`)
+    }
+  }
+  const make = async (stream: string, create: (replicas: number) => Promise<unknown>): Promise<void> => {
+    const current = await info(stream)
+    if (current != null) { result.existing.push(stream); await scale(stream, current); return }
+    for (;;) {
+      try {
+        await jsRetry(async () => await create(replicas))
+        result.created.push(stream)
+        return
+      } catch (err: any) {
+        const text = String(err?.message)
+        // Another init at the same moment made it.
+        if (/already in use|exists/i.test(text)) {
+          const now = await info(stream)
+          if (now != null) { result.existing.push(stream); await scale(stream, now); return }
+        }
+        // Fewer servers than the INFO suggested (one listed per interface): step down, unless asked.
+        if (options.replicas == null && replicas > 1 && /insufficient resources|replicas > 1 not supported|no suitable peers/i.test(text)) {
+          replicas--
+          result.replicas = replicas
+          continue
+        }
+        throw initError(err, `create JetStream stream "${stream}"`)
+      }
     }
   }
   const kvm = new Kvm(nc)
-  await make(`KV_${FUNCTIONS_BUCKET}`, async () => await kvm.create(FUNCTIONS_BUCKET, { history: 16, replicas }))
-  await make(`OBJ_${BUNDLES_BUCKET}`, async () => await new Objm(nc).create(BUNDLES_BUCKET, { replicas }))
-  await make(`KV_${APIKEYS_BUCKET}`, async () => await kvm.create(APIKEYS_BUCKET, { history: 1, replicas }))
-  await make(`KV_${RATELIMITS_BUCKET}`, async () => await kvm.create(RATELIMITS_BUCKET, { history: 1, storage: 'memory', ttl: 3_600_000, replicas }))
-  await make(`KV_${SCHEDULES_BUCKET}`, async () => await kvm.create(SCHEDULES_BUCKET, { history: 1, replicas }))
-  await make(EVENTS_STREAM, async () => await jsm.streams.add({
+  await make(`KV_${FUNCTIONS_BUCKET}`, async (replicas) => await kvm.create(FUNCTIONS_BUCKET, { history: 16, replicas }))
+  await make(`OBJ_${BUNDLES_BUCKET}`, async (replicas) => await new Objm(nc).create(BUNDLES_BUCKET, { replicas }))
+  await make(`KV_${APIKEYS_BUCKET}`, async (replicas) => await kvm.create(APIKEYS_BUCKET, { history: 1, replicas }))
+  await make(`KV_${RATELIMITS_BUCKET}`, async (replicas) => await kvm.create(RATELIMITS_BUCKET, { history: 1, storage: 'memory', ttl: 3_600_000, replicas }))
+  await make(`KV_${SCHEDULES_BUCKET}`, async (replicas) => await kvm.create(SCHEDULES_BUCKET, { history: 1, replicas }))
+  await make(EVENTS_STREAM, async (replicas) => await jsm.streams.add({
     name: EVENTS_STREAM,
     subjects: ['fnmesh.fn.>'],
     retention: RetentionPolicy.Interest,
@@ -122,8 +159,8 @@ export async function initMesh (nc: NatsConnection, options: InitOptions = {}): 
     duplicate_window: nanos(DEDUPE_WINDOW_MS),
     num_replicas: replicas
   }))
-  await make(DLQ_STREAM, async () => await jsm.streams.add({ name: DLQ_STREAM, subjects: ['fnmesh.dlq.>'], storage: StorageType.File, max_age: nanos(DLQ_MAX_AGE_MS), num_replicas: replicas }))
-  await make(LOGS_STREAM, async () => await jsm.streams.add({
+  await make(DLQ_STREAM, async (replicas) => await jsm.streams.add({ name: DLQ_STREAM, subjects: ['fnmesh.dlq.>'], storage: StorageType.File, max_age: nanos(DLQ_MAX_AGE_MS), num_replicas: replicas }))
+  await make(LOGS_STREAM, async (replicas) => await jsm.streams.add({
     name: LOGS_STREAM,
     subjects: [LOGS_WILDCARD],
     retention: RetentionPolicy.Limits,

@@ -14,6 +14,7 @@ import type { KV, KvEntry } from '@nats-io/kv'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, NotFoundError, TransportError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
+import { jsRetry } from './js-retry.js'
 
 export interface FollowKvInit {
   /** How often every key is read again. @default 30000 */
@@ -45,7 +46,7 @@ export async function openBucket (nc: NatsConnection, bucket: string): Promise<K
   let allowDirect = false
   try {
     const jsm = await jetstreamManager(nc, { checkAPI: false })
-    allowDirect = (await jsm.streams.info(stream)).config.allow_direct === true
+    allowDirect = (await jsRetry(async () => await jsm.streams.info(stream))).config.allow_direct === true
   } catch (err: any) {
     if (err?.code === 10059 || err?.api_error?.err_code === 10059 || /stream not found/i.test(String(err?.message))) {
       throw notInitialized(stream, err)
@@ -66,7 +67,7 @@ export function notInitialized (stream: string, cause?: unknown): NotFoundError 
 export async function kvKeys (nc: NatsConnection, bucket: string): Promise<string[]> {
   const prefix = `$KV.${bucket}.`
   const jsm = await jetstreamManager(nc, { checkAPI: false })
-  const info = await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` })
+  const info = await jsRetry(async () => await jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` }), { budgetMs: 10_000 })
   return Object.keys(info.state.subjects ?? {}).filter(s => s.startsWith(prefix)).map(s => s.slice(prefix.length)).sort()
 }
 
@@ -80,16 +81,28 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
   const chains = new Map<string, Promise<void>>()
   /** keys handed on from a hint, whose stored value must be handed on even if unchanged */
   const provisional = new Set<string>()
+  /** the bytes each hint handed on, and how often the read back disagreed */
+  const hinted = new Map<string, { bytes: Uint8Array, misses: number }>()
   let stopped = false
   const report = (err: unknown): void => { if (!stopped) init.onError?.(err) }
 
   const check = async (key: string): Promise<void> => {
-    const entry = await kv.get(key)
+    const entry = await jsRetry(async () => await kv.get(key), { budgetMs: 10_000 })
     if (stopped) return
     const live = entry != null && entry.operation === 'PUT' && entry.value.byteLength > 0 ? entry : null
     const rev = live?.revision ?? 0
     const revision = entry?.revision ?? 0
     const was = known.get(key)
+    // Direct gets are answered by any replica, and one that lags (a server back from a partition)
+    // answers an older value than the hint's: ask again a few times before taking the read back
+    // (which stays right when the stream refused the hinted put, e.g. a lost compare-and-set).
+    const hint = hinted.get(key)
+    if (provisional.has(key) && hint != null && (live == null || Buffer.compare(Buffer.from(live.value), Buffer.from(hint.bytes)) !== 0) && hint.misses < 5) {
+      hint.misses++
+      setTimeout(() => { if (!stopped) void queue(key) }, 200 * hint.misses).unref()
+      return
+    }
+    hinted.delete(key)
     if (!provisional.delete(key)) {
       if (was === rev || (was == null && rev === 0)) return
       // A hint and a relist may race: never go back to an older revision.
@@ -123,6 +136,7 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
         const key = msg.subject.slice(prefix.length)
         if (init.hints === true && msg.data.byteLength > 0 && (msg.headers?.get('KV-Operation') ?? '') === '') {
           provisional.add(key)
+          hinted.set(key, { bytes: new Uint8Array(msg.data), misses: 0 })
           try {
             onEntry(key, { bucket, key, value: msg.data, revision: 0, created: new Date(), delta: 0, operation: 'PUT', length: msg.data.byteLength, string: () => msg.string(), json: () => msg.json(), rawKey: key } as unknown as KvEntry, { revision: 0, hint: true })
           } catch (e) { report(e) }
@@ -141,6 +155,14 @@ export async function followKv (nc: NatsConnection, kv: KV, bucket: string, onEn
   }
   const timer = setInterval(() => { void relist().catch(report) }, init.relistMs ?? 30_000)
   timer.unref()
+  // The core subscription comes back with the connection, but what changed while it was away
+  // (another server of the cluster took the puts) is only in the stream: relist at once.
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (stopped) break
+      if (s.type === 'reconnect') void relist().catch(report)
+    }
+  })().catch(() => {})
   return () => {
     stopped = true
     clearInterval(timer)

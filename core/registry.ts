@@ -10,6 +10,7 @@ import { Objm, type ObjectStore } from '@nats-io/obj'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../proto/codec.js'
 import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../proto/errors.js'
+import { jsRetry } from './js-retry.js'
 import { isPermissionError } from './nats.js'
 import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { checkSpecSignature, publicKeyFromRaw, signSpecBytes, type DeployerKey } from './signing.js'
@@ -57,6 +58,14 @@ export class Registry {
    */
   static async open (nc: NatsConnection, options: { create?: boolean } = {}): Promise<Registry> {
     try {
+      return await jsRetry(async () => await Registry.openOnce(nc, options))
+    } catch (err) {
+      throw jetstreamError(err, 'open the function registry')
+    }
+  }
+
+  private static async openOnce (nc: NatsConnection, options: { create?: boolean }): Promise<Registry> {
+    {
       let kv: KV
       try {
         kv = await openBucket(nc, FUNCTIONS_BUCKET)
@@ -66,8 +75,6 @@ export class Registry {
       }
       const bundles = options.create === true ? await new Objm(nc).create(BUNDLES_BUCKET) : await openObjects(nc)
       return new Registry(nc, kv, bundles)
-    } catch (err) {
-      throw jetstreamError(err, 'open the function registry')
     }
   }
 
@@ -88,7 +95,7 @@ export class Registry {
   private async read (key: string): Promise<RegistryEntry | null> {
     let entry
     try {
-      entry = await this.kv.get(key)
+      entry = await jsRetry(async () => await this.kv.get(key))
     } catch (err) {
       throw jetstreamError(err, `read function "${key}"`)
     }
@@ -112,7 +119,7 @@ export class Registry {
     const out: RegistryEntry[] = []
     try {
       // Keys from the stream's info, not kv.keys(): that would need a consumer (core/kv-follow.ts).
-      for (const key of await kvKeys(this.nc, FUNCTIONS_BUCKET)) {
+      for (const key of await jsRetry(async () => await kvKeys(this.nc, FUNCTIONS_BUCKET))) {
         const entry = await this.read(key)
         if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
       }
@@ -133,11 +140,11 @@ export class Registry {
     try {
       // The key's history by direct gets, one message after another: kv.history() would need a
       // consumer on the registry's stream, which no role but the admin may create.
-      const jsm = await jetstreamManager(this.nc, { checkAPI: false })
+      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
       const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
       let seq = 0
       for (let i = 0; i < 64; i++) {
-        const m = await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject })
+        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
         if (m == null) break
         seq = m.seq + 1
         const op = m.header?.get('KV-Operation') ?? ''
@@ -167,17 +174,19 @@ export class Registry {
     const sha256 = createHash('sha256').update(bundle).digest('hex')
     const object = `sha256-${sha256}`
     try {
-      const existing = await this.bundles.info(object)
-      if (existing == null || existing.size !== bundle.byteLength) {
-        await this.bundles.putBlob({ name: object }, bundle)
-      }
+      await jsRetry(async () => {
+        const existing = await this.bundles.info(object)
+        if (existing == null || existing.size !== bundle.byteLength) {
+          await this.bundles.putBlob({ name: object }, bundle)
+        }
+      })
     } catch (err) {
       throw jetstreamError(err, `store the code of "${spec.name}"`)
     }
     for (let attempt = 0; attempt < 10; attempt++) {
       let previous
       try {
-        previous = await this.kv.get(spec.name)
+        previous = await jsRetry(async () => await this.kv.get(spec.name))
       } catch (err) {
         throw jetstreamError(err, `deploy "${spec.name}"`)
       }
@@ -197,8 +206,9 @@ export class Registry {
       if (invalid != null) throw invalid
       options.signal?.throwIfAborted()
       try {
-        if (previous == null) await this.kv.create(spec.name, bytes)
-        else await this.kv.update(spec.name, bytes, previous.revision)
+        // A retry after a lost ack meets "wrong last sequence": the loop then stores one more version.
+        if (previous == null) await jsRetry(async () => await this.kv.create(spec.name, bytes))
+        else await jsRetry(async () => await this.kv.update(spec.name, bytes, previous.revision))
         return stored
       } catch (err: any) {
         // Another deploy of the same name won the race: take the next version.
@@ -213,7 +223,7 @@ export class Registry {
   async fetchBundle (spec: Pick<StoredSpec, 'name' | 'bundleObject' | 'bundleSha256'>): Promise<Uint8Array> {
     let bytes
     try {
-      bytes = await readObject(this.nc, this.bundles, spec.bundleObject)
+      bytes = await jsRetry(async () => await readObject(this.nc, this.bundles, spec.bundleObject))
     } catch (err) {
       throw jetstreamError(err, `fetch the code of "${spec.name}"`)
     }

@@ -15,7 +15,7 @@ import { readLogs, type LogEntry, type LogsOptions } from './logs.js'
 import { connectNats, request, requestLive, type NatsConnectOptions } from '../../core/nats.js'
 import { Registry, type StoredSpec } from '../../core/registry.js'
 import { validateStoredSpec } from '../../core/spec-rules.js'
-import type { JetStreamManager } from '@nats-io/jetstream'
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
@@ -348,12 +348,13 @@ export class Mesh {
     return await bounded('list functions', options, DEFAULT_LONG_TIMEOUT_MS, async (signal) => {
       const entries = await (await this.registry()).entries()
       const out: FunctionInfo[] = entries.map(e => functionInfo(e.key, e.spec, e.error ?? validateStoredSpec(e.spec as StoredSpec, e.key)))
+      signal.throwIfAborted()
       // Events waiting in each function's consumers (JetStream may be unreachable: then 0 stays).
-      const jsm = await this.jsm()
-      for (const [i, e] of entries.entries()) {
-        signal.throwIfAborted()
+      // In parallel, 2 s each: a consumer electing a leader (a NATS server lost) must not hold the list.
+      const jsm = await jetstreamManager(this.nc, { checkAPI: false, timeout: 2000 })
+      await Promise.all(entries.map(async (e, i) => {
         if (e.spec != null && out[i].status === 'ok') out[i].backlog = await backlog(jsm, e.spec).catch(() => 0)
-      }
+      }))
       return out
     })
   }

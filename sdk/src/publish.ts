@@ -8,7 +8,8 @@ import { headers as natsHeaders, nanos, nuid, NoRespondersError, type MsgHdrs, t
 import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
-import { DLQ_STREAM, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
+import { jsRetry } from '../../core/js-retry.js'
+import { DLQ_STREAM, EVENTS_STREAM, subjectCovers, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS } from '../../core/call.js'
 
 /** Largest async event (JSON bytes). Lambda takes 256 KB; JetStream here takes more. */
@@ -82,18 +83,28 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
     throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot publish to "${subject}": the event is ${bytes.byteLength} bytes, over the limit of ${ASYNC_PAYLOAD_LIMIT}`)
   }
   // An event whose publish was aborted may still be stored: publishing it again with the same id is safe.
-  return await bounded(`publish to "${subject}"`, options, DEFAULT_CALL_TIMEOUT_MS, async () => await store(nc, subject, bytes, id, h, options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS))
+  return await bounded(`publish to "${subject}"`, options, DEFAULT_CALL_TIMEOUT_MS, async (signal) => await store(nc, subject, bytes, id, h, options.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS, signal))
 }
 
-async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id: string, h: MsgHdrs, timeoutMs: number): Promise<PublishResult> {
+async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id: string, h: MsgHdrs, timeoutMs: number, signal?: AbortSignal): Promise<PublishResult> {
   try {
-    const ack = await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: timeoutMs })
+    // Safe to send again (same Nats-Msg-Id): across a leader election of a replicated stream,
+    // "no responders" is retried within the caller's timeout.
+    const deadline = Date.now() + timeoutMs
+    const ack = await jsRetry(async () => {
+      try {
+        return await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: Math.max(1, deadline - Date.now()) })
+      } catch (err: any) {
+        // No stream captures the subject at all: not worth waiting for (answered below).
+        if (isNoResponders(err) && await capturedBy(nc, subject) === null) throw Object.assign(new Error('no stream captures the subject'), { noStream: true, cause: err })
+        throw err
+      }
+    }, { budgetMs: Math.max(0, deadline - Date.now() - 100), signal })
     return { id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate }
   } catch (err: any) {
     // JetStream answers a publish to a subject no stream captures with "no responders", which the
     // client reports as JetStream not enabled: ask JetStream itself which one it is.
-    const noStream = (err instanceof NoRespondersError || err?.cause instanceof NoRespondersError || /no responders|jetstream is not enabled|503/i.test(String(err?.message))) &&
-      await jetstreamManager(nc).then(async m => await m.getAccountInfo()).then(() => true, () => false)
+    const noStream = err?.noStream === true || (isNoResponders(err) && await capturedBy(nc, subject) === null)
     if (noStream) {
       throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
     }
@@ -101,6 +112,27 @@ async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id
       throw new TransportError('FNMESH_ERR_CLIENT_TIMEOUT', `Cannot publish to "${subject}": JetStream did not confirm within ${timeoutMs} ms`, { cause: err })
     }
     throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot publish to "${subject}": ${String(err?.message ?? err)}`, { cause: err })
+  }
+}
+
+function isNoResponders (err: any): boolean {
+  return err instanceof NoRespondersError || err?.cause instanceof NoRespondersError || /no responders|jetstream is not enabled|503/i.test(String(err?.message))
+}
+
+/**
+ * The stream capturing `subject`; null only when JetStream says none does and the mesh's events
+ * stream answers (with subjects that do not cover it); undefined when it cannot tell (no rights,
+ * or a server cut off from the cluster's leaders, which may answer that no stream matches).
+ */
+async function capturedBy (nc: NatsConnection, subject: string): Promise<string | null | undefined> {
+  try {
+    const jsm = await jetstreamManager(nc, { checkAPI: false })
+    const found = await jsm.streams.find(subject).catch((err: any) => { if (/no stream matches/i.test(String(err?.message))) return null; throw err })
+    if (found != null) return found
+    const events = await jsm.streams.info(EVENTS_STREAM)
+    return (events.config.subjects ?? []).some(p => subjectCovers(p, subject)) ? undefined : null
+  } catch {
+    return undefined
   }
 }
 

@@ -16,7 +16,7 @@ export async function startMesh (options: DevClusterOptions = {}): Promise<TestM
   const cluster = await startDevCluster(options)
   let mesh: Mesh
   try {
-    mesh = await connect({ servers: cluster.nats.url })
+    mesh = await connect({ servers: cluster.natsUrls })
   } catch (err) {
     await cluster.stop()
     throw err
@@ -42,7 +42,7 @@ export async function startMesh (options: DevClusterOptions = {}): Promise<TestM
   return {
     cluster,
     mesh,
-    url: cluster.nats.url,
+    url: cluster.natsUrls,
     waitForNodes,
     stop: async () => {
       await mesh.close().catch(() => {})

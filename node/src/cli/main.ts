@@ -24,7 +24,7 @@ import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } f
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
 
-const natsOption = (): Option => new Option('--nats <url>', 'NATS server URL (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
+const natsOption = (): Option => new Option('--nats <urls>', 'NATS server URL, or a comma-separated list of the servers of a cluster to fail over between (env FNMESH_NATS)').default(process.env.FNMESH_NATS ?? DEFAULT_NATS_URL)
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
 /** The program, for its global NATS credential options (valid before or after the command) */
@@ -140,14 +140,16 @@ export function buildProgram (): Command {
     .option('--nodes <n>', 'number of agents', int('--nodes', 1, 32), 3)
     .option('--slots <n>', 'slots per agent', int('--slots', 1))
     .option('--port <port>', 'NATS port (default: a free port)', int('--port', 0, 65535))
+    .option('--nats-servers <n>', 'run a NATS cluster of N servers (free ports) instead of one; init makes every asset with min(3, N) replicas', int('--nats-servers', 1, 5), 1)
     .option('--http <port>', 'HTTP gateways on 127.0.0.1: agent i listens on port + i', int('--http', 0, 65535))
     .action(async (opts) => {
       const { startDevCluster } = await import('../dev/cluster.js')
       progress(`starting nats-server and ${String(opts.nodes)} agents...`)
-      const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
-      process.stdout.write(`NATS   ${cluster.nats.url}\n`)
+      if (opts.natsServers > 1 && opts.port != null) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Options --port and --nats-servers cannot be combined: a cluster takes free ports')
+      const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, natsServers: opts.natsServers, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
+      process.stdout.write(`NATS   ${cluster.natsUrls}\n`)
       process.stdout.write(table(['AGENT', 'NODE ID', 'HTTP', 'LOG'], cluster.agents.map(a => [a.name, a.nodeId, a.ready.httpPort != null ? `http://127.0.0.1:${String(a.ready.httpPort)}` : '-', `${cluster.dir}/${a.name}.log`])) + '\n')
-      process.stdout.write(`\nTry:  export FNMESH_NATS=${cluster.nats.url}\n      fnmesh deploy ./examples/hello --name hello && fnmesh invoke hello --data '{"name":"mesh"}'\nCtrl-C stops everything.\n`)
+      process.stdout.write(`\nTry:  export FNMESH_NATS=${cluster.natsUrls}\n      fnmesh deploy ./examples/hello --name hello && fnmesh invoke hello --data '{"name":"mesh"}'\nCtrl-C stops everything.\n`)
       await new Promise<void>((resolve) => {
         const onSignal = (): void => { progress('stopping...'); cluster.stop().then(resolve, resolve) }
         process.once('SIGINT', onSignal)
@@ -247,15 +249,15 @@ export function buildProgram (): Command {
     })
 
   program.command('init')
-    .description('Create (or leave as they are) every JetStream stream, bucket and object store of the mesh, and the consumers of deployed functions: run once with admin credentials before agents start')
-    .option('--js-replicas <n>', 'JetStream replicas of what is created (default: min(3, servers in the NATS cluster))', int('--js-replicas'))
+    .description('Create every JetStream stream, bucket and object store of the mesh (existing ones kept, scaled up in place to the replicas), and the consumers of deployed functions: run once with admin credentials before agents start, and again after growing the NATS cluster')
+    .option('--js-replicas <n>', 'JetStream replicas of every asset (default: min(3, servers in the NATS cluster)); existing assets with fewer are scaled up in place', int('--js-replicas'))
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
         const res = await mesh.init({ replicas: opts.jsReplicas })
         if (opts.json === true) { json(res); return }
-        process.stdout.write(`initialised with ${res.replicas} replica(s): created ${res.created.join(', ') || 'nothing'}; already there: ${res.existing.join(', ') || 'nothing'}; consumers checked for ${res.functions} function(s)\n`)
+        process.stdout.write(`initialised with ${res.replicas} replica(s): created ${res.created.join(', ') || 'nothing'}; already there: ${res.existing.join(', ') || 'nothing'}; scaled: ${res.scaled.map(x => `${x.stream} ${x.from}->${x.to}`).join(', ') || 'nothing'}; consumers checked for ${res.functions} function(s)\n`)
       })
     })
 

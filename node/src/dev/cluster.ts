@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { InternalError } from '../../../proto/errors.js'
 import { distPath } from '../paths.js'
 import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats-server.js'
+import { startNatsCluster } from './nats-cluster.js'
 import { initMesh, type InitOptions, type InitResult } from '../../../core/init.js'
 import { connectNats } from '../../../core/nats.js'
 import { natsAuthFromEnv, type NatsAuth } from '../../../core/nats-auth.js'
@@ -35,6 +36,8 @@ export interface AgentProcessOptions {
   logFile?: string
   /** @default 30000 */
   readyTimeoutMs?: number
+  /** Command prefix the agent runs under, e.g. ["ip", "netns", "exec", "h1"] (it must exec, keeping the pid) */
+  wrap?: string[]
 }
 
 export class AgentProcess {
@@ -120,7 +123,7 @@ export async function spawnAgent (options: AgentProcessOptions): Promise<AgentPr
     ...(options.args ?? [])
   ]
   // With setpriv, the kernel kills the agent if whoever started it dies (a test run, `fnmesh dev`).
-  const wrapper = parentDeathWrapper()
+  const wrapper = [...parentDeathWrapper(), ...(options.wrap ?? [])]
   const child = spawn(wrapper.length > 0 ? wrapper[0] : process.execPath, [...wrapper.slice(1), ...(wrapper.length > 0 ? [process.execPath] : []), ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...options.env }
@@ -145,6 +148,8 @@ export interface DevClusterOptions {
   /** slots per agent, or one value per agent */
   slots?: number | number[]
   nats?: NatsServerOptions
+  /** NATS servers, clustered (127.0.0.1, free ports) when more than 1. @default 1 */
+  natsServers?: number
   /** environment additions for every agent */
   env?: Record<string, string>
   /** more `fnmesh agent` flags for every agent */
@@ -170,7 +175,12 @@ export async function initNats (url: string, auth?: NatsAuth, options: InitOptio
 }
 
 export interface DevCluster {
+  /** the (first) NATS server */
   nats: NatsServer
+  /** every NATS server (one unless natsServers was given) */
+  natsServers: NatsServer[]
+  /** their URLs, comma-separated: what agents get as --nats */
+  natsUrls: string
   agents: AgentProcess[]
   /** folder with agent data and logs (agent-N.log) */
   dir: string
@@ -182,14 +192,18 @@ export interface DevCluster {
 
 export async function startDevCluster (options: DevClusterOptions = {}): Promise<DevCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'fnmesh-dev-'))
-  const nats = await startNatsServer(options.nats)
+  const natsServers = (options.natsServers ?? 1) > 1
+    ? (await startNatsCluster(options.natsServers ?? 1, options.nats)).servers
+    : [await startNatsServer(options.nats)]
+  const nats = natsServers[0]
+  const natsUrls = natsServers.map(s => s.url).join(',')
   const agents: AgentProcess[] = []
   let n = 0
   const addAgent = async (slots?: number, extra: string[] = []): Promise<AgentProcess> => {
     const i = ++n
     const name = `agent-${i}`
     const agent = await spawnAgent({
-      nats: nats.url,
+      nats: natsUrls,
       name,
       dataDir: join(dir, name),
       slots,
@@ -202,12 +216,12 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
   }
   const stop = async (): Promise<void> => {
     await Promise.all(agents.map(async a => await a.stop()))
-    await nats.stop()
+    await Promise.all(natsServers.map(async s => await s.stop()))
     await rm(dir, { recursive: true, force: true })
   }
   try {
     // As the agents would connect (TLS files, credentials in `env`), unless told otherwise.
-    await initNats(nats.url, natsAuthFromEnv(options.initAuth ?? {}, { ...process.env, ...options.env }))
+    await initNats(natsUrls, natsAuthFromEnv(options.initAuth ?? {}, { ...process.env, ...options.env }))
     const count = options.nodes ?? 3
     const slotsOf = (i: number): number | undefined => Array.isArray(options.slots) ? options.slots[i] : options.slots
     // Started together: each finds the others over NATS discovery.
@@ -217,5 +231,5 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
     await stop()
     throw err
   }
-  return { nats, agents, dir, addAgent, stop }
+  return { nats, natsServers, natsUrls, agents, dir, addAgent, stop }
 }

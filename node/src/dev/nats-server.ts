@@ -19,6 +19,14 @@ export interface NatsServerOptions {
   maxPayload?: number
   /** extra lines for the config file */
   extraConfig?: string
+  /** Client listen address. @default 127.0.0.1 */
+  host?: string
+  /** `server_name` (needed in a cluster) */
+  serverName?: string
+  /** Cluster membership: routes to every server of the cluster (this one's included is fine) */
+  cluster?: { name: string, port: number, routes: string[], host?: string }
+  /** Command prefix the server runs under, e.g. ["ip", "netns", "exec", "h1"] */
+  wrap?: string[]
 }
 
 export interface NatsServer {
@@ -30,6 +38,8 @@ export interface NatsServer {
   kill: (signal?: NodeJS.Signals) => Promise<void>
   /** Starts the server again on the same port and store (after kill) */
   restart: () => Promise<void>
+  /** Starts it again if it is not running (after kill, e.g. a SIGTERM of a rolling restart) */
+  start: () => Promise<void>
   /** Stops the server and removes what it created */
   stop: () => Promise<void>
 }
@@ -42,15 +52,25 @@ export function findNatsServer (): string {
   throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', 'nats-server is not installed: run "sudo apt-get install -y nats-server" (Debian/Ubuntu) or put the binary from https://github.com/nats-io/nats-server/releases on your PATH')
 }
 
+let setprivCache: boolean | undefined
+function hasSetpriv (): boolean {
+  setprivCache ??= spawnSync('setpriv', ['--pdeathsig', 'KILL', '--', 'true']).status === 0
+  return setprivCache
+}
+
 export async function startNatsServer (options: NatsServerOptions = {}): Promise<NatsServer> {
   const binary = findNatsServer()
   const dir = await mkdtemp(join(tmpdir(), 'fnmesh-nats-'))
   const storeDir = options.storeDir ?? join(dir, 'jetstream')
   const conf = join(dir, 'nats.conf')
   let port = options.port ?? -1
+  const host = options.host ?? '127.0.0.1'
   const writeConf = async (): Promise<void> => {
+    const c = options.cluster
     await writeFile(conf, [
-      `listen: "127.0.0.1:${port}"`,
+      `listen: "${host}:${port}"`,
+      ...(options.serverName != null ? [`server_name: ${JSON.stringify(options.serverName)}`] : []),
+      ...(c != null ? [`cluster { name: ${JSON.stringify(c.name)}, listen: "${c.host ?? host}:${c.port}", routes: [${c.routes.map(r => JSON.stringify(r)).join(', ')}] }`] : []),
       `max_payload: ${options.maxPayload ?? RECOMMENDED_MAX_PAYLOAD}`,
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
       options.extraConfig ?? ''
@@ -59,7 +79,9 @@ export async function startNatsServer (options: NatsServerOptions = {}): Promise
   await writeConf()
   let child: ChildProcess | undefined
   const launch = async (): Promise<void> => {
-    const proc = spawn(binary, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
+    // setpriv: the kernel kills the server if whoever started it dies (it execs: same pid).
+    const wrap = [...(hasSetpriv() ? ['setpriv', '--pdeathsig', 'KILL', '--'] : []), ...(options.wrap ?? [])]
+    const proc = spawn(wrap.length > 0 ? wrap[0] : binary, [...wrap.slice(1), ...(wrap.length > 0 ? [binary] : []), '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
     child = proc
     let log = ''
     port = await new Promise<number>((resolve, reject) => {
@@ -84,12 +106,13 @@ export async function startNatsServer (options: NatsServerOptions = {}): Promise
     await exited
   }
   return {
-    get url () { return `nats://127.0.0.1:${port}` },
+    get url () { return `nats://${host}:${port}` },
     get port () { return port },
     storeDir,
     get pid () { return child?.pid },
     kill,
     restart: async () => { await kill('SIGKILL'); await launch() },
+    start: async () => { if (child == null || child.exitCode != null || child.signalCode != null) await launch() },
     stop: async () => {
       await kill('SIGTERM')
       await rm(dir, { recursive: true, force: true })
