@@ -1877,6 +1877,9 @@ export namespace fnmesh {
             /** ExecRequest idempotencyKey. */
             idempotencyKey: string;
 
+            /** ExecRequest carryMeter. */
+            carryMeter: boolean;
+
             /**
              * Creates a new ExecRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -1990,6 +1993,9 @@ export namespace fnmesh {
                 /** ExecRequest idempotencyKey */
                 idempotencyKey?: (string|null);
 
+                /** ExecRequest carryMeter */
+                carryMeter?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -2043,6 +2049,9 @@ export namespace fnmesh {
 
             /** InvokeResult attempts. */
             attempts: number;
+
+            /** InvokeResult meterCopy. */
+            meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
             /**
              * Creates a new InvokeResult instance using the specified properties.
@@ -2147,6 +2156,9 @@ export namespace fnmesh {
 
                 /** InvokeResult attempts */
                 attempts?: (number|null);
+
+                /** InvokeResult meterCopy */
+                meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

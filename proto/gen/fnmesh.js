@@ -5773,6 +5773,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [eventId] ExecRequest eventId
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
+             * @property {boolean|null} [carryMeter] ExecRequest carryMeter
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5902,6 +5903,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.idempotencyKey = "";
 
             /**
+             * ExecRequest carryMeter.
+             * @member {boolean} carryMeter
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.carryMeter = false;
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -5958,6 +5967,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         writer.uint32(/* id 21, wireType 2 =*/170).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.attributes[keys[i]]).ldelim();
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
+                    writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6150,6 +6161,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.idempotencyKey;
                             continue;
                         }
+                    case 23: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.carryMeter = value;
+                            else
+                                delete message.carryMeter;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6239,6 +6259,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     if (!$util.isString(message.idempotencyKey))
                         return "idempotencyKey: string expected";
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
+                    if (typeof message.carryMeter !== "boolean")
+                        return "carryMeter: boolean expected";
                 return null;
             };
 
@@ -6313,6 +6336,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.idempotencyKey != null)
                     if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
                         message.idempotencyKey = $String(object.idempotencyKey);
+                if (object.carryMeter != null)
+                    if (object.carryMeter)
+                        message.carryMeter = $Boolean(object.carryMeter);
                 return message;
             };
 
@@ -6357,6 +6383,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.queueMs = 0;
                     object.eventId = "";
                     object.idempotencyKey = "";
+                    object.carryMeter = false;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6394,6 +6421,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 }
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     object.idempotencyKey = message.idempotencyKey;
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
+                    object.carryMeter = message.carryMeter;
                 return object;
             };
 
@@ -6425,6 +6454,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [durationMs] InvokeResult durationMs
              * @property {boolean|null} [cold] InvokeResult cold
              * @property {number|null} [attempts] InvokeResult attempts
+             * @property {fnmesh.v1.MeterBundle.$Properties|null} [meterCopy] InvokeResult meterCopy
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6529,6 +6559,14 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeResult.prototype.attempts = 0;
 
             /**
+             * InvokeResult meterCopy.
+             * @member {fnmesh.v1.MeterBundle.$Properties|null|undefined} meterCopy
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.meterCopy = null;
+
+            /**
              * Creates a new InvokeResult instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeResult
@@ -6578,6 +6616,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 8, wireType 0 =*/64).bool(message.cold);
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts") && message.attempts !== 0)
                     writer.uint32(/* id 9, wireType 0 =*/72).uint32(message.attempts);
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
+                    $root.fnmesh.v1.MeterBundle.encode(message.meterCopy, writer.uint32(/* id 10, wireType 2 =*/82).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6713,6 +6753,12 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.attempts;
                             continue;
                         }
+                    case 10: {
+                            if (wireType !== 2)
+                                break;
+                            message.meterCopy = $root.fnmesh.v1.MeterBundle.decode(reader, reader.size(), $undefined, _depth + 1, message.meterCopy);
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6790,6 +6836,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts"))
                     if (!$util.isInteger(message.attempts))
                         return "attempts: integer expected";
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy")) {
+                    let error = $root.fnmesh.v1.MeterBundle.verify(message.meterCopy, _depth + 1);
+                    if (error)
+                        return "meterCopy." + error;
+                }
                 return null;
             };
 
@@ -6843,6 +6894,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.attempts != null)
                     if ($Number(object.attempts) !== 0)
                         message.attempts = object.attempts >>> 0;
+                if (object.meterCopy != null) {
+                    if (!$util.isObject(object.meterCopy))
+                        throw $TypeError(".fnmesh.v1.InvokeResult.meterCopy: object expected");
+                    message.meterCopy = $root.fnmesh.v1.MeterBundle.fromObject(object.meterCopy, _depth + 1);
+                }
                 return message;
             };
 
@@ -6879,6 +6935,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.durationMs = 0;
                     object.cold = false;
                     object.attempts = 0;
+                    object.meterCopy = null;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6898,6 +6955,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.cold = message.cold;
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts"))
                     object.attempts = message.attempts;
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
+                    object.meterCopy = $root.fnmesh.v1.MeterBundle.toObject(message.meterCopy, options, _depth + 1);
                 return object;
             };
 
