@@ -116,6 +116,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     minFreeBytes: config.minFreeMb * 1024 * 1024,
     sealAfterMs: config.sealAfterMs,
     fsyncWindowMs: config.fsyncWindowMs,
+    pushDelayMs: config.meterPushDelayMs,
     // Peers must stop routing here at once: publish an advert with the reason.
     onRefusingChange: () => { parts.gossip?.loadChanged() }
   })

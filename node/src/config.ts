@@ -91,6 +91,8 @@ export interface AgentOptions {
   ackReplicas?: number
   /** Longest time a meter ledger write waits for its fsync (group fsync in the background), on every node. @default 50 */
   fsyncWindowMs?: number
+  /** Peers no answer waits for get a meter batch within this long, coalesced (tests stretch it: FNMESH_METER_PUSH_DELAY_MS). @default 50 */
+  meterPushDelayMs?: number
   /** Longest wait for those peers before answering anyway. @default 500 */
   replicaAckTimeoutMs?: number
   /** Interval of anti-entropy sessions with a random peer. @default 5000 */
@@ -144,6 +146,7 @@ export interface AgentConfig {
   readonly ackReplicas: number
   readonly replicaAckTimeoutMs: number
   readonly fsyncWindowMs: number
+  readonly meterPushDelayMs: number
   readonly syncIntervalMs: number
   readonly retentionMs: number
   readonly compactIntervalMs: number
@@ -201,6 +204,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     ackReplicas: int('ackReplicas', options.ackReplicas, 1, 0, 64),
     replicaAckTimeoutMs: int('replicaAckTimeoutMs', options.replicaAckTimeoutMs, 500, 10, 60_000),
     fsyncWindowMs: int('fsyncWindowMs', options.fsyncWindowMs, 50, 0, 10_000),
+    meterPushDelayMs: int('meterPushDelayMs', options.meterPushDelayMs, 50, 0, 3_600_000),
     syncIntervalMs: int('syncIntervalMs', options.syncIntervalMs, 5000, 100, 3_600_000),
     retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
     compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),

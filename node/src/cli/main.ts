@@ -109,6 +109,8 @@ export function buildProgram (): Command {
         replicas: opts.replicas,
         ackReplicas: opts.ackReplicas,
         fsyncWindowMs: opts.fsyncWindow,
+        // Tests stretch the coalesced meter push to show what the result's copy alone does.
+        meterPushDelayMs: process.env.FNMESH_METER_PUSH_DELAY_MS != null ? Number(process.env.FNMESH_METER_PUSH_DELAY_MS) : undefined,
         retentionMs: opts.retention,
         billingGranularityMs: opts.billingGranularity,
         minFreeMb: opts.minFreeMb,

@@ -48,6 +48,8 @@ export interface MeteringInit {
   sealAfterMs?: number
   /** Longest time a ledger write waits for its fsync (group fsync in the background). @default 50 */
   fsyncWindowMs?: number
+  /** Peers no answer waits for get a batch within this long, coalesced (tests stretch it). @default 50 */
+  pushDelayMs?: number
   /** told when the node starts or stops refusing work */
   onRefusingChange?: (reason: string) => void
 }
@@ -106,7 +108,7 @@ export class Metering implements Startable {
     await this.guard.start()
     const intake = this.intake = new Intake(this.store, new BundleVerifier(), log)
     const replicator = this.replicator = new Replicator({ libp2p: c.libp2p, table: c.table, nodeId: c.nodeId, intake, logger: log }, {
-      replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs
+      replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs, pushDelayMs: this.init.pushDelayMs
     })
     await replicator.start()
     this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs })
