@@ -5208,6 +5208,15 @@ export namespace fnmesh {
             /** MeterStatus error. */
             error?: (fnmesh.v1.ErrorInfo.$Properties|null);
 
+            /** MeterStatus fsyncWindowMs. */
+            fsyncWindowMs: number;
+
+            /** MeterStatus fsyncs. */
+            fsyncs: number;
+
+            /** MeterStatus fsyncLagMaxMs. */
+            fsyncLagMaxMs: number;
+
             /**
              * Creates a new MeterStatus instance using the specified properties.
              * @param [properties] Properties to set
@@ -5344,6 +5353,15 @@ export namespace fnmesh {
 
                 /** MeterStatus error */
                 error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+                /** MeterStatus fsyncWindowMs */
+                fsyncWindowMs?: (number|null);
+
+                /** MeterStatus fsyncs */
+                fsyncs?: (number|null);
+
+                /** MeterStatus fsyncLagMaxMs */
+                fsyncLagMaxMs?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

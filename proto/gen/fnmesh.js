@@ -16470,6 +16470,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [diskBytes] MeterStatus diskBytes
              * @property {string|null} [recovered] MeterStatus recovered
              * @property {fnmesh.v1.ErrorInfo.$Properties|null} [error] MeterStatus error
+             * @property {number|null} [fsyncWindowMs] MeterStatus fsyncWindowMs
+             * @property {number|null} [fsyncs] MeterStatus fsyncs
+             * @property {number|null} [fsyncLagMaxMs] MeterStatus fsyncLagMaxMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -16663,6 +16666,30 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterStatus.prototype.error = null;
 
             /**
+             * MeterStatus fsyncWindowMs.
+             * @member {number} fsyncWindowMs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncWindowMs = 0;
+
+            /**
+             * MeterStatus fsyncs.
+             * @member {number} fsyncs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus fsyncLagMaxMs.
+             * @member {number} fsyncLagMaxMs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncLagMaxMs = 0;
+
+            /**
              * Creates a new MeterStatus instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterStatus
@@ -16735,6 +16762,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 19, wireType 2 =*/154).string(message.recovered);
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     $root.fnmesh.v1.ErrorInfo.encode(message.error, writer.uint32(/* id 20, wireType 2 =*/162).fork(), _depth + 1).ldelim();
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs") && message.fsyncWindowMs !== 0)
+                    writer.uint32(/* id 21, wireType 0 =*/168).uint32(message.fsyncWindowMs);
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs") && (typeof message.fsyncs === "object" ? message.fsyncs.low || message.fsyncs.high : message.fsyncs !== 0))
+                    writer.uint32(/* id 22, wireType 0 =*/176).uint64(message.fsyncs);
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs") && !$Object.is(message.fsyncLagMaxMs, 0))
+                    writer.uint32(/* id 23, wireType 1 =*/185).double(message.fsyncLagMaxMs);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -16968,6 +17001,33 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.error = $root.fnmesh.v1.ErrorInfo.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
                             continue;
                         }
+                    case 21: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.fsyncWindowMs = value;
+                            else
+                                delete message.fsyncWindowMs;
+                            continue;
+                        }
+                    case 22: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.fsyncs = value;
+                            else
+                                delete message.fsyncs;
+                            continue;
+                        }
+                    case 23: {
+                            if (wireType !== 1)
+                                break;
+                            if (!$Object.is(value = reader.double(), 0))
+                                message.fsyncLagMaxMs = value;
+                            else
+                                delete message.fsyncLagMaxMs;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -17082,6 +17142,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "error." + error;
                 }
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs"))
+                    if (!$util.isInteger(message.fsyncWindowMs))
+                        return "fsyncWindowMs: integer expected";
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs"))
+                    if (!$util.isInteger(message.fsyncs) && !(message.fsyncs && $util.isInteger(message.fsyncs.low) && $util.isInteger(message.fsyncs.high)))
+                        return "fsyncs: integer|Long expected";
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
+                    if (typeof message.fsyncLagMaxMs !== "number")
+                        return "fsyncLagMaxMs: number expected";
                 return null;
             };
 
@@ -17246,6 +17315,22 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.MeterStatus.error: object expected");
                     message.error = $root.fnmesh.v1.ErrorInfo.fromObject(object.error, _depth + 1);
                 }
+                if (object.fsyncWindowMs != null)
+                    if ($Number(object.fsyncWindowMs) !== 0)
+                        message.fsyncWindowMs = object.fsyncWindowMs >>> 0;
+                if (object.fsyncs != null)
+                    if (typeof object.fsyncs === "object" ? object.fsyncs.low || object.fsyncs.high : $Number(object.fsyncs) !== 0)
+                        if ($util.Long)
+                            message.fsyncs = $util.Long.fromValue(object.fsyncs, true);
+                        else if (typeof object.fsyncs === "string")
+                            message.fsyncs = $parseInt(object.fsyncs, 10);
+                        else if (typeof object.fsyncs === "number")
+                            message.fsyncs = object.fsyncs;
+                        else if (typeof object.fsyncs === "object")
+                            message.fsyncs = new $util.LongBits(object.fsyncs.low >>> 0, object.fsyncs.high >>> 0).toNumber(true);
+                if (object.fsyncLagMaxMs != null)
+                    if (!$Object.is($Number(object.fsyncLagMaxMs), 0))
+                        message.fsyncLagMaxMs = $Number(object.fsyncLagMaxMs);
                 return message;
             };
 
@@ -17332,6 +17417,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.diskBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.recovered = "";
                     object.error = null;
+                    object.fsyncWindowMs = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.fsyncs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.fsyncs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.fsyncLagMaxMs = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -17431,6 +17523,17 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.recovered = message.recovered;
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     object.error = $root.fnmesh.v1.ErrorInfo.toObject(message.error, options, _depth + 1);
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs"))
+                    object.fsyncWindowMs = message.fsyncWindowMs;
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.fsyncs = typeof message.fsyncs === "number" ? $BigInt(message.fsyncs) : $util.Long.fromBits(message.fsyncs.low >>> 0, message.fsyncs.high >>> 0, true).toBigInt();
+                    else if (typeof message.fsyncs === "number")
+                        object.fsyncs = options.longs === $String ? $String(message.fsyncs) : message.fsyncs;
+                    else
+                        object.fsyncs = options.longs === $String ? $util.Long.prototype.toString.call(message.fsyncs) : options.longs === $Number ? new $util.LongBits(message.fsyncs.low >>> 0, message.fsyncs.high >>> 0).toNumber(true) : message.fsyncs;
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
+                    object.fsyncLagMaxMs = options.json && !$isFinite(message.fsyncLagMaxMs) ? $String(message.fsyncLagMaxMs) : message.fsyncLagMaxMs;
                 return object;
             };
 

@@ -51,6 +51,13 @@ describe('the meter record carried with the result', () => {
     // The node that ran them has them too (the first copy).
     const onExecutor = await ids(executor)
     for (const id of remote) expect(onExecutor.has(id)).toBe(true)
+    // Both ledgers fsync in the background within the window (default 50 ms).
+    await new Promise(resolve => setTimeout(resolve, 300))
+    for (const agent of [executor, router]) {
+      const [status] = await t.mesh.meterStatus({ nodeId: agent.nodeId, timeoutMs: 5000 })
+      expect(status.fsyncWindowMs).toBe(50)
+      expect(status.fsyncs).toBeGreaterThan(0)
+    }
     executor.kill('SIGKILL')
     const survivor = await ids(router)
     for (const id of [...remote, ...local]) expect(survivor.has(id)).toBe(true)

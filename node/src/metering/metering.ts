@@ -202,7 +202,10 @@ export class Metering implements Startable {
       refusing: this.guard.refusing,
       freeBytes: Number.isFinite(this.guard.freeBytes) ? this.guard.freeBytes : 0,
       diskBytes: await folderBytes(this.init.dir),
-      recovered: this.store.recovered
+      recovered: this.store.recovered,
+      fsyncWindowMs: this.store.fsyncWindowMs,
+      fsyncs: this.store.syncStats.syncs,
+      fsyncLagMaxMs: this.store.syncStats.maxLagMs
     }
   }
 

@@ -195,9 +195,9 @@ export class MeterStore {
     await this.db.close()
   }
 
-  /** True while some write has not been covered by an fsync yet */
+  /** True while some write is not on disk yet (not fsynced, or its fsync is under way) */
   get unsynced (): boolean {
-    return this.dirtySince != null
+    return this.dirtySince != null || this.syncing != null
   }
 
   /**
