@@ -16,6 +16,7 @@
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { NatsConnection } from '@nats-io/transport-node'
+import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
 import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
@@ -114,6 +115,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     compactIntervalMs: config.compactIntervalMs,
     minFreeBytes: config.minFreeMb * 1024 * 1024,
     sealAfterMs: config.sealAfterMs,
+    fsyncWindowMs: config.fsyncWindowMs,
+    pushDelayMs: config.meterPushDelayMs,
     // Peers must stop routing here at once: publish an advert with the reason.
     onRefusingChange: () => { parts.gossip?.loadChanged() }
   })
@@ -214,7 +217,9 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     free: () => executor.state === 'running' ? executor.free : 0,
     running: (key) => pool.busyCount(key)
   }
-  const router = parts.router = new Router({ nc, nodeId, table, functions, local, logger: logger.child({ part: 'agent:router' }) }, {
+  // A peer's record comes back with its result; this node keeps the second copy (Metering.keepCopy).
+  const meterCopies = { keep: async (bundle: MeterBundle, from: string) => await metering.keepCopy(bundle, from) }
+  const router = parts.router = new Router({ nc, nodeId, table, functions, local, meterCopies, logger: logger.child({ part: 'agent:router' }) }, {
     queueWaitMs: config.queueWaitMs,
     maxQueued: config.maxQueued,
     dispatchGraceMs: config.dispatchGraceMs,

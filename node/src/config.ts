@@ -86,8 +86,16 @@ export interface AgentOptions {
   sandboxDisable?: LayerId[]
   /** Peers each meter record must reach (R). @default 2 */
   replicas?: number
-  /** Peers that must hold a record (synced) before its invocation is answered; 0 answers after the local fsync alone. @default 1 */
+  /**
+   * Peers that must hold a record (written to their OS) before its invocation is answered; when
+   * the router is another node, its copy from the result counts. 0 answers after the local write
+   * alone. @default 1
+   */
   ackReplicas?: number
+  /** Longest time a meter ledger write waits for its fsync (group fsync in the background), on every node. @default 50 */
+  fsyncWindowMs?: number
+  /** Peers no answer waits for get a meter batch within this long, coalesced (tests stretch it: FNMESH_METER_PUSH_DELAY_MS). @default 50 */
+  meterPushDelayMs?: number
   /** Longest wait for those peers before answering anyway. @default 500 */
   replicaAckTimeoutMs?: number
   /** Interval of anti-entropy sessions with a random peer. @default 5000 */
@@ -141,6 +149,8 @@ export interface AgentConfig {
   readonly replicas: number
   readonly ackReplicas: number
   readonly replicaAckTimeoutMs: number
+  readonly fsyncWindowMs: number
+  readonly meterPushDelayMs: number
   readonly syncIntervalMs: number
   readonly retentionMs: number
   readonly compactIntervalMs: number
@@ -198,6 +208,8 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     replicas: int('replicas', options.replicas, 2, 0, 64),
     ackReplicas: int('ackReplicas', options.ackReplicas, 1, 0, 64),
     replicaAckTimeoutMs: int('replicaAckTimeoutMs', options.replicaAckTimeoutMs, 500, 10, 60_000),
+    fsyncWindowMs: int('fsyncWindowMs', options.fsyncWindowMs, 50, 0, 10_000),
+    meterPushDelayMs: int('meterPushDelayMs', options.meterPushDelayMs, 50, 0, 3_600_000),
     syncIntervalMs: int('syncIntervalMs', options.syncIntervalMs, 5000, 100, 3_600_000),
     retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
     compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),

@@ -1877,6 +1877,9 @@ export namespace fnmesh {
             /** ExecRequest idempotencyKey. */
             idempotencyKey: string;
 
+            /** ExecRequest carryMeter. */
+            carryMeter: boolean;
+
             /**
              * Creates a new ExecRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -1990,6 +1993,9 @@ export namespace fnmesh {
                 /** ExecRequest idempotencyKey */
                 idempotencyKey?: (string|null);
 
+                /** ExecRequest carryMeter */
+                carryMeter?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -2043,6 +2049,9 @@ export namespace fnmesh {
 
             /** InvokeResult attempts. */
             attempts: number;
+
+            /** InvokeResult meterCopy. */
+            meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
             /**
              * Creates a new InvokeResult instance using the specified properties.
@@ -2147,6 +2156,9 @@ export namespace fnmesh {
 
                 /** InvokeResult attempts */
                 attempts?: (number|null);
+
+                /** InvokeResult meterCopy */
+                meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -5196,6 +5208,15 @@ export namespace fnmesh {
             /** MeterStatus error. */
             error?: (fnmesh.v1.ErrorInfo.$Properties|null);
 
+            /** MeterStatus fsyncWindowMs. */
+            fsyncWindowMs: number;
+
+            /** MeterStatus fsyncs. */
+            fsyncs: number;
+
+            /** MeterStatus fsyncLagMaxMs. */
+            fsyncLagMaxMs: number;
+
             /**
              * Creates a new MeterStatus instance using the specified properties.
              * @param [properties] Properties to set
@@ -5332,6 +5353,15 @@ export namespace fnmesh {
 
                 /** MeterStatus error */
                 error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+                /** MeterStatus fsyncWindowMs */
+                fsyncWindowMs?: (number|null);
+
+                /** MeterStatus fsyncs */
+                fsyncs?: (number|null);
+
+                /** MeterStatus fsyncLagMaxMs */
+                fsyncLagMaxMs?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

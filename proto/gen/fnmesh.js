@@ -5773,6 +5773,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [eventId] ExecRequest eventId
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
+             * @property {boolean|null} [carryMeter] ExecRequest carryMeter
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5902,6 +5903,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.idempotencyKey = "";
 
             /**
+             * ExecRequest carryMeter.
+             * @member {boolean} carryMeter
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.carryMeter = false;
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -5958,6 +5967,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         writer.uint32(/* id 21, wireType 2 =*/170).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.attributes[keys[i]]).ldelim();
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
+                    writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6150,6 +6161,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.idempotencyKey;
                             continue;
                         }
+                    case 23: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.carryMeter = value;
+                            else
+                                delete message.carryMeter;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6239,6 +6259,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     if (!$util.isString(message.idempotencyKey))
                         return "idempotencyKey: string expected";
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
+                    if (typeof message.carryMeter !== "boolean")
+                        return "carryMeter: boolean expected";
                 return null;
             };
 
@@ -6313,6 +6336,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.idempotencyKey != null)
                     if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
                         message.idempotencyKey = $String(object.idempotencyKey);
+                if (object.carryMeter != null)
+                    if (object.carryMeter)
+                        message.carryMeter = $Boolean(object.carryMeter);
                 return message;
             };
 
@@ -6357,6 +6383,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.queueMs = 0;
                     object.eventId = "";
                     object.idempotencyKey = "";
+                    object.carryMeter = false;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6394,6 +6421,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 }
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     object.idempotencyKey = message.idempotencyKey;
+                if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
+                    object.carryMeter = message.carryMeter;
                 return object;
             };
 
@@ -6425,6 +6454,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [durationMs] InvokeResult durationMs
              * @property {boolean|null} [cold] InvokeResult cold
              * @property {number|null} [attempts] InvokeResult attempts
+             * @property {fnmesh.v1.MeterBundle.$Properties|null} [meterCopy] InvokeResult meterCopy
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6529,6 +6559,14 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeResult.prototype.attempts = 0;
 
             /**
+             * InvokeResult meterCopy.
+             * @member {fnmesh.v1.MeterBundle.$Properties|null|undefined} meterCopy
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.meterCopy = null;
+
+            /**
              * Creates a new InvokeResult instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeResult
@@ -6578,6 +6616,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 8, wireType 0 =*/64).bool(message.cold);
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts") && message.attempts !== 0)
                     writer.uint32(/* id 9, wireType 0 =*/72).uint32(message.attempts);
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
+                    $root.fnmesh.v1.MeterBundle.encode(message.meterCopy, writer.uint32(/* id 10, wireType 2 =*/82).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6713,6 +6753,12 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.attempts;
                             continue;
                         }
+                    case 10: {
+                            if (wireType !== 2)
+                                break;
+                            message.meterCopy = $root.fnmesh.v1.MeterBundle.decode(reader, reader.size(), $undefined, _depth + 1, message.meterCopy);
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6790,6 +6836,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts"))
                     if (!$util.isInteger(message.attempts))
                         return "attempts: integer expected";
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy")) {
+                    let error = $root.fnmesh.v1.MeterBundle.verify(message.meterCopy, _depth + 1);
+                    if (error)
+                        return "meterCopy." + error;
+                }
                 return null;
             };
 
@@ -6843,6 +6894,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.attempts != null)
                     if ($Number(object.attempts) !== 0)
                         message.attempts = object.attempts >>> 0;
+                if (object.meterCopy != null) {
+                    if (!$util.isObject(object.meterCopy))
+                        throw $TypeError(".fnmesh.v1.InvokeResult.meterCopy: object expected");
+                    message.meterCopy = $root.fnmesh.v1.MeterBundle.fromObject(object.meterCopy, _depth + 1);
+                }
                 return message;
             };
 
@@ -6879,6 +6935,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.durationMs = 0;
                     object.cold = false;
                     object.attempts = 0;
+                    object.meterCopy = null;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6898,6 +6955,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.cold = message.cold;
                 if (message.attempts != null && $Object.hasOwnProperty.call(message, "attempts"))
                     object.attempts = message.attempts;
+                if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
+                    object.meterCopy = $root.fnmesh.v1.MeterBundle.toObject(message.meterCopy, options, _depth + 1);
                 return object;
             };
 
@@ -16411,6 +16470,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [diskBytes] MeterStatus diskBytes
              * @property {string|null} [recovered] MeterStatus recovered
              * @property {fnmesh.v1.ErrorInfo.$Properties|null} [error] MeterStatus error
+             * @property {number|null} [fsyncWindowMs] MeterStatus fsyncWindowMs
+             * @property {number|null} [fsyncs] MeterStatus fsyncs
+             * @property {number|null} [fsyncLagMaxMs] MeterStatus fsyncLagMaxMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -16604,6 +16666,30 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterStatus.prototype.error = null;
 
             /**
+             * MeterStatus fsyncWindowMs.
+             * @member {number} fsyncWindowMs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncWindowMs = 0;
+
+            /**
+             * MeterStatus fsyncs.
+             * @member {number} fsyncs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus fsyncLagMaxMs.
+             * @member {number} fsyncLagMaxMs
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.fsyncLagMaxMs = 0;
+
+            /**
              * Creates a new MeterStatus instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterStatus
@@ -16676,6 +16762,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 19, wireType 2 =*/154).string(message.recovered);
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     $root.fnmesh.v1.ErrorInfo.encode(message.error, writer.uint32(/* id 20, wireType 2 =*/162).fork(), _depth + 1).ldelim();
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs") && message.fsyncWindowMs !== 0)
+                    writer.uint32(/* id 21, wireType 0 =*/168).uint32(message.fsyncWindowMs);
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs") && (typeof message.fsyncs === "object" ? message.fsyncs.low || message.fsyncs.high : message.fsyncs !== 0))
+                    writer.uint32(/* id 22, wireType 0 =*/176).uint64(message.fsyncs);
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs") && !$Object.is(message.fsyncLagMaxMs, 0))
+                    writer.uint32(/* id 23, wireType 1 =*/185).double(message.fsyncLagMaxMs);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -16909,6 +17001,33 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.error = $root.fnmesh.v1.ErrorInfo.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
                             continue;
                         }
+                    case 21: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.fsyncWindowMs = value;
+                            else
+                                delete message.fsyncWindowMs;
+                            continue;
+                        }
+                    case 22: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.fsyncs = value;
+                            else
+                                delete message.fsyncs;
+                            continue;
+                        }
+                    case 23: {
+                            if (wireType !== 1)
+                                break;
+                            if (!$Object.is(value = reader.double(), 0))
+                                message.fsyncLagMaxMs = value;
+                            else
+                                delete message.fsyncLagMaxMs;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -17023,6 +17142,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "error." + error;
                 }
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs"))
+                    if (!$util.isInteger(message.fsyncWindowMs))
+                        return "fsyncWindowMs: integer expected";
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs"))
+                    if (!$util.isInteger(message.fsyncs) && !(message.fsyncs && $util.isInteger(message.fsyncs.low) && $util.isInteger(message.fsyncs.high)))
+                        return "fsyncs: integer|Long expected";
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
+                    if (typeof message.fsyncLagMaxMs !== "number")
+                        return "fsyncLagMaxMs: number expected";
                 return null;
             };
 
@@ -17187,6 +17315,22 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.MeterStatus.error: object expected");
                     message.error = $root.fnmesh.v1.ErrorInfo.fromObject(object.error, _depth + 1);
                 }
+                if (object.fsyncWindowMs != null)
+                    if ($Number(object.fsyncWindowMs) !== 0)
+                        message.fsyncWindowMs = object.fsyncWindowMs >>> 0;
+                if (object.fsyncs != null)
+                    if (typeof object.fsyncs === "object" ? object.fsyncs.low || object.fsyncs.high : $Number(object.fsyncs) !== 0)
+                        if ($util.Long)
+                            message.fsyncs = $util.Long.fromValue(object.fsyncs, true);
+                        else if (typeof object.fsyncs === "string")
+                            message.fsyncs = $parseInt(object.fsyncs, 10);
+                        else if (typeof object.fsyncs === "number")
+                            message.fsyncs = object.fsyncs;
+                        else if (typeof object.fsyncs === "object")
+                            message.fsyncs = new $util.LongBits(object.fsyncs.low >>> 0, object.fsyncs.high >>> 0).toNumber(true);
+                if (object.fsyncLagMaxMs != null)
+                    if (!$Object.is($Number(object.fsyncLagMaxMs), 0))
+                        message.fsyncLagMaxMs = $Number(object.fsyncLagMaxMs);
                 return message;
             };
 
@@ -17273,6 +17417,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.diskBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.recovered = "";
                     object.error = null;
+                    object.fsyncWindowMs = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.fsyncs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.fsyncs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.fsyncLagMaxMs = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -17372,6 +17523,17 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.recovered = message.recovered;
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     object.error = $root.fnmesh.v1.ErrorInfo.toObject(message.error, options, _depth + 1);
+                if (message.fsyncWindowMs != null && $Object.hasOwnProperty.call(message, "fsyncWindowMs"))
+                    object.fsyncWindowMs = message.fsyncWindowMs;
+                if (message.fsyncs != null && $Object.hasOwnProperty.call(message, "fsyncs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.fsyncs = typeof message.fsyncs === "number" ? $BigInt(message.fsyncs) : $util.Long.fromBits(message.fsyncs.low >>> 0, message.fsyncs.high >>> 0, true).toBigInt();
+                    else if (typeof message.fsyncs === "number")
+                        object.fsyncs = options.longs === $String ? $String(message.fsyncs) : message.fsyncs;
+                    else
+                        object.fsyncs = options.longs === $String ? $util.Long.prototype.toString.call(message.fsyncs) : options.longs === $Number ? new $util.LongBits(message.fsyncs.low >>> 0, message.fsyncs.high >>> 0).toNumber(true) : message.fsyncs;
+                if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
+                    object.fsyncLagMaxMs = options.json && !$isFinite(message.fsyncLagMaxMs) ? $String(message.fsyncLagMaxMs) : message.fsyncLagMaxMs;
                 return object;
             };
 

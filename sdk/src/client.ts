@@ -423,7 +423,8 @@ export class Mesh {
         nodeId: s.nodeId, replicas: s.replicas, records: s.records, ownRecords: s.ownRecords, underReplicated: s.underReplicated,
         lagSamples: s.lagSamples, lagP50Ms: s.lagP50Ms, lagP99Ms: s.lagP99Ms, lagMaxMs: s.lagMaxMs, received: s.received, rejected: s.rejected,
         syncRounds: s.syncRounds, syncPulled: s.syncPulled, syncPushed: s.syncPushed, syncedWith: [...s.syncedWith], refusing: s.refusing,
-        freeBytes: s.freeBytes, diskBytes: s.diskBytes, recovered: s.recovered
+        freeBytes: s.freeBytes, diskBytes: s.diskBytes, recovered: s.recovered,
+        fsyncWindowMs: s.fsyncWindowMs, fsyncs: s.fsyncs, fsyncLagMaxMs: s.fsyncLagMaxMs
       }
     }
     if (options.nodeId != null) {

@@ -4,7 +4,7 @@
  * export, and the lifecycle (reopen, close, lock, failed writes).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { Outcome, type Encodable, type MeterRecord } from '../../proto/codec.js'
+import { Outcome, decode, encode, type Encodable, type MeterBundle, type MeterRecord } from '../../proto/codec.js'
 import { InternalError } from '../../proto/errors.js'
 import { silentLogger } from '../../node/src/logger.js'
 import { exportPage } from '../../node/src/metering/queries/export.js'
@@ -12,7 +12,15 @@ import { DAY_MS, HOUR_MS, MINUTE_MS } from '../../node/src/metering/records/keys
 import { Meter } from '../../node/src/metering/meter.js'
 import { MeterStore } from '../../node/src/metering/ledger/store.js'
 import { minuteRows, queryUsage, recount, segments } from '../../node/src/metering/queries/usage.js'
-import { rec, signed, T0, tempStores, testNode, type TestNode } from '../helpers/meter.js'
+import { intakeOf, rec, signed, T0, tempStores, testNode, type TestNode } from '../helpers/meter.js'
+
+async function waitFor (cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time')
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+}
 
 async function rejection (p: Promise<unknown>): Promise<any> {
   return await p.then(() => { throw new Error('expected a rejection') }, (err: unknown) => err)
@@ -115,16 +123,84 @@ describe('meter store', () => {
     expect(await minuteRows(store, 0)).toEqual(await recount(store, 0))
   })
 
-  it('writes 500 concurrent records with a few synced group commits and counts all of them', async () => {
+  it('writes 500 concurrent records with a few group commits, unsynced, then one background fsync, and counts all of them', async () => {
     node = await testNode()
-    const store = await stores.open()
+    const store = await stores.open({ fsyncWindowMs: 40 })
     const meter = meterOf(store)
     const batch = vi.spyOn(store.db, 'batch')
     const results = await Promise.allSettled(Array.from({ length: 500 }, (_, i) => meter.record(rec(node, { startMs: T0 + i }))))
     expect(results.filter(r => r.status === 'fulfilled')).toHaveLength(500)
     expect((await queryUsage(store)).functions[0].invocations).toBe(500)
     expect(batch.mock.calls.length).toBeLessThan(10)
-    for (const call of batch.mock.calls) expect(call[1]).toEqual({ sync: true })
+    // No fsync on the answer's path: the batches reach the OS, the window's fsync covers them.
+    for (const call of batch.mock.calls) expect(call[1]).toBeUndefined()
+    await waitFor(() => !store.unsynced)
+    expect(store.syncStats.syncs).toBeGreaterThanOrEqual(1)
+    expect(store.syncStats.syncs).toBeLessThanOrEqual(2)
+  })
+
+  it('fsyncs in the background within the window after a write, once per window however many writes, and not when idle', async () => {
+    node = await testNode()
+    const window = 60
+    const store = await stores.open({ fsyncWindowMs: window })
+    const meter = meterOf(store)
+    const fsyncs: number[] = []
+    const sync = store.sync.bind(store)
+    vi.spyOn(store, 'sync').mockImplementation(async () => { fsyncs.push(performance.now()); await sync() })
+    const wrote = performance.now()
+    await meter.record(rec(node, { invocationId: 'one' }))
+    expect(store.unsynced).toBe(true)
+    expect(store.syncStats.syncs).toBe(0)
+    await waitFor(() => !store.unsynced)
+    expect(store.syncStats.syncs).toBe(1)
+    // The fsync started no later than the window after the write (timer slack allowed).
+    expect(fsyncs[0] - wrote).toBeLessThan(window + 25)
+    expect(store.syncStats.maxLagMs).toBeLessThan(window + 100)
+    // A stream of writes: one fsync per window, each write covered within the window.
+    const t0 = performance.now()
+    for (let i = 0; i < 20; i++) {
+      await meter.record(rec(node, { invocationId: `s${i}`, startMs: T0 + i }))
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    await waitFor(() => !store.unsynced)
+    const elapsed = performance.now() - t0
+    const streamSyncs = store.syncStats.syncs - 1
+    expect(streamSyncs).toBeGreaterThanOrEqual(1)
+    expect(streamSyncs).toBeLessThanOrEqual(Math.ceil(elapsed / window) + 1)
+    expect(store.syncStats.maxLagMs).toBeLessThan(window + 100)
+    // Idle: nothing to cover, no fsync.
+    const idle = store.syncStats.syncs
+    await new Promise(resolve => setTimeout(resolve, window * 3))
+    expect(store.syncStats.syncs).toBe(idle)
+    expect(store.syncStats.failures).toBe(0)
+  })
+
+  it('fsyncs what is unsynced when it closes', async () => {
+    node = await testNode()
+    const store = await stores.open({ fsyncWindowMs: 10_000 })
+    await meterOf(store).record(rec(node))
+    expect(store.unsynced).toBe(true)
+    await store.close()
+    expect(store.unsynced).toBe(false)
+    expect(store.syncStats.syncs).toBe(1)
+  })
+
+  it('resolves a carried record with its signed bundle once written, and the bundle verifies and stores on another ledger', async () => {
+    node = await testNode()
+    const store = await stores.open()
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean) => {})
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() })
+    meters.push(meter)
+    const [carried, waited] = await Promise.all([meter.record(rec(node, { invocationId: 'carried' }), { carry: true }), meter.record(rec(node, { invocationId: 'waited' }))])
+    expect(waited).toBeUndefined()
+    expect(carried?.records).toHaveLength(1)
+    // Every batch with a record whose answer waits for a peer is urgent; carried-only batches are not.
+    await meter.record(rec(node, { invocationId: 'alone' }), { carry: true })
+    expect(replicate.mock.calls.at(-1)?.[2]).toBe(false)
+    const other = await stores.open()
+    const ack = await intakeOf(other).take(node.nodeId, decode('MeterBundle', encode('MeterBundle', carried as Encodable<MeterBundle>)))
+    expect(ack).toMatchObject({ stored: 1, rejected: 0 })
+    expect((await exportPage(other, {})).records.map(r => r.invocationId)).toEqual(['carried'])
   })
 
   it('exports every record, page by page, in start-minute order, a retry beside the run it retried', async () => {

@@ -72,6 +72,7 @@ export function buildProgram (): Command {
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
     .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
     .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
+    .option('--fsync-window <ms>', 'longest time a meter ledger write waits for its background fsync (default 50)', int('--fsync-window'))
     .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))
     .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity', 1))
     .option('--min-free-mb <mb>', 'take no new work when the data folder has less free space than this (default 64)', int('--min-free-mb'))
@@ -109,6 +110,9 @@ export function buildProgram (): Command {
         sandboxDisable: (process.env.FNMESH_SANDBOX_DISABLE ?? '').split(',').map(s => s.trim()).filter(Boolean) as never,
         replicas: opts.replicas,
         ackReplicas: opts.ackReplicas,
+        fsyncWindowMs: opts.fsyncWindow,
+        // Tests stretch the coalesced meter push to show what the result's copy alone does.
+        meterPushDelayMs: process.env.FNMESH_METER_PUSH_DELAY_MS != null ? Number(process.env.FNMESH_METER_PUSH_DELAY_MS) : undefined,
         retentionMs: opts.retention,
         billingGranularityMs: opts.billingGranularity,
         minFreeMb: opts.minFreeMb,

@@ -14,7 +14,7 @@
  * (FNMESH_ERR_INVALID_ARGUMENT, say a spec's memory out of range or an event id over the limit).
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterRecord } from '../../../proto/codec.js'
+import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterBundle, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
 import { availableParallelism } from 'node:os'
@@ -32,9 +32,13 @@ import { DrainRate, RunTimes, expectedWaitMs } from '../wait.js'
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void, runMs: number }
 
-/** Where the executor meters: durable (and replicated) before it resolves */
+/**
+ * Where the executor meters: written here and on a peer before it resolves, or, with `carry`
+ * (the router is another node and stores the copy), written here and resolved with the signed
+ * bundle the result carries back.
+ */
 export interface MeterSink {
-  record: (record: Encodable<MeterRecord>) => Promise<void>
+  record: (record: Encodable<MeterRecord>, options?: { carry?: boolean }) => Promise<Encodable<MeterBundle> | undefined | void>
   /** why this node must take no new work (its disk is full), or '' */
   refusing: () => string
 }
@@ -360,17 +364,23 @@ export class Executor {
     this.c.logs({ invocationId, function: spec.name, version: spec.version, timeMs: Date.now(), level: 'ERROR', message })
   }
 
-  /** Meters the invocation (synced) and builds its result */
+  /**
+   * Meters the invocation and builds its result. A router on another node that asked for it
+   * (`carryMeter`) gets the signed record in the result and stores that second copy before it
+   * answers; otherwise the meter waits for a peer's copy.
+   */
   private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string): Promise<Encodable<InvokeResult>> {
     const record = this.record(spec, req, startMs, durationMs, cold, error)
+    const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
+    let meterCopy: Encodable<MeterBundle> | undefined
     try {
-      await this.c.meter.record(record)
+      meterCopy = (carry ? await this.c.meter.record(record, { carry }) : await this.c.meter.record(record)) ?? undefined
     } catch (err) {
       // Not metered means not acknowledged: the router may run it elsewhere.
       throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
     }
     this.invocations++
-    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold }
+    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy }
     if (error != null) return { ...base, ok: false, error }
     return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
   }

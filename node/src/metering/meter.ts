@@ -1,12 +1,15 @@
 /**
  * This node's own meter: the executor hands it one record per invocation. Records that arrive
  * while the previous batch is being written form the next batch (group commit), which is signed
- * once, written to the local ledger with one fsync, and pushed to the peers at the same time.
- * record() resolves when the record is synced here and, if peers are live, on `ackReplicas` of
- * them too (bounded by the replicator's ack timeout). Settled minutes are sealed (signed
- * summaries) so their totals outlive the raw records.
+ * once, written to the local ledger (to the OS; the store fsyncs within its window) and pushed to
+ * the peers at the same time. record() resolves when the record is written here and, if peers
+ * are live, on `ackReplicas` of them too (bounded by the replicator's ack timeout) — unless the
+ * caller carries the record itself (`carry`: a router on another node stores the copy that
+ * travels with the result): then it resolves with the record's signed bundle as soon as it is
+ * written here, and the push to the peers goes out with the next coalesced frame. Settled
+ * minutes are sealed (signed summaries) so their totals outlive the raw records.
  */
-import { decode, encode, type Encodable, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
+import { decode, encode, type Encodable, type MeterBundle, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
 import { InternalError } from '../../../proto/errors.js'
 import type { Logger } from '../logger.js'
 import { localRegister, sealsOf } from './ledger/compaction.js'
@@ -19,7 +22,7 @@ import type { MeterStore } from './ledger/store.js'
 export interface MeterComponents {
   store: MeterStore
   signer: BatchSigner
-  replicator?: { replicate: (bundle: any, records: number) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
+  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
   logger: Logger
 }
 
@@ -30,7 +33,15 @@ export interface MeterInit {
   sealIntervalMs?: number
 }
 
-interface Pending { bytes: Uint8Array, resolve: () => void, reject: (err: Error) => void }
+interface Pending { bytes: Uint8Array, carry: boolean, resolve: (copy: Encodable<MeterBundle> | undefined) => void, reject: (err: Error) => void }
+
+export interface RecordOptions {
+  /**
+   * The caller stores a second copy elsewhere (the router's node, from the result): resolve with
+   * the signed bundle once written here, without waiting for a peer's ack.
+   */
+  carry?: boolean
+}
 
 export class Meter {
   /** records of this node since start */
@@ -50,14 +61,14 @@ export class Meter {
     this.sealTimer = setInterval(() => { void this.seal().catch((err) => { this.c.logger.warn({ err: String(err?.message ?? err) }, 'sealing minutes failed') }) }, this.init.sealIntervalMs ?? 60_000)
   }
 
-  /** Meters one invocation of this node: resolves once it is durable (and replicated, see above) */
-  async record (record: Encodable<MeterRecord>): Promise<void> {
+  /** Meters one invocation of this node: resolves once it is written (and replicated, or with its bundle to carry: see above) */
+  async record (record: Encodable<MeterRecord>, options: RecordOptions = {}): Promise<Encodable<MeterBundle> | undefined> {
     if (this.closed) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot record usage: the meter is stopped')
     const bytes = encode('MeterRecord', record)
     const bad = refusal(decode('MeterRecord', bytes), this.c.signer.nodeId, Date.now())
     if (bad != null) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', `Cannot record usage: the record is invalid (${bad})`)
-    await new Promise<void>((resolve, reject) => {
-      this.queue.push({ bytes, resolve, reject })
+    return await new Promise<Encodable<MeterBundle> | undefined>((resolve, reject) => {
+      this.queue.push({ bytes, carry: options.carry === true, resolve, reject })
       this.flushing ??= this.flush()
     })
   }
@@ -69,8 +80,9 @@ export class Meter {
         this.queue = []
         const { proof, verified } = this.c.signer.sign(batch.map(p => p.bytes))
         const bundle = { proofs: [proof], records: verified.map(v => ({ record: v.bytes, batchId: v.batchId, leaf: v.leafIndex })) }
-        // Pushed while it is written here: the peers' fsyncs overlap this one.
-        const replicated = this.c.replicator?.replicate(bundle, batch.length) ?? Promise.resolve()
+        // Pushed while it is written here: the peers' writes overlap this one. A batch whose
+        // records all travel with their results needs no ack: it goes out coalesced.
+        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry)) ?? Promise.resolve()
         try {
           await this.c.store.ingest(verified, new Map([[proof.batchId, proof]]))
         } catch (err: any) {
@@ -78,7 +90,8 @@ export class Meter {
           continue
         }
         this.ownRecords += batch.length
-        void replicated.then(() => { for (const p of batch) p.resolve() })
+        batch.forEach((p, i) => { if (p.carry) p.resolve({ proofs: [proof], records: [bundle.records[i]] }) })
+        void replicated.then(() => { for (const p of batch) if (!p.carry) p.resolve(undefined) })
       }
     } finally {
       this.flushing = undefined

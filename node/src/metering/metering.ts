@@ -4,14 +4,15 @@
  * replication, anti-entropy, sealing, compaction and the disk guard. The executor records through
  * it; the control API queries it.
  *
- *   executor ──record──> Meter ──sign──> MeterStore (LevelDB, synced)
+ *   executor ──record──> Meter ──sign──> MeterStore (LevelDB: written to the OS, fsynced within fsyncWindowMs)
  *                          └──push──> Replicator ══/fnmesh/meter/push/1══> peers' Intake ──> their store
+ *   router (copy carried in a peer's result) ──keepCopy──> Intake ──> store
  *   AntiEntropy ══/fnmesh/meter/sync/1══> peers (digests, then the difference) ──> Intake ──> store
  */
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import type { Encodable, MeterRecord, MeterStatus } from '../../../proto/codec.js'
+import type { Encodable, MeterBundle, MeterRecord, MeterStatus } from '../../../proto/codec.js'
 import type { PeerTable } from '../gossip/peer-table.js'
 import { Once, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -19,7 +20,7 @@ import { AntiEntropy } from './replication/antientropy.js'
 import { DiskGuard } from './ledger/disk.js'
 import { exportPage, type ExportOptions } from './queries/export.js'
 import { Intake } from './replication/intake.js'
-import { Meter } from './meter.js'
+import { Meter, type RecordOptions } from './meter.js'
 import { Replicator } from './replication/replicator.js'
 import { BatchSigner, BundleVerifier } from './records/signing.js'
 import { MeterStore } from './ledger/store.js'
@@ -45,6 +46,10 @@ export interface MeteringInit {
   minFreeBytes?: number
   /** @default 20 minutes */
   sealAfterMs?: number
+  /** Longest time a ledger write waits for its fsync (group fsync in the background). @default 50 */
+  fsyncWindowMs?: number
+  /** Peers no answer waits for get a batch within this long, coalesced (tests stretch it). @default 50 */
+  pushDelayMs?: number
   /** told when the node starts or stops refusing work */
   onRefusingChange?: (reason: string) => void
 }
@@ -77,7 +82,7 @@ export class Metering implements Startable {
   /** Opens (and if need be repairs) the ledger; idempotent. Records are taken after `connect` */
   async start (): Promise<void> {
     this.opening ??= new Once(async () => {
-      this.ledger = await MeterStore.open({ dir: this.init.dir, logger: this.init.logger, retentionMs: this.init.retentionMs, onWriteError: (err) => { this.guard.writeFailed(err) } })
+      this.ledger = await MeterStore.open({ dir: this.init.dir, logger: this.init.logger, retentionMs: this.init.retentionMs, fsyncWindowMs: this.init.fsyncWindowMs, onWriteError: (err) => { this.guard.writeFailed(err) } })
     })
     await this.opening.run()
   }
@@ -103,7 +108,7 @@ export class Metering implements Startable {
     await this.guard.start()
     const intake = this.intake = new Intake(this.store, new BundleVerifier(), log)
     const replicator = this.replicator = new Replicator({ libp2p: c.libp2p, table: c.table, nodeId: c.nodeId, intake, logger: log }, {
-      replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs
+      replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs, pushDelayMs: this.init.pushDelayMs
     })
     await replicator.start()
     this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs })
@@ -127,10 +132,39 @@ export class Metering implements Startable {
     return this.guard.refusing
   }
 
-  /** Meters one invocation of this node (see Meter.record) */
-  async record (record: Encodable<MeterRecord>): Promise<void> {
+  /**
+   * Meters one invocation of this node (see Meter.record). With `carry`, resolves with the signed
+   * bundle for the result to carry to the router's node — unless `--ack-replicas 0` asked for no
+   * second copy before the answer.
+   */
+  async record (record: Encodable<MeterRecord>, options: RecordOptions = {}): Promise<Encodable<MeterBundle> | undefined> {
     if (this.meter == null) throw new Error('metering not started')
-    await this.meter.record(record)
+    return await this.meter.record(record, { carry: options.carry === true && (this.init.ackReplicas ?? 1) > 0 })
+  }
+
+  /**
+   * Stores the copy of a peer's record that came back with its result (this node routed the
+   * invocation): verified like any push, written to the OS before it resolves. If it cannot be
+   * stored here it goes to another peer, whose ack it waits for (at most the ack timeout).
+   * Never throws; resolves to where the copy is: 'here', 'peer' or '' (only on its signer, which
+   * keeps pushing it).
+   */
+  async keepCopy (bundle: MeterBundle, from: string): Promise<'here' | 'peer' | ''> {
+    const records = bundle.records.length
+    let why = ''
+    try {
+      if (this.intake == null) throw new Error('metering not connected')
+      const ack = await this.intake.take(from, bundle, [], 'result')
+      if (ack.stored + ack.known >= records) return 'here'
+      // Refused records (a forged copy) are not worth handing on: the intake logged why.
+      if (ack.rejected > 0) return ''
+      why = ack.reason
+    } catch (err: any) {
+      why = String(err?.message ?? err)
+    }
+    const forwarded = await this.replicator?.forward(bundle, records, from) ?? false
+    this.init.logger.warn({ from, records, err: why, forwarded }, 'could not store the meter record copy a result carried')
+    return forwarded ? 'peer' : ''
   }
 
   async usage (q: UsageOptions): Promise<UsageResult> {
@@ -168,7 +202,10 @@ export class Metering implements Startable {
       refusing: this.guard.refusing,
       freeBytes: Number.isFinite(this.guard.freeBytes) ? this.guard.freeBytes : 0,
       diskBytes: await folderBytes(this.init.dir),
-      recovered: this.store.recovered
+      recovered: this.store.recovered,
+      fsyncWindowMs: this.store.fsyncWindowMs,
+      fsyncs: this.store.syncStats.syncs,
+      fsyncLagMaxMs: this.store.syncStats.maxLagMs
     }
   }
 

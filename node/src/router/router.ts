@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
-import { decode, encode, type ExecRequest, type InvokeResult, type Encodable } from '../../../proto/codec.js'
+import { decode, encode, type ExecRequest, type InvokeResult, type Encodable, type MeterBundle } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
@@ -41,6 +41,14 @@ export interface LocalNode {
   execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal }) => Promise<Encodable<InvokeResult>>
 }
 
+/**
+ * Where this node keeps the second copy of a peer's meter record, carried back with the result
+ * (agent.ts wires Metering.keepCopy). Never throws; resolves once the copy is written.
+ */
+export interface MeterCopies {
+  keep: (bundle: MeterBundle, from: string) => Promise<unknown>
+}
+
 export interface RouterComponents {
   nc: NatsConnection
   nodeId: string
@@ -48,6 +56,8 @@ export interface RouterComponents {
   functions: FunctionCache
   local: LocalNode
   logger: Logger
+  /** with it, peers send the run's signed record back with the result and this node stores it before answering */
+  meterCopies?: MeterCopies
 }
 
 /** The router's defaults (config.ts applies the same to the agent's options) */
@@ -392,16 +402,26 @@ export class Router {
     const onAbort = (): void => { lost?.reject(new Aborted()) }
     signal?.addEventListener('abort', onAbort, { once: true })
     const timeoutMs = Math.max(1, until - Date.now())
-    const pending = this.c.nc.request(execSubject(id), encode('ExecRequest', exec), { timeout: timeoutMs })
+    const copies = this.c.meterCopies
+    const pending = this.c.nc.request(execSubject(id), encode('ExecRequest', copies != null ? { ...exec, carryMeter: true } : exec), { timeout: timeoutMs })
     pending.catch(() => {})
     gone.catch(() => {})
     try {
       const msg = await Promise.race([pending, gone])
+      let result: InvokeResult
       try {
-        return decode('InvokeResult', msg.data)
+        result = decode('InvokeResult', msg.data)
       } catch (err: any) {
         throw new DispatchFailure(`sent an unreadable result (${String(err?.message)})`)
       }
+      // The run's record travels with its result: this node's copy is written before the caller
+      // hears the answer (the peer has its own), and the copy is not passed on to the caller.
+      const copy = result.meterCopy
+      if (copy != null) {
+        delete (result as Partial<InvokeResult>).meterCopy
+        await copies?.keep(copy, id)
+      }
+      return result
     } catch (err: any) {
       if (err instanceof DispatchFailure || err instanceof Aborted) throw err
       if (err instanceof RequestError && err.isNoResponders()) throw new DispatchFailure('is not listening on NATS')

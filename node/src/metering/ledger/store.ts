@@ -1,9 +1,19 @@
 /**
  * The meter store: every node's records (this node's and its peers' replicas) in one LevelDB,
  * with the digests for anti-entropy and the rollups. One writer
- * applies group commits in order: records that arrive while a write is on disk share the next
- * synced batch (one fsync), and each commit's read-modify-write sees the one before it.
+ * applies group commits in order: records that arrive while a write is under way share the next
+ * batch, and each commit's read-modify-write sees the one before it.
+ *
+ * Writes are not synced one by one. A LevelDB write without `sync` has reached the kernel when
+ * it resolves (leveldb-1.20 log_writer.cc flushes its stdio buffer, fflush -> write(), after
+ * every log record; db_impl.cc fsyncs only when `sync` is set), so a killed process loses
+ * nothing it wrote. Durability against power loss comes from a group fsync in the background:
+ * the first write after the last fsync starts a timer of `fsyncWindowMs`, and when it fires the
+ * LevelDB log files are fdatasync'd off the writer's path (libuv's thread pool). A write is
+ * therefore on disk at most fsyncWindowMs plus one fdatasync after it resolved.
  */
+import { open as openFile, readdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { decode, type MeterProof, type RollupRegister } from '../../../../proto/codec.js'
 import { InternalError } from '../../../../proto/errors.js'
 import type { Logger } from '../../logger.js'
@@ -24,6 +34,21 @@ export interface StoreInit {
   now?: () => number
   /** called when a write fails (the disk guard listens for ENOSPC) */
   onWriteError?: (err: Error) => void
+  /** Longest time a write stays in the OS before the background fsync covers it. @default 50 */
+  fsyncWindowMs?: number
+}
+
+/** LevelDB's write-ahead logs: 000123.log */
+const LOG_FILE = /^\d+\.log$/
+
+/** Background fsync counters */
+export interface SyncStats {
+  /** fsyncs done (each covers every write that resolved before it started) */
+  syncs: number
+  /** fsyncs that failed (retried at the next window) */
+  failures: number
+  /** longest time from a write resolving to the fsync covering it completing, ms */
+  maxLagMs: number
 }
 
 export interface IngestResult { stored: number, known: number, stale: number }
@@ -50,10 +75,17 @@ export class MeterStore {
   private lastReopen = 0
   readonly retentionMs: number
   readonly now: () => number
+  readonly fsyncWindowMs: number
+  readonly syncStats: SyncStats = { syncs: 0, failures: 0, maxLagMs: 0 }
+  /** when the oldest write not yet covered by an fsync resolved (performance.now), if any */
+  private dirtySince: number | undefined
+  private syncTimer: NodeJS.Timeout | undefined
+  private syncing: Promise<void> | undefined
 
   private constructor (public db: Db, public recovered: string, private readonly init: StoreInit) {
     this.retentionMs = init.retentionMs ?? 30 * 86_400_000
     this.now = init.now ?? Date.now
+    this.fsyncWindowMs = init.fsyncWindowMs ?? 50
   }
 
   static async open (init: StoreInit): Promise<MeterStore> {
@@ -123,7 +155,7 @@ export class MeterStore {
     return floorTo(this.now() - this.retentionMs, MINUTE_MS)
   }
 
-  /** Stores verified records (synced) and resolves once they are on disk */
+  /** Stores verified records and resolves once they are written to the OS (fsynced within the window) */
   async ingest (items: readonly VerifiedRecord[], proofs: ReadonlyMap<string, MeterProof>): Promise<IngestResult> {
     return await this.enqueue<IngestResult>((resolve, reject) => ({ kind: 'ingest', items, proofs, resolve, reject }))
   }
@@ -153,12 +185,54 @@ export class MeterStore {
     get: async (key) => (await this.reader.getMany([key]))[0]
   }
 
-  /** Waits for queued writes, then closes; idempotent */
+  /** Waits for queued writes, fsyncs them, then closes; idempotent */
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
     await this.writing
+    await this.sync()
+    clearTimeout(this.syncTimer)
     await this.db.close()
+  }
+
+  /** True while some write is not on disk yet (not fsynced, or its fsync is under way) */
+  get unsynced (): boolean {
+    return this.dirtySince != null || this.syncing != null
+  }
+
+  /**
+   * Fsyncs the LevelDB logs now, covering every write that resolved before the call; resolves
+   * when done (a failure is logged and counted, and retried at the next window).
+   */
+  async sync (): Promise<void> {
+    // An fsync under way may have started before the latest writes: wait for it, then cover them.
+    while (this.syncing != null) await this.syncing
+    if (this.dirtySince == null) return
+    const since = this.dirtySince
+    this.dirtySince = undefined
+    clearTimeout(this.syncTimer)
+    this.syncTimer = undefined
+    this.syncing = (async () => {
+      try {
+        await fsyncLogs(this.init.dir)
+        this.syncStats.syncs++
+        this.syncStats.maxLagMs = Math.max(this.syncStats.maxLagMs, performance.now() - since)
+      } catch (err: any) {
+        this.syncStats.failures++
+        this.init.logger.error({ err: String(err?.message ?? err) }, 'meter ledger fsync failed; trying again')
+        this.dirtied(since)
+      }
+    })().finally(() => { this.syncing = undefined })
+    await this.syncing
+  }
+
+  /** A write resolved: make sure an fsync covers it within the window */
+  private dirtied (since = performance.now()): void {
+    if (this.dirtySince != null) return
+    this.dirtySince = since
+    const wait = Math.max(0, since + this.fsyncWindowMs - performance.now())
+    this.syncTimer = setTimeout(() => { void this.sync() }, wait)
+    this.syncTimer.unref?.()
   }
 
   get isClosed (): boolean {
@@ -178,7 +252,7 @@ export class MeterStore {
       while (this.queue.length > 0) {
         const job = this.queue[0]
         if (job.kind === 'ingest') {
-          // Group commit: every ingest queued now shares one synced batch.
+          // Group commit: every ingest queued now shares one batch.
           const jobs: Array<Extract<Job, { kind: 'ingest' }>> = []
           while (this.queue[0]?.kind === 'ingest') jobs.push(this.queue.shift() as Extract<Job, { kind: 'ingest' }>)
           await this.runIngest(jobs)
@@ -230,7 +304,10 @@ export class MeterStore {
         let total = 0
         for (;;) {
           const chunk = await compactChunk(this.db, this.horizonMs())
-          if (chunk.ops.length > 0) await this.db.batch(chunk.ops, { sync: !chunk.more })
+          if (chunk.ops.length > 0) {
+            await this.db.batch(chunk.ops)
+            this.dirtied()
+          }
           total += chunk.records
           if (!chunk.more) break
           // Let queued group commits through between chunks.
@@ -243,10 +320,11 @@ export class MeterStore {
     }
   }
 
-  /** Writes a plan's ops synced, then publishes its staged values to the cache and tree */
+  /** Writes a plan's ops (to the OS; fsynced within the window), then publishes its staged values to the cache and tree */
   private async commit (ops: Op[], plan: Pick<Plan, 'staged' | 'hours' | 'stored'>): Promise<void> {
     if (ops.length === 0) return
-    await this.db.batch(ops, { sync: true })
+    await this.db.batch(ops)
+    this.dirtied()
     for (const [k, v] of plan.staged) this.cache.set(k, v)
     if (this.cache.size > CACHE_LIMIT) {
       // Oldest first (Map order): the current minute's rows stay hot.
@@ -307,4 +385,27 @@ export class MeterStore {
     const bytes = await this.db.get(`p!${batchId}`)
     return bytes != null ? decode('MeterProof', bytes) : undefined
   }
+}
+
+/**
+ * fdatasyncs LevelDB's log files in `dir`. fsync acts on the file, whichever descriptor wrote it,
+ * so this covers every write LevelDB made to them before the call. Tables and the manifest are
+ * synced by LevelDB itself when it writes them; a log deleted meanwhile was already in a table.
+ */
+async function fsyncLogs (dir: string): Promise<void> {
+  const logs = (await readdir(dir)).filter(f => LOG_FILE.test(f))
+  await Promise.all(logs.map(async (f) => {
+    let fh
+    try {
+      fh = await openFile(join(dir, f), 'r')
+    } catch (err: any) {
+      if (err?.code === 'ENOENT') return
+      throw err
+    }
+    try {
+      await fh.datasync()
+    } finally {
+      await fh.close()
+    }
+  }))
 }

@@ -1,5 +1,5 @@
 /**
- * Replication lag samples of this node's batches (signed -> R-th peer's synced ack), in a
+ * Replication lag samples of this node's batches (signed -> R-th peer's ack), in a
  * bounded window that the status API can read and restart.
  */
 

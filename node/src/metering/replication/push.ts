@@ -1,6 +1,6 @@
 /**
  * One outbound push stream to one peer (`/fnmesh/meter/push/1`): signed batches go out as
- * MeterPush frames, pipelined; the peer answers each with a MeterAck once the records are synced
+ * MeterPush frames, pipelined; the peer answers each with a MeterAck once the records are written (to the OS; fsynced within its window)
  * to its disk. A broken stream fails whatever awaits an ack and is opened again on the next send.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'

@@ -1,6 +1,6 @@
 /**
  * Replication of this node's records: every signed batch is pushed to every live peer. The
- * caller (the executor, through the Meter) waits for `ackReplicas` peers to have it synced
+ * caller (the executor, through the Meter) waits for `ackReplicas` peers to have it written
  * (default 1), so a node killed right after answering has its record elsewhere; the other peers
  * get it within pushDelayMs, several batches to a frame under load. A batch counts as
  * replicated once R peers (default 2) acknowledged it, and one short of that is pushed again,
@@ -21,9 +21,9 @@ export interface ReplicatorComponents { libp2p: Libp2p, table: PeerTable, nodeId
 export interface ReplicatorInit {
   /** Peers each record must reach (R). @default 2 */
   replicas?: number
-  /** Peers that must have a record synced before its invocation is answered. @default 1 */
+  /** Peers that must have a record written before its invocation is answered. @default 1 */
   ackReplicas?: number
-  /** Longest wait for those acks before answering anyway (the record is synced here). @default 500 */
+  /** Longest wait for those acks before answering anyway (the record is written here). @default 500 */
   ackTimeoutMs?: number
   /** Interval of pushing under-replicated batches again. @default 1000 */
   retryMs?: number
@@ -82,15 +82,16 @@ export class Replicator {
   /**
    * Pushes a signed batch to every live peer: to `ackReplicas` of them at once (round-robin),
    * to the others within pushDelayMs, coalesced with the batches that follow (fewer messages
-   * under load). Resolves when the immediate peers have it on disk, when every push has settled,
-   * or after ackTimeoutMs, whichever comes first.
+   * under load). Resolves when the immediate peers have it written, when every push has settled,
+   * or after ackTimeoutMs, whichever comes first. Not `urgent` (no answer waits for it): every
+   * peer gets it coalesced, and it resolves at once.
    */
-  async replicate (bundle: Encodable<MeterBundle>, records: number): Promise<void> {
+  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true): Promise<void> {
     const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now() }
     const targets = this.targets()
     this.stats.pushedBatches++
     if (targets.length === 0) { this.track(o); return }
-    const need = Math.min(this.ackReplicas, targets.length)
+    const need = urgent ? Math.min(this.ackReplicas, targets.length) : 0
     const first = this.turn++ % targets.length
     const rotated = [...targets.slice(first), ...targets.slice(0, first)]
     await new Promise<void>((resolve) => {
@@ -131,6 +132,22 @@ export class Replicator {
     let timer: NodeJS.Timeout | undefined
     await Promise.race([Promise.all(pending), new Promise(resolve => { timer = setTimeout(resolve, timeoutMs) })])
     clearTimeout(timer)
+  }
+
+  /**
+   * Hands `bundle` (records this node holds a copy of, signed by `signer`) to one live peer other
+   * than the signer and waits for its ack, at most ackTimeoutMs: the fallback when this node could
+   * not store the copy a result carried. Resolves to whether the peer has them all.
+   */
+  async forward (bundle: Encodable<MeterBundle>, records: number, signer: string): Promise<boolean> {
+    const peer = this.targets().find(p => p !== signer)
+    if (peer == null) return false
+    try {
+      const ack = await this.channel(peer).send({ bundle }, this.ackTimeoutMs)
+      return ack.stored + ack.known >= records
+    } catch {
+      return false
+    }
   }
 
   /** Sends seals to every live peer (best effort: anti-entropy covers the rest) */
@@ -218,7 +235,7 @@ export class Replicator {
     }
   }
 
-  /** Serves one inbound push stream: verify, store (synced), ack; several frames in flight */
+  /** Serves one inbound push stream: verify, store (written to the OS), ack; several frames in flight */
   private async serve (stream: Parameters<typeof framesOf>[0], peer: string): Promise<void> {
     const frames = framesOf(stream)
     const writes = new WriteQueue(frames)
