@@ -37,6 +37,17 @@ export const saturation: Figure = {
     const details: Record<string, unknown> = { warmupMs, durationMs, slots: m.slots, levels: {} }
     const cpuNotes: string[] = []
     let others: number | undefined
+    // The mesh idle (adverts, heartbeats, anti-entropy, disk checks): a cost per second, not per
+    // call, which CPU per call includes in proportion to how few calls a second there are.
+    const idle = new CpuAccount(m.cpuGroups)
+    await step(`the mesh idle for ${durationMs / 1000} s`, async () => {
+      idle.start()
+      await new Promise(resolve => setTimeout(resolve, durationMs))
+      idle.stop()
+    })
+    const idleMsPerSecond = idle.perCall(idle.wallMs / 1000)
+    details.idleCpuMsPerSecond = idleMsPerSecond
+    if (idleMsPerSecond.total != null) cpuNotes.push(`The mesh idle uses ${formatCpu(idleMsPerSecond)} of CPU per second.`)
     for (const concurrency of levels) {
       const run = async (what: string, call: () => Promise<void>): Promise<ClosedLoopResult & { cpuMsPerCall: Record<string, number> }> => {
         const cpu = new CpuAccount(m.cpuGroups)
@@ -54,6 +65,9 @@ export const saturation: Figure = {
       rows.push(row(`throughput, ${concurrency} in flight`, '/s', mesh.perSecond, 'raw NATS req-reply', raw.perSecond, 'higher', saturated ? TARGET : undefined))
       if (mesh.cpuMsPerCall.total != null && raw.cpuMsPerCall.total != null) {
         rows.push(row(`  CPU per call, all processes`, 'ms', mesh.cpuMsPerCall.total, 'raw NATS req-reply', raw.cpuMsPerCall.total, 'lower', CPU_TARGET))
+        if (idleMsPerSecond.total != null && mesh.perSecond > 0) {
+          rows.push(row(`  the same above the idle mesh's`, 'ms', Math.max(0, mesh.cpuMsPerCall.total - idleMsPerSecond.total / mesh.perSecond), 'raw NATS req-reply', raw.cpuMsPerCall.total, 'lower'))
+        }
         cpuNotes.push(`CPU per call at ${concurrency} in flight: fnmesh ${formatCpu(mesh.cpuMsPerCall)}; raw NATS ${formatCpu(raw.cpuMsPerCall)}.`)
       }
       ;(details.levels as Record<string, unknown>)[concurrency] = { fnmesh: describe(mesh), rawNats: describe(raw) }
