@@ -51,8 +51,11 @@ export const saturation: Figure = {
     for (const concurrency of levels) {
       const run = async (what: string, call: () => Promise<void>): Promise<ClosedLoopResult & { cpuMsPerCall: Record<string, number> }> => {
         const cpu = new CpuAccount(m.cpuGroups)
-        const r = await step(`${what}, ${concurrency} in flight for ${(warmupMs + durationMs) / 1000} s`, async () =>
-          await closedLoop(call, { concurrency, warmupMs, durationMs, signal: ctx.signal, onWindow: (edge) => { if (edge === 'start') cpu.start(); else cpu.stop() } }))
+        // The first level also fills the pools (a sandbox per slot): spawns under load are slow
+        // on a busy machine, and a child's start must not be billed to warm calls.
+        const warm = concurrency === levels[0] ? 3 * warmupMs : warmupMs
+        const r = await step(`${what}, ${concurrency} in flight for ${(warm + durationMs) / 1000} s`, async () =>
+          await closedLoop(call, { concurrency, warmupMs: warm, durationMs, signal: ctx.signal, onWindow: (edge) => { if (edge === 'start') cpu.start(); else cpu.stop() } }))
         others = maxDefined(others, cpu.otherProcessesCores())
         // CPU over the sampled window, per call completed at the measured rate.
         return { ...r, cpuMsPerCall: cpu.perCall(r.perSecond * cpu.wallMs / 1000) }
