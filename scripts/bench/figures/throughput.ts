@@ -47,7 +47,7 @@ export const saturation: Figure = {
     })
     const idleMsPerSecond = idle.perCall(idle.wallMs / 1000)
     details.idleCpuMsPerSecond = idleMsPerSecond
-    if (idleMsPerSecond.total != null) cpuNotes.push(`The mesh idle uses ${formatCpu(idleMsPerSecond)} of CPU per second.`)
+    if (idleMsPerSecond.total != null) cpuNotes.push(`CPU of the idle mesh, ms per second: ${formatCpu(idleMsPerSecond)}.`)
     for (const concurrency of levels) {
       const run = async (what: string, call: () => Promise<void>): Promise<ClosedLoopResult & { cpuMsPerCall: Record<string, number> }> => {
         const cpu = new CpuAccount(m.cpuGroups)
