@@ -33,12 +33,6 @@ export function scanProcesses (): ProcTable {
   return out
 }
 
-/** Live children of `parents` in `procs` (e.g. an agent's sandboxes) */
-export function childrenOf (procs: ProcTable, parents: ReadonlyArray<number | undefined>): number[] {
-  const set = new Set(parents)
-  return [...procs].filter(([, p]) => set.has(p.ppid)).map(([pid]) => pid)
-}
-
 /** Live descendants of `parents` in `procs` (sandboxes, and the processes inside them) */
 export function descendantsOf (procs: ProcTable, parents: ReadonlyArray<number | undefined>): number[] {
   const out: number[] = []
