@@ -33,10 +33,16 @@ export function scanProcesses (): ProcTable {
   return out
 }
 
-/** Live children of `parents` in `procs` (e.g. an agent's sandboxes) */
-export function childrenOf (procs: ProcTable, parents: ReadonlyArray<number | undefined>): number[] {
-  const set = new Set(parents)
-  return [...procs].filter(([, p]) => set.has(p.ppid)).map(([pid]) => pid)
+/** Live descendants of `parents` in `procs` (sandboxes, and the processes inside them) */
+export function descendantsOf (procs: ProcTable, parents: ReadonlyArray<number | undefined>): number[] {
+  const out: number[] = []
+  let level = new Set(parents)
+  for (let depth = 0; depth < 8 && level.size > 0; depth++) {
+    const next = new Set<number>()
+    for (const [pid, p] of procs) if (level.has(p.ppid)) { next.add(pid); out.push(pid) }
+    level = next
+  }
+  return out
 }
 
 /** Groups of processes to account, found again at every sample (sandboxes come and go) */

@@ -13,7 +13,7 @@ import { distPath } from '../../node/src/paths.js'
 import { connect, type Mesh } from '../../sdk/src/client.js'
 import { connectNats } from '../../core/nats.js'
 import type { Cleanup } from './cleanup.js'
-import { childrenOf, type CpuGroups } from './cpu.js'
+import { descendantsOf, type CpuGroups } from './cpu.js'
 import { note, step } from './progress.js'
 
 export const AGENTS = 3
@@ -49,7 +49,10 @@ export function paddedEvent (bytes: number): { pad: string } {
 
 export async function startMeshEnv (cleanup: Cleanup): Promise<MeshEnv> {
   const workDir = await cleanup.tempDir('fn')
-  const starting = startDevCluster({ nodes: AGENTS })
+  // FNMESH_BENCH_AGENT_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") are Node flags
+  // for the agents only: a CPU profile of each agent under the bench's load, written when it stops.
+  const nodeArgs = (process.env.FNMESH_BENCH_AGENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean)
+  const starting = startDevCluster({ nodes: AGENTS, nodeArgs })
   // Registered before the cluster is up: an interrupt during start-up still stops it.
   cleanup.defer('stop the dev cluster', async () => { await (await starting.catch(() => undefined))?.stop() }, 60_000)
   const cluster = await step(`starting nats-server and ${AGENTS} agents`, async () => await starting)
@@ -97,7 +100,8 @@ export async function startMeshEnv (cleanup: Cleanup): Promise<MeshEnv> {
       client: () => [process.pid],
       'nats-server': () => [cluster.nats.pid],
       agents: () => cluster.agents.map(a => a.pid),
-      sandboxes: (procs) => childrenOf(procs, cluster.agents.map(a => a.pid)),
+      // Descendants, not children: a sandbox under bwrap or unshare is the monitor's child.
+      sandboxes: (procs) => descendantsOf(procs, cluster.agents.map(a => a.pid)),
       'raw responder': () => [responderPid]
     }
   }

@@ -37,8 +37,11 @@ function formatRatio (r: number): string {
 }
 
 function formatTarget (row: Row): string {
-  if (row.target == null) return ''
-  return `${row.better === 'lower' ? '<=' : '>='} ${row.target.ratio}x (${row.target.source}): ${row.target.met ? 'met' : 'MISSED'}`
+  const t = row.target
+  if (t == null) return ''
+  const op = row.better === 'lower' ? '<=' : '>='
+  const bounds = [...(t.ratio != null ? [`${op} ${t.ratio}x`] : []), ...(t.value != null ? [`${op} ${formatValue(t.value, row.unit)}`] : [])]
+  return `${bounds.join(', ')} (${t.source}): ${t.met ? 'met' : 'MISSED'}`
 }
 
 export function formatTable (figures: FigureResult[], failed: FailedFigure[]): string {

@@ -20,8 +20,8 @@ export interface Row {
   better: 'lower' | 'higher'
   /** value / baseline */
   ratio: number
-  /** a goal from an issue, as a bound on the ratio */
-  target?: { ratio: number, source: string, met: boolean }
+  /** a goal from an issue: a bound on the ratio, or (`value`) on the value itself */
+  target?: { ratio?: number, value?: number, source: string, met: boolean }
 }
 
 export interface FigureResult {
@@ -63,9 +63,13 @@ export interface Figure {
   run: (ctx: BenchContext) => Promise<Omit<FigureResult, 'id' | 'title' | 'durationMs'>>
 }
 
-/** A row comparing two numbers; `target` is a bound on value/baseline */
-export function row (metric: string, unit: Row['unit'], value: number, baselineLabel: string, baseline: number, better: Row['better'], target?: { ratio: number, source: string }): Row {
+/** A goal: a bound on value/baseline (`ratio`) or on the value itself (`value`) */
+export interface Target { ratio?: number, value?: number, source: string }
+
+/** A row comparing two numbers; `target` bounds value/baseline, or the value */
+export function row (metric: string, unit: Row['unit'], value: number, baselineLabel: string, baseline: number, better: Row['better'], target?: Target): Row {
   const ratio = value / baseline
+  const within = (x: number, bound: number | undefined): boolean => bound == null || (better === 'lower' ? x <= bound : x >= bound)
   return {
     metric,
     unit,
@@ -74,11 +78,11 @@ export function row (metric: string, unit: Row['unit'], value: number, baselineL
     baseline: round(baseline, 4),
     better,
     ratio: round(ratio, 3),
-    ...(target != null ? { target: { ...target, met: better === 'lower' ? ratio <= target.ratio : ratio >= target.ratio } } : {})
+    ...(target != null ? { target: { ...target, met: Number.isFinite(value) && within(ratio, target.ratio) && within(value, target.value) } } : {})
   }
 }
 
 /** Latency rows p50/p99(/p999) of `value` against `baseline` */
-export function latencyRows (what: string, value: LatencySummary, baselineLabel: string, baseline: LatencySummary, pcts: Array<'p50' | 'p99' | 'p999'>, targets: Partial<Record<'p50' | 'p99' | 'p999', { ratio: number, source: string }>> = {}): Row[] {
+export function latencyRows (what: string, value: LatencySummary, baselineLabel: string, baseline: LatencySummary, pcts: Array<'p50' | 'p99' | 'p999'>, targets: Partial<Record<'p50' | 'p99' | 'p999', Target>> = {}): Row[] {
   return pcts.map(p => row(`${what} ${p}`, 'ms', value[p], baselineLabel, baseline[p], 'lower', targets[p]))
 }

@@ -30,6 +30,8 @@ export interface AgentProcessOptions {
   args?: string[]
   /** environment additions (FNMESH_LOG_LEVEL, ...) */
   env?: Record<string, string>
+  /** Node flags before the CLI entry (e.g. `--cpu-prof`, which NODE_OPTIONS may not carry) */
+  nodeArgs?: string[]
   /** Agent log level; "info" or lower is needed to see it become ready. @default "info" */
   logLevel?: 'trace' | 'debug' | 'info'
   /** a file to append the agent's log lines to */
@@ -124,7 +126,8 @@ export async function spawnAgent (options: AgentProcessOptions): Promise<AgentPr
   ]
   // With setpriv, the kernel kills the agent if whoever started it dies (a test run, `fnmesh dev`).
   const wrapper = [...parentDeathWrapper(), ...(options.wrap ?? [])]
-  const child = spawn(wrapper.length > 0 ? wrapper[0] : process.execPath, [...wrapper.slice(1), ...(wrapper.length > 0 ? [process.execPath] : []), ...args], {
+  const node = [...(options.nodeArgs ?? []), ...args]
+  const child = spawn(wrapper.length > 0 ? wrapper[0] : process.execPath, [...wrapper.slice(1), ...(wrapper.length > 0 ? [process.execPath] : []), ...node], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...options.env }
   })
@@ -152,6 +155,8 @@ export interface DevClusterOptions {
   natsServers?: number
   /** environment additions for every agent */
   env?: Record<string, string>
+  /** Node flags for every agent (e.g. `--cpu-prof --cpu-prof-dir=DIR`) */
+  nodeArgs?: string[]
   /** more `fnmesh agent` flags for every agent */
   args?: string[]
   /** more flags for agent i (0-based), after `args` */
@@ -208,6 +213,7 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
       dataDir: join(dir, name),
       slots,
       env: options.env,
+      nodeArgs: options.nodeArgs,
       args: [...(options.args ?? []), ...extra],
       logFile: join(dir, `${name}.log`)
     })

@@ -130,6 +130,9 @@ export class Router {
   private readonly warmSets = new WeakMap<object, Set<string>>()
   /** invocations taken from NATS and not yet answered */
   private readonly active = new Idle()
+  /** their requests, sent an interim reply by one shared timer (not a timer per invocation) */
+  private readonly answering = new Set<Msg>()
+  private keepalive: NodeJS.Timeout | undefined
   private readonly draining = new Once(async () => { await this.drainOnce() })
   private readonly baseline: BaselinePick | undefined
   private readonly rules: DispatchRules
@@ -158,6 +161,10 @@ export class Router {
 
   start (): void {
     if (this.sub != null) return
+    // Interim replies tell callers this router is alive; one that stops hearing them re-sends.
+    // Each caller hears one within KEEPALIVE_INTERVAL_MS of taking its request, as before.
+    this.keepalive ??= setInterval(() => { this.sendKeepalives() }, KEEPALIVE_INTERVAL_MS)
+    this.keepalive.unref()
     this.sub = this.c.nc.subscribe(INVOKE_WILDCARD, {
       queue: AGENTS_QUEUE,
       callback: (err, msg) => {
@@ -189,6 +196,18 @@ export class Router {
     this.sub = undefined
   }
 
+  private sendKeepalives (): void {
+    // Stopped or drained, with every taken invocation answered: nothing left to keep alive.
+    if (this.sub == null && this.answering.size === 0) {
+      clearInterval(this.keepalive)
+      this.keepalive = undefined
+      return
+    }
+    for (const msg of this.answering) {
+      try { msg.respond(new Uint8Array(0), { headers: WORKING }) } catch {}
+    }
+  }
+
   /** Called by the local executor when it frees a slot */
   wake (): void {
     this.waiters.wakeAll()
@@ -196,10 +215,7 @@ export class Router {
 
   private async onMessage (msg: Msg): Promise<void> {
     this.active.enter()
-    // Interim replies tell the caller this router is alive; one that stops hearing them re-sends.
-    const keepalive = setInterval(() => {
-      try { msg.respond(new Uint8Array(0), { headers: WORKING }) } catch {}
-    }, KEEPALIVE_INTERVAL_MS)
+    this.answering.add(msg)
     let result: Encodable<InvokeResult>
     try {
       const req = decode('InvokeRequest', msg.data, { maxBytes: this.init.payloadLimit + 64 * 1024 })
@@ -214,7 +230,7 @@ export class Router {
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
     }
-    clearInterval(keepalive)
+    this.answering.delete(msg)
     try {
       msg.respond(encode('InvokeResult', result))
     } catch (err: any) {

@@ -18,8 +18,8 @@ import { cdfSeries, lineChart } from '../svg.js'
 import { latencyRows, row, type Figure } from '../types.js'
 
 const TARGETS = {
-  p50: { ratio: 4, source: 'issue 6' },
-  p99: { ratio: 5, source: 'issue 6' }
+  p50: { ratio: 4, source: 'issues 6, 13' },
+  p99: { ratio: 5, source: 'issues 6, 13' }
 }
 
 export const warmInvoke: Figure = {
@@ -63,6 +63,7 @@ export const warmInvoke: Figure = {
 
     const rows = [
       ...latencyRows('warm invoke', mesh, 'raw NATS req-reply', raw, ['p50', 'p99', 'p999'], TARGETS),
+      ...(cpuPerCall.fnmesh.total != null && cpuPerCall.rawNats.total != null ? [row('  CPU per call, all processes, sequential', 'ms', cpuPerCall.fnmesh.total, 'raw NATS req-reply', cpuPerCall.rawNats.total, 'lower')] : []),
       ...(local.n > 0 ? [row(`  ran on router's node (${pct(local.n, total)}) p50`, 'ms', local.p50, 'raw NATS, same pass', splitRaw.p50, 'lower')] : []),
       ...(forwarded.n > 0 ? [row(`  forwarded to a peer (${pct(forwarded.n, total)}) p50`, 'ms', forwarded.p50, 'raw NATS, same pass', splitRaw.p50, 'lower')] : [])
     ]
