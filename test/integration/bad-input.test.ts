@@ -326,29 +326,50 @@ describe('bad input to a mesh of 2 agents', () => {
 
 describe('a mesh whose only agent has one slot', () => {
   let t: TestMesh
+  let noQueue: TestMesh
 
   beforeAll(async () => {
     t = await startMesh({ nodes: 1, slots: [1] })
     await t.mesh.deploy({ name: 'ok', path: fixture('ok.js') })
     await t.mesh.deploy({ name: 'hang', path: fixture('hang.js'), timeoutMs: 3000 })
+    // The same, keeping no queue: a full node refuses at once
+    noQueue = await startMesh({ nodes: 1, slots: [1], args: ['--max-queue', '0'] })
+    await noQueue.mesh.deploy({ name: 'ok', path: fixture('ok.js') })
+    await noQueue.mesh.deploy({ name: 'hang', path: fixture('hang.js'), timeoutMs: 3000 })
   })
 
   afterAll(async () => {
     await t?.stop()
+    await noQueue?.stop()
   })
 
-  it('answers FNMESH_ERR_NO_CAPACITY well within 3 s while the slot is taken, and serves again once it frees', async () => {
+  it('queues a call behind the taken slot within the caller\'s deadline, and runs it once the slot frees', async () => {
     expect(await t.mesh.invoke('ok', {})).toMatchObject({ ok: true })
     const hanging = t.mesh.invoke('hang', {}, { timeoutMs: 20_000 }).then(() => undefined, (e: unknown) => e)
     await waitFor(async () => (await t.mesh.nodes())[0]?.inFlight === 1, { timeoutMs: 2000, intervalMs: 20, message: 'the hang invocation taking the slot' })
     const t0 = Date.now()
-    const err = await rejection(t.mesh.invoke('ok', {}, { timeoutMs: 20_000 }), 'invoke while the only slot is taken')
+    const out = await within(t.mesh.invoke('ok', {}, { timeoutMs: 20_000 }), 15_000, 'the queued invocation')
+    const waited = Date.now() - t0
+    console.log(`queued behind the hang for ${waited} ms`)
+    expect(out).toMatchObject({ ok: true })
+    // it ran after the hang's 3 s timeout freed the slot, not beside it
+    expect(waited).toBeGreaterThan(1000)
+    const hangErr = await within(hanging, 10_000, 'the hang invocation')
+    expect((hangErr as FnmeshError).code).toBe('FNMESH_ERR_TIMEOUT')
+  })
+
+  it('answers FNMESH_ERR_NO_CAPACITY at once while the slot is taken on a node that keeps no queue, and serves again once it frees', async () => {
+    expect(await noQueue.mesh.invoke('ok', {})).toMatchObject({ ok: true })
+    const hanging = noQueue.mesh.invoke('hang', {}, { timeoutMs: 20_000 }).then(() => undefined, (e: unknown) => e)
+    await waitFor(async () => (await noQueue.mesh.nodes())[0]?.inFlight === 1, { timeoutMs: 2000, intervalMs: 20, message: 'the hang invocation taking the slot' })
+    const t0 = Date.now()
+    const err = await rejection(noQueue.mesh.invoke('ok', {}, { timeoutMs: 20_000 }), 'invoke while the only slot is taken')
     const waited = Date.now() - t0
     console.log(`NO_CAPACITY after ${waited} ms: ${err.message}`)
     expect(err.code).toBe('FNMESH_ERR_NO_CAPACITY')
     expect(waited).toBeLessThan(1500)
     const hangErr = await within(hanging, 10_000, 'the hang invocation')
     expect((hangErr as FnmeshError).code).toBe('FNMESH_ERR_TIMEOUT')
-    expect(await t.mesh.invoke('ok', {})).toMatchObject({ ok: true })
+    expect(await noQueue.mesh.invoke('ok', {})).toMatchObject({ ok: true })
   })
 })
