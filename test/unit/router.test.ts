@@ -144,8 +144,9 @@ describe('router: busy answers', () => {
     expect(out.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
     expect(sent.map(s => s.peer).sort()).toEqual(['a', 'b'])
     expect(sent.every(s => (s.req.queueMs ?? 0) > 0)).toBe(true)
-    // the next invocation, with as long a budget, is refused without sending
-    const next = await router.route({ ...req, timeoutMs: 5000 })
+    // the next invocation, with no longer a budget (a shorter deadline: the same 5 s asked a few
+    // ms later can round to a budget 1 ms longer than the refused one), is refused without sending
+    const next = await router.route({ ...req, timeoutMs: 4000 })
     expect(next.error?.code).toBe('FNMESH_ERR_NO_CAPACITY')
     expect(sent.length).toBe(2)
   })
