@@ -525,6 +525,9 @@ export namespace fnmesh {
             /** FunctionSpec signature. */
             signature?: (fnmesh.v1.DeploySignature.$Properties|null);
 
+            /** FunctionSpec bindings. */
+            bindings: string[];
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -655,6 +658,9 @@ export namespace fnmesh {
 
                 /** FunctionSpec signature */
                 signature?: (fnmesh.v1.DeploySignature.$Properties|null);
+
+                /** FunctionSpec bindings */
+                bindings?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -1554,6 +1554,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [maxEventAgeMs] FunctionSpec maxEventAgeMs
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
+             * @property {Array.<string>|null} [bindings] FunctionSpec bindings
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1582,6 +1583,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.env = {};
                 this.triggers = [];
                 this.routes = [];
+                this.bindings = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1733,6 +1735,14 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.signature = null;
 
             /**
+             * FunctionSpec bindings.
+             * @member {Array.<string>} bindings
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.bindings = $util.emptyArray;
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1803,6 +1813,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         $root.fnmesh.v1.HttpRoute.encode(message.routes[i], writer.uint32(/* id 30, wireType 2 =*/242).fork(), _depth + 1).ldelim();
                 if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
                     $root.fnmesh.v1.DeploySignature.encode(message.signature, writer.uint32(/* id 31, wireType 2 =*/250).fork(), _depth + 1).ldelim();
+                if (message.bindings != null && message.bindings.length)
+                    for (let i = 0; i < message.bindings.length; ++i)
+                        writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2044,6 +2057,14 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.signature = $root.fnmesh.v1.DeploySignature.decode(reader, reader.size(), $undefined, _depth + 1, message.signature);
                             continue;
                         }
+                    case 32: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.bindings && message.bindings.length))
+                                message.bindings = [];
+                            message.bindings.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2163,6 +2184,13 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "signature." + error;
                 }
+                if (message.bindings != null && $Object.hasOwnProperty.call(message, "bindings")) {
+                    if (!$Array.isArray(message.bindings))
+                        return "bindings: array expected";
+                    for (let i = 0; i < message.bindings.length; ++i)
+                        if (!$util.isString(message.bindings[i]))
+                            return "bindings: string[] expected";
+                }
                 return null;
             };
 
@@ -2279,6 +2307,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.FunctionSpec.signature: object expected");
                     message.signature = $root.fnmesh.v1.DeploySignature.fromObject(object.signature, _depth + 1);
                 }
+                if (object.bindings) {
+                    if (!$Array.isArray(object.bindings))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.bindings: array expected");
+                    message.bindings = $Array(object.bindings.length);
+                    for (let i = 0; i < object.bindings.length; ++i)
+                        message.bindings[i] = $String(object.bindings[i]);
+                }
                 return message;
             };
 
@@ -2302,6 +2337,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (options.arrays || options.defaults) {
                     object.triggers = [];
                     object.routes = [];
+                    object.bindings = [];
                 }
                 if (options.objects || options.defaults)
                     object.env = {};
@@ -2398,6 +2434,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 }
                 if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
                     object.signature = $root.fnmesh.v1.DeploySignature.toObject(message.signature, options, _depth + 1);
+                if (message.bindings && message.bindings.length) {
+                    object.bindings = $Array(message.bindings.length);
+                    for (let j = 0; j < message.bindings.length; ++j)
+                        object.bindings[j] = message.bindings[j];
+                }
                 return object;
             };
 
