@@ -2260,6 +2260,12 @@ export namespace fnmesh {
             /** MeterRecord idempotencyKey. */
             idempotencyKey: string;
 
+            /** MeterRecord bindingCalls. */
+            bindingCalls: number;
+
+            /** MeterRecord bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new MeterRecord instance using the specified properties.
              * @param [properties] Properties to set
@@ -2381,6 +2387,12 @@ export namespace fnmesh {
 
                 /** MeterRecord idempotencyKey */
                 idempotencyKey?: (string|null);
+
+                /** MeterRecord bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** MeterRecord bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -7057,6 +7057,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [trigger] MeterRecord trigger
              * @property {string|null} [eventId] MeterRecord eventId
              * @property {string|null} [idempotencyKey] MeterRecord idempotencyKey
+             * @property {number|null} [bindingCalls] MeterRecord bindingCalls
+             * @property {number|null} [bindingBytes] MeterRecord bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7209,6 +7211,22 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterRecord.prototype.idempotencyKey = "";
 
             /**
+             * MeterRecord bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.bindingCalls = 0;
+
+            /**
+             * MeterRecord bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new MeterRecord instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterRecord
@@ -7270,6 +7288,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 20, wireType 2 =*/162).string(message.eventId);
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
                     writer.uint32(/* id 21, wireType 2 =*/170).string(message.idempotencyKey);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && message.bindingCalls !== 0)
+                    writer.uint32(/* id 22, wireType 0 =*/176).uint32(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 23, wireType 0 =*/184).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7462,6 +7484,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.idempotencyKey;
                             continue;
                         }
+                    case 22: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 23: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7555,6 +7595,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     if (!$util.isString(message.idempotencyKey))
                         return "idempotencyKey: string expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls))
+                        return "bindingCalls: integer expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -7662,6 +7708,19 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.idempotencyKey != null)
                     if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
                         message.idempotencyKey = $String(object.idempotencyKey);
+                if (object.bindingCalls != null)
+                    if ($Number(object.bindingCalls) !== 0)
+                        message.bindingCalls = object.bindingCalls >>> 0;
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -7706,6 +7765,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.trigger = "";
                     object.eventId = "";
                     object.idempotencyKey = "";
+                    object.bindingCalls = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7747,6 +7812,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = message.eventId;
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     object.idempotencyKey = message.idempotencyKey;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    object.bindingCalls = message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 
