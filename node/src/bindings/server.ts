@@ -12,11 +12,12 @@
  * (node/src/dev/nats-auth-config.ts, option `bindingBuckets`).
  */
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
-import { Kvm, type KV } from '@nats-io/kv'
+import type { KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { parseBindings, type Binding } from '../../../core/bindings.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { openBucket } from '../../../core/kv-follow.js'
 import { isPermissionError } from '../../../core/nats.js'
 import { FnmeshError, fnmeshError, type ErrorCode } from '../../../proto/errors.js'
 import type { BindCall } from '../sandbox/protocol.js'
@@ -105,7 +106,7 @@ export class BindingServer {
     if (err?.api_error?.err_code === 10071 || /wrong last sequence|key exists/i.test(text)) {
       return fnmeshError('FNMESH_ERR_CONFLICT', `${what} of "${String(call.key)}" lost a compare-and-set: the key is not at revision ${String(call.revision)}`)
     }
-    if (isPermissionError(err)) return fnmeshError('FNMESH_ERR_FORBIDDEN', `${what}: NATS refused it to this agent (its rights do not cover "${b.target}")`)
+    if (isPermissionError(err)) return fnmeshError('FNMESH_ERR_FORBIDDEN', `${what}: NATS refused it to this agent (its rights do not cover "${b.target}": ${text})`)
     if (/stream not found|bucket not found|not found/i.test(text)) return fnmeshError('FNMESH_ERR_NOT_INITIALIZED', `${what}: ${b.kind === 'kv' ? 'KV bucket' : 'object store'} "${b.target}" does not exist (deploy makes it: redeploy the function)`)
     return fnmeshError('FNMESH_ERR_NATS_UNAVAILABLE', `${what}: ${text}`)
   }
@@ -132,7 +133,7 @@ export class BindingServer {
   }
 
   private async kv (b: Binding, call: BindCall, usage?: BindingUsage): Promise<unknown> {
-    const kv = await this.open(this.kvs, b.target, async () => await new Kvm(this.c.nc).open(b.target))
+    const kv = await this.open(this.kvs, b.target, async () => await openBucket(this.c.nc, b.target))
     if (call.op === 'keys') return await this.keys(b, String(call.prefix ?? ''))
     const key = call.key
     if (typeof key !== 'string' || key.length > MAX_NAME || !KV_KEY.test(key) || key.startsWith('.') || key.endsWith('.')) {
@@ -161,7 +162,7 @@ export class BindingServer {
     const info = await jsm.streams.info(`KV_${b.target}`, { subjects_filter: `${base}>` })
     const candidates = Object.keys(info.state.subjects ?? {}).map(s => s.slice(base.length)).filter(k => k.startsWith(prefix))
     if (candidates.length > this.maxListed) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" keys: more than ${this.maxListed} keys start with "${prefix.slice(0, 100)}"`)
-    const kv = await this.open(this.kvs, b.target, async () => await new Kvm(this.c.nc).open(b.target))
+    const kv = await this.open(this.kvs, b.target, async () => await openBucket(this.c.nc, b.target))
     const live = await mapLimit(candidates, 16, async (k) => { const e = await kv.get(k); return e != null && e.operation === 'PUT' })
     return candidates.filter((_, i) => live[i]).sort()
   }
