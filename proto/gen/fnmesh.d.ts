@@ -3255,6 +3255,12 @@ export namespace fnmesh {
             /** Rollup mbMs. */
             mbMs: number;
 
+            /** Rollup bindingCalls. */
+            bindingCalls: number;
+
+            /** Rollup bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new Rollup instance using the specified properties.
              * @param [properties] Properties to set
@@ -3355,6 +3361,12 @@ export namespace fnmesh {
 
                 /** Rollup mbMs */
                 mbMs?: (number|null);
+
+                /** Rollup bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** Rollup bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -4374,6 +4386,12 @@ export namespace fnmesh {
             /** FunctionUsage mbMs. */
             mbMs: number;
 
+            /** FunctionUsage bindingCalls. */
+            bindingCalls: number;
+
+            /** FunctionUsage bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new FunctionUsage instance using the specified properties.
              * @param [properties] Properties to set
@@ -4474,6 +4492,12 @@ export namespace fnmesh {
 
                 /** FunctionUsage mbMs */
                 mbMs?: (number|null);
+
+                /** FunctionUsage bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** FunctionUsage bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -10390,6 +10390,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] Rollup coldStarts
              * @property {number|null} [billedMs] Rollup billedMs
              * @property {number|null} [mbMs] Rollup mbMs
+             * @property {number|null} [bindingCalls] Rollup bindingCalls
+             * @property {number|null} [bindingBytes] Rollup bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10486,6 +10488,22 @@ export const fnmesh = $root.fnmesh = (() => {
             Rollup.prototype.mbMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * Rollup bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.Rollup
+             * @instance
+             */
+            Rollup.prototype.bindingCalls = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Rollup bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.Rollup
+             * @instance
+             */
+            Rollup.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new Rollup instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.Rollup
@@ -10533,6 +10551,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 7, wireType 0 =*/56).uint64(message.billedMs);
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs") && (typeof message.mbMs === "object" ? message.mbMs.low || message.mbMs.high : message.mbMs !== 0))
                     writer.uint32(/* id 8, wireType 0 =*/64).uint64(message.mbMs);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && (typeof message.bindingCalls === "object" ? message.bindingCalls.low || message.bindingCalls.high : message.bindingCalls !== 0))
+                    writer.uint32(/* id 9, wireType 0 =*/72).uint64(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 10, wireType 0 =*/80).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -10662,6 +10684,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.mbMs;
                             continue;
                         }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -10734,6 +10774,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs"))
                     if (!$util.isInteger(message.mbMs) && !(message.mbMs && $util.isInteger(message.mbMs.low) && $util.isInteger(message.mbMs.high)))
                         return "mbMs: integer|Long expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls) && !(message.bindingCalls && $util.isInteger(message.bindingCalls.low) && $util.isInteger(message.bindingCalls.high)))
+                        return "bindingCalls: integer|Long expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -10821,6 +10867,26 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.mbMs = object.mbMs;
                         else if (typeof object.mbMs === "object")
                             message.mbMs = new $util.LongBits(object.mbMs.low >>> 0, object.mbMs.high >>> 0).toNumber(true);
+                if (object.bindingCalls != null)
+                    if (typeof object.bindingCalls === "object" ? object.bindingCalls.low || object.bindingCalls.high : $Number(object.bindingCalls) !== 0)
+                        if ($util.Long)
+                            message.bindingCalls = $util.Long.fromValue(object.bindingCalls, true);
+                        else if (typeof object.bindingCalls === "string")
+                            message.bindingCalls = $parseInt(object.bindingCalls, 10);
+                        else if (typeof object.bindingCalls === "number")
+                            message.bindingCalls = object.bindingCalls;
+                        else if (typeof object.bindingCalls === "object")
+                            message.bindingCalls = new $util.LongBits(object.bindingCalls.low >>> 0, object.bindingCalls.high >>> 0).toNumber(true);
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -10874,6 +10940,16 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.mbMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingCalls = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingCalls = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.bucketMs != null && $Object.hasOwnProperty.call(message, "bucketMs"))
                     if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
@@ -10921,6 +10997,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? $String(message.mbMs) : message.mbMs;
                     else
                         object.mbMs = options.longs === $String ? $util.Long.prototype.toString.call(message.mbMs) : options.longs === $Number ? new $util.LongBits(message.mbMs.low >>> 0, message.mbMs.high >>> 0).toNumber(true) : message.mbMs;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingCalls = typeof message.bindingCalls === "number" ? $BigInt(message.bindingCalls) : $util.Long.fromBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingCalls === "number")
+                        object.bindingCalls = options.longs === $String ? $String(message.bindingCalls) : message.bindingCalls;
+                    else
+                        object.bindingCalls = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingCalls) : options.longs === $Number ? new $util.LongBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0).toNumber(true) : message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 
@@ -13899,6 +13989,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] FunctionUsage coldStarts
              * @property {Object.<string,number>|null} [byNode] FunctionUsage byNode
              * @property {number|null} [mbMs] FunctionUsage mbMs
+             * @property {number|null} [bindingCalls] FunctionUsage bindingCalls
+             * @property {number|null} [bindingBytes] FunctionUsage bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -13996,6 +14088,22 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionUsage.prototype.mbMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * FunctionUsage bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.FunctionUsage
+             * @instance
+             */
+            FunctionUsage.prototype.bindingCalls = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * FunctionUsage bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.FunctionUsage
+             * @instance
+             */
+            FunctionUsage.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new FunctionUsage instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionUsage
@@ -14044,6 +14152,10 @@ export const fnmesh = $root.fnmesh = (() => {
                         writer.uint32(/* id 7, wireType 2 =*/58).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 0 =*/16).uint64(message.byNode[keys[i]]).ldelim();
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs") && (typeof message.mbMs === "object" ? message.mbMs.low || message.mbMs.high : message.mbMs !== 0))
                     writer.uint32(/* id 8, wireType 0 =*/64).uint64(message.mbMs);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && (typeof message.bindingCalls === "object" ? message.bindingCalls.low || message.bindingCalls.high : message.bindingCalls !== 0))
+                    writer.uint32(/* id 9, wireType 0 =*/72).uint64(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 10, wireType 0 =*/80).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -14200,6 +14312,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.mbMs;
                             continue;
                         }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -14277,6 +14407,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs"))
                     if (!$util.isInteger(message.mbMs) && !(message.mbMs && $util.isInteger(message.mbMs.low) && $util.isInteger(message.mbMs.high)))
                         return "mbMs: integer|Long expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls) && !(message.bindingCalls && $util.isInteger(message.bindingCalls.low) && $util.isInteger(message.bindingCalls.high)))
+                        return "bindingCalls: integer|Long expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -14371,6 +14507,26 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.mbMs = object.mbMs;
                         else if (typeof object.mbMs === "object")
                             message.mbMs = new $util.LongBits(object.mbMs.low >>> 0, object.mbMs.high >>> 0).toNumber(true);
+                if (object.bindingCalls != null)
+                    if (typeof object.bindingCalls === "object" ? object.bindingCalls.low || object.bindingCalls.high : $Number(object.bindingCalls) !== 0)
+                        if ($util.Long)
+                            message.bindingCalls = $util.Long.fromValue(object.bindingCalls, true);
+                        else if (typeof object.bindingCalls === "string")
+                            message.bindingCalls = $parseInt(object.bindingCalls, 10);
+                        else if (typeof object.bindingCalls === "number")
+                            message.bindingCalls = object.bindingCalls;
+                        else if (typeof object.bindingCalls === "object")
+                            message.bindingCalls = new $util.LongBits(object.bindingCalls.low >>> 0, object.bindingCalls.high >>> 0).toNumber(true);
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -14421,6 +14577,16 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.mbMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingCalls = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingCalls = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -14475,6 +14641,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? $String(message.mbMs) : message.mbMs;
                     else
                         object.mbMs = options.longs === $String ? $util.Long.prototype.toString.call(message.mbMs) : options.longs === $Number ? new $util.LongBits(message.mbMs.low >>> 0, message.mbMs.high >>> 0).toNumber(true) : message.mbMs;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingCalls = typeof message.bindingCalls === "number" ? $BigInt(message.bindingCalls) : $util.Long.fromBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingCalls === "number")
+                        object.bindingCalls = options.longs === $String ? $String(message.bindingCalls) : message.bindingCalls;
+                    else
+                        object.bindingCalls = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingCalls) : options.longs === $Number ? new $util.LongBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0).toNumber(true) : message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 

@@ -3,6 +3,7 @@ import { Kvm } from '@nats-io/kv'
 import { runCli } from '../helpers/cli.js'
 import { fixture } from '../helpers/fixtures.js'
 import { startMesh, type TestMesh } from '../helpers/mesh.js'
+import { waitFor } from '../helpers/wait.js'
 
 const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'no error', (err: any) => String(err?.code))
 
@@ -31,6 +32,17 @@ describe('bindings: functions keep state in NATS KV and object stores through th
     const entry = await kv.get('n')
     expect(new TextDecoder().decode(entry?.value)).toBe('100')
   }, 120_000)
+
+  it('meters binding calls and bytes per function, in usage and in fnmesh usage --json', async () => {
+    await waitFor(async () => (await t.mesh.usage({ fn: 'incr' })).functions[0]?.invocations === 100, { timeoutMs: 15_000, message: 'the 100 runs of incr in usage' })
+    const f = (await t.mesh.usage({ fn: 'incr' })).functions[0]
+    // at least a get and a put per run; bytes of the values read and written
+    expect(f.bindingCalls).toBeGreaterThanOrEqual(200)
+    expect(f.bindingBytes).toBeGreaterThanOrEqual(100)
+    const cli = await runCli(['usage', '--fn', 'incr', '--json', '--nats', t.url])
+    expect(cli.code, cli.stderr).toBe(0)
+    expect(JSON.parse(cli.stdout).functions[0]).toMatchObject({ name: 'incr', invocations: 100, bindingCalls: f.bindingCalls, bindingBytes: f.bindingBytes })
+  }, 30_000)
 
   it('writes an object of 3 MB and reads it back, byte for byte, through an object binding', async () => {
     await t.mesh.deploy({ name: 'objects', path, handler: 'index.objects', memoryMb: 256, timeoutMs: 30_000, bindings: { files: 'object:bind_files' } })
