@@ -2,6 +2,7 @@
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
 import { UsageError } from '../proto/errors.js'
+import { parseBindings } from './bindings.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
 import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
@@ -43,6 +44,11 @@ export interface DeployOptions {
   cors?: CorsOptions | boolean
   /** Mesh-wide rate limit of each route */
   rateLimit?: RateLimitOptions
+  /**
+   * Declared bindings, `context.bindings.NAME` in the function: "NAME=KIND:TARGET[:ro]" texts
+   * (kv:BUCKET, object:BUCKET), or an object NAME -> "KIND:TARGET[:ro]". Buckets missing are made.
+   */
+  bindings?: string[] | Record<string, string>
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
@@ -64,6 +70,8 @@ export interface ValidDeploy {
   retryBackoffMs: number
   maxEventAgeMs: number
   routes: HttpRoute[]
+  /** canonical binding texts */
+  bindings: string[]
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -90,6 +98,7 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retries: int('retries', input.retries, DEPLOY_DEFAULTS.retries),
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
-    routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit })
+    routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
+    bindings: parseBindings(name, input.bindings).map(b => b.raw)
   })
 }

@@ -21,8 +21,10 @@ import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from 
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings'> & {
   routes?: HttpRoute[]
+  /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
+  bindings?: string[]
   signature?: DeploySignature | null
   raw?: Uint8Array
 }
@@ -325,6 +327,7 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     retryBackoffMs: spec.retryBackoffMs,
     maxEventAgeMs: spec.maxEventAgeMs,
     routes: spec.routes.map(copyRoute),
+    bindings: [...(spec.bindings ?? [])],
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }

@@ -11,6 +11,7 @@
 import type { HttpRoute } from '../proto/codec.js'
 import { FnmeshError, InputError, UsageError } from '../proto/errors.js'
 import { FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
+import { parseBindings } from './bindings.js'
 import { BUNDLE_LIMIT } from './bundle.js'
 import { buildRoutes, type AuthMode, type HttpRouteOptions } from './http-routes.js'
 import { parseTrigger } from './triggers.js'
@@ -125,6 +126,14 @@ export function checkStoredRoutes (fn: string, routes: readonly HttpRoute[] | un
   buildRoutes(fn, options)
 }
 
+/** Stored bindings: each parses and is already in its canonical form (as the deploy writes it) */
+export function checkStoredBindings (fn: string, bindings: readonly string[]): void {
+  const parsed = parseBindings(fn, [...bindings])
+  parsed.forEach((b, i) => {
+    if (b.raw !== bindings[i]) throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Binding "${String(bindings[i]).slice(0, 120)}" of "${fn}" is not in canonical form`)
+  })
+}
+
 /** The fields of a stored spec the rules look at (a StoredSpec, or a decoded FunctionSpec) */
 export interface SpecFields {
   name: string
@@ -143,6 +152,8 @@ export interface SpecFields {
   retryBackoffMs: number
   maxEventAgeMs: number
   routes?: HttpRoute[] | null
+  /** canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
+  bindings?: string[] | null
 }
 
 /**
@@ -168,6 +179,7 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkEnv(key, spec.env)
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])
+    checkStoredBindings(key, spec.bindings ?? [])
     if (typeof spec.bundleSha256 !== 'string' || !SHA256_HEX.test(spec.bundleSha256)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle digest is not 64 lowercase hex digits')
     if (spec.bundleObject !== `sha256-${spec.bundleSha256}`) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle object name is not "sha256-" and its digest')
     if (!Number.isInteger(spec.bundleSize) || spec.bundleSize < 1 || spec.bundleSize > BUNDLE_LIMIT) throw new InputError('FNMESH_ERR_BUNDLE_TOO_LARGE', `its bundle size ${String(spec.bundleSize)} is outside 1 to ${BUNDLE_LIMIT} bytes`)

@@ -23,6 +23,7 @@ import { connectNats } from '../../core/nats.js'
 import { Registry } from '../../core/registry.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
+import { BindingServer } from './bindings/server.js'
 import { Executor } from './executor/executor.js'
 import { Gateway } from './gateway/gateway.js'
 import { NatsDiscovery } from './gossip/discovery.js'
@@ -205,7 +206,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     meter: metering,
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
-    logs: (line) => { shipper.add(line) }
+    logs: (line) => { shipper.add(line) },
+    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) })
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })

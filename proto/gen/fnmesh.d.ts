@@ -525,6 +525,9 @@ export namespace fnmesh {
             /** FunctionSpec signature. */
             signature?: (fnmesh.v1.DeploySignature.$Properties|null);
 
+            /** FunctionSpec bindings. */
+            bindings: string[];
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -655,6 +658,9 @@ export namespace fnmesh {
 
                 /** FunctionSpec signature */
                 signature?: (fnmesh.v1.DeploySignature.$Properties|null);
+
+                /** FunctionSpec bindings */
+                bindings?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -2254,6 +2260,12 @@ export namespace fnmesh {
             /** MeterRecord idempotencyKey. */
             idempotencyKey: string;
 
+            /** MeterRecord bindingCalls. */
+            bindingCalls: number;
+
+            /** MeterRecord bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new MeterRecord instance using the specified properties.
              * @param [properties] Properties to set
@@ -2375,6 +2387,12 @@ export namespace fnmesh {
 
                 /** MeterRecord idempotencyKey */
                 idempotencyKey?: (string|null);
+
+                /** MeterRecord bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** MeterRecord bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -3237,6 +3255,12 @@ export namespace fnmesh {
             /** Rollup mbMs. */
             mbMs: number;
 
+            /** Rollup bindingCalls. */
+            bindingCalls: number;
+
+            /** Rollup bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new Rollup instance using the specified properties.
              * @param [properties] Properties to set
@@ -3337,6 +3361,12 @@ export namespace fnmesh {
 
                 /** Rollup mbMs */
                 mbMs?: (number|null);
+
+                /** Rollup bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** Rollup bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -4356,6 +4386,12 @@ export namespace fnmesh {
             /** FunctionUsage mbMs. */
             mbMs: number;
 
+            /** FunctionUsage bindingCalls. */
+            bindingCalls: number;
+
+            /** FunctionUsage bindingBytes. */
+            bindingBytes: number;
+
             /**
              * Creates a new FunctionUsage instance using the specified properties.
              * @param [properties] Properties to set
@@ -4456,6 +4492,12 @@ export namespace fnmesh {
 
                 /** FunctionUsage mbMs */
                 mbMs?: (number|null);
+
+                /** FunctionUsage bindingCalls */
+                bindingCalls?: (number|null);
+
+                /** FunctionUsage bindingBytes */
+                bindingBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -1554,6 +1554,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [maxEventAgeMs] FunctionSpec maxEventAgeMs
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
+             * @property {Array.<string>|null} [bindings] FunctionSpec bindings
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1582,6 +1583,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.env = {};
                 this.triggers = [];
                 this.routes = [];
+                this.bindings = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1733,6 +1735,14 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.signature = null;
 
             /**
+             * FunctionSpec bindings.
+             * @member {Array.<string>} bindings
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.bindings = $util.emptyArray;
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1803,6 +1813,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         $root.fnmesh.v1.HttpRoute.encode(message.routes[i], writer.uint32(/* id 30, wireType 2 =*/242).fork(), _depth + 1).ldelim();
                 if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
                     $root.fnmesh.v1.DeploySignature.encode(message.signature, writer.uint32(/* id 31, wireType 2 =*/250).fork(), _depth + 1).ldelim();
+                if (message.bindings != null && message.bindings.length)
+                    for (let i = 0; i < message.bindings.length; ++i)
+                        writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2044,6 +2057,14 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.signature = $root.fnmesh.v1.DeploySignature.decode(reader, reader.size(), $undefined, _depth + 1, message.signature);
                             continue;
                         }
+                    case 32: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.bindings && message.bindings.length))
+                                message.bindings = [];
+                            message.bindings.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2163,6 +2184,13 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "signature." + error;
                 }
+                if (message.bindings != null && $Object.hasOwnProperty.call(message, "bindings")) {
+                    if (!$Array.isArray(message.bindings))
+                        return "bindings: array expected";
+                    for (let i = 0; i < message.bindings.length; ++i)
+                        if (!$util.isString(message.bindings[i]))
+                            return "bindings: string[] expected";
+                }
                 return null;
             };
 
@@ -2279,6 +2307,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.FunctionSpec.signature: object expected");
                     message.signature = $root.fnmesh.v1.DeploySignature.fromObject(object.signature, _depth + 1);
                 }
+                if (object.bindings) {
+                    if (!$Array.isArray(object.bindings))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.bindings: array expected");
+                    message.bindings = $Array(object.bindings.length);
+                    for (let i = 0; i < object.bindings.length; ++i)
+                        message.bindings[i] = $String(object.bindings[i]);
+                }
                 return message;
             };
 
@@ -2302,6 +2337,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (options.arrays || options.defaults) {
                     object.triggers = [];
                     object.routes = [];
+                    object.bindings = [];
                 }
                 if (options.objects || options.defaults)
                     object.env = {};
@@ -2398,6 +2434,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 }
                 if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
                     object.signature = $root.fnmesh.v1.DeploySignature.toObject(message.signature, options, _depth + 1);
+                if (message.bindings && message.bindings.length) {
+                    object.bindings = $Array(message.bindings.length);
+                    for (let j = 0; j < message.bindings.length; ++j)
+                        object.bindings[j] = message.bindings[j];
+                }
                 return object;
             };
 
@@ -7016,6 +7057,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [trigger] MeterRecord trigger
              * @property {string|null} [eventId] MeterRecord eventId
              * @property {string|null} [idempotencyKey] MeterRecord idempotencyKey
+             * @property {number|null} [bindingCalls] MeterRecord bindingCalls
+             * @property {number|null} [bindingBytes] MeterRecord bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7168,6 +7211,22 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterRecord.prototype.idempotencyKey = "";
 
             /**
+             * MeterRecord bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.bindingCalls = 0;
+
+            /**
+             * MeterRecord bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new MeterRecord instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterRecord
@@ -7229,6 +7288,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 20, wireType 2 =*/162).string(message.eventId);
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey") && message.idempotencyKey !== "")
                     writer.uint32(/* id 21, wireType 2 =*/170).string(message.idempotencyKey);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && message.bindingCalls !== 0)
+                    writer.uint32(/* id 22, wireType 0 =*/176).uint32(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 23, wireType 0 =*/184).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7421,6 +7484,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.idempotencyKey;
                             continue;
                         }
+                    case 22: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 23: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7514,6 +7595,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     if (!$util.isString(message.idempotencyKey))
                         return "idempotencyKey: string expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls))
+                        return "bindingCalls: integer expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -7621,6 +7708,19 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.idempotencyKey != null)
                     if (typeof object.idempotencyKey !== "string" || object.idempotencyKey.length)
                         message.idempotencyKey = $String(object.idempotencyKey);
+                if (object.bindingCalls != null)
+                    if ($Number(object.bindingCalls) !== 0)
+                        message.bindingCalls = object.bindingCalls >>> 0;
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -7665,6 +7765,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.trigger = "";
                     object.eventId = "";
                     object.idempotencyKey = "";
+                    object.bindingCalls = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7706,6 +7812,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = message.eventId;
                 if (message.idempotencyKey != null && $Object.hasOwnProperty.call(message, "idempotencyKey"))
                     object.idempotencyKey = message.idempotencyKey;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    object.bindingCalls = message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 
@@ -10275,6 +10390,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] Rollup coldStarts
              * @property {number|null} [billedMs] Rollup billedMs
              * @property {number|null} [mbMs] Rollup mbMs
+             * @property {number|null} [bindingCalls] Rollup bindingCalls
+             * @property {number|null} [bindingBytes] Rollup bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -10371,6 +10488,22 @@ export const fnmesh = $root.fnmesh = (() => {
             Rollup.prototype.mbMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * Rollup bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.Rollup
+             * @instance
+             */
+            Rollup.prototype.bindingCalls = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Rollup bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.Rollup
+             * @instance
+             */
+            Rollup.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new Rollup instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.Rollup
@@ -10418,6 +10551,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 7, wireType 0 =*/56).uint64(message.billedMs);
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs") && (typeof message.mbMs === "object" ? message.mbMs.low || message.mbMs.high : message.mbMs !== 0))
                     writer.uint32(/* id 8, wireType 0 =*/64).uint64(message.mbMs);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && (typeof message.bindingCalls === "object" ? message.bindingCalls.low || message.bindingCalls.high : message.bindingCalls !== 0))
+                    writer.uint32(/* id 9, wireType 0 =*/72).uint64(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 10, wireType 0 =*/80).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -10547,6 +10684,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.mbMs;
                             continue;
                         }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -10619,6 +10774,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs"))
                     if (!$util.isInteger(message.mbMs) && !(message.mbMs && $util.isInteger(message.mbMs.low) && $util.isInteger(message.mbMs.high)))
                         return "mbMs: integer|Long expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls) && !(message.bindingCalls && $util.isInteger(message.bindingCalls.low) && $util.isInteger(message.bindingCalls.high)))
+                        return "bindingCalls: integer|Long expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -10706,6 +10867,26 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.mbMs = object.mbMs;
                         else if (typeof object.mbMs === "object")
                             message.mbMs = new $util.LongBits(object.mbMs.low >>> 0, object.mbMs.high >>> 0).toNumber(true);
+                if (object.bindingCalls != null)
+                    if (typeof object.bindingCalls === "object" ? object.bindingCalls.low || object.bindingCalls.high : $Number(object.bindingCalls) !== 0)
+                        if ($util.Long)
+                            message.bindingCalls = $util.Long.fromValue(object.bindingCalls, true);
+                        else if (typeof object.bindingCalls === "string")
+                            message.bindingCalls = $parseInt(object.bindingCalls, 10);
+                        else if (typeof object.bindingCalls === "number")
+                            message.bindingCalls = object.bindingCalls;
+                        else if (typeof object.bindingCalls === "object")
+                            message.bindingCalls = new $util.LongBits(object.bindingCalls.low >>> 0, object.bindingCalls.high >>> 0).toNumber(true);
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -10759,6 +10940,16 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.mbMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingCalls = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingCalls = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.bucketMs != null && $Object.hasOwnProperty.call(message, "bucketMs"))
                     if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
@@ -10806,6 +10997,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? $String(message.mbMs) : message.mbMs;
                     else
                         object.mbMs = options.longs === $String ? $util.Long.prototype.toString.call(message.mbMs) : options.longs === $Number ? new $util.LongBits(message.mbMs.low >>> 0, message.mbMs.high >>> 0).toNumber(true) : message.mbMs;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingCalls = typeof message.bindingCalls === "number" ? $BigInt(message.bindingCalls) : $util.Long.fromBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingCalls === "number")
+                        object.bindingCalls = options.longs === $String ? $String(message.bindingCalls) : message.bindingCalls;
+                    else
+                        object.bindingCalls = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingCalls) : options.longs === $Number ? new $util.LongBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0).toNumber(true) : message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 
@@ -13784,6 +13989,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] FunctionUsage coldStarts
              * @property {Object.<string,number>|null} [byNode] FunctionUsage byNode
              * @property {number|null} [mbMs] FunctionUsage mbMs
+             * @property {number|null} [bindingCalls] FunctionUsage bindingCalls
+             * @property {number|null} [bindingBytes] FunctionUsage bindingBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -13881,6 +14088,22 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionUsage.prototype.mbMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * FunctionUsage bindingCalls.
+             * @member {number} bindingCalls
+             * @memberof fnmesh.v1.FunctionUsage
+             * @instance
+             */
+            FunctionUsage.prototype.bindingCalls = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * FunctionUsage bindingBytes.
+             * @member {number} bindingBytes
+             * @memberof fnmesh.v1.FunctionUsage
+             * @instance
+             */
+            FunctionUsage.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new FunctionUsage instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionUsage
@@ -13929,6 +14152,10 @@ export const fnmesh = $root.fnmesh = (() => {
                         writer.uint32(/* id 7, wireType 2 =*/58).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 0 =*/16).uint64(message.byNode[keys[i]]).ldelim();
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs") && (typeof message.mbMs === "object" ? message.mbMs.low || message.mbMs.high : message.mbMs !== 0))
                     writer.uint32(/* id 8, wireType 0 =*/64).uint64(message.mbMs);
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls") && (typeof message.bindingCalls === "object" ? message.bindingCalls.low || message.bindingCalls.high : message.bindingCalls !== 0))
+                    writer.uint32(/* id 9, wireType 0 =*/72).uint64(message.bindingCalls);
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
+                    writer.uint32(/* id 10, wireType 0 =*/80).uint64(message.bindingBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -14085,6 +14312,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.mbMs;
                             continue;
                         }
+                    case 9: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingCalls = value;
+                            else
+                                delete message.bindingCalls;
+                            continue;
+                        }
+                    case 10: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.bindingBytes = value;
+                            else
+                                delete message.bindingBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -14162,6 +14407,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.mbMs != null && $Object.hasOwnProperty.call(message, "mbMs"))
                     if (!$util.isInteger(message.mbMs) && !(message.mbMs && $util.isInteger(message.mbMs.low) && $util.isInteger(message.mbMs.high)))
                         return "mbMs: integer|Long expected";
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (!$util.isInteger(message.bindingCalls) && !(message.bindingCalls && $util.isInteger(message.bindingCalls.low) && $util.isInteger(message.bindingCalls.high)))
+                        return "bindingCalls: integer|Long expected";
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
+                        return "bindingBytes: integer|Long expected";
                 return null;
             };
 
@@ -14256,6 +14507,26 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.mbMs = object.mbMs;
                         else if (typeof object.mbMs === "object")
                             message.mbMs = new $util.LongBits(object.mbMs.low >>> 0, object.mbMs.high >>> 0).toNumber(true);
+                if (object.bindingCalls != null)
+                    if (typeof object.bindingCalls === "object" ? object.bindingCalls.low || object.bindingCalls.high : $Number(object.bindingCalls) !== 0)
+                        if ($util.Long)
+                            message.bindingCalls = $util.Long.fromValue(object.bindingCalls, true);
+                        else if (typeof object.bindingCalls === "string")
+                            message.bindingCalls = $parseInt(object.bindingCalls, 10);
+                        else if (typeof object.bindingCalls === "number")
+                            message.bindingCalls = object.bindingCalls;
+                        else if (typeof object.bindingCalls === "object")
+                            message.bindingCalls = new $util.LongBits(object.bindingCalls.low >>> 0, object.bindingCalls.high >>> 0).toNumber(true);
+                if (object.bindingBytes != null)
+                    if (typeof object.bindingBytes === "object" ? object.bindingBytes.low || object.bindingBytes.high : $Number(object.bindingBytes) !== 0)
+                        if ($util.Long)
+                            message.bindingBytes = $util.Long.fromValue(object.bindingBytes, true);
+                        else if (typeof object.bindingBytes === "string")
+                            message.bindingBytes = $parseInt(object.bindingBytes, 10);
+                        else if (typeof object.bindingBytes === "number")
+                            message.bindingBytes = object.bindingBytes;
+                        else if (typeof object.bindingBytes === "object")
+                            message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -14306,6 +14577,16 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.mbMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingCalls = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingCalls = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -14360,6 +14641,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.mbMs = options.longs === $String ? $String(message.mbMs) : message.mbMs;
                     else
                         object.mbMs = options.longs === $String ? $util.Long.prototype.toString.call(message.mbMs) : options.longs === $Number ? new $util.LongBits(message.mbMs.low >>> 0, message.mbMs.high >>> 0).toNumber(true) : message.mbMs;
+                if (message.bindingCalls != null && $Object.hasOwnProperty.call(message, "bindingCalls"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingCalls = typeof message.bindingCalls === "number" ? $BigInt(message.bindingCalls) : $util.Long.fromBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingCalls === "number")
+                        object.bindingCalls = options.longs === $String ? $String(message.bindingCalls) : message.bindingCalls;
+                    else
+                        object.bindingCalls = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingCalls) : options.longs === $Number ? new $util.LongBits(message.bindingCalls.low >>> 0, message.bindingCalls.high >>> 0).toNumber(true) : message.bindingCalls;
+                if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.bindingBytes = typeof message.bindingBytes === "number" ? $BigInt(message.bindingBytes) : $util.Long.fromBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.bindingBytes === "number")
+                        object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
+                    else
+                        object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
                 return object;
             };
 

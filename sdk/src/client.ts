@@ -17,6 +17,8 @@ import { Registry, type StoredSpec } from '../../core/registry.js'
 import { validateStoredSpec } from '../../core/spec-rules.js'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
+import { ensureBindingStores } from '../../core/binding-stores.js'
+import { parseBindings } from '../../core/bindings.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
@@ -85,6 +87,8 @@ export interface FunctionInfo {
   timeoutMs: number
   concurrency: number
   triggers: string[]
+  /** declared bindings, "NAME=KIND:TARGET[:ro]" */
+  bindings: string[]
   egress: boolean
   sizeBytes: number
   sha256: string
@@ -121,6 +125,7 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     timeoutMs: s?.timeoutMs ?? 0,
     concurrency: s?.concurrency ?? 0,
     triggers: s?.triggers ?? [],
+    bindings: s?.bindings ?? [],
     egress: s?.egress ?? false,
     sizeBytes: s?.bundleSize ?? 0,
     sha256: s?.bundleSha256 ?? '',
@@ -230,6 +235,8 @@ export class Mesh {
     const previous = current?.spec != null && validateStoredSpec(current.spec, opts.name) == null ? current.spec : null
     signal.throwIfAborted()
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
+    // Declared stores exist before any version that names them can run.
+    if (opts.bindings.length > 0) await ensureBindingStores(this.nc, await this.jsm(), parseBindings(opts.name, opts.bindings))
     const spec = await registry.deploy({
       name: opts.name,
       handler,
@@ -242,7 +249,8 @@ export class Mesh {
       maxRetries: opts.retries,
       retryBackoffMs: opts.retryBackoffMs,
       maxEventAgeMs: opts.maxEventAgeMs,
-      routes: opts.routes
+      routes: opts.routes,
+      bindings: opts.bindings
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }

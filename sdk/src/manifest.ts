@@ -20,7 +20,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge'])
+const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -76,7 +76,9 @@ function fromYaml (text: string, file: string): Manifest {
     egress: d.egress != null ? d.egress === true : undefined,
     retries: num('retries'),
     retryBackoffMs: dur('retryBackoff'),
-    maxEventAgeMs: dur('maxEventAge')
+    maxEventAgeMs: dur('maxEventAge'),
+    // a list of "NAME=KIND:TARGET[:ro]" or a mapping NAME: "KIND:TARGET[:ro]"; checked by validateDeploy
+    bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined
   }
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined)) as Manifest
 }

@@ -31,6 +31,10 @@ export interface FunctionUsageTotals extends UsageTotals {
   name: string
   /** node id -> invocations */
   byNode: Record<string, number>
+  /** calls the function made through its bindings (issue 17) */
+  bindingCalls: number
+  /** bytes of values and objects it wrote and read through them */
+  bindingBytes: number
 }
 
 export interface NodeUsageTotals extends UsageTotals { id: string, name: string }
@@ -84,7 +88,7 @@ export function usageReport (reply: UsageReply, price?: PriceTable, withBuckets 
     totals.coldStarts += f.coldStarts
     totals.billedMs += f.billedMs
     mbMs += f.mbMs
-    return priced({ name: f.name, invocations: f.invocations, errors: f.errors, billedMs: f.billedMs, gbSeconds: f.gbSeconds, coldStarts: f.coldStarts, byNode: { ...f.byNode } }, price)
+    return priced({ name: f.name, invocations: f.invocations, errors: f.errors, billedMs: f.billedMs, gbSeconds: f.gbSeconds, coldStarts: f.coldStarts, byNode: { ...f.byNode }, bindingCalls: f.bindingCalls ?? 0, bindingBytes: f.bindingBytes ?? 0 }, price)
   })
   totals.gbSeconds = gbs(mbMs)
   const report: UsageReport = {

@@ -88,7 +88,7 @@ export class ControlApi implements Startable {
       }
       const names = new Map(this.c.table.all().map(e => [e.advert.nodeId, e.advert.name]))
       const reply: Encodable<UsageReply> = {
-        functions: r.functions.map(f => ({ name: f.name, invocations: f.invocations, errors: f.errors, billedMs: f.billedMs, gbSeconds: gbSeconds(f.mbMs), coldStarts: f.coldStarts, byNode: f.byNode, mbMs: f.mbMs })),
+        functions: r.functions.map(f => ({ name: f.name, invocations: f.invocations, errors: f.errors, billedMs: f.billedMs, gbSeconds: gbSeconds(f.mbMs), coldStarts: f.coldStarts, byNode: f.byNode, mbMs: f.mbMs, bindingCalls: f.bindingCalls, bindingBytes: f.bindingBytes })),
         nodes: r.nodes.map(n => ({ nodeId: n.nodeId, name: names.get(n.nodeId) ?? '', invocations: n.invocations, errors: n.errors, billedMs: n.billedMs, gbSeconds: gbSeconds(n.mbMs), coldStarts: n.coldStarts, mbMs: n.mbMs })),
         answered: [this.c.nodeId],
         missing: this.c.metering.unsynced(),

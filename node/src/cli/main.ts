@@ -172,6 +172,7 @@ export function buildProgram (): Command {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
+    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET, ":ro" read-only (repeatable)', collect)
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
     .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
     .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
@@ -192,6 +193,7 @@ export function buildProgram (): Command {
           concurrency: opts.concurrency,
           env: parseEnv(opts.env ?? []),
           triggers: opts.on,
+          bindings: opts.bind,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,

@@ -55,6 +55,35 @@ export interface RoleOptions {
   triggerStreams?: string[]
   /** Subjects deployers and invokers may publish events on (the functions' `--on` subjects). @default [] */
   eventSubjects?: string[]
+  /**
+   * Buckets that deployed functions declare as bindings (issue 17), as "kv:BUCKET" or
+   * "object:BUCKET", with ":ro" when every binding to it is read-only: agents get data-plane
+   * rights on exactly these (stream info, direct gets, and unless ":ro" writes on `$KV.B.>` /
+   * `$O.B.>` and, for object stores, a purge of their own stream, which replacing or deleting an
+   * object needs); deployers may create exactly these streams (`deploy` makes a missing bucket).
+   * Never a consumer: agents list keys and objects from stream info. @default []
+   */
+  bindingBuckets?: string[]
+}
+
+/** The data-plane rights of agents and the create right of deployers on declared binding buckets */
+export function bindingRights (buckets: readonly string[]): { agent: string[], deployer: string[] } {
+  const agent: string[] = []
+  const deployer: string[] = []
+  for (const text of buckets) {
+    const [kind, bucket, ro] = text.split(':')
+    if ((kind !== 'kv' && kind !== 'object') || !/^[A-Za-z0-9_-]{1,64}$/.test(bucket ?? '') || /^fnmesh_/i.test(bucket) || (ro !== undefined && ro !== 'ro')) {
+      throw new Error(`Binding bucket "${text}" is invalid: expected kv:BUCKET or object:BUCKET, optionally :ro, not one of the mesh's own`)
+    }
+    const stream = `${kind === 'kv' ? 'KV' : 'OBJ'}_${bucket}`
+    deployer.push(`${API}.STREAM.CREATE.${stream}`)
+    agent.push(`${API}.STREAM.INFO.${stream}`, `${API}.DIRECT.GET.${stream}`, `${API}.DIRECT.GET.${stream}.>`)
+    if (kind === 'object') agent.push(`${API}.STREAM.MSG.GET.${stream}`)
+    if (ro === 'ro') continue
+    if (kind === 'kv') agent.push(`$KV.${bucket}.>`)
+    else agent.push(`$O.${bucket}.>`, `${API}.STREAM.PURGE.${stream}`)
+  }
+  return { agent, deployer }
 }
 
 export interface NatsRoles extends RoleOptions {
@@ -93,6 +122,7 @@ const consume = (stream: string): string[] => [
 export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePermissions> {
   const triggers = options.triggerStreams ?? []
   const events = options.eventSubjects ?? []
+  const bound = bindingRights(options.bindingBuckets ?? [])
   return {
     admin: {
       publish: [`${API}.>`, '$JS.ACK.>', '$JS.FC.>', '$KV.>', '$O.>'],
@@ -106,7 +136,8 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         ...[KV_FUNCTIONS, KV_APIKEYS, KV_RATELIMITS, KV_SCHEDULES].map(s => `${API}.DIRECT.GET.${s}.>`),
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`,
         ...[EVENTS_STREAM, ...triggers].flatMap(pull),
-        `$KV.${RATELIMITS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`
+        `$KV.${RATELIMITS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`,
+        ...bound.agent
       ],
       subscribe: ['fnmesh.>', `${ROLE_INBOX.agent}.>`, `$KV.${FUNCTIONS_BUCKET}.>`, `$KV.${APIKEYS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`],
       // An invocation answers with a "working" message every second until its result (up to 15 min).
@@ -122,7 +153,8 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`, `${API}.STREAM.PURGE.${OBJ_BUNDLES}`,
         `${API}.STREAM.UPDATE.${EVENTS_STREAM}`,
         `${API}.STREAM.MSG.GET.${LOGS_STREAM}`, `${API}.STREAM.MSG.DELETE.${DLQ_STREAM}`, `${API}.STREAM.PURGE.${DLQ_STREAM}`,
-        ...[EVENTS_STREAM, DLQ_STREAM, LOGS_STREAM, ...triggers].flatMap(consume)
+        ...[EVENTS_STREAM, DLQ_STREAM, LOGS_STREAM, ...triggers].flatMap(consume),
+        ...bound.deployer
       ],
       subscribe: [`${ROLE_INBOX.deployer}.>`, 'fnmesh.logs.>']
     },

@@ -23,7 +23,7 @@ import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { LogSink } from '../sandbox/logs.js'
 import type { SandboxPool } from '../sandbox/pool.js'
-import type { WireError } from '../sandbox/protocol.js'
+import type { BindCall, WireError } from '../sandbox/protocol.js'
 import { Idle, Once } from '../lifecycle.js'
 import { refusal } from '../metering/records/record.js'
 import { DEFAULT_MAX_QUEUE, admit } from './admit.js'
@@ -55,6 +55,13 @@ export interface ExecutorComponents {
   onLoadChange: () => void
   /** where the agent's own lines about an invocation go (timeouts, crashes), beside the function's */
   logs?: LogSink
+  /** serves the binding calls of functions that declare bindings (node/src/bindings/server.ts) */
+  bindings?: BindingService
+}
+
+/** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
+export interface BindingService {
+  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }) => Promise<unknown>
 }
 
 export interface ExecutorInit {
@@ -346,13 +353,23 @@ export class Executor {
     const { worker, cold } = acquired
     const payload = Buffer.from(req.payload ?? new Uint8Array(0)).toString('utf8')
     const attrs = req.attributes ?? {}
-    const out = await worker.invoke(invocationId, payload, Date.now() + spec.timeoutMs, Object.keys(attrs).length > 0 ? { cloudEvent: attrs as Record<string, string> } : undefined)
+    const deadlineMs = Date.now() + spec.timeoutMs
+    const usage = { calls: 0, bytes: 0 }
+    const server = this.c.bindings
+    const extra: Parameters<typeof worker.invoke>[3] = {}
+    if (Object.keys(attrs).length > 0) extra.cloudEvent = attrs as Record<string, string>
+    // Every invocation gets a handler, so a forged call from a function with no bindings is answered FORBIDDEN.
+    extra.bindings = async (call) => {
+      if (server == null) throw fnmeshError('FNMESH_ERR_UNSUPPORTED', 'This agent serves no bindings')
+      return await server.serve(spec, call, deadlineMs, usage)
+    }
+    const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
     this.c.pool.release(worker)
-    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload)
+    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage)
     const error = out.error as WireError
     if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
     this.logError(spec, invocationId, error)
-    return await this.finish(spec, req, startMs, out.durationMs, cold, error)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage)
   }
 
   /** As Lambda, a failed invocation leaves its error in the function's log */
@@ -369,8 +386,8 @@ export class Executor {
    * (`carryMeter`) gets the signed record in the result and stores that second copy before it
    * answers; otherwise the meter waits for a peer's copy.
    */
-  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string): Promise<Encodable<InvokeResult>> {
-    const record = this.record(spec, req, startMs, durationMs, cold, error)
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }): Promise<Encodable<InvokeResult>> {
+    const record = this.record(spec, req, startMs, durationMs, cold, error, usage)
     const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
     let meterCopy: Encodable<MeterBundle> | undefined
     try {
@@ -386,7 +403,7 @@ export class Executor {
   }
 
   /** The meter record of one run (also built before it runs, to check that it can be written) */
-  private record (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: Pick<WireError, 'code'>): Encodable<MeterRecord> {
+  private record (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: Pick<WireError, 'code'>, usage?: { calls: number, bytes: number }): Encodable<MeterRecord> {
     const billedMs = Math.max(this.granularity, Math.ceil(durationMs / this.granularity) * this.granularity)
     return {
       invocationId: req.invocationId,
@@ -403,7 +420,9 @@ export class Executor {
       attempt: req.attempt ?? 1,
       trigger: req.trigger ?? 'sync',
       eventId: req.eventId ?? '',
-      idempotencyKey: req.idempotencyKey ?? ''
+      idempotencyKey: req.idempotencyKey ?? '',
+      bindingCalls: usage?.calls ?? 0,
+      bindingBytes: usage?.bytes ?? 0
     }
   }
 }

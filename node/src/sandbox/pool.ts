@@ -5,6 +5,7 @@
  * one invocation at a time, until it idles out (scale to zero), up to the function's
  * concurrency cap per node.
  */
+import { parseBindings } from '../../../core/bindings.js'
 import { CapacityError, FunctionError } from '../../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
@@ -270,7 +271,8 @@ export class SandboxPool implements Startable {
         logLimit: this.opts.logLimit,
         logGroupName: `/fnmesh/${spec.name}`,
         logStreamName: `${spec.version}/${worker.wid}`,
-        invokedFunctionArn: `fnmesh:function:${spec.name}:${spec.version}`
+        invokedFunctionArn: `fnmesh:function:${spec.name}:${spec.version}`,
+        bindings: parseBindings(spec.name, spec.bindings ?? []).map(b => ({ name: b.name, kind: b.kind, target: b.target, readOnly: b.readOnly }))
       }, this.opts.initTimeoutMs)
       if (!result.ok) {
         throw new FunctionError(result.error.code as never, result.error.errorMessage, { errorType: result.error.errorType, trace: result.error.trace })

@@ -33,6 +33,16 @@ export interface InitRequest {
   logGroupName: string
   logStreamName: string
   invokedFunctionArn: string
+  /** declared bindings (issue 17): the clients `context.bindings` holds */
+  bindings?: BindingDecl[]
+}
+
+/** One declared binding as the runtime needs it to build `context.bindings.NAME` */
+export interface BindingDecl {
+  name: string
+  kind: 'kv' | 'object'
+  target: string
+  readOnly: boolean
 }
 
 export interface InvokeRequest {
@@ -47,7 +57,17 @@ export interface InvokeRequest {
   cloudEvent?: Record<string, string>
 }
 
-export type ParentMessage = InitRequest | InvokeRequest
+/** The agent's answer to a binding call: `value` is op-specific JSON (bytes as base64 in `data`) */
+export interface BindReply {
+  t: 'bind-result'
+  /** the id of the child's BindCall */
+  id: number
+  ok: boolean
+  value?: unknown
+  error?: WireError
+}
+
+export type ParentMessage = InitRequest | InvokeRequest | BindReply
 
 export interface BootMessage { t: 'boot' }
 export interface InitOk { t: 'init-ok', id: number }
@@ -56,7 +76,27 @@ export interface InvokeOk { t: 'result', id: number, ok: true, payload: string }
 /** `fatal`: the child exits right after sending this (uncaught exception, unhandled rejection) */
 export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireError, fatal?: boolean }
 
-export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed
+/**
+ * A binding call (child -> agent), only during an invocation; ids are the child's own sequence.
+ * The agent serves it only if (`name`, `kind`, `target`) is one of the spec's declared bindings
+ * and `op` is allowed there (no writes through a read-only one): else FNMESH_ERR_FORBIDDEN.
+ * kv ops: get {key}, put {key, data, revision?}, delete {key}, keys {prefix?};
+ * object ops: get {key}, put {key, data}, delete {key}, list {prefix?}. `data` is base64.
+ */
+export interface BindCall {
+  t: 'bind'
+  id: number
+  name: string
+  kind: string
+  target: string
+  op: string
+  key?: string
+  data?: string
+  revision?: number
+  prefix?: string
+}
+
+export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed | BindCall
 
 /**
  * One console call, as a line of JSON on the log pipe. `r` is the request id the child believes

@@ -12,7 +12,7 @@ import { constants } from 'node:os'
 import type { WorkerCgroup } from './layers/cgroup.js'
 import type { SandboxCommand } from './layers/command.js'
 import { LineSplitter } from './logs.js'
-import type { ChildMessage, InitRequest, WireError } from './protocol.js'
+import type { BindCall, BindReply, ChildMessage, InitRequest, WireError } from './protocol.js'
 
 export type WorkerState = 'booting' | 'generic' | 'initializing' | 'idle' | 'busy' | 'dead'
 
@@ -39,6 +39,15 @@ export interface Death { code: number | null, signal: NodeJS.Signals | null, oom
 
 export type OutputSource = 'log' | 'stdout' | 'stderr'
 
+/**
+ * Serves one binding call of the running invocation (node/src/bindings/server.ts, bound by the
+ * executor to the spec and deadline); rejects with a coded error, which goes back to the child.
+ */
+export type BindingHandler = (call: BindCall) => Promise<unknown>
+
+/** Binding calls one sandbox may have in flight; past it, calls are answered BUSY at once */
+export const MAX_BINDS_IN_FLIGHT = 64
+
 const STDERR_TAIL = 4096
 const MAX_LINE = 256 * 1024
 const SIGNALS = Object.fromEntries(Object.entries(constants.signals).map(([name, n]) => [n, name])) as Record<number, NodeJS.Signals>
@@ -61,6 +70,9 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   private stderrTail = ''
   private killedFor: string | undefined
   death: Death | undefined
+  /** the running invocation's binding handler (none outside an invocation) */
+  private serveBind: BindingHandler | undefined
+  private bindsInFlight = 0
 
   constructor (spec: SpawnSpec) {
     super()
@@ -142,13 +154,15 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 
   /** Runs one invocation; kills the sandbox at `deadlineMs` */
-  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string> }): Promise<InvokeOutcome> {
+  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler }): Promise<InvokeOutcome> {
+    const { bindings, ...fields } = extra ?? {}
+    this.serveBind = bindings
     this.state = 'busy'
     this.invocations++
     this.emit('invoke', requestId)
     const started = performance.now()
     try {
-      const reply = await this.request({ t: 'invoke', id: 0, requestId, payload, deadlineMs, ...extra }, deadlineMs - Date.now())
+      const reply = await this.request({ t: 'invoke', id: 0, requestId, payload, deadlineMs, ...fields }, deadlineMs - Date.now())
       const durationMs = performance.now() - started
       if (reply.t !== 'result') throw new Error('Unexpected reply to invoke')
       if (reply.ok) return { ok: true, payload: reply.payload, durationMs }
@@ -157,6 +171,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     } catch (err) {
       return { ok: false, error: this.deathError(err as Death), durationMs: performance.now() - started }
     } finally {
+      this.serveBind = undefined
       this.lastUsedMs = Date.now()
       // A worker killed here (fatal error) is dying: never idle, or the pool hands it out before its exit arrives.
       if (this.state === 'busy' && this.killedFor == null) this.state = 'idle'
@@ -204,6 +219,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 
   private onMessage (msg: ChildMessage): void {
+    if (msg?.t === 'bind') { this.onBind(msg); return }
     const id = msg?.t === 'boot' ? 0 : msg?.id
     const p = typeof id === 'number' ? this.pending.get(id) : undefined
     if (p == null) {
@@ -214,6 +230,33 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     }
     this.pending.delete(id as number)
     p.resolve(msg)
+  }
+
+  /**
+   * A binding call from the child. Whatever it names, the handler decides (the scope is the
+   * spec's, never the child's word); outside an invocation there is nothing to serve.
+   */
+  private onBind (call: BindCall): void {
+    const id = call.id
+    if (typeof id !== 'number' || !Number.isSafeInteger(id)) { this.kill('malformed binding call on the IPC channel'); return }
+    const answer = (reply: Omit<BindReply, 't' | 'id'>): void => {
+      if (this.state === 'dead' || !this.child.connected) return
+      this.child.send({ t: 'bind-result', id, ...reply } satisfies BindReply, (err) => { if (err != null) this.kill(`ipc send failed: ${err.message}`) })
+    }
+    const serve = this.serveBind
+    if (serve == null || this.state !== 'busy') {
+      answer({ ok: false, error: { code: 'FNMESH_ERR_FORBIDDEN', errorType: 'Binding.Forbidden', errorMessage: 'Binding call refused: no invocation with bindings is running', trace: [] } })
+      return
+    }
+    if (this.bindsInFlight >= MAX_BINDS_IN_FLIGHT) {
+      answer({ ok: false, error: { code: 'FNMESH_ERR_BUSY', errorType: 'Binding.Busy', errorMessage: `Binding call refused: ${MAX_BINDS_IN_FLIGHT} calls of this sandbox are already in flight`, trace: [] } })
+      return
+    }
+    this.bindsInFlight++
+    serve(call).then(
+      (value) => { answer({ ok: true, value }) },
+      (err) => { answer({ ok: false, error: bindError(err) }) }
+    ).finally(() => { this.bindsInFlight-- })
   }
 
   private onExit (code: number | null, signal: NodeJS.Signals | null, reason?: string): void {
@@ -234,6 +277,11 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     this.pending.clear()
     this.emit('exit', this.death)
   }
+}
+
+function bindError (err: any): WireError {
+  const code = typeof err?.code === 'string' && err.code.startsWith('FNMESH_ERR_') ? err.code : 'FNMESH_ERR_INTERNAL'
+  return { code, errorType: typeof err?.errorType === 'string' ? err.errorType : 'Binding.Error', errorMessage: String(err?.message ?? err), trace: [] }
 }
 
 async function withTimeout<T> (promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {

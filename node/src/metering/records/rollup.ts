@@ -17,9 +17,12 @@ export interface Totals {
   billedMs: number
   /** memory MB x billed ms */
   mbMs: number
+  /** binding calls and their bytes (issue 17) */
+  bindingCalls: number
+  bindingBytes: number
 }
 
-export const zero = (): Totals => ({ invocations: 0, errors: 0, coldStarts: 0, billedMs: 0, mbMs: 0 })
+export const zero = (): Totals => ({ invocations: 0, errors: 0, coldStarts: 0, billedMs: 0, mbMs: 0, bindingCalls: 0, bindingBytes: 0 })
 
 export function totalsOf (r: MeterRecord): Totals {
   return {
@@ -27,7 +30,9 @@ export function totalsOf (r: MeterRecord): Totals {
     errors: r.outcome === Outcome.OUTCOME_OK ? 0 : 1,
     coldStarts: r.cold ? 1 : 0,
     billedMs: r.billedMs,
-    mbMs: r.memoryMb * r.billedMs
+    mbMs: r.memoryMb * r.billedMs,
+    bindingCalls: r.bindingCalls ?? 0,
+    bindingBytes: r.bindingBytes ?? 0
   }
 }
 
@@ -38,10 +43,12 @@ export function addInto (into: Totals, d: Totals, sign = 1): Totals {
   into.coldStarts += sign * d.coldStarts
   into.billedMs += sign * d.billedMs
   into.mbMs += sign * d.mbMs
+  into.bindingCalls += sign * d.bindingCalls
+  into.bindingBytes += sign * d.bindingBytes
   return into
 }
 
-export const isZero = (t: Totals): boolean => t.invocations === 0 && t.errors === 0 && t.coldStarts === 0 && t.billedMs === 0 && t.mbMs === 0
+export const isZero = (t: Totals): boolean => t.invocations === 0 && t.errors === 0 && t.coldStarts === 0 && t.billedMs === 0 && t.mbMs === 0 && t.bindingCalls === 0 && t.bindingBytes === 0
 
 export const gbSeconds = (mbMs: number): number => mbMs / 1024 / 1000
 
@@ -50,15 +57,18 @@ export const encodeTotals = (t: Totals): Uint8Array => encode('Rollup', t)
 
 export function decodeTotals (bytes: Uint8Array): Totals {
   const r = decode('Rollup', bytes)
-  return { invocations: r.invocations, errors: r.errors, coldStarts: r.coldStarts, billedMs: r.billedMs, mbMs: r.mbMs }
+  return totalsOfRow(r)
 }
 
-export const totalsOfRow = (r: Rollup): Totals => ({ invocations: r.invocations, errors: r.errors, coldStarts: r.coldStarts, billedMs: r.billedMs, mbMs: r.mbMs })
+export const totalsOfRow = (r: Rollup): Totals => ({ invocations: r.invocations, errors: r.errors, coldStarts: r.coldStarts, billedMs: r.billedMs, mbMs: r.mbMs, bindingCalls: r.bindingCalls ?? 0, bindingBytes: r.bindingBytes ?? 0 })
 
 /** Hash of a register's rows, independent of their order */
 export function rowsHash (rows: readonly Rollup[]): Buffer {
   const encoded = rows.map(r => Buffer.from(encode('Rollup', {
-    bucketMs: r.bucketMs, function: r.function, nodeId: r.nodeId, invocations: r.invocations, errors: r.errors, coldStarts: r.coldStarts, billedMs: r.billedMs, mbMs: r.mbMs
+    bucketMs: r.bucketMs, function: r.function, nodeId: r.nodeId, invocations: r.invocations, errors: r.errors, coldStarts: r.coldStarts, billedMs: r.billedMs, mbMs: r.mbMs,
+    // Only when set, so rows without bindings hash as they did before these fields existed (seals of older agents verify).
+    ...(r.bindingCalls > 0 ? { bindingCalls: r.bindingCalls } : {}),
+    ...(r.bindingBytes > 0 ? { bindingBytes: r.bindingBytes } : {})
   }))).sort(Buffer.compare)
   const h = createHash('sha256')
   for (const e of encoded) h.update(e)

@@ -11,6 +11,7 @@
  * "The event loop is empty" is Node's 'beforeExit': during an invocation the IPC channel is
  * unref'd, so only the function's own work keeps the loop alive.
  */
+import { makeBindings } from './bindings.js'
 import { flushDropped } from './console.js'
 import { nodeJsExit, toWireError } from './errors.js'
 import type { Handler } from './handler.js'
@@ -90,7 +91,9 @@ export function runInvocation (handler: Handler, meta: InitRequest, msg: InvokeR
     clientContext: undefined,
     getRemainingTimeInMillis: () => Math.max(0, msg.deadlineMs - Date.now()),
     /** fnmesh: the CloudEvent attributes of an async event (undefined for sync invocations) */
-    cloudEvent: msg.cloudEvent
+    cloudEvent: msg.cloudEvent,
+    /** fnmesh: the declared bindings (issue 17), clients that talk to the agent */
+    bindings: makeBindings(meta.bindings, msg.deadlineMs)
   }
   // Neither a promise nor a callback: the loop running empty ends the invocation.
   const isAsync = handler.constructor?.name === 'AsyncFunction'

@@ -6,6 +6,7 @@
  * the permission model reading only this folder and the function's code, and inside a mount
  * namespace where this folder is /var/runtime and the code /var/task.
  */
+import { onBindResult } from './bindings.js'
 import { beginInvocation, patchConsole } from './console.js'
 import { RuntimeError, toWireError, unhandledRejection } from './errors.js'
 import { loadHandler, type Handler } from './handler.js'
@@ -100,5 +101,6 @@ process.on('disconnect', () => process.exit(0))
 process.on('message', (msg: ParentMessage) => {
   if (msg?.t === 'init') void onInit(msg)
   else if (msg?.t === 'invoke') onInvoke(msg)
+  else if (msg?.t === 'bind-result') onBindResult(msg)
 })
 send({ t: 'boot' })

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest'
+import { decode, encode } from '../../proto/codec.js'
+import { parseBinding, parseBindings, MAX_BINDINGS } from '../../core/bindings.js'
+import { validateDeploy } from '../../core/deploy-options.js'
+import { validateStoredSpec, type SpecFields } from '../../core/spec-rules.js'
+
+const sha = 'b'.repeat(64)
+const spec: SpecFields = {
+  name: 'counter', version: 1, handler: 'index.handler', memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [],
+  bundleObject: `sha256-${sha}`, bundleSha256: sha, bundleSize: 10, maxRetries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000,
+  bindings: ['counts=kv:counts', 'files=object:files:ro']
+}
+
+function code (fn: () => unknown): string {
+  try { fn() } catch (err: any) { return `${String(err.code)}: ${String(err.message)}` }
+  return 'no error'
+}
+
+describe('bindings: NAME=KIND:TARGET[:ro]', () => {
+  it('parses kv and object bindings, read-only or not, into canonical text', () => {
+    expect(parseBinding('counts=kv:counts')).toEqual({ name: 'counts', kind: 'kv', target: 'counts', readOnly: false, raw: 'counts=kv:counts' })
+    expect(parseBinding('files=object:my-files_1:ro')).toMatchObject({ kind: 'object', target: 'my-files_1', readOnly: true, raw: 'files=object:my-files_1:ro' })
+    expect(parseBindings('f', { a: 'kv:x', b: 'object:y:ro' }).map(b => b.raw)).toEqual(['a=kv:x', 'b=object:y:ro'])
+  })
+
+  it('refuses buckets that cannot exist, reserved buckets, bad names and unknown kinds with FNMESH_ERR_INVALID_BINDING', () => {
+    expect(code(() => parseBinding('c=kv:bad.bucket'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*bucket "bad.bucket" cannot exist/)
+    expect(code(() => parseBinding('c=kv:'))).toMatch(/^FNMESH_ERR_INVALID_BINDING/)
+    expect(code(() => parseBinding(`c=kv:${'x'.repeat(65)}`))).toMatch(/^FNMESH_ERR_INVALID_BINDING/)
+    expect(code(() => parseBinding('c=kv:fnmesh_functions'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*reserved/)
+    expect(code(() => parseBinding('c=object:FNMESH_bundles'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*reserved/)
+    expect(code(() => parseBinding('__proto__=kv:x'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*name/)
+    expect(code(() => parseBinding('toString=kv:x'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*name/)
+    expect(code(() => parseBinding('c=sql:x'))).toMatch(/^FNMESH_ERR_INVALID_BINDING: .*unknown kind "sql"/)
+    expect(code(() => parseBinding('c=kv:x:rw'))).toMatch(/^FNMESH_ERR_INVALID_BINDING/)
+    expect(code(() => parseBinding('kv:x'))).toMatch(/^FNMESH_ERR_INVALID_BINDING/)
+    expect(code(() => parseBinding('c=publish:orders.>'))).toMatch(/^FNMESH_ERR_UNSUPPORTED/)
+    expect(code(() => parseBindings('f', ['a=kv:x', 'a=kv:y']))).toMatch(/declared twice/)
+    expect(code(() => parseBindings('f', Array.from({ length: MAX_BINDINGS + 1 }, (_, i) => `b${i}=kv:x`)))).toMatch(/at most 16/)
+  })
+
+  it('are part of the deploy options and of the stored spec, checked again as agents read it', () => {
+    expect(validateDeploy({ name: 'counter', path: '.', bindings: ['counts=kv:counts'] }).bindings).toEqual(['counts=kv:counts'])
+    expect(code(() => validateDeploy({ name: 'counter', path: '.', bindings: ['counts=kv:a/b'] }))).toMatch(/^FNMESH_ERR_INVALID_BINDING/)
+    expect(validateStoredSpec(spec, 'counter')).toBeNull()
+    const decoded = decode('FunctionSpec', encode('FunctionSpec', { ...spec, createdAtMs: 1 } as never))
+    expect([...decoded.bindings]).toEqual(spec.bindings)
+    expect(validateStoredSpec(decoded as unknown as SpecFields, 'counter')).toBeNull()
+    for (const bindings of [['x=kv:fnmesh_functions'], ['x=kv:a.b'], ['x=kv:a', 'x=kv:b'], ['x = kv:a'], ['x=kv:a:ro:ro']]) {
+      const err = validateStoredSpec({ ...spec, bindings }, 'counter')
+      expect(err?.code, bindings.join()).toBe('FNMESH_ERR_INVALID_SPEC')
+    }
+  })
+})
