@@ -49,7 +49,7 @@ describe('admission by deadline on 3 agents of 2 slots', () => {
     expect(Date.now() - t0).toBeLessThan(60_000)
   }, 90_000)
 
-  it('under sustained 2x overload with 600 ms deadlines refuses at once and answers accepted calls within their deadline', async () => {
+  it('under sustained 2x overload with 600 ms deadlines refuses most calls at once, none after its deadline, and answers accepted calls within their deadline', async () => {
     // What the mesh serves here: a closed loop of 12 callers for 1.5 s.
     let served = 0
     const until = Date.now() + 1500
@@ -89,7 +89,10 @@ describe('admission by deadline on 3 agents of 2 slots', () => {
     // Refused at once: within 50 ms of what an answer needing no slot took meanwhile (on an idle
     // runner that floor is a few ms; on a starved one it is what any answer takes).
     expect(pct(refused.map(o => o.ms), 0.5), summary).toBeLessThanOrEqual(pct(floor, 0.5) + 50)
-    expect(pct(refused.map(o => o.ms), 0.9), summary).toBeLessThanOrEqual(pct(floor, 0.99) + 50)
+    // Not every refusal comes at once: a call admitted to a queue whose work ran slower than the
+    // estimate is refused when its budget runs out (measured on an idle 2-core runner: p90 435 ms,
+    // issue 13 says so). What always holds: no refusal comes after the caller's deadline.
+    expect(refused.filter(o => o.ms > 650).map(o => Math.round(o.ms)), summary).toEqual([])
     // Accepted calls answered within their deadline (a later answer is the SDK's CLIENT_TIMEOUT):
     // the margin of the queue budget keeps these rare; an estimate can still be wrong.
     // (50 ms for this process's own timers, late on a starved runner)
