@@ -253,7 +253,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     policy: config.routing
   })
   if (config.router) router.start()
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, logger: logger.child({ part: 'agent:triggers' }) })
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, logger: logger.child({ part: 'agent:triggers' }) })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({

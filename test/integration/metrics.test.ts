@@ -74,6 +74,21 @@ describe.skipIf(bin == null)('a 3-agent mesh scraped by Prometheus', () => {
     expect(await prom.scalar('sum(fnmesh_queue_wait_seconds_count)')).toBe(OK_CALLS + FAILED_CALLS)
   })
 
+  it('counts events pulled, acked, retried and dead-lettered, and their age', async () => {
+    await t.mesh.deploy({ name: 'ev', path: fixture('ok.js'), triggers: ['mtest.ok'] })
+    await t.mesh.deploy({ name: 'evfail', path: fixture('throw.js'), triggers: ['mtest.fail'], retries: 1, retryBackoffMs: 100 })
+    for (let i = 0; i < 5; i++) await t.mesh.publish('mtest.ok', { i })
+    await t.mesh.publish('mtest.fail', { i: 0 })
+    await waitFor(async () => await prom.scalar('sum(fnmesh_events_total{function="ev",result="acked"})') === 5 &&
+      await prom.scalar('sum(fnmesh_events_total{function="evfail",result="dead_lettered"})') === 1,
+    { timeoutMs: 20_000, message: 'Prometheus seeing 5 events acked and 1 dead-lettered' })
+    expect(await prom.scalar('sum(fnmesh_events_total{function="evfail",result="retried"})')).toBe(1)
+    expect(await prom.scalar('sum(fnmesh_event_age_seconds_count{function="ev"})')).toBe(5)
+    expect(await prom.scalar('sum(fnmesh_invocations_total{function="ev",trigger!="sync",outcome="success"})')).toBe(5)
+    expect(await prom.scalar('sum(fnmesh_invocations_total{function="evfail",outcome="error"})')).toBe(2)
+    expect(await prom.scalar('max(fnmesh_event_backlog{function="ev"})')).toBeGreaterThanOrEqual(0)
+  })
+
   it('turns /readyz to 503 while an agent drains', async () => {
     // 8 runs of 1.5 s over 7 slots: every agent is busy when the last one is told to stop.
     const calls = Array.from({ length: 8 }, async () => await t.mesh.invoke('slow', { ms: 1500 }, { timeoutMs: 20_000 }))

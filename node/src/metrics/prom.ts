@@ -6,7 +6,7 @@
  * names (or MAX_SERIES children of one metric) new ones are counted under "_other".
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { InvocationSample, MetricsSink } from './sink.js'
+import type { EventResult, InvocationSample, MetricsSink } from './sink.js'
 
 /** OTel FaaS invoke/init duration buckets, in seconds */
 export const FAAS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
@@ -63,6 +63,9 @@ export class PromMetrics implements MetricsSink {
   private readonly colds: Children<Counter.Internal>
   private readonly concurrent: Children<Gauge.Internal<string>>
   private readonly waits: Histogram
+  private readonly backlogs: Children<Gauge.Internal<string>>
+  private readonly ages: Children<Histogram.Internal<string>>
+  private readonly events: Children<Counter.Internal>
 
   constructor (stats: NodeStats) {
     const r = [this.registry]
@@ -74,6 +77,12 @@ export class PromMetrics implements MetricsSink {
     const colds = new Counter({ name: 'fnmesh_cold_starts_total', help: 'Invocations that started a new sandbox', labelNames: ['function'], registers: r })
     const concurrent = new Gauge({ name: 'fnmesh_concurrent_executions', help: 'Invocations running on this node now', labelNames: ['function'], registers: r })
     this.waits = new Histogram({ name: 'fnmesh_queue_wait_seconds', help: 'Time invocations waited in this node\'s queue for a slot', buckets: [0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: r })
+    const backlogs = new Gauge({ name: 'fnmesh_event_backlog', help: 'Events still pending on a function\'s consumer, as this node last saw when pulling (mesh-wide: max over nodes)', labelNames: ['function'], registers: r })
+    const ages = new Histogram({ name: 'fnmesh_event_age_seconds', help: 'Time from an event\'s storing to its pull (Lambda AsyncEventAge)', labelNames: ['function'], buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600], registers: r })
+    const events = new Counter({ name: 'fnmesh_events_total', help: 'Events this node settled: acked after a run, retried, dead-lettered, handed back', labelNames: ['function', 'result'], registers: r })
+    this.backlogs = new Children(l => backlogs.labels(...l))
+    this.ages = new Children(l => ages.labels(...l))
+    this.events = new Children(l => events.labels(...l))
     this.invocations = new Children(l => invocations.labels(...l))
     this.errors = new Children(l => errors.labels(...l))
     this.throttles = new Children(l => throttles.labels(...l))
@@ -126,6 +135,16 @@ export class PromMetrics implements MetricsSink {
 
   running (name: string, delta: 1 | -1): void {
     this.concurrent.get([this.fn(name)]).inc(delta)
+  }
+
+  eventPulled (name: string, backlog: number, ageMs: number): void {
+    const fn = this.fn(name)
+    this.backlogs.get([fn]).set(backlog)
+    this.ages.get([fn]).observe(Math.max(0, ageMs) / 1000)
+  }
+
+  eventSettled (name: string, result: EventResult): void {
+    this.events.get([this.fn(name), result]).inc()
   }
 
   async text (): Promise<string> {

@@ -21,6 +21,9 @@ export interface InvocationSample {
   initMs?: number
 }
 
+/** How a node settled an event it pulled */
+export type EventResult = 'acked' | 'retried' | 'dead_lettered' | 'handed_back'
+
 export interface MetricsSink {
   /** one invocation ran here (and was metered) */
   invocation: (s: InvocationSample) => void
@@ -30,6 +33,10 @@ export interface MetricsSink {
   queueWait: (ms: number) => void
   /** a run of `fn` started (+1) or ended (-1) on this node */
   running: (fn: string, delta: 1 | -1) => void
+  /** an event of `fn` was pulled: `backlog` still pending on its consumer, `ageMs` since it was stored */
+  eventPulled: (fn: string, backlog: number, ageMs: number) => void
+  /** how this node settled an event of `fn` */
+  eventSettled: (fn: string, result: EventResult) => void
 }
 
 /** The sink when metrics are off: every call does nothing */
@@ -37,5 +44,7 @@ export const noMetrics: MetricsSink = {
   invocation: () => {},
   throttle: () => {},
   queueWait: () => {},
-  running: () => {}
+  running: () => {},
+  eventPulled: () => {},
+  eventSettled: () => {}
 }
