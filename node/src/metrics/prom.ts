@@ -39,14 +39,14 @@ export interface NodeStats {
 class Children<T> {
   private readonly map = new Map<string, T>()
   constructor (private readonly bind: (labels: string[]) => T) {}
-  get (labels: string[]): T {
-    const key = labels.join('\u0000')
+  /** `key` names the label set (the values joined); `labels` builds them only on a miss */
+  get (key: string, labels: () => string[]): T {
     let child = this.map.get(key)
     if (child == null) {
-      if (this.map.size >= MAX_SERIES) labels = labels.map((_, i) => i === 0 ? OTHER : '')
-      child = this.bind(labels)
-      this.map.set(labels.join('\u0000'), child)
-      if (this.map.size < MAX_SERIES) this.map.set(key, child)
+      // Past MAX_SERIES children, a new label set is counted under "_other" (and not kept).
+      if (this.map.size >= MAX_SERIES) return this.bind(labels().map((_, i) => i === 0 ? OTHER : ''))
+      child = this.bind(labels())
+      this.map.set(key, child)
     }
     return child
   }
@@ -116,17 +116,18 @@ export class PromMetrics implements MetricsSink {
   invocation (s: InvocationSample): void {
     const fn = this.fn(s.function)
     const trigger = TRIGGERS.has(s.trigger) ? s.trigger : 'other'
-    this.invocations.get([fn, String(s.version), trigger, s.outcome]).inc()
-    this.durations.get([fn, trigger]).observe(s.durationMs / 1000)
-    if (s.outcome !== 'success') this.errors.get([fn, (s.code ?? '').slice(0, 64)]).inc()
+    this.invocations.get(`${fn}\0${s.version}\0${trigger}\0${s.outcome}`, () => [fn, String(s.version), trigger, s.outcome]).inc()
+    this.durations.get(`${fn}\0${trigger}`, () => [fn, trigger]).observe(s.durationMs / 1000)
+    if (s.outcome !== 'success') this.errors.get(`${fn}\0${s.code ?? ''}`, () => [fn, (s.code ?? '').slice(0, 64)]).inc()
     if (s.initMs != null) {
-      this.colds.get([fn]).inc()
-      this.inits.get([fn]).observe(s.initMs / 1000)
+      this.colds.get(fn, () => [fn]).inc()
+      this.inits.get(fn, () => [fn]).observe(s.initMs / 1000)
     }
   }
 
   throttle (name: string): void {
-    this.throttles.get([this.fn(name)]).inc()
+    const fn = this.fn(name)
+    this.throttles.get(fn, () => [fn]).inc()
   }
 
   queueWait (ms: number): void {
@@ -134,17 +135,19 @@ export class PromMetrics implements MetricsSink {
   }
 
   running (name: string, delta: 1 | -1): void {
-    this.concurrent.get([this.fn(name)]).inc(delta)
+    const fn = this.fn(name)
+    this.concurrent.get(fn, () => [fn]).inc(delta)
   }
 
   eventPulled (name: string, backlog: number, ageMs: number): void {
     const fn = this.fn(name)
-    this.backlogs.get([fn]).set(backlog)
-    this.ages.get([fn]).observe(Math.max(0, ageMs) / 1000)
+    this.backlogs.get(fn, () => [fn]).set(backlog)
+    this.ages.get(fn, () => [fn]).observe(Math.max(0, ageMs) / 1000)
   }
 
   eventSettled (name: string, result: EventResult): void {
-    this.events.get([this.fn(name), result]).inc()
+    const fn = this.fn(name)
+    this.events.get(`${fn}\0${result}`, () => [fn, result]).inc()
   }
 
   async text (): Promise<string> {
