@@ -121,6 +121,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       inFlight: () => parts.executor?.inFlight ?? 0,
       queueLength: () => (parts.executor?.load ?? 0) - (parts.executor?.inFlight ?? 0),
       sandboxesWarm: () => parts.pool?.warmCount ?? 0,
+      sandboxes: () => parts.pool?.size ?? 0,
+      adverts: () => parts.gossip?.stats ?? { sent: 0, received: 0, rejected: 0 },
       layersActive: () => plan.layers.filter(l => l.active).length,
       diskFreeBytes: () => parts.metering?.gauges().freeBytes ?? 0,
       replicationLagMs: () => parts.metering?.gauges().lagP99Ms ?? 0,

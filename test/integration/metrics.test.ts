@@ -71,6 +71,8 @@ describe.skipIf(bin == null)('a 3-agent mesh scraped by Prometheus', () => {
     expect(await prom.scalar('count(fnmesh_meter_replication_lag_seconds)')).toBe(3)
     await waitFor(async () => await prom.scalar('sum(fnmesh_meter_under_replicated)') === 0, { timeoutMs: 10_000, message: 'no under-replicated meter records' })
     expect(await prom.scalar('sum(fnmesh_in_flight)')).toBe(0)
+    expect(await prom.scalar('min(fnmesh_gossip_adverts_total{direction="received"})')).toBeGreaterThan(0)
+    expect(await prom.scalar('min(fnmesh_sandboxes - fnmesh_sandboxes_warm)')).toBeGreaterThanOrEqual(0)
     expect(await prom.scalar('sum(fnmesh_queue_wait_seconds_count)')).toBe(OK_CALLS + FAILED_CALLS)
   })
 

@@ -11,6 +11,8 @@ const stats: NodeStats = {
   inFlight: () => 1,
   queueLength: () => 2,
   sandboxesWarm: () => 3,
+  sandboxes: () => 5,
+  adverts: () => ({ sent: 7, received: 14, rejected: 1 }),
   layersActive: () => 5,
   diskFreeBytes: () => 1e9,
   replicationLagMs: () => 250,
@@ -40,6 +42,8 @@ describe('the admin listener', () => {
     expect(m.headers.get('content-type')).toContain('text/plain')
     expect(m.text).toMatch(/^fnmesh_slots 4$/m)
     expect(m.text).toMatch(/^fnmesh_meter_replication_lag_seconds 0\.25$/m)
+    expect(m.text).toMatch(/^fnmesh_gossip_adverts_total\{direction="received"\} 14$/m)
+    expect(m.text).toMatch(/^fnmesh_sandboxes 5$/m)
     expect((await http(port, 'GET', '/nope')).status).toBe(404)
   })
 

@@ -23,6 +23,10 @@ export interface NodeStats {
   queueLength: () => number
   /** specialised sandboxes alive (idle or busy) */
   sandboxesWarm: () => number
+  /** every live sandbox: specialised, generic (prewarmed) and booting */
+  sandboxes: () => number
+  /** gossip adverts this node sent, received, and rejected (forged or malformed), since it started */
+  adverts: () => { sent: number, received: number, rejected: number }
   /** isolation layers active on this node */
   layersActive: () => number
   /** free bytes where the meter ledger lives */
@@ -97,6 +101,20 @@ export class PromMetrics implements MetricsSink {
     gauge('fnmesh_in_flight', 'Invocations holding a slot on this node', stats.inFlight)
     gauge('fnmesh_queue_length', 'Invocations waiting for a slot on this node', stats.queueLength)
     gauge('fnmesh_sandboxes_warm', 'Sandboxes loaded with a function (idle or busy)', stats.sandboxesWarm)
+    gauge('fnmesh_sandboxes', 'Live sandboxes: specialised, generic (prewarmed) and booting', stats.sandboxes)
+    new Counter({
+      name: 'fnmesh_gossip_adverts_total',
+      help: 'Capacity adverts this node sent, received and rejected',
+      labelNames: ['direction'],
+      registers: r,
+      collect () {
+        const a = stats.adverts()
+        this.reset()
+        this.inc({ direction: 'sent' }, a.sent)
+        this.inc({ direction: 'received' }, a.received)
+        this.inc({ direction: 'rejected' }, a.rejected)
+      }
+    })
     gauge('fnmesh_isolation_layers_active', 'Sandbox isolation layers active on this node', stats.layersActive)
     gauge('fnmesh_disk_free_bytes', 'Free bytes where the meter ledger lives', stats.diskFreeBytes)
     gauge('fnmesh_meter_replication_lag_seconds', 'p99 time for a meter record to reach its replicas (recent window)', () => stats.replicationLagMs() / 1000)
