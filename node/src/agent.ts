@@ -21,6 +21,8 @@ import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
 import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
+import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { Registry } from '../../core/registry.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
@@ -44,6 +46,8 @@ import { waitForInit } from './registry/initialized.js'
 import { AdminServer } from './metrics/admin.js'
 import { PromMetrics } from './metrics/prom.js'
 import { noMetrics } from './metrics/sink.js'
+
+const DLQ_PREFIX = dlqSubject('')
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed'
 
@@ -128,9 +132,18 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       replicationLagMs: () => parts.metering?.gauges().lagP99Ms ?? 0,
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
-      natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp
+      natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
+      dlqMessages: async () => {
+        if (parts.nc == null) return {}
+        const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
+        const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
+        const out: Record<string, number> = {}
+        for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
+        return out
+      }
     })
   let natsUp = true
+  let dlqJsm: Awaited<ReturnType<typeof jetstreamManager>> | undefined
   const metering = parts.metering = new Metering({
     dir: join(config.dataDir, 'ledger'),
     logger: logger.child({ part: 'agent:metering' }),

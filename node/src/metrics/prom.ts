@@ -37,6 +37,8 @@ export interface NodeStats {
   /** routable peers in the gossip table, this node excluded */
   gossipPeers: () => number
   natsConnected: () => boolean
+  /** messages in the dead-letter stream per function (mesh-wide); read at scrape time, may reject */
+  dlqMessages?: () => Promise<Record<string, number>>
 }
 
 /** A metric's children bound once per label set, so a hot-path call is one Map lookup */
@@ -121,6 +123,22 @@ export class PromMetrics implements MetricsSink {
     gauge('fnmesh_meter_under_replicated', 'Own meter records not yet on enough peers', stats.underReplicated)
     gauge('fnmesh_gossip_peers', 'Routable peers in the gossip table, this node excluded', stats.gossipPeers)
     gauge('fnmesh_nats_connected', '1 while the NATS connection is up', () => stats.natsConnected() ? 1 : 0)
+    const dlq = stats.dlqMessages
+    if (dlq != null) {
+      new Gauge({
+        name: 'fnmesh_dlq_messages',
+        help: 'Dead letters kept per function (the mesh-wide stream, as this node reads it: use max over nodes)',
+        labelNames: ['function'],
+        registers: r,
+        async collect () {
+          // A scrape must not hang on JetStream: no answer within 1 s leaves the last values.
+          let counts: Record<string, number>
+          try { counts = await Promise.race([dlq(), new Promise<never>((_, reject) => setTimeout(() => { reject(new Error('timeout')) }, 1000).unref())]) } catch { return }
+          this.reset()
+          for (const [name, n] of Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, MAX_FUNCTIONS)) this.set({ function: name }, n)
+        }
+      })
+    }
   }
 
   /** A function name as a label: bounded to MAX_FUNCTIONS distinct values */
