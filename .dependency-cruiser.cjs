@@ -40,6 +40,13 @@ module.exports = {
       to: { path: '^sdk/src/' }
     },
     {
+      name: 'parts-see-metrics-sink-only',
+      comment: 'parts get a metrics sink from agent.ts; the Prometheus side and the admin listener are wired there',
+      severity: 'error',
+      from: { path: '^node/src/', pathNot: ['^node/src/agent\\.ts$', '^node/src/metrics/'] },
+      to: { path: '^node/src/metrics/', pathNot: '^node/src/metrics/sink\\.ts$' }
+    },
+    {
       name: 'sandbox-not-router-or-gossip',
       comment: 'the sandbox runs code; it knows nothing of routing or of the peers',
       severity: 'error',

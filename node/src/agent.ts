@@ -2,7 +2,7 @@
  * The node agent: composes its parts and owns their lifecycle. Start order is
  * isolation probe -> metering (ledger) -> NATS -> registry -> log shipper -> sandbox pool ->
  * function cache -> gossip -> metering.connect (replication, anti-entropy) -> executor -> control API ->
- * router -> triggers -> gateway -> discovery; stopping runs in reverse.
+ * router -> triggers -> gateway -> discovery -> admin listener; stopping runs in reverse.
  *
  *   router ──picks──> peer table <──adverts── gossip (libp2p + gossipsub)
  *     │ local                  remote: NATS fnmesh.exec.<id>
@@ -12,6 +12,7 @@
  *            └──libp2p streams──> peers' metering (push, anti-entropy)
  *   triggers (JetStream pull consumers, schedules) ──> executor (this node's, when it has room)
  *   gateway (HTTP, --http) ──> router.route() like any invocation
+ *   admin (HTTP, --admin) <── metrics sink (the executor counts into it; gauges read the parts)
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,6 +21,8 @@ import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
 import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
+import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { Registry } from '../../core/registry.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
@@ -41,6 +44,11 @@ import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/la
 import { SandboxPool } from './sandbox/pool.js'
 import { TriggerManager, type LocalCapacity } from './triggers/manager.js'
 import { waitForInit } from './registry/initialized.js'
+import { AdminServer } from './metrics/admin.js'
+import { PromMetrics } from './metrics/prom.js'
+import { noMetrics } from './metrics/sink.js'
+
+const DLQ_PREFIX = dlqSubject('')
 
 export type AgentState = 'starting' | 'running' | 'draining' | 'stopped' | 'failed'
 
@@ -52,6 +60,8 @@ export interface Agent {
   multiaddrs: () => string[]
   /** the HTTP gateway's port, when it runs */
   readonly httpPort: number | undefined
+  /** the admin listener's port (/metrics, /healthz, /readyz), when it runs */
+  readonly adminPort: number | undefined
   /** the peer table, this node included */
   peers: () => PeerEntry[]
   /** invocations this node's router sent to each node id */
@@ -79,6 +89,7 @@ interface Parts {
   triggers?: TriggerManager
   gateway?: Gateway
   discovery?: NatsDiscovery
+  admin?: AdminServer
 }
 
 /** Starts an agent and resolves once it serves invocations */
@@ -105,6 +116,35 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const privateKey = await loadOrCreateKey(config.dataDir)
   const trust = config.trust.length > 0 ? await TrustList.load([...config.trust]) : undefined
   const swarmKey = config.swarmKey != null ? await readSwarmKey(config.swarmKey) : undefined
+  const adminToken = config.adminToken != null ? await readAdminToken(config.adminToken) : undefined
+  // Metrics exist only with the admin listener: without it the parts count into nothing.
+  // The gauges read the parts at scrape time, so they reach them through `parts`.
+  const metrics = config.admin == null
+    ? undefined
+    : new PromMetrics({
+      slots: () => config.slots,
+      inFlight: () => parts.executor?.inFlight ?? 0,
+      queueLength: () => (parts.executor?.load ?? 0) - (parts.executor?.inFlight ?? 0),
+      sandboxesWarm: () => parts.pool?.warmCount ?? 0,
+      sandboxes: () => parts.pool?.size ?? 0,
+      adverts: () => parts.gossip?.stats ?? { sent: 0, received: 0, rejected: 0 },
+      layersActive: () => plan.layers.filter(l => l.active).length,
+      diskFreeBytes: () => parts.metering?.gauges().freeBytes ?? 0,
+      replicationLagMs: () => parts.metering?.gauges().lagP99Ms ?? 0,
+      underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
+      gossipPeers: () => table.routable().filter(e => !e.self).length,
+      natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
+      dlqMessages: async () => {
+        if (parts.nc == null) return {}
+        const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
+        const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
+        const out: Record<string, number> = {}
+        for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
+        return out
+      }
+    })
+  let natsUp = true
+  let dlqJsm: Awaited<ReturnType<typeof jetstreamManager>> | undefined
   const metering = parts.metering = new Metering({
     dir: join(config.dataDir, 'ledger'),
     logger: logger.child({ part: 'agent:metering' }),
@@ -127,7 +167,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   if ((nc.info?.max_payload ?? 0) < RECOMMENDED_MAX_PAYLOAD) {
     logger.warn({ maxPayload: nc.info?.max_payload }, `NATS max_payload is below ${RECOMMENDED_MAX_PAYLOAD} bytes: events and results near the 6 MB limit will be refused by the server`)
   }
-  watchNats(nc, logger).catch(() => {})
+  watchNats(nc, logger, (up) => { natsUp = up }).catch(() => {})
   // Agents open what `fnmesh init` made and never create it (see node/src/registry/initialized.ts).
   await waitForInit(nc, logger)
   const registry = await Registry.open(nc)
@@ -207,7 +247,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) },
-    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) })
+    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) }),
+    metrics: metrics ?? noMetrics
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
@@ -229,7 +270,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     policy: config.routing
   })
   if (config.router) router.start()
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, logger: logger.child({ part: 'agent:triggers' }) })
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, logger: logger.child({ part: 'agent:triggers' }) })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({
@@ -248,7 +289,15 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
 
   let state: AgentState = 'running'
   let closing: Promise<void> | undefined
-  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
+  if (config.admin != null && metrics != null) {
+    const admin = parts.admin = new AdminServer({
+      metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
+      notReady: () => state !== 'running' ? `agent is ${state}` : nc.isClosed() || !natsUp ? 'NATS is not connected' : '',
+      logger: logger.child({ part: 'agent:admin' })
+    }, { host: config.admin.host, port: config.admin.port, token: adminToken })
+    await admin.start()
+  }
+  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, adminPort: parts.admin?.port, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
 
   const agent: Agent = {
     nodeId,
@@ -257,6 +306,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     get state () { return state },
     multiaddrs: () => gossip.multiaddrs(),
     httpPort: parts.gateway?.port,
+    adminPort: parts.admin?.port,
     peers: () => table.all(),
     routed: () => router.routedTo,
     drain: async () => {
@@ -294,6 +344,7 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   const step = async (what: string, fn: () => unknown): Promise<void> => {
     try { await fn() } catch (err: any) { logger.warn({ part: what, err: String(err?.message ?? err) }, 'error while stopping') }
   }
+  await step('admin', async () => await parts.admin?.stop())
   await step('discovery', () => parts.discovery?.stop())
   await step('triggers', () => { if (!graceful) parts.triggers?.stop().catch((err: any) => { logger.warn({ part: 'triggers', err: String(err?.message ?? err) }, 'error while stopping') }) })
   await step('gateway', () => parts.gateway?.stop())
@@ -316,8 +367,9 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   })
 }
 
-async function watchNats (nc: NatsConnection, logger: Logger): Promise<void> {
+async function watchNats (nc: NatsConnection, logger: Logger, onState: (up: boolean) => void): Promise<void> {
   for await (const s of nc.status()) {
+    if (s.type === 'disconnect' || s.type === 'reconnect') onState(s.type === 'reconnect')
     if (s.type === 'disconnect') logger.warn({ server: (s as { server?: string }).server }, 'NATS connection lost; reconnecting')
     else if (s.type === 'reconnect') logger.info({ server: (s as { server?: string }).server }, 'NATS reconnected')
   }
@@ -332,4 +384,12 @@ async function readSwarmKey (path: string): Promise<Uint8Array> {
     throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `The swarm key "${path}" is not a libp2p pre-shared key (make one with "fnmesh keys swarm --out FILE")`)
   }
   return Buffer.from(`${lines[0]}\n${lines[1]}\n${lines[2].toLowerCase()}`, 'utf8')
+}
+
+/** The admin listener's bearer token: the file's content, trimmed */
+async function readAdminToken (path: string): Promise<string> {
+  let text: string
+  try { text = (await readFile(path, 'utf8')).trim() } catch (err: any) { throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot read the admin token "${path}": ${String(err?.code ?? err?.message)}`) }
+  if (text.length < 16) throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `The admin token "${path}" is too short: use at least 16 characters`)
+  return text
 }

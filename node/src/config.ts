@@ -33,6 +33,10 @@ export interface AgentOptions {
   name?: string
   /** Serve the HTTP gateway: a port, or "HOST:PORT" (port 0: any free port). @default off */
   http?: number | string
+  /** Serve /metrics, /healthz and /readyz: a port, or "HOST:PORT" (port 0: any free port; host 127.0.0.1 unless given). @default off */
+  admin?: number | string
+  /** File holding the bearer token the admin listener asks for; required when it binds other than loopback. @default none */
+  adminToken?: string
   /** Private swarm: a libp2p pre-shared key file (/key/swarm/psk/1.0.0/); hosts without it cannot connect. @default none */
   swarmKey?: string
   /** Deployer public keys (files or folders): when given, only deploys signed by one of them run here. @default none */
@@ -159,6 +163,10 @@ export interface AgentConfig {
   readonly sealAfterMs: number
   /** gateway address; undefined = no gateway */
   readonly http: { host: string, port: number } | undefined
+  /** admin listener (/metrics, /healthz, /readyz); undefined = none */
+  readonly admin: { host: string, port: number } | undefined
+  /** file holding the admin listener's bearer token */
+  readonly adminToken: string | undefined
   readonly swarmKey: string | undefined
   readonly trust: readonly string[]
 }
@@ -216,7 +224,9 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     minFreeMb: int('minFreeMb', options.minFreeMb, 64, 0, 1_048_576),
     tmpMb: int('tmpMb', options.tmpMb, 512, 1, 1_048_576),
     sealAfterMs: int('sealAfterMs', options.sealAfterMs, 1_200_000, 0, 86_400_000),
-    http: parseHttp(options.http),
+    http: parseAddress('http', options.http, '0.0.0.0'),
+    admin: parseAddress('admin', options.admin, '127.0.0.1'),
+    adminToken: options.adminToken,
     swarmKey: options.swarmKey,
     trust: Object.freeze([...(options.trust ?? [])])
   }
@@ -237,15 +247,23 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
   if (config.advertIntervalMs * 2 > config.peerTimeoutMs) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option peerTimeoutMs (${config.peerTimeoutMs}) must be at least twice advertIntervalMs (${config.advertIntervalMs})`)
   }
+  if (config.admin != null && !isLoopback(config.admin.host) && config.adminToken == null) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option admin binds "${config.admin.host}", which other machines reach: give --admin-token FILE, or bind 127.0.0.1`)
+  }
   return Object.freeze(config)
 }
 
 /** "8080", 8080 or "127.0.0.1:8080" -> host and port */
-function parseHttp (value: number | string | undefined): { host: string, port: number } | undefined {
+function parseAddress (key: string, value: number | string | undefined, defaultHost: string): { host: string, port: number } | undefined {
   if (value == null) return undefined
   const text = String(value)
   const m = /^(?:\[?([^\]]*?)\]?:)?(\d{1,5})$/.exec(text)
   const port = m != null ? Number(m[2]) : NaN
-  if (m == null || port > 65535) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option http is "${text}": expected a port or HOST:PORT`)
-  return { host: m[1] != null && m[1] !== '' ? m[1] : '0.0.0.0', port }
+  if (m == null || port > 65535) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ${key} is "${text}": expected a port or HOST:PORT`)
+  return { host: m[1] != null && m[1] !== '' ? m[1] : defaultHost, port }
+}
+
+/** True for an address only this machine reaches */
+export function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host)
 }

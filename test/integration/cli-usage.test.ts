@@ -39,7 +39,8 @@ const CASES: string[][] = [
   ['agent', '--slots', 'many'], ['agent', '--slots', '0'], ['agent', '--replicas', 'x'], ['agent', '--replicas', '65'], ['agent', '--ack-replicas', '3', '--replicas', '2'],
   ['agent', '--retention', 'forever'], ['agent', '--retention', '1s'], ['agent', '--billing-granularity', '0'], ['agent', '--min-free-mb', '-5'],
   ['agent', '--sync-interval', 'often'], ['agent', '--tmp-mb', '0'], ['agent', '--tmp-mb', 'big'], ['agent', '--http', 'nope'], ['agent', '--http', '99999'],
-  ['agent', '--sandbox', 'maybe'], ['agent', '--swarm-key', MISSING], ['agent', '--trust', MISSING], ['agent', '--name', 'bad name']
+  ['agent', '--sandbox', 'maybe'], ['agent', '--swarm-key', MISSING], ['agent', '--trust', MISSING], ['agent', '--name', 'bad name'],
+  ['agent', '--admin', 'nope'], ['agent', '--admin', '70000'], ['agent', '--admin', '0.0.0.0:9100'], ['agent', '--admin', '9100', '--admin-token', MISSING]
 ]
 
 describe('bad values of CLI options', () => {

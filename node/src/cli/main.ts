@@ -65,6 +65,8 @@ export function buildProgram (): Command {
     .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
+    .option('--admin <[host:]port>', 'serve /metrics (Prometheus), /healthz and /readyz on this port (host 127.0.0.1 unless given; 0 = a free port)')
+    .option('--admin-token <file>', 'bearer token the admin listener asks for (a file, at least 16 characters); required when --admin binds other than loopback', readable('--admin-token'))
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
@@ -103,6 +105,8 @@ export function buildProgram (): Command {
         maxQueue: opts.maxQueue,
         name: opts.name,
         http: opts.http,
+        admin: opts.admin,
+        adminToken: opts.adminToken,
         routing: opts.routing,
         router: opts.router,
         sandbox: opts.sandbox,

@@ -28,6 +28,7 @@ import { Idle, Once } from '../lifecycle.js'
 import { refusal } from '../metering/records/record.js'
 import { DEFAULT_MAX_QUEUE, admit } from './admit.js'
 import { DrainRate, RunTimes, expectedWaitMs } from '../wait.js'
+import { noMetrics, type InvocationOutcome, type MetricsSink } from '../metrics/sink.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void, runMs: number }
@@ -55,6 +56,8 @@ export interface ExecutorComponents {
   onLoadChange: () => void
   /** where the agent's own lines about an invocation go (timeouts, crashes), beside the function's */
   logs?: LogSink
+  /** where invocations, throttles and queue waits are counted; none when metrics are off */
+  metrics?: MetricsSink
   /** serves the binding calls of functions that declare bindings (node/src/bindings/server.ts) */
   bindings?: BindingService
 }
@@ -65,7 +68,7 @@ export interface BindingService {
 }
 
 export interface ExecutorInit {
-  /** Max concurrent invocations. @default 8 */
+  /** Max concurrent invocations. @default defaultSlots(): 4 per CPU, at least 2 */
   slots?: number
   /** Durations are billed rounded up to a multiple of this. @default 1 */
   billingGranularityMs?: number
@@ -86,6 +89,13 @@ const OUTCOME_OF: Record<string, Outcome> = {
   FNMESH_ERR_OUT_OF_MEMORY: Outcome.OUTCOME_OUT_OF_MEMORY,
   FNMESH_ERR_FUNCTION_EXITED: Outcome.OUTCOME_CRASH,
   FNMESH_ERR_FUNCTION_INIT: Outcome.OUTCOME_CRASH
+}
+
+const METRIC_OUTCOME_OF: Record<string, InvocationOutcome> = {
+  FNMESH_ERR_TIMEOUT: 'timeout',
+  FNMESH_ERR_OUT_OF_MEMORY: 'out_of_memory',
+  FNMESH_ERR_FUNCTION_EXITED: 'crash',
+  FNMESH_ERR_FUNCTION_INIT: 'crash'
 }
 
 /** Invocations a node runs at once unless told: 4 per CPU, at least 2 (config.ts uses it too) */
@@ -122,6 +132,7 @@ export class Executor {
   /** invocations waiting for a slot, oldest first */
   private readonly queue: Queued[] = []
   private readonly log: Logger
+  private readonly metrics: MetricsSink
 
   constructor (private readonly c: ExecutorComponents, init: ExecutorInit = {}) {
     this.slots = init.slots ?? defaultSlots()
@@ -129,6 +140,7 @@ export class Executor {
     this.payloadLimit = init.payloadLimit ?? SYNC_PAYLOAD_LIMIT
     this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.log = c.logger
+    this.metrics = c.metrics ?? noMetrics
   }
 
   /** Listens for invocations routed here by other agents. Idempotent */
@@ -204,6 +216,7 @@ export class Executor {
     if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_ID_BYTES) {
       return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_ID_BYTES} bytes`))
     }
+    const queuedAt = Date.now()
     if (admission.kind === 'run') {
       this.inFlight++
       this.busy.enter()
@@ -215,16 +228,20 @@ export class Executor {
         const why = admission.kind === 'refuse' && admission.reason === 'too-long'
           ? `its expected wait of ${Math.ceil(waitMs)} ms is over the ${req.queueMs ?? 0} ms the deadline leaves`
           : admission.kind === 'refuse' && admission.reason === 'queue-full' ? `its queue is full (${this.maxQueue})` : `no slot freed within ${req.queueMs ?? 0} ms`
+        this.metrics.throttle(req.function ?? '')
         return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting): ${why}`))
       }
     }
     const slotAt = Date.now()
+    this.metrics.queueWait(slotAt - queuedAt)
+    this.metrics.running(req.function ?? '', 1)
     this.c.onLoadChange()
     try {
       return await this.run(req, invocationId)
     } catch (err) {
       return this.reject(invocationId, err)
     } finally {
+      this.metrics.running(req.function ?? '', -1)
       this.runTimes.observe(key, Date.now() - slotAt)
       this.drainRate.released(Date.now(), this.queue.length > 0)
       // The slot goes to the oldest queued invocation, if any, else it frees.
@@ -350,7 +367,7 @@ export class Executor {
       this.logError(spec, invocationId, error)
       return await this.finish(spec, req, startMs, 0, true, error)
     }
-    const { worker, cold } = acquired
+    const { worker, cold, initMs } = acquired
     const payload = Buffer.from(req.payload ?? new Uint8Array(0)).toString('utf8')
     const attrs = req.attributes ?? {}
     const deadlineMs = Date.now() + spec.timeoutMs
@@ -365,11 +382,11 @@ export class Executor {
     }
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
     this.c.pool.release(worker)
-    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage)
+    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs)
     const error = out.error as WireError
     if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
     this.logError(spec, invocationId, error)
-    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs)
   }
 
   /** As Lambda, a failed invocation leaves its error in the function's log */
@@ -386,7 +403,7 @@ export class Executor {
    * (`carryMeter`) gets the signed record in the result and stores that second copy before it
    * answers; otherwise the meter waits for a peer's copy.
    */
-  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }): Promise<Encodable<InvokeResult>> {
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number): Promise<Encodable<InvokeResult>> {
     const record = this.record(spec, req, startMs, durationMs, cold, error, usage)
     const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
     let meterCopy: Encodable<MeterBundle> | undefined
@@ -397,6 +414,15 @@ export class Executor {
       throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
     }
     this.invocations++
+    this.metrics.invocation({
+      function: spec.name,
+      version: spec.version,
+      trigger: record.trigger ?? 'sync',
+      outcome: error == null ? 'success' : METRIC_OUTCOME_OF[error.code] ?? 'error',
+      code: error?.code,
+      durationMs,
+      initMs: cold ? initMs : undefined
+    })
     const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy }
     if (error != null) return { ...base, ok: false, error }
     return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }

@@ -180,6 +180,15 @@ export class Metering implements Startable {
     return this.antiEntropy?.unsynced() ?? []
   }
 
+  /** Cheap figures for the metrics scrape (status() walks the ledger folder) */
+  gauges (): { underReplicated: number, lagP99Ms: number, freeBytes: number } {
+    return {
+      underReplicated: this.replicator?.underReplicated ?? 0,
+      lagP99Ms: this.replicator?.lag.summary().p99 ?? 0,
+      freeBytes: Number.isFinite(this.guard.freeBytes) ? this.guard.freeBytes : 0
+    }
+  }
+
   async status (resetLag = false): Promise<Encodable<MeterStatus>> {
     const lag = this.replicator?.lag.summary() ?? { samples: 0, p50: 0, p99: 0, max: 0 }
     if (resetLag) this.replicator?.lag.reset()

@@ -194,6 +194,13 @@ export class SandboxPool implements Startable {
     return (this.perKey.get(key) ?? 0) - (this.idle.get(key)?.length ?? 0)
   }
 
+  /** Specialised workers alive (idle or busy), for the metrics */
+  get warmCount (): number {
+    let n = 0
+    for (const v of this.perKey.values()) n += v
+    return n
+  }
+
   hasIdle (key: string): boolean {
     return (this.idle.get(key)?.length ?? 0) > 0
   }

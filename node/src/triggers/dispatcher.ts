@@ -12,6 +12,7 @@ import { ACK_WAIT_MS, EventHeaders, dlqSubject, eventInvocationId, functionSubje
 import type { StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
 import type { Logger } from '../logger.js'
+import { noMetrics, type MetricsSink } from '../metrics/sink.js'
 import type { FunctionCache } from '../registry/cache.js'
 import { prepare, type PreparedEvent } from './prepare.js'
 
@@ -20,6 +21,8 @@ export interface DispatcherComponents {
   executor: Executor
   functions: FunctionCache
   logger: Logger
+  /** where pulled and settled events are counted */
+  metrics?: MetricsSink
 }
 
 /** Codes that say the node could not run it, not that the function failed: try again elsewhere */
@@ -32,7 +35,11 @@ export interface DispatchStats { ran: number, acked: number, retried: number, de
 export class Dispatcher {
   readonly stats: DispatchStats = { ran: 0, acked: 0, retried: 0, deadLettered: 0, handedBack: 0 }
 
-  constructor (private readonly c: DispatcherComponents) {}
+  private readonly metrics: MetricsSink
+
+  constructor (private readonly c: DispatcherComponents) {
+    this.metrics = c.metrics ?? noMetrics
+  }
 
   /**
    * Never throws: every path acks, naks or dead-letters the message. `onClaimed` runs once the
@@ -41,6 +48,7 @@ export class Dispatcher {
   async handle (msg: JsMsg, binding: Binding, onClaimed: () => void = () => {}): Promise<void> {
     let claimed = false
     const claim = (): void => { if (!claimed) { claimed = true; onClaimed() } }
+    this.metrics.eventPulled(binding.fn, msg.info.pending, Date.now() - msg.info.timestampNanos / 1e6)
     try {
       await this.settle(msg, binding, claim)
     } finally {
@@ -109,11 +117,13 @@ export class Dispatcher {
     if (result.ok === true) {
       msg.ack()
       this.stats.acked++
+      this.metrics.eventSettled(binding.fn, 'acked')
       return
     }
     const error = result.error as ErrorInfo
     if (HAND_BACK.has(error.code)) {
       this.stats.handedBack++
+      this.metrics.eventSettled(binding.fn, 'handed_back')
       this.nak(msg, error.code === 'FNMESH_ERR_BUSY' ? 0 : 2000)
       return
     }
@@ -144,6 +154,7 @@ export class Dispatcher {
       await this.c.js.publish(functionSubject(spec.name, 'retry'), Buffer.from(ev.json, 'utf8'), { headers: h, msgID: `retry:${eventInvocationId(spec.name, ev.eventId)}:${ev.attempt + 1}` })
       msg.ack()
       this.stats.retried++
+      this.metrics.eventSettled(binding.fn, 'retried')
       this.c.logger.info({ fn: spec.name, eventId: ev.eventId, attempt: ev.attempt, code: error.code, retryInMs: delay }, 'event failed; retry scheduled')
     } catch (err: any) {
       this.c.logger.warn({ fn: spec.name, eventId: ev.eventId, err: String(err?.message ?? err) }, 'could not schedule a retry; handing the event back')
@@ -175,6 +186,7 @@ export class Dispatcher {
       await this.c.js.publish(dlqSubject(binding.fn), record, { msgID: `dlq:${binding.fn}:${eventId}:${ev?.attempt ?? 0}` })
       msg.ack()
       this.stats.deadLettered++
+      this.metrics.eventSettled(binding.fn, 'dead_lettered')
       this.c.logger.warn({ fn: binding.fn, eventId, reason, code: error?.code, attempts: ev?.attempt, maxRetries: spec?.maxRetries }, 'event dead-lettered')
     } catch (err: any) {
       this.c.logger.warn({ fn: binding.fn, eventId, err: String(err?.message ?? err) }, 'could not dead-letter an event; handing it back')

@@ -14,6 +14,7 @@ import type { Executor } from '../executor/executor.js'
 import { Waiters, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
+import type { MetricsSink } from '../metrics/sink.js'
 import { Dispatcher } from './dispatcher.js'
 import { Puller } from './puller.js'
 import { Scheduler, type SchedulerComponents } from './scheduler.js'
@@ -25,6 +26,8 @@ export interface TriggerComponents {
   executor: Executor
   capacity: LocalCapacity
   logger: Logger
+  /** where events are counted; none when metrics are off */
+  metrics?: MetricsSink
 }
 
 /** What the triggers need to know of this node's room (agent.ts wires the executor and the sandbox pool in) */
@@ -65,7 +68,7 @@ export class TriggerManager implements Startable {
     this.jsm = await manager(this.c.nc)
     // Streams, buckets and consumers are made by `fnmesh init` and deploys, never by agents.
     await requireStreams(this.jsm, [EVENTS_STREAM, DLQ_STREAM])
-    this.dispatcher = new Dispatcher({ js: this.js, executor: this.c.executor, functions: this.c.functions, logger: this.c.logger })
+    this.dispatcher = new Dispatcher({ js: this.js, executor: this.c.executor, functions: this.c.functions, logger: this.c.logger, metrics: this.c.metrics })
     const kv = await openBucket(this.c.nc, SCHEDULES_BUCKET)
     const watch: SchedulerComponents['watch'] = async (onEntry) => await followKv(this.c.nc, kv, SCHEDULES_BUCKET, (key, e) => { onEntry(key, e != null ? e.string() : null) })
     this.scheduler = new Scheduler({ js: this.js, kv, watch, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
