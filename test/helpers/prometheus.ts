@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
+import { freePort } from '../../node/src/dev/nats-cluster.js'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { waitFor } from './wait.js'
@@ -11,17 +11,6 @@ export function prometheusBinary (): string | undefined {
   for (const p of ['/usr/bin/prometheus', '/usr/sbin/prometheus']) if (existsSync(p)) return p
   const which = spawnSync('sh', ['-c', 'command -v prometheus'], { encoding: 'utf8' })
   return which.status === 0 && which.stdout.trim() !== '' ? which.stdout.trim() : undefined
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => { resolve(port) })
-    })
-  })
 }
 
 export interface PrometheusServer {

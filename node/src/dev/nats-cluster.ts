@@ -8,7 +8,8 @@ import { startNatsServer, type NatsServer, type NatsServerOptions } from './nats
 /** Added to every clustered server: routes and clients to a server cut off go stale in ~6 s */
 export const CLUSTER_PING_CONFIG = 'ping_interval: "2s"\nping_max: 3'
 
-async function freePort (): Promise<number> {
+/** A TCP port free on 127.0.0.1 right now */
+export async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
     const s = createServer()
     s.once('error', reject)

@@ -9,7 +9,7 @@
 import { decode, encode, type Rollup, type RollupRegister } from '../../../../proto/codec.js'
 import { decodeDigest, emptyDigest, encodeDigest, toRange, xorInto, type Digest } from '../records/digest.js'
 import { HOUR_MS, LEVELS, LEVEL_MS, MINUTE_MS, floorTo, hourDigestKey, minuteDigestKey, pad, parseRollupKey, recordPrefix, rollupKey, rollupPrefix, sealKey } from '../records/keys.js'
-import { applyRollupDeltas, type Op, type Plan, type Reader } from './plan.js'
+import { applyDigestDeltas, applyRollupDeltas, type Op, type Plan, type Reader } from './plan.js'
 import { addInto, compareRegisters, decodeTotals, totalsOfRow, zero, type Totals } from '../records/rollup.js'
 import type { Db } from './recovery.js'
 
@@ -94,18 +94,6 @@ export async function planRegisters (store: { db: Db, reader: Reader, horizonMs:
     for await (const key of store.db.keys({ gte: recordPrefix(minuteMs, nodeId), lt: `${recordPrefix(minuteMs, nodeId)}~` })) plan.ops.push({ type: 'del', key })
   }
   await applyRollupDeltas(store.reader, rollups, plan.ops, plan.staged)
-  const hKeys = [...hourDeltas.keys()]
-  const hours = await store.reader.getMany(hKeys)
-  hKeys.forEach((key, i) => {
-    const d = hourDeltas.get(key) as Digest
-    const cur = hours[i] != null ? decodeDigest(hours[i] as Uint8Array) : emptyDigest()
-    cur.count += d.count
-    xorInto(cur.hash, d.hash)
-    const bytes = encodeDigest(cur)
-    plan.ops.push({ type: 'put', key, value: bytes })
-    plan.staged.set(key, bytes)
-    const end = key.lastIndexOf('!')
-    plan.hours.push({ nodeId: key.slice(2, end), hourMs: Number(key.slice(end + 1)), digest: cur })
-  })
+  await applyDigestDeltas(store.reader, hourDeltas, plan.ops, plan.staged, plan.hours)
   return plan
 }
