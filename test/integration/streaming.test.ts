@@ -50,11 +50,13 @@ describe('response streaming on a 2-agent mesh', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fnmesh-stream-'))
-    t = await startMesh({ nodes: 2, slots: 4, args: ['--http', '127.0.0.1:0'] })
+    // The first agent has one slot: once it is busy, its router sends work to the second.
+    t = await startMesh({ nodes: 2, slots: [1, 4], args: ['--http', '127.0.0.1:0'] })
     ports = httpPorts(t.cluster.agents)
     const code = fixture('stream')
     await Promise.all([
       t.mesh.deploy({ name: 'slow', path: code, handler: 'index.slow', timeoutMs: 20_000, routes: ['GET /slow'] }),
+      t.mesh.deploy({ name: 'rslow', path: code, handler: 'index.slow', timeoutMs: 20_000, routes: ['GET /rslow'] }),
       t.mesh.deploy({ name: 'big', path: code, handler: 'index.big', timeoutMs: 60_000, memoryMb: 256 }),
       t.mesh.deploy({ name: 'shttp', path: code, handler: 'index.http', timeoutMs: 20_000, routes: ['GET /shttp', 'GET /shttp-fast'] }),
       t.mesh.deploy({ name: 'fails', path: code, handler: 'index.fails', routes: ['GET /fails'] }),
@@ -64,7 +66,7 @@ describe('response streaming on a 2-agent mesh', () => {
       t.mesh.deploy({ name: 'hono', path: await fixtureWithPackages(dir, 'stream-hono', ['hono']), routes: ['GET /hono/{proxy+}'], timeoutMs: 20_000 })
     ])
     for (const port of ports) {
-      for (const path of ['/slow', '/shttp', '/fails', '/hono/plain']) {
+      for (const path of ['/slow', '/rslow', '/shttp', '/fails', '/hono/plain']) {
         await waitFor(async () => (await http(port, 'OPTIONS', path)).json?.code !== 'FNMESH_ERR_ROUTE_NOT_FOUND', { timeoutMs: 5000, intervalMs: 20, message: `the route ${path} on port ${port}` })
       }
     }
@@ -108,6 +110,28 @@ describe('response streaming on a 2-agent mesh', () => {
       expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(700)
     }
   })
+
+  it('streams from a function running on the other agent: executor -> router -> HTTP client, chunk by chunk', async () => {
+    const [a, b] = t.cluster.agents
+    let remote: Timed | undefined
+    await waitFor(async () => {
+      // a's one slot busy with /slow (1 s), so a's router sends /rslow to b.
+      const hold = timedGet(ports[0], '/slow')
+      await new Promise(resolve => setTimeout(resolve, 300))
+      const r = await timedGet(ports[0], '/rslow')
+      await hold
+      expect(r.chunks.map(c => c.text).join('')).toBe('first\nsecond\n')
+      const id = String(r.headers['x-request-id'])
+      let records: ExportedRecord[] = []
+      await waitFor(async () => (records = await recordsOf(t, 'rslow', id)).length === 1, { timeoutMs: 10_000, message: `the record of ${id}` })
+      if (records[0].nodeId !== b.nodeId) return false
+      remote = r
+      return true
+    }, { timeoutMs: 30_000, intervalMs: 200, message: `a run routed by ${a.nodeId} to ${b.nodeId}` })
+    const r = remote as Timed
+    expect(r.headers['transfer-encoding']).toBe('chunked')
+    expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(700)
+  }, 60_000)
 
   it('takes the HTTP status, headers and cookies from the HttpResponseStream prelude', async () => {
     const r = await timedGet(ports[0], '/shttp')
