@@ -10,6 +10,7 @@ import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runCli } from '../helpers/cli.js'
 import { fixture } from '../helpers/fixtures.js'
 import { fixtureWithPackages, http, httpPorts } from '../helpers/http.js'
 import { startMesh, type TestMesh } from '../helpers/mesh.js'
@@ -189,6 +190,13 @@ describe('response streaming on a 2-agent mesh', () => {
     expect(JSON.parse(text(chunks))).toEqual({ echo: { n: 7 } })
     expect(s.contentType).toBe('application/json')
     expect(await s.done).toMatchObject({ streamed: false })
+  })
+
+  it('writes a stream to stdout with fnmesh invoke --stream', async () => {
+    const r = await runCli(['invoke', 'slow', '--stream', '--data', '{"waitMs":10}', '--nats', t.url])
+    expect(r.stderr).toBe('')
+    expect(r.code).toBe(0)
+    expect(r.stdout).toBe('first\nsecond\n')
   })
 
   it('ends a stream that fails after its first chunk with the function\'s error, once', async () => {
