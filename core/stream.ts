@@ -13,7 +13,7 @@
  */
 import { createInbox, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type StreamChunk } from '../proto/codec.js'
-import { FnmeshError, fnmeshError, type ErrorCode } from '../proto/errors.js'
+import { FnmeshError, fnmeshError } from '../proto/errors.js'
 import { Headers, STREAM_CHUNK_MAX, STREAM_IDLE_MS, STREAM_WINDOW_BYTES, STREAM_WINDOW_CHUNKS, Status } from '../proto/subjects.js'
 
 /** One piece of a streamed body as it moves between parts; the first may say what the stream is */
@@ -162,9 +162,4 @@ export class StreamSender implements StreamSink {
     }
     this.wake?.()
   }
-}
-
-/** A coded error for a stream that cannot go on */
-export function streamError (code: ErrorCode, message: string): FnmeshError {
-  return fnmeshError(code, message)
 }

@@ -83,9 +83,9 @@ describe('response streaming on a 2-agent mesh', () => {
   })
 
   it('streams to the SDK: the first chunk arrives well before the function finishes', async () => {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 2; i++) {
       const start = Date.now()
-      const s = await t.mesh.invokeStream('slow', { waitMs: 1500 })
+      const s = await t.mesh.invokeStream('slow', { waitMs: 2000 })
       const firstAt = Date.now() - start
       expect(s.invocationId).toMatch(/^[0-9a-f-]{36}$/)
       expect(s.contentType).toBe('text/plain')
@@ -95,20 +95,20 @@ describe('response streaming on a 2-agent mesh', () => {
       expect(text(chunks)).toBe('first\nsecond\n')
       const end = await s.done
       expect(end).toMatchObject({ streamed: true, bytes: 13, invocationId: s.invocationId })
-      // The first chunk came before the 1.5 s wait ended; the last after it.
+      // The first chunk came before the 2 s wait ended; the last after it.
       expect(times[times.length - 1] - firstAt, `first at ${firstAt} ms, last at ${times[times.length - 1]} ms`).toBeGreaterThan(1000)
     }
   })
 
   it('streams to HTTP clients with chunked encoding, the first bytes before the function finishes', async () => {
     for (const port of ports) {
-      const r = await timedGet(port, '/slow')
+      const r = await timedGet(port, '/slow?waitMs=2000')
       expect(r.status).toBe(200)
       expect(r.headers['transfer-encoding']).toBe('chunked')
       expect(r.headers['content-type']).toBe('text/plain')
       expect(r.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
       expect(r.chunks.map(c => c.text).join('')).toBe('first\nsecond\n')
-      expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(700)
+      expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(1000)
     }
   })
 
@@ -119,7 +119,7 @@ describe('response streaming on a 2-agent mesh', () => {
       // a's one slot busy with /slow (1 s), so a's router sends /rslow to b.
       const hold = timedGet(ports[0], '/slow')
       await new Promise(resolve => setTimeout(resolve, 300))
-      const r = await timedGet(ports[0], '/rslow')
+      const r = await timedGet(ports[0], '/rslow?waitMs=2000')
       await hold
       expect(r.chunks.map(c => c.text).join('')).toBe('first\nsecond\n')
       const id = String(r.headers['x-request-id'])
@@ -131,16 +131,16 @@ describe('response streaming on a 2-agent mesh', () => {
     }, { timeoutMs: 30_000, intervalMs: 200, message: `a run routed by ${a.nodeId} to ${b.nodeId}` })
     const r = remote as Timed
     expect(r.headers['transfer-encoding']).toBe('chunked')
-    expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(700)
+    expect(r.endMs - r.chunks[0].atMs, JSON.stringify(r.chunks)).toBeGreaterThan(1000)
   }, 60_000)
 
   it('takes the HTTP status, headers and cookies from the HttpResponseStream prelude', async () => {
-    const r = await timedGet(ports[0], '/shttp')
+    const r = await timedGet(ports[0], '/shttp?waitMs=2000')
     expect(r.status).toBe(201)
     expect(r.headers['x-fn']).toBe('stream-http')
     expect(r.headers['set-cookie']).toEqual(['a=1', 'b=2'])
     expect(r.chunks.map(c => c.text).join('')).toBe('hello world')
-    expect(r.endMs - r.chunks[0].atMs).toBeGreaterThan(700)
+    expect(r.endMs - r.chunks[0].atMs).toBeGreaterThan(1000)
   })
 
   it('runs hono\'s streamHandle app: it loads, streams and answers its plain routes', async () => {
@@ -148,7 +148,7 @@ describe('response streaming on a 2-agent mesh', () => {
     expect(r.status).toBe(200)
     expect(r.headers['x-app']).toBe('hono')
     expect(r.chunks.map(c => c.text).join('')).toBe('one two')
-    expect(r.endMs - r.chunks[0].atMs).toBeGreaterThan(700)
+    expect(r.endMs - r.chunks[0].atMs).toBeGreaterThan(1000)
     const plain = await http(ports[0], 'GET', '/hono/plain')
     expect(plain.status).toBe(202)
     expect(plain.json).toEqual({ ok: true })
@@ -232,4 +232,22 @@ describe('response streaming on a 2-agent mesh', () => {
       return records.length === 1 && records[0].errorCode !== ''
     }, { timeoutMs: 30_000, message: 'the cancelled run metered with an error' })
   }, 90_000)
+
+  // Last: it kills an agent.
+  it('never runs a streamed invocation again once its first chunk went, when the agent running it dies', async () => {
+    const key = `no-rerun-${Date.now()}`
+    const s = await t.mesh.invokeStream('slow', { waitMs: 4000 }, { idempotencyKey: key, timeoutMs: 30_000 })
+    const it = s[Symbol.asyncIterator]()
+    expect(Buffer.from((await it.next()).value as Uint8Array).toString()).toBe('first\n')
+    const victim = t.cluster.agents.find(a => a.nodeId === s.nodeId)
+    expect(victim, `the agent running it (${s.nodeId})`).toBeDefined()
+    victim?.kill('SIGKILL')
+    await expect(it.next()).rejects.toMatchObject({ code: 'FNMESH_ERR_PEER_UNAVAILABLE' })
+    // The survivor never ran it: no record of the key there, even after the function's 4 s.
+    await new Promise(resolve => setTimeout(resolve, 5000))
+    const survivor = t.cluster.agents.find(a => a !== victim)
+    const records: ExportedRecord[] = []
+    for await (const r of t.mesh.exportRecords({ fn: 'slow', via: survivor?.nodeId })) if (r.idempotencyKey === key) records.push(r)
+    expect(records.filter(r => r.nodeId === survivor?.nodeId)).toEqual([])
+  }, 60_000)
 })
