@@ -250,7 +250,9 @@ export class Mesh {
       retryBackoffMs: opts.retryBackoffMs,
       maxEventAgeMs: opts.maxEventAgeMs,
       routes: opts.routes,
-      bindings: opts.bindings
+      bindings: opts.bindings,
+      reserved: opts.reserved,
+      provisioned: opts.provisioned
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }

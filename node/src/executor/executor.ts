@@ -60,6 +60,14 @@ export interface ExecutorComponents {
   metrics?: MetricsSink
   /** serves the binding calls of functions that declare bindings (node/src/bindings/server.ts) */
   bindings?: BindingService
+  /** mesh-wide permits of functions deployed with --reserved (executor/reserved.ts); none: no cap is applied */
+  reserved?: ReservedPermits
+}
+
+/** What the executor needs of the mesh-wide concurrency leases */
+export interface ReservedPermits {
+  acquire: (fn: string, limit: number) => Promise<boolean>
+  release: (fn: string) => void
 }
 
 /** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
@@ -269,10 +277,12 @@ export class Executor {
   async executeWhenFree (req: Encodable<ExecRequest>, onWait?: () => void): Promise<Encodable<InvokeResult>> {
     for (;;) {
       const result = await this.execute(req)
-      if (result.ok === true || result.error?.code !== 'FNMESH_ERR_BUSY' || this.state !== 'running') return result
+      const code = result.ok === true ? '' : result.error?.code ?? ''
+      if ((code !== 'FNMESH_ERR_BUSY' && code !== 'FNMESH_ERR_THROTTLED') || this.state !== 'running') return result
       onWait?.()
       await new Promise<void>(resolve => {
-        const timer = setTimeout(done, 1000)
+        // A throttled event waits for a permit anywhere in the mesh: ask again soon.
+        const timer = setTimeout(done, code === 'FNMESH_ERR_THROTTLED' ? 200 : 1000)
         function done (): void { clearTimeout(timer); resolve() }
         this.slotWaiters.add(done)
       })
@@ -348,8 +358,27 @@ export class Executor {
 
   private async run (req: Encodable<ExecRequest>, invocationId: string): Promise<Encodable<InvokeResult>> {
     const name = req.function ?? ''
-    const spec = await this.c.functions.spec(name, req.version ?? 0)
+    // A call through an alias or to a version runs exactly that version's spec and code.
+    const spec = req.pinned === true ? await this.c.functions.specAt(name, req.version ?? 0) : await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+    const reserved = spec.reserved ?? 0
+    if (reserved > 0 && this.c.reserved != null) {
+      // Lambda throttles a call over the function's reserved concurrency: nothing runs, nothing is metered.
+      if (!await this.c.reserved.acquire(name, reserved)) {
+        this.metrics.throttle(name)
+        throw new CapacityError('FNMESH_ERR_THROTTLED', `Function "${name}" is at its reserved concurrency of ${reserved} across the mesh`)
+      }
+      try {
+        return await this.runSpec(spec, req, invocationId)
+      } finally {
+        this.c.reserved.release(name)
+      }
+    }
+    return await this.runSpec(spec, req, invocationId)
+  }
+
+  private async runSpec (spec: StoredSpec, req: Encodable<ExecRequest>, invocationId: string): Promise<Encodable<InvokeResult>> {
+    const name = spec.name
     // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
     const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
     if (unmeterable != null) {

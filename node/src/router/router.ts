@@ -37,6 +37,8 @@ export interface LocalNode {
   runMs: (key: string) => number
   /** a sandbox of `fn@version` is idle here */
   isWarm: (key: string) => boolean
+  /** idle provisioned sandboxes of `fn@version` here (--provisioned) */
+  provisionedIdle?: (key: string) => number
   /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED */
   execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal }) => Promise<Encodable<InvokeResult>>
 }
@@ -88,6 +90,8 @@ export interface RouterInit {
 /** One invocation to route, from NATS or (later) from a trigger */
 export interface RouteRequest {
   function: string
+  /** an alias ("live"), a version ("3") or "$LATEST" (core/aliases.ts); absent = the latest version */
+  qualifier?: string
   payload: Uint8Array
   /**
    * An invocation id minted inside this agent (the gateway's random request id); never taken
@@ -226,7 +230,7 @@ export class Router {
       if (req.function !== '' && req.function !== fromSubject) {
         throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
-      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' })
+      result = await this.route({ function: fromSubject, qualifier: req.qualifier, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
     }
@@ -255,8 +259,10 @@ export class Router {
       if (req.payload.byteLength > this.init.payloadLimit) {
         return fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot invoke "${req.function}": the event is ${req.payload.byteLength} bytes, over the limit of ${this.init.payloadLimit}`)
       }
-      const spec = await this.c.functions.spec(req.function)
-      if (spec == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      // An alias picks its version per invocation, by its weights; a version pins it.
+      const resolved = await this.c.functions.resolve(req.function, req.qualifier ?? '', this.init.rng)
+      if (resolved == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      const spec = resolved.spec
       try {
         JSON.parse(Buffer.from(req.payload.buffer, req.payload.byteOffset, req.payload.byteLength).toString('utf8'))
       } catch (err: any) {
@@ -270,7 +276,8 @@ export class Router {
         payload: req.payload,
         routerId: this.c.nodeId,
         deadlineMs: deadline,
-        trigger: req.trigger ?? 'sync'
+        trigger: req.trigger ?? 'sync',
+        pinned: resolved.pinned
       }
       return await this.dispatchWithRetry(spec, exec, deadline, options.signal)
     } catch (err) {
@@ -290,7 +297,7 @@ export class Router {
       if (signal?.aborted === true) return aborted()
       const late = beforePick(s, Date.now(), deadline)
       if (late != null) return refused(late)
-      let peer = this.pick(key, failed)
+      let peer = ((spec.provisioned ?? 0) > 0 ? this.pickProvisioned(key, failed) : undefined) ?? this.pick(key, failed)
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
@@ -373,6 +380,33 @@ export class Router {
   /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
   private pickQueue (key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
     return chooseQueue(this.candidates(key, exclude), budgetMs, runMs, this.init.rng)?.entry
+  }
+
+  /**
+   * A function with provisioned sandboxes (--provisioned) goes first to a node whose advert says
+   * it holds an idle one of `key` that this router has not already sent a call to since (the
+   * least loaded such node), so the first N concurrent calls find them; none: the usual choice.
+   */
+  private pickProvisioned (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    let best: { entry: PeerEntry, load: number } | undefined
+    for (const entry of this.c.table.routable()) {
+      const a = entry.advert
+      if (exclude.has(a.nodeId)) continue
+      let idle: number
+      let load: number
+      if (entry.self) {
+        idle = this.c.local.provisionedIdle?.(key) ?? 0
+        load = this.c.local.load
+        if (load >= this.c.local.slots) continue
+      } else {
+        idle = a.provisioned.filter(k => k === key).length - this.tracker.sinceAdvert(a.nodeId)
+        load = this.tracker.estimate(a.nodeId, a.inFlight, a.slots)
+        if (load >= a.slots) continue
+      }
+      if (idle <= 0) continue
+      if (best == null || load < best.load) best = { entry, load }
+    }
+    return best?.entry
   }
 
   private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
