@@ -173,6 +173,11 @@ export class Executor {
     return this.c.pool.hasIdle(key)
   }
 
+  /** Idle provisioned sandboxes of `key` here (the router prefers them) */
+  provisionedIdle (key: string): number {
+    return this.c.pool.provisionedIdle(key)
+  }
+
   /** Refuses new work and resolves when the last invocation finished. Idempotent: every caller gets the same promise */
   async drain (): Promise<void> {
     await this.draining.run()
