@@ -39,13 +39,17 @@ interface FnState {
   limit: number
   /** permits in this agent's lease, as last written */
   held: number
-  /** runs holding one now */
-  used: number
+  /** runs holding a permit now */
+  granted: number
+  /** acquires waiting for a write of the lease */
+  pending: number
   /** by this agent's clock */
   expiresAt: number
   /** operations on the KV entry, one at a time */
   chain: Promise<unknown>
   shrinkQueued: boolean
+  /** the permits a write in flight sets the lease to: until it lands, no more are taken locally */
+  writing: number
 }
 
 const CONFLICT = /wrong last sequence|key exists/i
@@ -90,17 +94,20 @@ export class ReservedConcurrency {
   /** Takes one permit of `fn` (cap `limit` mesh-wide): true when the run may start */
   async acquire (fn: string, limit: number): Promise<boolean> {
     const s = this.state(fn, limit)
-    if (s.used < s.held && this.now() < s.expiresAt) {
-      s.used++
+    // Not past acquires waiting for a write: the permits it grows the lease by are theirs.
+    if (s.pending === 0 && this.spare(s)) {
+      s.granted++
       return true
     }
-    // Counted at once, so acquires waiting behind this one ask for their permits in one write.
-    s.used++
-    const ok = await this.serial(s, async () => await this.write(fn, s, true))
-    if (!ok) {
-      s.used--
-      this.stats.refused++
-    }
+    s.pending++
+    // The permit is counted inside the operation: nothing may take or give it up in between.
+    const ok = await this.serial(s, async () => {
+      const granted = await this.grow(fn, s).catch(() => false)
+      s.pending--
+      if (granted) s.granted++
+      return granted
+    })
+    if (!ok) this.stats.refused++
     return ok
   }
 
@@ -108,24 +115,29 @@ export class ReservedConcurrency {
   release (fn: string): void {
     const s = this.fns.get(fn)
     if (s == null) return
-    s.used = Math.max(0, s.used - 1)
+    s.granted = Math.max(0, s.granted - 1)
     if (s.shrinkQueued) return
     s.shrinkQueued = true
     void this.serial(s, async () => {
       s.shrinkQueued = false
-      return s.held > s.used ? await this.write(fn, s, false) : true
+      return s.held > s.granted ? await this.write(fn, s, s.granted) : true
     })
   }
 
   /** Permits this agent holds now per function (for tests and logs) */
-  held (): Record<string, { held: number, used: number }> {
-    return Object.fromEntries([...this.fns].map(([fn, s]) => [fn, { held: s.held, used: s.used }]))
+  held (): Record<string, { held: number, granted: number }> {
+    return Object.fromEntries([...this.fns].map(([fn, s]) => [fn, { held: s.held, granted: s.granted }]))
+  }
+
+  /** A permit of this agent's live lease is free (and no write in flight gives it up) */
+  private spare (s: FnState): boolean {
+    return s.granted < Math.min(s.held, s.writing) && this.now() < s.expiresAt
   }
 
   private state (fn: string, limit: number): FnState {
     let s = this.fns.get(fn)
     if (s == null) {
-      s = { limit, held: 0, used: 0, expiresAt: 0, chain: Promise.resolve(), shrinkQueued: false }
+      s = { limit, held: 0, granted: 0, pending: 0, expiresAt: 0, chain: Promise.resolve(), shrinkQueued: false, writing: Infinity }
       this.fns.set(fn, s)
     }
     s.limit = limit
@@ -140,40 +152,54 @@ export class ReservedConcurrency {
 
   private renewAll (): void {
     for (const [fn, s] of this.fns) {
-      if (s.held === 0 && s.used === 0) { this.fns.delete(fn); continue }
-      void this.serial(s, async () => await this.write(fn, s, false))
+      if (s.held === 0 && s.granted === 0 && s.pending === 0) { this.fns.delete(fn); continue }
+      void this.serial(s, async () => await this.write(fn, s, s.granted))
     }
   }
 
   /**
-   * Sets this agent's lease of `fn` to the permits its runs use now (0 removes it) with a fresh
-   * expiry. Growing it (`grow`) needs room under the limit beside the unexpired leases of others;
-   * keeping or shrinking it always fits. True when the lease covers the runs here.
+   * One more permit for a waiting acquire: from a lease an earlier write already grew, else by
+   * growing the lease for every acquire waiting here, as far as the others' unexpired leases
+   * leave room under the limit. False when not even one fits.
    */
-  private async write (fn: string, s: FnState, grow: boolean): Promise<boolean> {
+  private async grow (fn: string, s: FnState): Promise<boolean> {
+    if (this.spare(s)) return true
+    return await this.write(fn, s, (taken) => {
+      const want = Math.min(s.granted + s.pending, s.limit - taken)
+      return want >= s.granted + 1 ? want : -1
+    })
+  }
+
+  /**
+   * Sets this agent's lease of `fn` to `want` permits (0 removes it; a function of the permits
+   * others hold, -1 to give up) with a fresh expiry, by compare-and-set. True when written.
+   */
+  private async write (fn: string, s: FnState, want: number | ((taken: number) => number)): Promise<boolean> {
     const key = concurrencyKey(fn)
     try {
       for (let attempt = 0; attempt < 16; attempt++) {
-        // An earlier write (for acquires queued behind it) may already cover this one.
-        if (grow && s.used <= s.held && this.now() < s.expiresAt) return true
         const entry = await this.c.kv.get(key)
         const now = this.now()
         const others = entry != null && entry.operation === 'PUT' ? this.othersOf(entry.value, now) : []
         const taken = others.reduce((n, l) => n + l.permits, 0)
-        const want = s.used
-        if (want > s.held && taken + want > s.limit) return false
-        const leases = want > 0 ? [...others, { nodeId: this.c.nodeId, permits: want, expiresAtMs: now + this.ttlMs }] : others
+        const permits = typeof want === 'number' ? Math.max(want, s.granted) : want(taken)
+        if (permits < 0) return false
+        const leases = permits > 0 ? [...others, { nodeId: this.c.nodeId, permits, expiresAtMs: now + this.ttlMs }] : others
         const bytes = encode('ConcurrencyLeases', { leases })
+        // A run here may not take a permit this write gives up (a shrink racing a new run).
+        s.writing = permits
         try {
           if (entry == null) await this.c.kv.create(key, bytes)
           else await this.c.kv.update(key, bytes, entry.revision)
           this.stats.writes++
-          s.held = want
+          s.held = permits
           s.expiresAt = now + this.ttlMs
           return true
         } catch (err: any) {
           if (!CONFLICT.test(String(err?.message))) throw err
           this.stats.conflicts++
+        } finally {
+          s.writing = Infinity
         }
       }
       return false
