@@ -318,7 +318,7 @@ export class Gossip implements Startable {
 export function inRange (a: CapacityAdvert, now = Date.now()): boolean {
   return a.slots >= 1 && a.slots <= MAX_SLOTS && a.inFlight <= a.slots + MAX_QUEUE &&
     a.warm.length <= MAX_WARM && a.warm.every(w => w.length <= 200) &&
-    a.provisioned.length <= MAX_WARM && a.provisioned.every(w => w.length <= 200) &&
+    (a.provisioned ?? []).length <= MAX_WARM && (a.provisioned ?? []).every(w => w.length <= 200) &&
     /^[\w.-]{0,64}$/.test(a.name) && a.seq >= 1 &&
     a.startedAtMs > 0 && a.startedAtMs <= now + MAX_CLOCK_AHEAD_MS && a.sentAtMs <= now + MAX_CLOCK_AHEAD_MS &&
     a.freeMemMb <= 1 << 30 && a.invocations <= Number.MAX_SAFE_INTEGER

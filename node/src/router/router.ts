@@ -260,7 +260,9 @@ export class Router {
         return fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot invoke "${req.function}": the event is ${req.payload.byteLength} bytes, over the limit of ${this.init.payloadLimit}`)
       }
       // An alias picks its version per invocation, by its weights; a version pins it.
-      const resolved = await this.c.functions.resolve(req.function, req.qualifier ?? '', this.init.rng)
+      const qualifier = req.qualifier ?? ''
+      const latest = qualifier === '' ? await this.c.functions.spec(req.function) : null
+      const resolved = qualifier === '' ? (latest != null ? { spec: latest, pinned: false } : null) : await this.c.functions.resolve(req.function, qualifier, this.init.rng)
       if (resolved == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
       const spec = resolved.spec
       try {
