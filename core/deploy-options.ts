@@ -57,11 +57,15 @@ export interface DeployOptions {
   constraints?: string[]
   /** Placement: terms the nodes it runs on should satisfy while they have room */
   prefer?: string[]
+  /** At most this many runs at once across the whole mesh (Lambda's reserved concurrency); 0 = no cap. @default 0 */
+  reserved?: number
+  /** Keep this many sandboxes warm across the mesh, on distinct nodes (Lambda's provisioned concurrency). @default 0 */
+  provisioned?: number
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
 
-export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000 } as const
+export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000, reserved: 0, provisioned: 0 } as const
 export { LIMITS }
 
 export interface ValidDeploy {
@@ -83,6 +87,8 @@ export interface ValidDeploy {
   /** canonical placement terms */
   constraints: string[]
   prefer: string[]
+  reserved: number
+  provisioned: number
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -96,7 +102,14 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
   const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => checkLimit(name, key, value ?? fallback)
   const env = checkEnv(name, input.env ?? {})
   const triggers = checkTriggers(name, input.triggers)
+  const reserved = int('reserved', input.reserved, DEPLOY_DEFAULTS.reserved)
+  const provisioned = int('provisioned', input.provisioned, DEPLOY_DEFAULTS.provisioned)
+  if (reserved > 0 && provisioned > reserved) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot deploy "${name}": provisioned (${provisioned}) is over reserved (${reserved})`)
+  }
   return Object.freeze({
+    reserved,
+    provisioned,
     name,
     path: input.path,
     handler,

@@ -24,7 +24,11 @@ export const LIMITS = {
   concurrency: [0, 10_000],
   retries: [0, 100],
   retryBackoffMs: [1, 3_600_000],
-  maxEventAgeMs: [1000, 7 * 86_400_000]
+  maxEventAgeMs: [1000, 7 * 86_400_000],
+  /** mesh-wide concurrency cap (0 = none) */
+  reserved: [0, 100_000],
+  /** sandboxes kept warm across the mesh (0 = none) */
+  provisioned: [0, 1000]
 } as const
 
 /**
@@ -158,6 +162,8 @@ export interface SpecFields {
   /** canonical placement terms (core/placement.ts) */
   constraints?: string[] | null
   prefer?: string[] | null
+  reserved?: number
+  provisioned?: number
 }
 
 /**
@@ -180,6 +186,11 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkLimit(key, 'retries', spec.maxRetries)
     checkLimit(key, 'retryBackoffMs', spec.retryBackoffMs)
     checkLimit(key, 'maxEventAgeMs', spec.maxEventAgeMs)
+    checkLimit(key, 'reserved', spec.reserved ?? 0)
+    checkLimit(key, 'provisioned', spec.provisioned ?? 0)
+    if ((spec.reserved ?? 0) > 0 && (spec.provisioned ?? 0) > (spec.reserved ?? 0)) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `provisioned ${String(spec.provisioned)} is over reserved ${String(spec.reserved)}`)
+    }
     checkEnv(key, spec.env)
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])

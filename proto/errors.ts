@@ -57,6 +57,10 @@ export const CATALOGUE = {
   FNMESH_ERR_SIGNATURE_INVALID: { family: 'auth', summary: 'The deploy signature does not match the function\'s spec and code digest' },
   FNMESH_ERR_INVALID_SPEC: { family: 'input', summary: 'The function\'s stored spec breaks a deploy rule (limits, name, handler, env, triggers, routes, bundle fields, version) or does not decode: agents skip it' },
   FNMESH_ERR_SPEC_ROLLBACK: { family: 'auth', summary: 'The function\'s signed spec is older than a trusted version this agent has already seen (a replayed deploy)' },
+  FNMESH_ERR_THROTTLED: { family: 'capacity', summary: 'The function already runs its reserved concurrency (--reserved) across the mesh (HTTP 429); events wait and run later' },
+  FNMESH_ERR_ALIAS_NOT_FOUND: { family: 'not-found', summary: 'The function has no alias of that name' },
+  FNMESH_ERR_VERSION_NOT_FOUND: { family: 'not-found', summary: 'The function has no such version in the registry (it keeps the last 16 versions of each function)' },
+  FNMESH_ERR_INVALID_ALIAS: { family: 'input', summary: 'A stored alias breaks the alias rules, does not decode, is unsigned or replayed where deploys must be signed: agents skip it' },
   FNMESH_ERR_VERSION_LIMIT: { family: 'usage', summary: 'The function\'s next version would pass the highest allowed version (1000000000): the deploy is refused instead of wrapping' }
 } as const satisfies Record<string, { family: ErrorFamily, summary: string }>
 

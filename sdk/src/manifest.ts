@@ -22,7 +22,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer'])
+const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -80,6 +80,8 @@ function fromYaml (text: string, file: string): Manifest {
     memoryMb: num('memory'),
     timeoutMs: timeout != null ? Math.round(timeout * 1000) : undefined,
     concurrency: num('concurrency'),
+    reserved: num('reserved'),
+    provisioned: num('provisioned'),
     env: d.env != null ? Object.fromEntries(Object.entries(d.env).map(([k, v]) => [k, String(v)])) : undefined,
     triggers: triggers as string[] | undefined,
     egress: d.egress != null ? d.egress === true : undefined,

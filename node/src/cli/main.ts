@@ -21,6 +21,7 @@ import { formatAgo, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
+import { addAliasCommands } from './aliases.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
@@ -185,6 +186,8 @@ export function buildProgram (): Command {
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
     .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
     .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
+    .option('--reserved <n>', 'at most N runs at once across the whole mesh; calls over it are throttled (FNMESH_ERR_THROTTLED), events wait (default: no cap)', int('--reserved', LIMITS.reserved[0], LIMITS.reserved[1]))
+    .option('--provisioned <n>', 'keep N sandboxes warm across the mesh, on distinct nodes, so the first N concurrent calls never start cold (default 0)', int('--provisioned', LIMITS.provisioned[0], LIMITS.provisioned[1]))
     .option('--json', 'print the result as JSON')
     .addOption(natsOption())
   deployHttpOptions(program.commands[program.commands.length - 1])
@@ -208,7 +211,9 @@ export function buildProgram (): Command {
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,
-          maxEventAgeMs: opts.maxEventAge
+          maxEventAgeMs: opts.maxEventAge,
+          reserved: opts.reserved,
+          provisioned: opts.provisioned
         })
         if (opts.json === true) json(res)
         else process.stdout.write(`deployed ${res.name} version ${res.version} (${res.files} files, ${res.sizeBytes} bytes, sha256 ${res.sha256.slice(0, 12)}${res.signedBy != null ? `, signed by ${res.signedBy}` : ''})${res.routes.length > 0 ? `; routes: ${res.routes.join(', ')}` : ''}\n`)
@@ -217,7 +222,7 @@ export function buildProgram (): Command {
 
   program.command('invoke')
     .description('Invoke NAME synchronously and print its result as JSON')
-    .argument('<name>', 'function name')
+    .argument('<name>', 'function name; NAME:ALIAS or NAME:VERSION runs that alias or version')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
     .option('--stream', 'write the response to stdout as it comes, byte for byte (a streaming handler\'s body; a buffered result as its JSON)')
@@ -297,7 +302,7 @@ export function buildProgram (): Command {
         // Labels a node was given (--label); the automatic ones are in --json.
         const given = (n: typeof nodes[number]): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
         process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
-          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, [...n.warm, ...n.provisioned.map(k => `${k}(provisioned)`)].join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
       })
     })
 
@@ -309,6 +314,7 @@ export function buildProgram (): Command {
     .addOption(new Option('--bucket <size>', 'also total per time bucket (UTC)').choices(['minute', 'hour', 'day']))
     .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST', (v: string) => asUsage('--price', () => parsePrice(v)))
     .addOption(new Option('--export <format>', 'print the raw records (one per invocation id) instead of totals').choices(['csv', 'json']))
+    .addOption(new Option('--by <dimension>', 'totals per function version (from the raw records, within their retention)').choices(['version']))
     .option('--via <node-id>', 'ask this agent instead of any one of them')
     .option('--json', 'print JSON')
     .addOption(natsOption())
@@ -320,6 +326,12 @@ export function buildProgram (): Command {
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
           await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          return
+        }
+        if (opts.by === 'version') {
+          const rows = await mesh.usageByVersion({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 })
+          if (opts.json === true) { json({ versions: rows }); return }
+          process.stdout.write(table(['FUNCTION', 'VERSION', 'INVOCATIONS', 'ERRORS', 'COLD', 'BILLED MS', 'GB-SECONDS'], rows.map(r => [r.function, r.version, r.invocations, r.errors, r.coldStarts, r.billedMs, r.gbSeconds.toFixed(6)])) + '\n')
           return
         }
         const usage = await mesh.usage({ fn: opts.fn, fromMs, toMs, bucket: opts.bucket, price, via: opts.via })
@@ -382,6 +394,7 @@ export function buildProgram (): Command {
     })
 
   addKeyCommands(program, withMesh, natsOption, int)
+  addAliasCommands(program, withMesh, natsOption)
 
   return program
 }

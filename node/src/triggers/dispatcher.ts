@@ -26,7 +26,7 @@ export interface DispatcherComponents {
 }
 
 /** Codes that say the node could not run it, not that the function failed: try again elsewhere */
-const HAND_BACK: ReadonlySet<string> = new Set<ErrorCode>(['FNMESH_ERR_BUSY', 'FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_BUNDLE_INVALID', 'FNMESH_ERR_NOT_FOUND'])
+const HAND_BACK: ReadonlySet<string> = new Set<ErrorCode>(['FNMESH_ERR_BUSY', 'FNMESH_ERR_THROTTLED', 'FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_BUNDLE_INVALID', 'FNMESH_ERR_NOT_FOUND'])
 /** A message delivered this many times without settling (say, it crashes every agent) is dead-lettered */
 const MAX_DELIVERIES = 20
 
