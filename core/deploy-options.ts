@@ -2,7 +2,7 @@
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
 import { UsageError } from '../proto/errors.js'
-import { parseBindings } from './bindings.js'
+import { parseBindings, parseDestination } from './bindings.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
 import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
@@ -49,6 +49,10 @@ export interface DeployOptions {
    * (kv:BUCKET, object:BUCKET), or an object NAME -> "KIND:TARGET[:ro]". Buckets missing are made.
    */
   bindings?: string[] | Record<string, string>
+  /** Async invocations: after a run succeeds, a CloudEvent with its result is published here ("publish:SUBJECT") */
+  onSuccess?: string
+  /** Async invocations: after the final failure (dead-lettered), a CloudEvent with the error and the event ("publish:SUBJECT") */
+  onFailure?: string
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
@@ -72,6 +76,9 @@ export interface ValidDeploy {
   routes: HttpRoute[]
   /** canonical binding texts */
   bindings: string[]
+  /** "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -99,6 +106,8 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
-    bindings: parseBindings(name, input.bindings).map(b => b.raw)
+    bindings: parseBindings(name, input.bindings).map(b => b.raw),
+    onSuccess: parseDestination('on-success', input.onSuccess)?.raw ?? '',
+    onFailure: parseDestination('on-failure', input.onFailure)?.raw ?? ''
   })
 }

@@ -21,8 +21,11 @@ import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from 
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'onSuccess' | 'onFailure'> & {
   routes?: HttpRoute[]
+  /** destinations of async results, "publish:SUBJECT" or "" (core/bindings.ts parseDestination) */
+  onSuccess?: string
+  onFailure?: string
   /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[]
   signature?: DeploySignature | null
@@ -328,6 +331,8 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     maxEventAgeMs: spec.maxEventAgeMs,
     routes: spec.routes.map(copyRoute),
     bindings: [...(spec.bindings ?? [])],
+    onSuccess: spec.onSuccess ?? '',
+    onFailure: spec.onFailure ?? '',
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }

@@ -528,6 +528,12 @@ export namespace fnmesh {
             /** FunctionSpec bindings. */
             bindings: string[];
 
+            /** FunctionSpec onSuccess. */
+            onSuccess: string;
+
+            /** FunctionSpec onFailure. */
+            onFailure: string;
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -661,6 +667,12 @@ export namespace fnmesh {
 
                 /** FunctionSpec bindings */
                 bindings?: (string[]|null);
+
+                /** FunctionSpec onSuccess */
+                onSuccess?: (string|null);
+
+                /** FunctionSpec onFailure */
+                onFailure?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -1886,6 +1898,9 @@ export namespace fnmesh {
             /** ExecRequest carryMeter. */
             carryMeter: boolean;
 
+            /** ExecRequest hops. */
+            hops: number;
+
             /**
              * Creates a new ExecRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -2001,6 +2016,9 @@ export namespace fnmesh {
 
                 /** ExecRequest carryMeter */
                 carryMeter?: (boolean|null);
+
+                /** ExecRequest hops */
+                hops?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -1555,6 +1555,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
              * @property {Array.<string>|null} [bindings] FunctionSpec bindings
+             * @property {string|null} [onSuccess] FunctionSpec onSuccess
+             * @property {string|null} [onFailure] FunctionSpec onFailure
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1743,6 +1745,22 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.bindings = $util.emptyArray;
 
             /**
+             * FunctionSpec onSuccess.
+             * @member {string} onSuccess
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onSuccess = "";
+
+            /**
+             * FunctionSpec onFailure.
+             * @member {string} onFailure
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onFailure = "";
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1816,6 +1834,10 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindings != null && message.bindings.length)
                     for (let i = 0; i < message.bindings.length; ++i)
                         writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess") && message.onSuccess !== "")
+                    writer.uint32(/* id 60, wireType 2 =*/482).string(message.onSuccess);
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure") && message.onFailure !== "")
+                    writer.uint32(/* id 61, wireType 2 =*/490).string(message.onFailure);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2065,6 +2087,24 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindings.push(reader.stringVerify());
                             continue;
                         }
+                    case 60: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onSuccess = value;
+                            else
+                                delete message.onSuccess;
+                            continue;
+                        }
+                    case 61: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onFailure = value;
+                            else
+                                delete message.onFailure;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2191,6 +2231,12 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.bindings[i]))
                             return "bindings: string[] expected";
                 }
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    if (!$util.isString(message.onSuccess))
+                        return "onSuccess: string expected";
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    if (!$util.isString(message.onFailure))
+                        return "onFailure: string expected";
                 return null;
             };
 
@@ -2314,6 +2360,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let i = 0; i < object.bindings.length; ++i)
                         message.bindings[i] = $String(object.bindings[i]);
                 }
+                if (object.onSuccess != null)
+                    if (typeof object.onSuccess !== "string" || object.onSuccess.length)
+                        message.onSuccess = $String(object.onSuccess);
+                if (object.onFailure != null)
+                    if (typeof object.onFailure !== "string" || object.onFailure.length)
+                        message.onFailure = $String(object.onFailure);
                 return message;
             };
 
@@ -2369,6 +2421,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.maxEventAgeMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.signature = null;
+                    object.onSuccess = "";
+                    object.onFailure = "";
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -2439,6 +2493,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.bindings.length; ++j)
                         object.bindings[j] = message.bindings[j];
                 }
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    object.onSuccess = message.onSuccess;
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    object.onFailure = message.onFailure;
                 return object;
             };
 
@@ -5815,6 +5873,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
+             * @property {number|null} [hops] ExecRequest hops
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5952,6 +6011,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.carryMeter = false;
 
             /**
+             * ExecRequest hops.
+             * @member {number} hops
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.hops = 0;
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -6010,6 +6077,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
                     writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops") && message.hops !== 0)
+                    writer.uint32(/* id 60, wireType 0 =*/480).uint32(message.hops);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6211,6 +6280,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.carryMeter;
                             continue;
                         }
+                    case 60: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.hops = value;
+                            else
+                                delete message.hops;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6303,6 +6381,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     if (typeof message.carryMeter !== "boolean")
                         return "carryMeter: boolean expected";
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    if (!$util.isInteger(message.hops))
+                        return "hops: integer expected";
                 return null;
             };
 
@@ -6380,6 +6461,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.carryMeter != null)
                     if (object.carryMeter)
                         message.carryMeter = $Boolean(object.carryMeter);
+                if (object.hops != null)
+                    if ($Number(object.hops) !== 0)
+                        message.hops = object.hops >>> 0;
                 return message;
             };
 
@@ -6425,6 +6509,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = "";
                     object.idempotencyKey = "";
                     object.carryMeter = false;
+                    object.hops = 0;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6464,6 +6549,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     object.carryMeter = message.carryMeter;
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    object.hops = message.hops;
                 return object;
             };
 

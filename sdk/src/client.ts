@@ -17,7 +17,7 @@ import { Registry, type StoredSpec } from '../../core/registry.js'
 import { validateStoredSpec } from '../../core/spec-rules.js'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
-import { ensureBindingStores } from '../../core/binding-stores.js'
+import { ensureBindingStores, ensurePublishSubjects } from '../../core/binding-stores.js'
 import { parseBindings } from '../../core/bindings.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
@@ -89,6 +89,9 @@ export interface FunctionInfo {
   triggers: string[]
   /** declared bindings, "NAME=KIND:TARGET[:ro]" */
   bindings: string[]
+  /** destinations of async results, "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
   egress: boolean
   sizeBytes: number
   sha256: string
@@ -126,6 +129,8 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     concurrency: s?.concurrency ?? 0,
     triggers: s?.triggers ?? [],
     bindings: s?.bindings ?? [],
+    onSuccess: s?.onSuccess ?? '',
+    onFailure: s?.onFailure ?? '',
     egress: s?.egress ?? false,
     sizeBytes: s?.bundleSize ?? 0,
     sha256: s?.bundleSha256 ?? '',
@@ -236,7 +241,11 @@ export class Mesh {
     signal.throwIfAborted()
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
     // Declared stores exist before any version that names them can run.
-    if (opts.bindings.length > 0) await ensureBindingStores(this.nc, await this.jsm(), parseBindings(opts.name, opts.bindings))
+    const declared = parseBindings(opts.name, opts.bindings)
+    if (declared.length > 0) await ensureBindingStores(this.nc, await this.jsm(), declared)
+    // What the function publishes on (bindings, destinations) is captured before it can publish.
+    const published = [...declared.filter(b => b.kind === 'publish').map(b => b.target), ...[opts.onSuccess, opts.onFailure].filter(d => d !== '').map(d => d.slice('publish:'.length))]
+    await ensurePublishSubjects(await this.jsm(), published)
     const spec = await registry.deploy({
       name: opts.name,
       handler,
@@ -250,7 +259,9 @@ export class Mesh {
       retryBackoffMs: opts.retryBackoffMs,
       maxEventAgeMs: opts.maxEventAgeMs,
       routes: opts.routes,
-      bindings: opts.bindings
+      bindings: opts.bindings,
+      onSuccess: opts.onSuccess,
+      onFailure: opts.onFailure
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }

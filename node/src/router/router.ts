@@ -102,6 +102,8 @@ export interface RouteRequest {
   /** how long the caller waits; 0 = the default */
   timeoutMs?: number
   trigger?: string
+  /** functions before this one in a chain of invoke bindings (ExecRequest.hops) */
+  hops?: number
 }
 
 export interface RouteOptions {
@@ -270,7 +272,8 @@ export class Router {
         payload: req.payload,
         routerId: this.c.nodeId,
         deadlineMs: deadline,
-        trigger: req.trigger ?? 'sync'
+        trigger: req.trigger ?? 'sync',
+        hops: req.hops ?? 0
       }
       return await this.dispatchWithRetry(spec, exec, deadline, options.signal)
     } catch (err) {
