@@ -67,6 +67,10 @@ describe('bindings: functions keep state in NATS KV and object stores through th
     // The streamed reader holds about a chunk, the buffered one the whole object.
     console.log(`50 MB object: write + 2 reads (+ an 8 MB write) in ${Date.now() - started} ms; child RSS MB: streamed put ${put.rss}, streamed get ${streamed.rss}, buffered get ${buffered.rss}, buffered put ${again.rss}`)
     expect(streamed.rss).toBeLessThan(buffered.rss)
+    // Streamed writes through a read-only binding are writes too.
+    await t.mesh.deploy({ name: 'bigput-ro', path, handler: 'index.bigPut', memoryMb: 256, timeoutMs: 30_000, bindings: ['files=object:bind_big:ro'] })
+    const refused = await t.mesh.invoke('bigput-ro', { mb: 2, name: 'big.bin', stream: true }).then(() => null, (e: any) => e)
+    expect(refused).toMatchObject({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'BindingError', message: expect.stringMatching(/read-only.*write-open is a write/) })
     const f = (await import('@nats-io/obj')).Objm
     const info = await (await new f(t.mesh.nc).open('bind_big')).info('big.bin')
     expect(info?.size).toBe(8 * 1024 * 1024)

@@ -3,6 +3,8 @@ import { decode, encode } from '../../proto/codec.js'
 import { parseBinding, parseBindings, parseDestination, MAX_BINDINGS } from '../../core/bindings.js'
 import { validateDeploy } from '../../core/deploy-options.js'
 import { validateStoredSpec, type SpecFields } from '../../core/spec-rules.js'
+import { rolePermissions } from '../../node/src/dev/nats-auth-config.js'
+import { conditionOf, destinationEvent } from '../../node/src/triggers/destinations.js'
 
 const sha = 'b'.repeat(64)
 const spec: SpecFields = {
@@ -72,5 +74,26 @@ describe('bindings: NAME=KIND:TARGET[:ro]', () => {
     expect(validateStoredSpec({ ...spec, onSuccess: 'publish:a.ok', onFailure: '' }, 'counter')).toBeNull()
     expect(validateStoredSpec({ ...spec, onSuccess: 'publish:a.*' }, 'counter')?.code).toBe('FNMESH_ERR_INVALID_SPEC')
     expect(validateStoredSpec({ ...spec, onFailure: 'publish: a' }, 'counter')?.code).toBe('FNMESH_ERR_INVALID_SPEC')
+  })
+
+  it('gives agents publish rights on exactly the subjects functions publish on, and refuses patterns that could reach the mesh\'s own', () => {
+    const p = rolePermissions({ publishSubjects: ['orders.done', 'audit.*.>'] })
+    expect(p.agent.publish).toEqual(expect.arrayContaining(['orders.done', 'audit.*.>']))
+    expect(rolePermissions().agent.publish).not.toContain('orders.done')
+    for (const bad of ['>', '*.x', 'fnmesh.x', '$KV.b.>', '_INBOX.x', 'a..b', 'a.>.b']) {
+      expect(() => rolePermissions({ publishSubjects: [bad] }), bad).toThrow(/invalid/)
+    }
+  })
+
+  it('describes an async outcome as a CloudEvent modelled on Lambda\'s destination record', () => {
+    const s = { name: 'f', version: 3, onSuccess: 'publish:a.ok' } as any
+    const ev = { eventId: 'e1', json: '{"x":1}', hops: 0 } as any
+    const ok = JSON.parse(destinationEvent(s, ev, { condition: 'Success', attempts: 1, result: '{"y":2}' }, 0).body)
+    expect(ok).toMatchObject({ specversion: '1.0', type: 'fnmesh.invocation.success', source: 'fnmesh/f', time: '1970-01-01T00:00:00.000Z', data: { condition: 'Success', function: 'f', version: 3, eventId: 'e1', attempts: 1, requestPayload: { x: 1 }, responsePayload: { y: 2 } } })
+    expect(ok.id).toBe(JSON.parse(destinationEvent(s, ev, { condition: 'Success', attempts: 2, result: 'null' }).body).id)
+    const bad = JSON.parse(destinationEvent(s, { ...ev, json: JSON.stringify({ big: 'x'.repeat(300_000) }) }, { condition: conditionOf('event too old'), attempts: 0, error: { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', errorMessage: 'Task timed out', trace: [] } as any }).body)
+    expect(bad).toMatchObject({ type: 'fnmesh.invocation.failure', data: { condition: 'EventAgeExceeded', requestTruncated: true, error: { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', message: 'Task timed out' } } })
+    expect(bad.data.requestPayload).toBeUndefined()
+    expect(bad.id).not.toBe(ok.id)
   })
 })
