@@ -125,3 +125,13 @@ export function parseDestination (which: 'on-success' | 'on-failure', input: unk
   const subject = checkPublishPattern(text, input.slice('publish:'.length), true)
   return { subject, raw: `publish:${subject}` }
 }
+
+/** The subjects a function publishes on: its publish bindings' patterns and its destinations' subjects */
+export function publishedSubjects (spec: { name: string, bindings?: readonly string[] | null, onSuccess?: string | null, onFailure?: string | null }): string[] {
+  const out = parseBindings(spec.name, [...(spec.bindings ?? [])]).filter(b => b.kind === 'publish').map(b => b.target)
+  for (const [which, d] of [['on-success', spec.onSuccess], ['on-failure', spec.onFailure]] as const) {
+    const dest = parseDestination(which, d ?? '')
+    if (dest != null) out.push(dest.subject)
+  }
+  return out
+}

@@ -18,7 +18,7 @@ import { validateStoredSpec } from '../../core/spec-rules.js'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { ensureBindingStores, ensurePublishSubjects } from '../../core/binding-stores.js'
-import { parseBindings } from '../../core/bindings.js'
+import { parseBindings, publishedSubjects } from '../../core/bindings.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
@@ -244,8 +244,7 @@ export class Mesh {
     const declared = parseBindings(opts.name, opts.bindings)
     if (declared.length > 0) await ensureBindingStores(this.nc, await this.jsm(), declared)
     // What the function publishes on (bindings, destinations) is captured before it can publish.
-    const published = [...declared.filter(b => b.kind === 'publish').map(b => b.target), ...[opts.onSuccess, opts.onFailure].filter(d => d !== '').map(d => d.slice('publish:'.length))]
-    await ensurePublishSubjects(await this.jsm(), published)
+    await ensurePublishSubjects(await this.jsm(), publishedSubjects({ name: opts.name, bindings: opts.bindings, onSuccess: opts.onSuccess, onFailure: opts.onFailure }))
     const spec = await registry.deploy({
       name: opts.name,
       handler,

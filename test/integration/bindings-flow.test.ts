@@ -65,6 +65,15 @@ describe('bindings that publish events, invoke functions and report async result
     }
     // The same forged channel, naming what is declared, is served.
     expect(await t.mesh.invoke<any>('forger', { name: 'next', kind: 'invoke', target: 'double', op: 'invoke', data: b64 })).toMatchObject({ ok: true, value: { json: '{"n2":2}' } })
+    // The deploy made the events stream capture the pattern; fnmesh init puts it back if it goes.
+    const jsm = await jetstreamManager(t.mesh.nc)
+    const info = await jsm.streams.info('FNMESH_EVENTS')
+    expect(info.config.subjects).toContain('allowed.*')
+    await jsm.streams.update('FNMESH_EVENTS', { ...info.config, subjects: info.config.subjects?.filter(x => x !== 'allowed.*') })
+    expect(await t.mesh.invoke<any>('tryout', { publish: 'allowed.x' })).toMatchObject({ code: 'FNMESH_ERR_NOT_FOUND' })
+    await t.mesh.init()
+    expect((await jsm.streams.info('FNMESH_EVENTS')).config.subjects).toContain('allowed.*')
+    expect(await t.mesh.invoke<any>('tryout', { publish: 'allowed.y' })).toMatchObject({ ok: { stream: 'FNMESH_EVENTS' } })
   }, 60_000)
 
   it('refuses at deploy publish and invoke bindings and destinations that cannot exist', async () => {

@@ -5,10 +5,10 @@
  * each other in a loop stop at MAX_HOPS with FNMESH_ERR_LOOP_DETECTED.
  */
 import { randomUUID } from 'node:crypto'
-import type { JetStreamClient } from '@nats-io/jetstream'
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream'
 import { binaryHeaders } from '../../../core/cloudevents.js'
 import { HOPS_HEADER, MAX_HOPS, type Binding } from '../../../core/bindings.js'
-import { subjectCovers } from '../../../core/events.js'
+import { EVENTS_STREAM, subjectCovers } from '../../../core/events.js'
 import { jsRetry } from '../../../core/js-retry.js'
 import type { Encodable, InvokeResult } from '../../../proto/codec.js'
 import { fnmeshError, isErrorCode, type ErrorCode } from '../../../proto/errors.js'
@@ -51,7 +51,7 @@ function json (b: Binding, call: BindCall, bytes: Uint8Array): string {
 }
 
 /** Publishes one event on a subject the binding's pattern covers; resolves with JetStream's ack */
-export async function publishCall (js: JetStreamClient, spec: StoredSpec, b: Binding, call: BindCall, data: Uint8Array, ctx: CallContext, deadlineMs: number): Promise<unknown> {
+export async function publishCall (js: JetStreamClient, jsm: () => Promise<JetStreamManager>, spec: StoredSpec, b: Binding, call: BindCall, data: Uint8Array, ctx: CallContext, deadlineMs: number): Promise<unknown> {
   const subject = call.key
   if (typeof subject !== 'string' || subject.length === 0 || subject.length > 256 || !subject.split('.').every(t => SUBJECT_TOKEN.test(t))) {
     return fail('FNMESH_ERR_INVALID_ARGUMENT', `Binding "${b.name}" publish: subject "${String(subject).slice(0, 100)}" is invalid (dot-separated tokens of letters, digits and -_:=@+~, no wildcards)`)
@@ -64,8 +64,28 @@ export async function publishCall (js: JetStreamClient, spec: StoredSpec, b: Bin
   const h = binaryHeaders({ specversion: '1.0', id, source: `fnmesh/${spec.name}`, type: 'fnmesh.event', time: new Date().toISOString(), datacontenttype: 'application/json' })
   h.set(HOPS_HEADER, String(hops))
   // Safe to send again (same Nats-Msg-Id) across a leader election, within the function's time.
-  const ack = await jsRetry(async () => await js.publish(subject, Buffer.from(body, 'utf8'), { msgID: id, headers: h, timeout: Math.max(1, deadlineMs - Date.now()) }), { budgetMs: Math.max(0, deadlineMs - Date.now() - 50) })
+  const ack = await jsRetry(async () => {
+    try {
+      return await js.publish(subject, Buffer.from(body, 'utf8'), { msgID: id, headers: h, timeout: Math.max(1, deadlineMs - Date.now()) })
+    } catch (err: any) {
+      // No stream captures it (the events stream lost the pattern): not worth waiting for.
+      if (/no responders|503/i.test(`${String(err?.message)} ${String(err?.cause?.message)}`) && !await captured(jsm, subject)) {
+        fail('FNMESH_ERR_NOT_FOUND', `Binding "${b.name}" publish to "${subject.slice(0, 100)}": no JetStream stream captures it (deploy adds the binding's pattern to the events stream, and fnmesh init puts it back)`)
+      }
+      throw err
+    }
+  }, { budgetMs: Math.max(0, deadlineMs - Date.now() - 50) })
   return { id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate }
+}
+
+/** Whether the events stream captures `subject` (true when it cannot tell) */
+async function captured (jsm: () => Promise<JetStreamManager>, subject: string): Promise<boolean> {
+  try {
+    const info = await (await jsm()).streams.info(EVENTS_STREAM)
+    return (info.config.subjects ?? []).some(p => subjectCovers(p, subject))
+  } catch {
+    return true
+  }
 }
 
 /** Invokes the binding's function with the event; its result, or its error with its code */

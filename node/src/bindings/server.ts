@@ -132,7 +132,7 @@ export class BindingServer {
         if (data.byteLength > PUBLISH_LIMIT) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" publish: the event is ${data.byteLength} bytes, over the limit of ${PUBLISH_LIMIT}`)
         if (usage != null) usage.bytes += data.byteLength
         this.js ??= jetstream(this.c.nc)
-        return await publishCall(this.js, spec, b, call, data, ctx, deadlineMs)
+        return await publishCall(this.js, async () => await this.manager(), spec, b, call, data, ctx, deadlineMs)
       }
       case 'invoke': {
         const data = this.data(call, this.maxValue * 6)
