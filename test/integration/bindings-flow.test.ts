@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { Kvm } from '@nats-io/kv'
+import { headers } from '@nats-io/transport-node'
 import { runCli } from '../helpers/cli.js'
 import { fixture } from '../helpers/fixtures.js'
 import { startMesh, type TestMesh } from '../helpers/mesh.js'
@@ -97,6 +98,23 @@ describe('bindings that publish events, invoke functions and report async result
     // the run from outside plus 16 hops, and no more
     await new Promise(resolve => setTimeout(resolve, 1500))
     expect(new TextDecoder().decode((await kv.get('loop'))?.value)).toBe('17')
+    // An event that claims a longer chain (any NATS client may set the header) is dead-lettered unrun.
+    const h = headers()
+    h.set('Fnmesh-Hops', '17')
+    await jetstream(t.mesh.nc).publish('loop.go', JSON.stringify({ n: 99 }), { headers: h, msgID: 'too-far' })
+    await waitFor(async () => (await t.mesh.dlqList({ fn: 'loop' })).length === 1, { timeoutMs: 20_000, message: 'the dead letter' })
+    expect((await t.mesh.dlqList({ fn: 'loop' }))[0]).toMatchObject({ reason: 'loop detected', attempts: 0, error: { code: 'FNMESH_ERR_LOOP_DETECTED' } })
+    expect(new TextDecoder().decode((await kv.get('loop'))?.value)).toBe('17')
+  }, 60_000)
+
+  it('stops a function whose success destination triggers itself after 16 hops', async () => {
+    await t.mesh.deploy({ name: 'dloop', path, handler: 'index.maybeFail', triggers: ['dloop.go'], onSuccess: 'publish:dloop.go' })
+    await t.mesh.publish('dloop.go', { n: 0 })
+    const runs = async (): Promise<number> => (await t.mesh.usage({ fn: 'dloop' })).functions[0]?.invocations ?? 0
+    await waitFor(async () => await runs() >= 17, { timeoutMs: 45_000, message: '17 runs of dloop' })
+    await new Promise(resolve => setTimeout(resolve, 2000))
+    // the run from outside and 16 destinations that triggered it again; the 17th run's destination is not published
+    expect(await runs()).toBe(17)
   }, 60_000)
 
   it('publishes a CloudEvent on the success and failure destinations of async invocations, once per event', async () => {
