@@ -66,6 +66,9 @@ describe('bindings that publish events, invoke functions and report async result
     }
     // The same forged channel, naming what is declared, is served.
     expect(await t.mesh.invoke<any>('forger', { name: 'next', kind: 'invoke', target: 'double', op: 'invoke', data: b64 })).toMatchObject({ ok: true, value: { json: '{"n2":2}' } })
+    // A function's event ids do not shadow anyone else's in JetStream's dedupe window.
+    expect(await t.mesh.invoke<any>('forger', { name: 'out', kind: 'publish', target: 'allowed.*', op: 'publish', key: 'allowed.z', data: b64, eventId: 'shared-id' })).toMatchObject({ ok: true, value: { id: 'shared-id', duplicate: false } })
+    expect(await t.mesh.publish('allowed.z', { n: 2 }, { id: 'shared-id' })).toMatchObject({ duplicate: false })
     // The deploy made the events stream capture the pattern; fnmesh init puts it back if it goes.
     const jsm = await jetstreamManager(t.mesh.nc)
     const info = await jsm.streams.info('FNMESH_EVENTS')

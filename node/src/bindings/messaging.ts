@@ -63,10 +63,13 @@ export async function publishCall (js: JetStreamClient, jsm: () => Promise<JetSt
   if (typeof id !== 'string' || id === '' || Buffer.byteLength(id) > MAX_ID_BYTES) return fail('FNMESH_ERR_INVALID_ARGUMENT', `Binding "${b.name}" publish: the event id must be 1-${MAX_ID_BYTES} bytes of text`)
   const h = binaryHeaders({ specversion: '1.0', id, source: `fnmesh/${spec.name}`, type: 'fnmesh.event', time: new Date().toISOString(), datacontenttype: 'application/json' })
   h.set(HOPS_HEADER, String(hops))
+  // JetStream deduplicates per stream, on ids the mesh also uses (retries, schedule ticks,
+  // destinations): a function's ids live in a namespace of their own, so it cannot suppress them.
+  const msgID = `bind:${spec.name}:${id}`
   // Safe to send again (same Nats-Msg-Id) across a leader election, within the function's time.
   const ack = await jsRetry(async () => {
     try {
-      return await js.publish(subject, Buffer.from(body, 'utf8'), { msgID: id, headers: h, timeout: Math.max(1, deadlineMs - Date.now()) })
+      return await js.publish(subject, Buffer.from(body, 'utf8'), { msgID, headers: h, timeout: Math.max(1, deadlineMs - Date.now()) })
     } catch (err: any) {
       // No stream captures it (the events stream lost the pattern): not worth waiting for.
       if (/no responders|503/i.test(`${String(err?.message)} ${String(err?.cause?.message)}`) && !await captured(jsm, subject)) {
