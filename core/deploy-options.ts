@@ -2,7 +2,7 @@
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
 import { UsageError } from '../proto/errors.js'
-import { parseBindings } from './bindings.js'
+import { parseBindings, parseDestination } from './bindings.js'
 import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
@@ -61,6 +61,10 @@ export interface DeployOptions {
   reserved?: number
   /** Keep this many sandboxes warm across the mesh, on distinct nodes (Lambda's provisioned concurrency). @default 0 */
   provisioned?: number
+  /** Async invocations: after a run succeeds, a CloudEvent with its result is published here ("publish:SUBJECT") */
+  onSuccess?: string
+  /** Async invocations: after the final failure (dead-lettered), a CloudEvent with the error and the event ("publish:SUBJECT") */
+  onFailure?: string
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
@@ -89,6 +93,9 @@ export interface ValidDeploy {
   prefer: string[]
   reserved: number
   provisioned: number
+  /** "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -125,6 +132,8 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
     bindings: parseBindings(name, input.bindings).map(b => b.raw),
     constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
-    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw)
+    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw),
+    onSuccess: parseDestination('on-success', input.onSuccess)?.raw ?? '',
+    onFailure: parseDestination('on-failure', input.onFailure)?.raw ?? ''
   })
 }

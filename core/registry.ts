@@ -44,12 +44,15 @@ const HISTORY_READS = 64
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure'> & {
   routes?: HttpRoute[]
   /** mesh-wide concurrency cap (--reserved), 0 or absent = none */
   reserved?: number
   /** sandboxes kept warm across the mesh (--provisioned), 0 or absent = none */
   provisioned?: number
+  /** destinations of async results, "publish:SUBJECT" or "" (core/bindings.ts parseDestination) */
+  onSuccess?: string
+  onFailure?: string
   /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[]
   /** placement terms, canonical "key=value" / "key!=value" (core/placement.ts) */
@@ -550,6 +553,8 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     prefer: [...(spec.prefer ?? [])],
     reserved: spec.reserved,
     provisioned: spec.provisioned,
+    onSuccess: spec.onSuccess ?? '',
+    onFailure: spec.onFailure ?? '',
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }

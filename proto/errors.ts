@@ -51,6 +51,7 @@ export const CATALOGUE = {
   FNMESH_ERR_RESPONSE_INVALID: { family: 'function', summary: 'The function\'s result cannot be mapped to an HTTP response (HTTP 502)' },
   FNMESH_ERR_UNAUTHORIZED: { family: 'auth', summary: 'The route needs credentials and none, or invalid or expired ones, came with the request (HTTP 401)' },
   FNMESH_ERR_FORBIDDEN: { family: 'auth', summary: 'The API key is unknown or revoked, NATS refused the operation to this user (HTTP 403), or a function reached past its declared bindings' },
+  FNMESH_ERR_LOOP_DETECTED: { family: 'usage', summary: 'A chain of functions calling or triggering each other through bindings and destinations passed 16 hops: the call is refused, the event dead-lettered' },
   FNMESH_ERR_CONFLICT: { family: 'input', summary: 'A compare-and-set write through a binding lost: the key is not at the revision given (0: it exists)' },
   FNMESH_ERR_RATE_LIMITED: { family: 'capacity', summary: 'The key\'s or route\'s mesh-wide rate limit is exhausted (HTTP 429, with Retry-After)' },
   FNMESH_ERR_UNSIGNED_DEPLOY: { family: 'auth', summary: 'The function\'s deploy is unsigned, or signed by a key this agent does not trust' },

@@ -261,7 +261,15 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) },
-    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) }),
+    // invoke bindings go through this agent's router, started after the executor
+    bindings: new BindingServer({
+      nc,
+      logger: logger.child({ part: 'agent:bindings' }),
+      invoke: async (req, options) => {
+        if (parts.router == null) throw fnmeshError('FNMESH_ERR_BUSY', 'The agent is starting: its router is not up yet')
+        return await parts.router.route(req, options)
+      }
+    }),
     reserved,
     metrics: metrics ?? noMetrics,
     labels: config.labels

@@ -552,6 +552,12 @@ export namespace fnmesh {
             /** FunctionSpec provisioned. */
             provisioned: number;
 
+            /** FunctionSpec onSuccess. */
+            onSuccess: string;
+
+            /** FunctionSpec onFailure. */
+            onFailure: string;
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -697,6 +703,12 @@ export namespace fnmesh {
 
                 /** FunctionSpec provisioned */
                 provisioned?: (number|null);
+
+                /** FunctionSpec onSuccess */
+                onSuccess?: (string|null);
+
+                /** FunctionSpec onFailure */
+                onFailure?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -2330,6 +2342,9 @@ export namespace fnmesh {
             /** ExecRequest pinned. */
             pinned: boolean;
 
+            /** ExecRequest hops. */
+            hops: number;
+
             /**
              * Creates a new ExecRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -2451,6 +2466,9 @@ export namespace fnmesh {
 
                 /** ExecRequest pinned */
                 pinned?: (boolean|null);
+
+                /** ExecRequest hops */
+                hops?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

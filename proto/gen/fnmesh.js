@@ -1679,6 +1679,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<string>|null} [prefer] FunctionSpec prefer
              * @property {number|null} [reserved] FunctionSpec reserved
              * @property {number|null} [provisioned] FunctionSpec provisioned
+             * @property {string|null} [onSuccess] FunctionSpec onSuccess
+             * @property {string|null} [onFailure] FunctionSpec onFailure
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1901,6 +1903,22 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.provisioned = 0;
 
             /**
+             * FunctionSpec onSuccess.
+             * @member {string} onSuccess
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onSuccess = "";
+
+            /**
+             * FunctionSpec onFailure.
+             * @member {string} onFailure
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onFailure = "";
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1974,6 +1992,10 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindings != null && message.bindings.length)
                     for (let i = 0; i < message.bindings.length; ++i)
                         writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess") && message.onSuccess !== "")
+                    writer.uint32(/* id 60, wireType 2 =*/482).string(message.onSuccess);
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure") && message.onFailure !== "")
+                    writer.uint32(/* id 61, wireType 2 =*/490).string(message.onFailure);
                 if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved") && message.reserved !== 0)
                     writer.uint32(/* id 90, wireType 0 =*/720).uint32(message.reserved);
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned") && message.provisioned !== 0)
@@ -2267,6 +2289,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.provisioned;
                             continue;
                         }
+                    case 60: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onSuccess = value;
+                            else
+                                delete message.onSuccess;
+                            continue;
+                        }
+                    case 61: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onFailure = value;
+                            else
+                                delete message.onFailure;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2413,6 +2453,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
                     if (!$util.isInteger(message.provisioned))
                         return "provisioned: integer expected";
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    if (!$util.isString(message.onSuccess))
+                        return "onSuccess: string expected";
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    if (!$util.isString(message.onFailure))
+                        return "onFailure: string expected";
                 return null;
             };
 
@@ -2556,6 +2602,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.provisioned != null)
                     if ($Number(object.provisioned) !== 0)
                         message.provisioned = object.provisioned >>> 0;
+                if (object.onSuccess != null)
+                    if (typeof object.onSuccess !== "string" || object.onSuccess.length)
+                        message.onSuccess = $String(object.onSuccess);
+                if (object.onFailure != null)
+                    if (typeof object.onFailure !== "string" || object.onFailure.length)
+                        message.onFailure = $String(object.onFailure);
                 return message;
             };
 
@@ -2613,6 +2665,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.maxEventAgeMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.signature = null;
+                    object.onSuccess = "";
+                    object.onFailure = "";
                     object.reserved = 0;
                     object.provisioned = 0;
                 }
@@ -2685,6 +2739,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.bindings.length; ++j)
                         object.bindings[j] = message.bindings[j];
                 }
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    object.onSuccess = message.onSuccess;
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    object.onFailure = message.onFailure;
                 if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved"))
                     object.reserved = message.reserved;
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
@@ -7276,6 +7334,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
              * @property {boolean|null} [stream] ExecRequest stream
              * @property {boolean|null} [pinned] ExecRequest pinned
+             * @property {number|null} [hops] ExecRequest hops
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7429,6 +7488,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.pinned = false;
 
             /**
+             * ExecRequest hops.
+             * @member {number} hops
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.hops = 0;
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -7487,6 +7554,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
                     writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops") && message.hops !== 0)
+                    writer.uint32(/* id 60, wireType 0 =*/480).uint32(message.hops);
                 if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
                     writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned") && message.pinned !== false)
@@ -7710,6 +7779,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.pinned;
                             continue;
                         }
+                    case 60: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.hops = value;
+                            else
+                                delete message.hops;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7808,6 +7886,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
                     if (typeof message.pinned !== "boolean")
                         return "pinned: boolean expected";
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    if (!$util.isInteger(message.hops))
+                        return "hops: integer expected";
                 return null;
             };
 
@@ -7891,6 +7972,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.pinned != null)
                     if (object.pinned)
                         message.pinned = $Boolean(object.pinned);
+                if (object.hops != null)
+                    if ($Number(object.hops) !== 0)
+                        message.hops = object.hops >>> 0;
                 return message;
             };
 
@@ -7936,6 +8020,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = "";
                     object.idempotencyKey = "";
                     object.carryMeter = false;
+                    object.hops = 0;
                     object.stream = false;
                     object.pinned = false;
                 }
@@ -7977,6 +8062,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     object.carryMeter = message.carryMeter;
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    object.hops = message.hops;
                 if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
                     object.stream = message.stream;
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))

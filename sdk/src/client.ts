@@ -17,8 +17,8 @@ import { Registry, type StoredSpec } from '../../core/registry.js'
 import { validateStoredSpec } from '../../core/spec-rules.js'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
-import { ensureBindingStores } from '../../core/binding-stores.js'
-import { parseBindings } from '../../core/bindings.js'
+import { ensureBindingStores, ensurePublishSubjects } from '../../core/binding-stores.js'
+import { parseBindings, publishedSubjects } from '../../core/bindings.js'
 import { advertLabels } from '../../core/placement.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
@@ -98,6 +98,9 @@ export interface FunctionInfo {
   /** placement: terms every node running it satisfies, and terms preferred */
   constraints: string[]
   prefer: string[]
+  /** destinations of async results, "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
   egress: boolean
   sizeBytes: number
   sha256: string
@@ -137,6 +140,8 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     bindings: s?.bindings ?? [],
     constraints: s?.constraints ?? [],
     prefer: s?.prefer ?? [],
+    onSuccess: s?.onSuccess ?? '',
+    onFailure: s?.onFailure ?? '',
     egress: s?.egress ?? false,
     sizeBytes: s?.bundleSize ?? 0,
     sha256: s?.bundleSha256 ?? '',
@@ -251,7 +256,10 @@ export class Mesh {
     signal.throwIfAborted()
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
     // Declared stores exist before any version that names them can run.
-    if (opts.bindings.length > 0) await ensureBindingStores(this.nc, await this.jsm(), parseBindings(opts.name, opts.bindings))
+    const declared = parseBindings(opts.name, opts.bindings)
+    if (declared.length > 0) await ensureBindingStores(this.nc, await this.jsm(), declared)
+    // What the function publishes on (bindings, destinations) is captured before it can publish.
+    await ensurePublishSubjects(await this.jsm(), publishedSubjects({ name: opts.name, bindings: opts.bindings, onSuccess: opts.onSuccess, onFailure: opts.onFailure }))
     const spec = await registry.deploy({
       name: opts.name,
       handler,
@@ -269,7 +277,9 @@ export class Mesh {
       constraints: opts.constraints,
       prefer: opts.prefer,
       reserved: opts.reserved,
-      provisioned: opts.provisioned
+      provisioned: opts.provisioned,
+      onSuccess: opts.onSuccess,
+      onFailure: opts.onFailure
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }

@@ -41,6 +41,12 @@ async function withMesh<T> (opts: { nats: string }, fn: (mesh: Mesh) => Promise<
   }
 }
 
+/** `fnmesh functions`' BINDINGS column: "counter=kv:c,out=publish:orders.>", destinations as "on-success=publish:S" */
+function bindingsColumn (f: { bindings: string[], onSuccess?: string, onFailure?: string }): string {
+  const all = [...f.bindings, ...(f.onSuccess != null && f.onSuccess !== '' ? [`on-success=${f.onSuccess}`] : []), ...(f.onFailure != null && f.onFailure !== '' ? [`on-failure=${f.onFailure}`] : [])]
+  return all.join(',') || '-'
+}
+
 function json (value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n')
 }
@@ -180,7 +186,9 @@ export function buildProgram (): Command {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
-    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET, ":ro" read-only (repeatable)', collect)
+    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET (":ro" read-only), publish:SUBJECT_PATTERN, invoke:FUNCTION (repeatable)', collect)
+    .option('--on-success <publish:SUBJECT>', 'async events: after a run succeeds, publish a CloudEvent with its result on SUBJECT')
+    .option('--on-failure <publish:SUBJECT>', 'async events: after the final failure (dead-lettered), publish a CloudEvent with the error and the event on SUBJECT')
     .option('--constraint <key=value>', 'placement: run only on nodes whose labels match ("key!=value" excludes; repeatable; same-key values are alternatives)', collect)
     .option('--prefer <key=value>', 'placement: prefer nodes whose labels match while they have room (repeatable)', collect)
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
@@ -208,6 +216,8 @@ export function buildProgram (): Command {
           bindings: opts.bind,
           constraints: opts.constraint,
           prefer: opts.prefer,
+          onSuccess: opts.onSuccess,
+          onFailure: opts.onFailure,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,
@@ -261,7 +271,7 @@ export function buildProgram (): Command {
     })
 
   program.command('functions')
-    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers and signature')
+    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers, bindings and destinations, routes and signature')
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
@@ -271,8 +281,8 @@ export function buildProgram (): Command {
         // What a registry writer stored reaches the terminal: no control characters.
         const safe = (v: string | number): string | number => typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
         const signed = (f: typeof fns[number]): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
-        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
-          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
+        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'BINDINGS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', bindingsColumn(f), f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
         // Reasons below the table: one line each, too long for a column.
         for (const f of fns) if (f.status !== 'ok') process.stdout.write(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}\n`)
       })

@@ -76,7 +76,9 @@ export interface ReservedPermits {
 
 /** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
 export interface BindingService {
-  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }) => Promise<unknown>
+  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }, ctx?: { invocationId: string, hops: number }) => Promise<unknown>
+  /** the invocation ended: what its calls left open (object writes) is dropped */
+  end?: (invocationId: string) => void
 }
 
 export interface ExecutorInit {
@@ -432,9 +434,10 @@ export class Executor {
     const extra: Parameters<typeof worker.invoke>[3] = {}
     if (Object.keys(attrs).length > 0) extra.cloudEvent = attrs as Record<string, string>
     // Every invocation gets a handler, so a forged call from a function with no bindings is answered FORBIDDEN.
+    const ctx = { invocationId, hops: req.hops ?? 0 }
     extra.bindings = async (call) => {
       if (server == null) throw fnmeshError('FNMESH_ERR_UNSUPPORTED', 'This agent serves no bindings')
-      return await server.serve(spec, call, deadlineMs, usage)
+      return await server.serve(spec, call, deadlineMs, usage, ctx)
     }
     const stream: StreamUsage = { streamed: false, bytes: 0, contentType: '' }
     const buffered: Buffer[] = []
@@ -452,6 +455,7 @@ export class Executor {
       stream.streamed = true
     }
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
+    server?.end?.(invocationId)
     this.c.pool.release(worker)
     if (out.ok) {
       if (out.streamed === true && sink == null) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, bodyAsResult(Buffer.concat(buffered)), usage, initMs, stream)

@@ -108,6 +108,8 @@ export interface RouteRequest {
   /** how long the caller waits; 0 = the default */
   timeoutMs?: number
   trigger?: string
+  /** functions before this one in a chain of invoke bindings (ExecRequest.hops) */
+  hops?: number
 }
 
 export interface RouteOptions {
@@ -305,7 +307,8 @@ export class Router {
         deadlineMs: deadline,
         trigger: req.trigger ?? 'sync',
         stream: options.stream != null,
-        pinned: resolved.pinned
+        pinned: resolved.pinned,
+        hops: req.hops ?? 0
       }
       return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined)
     } catch (err) {
