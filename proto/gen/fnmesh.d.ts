@@ -197,6 +197,9 @@ export namespace fnmesh {
             /** CapacityAdvert refusing. */
             refusing: string;
 
+            /** CapacityAdvert layers. */
+            layers: number;
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -315,6 +318,9 @@ export namespace fnmesh {
 
                 /** CapacityAdvert refusing */
                 refusing?: (string|null);
+
+                /** CapacityAdvert layers */
+                layers?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

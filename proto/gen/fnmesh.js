@@ -408,6 +408,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] CapacityAdvert coldStarts
              * @property {number|null} [warmStarts] CapacityAdvert warmStarts
              * @property {string|null} [refusing] CapacityAdvert refusing
+             * @property {number|null} [layers] CapacityAdvert layers
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -553,6 +554,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.refusing = "";
 
             /**
+             * CapacityAdvert layers.
+             * @member {number} layers
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.layers = 0;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -613,6 +622,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 0 =*/104).uint64(message.warmStarts);
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing") && message.refusing !== "")
                     writer.uint32(/* id 14, wireType 2 =*/114).string(message.refusing);
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers") && message.layers !== 0)
+                    writer.uint32(/* id 50, wireType 0 =*/400).uint32(message.layers);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -795,6 +806,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.refusing;
                             continue;
                         }
+                    case 50: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.layers = value;
+                            else
+                                delete message.layers;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -889,6 +909,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     if (!$util.isString(message.refusing))
                         return "refusing: string expected";
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    if (!$util.isInteger(message.layers))
+                        return "layers: integer expected";
                 return null;
             };
 
@@ -1005,6 +1028,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.refusing != null)
                     if (typeof object.refusing !== "string" || object.refusing.length)
                         message.refusing = $String(object.refusing);
+                if (object.layers != null)
+                    if ($Number(object.layers) !== 0)
+                        message.layers = object.layers >>> 0;
                 return message;
             };
 
@@ -1069,6 +1095,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.warmStarts = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.refusing = "";
+                    object.layers = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -1136,6 +1163,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? $util.Long.prototype.toString.call(message.warmStarts) : options.longs === $Number ? new $util.LongBits(message.warmStarts.low >>> 0, message.warmStarts.high >>> 0).toNumber(true) : message.warmStarts;
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     object.refusing = message.refusing;
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    object.layers = message.layers;
                 return object;
             };
 

@@ -29,6 +29,7 @@ export type { Bucket, ExportedRecord, PriceTable, UsageReport, FunctionUsageTota
 import { parseRouteKey, routeShape } from '../../core/http-routes.js'
 import { checkSpecSignature, loadDeployerKey, publicKeyFromRaw } from '../../core/signing.js'
 import { ApiKeys } from '../../core/apikeys.js'
+import { maskToLayers } from '../../core/layers.js'
 
 export interface CallOptions {
   /** Aborting rejects the call at once with FNMESH_ERR_ABORTED; it then starts no further step */
@@ -162,6 +163,8 @@ export interface NodeInfo {
   self: boolean
   /** why the node takes no new work (e.g. its disk is too full to meter), or '' */
   refusing: string
+  /** sandbox isolation layers active on the node (process, permission, mount, net, pid, uid, cgroup-*, rlimit) */
+  layers: string[]
 }
 
 export interface UsageOptions extends CallOptions {
@@ -543,7 +546,8 @@ function toNodeInfo (view: NodeView): NodeInfo {
     coldStarts: a.coldStarts,
     warmStarts: a.warmStarts,
     self: view.self,
-    refusing: a.refusing
+    refusing: a.refusing,
+    layers: maskToLayers(a.layers)
   }
 }
 

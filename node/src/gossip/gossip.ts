@@ -31,6 +31,8 @@ export interface LoadSnapshot {
   warmStarts: number
   /** why this node takes no new work (its disk is full), or empty */
   refusing?: string
+  /** sandbox isolation layers active on this node, as core/layers.ts bits */
+  layers?: number
 }
 
 export interface GossipInit {
@@ -235,7 +237,8 @@ export class Gossip implements Startable {
       invocations: s.invocations,
       coldStarts: s.coldStarts,
       warmStarts: s.warmStarts,
-      refusing: s.refusing ?? ''
+      refusing: s.refusing ?? '',
+      layers: s.layers ?? 0
     }
   }
 
