@@ -6,7 +6,8 @@
  * installs it); the watch part always runs.
  *
  * Screenshots go to a temp folder; `npm run screenshots` runs this file with
- * FNMESH_SCREENSHOTS_DIR=docs (and a longer load) to refresh docs/dashboard*.png.
+ * FNMESH_SCREENSHOTS_DIR=docs (and a longer load) to refresh docs/dashboard.png and
+ * docs/dashboard-activity.png.
  */
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -181,14 +182,18 @@ describe('the dashboard and watch views of a 3-agent mesh', () => {
     }, 30_000)
 
     it('takes screenshots of the whole page', async () => {
-      if (EXTRA_LOAD_S > 0) await load(t, EXTRA_LOAD_S * 1000)
+      // Shot while load runs (npm run screenshots), so the load bars and the tail are busy.
+      const running = EXTRA_LOAD_S > 0 ? load(t, EXTRA_LOAD_S * 1000) : undefined
+      if (running != null) await sleep(EXTRA_LOAD_S * 1000 - 4000)
       const out = SHOTS ?? join(dir, 'shots')
       await mkdir(out, { recursive: true })
       await page.selectOption('#range', '15m')
       await sleep(2500)
       await page.screenshot({ path: join(out, 'dashboard.png'), fullPage: true })
-      await page.locator('#functions').scrollIntoViewIfNeeded()
-      await page.screenshot({ path: join(out, 'dashboard-functions.png') })
+      // The charts and the live tails, as a 1280x900 window shows them.
+      await page.evaluate(() => { document.querySelector('.grid2')?.scrollIntoView() })
+      await page.screenshot({ path: join(out, 'dashboard-activity.png') })
+      await running
       expect(existsSync(join(out, 'dashboard.png'))).toBe(true)
     }, 60_000 + EXTRA_LOAD_S * 1000)
 
@@ -292,8 +297,8 @@ async function load (t: TestMesh, ms: number): Promise<void> {
       const k = i % 20
       const call = k < 11 ? t.mesh.invoke('ok', { i }) : k < 17 ? t.mesh.invoke('slow', { ms: 10 + (i * 37) % 180 }) : k < 19 ? t.mesh.invoke('hostile', { msg: `order ${i} processed` }) : t.mesh.invoke('boom', { i })
       await call.catch(() => {})
-      await sleep(40)
+      await sleep(25)
     }
   }
-  await Promise.all(Array.from({ length: 4 }, worker))
+  await Promise.all(Array.from({ length: 6 }, worker))
 }

@@ -169,12 +169,16 @@
     $('functions-sub').textContent = `${s.functions.length} · totals from the meter ledger`
   }
 
-  function axes () {
+  const hhmm = (u, splits) => splits.map(v => v == null ? '' : new Date(v * 1000).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' }))
+
+  function axes (right) {
     const axis = { stroke: '#8b97a8', grid: { stroke: '#222b38', width: 1 }, ticks: { stroke: '#263041', width: 1 }, font: '11px system-ui, sans-serif' }
-    return [axis, { ...axis, size: 50 }]
+    const out = [{ ...axis, values: hhmm }, { ...axis, size: 50 }]
+    if (right) out.push({ ...axis, scale: right, side: 1, size: 60, grid: { show: false } })
+    return out
   }
 
-  function chart (key, target, series, data) {
+  function chart (key, target, series, data, right) {
     const names = series.map(x => x.label).join('\u0000')
     const width = Math.max(300, target.clientWidth)
     let c = state.charts[key]
@@ -185,7 +189,7 @@
     }
     if (c) c.plot.destroy()
     // uPlot writes series labels into its legend with textContent.
-    const plot = new window.uPlot({ width, height: 220, series: [{}, ...series], axes: axes(), legend: { live: true }, cursor: { drag: { x: false, y: false } }, scales: { x: { time: true } } }, data, target)
+    const plot = new window.uPlot({ width, height: 220, series: [{ value: (u, v) => v == null ? '–' : new Date(v * 1000).toLocaleTimeString('en-GB', { hour: '2-digit', minute: '2-digit' }) }, ...series], axes: axes(right), legend: { live: true }, cursor: { drag: { x: false, y: false } }, scales: { x: { time: true } } }, data, target)
     state.charts[key] = { plot, names }
   }
 
@@ -205,8 +209,8 @@
     chart('invocations', $('chart-invocations'), series, data)
     chart('cost', $('chart-cost'), [
       { label: 'errors', stroke: '#ff7b72', width: 2, fill: 'rgba(248,81,73,0.08)', points: { show: false } },
-      { label: 'GB-seconds', stroke: '#bc8cff', width: 2, points: { show: false }, value: (_, v) => v == null ? '–' : v.toFixed(4) }
-    ], [xs, u.errors, u.gbSeconds])
+      { label: 'GB-seconds', scale: 'gbs', stroke: '#bc8cff', width: 2, points: { show: false }, value: (_, v) => v == null ? '–' : v.toFixed(4) }
+    ], [xs, u.errors, u.gbSeconds], 'gbs')
   }
 
   function renderRuns (s) {
