@@ -44,14 +44,14 @@ describe('the dashboard and watch views of a 3-agent mesh', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'fnmesh-dash-'))
     await writeFile(join(dir, 'token'), TOKEN)
-    await writeFile(join(dir, 'hostile.js'), 'exports.handler = async (event) => { console.log(event.msg); return { logged: true } }\n')
+    await writeFile(join(dir, 'logger.js'), 'exports.handler = async (event) => { console.log(event.msg); return { logged: true } }\n')
     // agent-2's admin listener asks for a token; the others are on loopback without one.
     t = await startMesh({ nodes: 3, slots: [2, 2, 3], argsOf: (i) => ['--admin', '127.0.0.1:0', ...(i === 2 ? ['--admin-token', join(dir, 'token')] : [])] })
     await Promise.all([
       t.mesh.deploy({ name: 'ok', path: fixture('ok.js') }),
       t.mesh.deploy({ name: 'boom', path: fixture('throw.js') }),
       t.mesh.deploy({ name: 'slow', path: fixture('slow.js'), timeoutMs: 10_000 }),
-      t.mesh.deploy({ name: 'hostile', path: join(dir, 'hostile.js') }),
+      t.mesh.deploy({ name: 'checkout', path: join(dir, 'logger.js') }),
       t.mesh.deploy({ name: 'orders', path: fixture('throw.js'), triggers: ['dash.orders'], retries: 0 })
     ])
     const calls: Array<Promise<unknown>> = []
@@ -174,7 +174,7 @@ describe('the dashboard and watch views of a 3-agent mesh', () => {
     }, 40_000)
 
     it('shows what functions log as text, never as markup', async () => {
-      await t.mesh.invoke('hostile', { msg: HOSTILE })
+      await t.mesh.invoke('checkout', { msg: HOSTILE })
       await waitFor(async () => (await page.locator('#logs td.msg').allTextContents()).includes(HOSTILE), { timeoutMs: 15_000, message: 'the hostile log line in the log tail' })
       expect(await page.locator('#logs img, #logs script, #main img').count()).toBe(0)
       expect(await page.evaluate(() => (window as any).__xss)).toBeUndefined()
@@ -295,7 +295,7 @@ async function load (t: TestMesh, ms: number): Promise<void> {
     while (Date.now() < end) {
       i++
       const k = i % 20
-      const call = k < 11 ? t.mesh.invoke('ok', { i }) : k < 17 ? t.mesh.invoke('slow', { ms: 10 + (i * 37) % 180 }) : k < 19 ? t.mesh.invoke('hostile', { msg: `order ${i} processed` }) : t.mesh.invoke('boom', { i })
+      const call = k < 7 ? t.mesh.invoke('ok', { i }) : k < 12 ? t.mesh.invoke('slow', { ms: 10 + (i * 37) % 180 }) : k < 19 ? t.mesh.invoke('checkout', { msg: `order ${1000 + i} accepted: ${1 + i % 5} items, total ${((i * 7919) % 10_000) / 100} EUR` }) : t.mesh.invoke('boom', { i })
       await call.catch(() => {})
       await sleep(25)
     }
