@@ -219,9 +219,9 @@
       el('td', {}, `${r.function}`, el('span', { class: 'muted' }, `@${r.version}`)),
       el('td', { title: r.nodeId }, r.node || fmt.short(r.nodeId)),
       el('td', { class: 'num' }, fmt.ms(r.durationMs)),
-      el('td', {}, el('span', { class: `pill ${r.outcome}` }, r.outcome), r.cold ? el('span', { class: 'pill cold self' }, 'cold') : null, r.code ? el('div', { class: 'muted mono' }, r.code) : null),
+      el('td', {}, el('span', { class: `pill ${r.outcome}`, title: r.code || null }, r.outcome !== 'success' && r.code ? r.code.replace(/^FNMESH_ERR_/, '').toLowerCase() : r.outcome), r.cold ? el('span', { class: 'pill cold self' }, 'cold') : null),
       el('td', { class: 'muted' }, r.trigger || '–'),
-      el('td', { class: 'mono muted', title: r.id }, fmt.short(r.id))
+      el('td', { class: 'mono muted', title: r.id }, r.id.length > 10 ? `…${r.id.slice(-8)}` : r.id)
     ))
     $('runs').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(7, 'No invocations in the last minute')]))
     $('runs-sub').textContent = `newest ${s.runs.length} of the last minute, whole mesh`
