@@ -239,7 +239,7 @@ describe('the dashboard and watch views of a 3-agent mesh', () => {
       for (const d of docs) expect(d.map(f => f.name)).toEqual(expect.arrayContaining(['ok', 'boom', 'slow', 'orders']))
     }, 30_000)
 
-    it('redraws in place on a terminal and gives the screen and the cursor back on Ctrl-C', async () => {
+    it.skipIf(!existsSync('/usr/bin/script'))('redraws in place on a terminal and gives the screen and the cursor back on Ctrl-C', async () => {
       // util-linux `script` gives the CLI a pseudo-terminal.
       const cmd = [process.execPath, CLI_PATH, 'nodes', '--watch', '--interval', '0.3', '--nats', t.url].map(a => `'${a}'`).join(' ')
       const w = watchCli(['-qfec', cmd, '/dev/null'], '/usr/bin/script')

@@ -73,7 +73,8 @@ export class AdminServer {
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin')
+    // Appended, not resolved: "//host/x" stays a path here, never another host's.
+    const url = new URL(`http://admin${(req.url ?? '/').startsWith('/') ? req.url ?? '/' : '/'}`)
     const path = url.pathname
     const read = req.method === 'GET' || req.method === 'HEAD'
     if (read && this.c.dashboard != null && isAsset(path)) {
