@@ -15,6 +15,8 @@ export interface Binding {
   kind: BindingKind
   /** the KV bucket or object store, the subject pattern (publish) or the function (invoke) */
   target: string
+  /** invoke: the alias or version called ("live", "3", "$LATEST"), "" = the latest version */
+  qualifier?: string
   readOnly: boolean
   /** canonical text, as stored in FunctionSpec.bindings */
   raw: string
@@ -43,6 +45,9 @@ export const MAX_HOPS = 16
 /** The header that carries an event's hop count (0 or absent: published from outside the mesh) */
 export const HOPS_HEADER = 'Fnmesh-Hops'
 
+/** What may follow "invoke:FUNCTION:" (core/aliases.ts parseQualifier's grammar; versions up to 10 digits) */
+const INVOKE_QUALIFIER = /^(\$LATEST|[1-9][0-9]{0,9}|[A-Za-z][A-Za-z0-9_-]{0,63})$/
+
 const bad = (text: string, why: string): never => {
   throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Binding "${text.slice(0, 120)}" is invalid: ${why}`)
 }
@@ -62,7 +67,15 @@ export function parseBinding (text: unknown): Binding {
   if (kind === 'publish' || kind === 'invoke') {
     if (target.endsWith(':ro')) bad(text, `a ${kind} binding cannot be read-only: it exists to write`)
     if (kind === 'publish') checkPublishPattern(text, target)
-    else if (!FUNCTION_NAME_PATTERN.test(target)) bad(text, `function "${target.slice(0, 80)}" cannot exist: a name has 1-64 letters, digits, "-" or "_", starting with a letter or digit`)
+    else {
+      // invoke:FUNCTION or invoke:FUNCTION:QUALIFIER (an alias, a version or $LATEST)
+      const q = target.indexOf(':')
+      const qualifier = q >= 0 ? target.slice(q + 1) : ''
+      if (q >= 0) target = target.slice(0, q)
+      if (!FUNCTION_NAME_PATTERN.test(target)) bad(text, `function "${target.slice(0, 80)}" cannot exist: a name has 1-64 letters, digits, "-" or "_", starting with a letter or digit`)
+      if (q >= 0 && !INVOKE_QUALIFIER.test(qualifier)) bad(text, `qualifier "${qualifier.slice(0, 80)}" is not an alias (a letter, then up to 63 letters, digits, "-" or "_"), a version or "$LATEST"`)
+      if (qualifier !== '') return { name, kind, target, qualifier, readOnly, raw: `${name}=${kind}:${target}:${qualifier}` }
+    }
     return { name, kind, target, readOnly, raw: `${name}=${kind}:${target}` }
   }
   if (kind !== 'kv' && kind !== 'object') return bad(text, `unknown kind "${String(kind).slice(0, 40)}" (expected kv, object, publish or invoke)`)

@@ -6,7 +6,7 @@ import { parseBindings, parseDestination } from './bindings.js'
 import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
-import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
+import { checkEnv, checkTarget, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
 
 export interface DeployOptions {
   /** Function name: letters, digits, '-' and '_', at most 64 characters */
@@ -61,6 +61,8 @@ export interface DeployOptions {
   reserved?: number
   /** Keep this many sandboxes warm across the mesh, on distinct nodes (Lambda's provisioned concurrency). @default 0 */
   provisioned?: number
+  /** What the routes and triggers run: an alias ("live"), a version ("3") or the latest ("" or "$LATEST"). @default the latest */
+  target?: string
   /** Async invocations: after a run succeeds, a CloudEvent with its result is published here ("publish:SUBJECT") */
   onSuccess?: string
   /** Async invocations: after the final failure (dead-lettered), a CloudEvent with the error and the event ("publish:SUBJECT") */
@@ -93,6 +95,8 @@ export interface ValidDeploy {
   prefer: string[]
   reserved: number
   provisioned: number
+  /** what routes and triggers run: an alias or version, "" = the latest */
+  target: string
   /** "publish:SUBJECT" or "" */
   onSuccess: string
   onFailure: string
@@ -133,6 +137,7 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     bindings: parseBindings(name, input.bindings).map(b => b.raw),
     constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
     prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw),
+    target: checkTarget(name, input.target),
     onSuccess: parseDestination('on-success', input.onSuccess)?.raw ?? '',
     onFailure: parseDestination('on-failure', input.onFailure)?.raw ?? ''
   })

@@ -44,7 +44,9 @@ const HISTORY_READS = 64
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure' | 'target'> & {
+  /** what routes and triggers run: an alias or version, "" or absent = the latest */
+  target?: string
   routes?: HttpRoute[]
   /** mesh-wide concurrency cap (--reserved), 0 or absent = none */
   reserved?: number
@@ -553,6 +555,7 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     prefer: [...(spec.prefer ?? [])],
     reserved: spec.reserved,
     provisioned: spec.provisioned,
+    target: spec.target ?? '',
     onSuccess: spec.onSuccess ?? '',
     onFailure: spec.onFailure ?? '',
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,

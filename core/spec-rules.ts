@@ -90,6 +90,17 @@ export function checkEnv (fn: string, env: unknown): Record<string, string> {
   return out
 }
 
+/**
+ * What a function's routes and triggers run (`--target`): "" (the latest; "$LATEST" is stored as
+ * ""), a version 1..MAX_SPEC_VERSION, or an alias name (core/aliases.ts has the same grammar).
+ */
+export function checkTarget (fn: string, target: unknown): string {
+  if (target == null || target === '' || target === '$LATEST') return ''
+  const t = String(target)
+  if (typeof target === 'string' && ((/^[1-9][0-9]{0,9}$/.test(t) && Number(t) <= MAX_SPEC_VERSION) || /^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(t))) return t
+  throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Target "${t.slice(0, 80)}" of "${fn}" is invalid: expected an alias (a letter, then up to 63 letters, digits, "-" or "_"), a version (1 to ${MAX_SPEC_VERSION}) or "$LATEST"`)
+}
+
 /** Every trigger parsed by the agent's own parser; returns them canonical and without repeats */
 export function checkTriggers (fn: string, triggers: unknown): string[] {
   if (triggers == null) return []
@@ -172,6 +183,8 @@ export interface SpecFields {
   prefer?: string[] | null
   reserved?: number
   provisioned?: number
+  /** what routes and triggers run: an alias or version, "" = the latest */
+  target?: string | null
   /** "publish:SUBJECT" or "" */
   onSuccess?: string | null
   onFailure?: string | null
@@ -206,6 +219,7 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])
     checkStoredBindings(key, spec.bindings ?? [])
+    if ((spec.target ?? '') !== '' && checkTarget(key, spec.target) !== spec.target) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its target is not in canonical form')
     checkStoredTerms(key, spec.constraints, 'constraint')
     checkStoredTerms(key, spec.prefer, 'preference')
     checkStoredDestinations(key, spec.onSuccess ?? '', spec.onFailure ?? '')

@@ -558,6 +558,9 @@ export namespace fnmesh {
             /** FunctionSpec provisioned. */
             provisioned: number;
 
+            /** FunctionSpec target. */
+            target: string;
+
             /** FunctionSpec onSuccess. */
             onSuccess: string;
 
@@ -709,6 +712,9 @@ export namespace fnmesh {
 
                 /** FunctionSpec provisioned */
                 provisioned?: (number|null);
+
+                /** FunctionSpec target */
+                target?: (string|null);
 
                 /** FunctionSpec onSuccess */
                 onSuccess?: (string|null);

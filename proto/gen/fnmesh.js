@@ -1708,6 +1708,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<string>|null} [prefer] FunctionSpec prefer
              * @property {number|null} [reserved] FunctionSpec reserved
              * @property {number|null} [provisioned] FunctionSpec provisioned
+             * @property {string|null} [target] FunctionSpec target
              * @property {string|null} [onSuccess] FunctionSpec onSuccess
              * @property {string|null} [onFailure] FunctionSpec onFailure
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
@@ -1932,6 +1933,14 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.provisioned = 0;
 
             /**
+             * FunctionSpec target.
+             * @member {string} target
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.target = "";
+
+            /**
              * FunctionSpec onSuccess.
              * @member {string} onSuccess
              * @memberof fnmesh.v1.FunctionSpec
@@ -2029,6 +2038,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 90, wireType 0 =*/720).uint32(message.reserved);
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned") && message.provisioned !== 0)
                     writer.uint32(/* id 91, wireType 0 =*/728).uint32(message.provisioned);
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target") && message.target !== "")
+                    writer.uint32(/* id 92, wireType 2 =*/738).string(message.target);
                 if (message.constraints != null && message.constraints.length)
                     for (let i = 0; i < message.constraints.length; ++i)
                         writer.uint32(/* id 120, wireType 2 =*/962).string(message.constraints[i]);
@@ -2318,6 +2329,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.provisioned;
                             continue;
                         }
+                    case 92: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.target = value;
+                            else
+                                delete message.target;
+                            continue;
+                        }
                     case 60: {
                             if (wireType !== 2)
                                 break;
@@ -2482,6 +2502,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
                     if (!$util.isInteger(message.provisioned))
                         return "provisioned: integer expected";
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target"))
+                    if (!$util.isString(message.target))
+                        return "target: string expected";
                 if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
                     if (!$util.isString(message.onSuccess))
                         return "onSuccess: string expected";
@@ -2631,6 +2654,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.provisioned != null)
                     if ($Number(object.provisioned) !== 0)
                         message.provisioned = object.provisioned >>> 0;
+                if (object.target != null)
+                    if (typeof object.target !== "string" || object.target.length)
+                        message.target = $String(object.target);
                 if (object.onSuccess != null)
                     if (typeof object.onSuccess !== "string" || object.onSuccess.length)
                         message.onSuccess = $String(object.onSuccess);
@@ -2698,6 +2724,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.onFailure = "";
                     object.reserved = 0;
                     object.provisioned = 0;
+                    object.target = "";
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -2776,6 +2803,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.reserved = message.reserved;
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
                     object.provisioned = message.provisioned;
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target"))
+                    object.target = message.target;
                 if (message.constraints && message.constraints.length) {
                     object.constraints = $Array(message.constraints.length);
                     for (let j = 0; j < message.constraints.length; ++j)

@@ -99,6 +99,8 @@ export interface FunctionInfo {
   /** placement: terms every node running it satisfies, and terms preferred */
   constraints: string[]
   prefer: string[]
+  /** what routes and triggers run: an alias or version, "" = the latest */
+  target: string
   /** destinations of async results, "publish:SUBJECT" or "" */
   onSuccess: string
   onFailure: string
@@ -141,6 +143,7 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     bindings: s?.bindings ?? [],
     constraints: s?.constraints ?? [],
     prefer: s?.prefer ?? [],
+    target: s?.target ?? '',
     onSuccess: s?.onSuccess ?? '',
     onFailure: s?.onFailure ?? '',
     egress: s?.egress ?? false,
@@ -281,6 +284,7 @@ export class Mesh {
       prefer: opts.prefer,
       reserved: opts.reserved,
       provisioned: opts.provisioned,
+      target: opts.target,
       onSuccess: opts.onSuccess,
       onFailure: opts.onFailure
     }, packed.bytes, { signer, signal })

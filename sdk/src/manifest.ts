@@ -22,7 +22,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer', 'onSuccess', 'onFailure', 'routes'])
+const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer', 'onSuccess', 'onFailure', 'routes', 'target'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -93,6 +93,7 @@ function fromYaml (text: string, file: string): Manifest {
     constraints: terms(d.constraints),
     prefer: terms(d.prefer),
     // destinations "publish:SUBJECT", and HTTP routes "METHOD /path" (both checked by validateDeploy)
+    target: d.target != null ? String(d.target) : undefined,
     onSuccess: d.onSuccess != null ? String(d.onSuccess) : undefined,
     onFailure: d.onFailure != null ? String(d.onFailure) : undefined,
     routes: routes(d.routes, file)

@@ -23,7 +23,7 @@ const SUBJECT_TOKEN = /^[A-Za-z0-9_\-:=@+~]+$/
 const fail = (code: ErrorCode, message: string): never => { throw fnmeshError(code, message) }
 
 /** A sync invocation through this agent's router (agent.ts wires Router.route) */
-export type InvokeThroughMesh = (req: { function: string, payload: Uint8Array, timeoutMs: number, trigger: string, hops: number }, options: { signal: AbortSignal }) => Promise<Encodable<InvokeResult>>
+export type InvokeThroughMesh = (req: { function: string, qualifier?: string, payload: Uint8Array, timeoutMs: number, trigger: string, hops: number }, options: { signal: AbortSignal }) => Promise<Encodable<InvokeResult>>
 
 /** What the running invocation is, for calls that start more of the chain */
 export interface CallContext {
@@ -96,7 +96,7 @@ export async function invokeCall (invoke: InvokeThroughMesh | undefined, b: Bind
   if (invoke == null) return fail('FNMESH_ERR_UNSUPPORTED', 'This agent routes no invocations for bindings')
   const hops = nextHop(b, call, ctx)
   const body = json(b, call, data)
-  const res = await invoke({ function: b.target, payload: Buffer.from(body, 'utf8'), timeoutMs: Math.max(1, deadlineMs - Date.now()), trigger: 'invoke', hops }, { signal })
+  const res = await invoke({ function: b.target, qualifier: b.qualifier ?? '', payload: Buffer.from(body, 'utf8'), timeoutMs: Math.max(1, deadlineMs - Date.now()), trigger: 'invoke', hops }, { signal })
   if (res.ok !== true) {
     const e = res.error
     const code = isErrorCode(e?.code) ? e.code : 'FNMESH_ERR_INTERNAL'

@@ -188,6 +188,7 @@ export function buildProgram (): Command {
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
     .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET (":ro" read-only), publish:SUBJECT_PATTERN, invoke:FUNCTION (repeatable)', collect)
+    .option('--target <ALIAS|VERSION>', 'what the HTTP routes and triggers run: an alias (e.g. live), a version, or $LATEST (default: the latest version)')
     .option('--on-success <publish:SUBJECT>', 'async events: after a run succeeds, publish a CloudEvent with its result on SUBJECT')
     .option('--on-failure <publish:SUBJECT>', 'async events: after the final failure (dead-lettered), publish a CloudEvent with the error and the event on SUBJECT')
     .option('--constraint <key=value>', 'placement: run only on nodes whose labels match ("key!=value" excludes; repeatable; same-key values are alternatives)', collect)
@@ -217,6 +218,7 @@ export function buildProgram (): Command {
           bindings: opts.bind,
           constraints: opts.constraint,
           prefer: opts.prefer,
+          target: opts.target,
           onSuccess: opts.onSuccess,
           onFailure: opts.onFailure,
           egress: opts.egress === true ? true : undefined,

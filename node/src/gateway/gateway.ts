@@ -214,7 +214,7 @@ export class Gateway implements Startable, Drainable {
       // Every route takes a streamed reply: a streaming handler's body goes out as it is written
       // (chunked), any other handler's result comes whole, as before.
       const sink = new HttpStreamSink(res, method === 'HEAD', { ...extra, [REQUEST_ID_HEADER]: requestId })
-      const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' }, { stream: sink })
+      const result = await this.c.route({ function: entry.fn, qualifier: entry.spec.target ?? '', payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' }, { stream: sink })
       if (sink.headersSent) {
         if (result.ok !== true) this.log.warn({ requestId, code: result.error?.code, err: result.error?.errorMessage }, 'streamed HTTP response cut short')
         sink.end(result.ok === true)

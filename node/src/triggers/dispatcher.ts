@@ -7,7 +7,7 @@
 import type { JetStreamClient, JsMsg } from '@nats-io/jetstream'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import { encode, type Encodable, type ErrorInfo, type InvokeResult } from '../../../proto/codec.js'
-import { toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
+import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
 import { ACK_WAIT_MS, EventHeaders, dlqSubject, eventInvocationId, functionSubject, type Binding } from '../../../core/events.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import type { Executor } from '../executor/executor.js'
@@ -58,6 +58,18 @@ export class Dispatcher {
     }
   }
 
+  /** The version an event of `spec` runs: the latest, or what its --target alias or version names now */
+  private async targetOf (spec: StoredSpec): Promise<{ version: number, pinned: boolean } | { error: ErrorInfo }> {
+    if ((spec.target ?? '') === '') return { version: 0, pinned: false }
+    try {
+      const resolved = await this.c.functions.resolve(spec.name, spec.target ?? '')
+      if (resolved == null) return { error: toErrorInfo(fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${spec.name}" is not deployed`)) as ErrorInfo }
+      return { version: resolved.spec.version, pinned: resolved.pinned }
+    } catch (err) {
+      return { error: toErrorInfo(err) as ErrorInfo }
+    }
+  }
+
   private async settle (msg: JsMsg, binding: Binding, claim: () => void): Promise<void> {
     let ev: PreparedEvent
     try {
@@ -95,23 +107,32 @@ export class Dispatcher {
     // Tell JetStream the event is being worked on while the run takes long.
     const keepalive = setInterval(() => { msg.working() }, ACK_WAIT_MS / 3)
     let result: Encodable<InvokeResult>
+    // A function deployed with --target runs that alias's (or version's) code for its events; an
+    // alias that cannot be resolved now fails the run, which is retried and dead-lettered as any.
+    const target = await this.targetOf(spec)
     try {
-      const started = this.c.executor.executeWhenFree({
-        invocationId,
-        function: spec.name,
-        version: 0,
-        payload: Buffer.from(ev.json, 'utf8'),
-        attempt: ev.attempt,
-        trigger: ev.kind,
-        eventId: ev.eventId,
-        attributes: ev.attributes,
-        deadlineMs: Date.now() + spec.timeoutMs,
-        hops: ev.hops
-      }, () => { msg.working() })
-      // execute() takes its slot synchronously when one is free (if none is, the node is full and
-      // the puller asks for nothing more anyway).
-      claim()
-      result = await started
+      if ('error' in target) {
+        claim()
+        result = { invocationId, ok: false, error: target.error }
+      } else {
+        const started = this.c.executor.executeWhenFree({
+          invocationId,
+          function: spec.name,
+          version: target.version,
+          pinned: target.pinned,
+          payload: Buffer.from(ev.json, 'utf8'),
+          attempt: ev.attempt,
+          trigger: ev.kind,
+          eventId: ev.eventId,
+          attributes: ev.attributes,
+          deadlineMs: Date.now() + spec.timeoutMs,
+          hops: ev.hops
+        }, () => { msg.working() })
+        // execute() takes its slot synchronously when one is free (if none is, the node is full and
+        // the puller asks for nothing more anyway).
+        claim()
+        result = await started
+      }
     } finally {
       clearInterval(keepalive)
     }
