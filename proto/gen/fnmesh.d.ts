@@ -1886,6 +1886,12 @@ export namespace fnmesh {
             /** ExecRequest carryMeter. */
             carryMeter: boolean;
 
+            /** ExecRequest traceparent. */
+            traceparent: string;
+
+            /** ExecRequest tracestate. */
+            tracestate: string;
+
             /**
              * Creates a new ExecRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -2001,6 +2007,12 @@ export namespace fnmesh {
 
                 /** ExecRequest carryMeter */
                 carryMeter?: (boolean|null);
+
+                /** ExecRequest traceparent */
+                traceparent?: (string|null);
+
+                /** ExecRequest tracestate */
+                tracestate?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

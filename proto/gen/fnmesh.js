@@ -5815,6 +5815,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
+             * @property {string|null} [traceparent] ExecRequest traceparent
+             * @property {string|null} [tracestate] ExecRequest tracestate
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5952,6 +5954,22 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.carryMeter = false;
 
             /**
+             * ExecRequest traceparent.
+             * @member {string} traceparent
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.traceparent = "";
+
+            /**
+             * ExecRequest tracestate.
+             * @member {string} tracestate
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.tracestate = "";
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -6010,6 +6028,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
                     writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent") && message.traceparent !== "")
+                    writer.uint32(/* id 40, wireType 2 =*/322).string(message.traceparent);
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate") && message.tracestate !== "")
+                    writer.uint32(/* id 41, wireType 2 =*/330).string(message.tracestate);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6211,6 +6233,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.carryMeter;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.traceparent = value;
+                            else
+                                delete message.traceparent;
+                            continue;
+                        }
+                    case 41: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.tracestate = value;
+                            else
+                                delete message.tracestate;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6303,6 +6343,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     if (typeof message.carryMeter !== "boolean")
                         return "carryMeter: boolean expected";
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent"))
+                    if (!$util.isString(message.traceparent))
+                        return "traceparent: string expected";
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate"))
+                    if (!$util.isString(message.tracestate))
+                        return "tracestate: string expected";
                 return null;
             };
 
@@ -6380,6 +6426,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.carryMeter != null)
                     if (object.carryMeter)
                         message.carryMeter = $Boolean(object.carryMeter);
+                if (object.traceparent != null)
+                    if (typeof object.traceparent !== "string" || object.traceparent.length)
+                        message.traceparent = $String(object.traceparent);
+                if (object.tracestate != null)
+                    if (typeof object.tracestate !== "string" || object.tracestate.length)
+                        message.tracestate = $String(object.tracestate);
                 return message;
             };
 
@@ -6425,6 +6477,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = "";
                     object.idempotencyKey = "";
                     object.carryMeter = false;
+                    object.traceparent = "";
+                    object.tracestate = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6464,6 +6518,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     object.carryMeter = message.carryMeter;
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent"))
+                    object.traceparent = message.traceparent;
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate"))
+                    object.tracestate = message.tracestate;
                 return object;
             };
 

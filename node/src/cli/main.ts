@@ -67,6 +67,9 @@ export function buildProgram (): Command {
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--admin <[host:]port>', 'serve /metrics (Prometheus), /healthz and /readyz on this port (host 127.0.0.1 unless given; 0 = a free port)')
     .option('--admin-token <file>', 'bearer token the admin listener asks for (a file, at least 16 characters); required when --admin binds other than loopback', readable('--admin-token'))
+    .option('--otlp-endpoint <url>', 'export OpenTelemetry traces over OTLP/HTTP (protobuf) to this collector (base URL; /v1/traces is added unless present). Default: env OTEL_EXPORTER_OTLP_ENDPOINT, else off')
+    .option('--otlp-header <name=value>', 'an HTTP header on every trace export, e.g. an API key (repeatable; env OTEL_EXPORTER_OTLP_HEADERS is added too)', collect)
+    .option('--otlp-service-name <name>', 'the traces\' service.name (default: env OTEL_SERVICE_NAME, else fnmesh-agent)')
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
@@ -107,6 +110,7 @@ export function buildProgram (): Command {
         http: opts.http,
         admin: opts.admin,
         adminToken: opts.adminToken,
+        otlp: otlpOptions(opts, process.env),
         routing: opts.routing,
         router: opts.router,
         sandbox: opts.sandbox,
@@ -401,3 +405,26 @@ async function main (): Promise<void> {
 }
 
 void main()
+
+/**
+ * Tracing options: --otlp-endpoint, else OTel's own environment variable (OTEL_SDK_DISABLED=true
+ * turns that off); none of them: tracing is off and no OpenTelemetry SDK is loaded.
+ */
+function otlpOptions (opts: { otlpEndpoint?: string, otlpHeader?: string[], otlpServiceName?: string }, env: NodeJS.ProcessEnv): AgentOptions['otlp'] {
+  const fromEnv = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true' ? undefined : env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined
+  const endpoint = opts.otlpEndpoint ?? fromEnv
+  if (endpoint == null) return undefined
+  const headers: Record<string, string> = {}
+  for (const h of opts.otlpHeader ?? []) {
+    const eq = h.indexOf('=')
+    if (eq <= 0) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option --otlp-header "${h.slice(0, 100)}" is invalid: expected NAME=VALUE`)
+    headers[h.slice(0, eq).trim()] = h.slice(eq + 1).trim()
+  }
+  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY)
+  return {
+    endpoint,
+    headers,
+    serviceName: opts.otlpServiceName ?? (env.OTEL_SERVICE_NAME?.trim() || undefined),
+    exportDelayMs: env.OTEL_BSP_SCHEDULE_DELAY != null && Number.isInteger(delay) && delay >= 10 && delay <= 60_000 ? delay : undefined
+  }
+}

@@ -154,7 +154,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 
   /** Runs one invocation; kills the sandbox at `deadlineMs` */
-  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler }): Promise<InvokeOutcome> {
+  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler, traceparent?: string, tracestate?: string, xrayTraceId?: string }): Promise<InvokeOutcome> {
     const { bindings, ...fields } = extra ?? {}
     this.serveBind = bindings
     this.state = 'busy'

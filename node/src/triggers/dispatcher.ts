@@ -99,7 +99,11 @@ export class Dispatcher {
         trigger: ev.kind,
         eventId: ev.eventId,
         attributes: ev.attributes,
-        deadlineMs: Date.now() + spec.timeoutMs
+        deadlineMs: Date.now() + spec.timeoutMs,
+        // CloudEvents distributed tracing extension (structured `traceparent`, binary `ce-traceparent`);
+        // the executor checks it, and a retry carries it on in the attributes.
+        traceparent: ev.attributes.traceparent,
+        tracestate: ev.attributes.tracestate
       }, () => { msg.working() })
       // execute() takes its slot synchronously when one is free (if none is, the node is full and
       // the puller asks for nothing more anyway).
