@@ -281,19 +281,19 @@ function resolveOtlp (o: OtlpOptions | undefined, int: (key: string, value: numb
   let url: URL | undefined
   try { url = new URL(o.endpoint) } catch {}
   if (url == null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '') {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp endpoint "${String(o.endpoint).slice(0, 200)}" is not an http:// or https:// URL (without credentials: give them with --otlp-header)`)
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.endpoint "${String(o.endpoint).slice(0, 200)}" is not an http:// or https:// URL (without credentials: give them with --otlp-header)`)
   }
   if (!url.pathname.endsWith('/v1/traces')) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`
   const headers: Record<string, string> = {}
   for (const [k, v] of Object.entries(o.headers ?? {})) {
     if (!HEADER_NAME.test(k) || typeof v !== 'string' || /[\r\n\0]/.test(v) || v.length > 4096) {
-      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp header "${k.slice(0, 128)}" is invalid: expected NAME=VALUE with an HTTP token name and a one-line value`)
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.headers "${k.slice(0, 128)}" is invalid: expected NAME=VALUE with an HTTP token name and a one-line value`)
     }
     headers[k] = v
   }
   const serviceName = o.serviceName ?? 'fnmesh-agent'
   if (!SERVICE_NAME.test(serviceName)) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp service name "${serviceName.slice(0, 200)}" is invalid: use 1-128 letters, digits or . _ - : / @`)
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.serviceName "${serviceName.slice(0, 200)}" is invalid: use 1-128 letters, digits or . _ - : / @`)
   }
   return Object.freeze({ url: url.toString(), headers: Object.freeze(headers), serviceName, exportDelayMs: int('otlp exportDelayMs', o.exportDelayMs, 1000, 10, 60_000) })
 }

@@ -45,6 +45,7 @@ describe('traces across a 2-agent mesh exported over OTLP', () => {
     t = await startMesh({ nodes: 2, slots: 2, argsOf: () => ['--http', '127.0.0.1:0', '--otlp-endpoint', r.url], env: { OTEL_BSP_SCHEDULE_DELAY: '100' } })
     await t.mesh.deploy({ name: 'tr', path: fixture('trace.js'), routes: ['GET /tr/{id}'] })
     await t.mesh.deploy({ name: 'trev', path: fixture('trace.js'), triggers: ['trtest.>'] })
+    await t.mesh.deploy({ name: 'trboom', path: fixture('throw.js'), routes: ['GET /trboom'] })
   })
 
   afterAll(async () => {
@@ -96,6 +97,24 @@ describe('traces across a 2-agent mesh exported over OTLP', () => {
     const idsInTrace = new Set(spans.map(s => s.spanId))
     for (const s of spans) if (s !== gateway) expect(idsInTrace.has(s.parentSpanId), s.name).toBe(true)
     expect(r.bad).toBe(0)
+  })
+
+  it('marks the spans of a failed run ERROR with its FNMESH code, and a 4xx of the gateway with its code only', async () => {
+    const ids = newIds()
+    const res = await http(httpPorts(t.cluster.agents)[0], 'GET', '/trboom', { headers: { traceparent: ids.traceparent } })
+    expect(res.status).toBe(502)
+    const spans = await settled(ids.traceId, ['GET /trboom', 'route trboom', 'dispatch', 'run'])
+    for (const name of ['GET /trboom', 'route trboom', 'dispatch', 'trboom', 'run']) {
+      const s = one(spans, x => x.name === name, name)
+      expect(s.status, name).toBe(2)
+      expect(s.attributes['fnmesh.error.code'], name).toBe(res.json.code)
+    }
+    expect(res.json.code).toBe('FNMESH_ERR_FUNCTION_ERROR')
+    const missing = newIds()
+    expect((await http(httpPorts(t.cluster.agents)[0], 'GET', '/nowhere', { headers: { traceparent: missing.traceparent } })).status).toBe(404)
+    const gateway = await waitFor(() => trace(missing.traceId)[0], { timeoutMs: 10_000, message: 'the 404 request\'s span' })
+    expect(gateway).toMatchObject({ name: 'GET', parentSpanId: missing.spanId, status: 0 })
+    expect(gateway.attributes).toMatchObject({ 'http.response.status_code': 404, 'fnmesh.error.code': 'FNMESH_ERR_ROUTE_NOT_FOUND' })
   })
 
   it('continues the trace an SDK invoke() gives, through a NATS header', async () => {

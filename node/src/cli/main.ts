@@ -17,7 +17,7 @@ import { ROUTING_POLICIES } from '../router/policies.js'
 import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
 import { formatAgo, parseEnv, progress, readData, table } from './format.js'
-import { asUsage, duration, int, readable, seconds } from './options.js'
+import { asUsage, duration, int, otlpOptions, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
@@ -110,7 +110,7 @@ export function buildProgram (): Command {
         http: opts.http,
         admin: opts.admin,
         adminToken: opts.adminToken,
-        otlp: otlpOptions(opts, process.env),
+        otlp: asUsage('', () => otlpOptions(opts, process.env)),
         routing: opts.routing,
         router: opts.router,
         sandbox: opts.sandbox,
@@ -405,26 +405,3 @@ async function main (): Promise<void> {
 }
 
 void main()
-
-/**
- * Tracing options: --otlp-endpoint, else OTel's own environment variable (OTEL_SDK_DISABLED=true
- * turns that off); none of them: tracing is off and no OpenTelemetry SDK is loaded.
- */
-function otlpOptions (opts: { otlpEndpoint?: string, otlpHeader?: string[], otlpServiceName?: string }, env: NodeJS.ProcessEnv): AgentOptions['otlp'] {
-  const fromEnv = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true' ? undefined : env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined
-  const endpoint = opts.otlpEndpoint ?? fromEnv
-  if (endpoint == null) return undefined
-  const headers: Record<string, string> = {}
-  for (const h of opts.otlpHeader ?? []) {
-    const eq = h.indexOf('=')
-    if (eq <= 0) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option --otlp-header "${h.slice(0, 100)}" is invalid: expected NAME=VALUE`)
-    headers[h.slice(0, eq).trim()] = h.slice(eq + 1).trim()
-  }
-  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY)
-  return {
-    endpoint,
-    headers,
-    serviceName: opts.otlpServiceName ?? (env.OTEL_SERVICE_NAME?.trim() || undefined),
-    exportDelayMs: env.OTEL_BSP_SCHEDULE_DELAY != null && Number.isInteger(delay) && delay >= 10 && delay <= 60_000 ? delay : undefined
-  }
-}
