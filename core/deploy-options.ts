@@ -3,6 +3,7 @@
  */
 import { UsageError } from '../proto/errors.js'
 import { parseBindings } from './bindings.js'
+import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
 import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
@@ -49,6 +50,13 @@ export interface DeployOptions {
    * (kv:BUCKET, object:BUCKET), or an object NAME -> "KIND:TARGET[:ro]". Buckets missing are made.
    */
   bindings?: string[] | Record<string, string>
+  /**
+   * Placement: "key=value" or "key!=value" terms every node that runs it must satisfy with its
+   * labels (agent --label, plus arch, os, cpus, memory). Same-key "=" terms are alternatives.
+   */
+  constraints?: string[]
+  /** Placement: terms the nodes it runs on should satisfy while they have room */
+  prefer?: string[]
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
@@ -72,6 +80,9 @@ export interface ValidDeploy {
   routes: HttpRoute[]
   /** canonical binding texts */
   bindings: string[]
+  /** canonical placement terms */
+  constraints: string[]
+  prefer: string[]
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -99,6 +110,8 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
-    bindings: parseBindings(name, input.bindings).map(b => b.raw)
+    bindings: parseBindings(name, input.bindings).map(b => b.raw),
+    constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
+    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw)
   })
 }

@@ -21,10 +21,13 @@ import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from 
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer'> & {
   routes?: HttpRoute[]
   /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[]
+  /** placement terms, canonical "key=value" / "key!=value" (core/placement.ts) */
+  constraints?: string[]
+  prefer?: string[]
   signature?: DeploySignature | null
   raw?: Uint8Array
 }
@@ -328,6 +331,8 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     maxEventAgeMs: spec.maxEventAgeMs,
     routes: spec.routes.map(copyRoute),
     bindings: [...(spec.bindings ?? [])],
+    constraints: [...(spec.constraints ?? [])],
+    prefer: [...(spec.prefer ?? [])],
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }

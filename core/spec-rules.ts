@@ -12,6 +12,7 @@ import type { HttpRoute } from '../proto/codec.js'
 import { FnmeshError, InputError, UsageError } from '../proto/errors.js'
 import { FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
 import { parseBindings } from './bindings.js'
+import { checkStoredTerms } from './placement.js'
 import { BUNDLE_LIMIT } from './bundle.js'
 import { buildRoutes, type AuthMode, type HttpRouteOptions } from './http-routes.js'
 import { parseTrigger } from './triggers.js'
@@ -154,6 +155,9 @@ export interface SpecFields {
   routes?: HttpRoute[] | null
   /** canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[] | null
+  /** canonical placement terms (core/placement.ts) */
+  constraints?: string[] | null
+  prefer?: string[] | null
 }
 
 /**
@@ -180,6 +184,8 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])
     checkStoredBindings(key, spec.bindings ?? [])
+    checkStoredTerms(key, spec.constraints, 'constraint')
+    checkStoredTerms(key, spec.prefer, 'preference')
     if (typeof spec.bundleSha256 !== 'string' || !SHA256_HEX.test(spec.bundleSha256)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle digest is not 64 lowercase hex digits')
     if (spec.bundleObject !== `sha256-${spec.bundleSha256}`) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle object name is not "sha256-" and its digest')
     if (!Number.isInteger(spec.bundleSize) || spec.bundleSize < 1 || spec.bundleSize > BUNDLE_LIMIT) throw new InputError('FNMESH_ERR_BUNDLE_TOO_LARGE', `its bundle size ${String(spec.bundleSize)} is outside 1 to ${BUNDLE_LIMIT} bytes`)

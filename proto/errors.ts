@@ -23,6 +23,7 @@ export const CATALOGUE = {
   FNMESH_ERR_NOT_FOUND: { family: 'not-found', summary: 'No function is deployed under that name' },
   FNMESH_ERR_NOT_INITIALIZED: { family: 'not-found', summary: 'A JetStream stream, bucket or consumer of the mesh does not exist: run "fnmesh init" with admin credentials' },
   FNMESH_ERR_NO_CAPACITY: { family: 'capacity', summary: 'No peer can give the invocation a slot within its deadline, or every queue is full' },
+  FNMESH_ERR_NO_MATCHING_NODE: { family: 'capacity', summary: 'No live node\'s labels satisfy the function\'s placement constraints (deploy --constraint; agent --label)' },
   FNMESH_ERR_NO_AGENTS: { family: 'capacity', summary: 'No agent is listening on the NATS server' },
   FNMESH_ERR_BUSY: { family: 'capacity', summary: 'The chosen peer was full or draining; the router tries another' },
   FNMESH_ERR_DISK_FULL: { family: 'capacity', summary: 'The chosen peer\'s disk is too full to meter invocations, so it takes no new work; the router tries another' },

@@ -25,6 +25,7 @@ import { connectNats } from '../../core/nats.js'
 import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { Registry } from '../../core/registry.js'
+import { advertLabels, eligible, preferred } from '../../core/placement.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
 import { BindingServer } from './bindings/server.js'
@@ -43,7 +44,7 @@ import { TrustedVersions } from './registry/versions.js'
 import { Router, type LocalNode } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
-import { TriggerManager, type LocalCapacity } from './triggers/manager.js'
+import { TriggerManager, type LocalCapacity, type TriggerPlacement } from './triggers/manager.js'
 import { waitForInit } from './registry/initialized.js'
 import { AdminServer } from './metrics/admin.js'
 import { PromMetrics } from './metrics/prom.js'
@@ -220,6 +221,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const gossip = parts.gossip = new Gossip({
     privateKey,
     name: config.name,
+    labels: config.labels,
     listen: config.listen,
     bootstrap: config.bootstrap,
     swarmKey,
@@ -257,7 +259,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logs: (line) => { shipper.add(line) },
     bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) }),
     metrics: metrics ?? noMetrics,
-    tracer
+    tracer,
+    labels: config.labels
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
@@ -279,7 +282,12 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     policy: config.routing
   })
   if (config.router) router.start()
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, logger: logger.child({ part: 'agent:triggers' }) })
+  const placement: TriggerPlacement = {
+    eligible: (spec) => eligible(config.labels, spec),
+    preferredElsewhere: (spec) => !preferred(config.labels, spec) && table.routable().some(e =>
+      !e.self && e.advert.inFlight < e.advert.slots && eligible(advertLabels(e.advert.labels), spec) && preferred(advertLabels(e.advert.labels), spec))
+  }
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, placement, logger: logger.child({ part: 'agent:triggers' }) })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({

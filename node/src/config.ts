@@ -2,11 +2,12 @@
  * Agent options in stages: user input (all optional) -> defaults applied and validated ->
  * a frozen AgentConfig. Durations are milliseconds.
  */
-import { hostname, tmpdir } from 'node:os'
+import { arch, availableParallelism, hostname, platform, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../proto/subjects.js'
 import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
+import { nodeLabels } from '../../core/placement.js'
 import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
 import { ROUTER_DEFAULTS } from './router/router.js'
@@ -45,6 +46,8 @@ export interface AgentOptions {
   slots?: number
   /** Human name shown in `fnmesh nodes`. @default the host name */
   name?: string
+  /** Placement labels "key=value" (over the automatic arch, os, cpus and memory in GiB). @default none */
+  labels?: string[]
   /** Serve the HTTP gateway: a port, or "HOST:PORT" (port 0: any free port). @default off */
   http?: number | string
   /** Serve /metrics, /healthz and /readyz: a port, or "HOST:PORT" (port 0: any free port; host 127.0.0.1 unless given). @default off */
@@ -145,6 +148,8 @@ export interface AgentConfig {
   readonly dataDir: string
   readonly slots: number
   readonly name: string
+  /** placement labels: the automatic ones with --label over them (core/placement.ts) */
+  readonly labels: Readonly<Record<string, string>>
   readonly advertIntervalMs: number
   readonly advertMinGapMs: number | undefined
   readonly peerTimeoutMs: number
@@ -209,6 +214,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     dataDir: options.dataDir ?? join(tmpdir(), `fnmesh-${name}`),
     slots: int('slots', options.slots, defaultSlots(), 1, 10_000),
     name,
+    labels: Object.freeze(nodeLabels(options.labels ?? [], autoLabels())),
     advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
     // unset: adapts to the mesh size (gossip.ts advertGapFor)
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
@@ -296,6 +302,11 @@ function resolveOtlp (o: OtlpOptions | undefined, int: (key: string, value: numb
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.serviceName "${serviceName.slice(0, 200)}" is invalid: use 1-128 letters, digits or . _ - : / @`)
   }
   return Object.freeze({ url: url.toString(), headers: Object.freeze(headers), serviceName, exportDelayMs: int('otlp exportDelayMs', o.exportDelayMs, 1000, 10, 60_000) })
+}
+
+/** The labels every agent carries: CPU architecture, OS, usable CPUs and memory in whole GiB */
+export function autoLabels (): Record<string, string> {
+  return { arch: arch(), os: platform(), cpus: String(availableParallelism()), memory: String(Math.floor(totalmem() / 2 ** 30)) }
 }
 
 /** "8080", 8080 or "127.0.0.1:8080" -> host and port */

@@ -197,6 +197,9 @@ export namespace fnmesh {
             /** CapacityAdvert refusing. */
             refusing: string;
 
+            /** CapacityAdvert labels. */
+            labels: { [k: string]: string };
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -315,6 +318,9 @@ export namespace fnmesh {
 
                 /** CapacityAdvert refusing */
                 refusing?: (string|null);
+
+                /** CapacityAdvert labels */
+                labels?: ({ [k: string]: string }|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -528,6 +534,12 @@ export namespace fnmesh {
             /** FunctionSpec bindings. */
             bindings: string[];
 
+            /** FunctionSpec constraints. */
+            constraints: string[];
+
+            /** FunctionSpec prefer. */
+            prefer: string[];
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -661,6 +673,12 @@ export namespace fnmesh {
 
                 /** FunctionSpec bindings */
                 bindings?: (string[]|null);
+
+                /** FunctionSpec constraints */
+                constraints?: (string[]|null);
+
+                /** FunctionSpec prefer */
+                prefer?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

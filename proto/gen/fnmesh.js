@@ -408,6 +408,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] CapacityAdvert coldStarts
              * @property {number|null} [warmStarts] CapacityAdvert warmStarts
              * @property {string|null} [refusing] CapacityAdvert refusing
+             * @property {Object.<string,string>|null} [labels] CapacityAdvert labels
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -434,6 +435,7 @@ export const fnmesh = $root.fnmesh = (() => {
              */
             const CapacityAdvert = function (properties) {
                 this.warm = [];
+                this.labels = {};
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -553,6 +555,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.refusing = "";
 
             /**
+             * CapacityAdvert labels.
+             * @member {Object.<string,string>} labels
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.labels = $util.emptyObject;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -613,6 +623,9 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 0 =*/104).uint64(message.warmStarts);
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing") && message.refusing !== "")
                     writer.uint32(/* id 14, wireType 2 =*/114).string(message.refusing);
+                if (message.labels != null && $Object.hasOwnProperty.call(message, "labels"))
+                    for (let keys = $Object.keys(message.labels), i = 0; i < keys.length; ++i)
+                        writer.uint32(/* id 120, wireType 2 =*/962).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.labels[keys[i]]).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -650,7 +663,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     _depth = 0;
                 if (_depth > $Reader.recursionLimit)
                     throw $Error("max depth exceeded");
-                let end, message, value;
+                let end, message, key, value;
                 if (length === $undefined)
                     end = reader.len;
                 else {
@@ -795,6 +808,42 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.refusing;
                             continue;
                         }
+                    case 120: {
+                            if (wireType !== 2)
+                                break;
+                            if (message.labels === $util.emptyObject)
+                                message.labels = {};
+                            let end2 = reader.size() + reader.pos;
+                            if (end2 > reader.len)
+                                throw $RangeError("index out of range");
+                            reader.len = end2;
+                            key = "";
+                            value = "";
+                            while (reader.pos < end2) {
+                                let tag2 = reader.tag();
+                                wireType = tag2 & 7;
+                                switch (tag2 >>>= 3) {
+                                case 1:
+                                    if (wireType !== 2)
+                                        break;
+                                    key = reader.stringVerify();
+                                    continue;
+                                case 2:
+                                    if (wireType !== 2)
+                                        break;
+                                    value = reader.stringVerify();
+                                    continue;
+                                }
+                                reader.skipType(wireType, _depth, tag2);
+                            }
+                            if (reader.pos !== end2)
+                                throw $RangeError("index out of range");
+                            reader.len = end;
+                            if (key === "__proto__")
+                                $util.makeProp(message.labels, key);
+                            message.labels[key] = value;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -889,6 +938,14 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     if (!$util.isString(message.refusing))
                         return "refusing: string expected";
+                if (message.labels != null && $Object.hasOwnProperty.call(message, "labels")) {
+                    if (!$util.isObject(message.labels))
+                        return "labels: object expected";
+                    let key = $Object.keys(message.labels);
+                    for (let i = 0; i < key.length; ++i)
+                        if (!$util.isString(message.labels[key[i]]))
+                            return "labels: string{k:string} expected";
+                }
                 return null;
             };
 
@@ -1005,6 +1062,16 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.refusing != null)
                     if (typeof object.refusing !== "string" || object.refusing.length)
                         message.refusing = $String(object.refusing);
+                if (object.labels) {
+                    if (!$util.isObject(object.labels))
+                        throw $TypeError(".fnmesh.v1.CapacityAdvert.labels: object expected");
+                    message.labels = {};
+                    for (let keys = $Object.keys(object.labels), i = 0; i < keys.length; ++i) {
+                        if (keys[i] === "__proto__")
+                            $util.makeProp(message.labels, keys[i]);
+                        message.labels[keys[i]] = $String(object.labels[keys[i]]);
+                    }
+                }
                 return message;
             };
 
@@ -1027,6 +1094,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 let object = {};
                 if (options.arrays || options.defaults)
                     object.warm = [];
+                if (options.objects || options.defaults)
+                    object.labels = {};
                 if (options.defaults) {
                     object.nodeId = "";
                     object.name = "";
@@ -1136,6 +1205,15 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? $util.Long.prototype.toString.call(message.warmStarts) : options.longs === $Number ? new $util.LongBits(message.warmStarts.low >>> 0, message.warmStarts.high >>> 0).toNumber(true) : message.warmStarts;
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     object.refusing = message.refusing;
+                let keys2;
+                if (message.labels && (keys2 = $Object.keys(message.labels)).length) {
+                    object.labels = {};
+                    for (let j = 0; j < keys2.length; ++j) {
+                        if (keys2[j] === "__proto__")
+                            $util.makeProp(object.labels, keys2[j]);
+                        object.labels[keys2[j]] = message.labels[keys2[j]];
+                    }
+                }
                 return object;
             };
 
@@ -1555,6 +1633,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
              * @property {Array.<string>|null} [bindings] FunctionSpec bindings
+             * @property {Array.<string>|null} [constraints] FunctionSpec constraints
+             * @property {Array.<string>|null} [prefer] FunctionSpec prefer
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1584,6 +1664,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.triggers = [];
                 this.routes = [];
                 this.bindings = [];
+                this.constraints = [];
+                this.prefer = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1743,6 +1825,22 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.bindings = $util.emptyArray;
 
             /**
+             * FunctionSpec constraints.
+             * @member {Array.<string>} constraints
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.constraints = $util.emptyArray;
+
+            /**
+             * FunctionSpec prefer.
+             * @member {Array.<string>} prefer
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.prefer = $util.emptyArray;
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1816,6 +1914,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindings != null && message.bindings.length)
                     for (let i = 0; i < message.bindings.length; ++i)
                         writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
+                if (message.constraints != null && message.constraints.length)
+                    for (let i = 0; i < message.constraints.length; ++i)
+                        writer.uint32(/* id 120, wireType 2 =*/962).string(message.constraints[i]);
+                if (message.prefer != null && message.prefer.length)
+                    for (let i = 0; i < message.prefer.length; ++i)
+                        writer.uint32(/* id 121, wireType 2 =*/970).string(message.prefer[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2065,6 +2169,22 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindings.push(reader.stringVerify());
                             continue;
                         }
+                    case 120: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.constraints && message.constraints.length))
+                                message.constraints = [];
+                            message.constraints.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 121: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.prefer && message.prefer.length))
+                                message.prefer = [];
+                            message.prefer.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2191,6 +2311,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.bindings[i]))
                             return "bindings: string[] expected";
                 }
+                if (message.constraints != null && $Object.hasOwnProperty.call(message, "constraints")) {
+                    if (!$Array.isArray(message.constraints))
+                        return "constraints: array expected";
+                    for (let i = 0; i < message.constraints.length; ++i)
+                        if (!$util.isString(message.constraints[i]))
+                            return "constraints: string[] expected";
+                }
+                if (message.prefer != null && $Object.hasOwnProperty.call(message, "prefer")) {
+                    if (!$Array.isArray(message.prefer))
+                        return "prefer: array expected";
+                    for (let i = 0; i < message.prefer.length; ++i)
+                        if (!$util.isString(message.prefer[i]))
+                            return "prefer: string[] expected";
+                }
                 return null;
             };
 
@@ -2314,6 +2448,20 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let i = 0; i < object.bindings.length; ++i)
                         message.bindings[i] = $String(object.bindings[i]);
                 }
+                if (object.constraints) {
+                    if (!$Array.isArray(object.constraints))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.constraints: array expected");
+                    message.constraints = $Array(object.constraints.length);
+                    for (let i = 0; i < object.constraints.length; ++i)
+                        message.constraints[i] = $String(object.constraints[i]);
+                }
+                if (object.prefer) {
+                    if (!$Array.isArray(object.prefer))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.prefer: array expected");
+                    message.prefer = $Array(object.prefer.length);
+                    for (let i = 0; i < object.prefer.length; ++i)
+                        message.prefer[i] = $String(object.prefer[i]);
+                }
                 return message;
             };
 
@@ -2338,6 +2486,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.triggers = [];
                     object.routes = [];
                     object.bindings = [];
+                    object.constraints = [];
+                    object.prefer = [];
                 }
                 if (options.objects || options.defaults)
                     object.env = {};
@@ -2438,6 +2588,16 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.bindings = $Array(message.bindings.length);
                     for (let j = 0; j < message.bindings.length; ++j)
                         object.bindings[j] = message.bindings[j];
+                }
+                if (message.constraints && message.constraints.length) {
+                    object.constraints = $Array(message.constraints.length);
+                    for (let j = 0; j < message.constraints.length; ++j)
+                        object.constraints[j] = message.constraints[j];
+                }
+                if (message.prefer && message.prefer.length) {
+                    object.prefer = $Array(message.prefer.length);
+                    for (let j = 0; j < message.prefer.length; ++j)
+                        object.prefer[j] = message.prefer[j];
                 }
                 return object;
             };

@@ -81,7 +81,9 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     invocations: 48_000_000,
     coldStarts: 12_345,
     warmStarts: 47_987_655,
-    refusing: ''
+    refusing: '',
+    // what every agent carries: the automatic labels and one of its own
+    labels: { arch: 'x64', os: 'linux', cpus: '16', memory: '62', zone: 'eu-1a' }
   }
   const data = encode('CapacityAdvert', advert)
   const from = peerId.toMultihash().bytes

@@ -20,6 +20,7 @@ import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
 import { ensureBindingStores } from '../../core/binding-stores.js'
 import { parseBindings } from '../../core/bindings.js'
+import { advertLabels } from '../../core/placement.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
@@ -98,6 +99,9 @@ export interface FunctionInfo {
   triggers: string[]
   /** declared bindings, "NAME=KIND:TARGET[:ro]" */
   bindings: string[]
+  /** placement: terms every node running it satisfies, and terms preferred */
+  constraints: string[]
+  prefer: string[]
   egress: boolean
   sizeBytes: number
   sha256: string
@@ -135,6 +139,8 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     concurrency: s?.concurrency ?? 0,
     triggers: s?.triggers ?? [],
     bindings: s?.bindings ?? [],
+    constraints: s?.constraints ?? [],
+    prefer: s?.prefer ?? [],
     egress: s?.egress ?? false,
     sizeBytes: s?.bundleSize ?? 0,
     sha256: s?.bundleSha256 ?? '',
@@ -171,6 +177,8 @@ export interface NodeInfo {
   self: boolean
   /** why the node takes no new work (e.g. its disk is too full to meter), or '' */
   refusing: string
+  /** placement labels (agent --label, and the automatic arch, os, cpus, memory in GiB); {} when the node's do not validate */
+  labels: Record<string, string>
 }
 
 export interface UsageOptions extends CallOptions {
@@ -259,7 +267,9 @@ export class Mesh {
       retryBackoffMs: opts.retryBackoffMs,
       maxEventAgeMs: opts.maxEventAgeMs,
       routes: opts.routes,
-      bindings: opts.bindings
+      bindings: opts.bindings,
+      constraints: opts.constraints,
+      prefer: opts.prefer
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }
@@ -559,7 +569,8 @@ function toNodeInfo (view: NodeView): NodeInfo {
     coldStarts: a.coldStarts,
     warmStarts: a.warmStarts,
     self: view.self,
-    refusing: a.refusing
+    refusing: a.refusing,
+    labels: { ...(advertLabels(a.labels) ?? {}) }
   }
 }
 

@@ -12,6 +12,8 @@
  *   retries: 2
  *   retryBackoff: 1s
  *   maxEventAge: 6h
+ *   constraints: [ "gpu=1" ]   # or a mapping { gpu: "1" }; "key!=value" excludes
+ *   prefer: { zone: a }
  */
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,7 +22,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings'])
+const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -38,6 +40,13 @@ export async function readManifest (path: string): Promise<Manifest> {
     return fromYaml(text, join(path, name))
   }
   return {}
+}
+
+/** Placement terms: a list of "key=value" / "key!=value", or a mapping key: value (checked by validateDeploy) */
+function terms (v: unknown): string[] | undefined {
+  if (v == null) return undefined
+  if (typeof v === 'object' && !Array.isArray(v)) return Object.entries(v).map(([k, x]) => `${k}=${String(x)}`)
+  return v as string[]
 }
 
 function fromYaml (text: string, file: string): Manifest {
@@ -78,7 +87,9 @@ function fromYaml (text: string, file: string): Manifest {
     retryBackoffMs: dur('retryBackoff'),
     maxEventAgeMs: dur('maxEventAge'),
     // a list of "NAME=KIND:TARGET[:ro]" or a mapping NAME: "KIND:TARGET[:ro]"; checked by validateDeploy
-    bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined
+    bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined,
+    constraints: terms(d.constraints),
+    prefer: terms(d.prefer)
   }
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined)) as Manifest
 }

@@ -26,7 +26,7 @@ describe('deploy options', () => {
     const v = validateDeploy(base)
     expect(v).toEqual({
       name: 'resize', path: './fn', handler: undefined, memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [], egress: false,
-      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: []
+      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: [], constraints: [], prefer: []
     })
     expect(DEPLOY_DEFAULTS).toEqual({ memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000 })
   })

@@ -16,6 +16,7 @@ import { resolveConfig, type AgentOptions } from '../config.js'
 import { ROUTING_POLICIES } from '../router/policies.js'
 import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
+import { AUTO_LABELS } from '../../../core/placement.js'
 import { formatAgo, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, otlpOptions, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
@@ -64,6 +65,7 @@ export function buildProgram (): Command {
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
     .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
+    .option('--label <key=value>', 'placement label functions can require (--constraint) or prefer (--prefer), e.g. zone=a (repeatable; arch, os, cpus and memory in GiB are set automatically)', collect)
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--admin <[host:]port>', 'serve /metrics (Prometheus), /healthz and /readyz on this port (host 127.0.0.1 unless given; 0 = a free port)')
     .option('--admin-token <file>', 'bearer token the admin listener asks for (a file, at least 16 characters); required when --admin binds other than loopback', readable('--admin-token'))
@@ -107,6 +109,7 @@ export function buildProgram (): Command {
         slots: opts.slots,
         maxQueue: opts.maxQueue,
         name: opts.name,
+        labels: opts.label,
         http: opts.http,
         admin: opts.admin,
         adminToken: opts.adminToken,
@@ -181,6 +184,8 @@ export function buildProgram (): Command {
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
     .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET, ":ro" read-only (repeatable)', collect)
+    .option('--constraint <key=value>', 'placement: run only on nodes whose labels match ("key!=value" excludes; repeatable; same-key values are alternatives)', collect)
+    .option('--prefer <key=value>', 'placement: prefer nodes whose labels match while they have room (repeatable)', collect)
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
     .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
     .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
@@ -202,6 +207,8 @@ export function buildProgram (): Command {
           env: parseEnv(opts.env ?? []),
           triggers: opts.on,
           bindings: opts.bind,
+          constraints: opts.constraint,
+          prefer: opts.prefer,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,
@@ -283,8 +290,10 @@ export function buildProgram (): Command {
       await withMesh(opts, async (mesh) => {
         const nodes = await mesh.nodes()
         if (opts.json === true) { json(nodes); return }
-        process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LAST SEEN', 'STATUS'],
-          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+        // Labels a node was given (--label); the automatic ones are in --json.
+        const given = (n: typeof nodes[number]): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
+        process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
+          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
       })
     })
 

@@ -19,6 +19,7 @@ import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } f
 import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
 import { availableParallelism } from 'node:os'
 import type { StoredSpec } from '../../../core/registry.js'
+import { eligible } from '../../../core/placement.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { LogSink } from '../sandbox/logs.js'
@@ -65,6 +66,8 @@ export interface ExecutorComponents {
   bindings?: BindingService
   /** spans of each run's stages (none when tracing is off) */
   tracer?: Tracer
+  /** this node's placement labels (config.ts): a function whose constraints they do not satisfy is not run here */
+  labels?: Readonly<Record<string, string>>
 }
 
 /** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
@@ -392,6 +395,10 @@ export class Executor {
     const name = req.function ?? ''
     const spec = await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+    // A router with a stale or forged view may send work this node's labels do not allow.
+    if (!eligible(this.c.labels ?? {}, spec)) {
+      throw fnmeshError('FNMESH_ERR_NO_MATCHING_NODE', `Node ${this.c.nodeId} does not run "${name}": its labels do not satisfy the constraints ${(spec.constraints ?? []).join(', ')}`)
+    }
     // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
     const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
     if (unmeterable != null) {

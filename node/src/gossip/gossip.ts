@@ -45,6 +45,8 @@ export interface GossipInit {
   /** least time between prompt adverts @default advertGapFor(mesh size) */
   advertMinGapMs?: number
   table: PeerTable
+  /** placement labels of this node (config.ts), sent in every advert */
+  labels?: Readonly<Record<string, string>>
   snapshot: () => LoadSnapshot
   logger: Logger
 }
@@ -235,7 +237,8 @@ export class Gossip implements Startable {
       invocations: s.invocations,
       coldStarts: s.coldStarts,
       warmStarts: s.warmStarts,
-      refusing: s.refusing ?? ''
+      refusing: s.refusing ?? '',
+      labels: { ...this.init.labels }
     }
   }
 

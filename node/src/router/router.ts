@@ -12,6 +12,7 @@ import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { TRACEPARENT, TRACESTATE, traceContextOf, type TraceContext } from '../../../core/trace-context.js'
+import { advertLabels, eligible, hasPlacement, preferred, termsOf } from '../../../core/placement.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import { Idle, Once, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -135,6 +136,7 @@ export class Router {
   private readonly waiters = new Waiters<'slot'>()
   private readonly remote = new Map<string, Set<Remote>>()
   private readonly warmSets = new WeakMap<object, Set<string>>()
+  private readonly labelSets = new WeakMap<object, Readonly<Record<string, string>> | null>()
   /** invocations taken from NATS and not yet answered */
   private readonly active = new Idle()
   /** their requests, sent an interim reply by one shared timer (not a timer per invocation) */
@@ -315,19 +317,23 @@ export class Router {
     const failed = new Set<string>()
     const failures: string[] = []
     const refused = (r: Refusal): Encodable<InvokeResult> => this.error(exec, s.attempts, r.code, this.refusalMessage(r, spec, exec, failures))
+    const placed = hasPlacement(spec)
     const aborted = (): Encodable<InvokeResult> => this.error(exec, s.attempts, 'FNMESH_ERR_ABORTED', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): the caller aborted`)
     for (;;) {
       if (signal?.aborted === true) return aborted()
       const late = beforePick(s, Date.now(), deadline)
       if (late != null) return refused(late)
-      let peer = this.pick(key, failed)
+      if (placed && !this.c.table.routable().some(e => eligible(this.labelsOf(e), spec))) {
+        return this.error(exec, s.attempts, 'FNMESH_ERR_NO_MATCHING_NODE', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no live node's labels satisfy its constraints ${termsOf(spec.constraints).map(t => t.raw).join(', ')}`)
+      }
+      let peer = this.pick(spec, key, failed)
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
         // an executor whose expected wait fits the deadline, which hands over a slot the moment one frees.
         const runMs = this.c.local.runMs(key)
         queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
-        if (queueMs > 0) peer = this.pickQueue(key, failed, queueMs, runMs)
+        if (queueMs > 0) peer = this.pickQueue(spec, key, failed, queueMs, runMs)
       }
       if (peer == null) {
         const next = nowhereToSend(s, this.rules, {
@@ -335,7 +341,7 @@ export class Router {
           deadline,
           queueMs,
           waiting: this.waiters.size(),
-          allFailed: this.c.table.routable().every(e => failed.has(e.advert.nodeId))
+          allFailed: this.c.table.routable().every(e => failed.has(e.advert.nodeId) || (placed && !eligible(this.labelsOf(e), spec)))
         })
         if (next.kind === 'refuse') return refused(next)
         await this.waiters.wait('slot', { timeoutMs: next.ms, signal })
@@ -416,20 +422,45 @@ export class Router {
     return { invocationId: exec.invocationId, ok: false, attempts, error: toErrorInfo(fnmeshError(code, message)) }
   }
 
-  /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
-  private pickQueue (key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
-    return chooseQueue(this.candidates(key, exclude), budgetMs, runMs, this.init.rng)?.entry
+  /**
+   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
+   * among the nodes the function prefers when one of their queues fits, else among all it may use
+   */
+  private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
+    const candidates = this.candidates(spec, key, exclude)
+    return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
   }
 
-  private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    const candidates = this.candidates(key, exclude)
-    if (this.baseline == null) return choosePeer(candidates, this.init.rng)?.entry
+  private pick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    const candidates = this.candidates(spec, key, exclude)
+    if (this.baseline == null) return this.preferFirst(spec, candidates, list => choosePeer(list, this.init.rng))?.entry
     return this.baseline(candidates, { localInFlight: this.c.local.inFlight, outstanding: (peer) => this.tracker.outstanding(peer) })?.entry
   }
 
-  private candidates (key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
+  /** `--prefer` is "should": the choice among preferred nodes while one fits, else among every eligible one */
+  private preferFirst<C extends Candidate & { entry: PeerEntry }> (spec: StoredSpec, candidates: C[], choose: (list: C[]) => C | undefined): C | undefined {
+    if ((spec.prefer?.length ?? 0) > 0) {
+      const first = choose(candidates.filter(c => preferred(this.labelsOf(c.entry), spec)))
+      if (first != null) return first
+    }
+    return choose(candidates)
+  }
+
+  /** A peer's labels as its advert carries them, validated once per advert (undefined: invalid) */
+  private labelsOf (entry: PeerEntry): Readonly<Record<string, string>> | undefined {
+    const a = entry.advert
+    let labels = this.labelSets.get(a)
+    if (labels === undefined) {
+      labels = advertLabels(a.labels) ?? null
+      this.labelSets.set(a, labels)
+    }
+    return labels ?? undefined
+  }
+
+  private candidates (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
     const candidates: Array<Candidate & { entry: PeerEntry }> = []
-    const routable = this.c.table.routable()
+    const placed = (spec.constraints?.length ?? 0) > 0
+    const routable = placed ? this.c.table.routable().filter(e => eligible(this.labelsOf(e), spec)) : this.c.table.routable()
     // No peer is believed to have more than a few times the mesh's median slots.
     const cap = this.penalties.slotCap(routable.map(e => e.self ? this.c.local.slots : e.advert.slots))
     for (const entry of routable) {
