@@ -50,6 +50,8 @@ export type InvokeRequest = Decoded<fnmesh.v1.IInvokeRequest>
 export type ExecRequest = Decoded<fnmesh.v1.IExecRequest>
 export type InvokeResult = Decoded<fnmesh.v1.IInvokeResult>
 export type MeterRecord = Decoded<fnmesh.v1.IMeterRecord>
+export type StreamChunk = Decoded<fnmesh.v1.IStreamChunk>
+export type StreamAck = Decoded<fnmesh.v1.IStreamAck>
 export type DeadLetter = Decoded<fnmesh.v1.IDeadLetter>
 export type MeterProof = Decoded<fnmesh.v1.IMeterProof>
 export type SignedRecord = Decoded<fnmesh.v1.ISignedRecord>
@@ -99,6 +101,8 @@ export const DecodeLimits = {
   InvokeRequest: 8 * MiB,
   ExecRequest: 8 * MiB,
   InvokeResult: 8 * MiB,
+  StreamChunk: 512 * 1024,
+  StreamAck: 64,
   MeterRecord: 16 * 1024,
   DeadLetter: 8 * MiB,
   MeterProof: 512 * 1024,
@@ -138,6 +142,8 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   InvokeRequest: pb.InvokeRequest,
   ExecRequest: pb.ExecRequest,
   InvokeResult: pb.InvokeResult,
+  StreamChunk: pb.StreamChunk,
+  StreamAck: pb.StreamAck,
   MeterRecord: pb.MeterRecord,
   DeadLetter: pb.DeadLetter,
   MeterProof: pb.MeterProof,
@@ -170,6 +176,8 @@ export interface MessageMap {
   InvokeRequest: InvokeRequest
   ExecRequest: ExecRequest
   InvokeResult: InvokeResult
+  StreamChunk: StreamChunk
+  StreamAck: StreamAck
   MeterRecord: MeterRecord
   DeadLetter: DeadLetter
   MeterProof: MeterProof

@@ -38,6 +38,8 @@ export const CATALOGUE = {
   FNMESH_ERR_HANDLER_NOT_FOUND: { family: 'function', summary: 'The handler module or its export does not exist, or the handler name is malformed' },
   FNMESH_ERR_FUNCTION_INIT: { family: 'function', summary: 'The function\'s module failed to load (syntax error, import failure, throw at init)' },
   FNMESH_ERR_RESULT_INVALID: { family: 'function', summary: 'The result cannot be serialised to JSON or exceeds the result size limit' },
+  FNMESH_ERR_STREAM_TOO_LARGE: { family: 'function', summary: 'A streamed response passed the streamed size limit (20 MiB): the stream ends with this error' },
+  FNMESH_ERR_STREAM_STALLED: { family: 'transport', summary: 'The receiver of a streamed response stopped taking chunks for longer than the stream idle timeout' },
   FNMESH_ERR_METER_UNAVAILABLE: { family: 'internal', summary: 'The node could not write its meter record, so it did not acknowledge the invocation' },
   FNMESH_ERR_UNSUPPORTED: { family: 'unsupported', summary: 'The feature is not available in this version of fnmesh' },
   FNMESH_ERR_SANDBOX_UNAVAILABLE: { family: 'unsupported', summary: 'The sandbox mode asked for needs isolation layers this machine lacks, or a sandbox could not boot with them' },

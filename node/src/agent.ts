@@ -292,7 +292,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({
       nc,
-      route: async (req) => await router.route(req),
+      route: async (req, options) => await router.route(req, options),
       specs: () => functions.all(),
       trusted: trust != null ? (spec) => trust.trusts(spec) : undefined,
       agents: () => table.routable().length,

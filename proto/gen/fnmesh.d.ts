@@ -1749,6 +1749,9 @@ export namespace fnmesh {
             /** InvokeRequest timeoutMs. */
             timeoutMs: number;
 
+            /** InvokeRequest stream. */
+            stream: boolean;
+
             /**
              * Creates a new InvokeRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -1838,6 +1841,9 @@ export namespace fnmesh {
                 /** InvokeRequest timeoutMs */
                 timeoutMs?: (number|null);
 
+                /** InvokeRequest stream */
+                stream?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -1903,6 +1909,9 @@ export namespace fnmesh {
 
             /** ExecRequest carryMeter. */
             carryMeter: boolean;
+
+            /** ExecRequest stream. */
+            stream: boolean;
 
             /** ExecRequest traceparent. */
             traceparent: string;
@@ -2026,6 +2035,9 @@ export namespace fnmesh {
                 /** ExecRequest carryMeter */
                 carryMeter?: (boolean|null);
 
+                /** ExecRequest stream */
+                stream?: (boolean|null);
+
                 /** ExecRequest traceparent */
                 traceparent?: (string|null);
 
@@ -2088,6 +2100,15 @@ export namespace fnmesh {
 
             /** InvokeResult meterCopy. */
             meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
+
+            /** InvokeResult streamed. */
+            streamed: boolean;
+
+            /** InvokeResult streamBytes. */
+            streamBytes: number;
+
+            /** InvokeResult contentType. */
+            contentType: string;
 
             /**
              * Creates a new InvokeResult instance using the specified properties.
@@ -2196,12 +2217,271 @@ export namespace fnmesh {
                 /** InvokeResult meterCopy */
                 meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
+                /** InvokeResult streamed */
+                streamed?: (boolean|null);
+
+                /** InvokeResult streamBytes */
+                streamBytes?: (number|null);
+
+                /** InvokeResult contentType */
+                contentType?: (string|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
 
             /** Shape of an InvokeResult. */
             type $Shape = fnmesh.v1.InvokeResult.$Properties;
+        }
+
+        /**
+         * Properties of a StreamChunk.
+         * @deprecated Use fnmesh.v1.StreamChunk.$Properties instead.
+         */
+        interface IStreamChunk extends fnmesh.v1.StreamChunk.$Properties {
+        }
+
+        /** Represents a StreamChunk. */
+        class StreamChunk {
+
+            /**
+             * Constructs a new StreamChunk.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.StreamChunk.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** StreamChunk seq. */
+            seq: number;
+
+            /** StreamChunk data. */
+            data: Uint8Array;
+
+            /** StreamChunk contentType. */
+            contentType: string;
+
+            /** StreamChunk invocationId. */
+            invocationId: string;
+
+            /** StreamChunk nodeId. */
+            nodeId: string;
+
+            /**
+             * Creates a new StreamChunk instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns StreamChunk instance
+             */
+            static create(properties: fnmesh.v1.StreamChunk.$Shape): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+            static create(properties?: fnmesh.v1.StreamChunk.$Properties): fnmesh.v1.StreamChunk;
+
+            /**
+             * Encodes the specified StreamChunk message. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @param message StreamChunk message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.StreamChunk.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified StreamChunk message, length delimited. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @param message StreamChunk message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.StreamChunk.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+
+            /**
+             * Verifies a StreamChunk message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a StreamChunk message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns StreamChunk
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.StreamChunk;
+
+            /**
+             * Creates a plain object from a StreamChunk message. Also converts values to other types if specified.
+             * @param message StreamChunk
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.StreamChunk, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this StreamChunk to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace StreamChunk {
+
+            /** Properties of a StreamChunk. */
+            interface $Properties {
+
+                /** StreamChunk seq */
+                seq?: (number|null);
+
+                /** StreamChunk data */
+                data?: (Uint8Array|null);
+
+                /** StreamChunk contentType */
+                contentType?: (string|null);
+
+                /** StreamChunk invocationId */
+                invocationId?: (string|null);
+
+                /** StreamChunk nodeId */
+                nodeId?: (string|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a StreamChunk. */
+            type $Shape = fnmesh.v1.StreamChunk.$Properties;
+        }
+
+        /**
+         * Properties of a StreamAck.
+         * @deprecated Use fnmesh.v1.StreamAck.$Properties instead.
+         */
+        interface IStreamAck extends fnmesh.v1.StreamAck.$Properties {
+        }
+
+        /** Represents a StreamAck. */
+        class StreamAck {
+
+            /**
+             * Constructs a new StreamAck.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.StreamAck.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** StreamAck seq. */
+            seq: number;
+
+            /** StreamAck cancel. */
+            cancel: boolean;
+
+            /**
+             * Creates a new StreamAck instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns StreamAck instance
+             */
+            static create(properties: fnmesh.v1.StreamAck.$Shape): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+            static create(properties?: fnmesh.v1.StreamAck.$Properties): fnmesh.v1.StreamAck;
+
+            /**
+             * Encodes the specified StreamAck message. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @param message StreamAck message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.StreamAck.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified StreamAck message, length delimited. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @param message StreamAck message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.StreamAck.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+
+            /**
+             * Verifies a StreamAck message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a StreamAck message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns StreamAck
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.StreamAck;
+
+            /**
+             * Creates a plain object from a StreamAck message. Also converts values to other types if specified.
+             * @param message StreamAck
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.StreamAck, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this StreamAck to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace StreamAck {
+
+            /** Properties of a StreamAck. */
+            interface $Properties {
+
+                /** StreamAck seq */
+                seq?: (number|null);
+
+                /** StreamAck cancel */
+                cancel?: (boolean|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a StreamAck. */
+            type $Shape = fnmesh.v1.StreamAck.$Properties;
         }
 
         /** Outcome enum. */
@@ -2295,6 +2575,9 @@ export namespace fnmesh {
 
             /** MeterRecord bindingBytes. */
             bindingBytes: number;
+
+            /** MeterRecord streamBytes. */
+            streamBytes: number;
 
             /**
              * Creates a new MeterRecord instance using the specified properties.
@@ -2423,6 +2706,9 @@ export namespace fnmesh {
 
                 /** MeterRecord bindingBytes */
                 bindingBytes?: (number|null);
+
+                /** MeterRecord streamBytes */
+                streamBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

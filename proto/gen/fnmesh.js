@@ -5608,6 +5608,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Uint8Array|null} [payload] InvokeRequest payload
              * @property {string|null} [idempotencyKey] InvokeRequest idempotencyKey
              * @property {number|null} [timeoutMs] InvokeRequest timeoutMs
+             * @property {boolean|null} [stream] InvokeRequest stream
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5672,6 +5673,14 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeRequest.prototype.timeoutMs = 0;
 
             /**
+             * InvokeRequest stream.
+             * @member {boolean} stream
+             * @memberof fnmesh.v1.InvokeRequest
+             * @instance
+             */
+            InvokeRequest.prototype.stream = false;
+
+            /**
              * Creates a new InvokeRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeRequest
@@ -5711,6 +5720,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 3, wireType 2 =*/26).string(message.idempotencyKey);
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs") && message.timeoutMs !== 0)
                     writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.timeoutMs);
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5804,6 +5815,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.timeoutMs;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.stream = value;
+                            else
+                                delete message.stream;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5864,6 +5884,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     if (!$util.isInteger(message.timeoutMs))
                         return "timeoutMs: integer expected";
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    if (typeof message.stream !== "boolean")
+                        return "stream: boolean expected";
                 return null;
             };
 
@@ -5900,6 +5923,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.timeoutMs != null)
                     if ($Number(object.timeoutMs) !== 0)
                         message.timeoutMs = object.timeoutMs >>> 0;
+                if (object.stream != null)
+                    if (object.stream)
+                        message.stream = $Boolean(object.stream);
                 return message;
             };
 
@@ -5931,6 +5957,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     }
                     object.idempotencyKey = "";
                     object.timeoutMs = 0;
+                    object.stream = false;
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
@@ -5940,6 +5967,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     object.timeoutMs = message.timeoutMs;
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    object.stream = message.stream;
                 return object;
             };
 
@@ -5975,6 +6004,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
+             * @property {boolean|null} [stream] ExecRequest stream
              * @property {string|null} [traceparent] ExecRequest traceparent
              * @property {string|null} [tracestate] ExecRequest tracestate
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
@@ -6114,6 +6144,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.carryMeter = false;
 
             /**
+             * ExecRequest stream.
+             * @member {boolean} stream
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.stream = false;
+
+            /**
              * ExecRequest traceparent.
              * @member {string} traceparent
              * @memberof fnmesh.v1.ExecRequest
@@ -6192,6 +6230,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 40, wireType 2 =*/322).string(message.traceparent);
                 if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate") && message.tracestate !== "")
                     writer.uint32(/* id 41, wireType 2 =*/330).string(message.tracestate);
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6393,6 +6433,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.carryMeter;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.stream = value;
+                            else
+                                delete message.stream;
+                            continue;
+                        }
                     case 40: {
                             if (wireType !== 2)
                                 break;
@@ -6503,6 +6552,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     if (typeof message.carryMeter !== "boolean")
                         return "carryMeter: boolean expected";
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    if (typeof message.stream !== "boolean")
+                        return "stream: boolean expected";
                 if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent"))
                     if (!$util.isString(message.traceparent))
                         return "traceparent: string expected";
@@ -6586,6 +6638,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.carryMeter != null)
                     if (object.carryMeter)
                         message.carryMeter = $Boolean(object.carryMeter);
+                if (object.stream != null)
+                    if (object.stream)
+                        message.stream = $Boolean(object.stream);
                 if (object.traceparent != null)
                     if (typeof object.traceparent !== "string" || object.traceparent.length)
                         message.traceparent = $String(object.traceparent);
@@ -6639,6 +6694,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.carryMeter = false;
                     object.traceparent = "";
                     object.tracestate = "";
+                    object.stream = false;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6682,6 +6738,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.traceparent = message.traceparent;
                 if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate"))
                     object.tracestate = message.tracestate;
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    object.stream = message.stream;
                 return object;
             };
 
@@ -6714,6 +6772,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {boolean|null} [cold] InvokeResult cold
              * @property {number|null} [attempts] InvokeResult attempts
              * @property {fnmesh.v1.MeterBundle.$Properties|null} [meterCopy] InvokeResult meterCopy
+             * @property {boolean|null} [streamed] InvokeResult streamed
+             * @property {number|null} [streamBytes] InvokeResult streamBytes
+             * @property {string|null} [contentType] InvokeResult contentType
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6826,6 +6887,30 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeResult.prototype.meterCopy = null;
 
             /**
+             * InvokeResult streamed.
+             * @member {boolean} streamed
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.streamed = false;
+
+            /**
+             * InvokeResult streamBytes.
+             * @member {number} streamBytes
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.streamBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * InvokeResult contentType.
+             * @member {string} contentType
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.contentType = "";
+
+            /**
              * Creates a new InvokeResult instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeResult
@@ -6877,6 +6962,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 9, wireType 0 =*/72).uint32(message.attempts);
                 if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
                     $root.fnmesh.v1.MeterBundle.encode(message.meterCopy, writer.uint32(/* id 10, wireType 2 =*/82).fork(), _depth + 1).ldelim();
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed") && message.streamed !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.streamed);
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes") && (typeof message.streamBytes === "object" ? message.streamBytes.low || message.streamBytes.high : message.streamBytes !== 0))
+                    writer.uint32(/* id 81, wireType 0 =*/648).uint64(message.streamBytes);
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType") && message.contentType !== "")
+                    writer.uint32(/* id 82, wireType 2 =*/658).string(message.contentType);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7018,6 +7109,33 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.meterCopy = $root.fnmesh.v1.MeterBundle.decode(reader, reader.size(), $undefined, _depth + 1, message.meterCopy);
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.streamed = value;
+                            else
+                                delete message.streamed;
+                            continue;
+                        }
+                    case 81: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.streamBytes = value;
+                            else
+                                delete message.streamBytes;
+                            continue;
+                        }
+                    case 82: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.contentType = value;
+                            else
+                                delete message.contentType;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7100,6 +7218,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "meterCopy." + error;
                 }
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed"))
+                    if (typeof message.streamed !== "boolean")
+                        return "streamed: boolean expected";
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (!$util.isInteger(message.streamBytes) && !(message.streamBytes && $util.isInteger(message.streamBytes.low) && $util.isInteger(message.streamBytes.high)))
+                        return "streamBytes: integer|Long expected";
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    if (!$util.isString(message.contentType))
+                        return "contentType: string expected";
                 return null;
             };
 
@@ -7158,6 +7285,22 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.InvokeResult.meterCopy: object expected");
                     message.meterCopy = $root.fnmesh.v1.MeterBundle.fromObject(object.meterCopy, _depth + 1);
                 }
+                if (object.streamed != null)
+                    if (object.streamed)
+                        message.streamed = $Boolean(object.streamed);
+                if (object.streamBytes != null)
+                    if (typeof object.streamBytes === "object" ? object.streamBytes.low || object.streamBytes.high : $Number(object.streamBytes) !== 0)
+                        if ($util.Long)
+                            message.streamBytes = $util.Long.fromValue(object.streamBytes, true);
+                        else if (typeof object.streamBytes === "string")
+                            message.streamBytes = $parseInt(object.streamBytes, 10);
+                        else if (typeof object.streamBytes === "number")
+                            message.streamBytes = object.streamBytes;
+                        else if (typeof object.streamBytes === "object")
+                            message.streamBytes = new $util.LongBits(object.streamBytes.low >>> 0, object.streamBytes.high >>> 0).toNumber(true);
+                if (object.contentType != null)
+                    if (typeof object.contentType !== "string" || object.contentType.length)
+                        message.contentType = $String(object.contentType);
                 return message;
             };
 
@@ -7195,6 +7338,13 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.cold = false;
                     object.attempts = 0;
                     object.meterCopy = null;
+                    object.streamed = false;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.streamBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.streamBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.contentType = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7216,6 +7366,17 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.attempts = message.attempts;
                 if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
                     object.meterCopy = $root.fnmesh.v1.MeterBundle.toObject(message.meterCopy, options, _depth + 1);
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed"))
+                    object.streamed = message.streamed;
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.streamBytes = typeof message.streamBytes === "number" ? $BigInt(message.streamBytes) : $util.Long.fromBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.streamBytes === "number")
+                        object.streamBytes = options.longs === $String ? $String(message.streamBytes) : message.streamBytes;
+                    else
+                        object.streamBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.streamBytes) : options.longs === $Number ? new $util.LongBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0).toNumber(true) : message.streamBytes;
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    object.contentType = message.contentType;
                 return object;
             };
 
@@ -7231,6 +7392,716 @@ export const fnmesh = $root.fnmesh = (() => {
             };
 
             return InvokeResult;
+        })();
+
+        v1.StreamChunk = (function() {
+
+            /**
+             * Properties of a StreamChunk.
+             * @typedef {Object} fnmesh.v1.StreamChunk.$Properties
+             * @property {number|null} [seq] StreamChunk seq
+             * @property {Uint8Array|null} [data] StreamChunk data
+             * @property {string|null} [contentType] StreamChunk contentType
+             * @property {string|null} [invocationId] StreamChunk invocationId
+             * @property {string|null} [nodeId] StreamChunk nodeId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a StreamChunk.
+             * @memberof fnmesh.v1
+             * @interface IStreamChunk
+             * @augments fnmesh.v1.StreamChunk.$Properties
+             * @deprecated Use fnmesh.v1.StreamChunk.$Properties instead.
+             */
+
+            /**
+             * Shape of a StreamChunk.
+             * @typedef {fnmesh.v1.StreamChunk.$Properties} fnmesh.v1.StreamChunk.$Shape
+             */
+
+            /**
+             * Constructs a new StreamChunk.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a StreamChunk.
+             * @constructor
+             * @param {fnmesh.v1.StreamChunk.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const StreamChunk = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * StreamChunk seq.
+             * @member {number} seq
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * StreamChunk data.
+             * @member {Uint8Array} data
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.data = $util.newBuffer([]);
+
+            /**
+             * StreamChunk contentType.
+             * @member {string} contentType
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.contentType = "";
+
+            /**
+             * StreamChunk invocationId.
+             * @member {string} invocationId
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.invocationId = "";
+
+            /**
+             * StreamChunk nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.nodeId = "";
+
+            /**
+             * Creates a new StreamChunk instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.StreamChunk} StreamChunk instance
+             * @type {{
+             *   (properties: fnmesh.v1.StreamChunk.$Shape): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+             *   (properties?: fnmesh.v1.StreamChunk.$Properties): fnmesh.v1.StreamChunk;
+             * }}
+             */
+            StreamChunk.create = function(properties) {
+                return new StreamChunk(properties);
+            };
+
+            /**
+             * Encodes the specified StreamChunk message. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties} message StreamChunk message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamChunk.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq") && (typeof message.seq === "object" ? message.seq.low || message.seq.high : message.seq !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.seq);
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data") && message.data.length)
+                    writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.data);
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType") && message.contentType !== "")
+                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.contentType);
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId") && message.invocationId !== "")
+                    writer.uint32(/* id 4, wireType 2 =*/34).string(message.invocationId);
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 5, wireType 2 =*/42).string(message.nodeId);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified StreamChunk message, length delimited. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties} message StreamChunk message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamChunk.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamChunk.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.StreamChunk();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.seq = value;
+                            else
+                                delete message.seq;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.data = value;
+                            else
+                                delete message.data;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.contentType = value;
+                            else
+                                delete message.contentType;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.invocationId = value;
+                            else
+                                delete message.invocationId;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamChunk.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a StreamChunk message.
+             * @function verify
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            StreamChunk.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (!$util.isInteger(message.seq) && !(message.seq && $util.isInteger(message.seq.low) && $util.isInteger(message.seq.high)))
+                        return "seq: integer|Long expected";
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
+                        return "data: buffer expected";
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    if (!$util.isString(message.contentType))
+                        return "contentType: string expected";
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
+                    if (!$util.isString(message.invocationId))
+                        return "invocationId: string expected";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                return null;
+            };
+
+            /**
+             * Creates a StreamChunk message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.StreamChunk} StreamChunk
+             */
+            StreamChunk.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.StreamChunk)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.StreamChunk: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.StreamChunk();
+                if (object.seq != null)
+                    if (typeof object.seq === "object" ? object.seq.low || object.seq.high : $Number(object.seq) !== 0)
+                        if ($util.Long)
+                            message.seq = $util.Long.fromValue(object.seq, true);
+                        else if (typeof object.seq === "string")
+                            message.seq = $parseInt(object.seq, 10);
+                        else if (typeof object.seq === "number")
+                            message.seq = object.seq;
+                        else if (typeof object.seq === "object")
+                            message.seq = new $util.LongBits(object.seq.low >>> 0, object.seq.high >>> 0).toNumber(true);
+                if (object.data != null)
+                    if (object.data.length)
+                        if (typeof object.data === "string")
+                            $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
+                        else if (object.data.length >= 0)
+                            message.data = object.data;
+                if (object.contentType != null)
+                    if (typeof object.contentType !== "string" || object.contentType.length)
+                        message.contentType = $String(object.contentType);
+                if (object.invocationId != null)
+                    if (typeof object.invocationId !== "string" || object.invocationId.length)
+                        message.invocationId = $String(object.invocationId);
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a StreamChunk message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk} message StreamChunk
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            StreamChunk.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.seq = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.seq = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if (options.bytes === $String)
+                        object.data = "";
+                    else {
+                        object.data = [];
+                        if (options.bytes !== $Array)
+                            object.data = $util.newBuffer(object.data);
+                    }
+                    object.contentType = "";
+                    object.invocationId = "";
+                    object.nodeId = "";
+                }
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.seq = typeof message.seq === "number" ? $BigInt(message.seq) : $util.Long.fromBits(message.seq.low >>> 0, message.seq.high >>> 0, true).toBigInt();
+                    else if (typeof message.seq === "number")
+                        object.seq = options.longs === $String ? $String(message.seq) : message.seq;
+                    else
+                        object.seq = options.longs === $String ? $util.Long.prototype.toString.call(message.seq) : options.longs === $Number ? new $util.LongBits(message.seq.low >>> 0, message.seq.high >>> 0).toNumber(true) : message.seq;
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    object.contentType = message.contentType;
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
+                    object.invocationId = message.invocationId;
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                return object;
+            };
+
+            /**
+             * Converts this StreamChunk to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            StreamChunk.prototype.toJSON = function() {
+                return StreamChunk.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return StreamChunk;
+        })();
+
+        v1.StreamAck = (function() {
+
+            /**
+             * Properties of a StreamAck.
+             * @typedef {Object} fnmesh.v1.StreamAck.$Properties
+             * @property {number|null} [seq] StreamAck seq
+             * @property {boolean|null} [cancel] StreamAck cancel
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a StreamAck.
+             * @memberof fnmesh.v1
+             * @interface IStreamAck
+             * @augments fnmesh.v1.StreamAck.$Properties
+             * @deprecated Use fnmesh.v1.StreamAck.$Properties instead.
+             */
+
+            /**
+             * Shape of a StreamAck.
+             * @typedef {fnmesh.v1.StreamAck.$Properties} fnmesh.v1.StreamAck.$Shape
+             */
+
+            /**
+             * Constructs a new StreamAck.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a StreamAck.
+             * @constructor
+             * @param {fnmesh.v1.StreamAck.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const StreamAck = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * StreamAck seq.
+             * @member {number} seq
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             */
+            StreamAck.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * StreamAck cancel.
+             * @member {boolean} cancel
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             */
+            StreamAck.prototype.cancel = false;
+
+            /**
+             * Creates a new StreamAck instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.StreamAck} StreamAck instance
+             * @type {{
+             *   (properties: fnmesh.v1.StreamAck.$Shape): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+             *   (properties?: fnmesh.v1.StreamAck.$Properties): fnmesh.v1.StreamAck;
+             * }}
+             */
+            StreamAck.create = function(properties) {
+                return new StreamAck(properties);
+            };
+
+            /**
+             * Encodes the specified StreamAck message. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties} message StreamAck message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamAck.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq") && (typeof message.seq === "object" ? message.seq.low || message.seq.high : message.seq !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.seq);
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel") && message.cancel !== false)
+                    writer.uint32(/* id 2, wireType 0 =*/16).bool(message.cancel);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified StreamAck message, length delimited. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties} message StreamAck message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamAck.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamAck.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.StreamAck();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.seq = value;
+                            else
+                                delete message.seq;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.cancel = value;
+                            else
+                                delete message.cancel;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamAck.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a StreamAck message.
+             * @function verify
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            StreamAck.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (!$util.isInteger(message.seq) && !(message.seq && $util.isInteger(message.seq.low) && $util.isInteger(message.seq.high)))
+                        return "seq: integer|Long expected";
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel"))
+                    if (typeof message.cancel !== "boolean")
+                        return "cancel: boolean expected";
+                return null;
+            };
+
+            /**
+             * Creates a StreamAck message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.StreamAck} StreamAck
+             */
+            StreamAck.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.StreamAck)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.StreamAck: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.StreamAck();
+                if (object.seq != null)
+                    if (typeof object.seq === "object" ? object.seq.low || object.seq.high : $Number(object.seq) !== 0)
+                        if ($util.Long)
+                            message.seq = $util.Long.fromValue(object.seq, true);
+                        else if (typeof object.seq === "string")
+                            message.seq = $parseInt(object.seq, 10);
+                        else if (typeof object.seq === "number")
+                            message.seq = object.seq;
+                        else if (typeof object.seq === "object")
+                            message.seq = new $util.LongBits(object.seq.low >>> 0, object.seq.high >>> 0).toNumber(true);
+                if (object.cancel != null)
+                    if (object.cancel)
+                        message.cancel = $Boolean(object.cancel);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a StreamAck message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck} message StreamAck
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            StreamAck.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.seq = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.seq = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.cancel = false;
+                }
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.seq = typeof message.seq === "number" ? $BigInt(message.seq) : $util.Long.fromBits(message.seq.low >>> 0, message.seq.high >>> 0, true).toBigInt();
+                    else if (typeof message.seq === "number")
+                        object.seq = options.longs === $String ? $String(message.seq) : message.seq;
+                    else
+                        object.seq = options.longs === $String ? $util.Long.prototype.toString.call(message.seq) : options.longs === $Number ? new $util.LongBits(message.seq.low >>> 0, message.seq.high >>> 0).toNumber(true) : message.seq;
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel"))
+                    object.cancel = message.cancel;
+                return object;
+            };
+
+            /**
+             * Converts this StreamAck to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            StreamAck.prototype.toJSON = function() {
+                return StreamAck.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return StreamAck;
         })();
 
         /**
@@ -7277,6 +8148,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [idempotencyKey] MeterRecord idempotencyKey
              * @property {number|null} [bindingCalls] MeterRecord bindingCalls
              * @property {number|null} [bindingBytes] MeterRecord bindingBytes
+             * @property {number|null} [streamBytes] MeterRecord streamBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7445,6 +8317,14 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterRecord.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * MeterRecord streamBytes.
+             * @member {number} streamBytes
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.streamBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new MeterRecord instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterRecord
@@ -7510,6 +8390,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 0 =*/176).uint32(message.bindingCalls);
                 if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
                     writer.uint32(/* id 23, wireType 0 =*/184).uint64(message.bindingBytes);
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes") && (typeof message.streamBytes === "object" ? message.streamBytes.low || message.streamBytes.high : message.streamBytes !== 0))
+                    writer.uint32(/* id 80, wireType 0 =*/640).uint64(message.streamBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7720,6 +8602,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.bindingBytes;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.streamBytes = value;
+                            else
+                                delete message.streamBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7819,6 +8710,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
                     if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
                         return "bindingBytes: integer|Long expected";
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (!$util.isInteger(message.streamBytes) && !(message.streamBytes && $util.isInteger(message.streamBytes.low) && $util.isInteger(message.streamBytes.high)))
+                        return "streamBytes: integer|Long expected";
                 return null;
             };
 
@@ -7939,6 +8833,16 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindingBytes = object.bindingBytes;
                         else if (typeof object.bindingBytes === "object")
                             message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
+                if (object.streamBytes != null)
+                    if (typeof object.streamBytes === "object" ? object.streamBytes.low || object.streamBytes.high : $Number(object.streamBytes) !== 0)
+                        if ($util.Long)
+                            message.streamBytes = $util.Long.fromValue(object.streamBytes, true);
+                        else if (typeof object.streamBytes === "string")
+                            message.streamBytes = $parseInt(object.streamBytes, 10);
+                        else if (typeof object.streamBytes === "number")
+                            message.streamBytes = object.streamBytes;
+                        else if (typeof object.streamBytes === "object")
+                            message.streamBytes = new $util.LongBits(object.streamBytes.low >>> 0, object.streamBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -7989,6 +8893,11 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.streamBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.streamBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -8039,6 +8948,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
                     else
                         object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.streamBytes = typeof message.streamBytes === "number" ? $BigInt(message.streamBytes) : $util.Long.fromBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.streamBytes === "number")
+                        object.streamBytes = options.longs === $String ? $String(message.streamBytes) : message.streamBytes;
+                    else
+                        object.streamBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.streamBytes) : options.longs === $Number ? new $util.LongBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0).toNumber(true) : message.streamBytes;
                 return object;
             };
 

@@ -25,6 +25,9 @@ import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
 import { readManifest } from './manifest.js'
+import { invokeStream, type InvokeStream } from './stream.js'
+
+export type { InvokeStream, StreamEnd } from './stream.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
 
 export type { Bucket, ExportedRecord, PriceTable, UsageReport, FunctionUsageTotals, NodeUsageTotals, BucketUsage, UsageTotals } from './usage.js'
@@ -343,6 +346,32 @@ export class Mesh {
       throw new InputError('FNMESH_ERR_DECODE', `Result of "${name}" is not valid JSON`, { cause: err })
     }
     return { result, invocationId: res.invocationId, nodeId: res.nodeId, version: res.version, durationMs: res.durationMs, cold: res.cold, attempts: res.attempts }
+  }
+
+  /**
+   * Invokes `name` and reads its response as it is written (a handler wrapped in
+   * `awslambda.streamifyResponse`): resolves once the first chunk arrived, with an async iterable
+   * of Uint8Array chunks, the invocation id, the node and the content type. A handler that does
+   * not stream gives its result (JSON) as one chunk. Streamed bodies may reach the agents'
+   * streamed limit (20 MiB by default), over the buffered 6 MiB. An error before the first chunk
+   * rejects here; one after it is thrown by the iterator (and `done` rejects with it). Once a
+   * chunk arrived the invocation is never re-sent.
+   */
+  async invokeStream (name: string, event?: unknown, options: InvokeOptions = {}): Promise<InvokeStream> {
+    if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
+      const text = String(name)
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${text.length > 80 ? `${text.slice(0, 80)}... (${text.length} characters)` : text}" is invalid: expected 1 to 64 letters, digits, "-" or "_", starting with a letter or digit`)
+    }
+    const payload = encodeEvent(event, this.payloadLimit, `invoke "${name}"`)
+    const timeoutMs = options.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${name}": timeoutMs is ${String(timeoutMs)}, expected a number of milliseconds above 0`)
+    }
+    const idempotencyKey = options.idempotencyKey ?? options.invocationId ?? ''
+    if (Buffer.byteLength(idempotencyKey) > MAX_ID_BYTES) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Idempotency key of ${Buffer.byteLength(idempotencyKey)} bytes is invalid: use at most ${MAX_ID_BYTES} bytes`)
+    }
+    return await invokeStream(this.nc, name, payload, { deadline: Date.now() + timeoutMs, idempotencyKey, signal: options.signal, what: `invoke "${name}"` })
   }
 
   /**

@@ -224,10 +224,18 @@ export function buildProgram (): Command {
     .argument('<name>', 'function name')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
+    .option('--stream', 'write the response to stdout as it comes, byte for byte (a streaming handler\'s body; a buffered result as its JSON)')
     .addOption(natsOption())
     .action(async (name: string, opts) => {
       const event = await readData(opts.data)
       await withMesh(opts, async (mesh) => {
+        if (opts.stream === true) {
+          const s = await mesh.invokeStream(name, event, { timeoutMs: opts.timeout })
+          for await (const chunk of s) {
+            if (!process.stdout.write(chunk)) await new Promise(resolve => process.stdout.once('drain', resolve))
+          }
+          return
+        }
         const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
         process.stdout.write(JSON.stringify(out) + '\n')
       })

@@ -20,7 +20,9 @@
  *   logs and dead letters, and call the control API. They take no invocations.
  * - invokers: request fnmesh.invoke.<function> and fnmesh.api.nodes (and publish events on the
  *   subjects given), nothing else: no registry (function environments hold secrets), no keys,
- *   no exec subjects.
+ *   no exec subjects. They answer the chunks of a streamed reply (an ack each) through
+ *   `allow_responses`; each ack carries their inbox as its reply subject, which renews the
+ *   agent's right to answer there, so a long stream never runs out of agent responses.
  * Each role (or user) subscribes only to its own inbox prefix, so none reads another's replies
  * (clients say theirs with --inbox-prefix or FNMESH_INBOX_PREFIX).
  */
@@ -160,7 +162,9 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
     },
     invoker: {
       publish: ['fnmesh.invoke.*', 'fnmesh.api.nodes', ...events],
-      subscribe: [`${ROLE_INBOX.invoker}.>`]
+      subscribe: [`${ROLE_INBOX.invoker}.>`],
+      // Acknowledging the chunks of a streamed reply (invokeStream): one ack per chunk received.
+      allowResponses: { max: 2, expires: '20m' }
     }
   }
 }

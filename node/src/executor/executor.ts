@@ -16,7 +16,8 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterBundle, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
-import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { MAX_ID_BYTES, STREAM_RESULT_LIMIT, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { StreamSender, type StreamSink } from '../../../core/stream.js'
 import { availableParallelism } from 'node:os'
 import type { StoredSpec } from '../../../core/registry.js'
 import { eligible } from '../../../core/placement.js'
@@ -84,7 +85,12 @@ export interface ExecutorInit {
   payloadLimit?: number
   /** Most invocations waiting for a slot here (--max-queue). @default 10000 */
   maxQueue?: number
+  /** Largest streamed response body (awslambda.streamifyResponse). @default 20 MiB */
+  streamLimit?: number
 }
+
+/** How one run's body went: streamed (bytes, content type) or buffered */
+interface StreamUsage { streamed: boolean, bytes: number, contentType: string }
 
 export type ExecutorState = 'running' | 'draining' | 'stopped'
 
@@ -119,6 +125,8 @@ export class Executor {
   private readonly granularity: number
   /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
   readonly payloadLimit: number
+  /** Largest streamed response body */
+  readonly streamLimit: number
   /** most invocations waiting in its queue (admit.ts): what routers assume of every executor */
   readonly maxQueue: number
   /** observed slot time per function, for the expected wait (../wait.ts) */
@@ -147,6 +155,7 @@ export class Executor {
     this.slots = init.slots ?? defaultSlots()
     this.granularity = init.billingGranularityMs ?? 1
     this.payloadLimit = init.payloadLimit ?? SYNC_PAYLOAD_LIMIT
+    this.streamLimit = init.streamLimit ?? STREAM_RESULT_LIMIT
     this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.log = c.logger
     this.metrics = c.metrics ?? noMetrics
@@ -191,10 +200,16 @@ export class Executor {
 
   private async onMessage (msg: Msg): Promise<void> {
     let result: Encodable<InvokeResult>
+    let sender: StreamSender | undefined
     try {
-      result = await this.execute(decode('ExecRequest', msg.data, { maxBytes: this.payloadLimit + 64 * 1024 }))
+      const req = decode('ExecRequest', msg.data, { maxBytes: this.payloadLimit + 64 * 1024 })
+      // A router that takes a streamed reply gets the chunks on its reply subject, then the result.
+      if (req.stream && this.c.nc != null && msg.reply != null && msg.reply !== '') sender = new StreamSender(this.c.nc, msg.reply)
+      result = await this.execute(req, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
+    } finally {
+      sender?.close()
     }
     try {
       msg.respond(encode('InvokeResult', result))
@@ -207,7 +222,7 @@ export class Executor {
    * Runs one invocation here; never throws. An abort ends its wait for a slot with
    * FNMESH_ERR_ABORTED; a run that started finishes (and is metered) whatever the signal says.
    */
-  async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal } = {}): Promise<Encodable<InvokeResult>> {
+  async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal, stream?: StreamSink } = {}): Promise<Encodable<InvokeResult>> {
     const invocationId = req.invocationId ?? ''
     const { signal } = options
     if (signal?.aborted === true) return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted before it ran`))
@@ -250,7 +265,7 @@ export class Executor {
     this.metrics.running(req.function ?? '', 1)
     this.c.onLoadChange()
     try {
-      return this.closed(span, await this.run(req, invocationId, span))
+      return this.closed(span, await this.run(req, invocationId, req.stream === true ? options.stream : undefined, span))
     } catch (err) {
       return this.closed(span, this.reject(invocationId, err))
     } finally {
@@ -391,7 +406,7 @@ export class Executor {
     return { invocationId, ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
   }
 
-  private async run (req: Encodable<ExecRequest>, invocationId: string, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
+  private async run (req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const name = req.function ?? ''
     const spec = await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
@@ -415,7 +430,7 @@ export class Executor {
       const error = { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }
       this.logError(spec, invocationId, error)
       if (span != null) this.tracer.start('cold start', { parent: span, startMs, attributes: { [A.faasColdstart]: true } }).fail(err.code, err.message)
-      return await this.finish(spec, req, startMs, 0, true, error, undefined, undefined, undefined, span)
+      return await this.finish(spec, req, startMs, 0, true, error, undefined, undefined, undefined, undefined, span)
     }
     const { worker, cold, initMs } = acquired
     if (span != null && cold) this.tracer.start('cold start', { parent: span, startMs, attributes: { [A.faasColdstart]: true, [A.initMs]: initMs ?? 0 } }).end()
@@ -430,6 +445,21 @@ export class Executor {
     extra.bindings = async (call) => {
       if (server == null) throw fnmeshError('FNMESH_ERR_UNSUPPORTED', 'This agent serves no bindings')
       return await server.serve(spec, call, deadlineMs, usage)
+    }
+    const stream: StreamUsage = { streamed: false, bytes: 0, contentType: '' }
+    const buffered: Buffer[] = []
+    extra.onChunk = async (data, contentType) => {
+      stream.bytes += data.byteLength
+      stream.contentType = contentType
+      if (sink == null) {
+        // Called without a stream (plain invoke): the body is the result, within the buffered limit.
+        if (stream.bytes > this.payloadLimit) throw fnmeshError('FNMESH_ERR_RESULT_INVALID', `Response payload size exceeded maximum allowed payload size (${this.payloadLimit} bytes): invoke it with a stream for up to ${this.streamLimit} bytes`, { errorType: 'Runtime.ResponseSizeTooLarge' })
+        buffered.push(data)
+        return
+      }
+      if (stream.bytes > this.streamLimit) throw fnmeshError('FNMESH_ERR_STREAM_TOO_LARGE', `The response stream of "${name}" passed the streamed limit of ${this.streamLimit} bytes`, { errorType: 'Runtime.ResponseSizeTooLarge' })
+      await sink.write(stream.streamed ? { data } : { data, contentType, invocationId, nodeId: this.c.nodeId })
+      stream.streamed = true
     }
     // The function's trace context: the run span's, or the caller's as it came when tracing is off.
     const runSpan = span != null ? this.tracer.start('run', { parent: span, attributes: { [A.faasName]: spec.name, [A.faasVersion]: String(spec.version) } }) : undefined
@@ -448,11 +478,15 @@ export class Executor {
       if (!out.ok) runSpan.fail((out.error as WireError).code, (out.error as WireError).errorType)
       runSpan.end()
     }
-    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, span)
+    if (out.ok) {
+      if (out.streamed === true && sink == null) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, bodyAsResult(Buffer.concat(buffered)), usage, initMs, stream, span)
+      if (out.streamed === true) stream.streamed = true
+      return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, stream, span)
+    }
     const error = out.error as WireError
     if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
     this.logError(spec, invocationId, error)
-    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, span)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, stream, span)
   }
 
   /** As Lambda, a failed invocation leaves its error in the function's log */
@@ -469,8 +503,8 @@ export class Executor {
    * (`carryMeter`) gets the signed record in the result and stores that second copy before it
    * answers; otherwise the meter waits for a peer's copy.
    */
-  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
-    const record = this.record(spec, req, startMs, durationMs, cold, error, usage)
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number, stream?: StreamUsage, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
+    const record = { ...this.record(spec, req, startMs, durationMs, cold, error, usage), streamBytes: stream?.streamed === true ? stream.bytes : 0 }
     const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
     let meterCopy: Encodable<MeterBundle> | undefined
     const meterSpan = span != null ? this.tracer.start('meter', { parent: span, attributes: { 'fnmesh.meter.carry': carry } }) : undefined
@@ -494,8 +528,10 @@ export class Executor {
       durationMs,
       initMs: cold ? initMs : undefined
     })
-    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy }
+    const streamed = stream?.streamed === true ? { streamed: true, streamBytes: stream.bytes, contentType: stream.contentType } : {}
+    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy, ...streamed }
     if (error != null) return { ...base, ok: false, error }
+    if (stream?.streamed === true) return { ...base, ok: true, payload: new Uint8Array(0) }
     return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
   }
 
@@ -521,5 +557,19 @@ export class Executor {
       bindingCalls: usage?.calls ?? 0,
       bindingBytes: usage?.bytes ?? 0
     }
+  }
+}
+
+/**
+ * A streaming handler's body as the result of a plain invoke: the bytes themselves when they are
+ * JSON, else the body as a JSON string (UTF-8), since results travel as JSON.
+ */
+function bodyAsResult (body: Buffer): string {
+  const text = body.toString('utf8')
+  try {
+    JSON.parse(text)
+    return text
+  } catch {
+    return JSON.stringify(text)
   }
 }

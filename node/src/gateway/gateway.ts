@@ -19,7 +19,8 @@ import type { StoredSpec } from '../../../core/registry.js'
 import { traceContextOf, type TraceContext } from '../../../core/trace-context.js'
 import { Idle, type Startable, type Drainable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import type { RouteRequest } from '../router/router.js'
+import type { RouteOptions, RouteRequest } from '../router/router.js'
+import { HttpStreamSink } from './stream.js'
 import { Authenticator, KeyStore, type AuthResult } from './auth.js'
 import { readBody } from './body.js'
 import { corsHeaders, isPreflight, preflightHeaders } from './cors.js'
@@ -33,8 +34,8 @@ import { noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
 
 export interface GatewayComponents {
   nc: NatsConnection
-  /** Router.route: runs one invocation on the least-loaded peer; never throws */
-  route: (req: RouteRequest) => Promise<Encodable<InvokeResult>>
+  /** Router.route: runs one invocation on the least-loaded peer (a streaming handler's body to `stream`); never throws */
+  route: (req: RouteRequest, options?: RouteOptions) => Promise<Encodable<InvokeResult>>
   /** the specs known now (later ones come through onSpec) */
   specs: () => StoredSpec[]
   /** false for a spec this agent must not serve (unsigned when a trust list is set) */
@@ -166,20 +167,22 @@ export class Gateway implements Startable, Drainable {
     const span = this.tracer.enabled ? this.serverSpan(req, requestId, incoming) : undefined
     const trace = span != null ? { traceparent: span.traceparent, tracestate: span.tracestate } : incoming
     let extra: Record<string, string> = {}
-    let response: HttpResponse
+    let response: HttpResponse | 'streamed'
     try {
-      const out = await this.respond(req, requestId, trace, span)
+      const out = await this.respond(req, res, requestId, trace, span)
       response = out.response
       extra = out.extra
     } catch (err) {
       response = this.failure(err, requestId)
       if (span != null && err instanceof FnmeshError) span.set(A.errorCode, err.code)
     }
-    this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
+    if (response === 'streamed') this.count(res.statusCode)
+    else this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
     if (span != null) {
-      span.set(A.httpStatus, response.status)
+      const status = response === 'streamed' ? res.statusCode : response.status
+      span.set(A.httpStatus, status)
       // OTel HTTP server spans: a 5xx is the server's error, a 4xx the client's (status left unset).
-      if (response.status >= 500) span.fail(readCode(response) ?? 'FNMESH_ERR_INTERNAL')
+      if (status >= 500) span.fail((response !== 'streamed' ? readCode(response) : undefined) ?? 'FNMESH_ERR_INTERNAL')
       span.end()
     }
     this.requests.leave()
@@ -203,7 +206,7 @@ export class Gateway implements Startable, Drainable {
     })
   }
 
-  private async respond (req: IncomingMessage, requestId: string, trace?: TraceContext, span?: TraceSpan): Promise<{ response: HttpResponse, extra: Record<string, string> }> {
+  private async respond (req: IncomingMessage, res: ServerResponse, requestId: string, trace?: TraceContext, span?: TraceSpan): Promise<{ response: HttpResponse | 'streamed', extra: Record<string, string> }> {
     const method = (req.method ?? 'GET').toUpperCase()
     const url = req.url ?? '/'
     const q = url.indexOf('?')
@@ -250,7 +253,22 @@ export class Gateway implements Startable, Drainable {
         requestId,
         timeEpoch: Date.now()
       }, { routeKey: entry.routeKey, pathParameters }, auth.authorizer as Record<string, unknown> | undefined)
-      const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http', trace })
+      // Every route takes a streamed reply: a streaming handler's body goes out as it is written
+      // (chunked), any other handler's result comes whole, as before.
+      const sink = new HttpStreamSink(res, method === 'HEAD', { ...extra, [REQUEST_ID_HEADER]: requestId })
+      const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http', trace }, { stream: sink })
+      if (sink.headersSent) {
+        if (result.ok !== true) {
+          this.log.warn({ requestId, code: result.error?.code, err: result.error?.errorMessage }, 'streamed HTTP response cut short')
+          span?.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', 'streamed response cut short')
+        }
+        sink.end(result.ok === true)
+        return { response: 'streamed', extra }
+      }
+      if (result.ok === true && result.streamed === true) {
+        sink.end(true)
+        return { response: 'streamed', extra }
+      }
       if (result.ok !== true) {
         const e = result.error ?? toErrorInfo(new Error('no result'))
         // No capacity within the deadline is refused at once: tell the client when to come back.
@@ -311,9 +329,13 @@ export class Gateway implements Startable, Drainable {
     return errorResponse('FNMESH_ERR_INTERNAL', 'InternalError', `Internal error in the gateway (request ${requestId})`, requestId)
   }
 
-  private send (req: IncomingMessage, res: ServerResponse, r: HttpResponse, extra: Record<string, string>): void {
+  private count (status: number): void {
     this.stats.requests++
-    this.stats.byStatus[r.status] = (this.stats.byStatus[r.status] ?? 0) + 1
+    this.stats.byStatus[status] = (this.stats.byStatus[status] ?? 0) + 1
+  }
+
+  private send (req: IncomingMessage, res: ServerResponse, r: HttpResponse, extra: Record<string, string>): void {
+    this.count(r.status)
     if (res.headersSent || res.destroyed) return
     try {
       res.writeHead(r.status, { ...r.headers, ...extra, 'content-length': String(r.body.byteLength) })

@@ -13,6 +13,7 @@ import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIV
 import type { StoredSpec } from '../../../core/registry.js'
 import { TRACEPARENT, TRACESTATE, traceContextOf, type TraceContext } from '../../../core/trace-context.js'
 import { advertLabels, eligible, hasPlacement, preferred, termsOf } from '../../../core/placement.js'
+import { StreamSender, ackChunk, isChunk, newInbox, readChunk, type StreamSink } from '../../../core/stream.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import { Idle, Once, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -41,8 +42,8 @@ export interface LocalNode {
   runMs: (key: string) => number
   /** a sandbox of `fn@version` is idle here */
   isWarm: (key: string) => boolean
-  /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED */
-  execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal }) => Promise<Encodable<InvokeResult>>
+  /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED; a streaming handler's body goes to `stream` */
+  execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal, stream?: StreamSink }) => Promise<Encodable<InvokeResult>>
 }
 
 /**
@@ -115,6 +116,23 @@ export interface RouteRequest {
 export interface RouteOptions {
   /** the caller gave up: stop waiting and queueing, answer FNMESH_ERR_ABORTED */
   signal?: AbortSignal
+  /**
+   * The caller takes a streamed reply: a streaming handler's body goes here chunk by chunk and
+   * the result says `streamed`. Once a chunk went, the invocation is never sent again.
+   */
+  stream?: StreamSink
+}
+
+/** A sink that remembers whether the body has started */
+class TrackedSink implements StreamSink {
+  bytes = 0
+  started = false
+  constructor (private readonly inner: StreamSink) {}
+  async write (piece: Parameters<StreamSink['write']>[0]): Promise<void> {
+    this.started = true
+    this.bytes += piece.data.byteLength
+    await this.inner.write(piece)
+  }
 }
 
 const DEFAULT_CALLER_TIMEOUT_MS = 60_000
@@ -228,6 +246,7 @@ export class Router {
     this.active.enter()
     this.answering.add(msg)
     let result: Encodable<InvokeResult>
+    let sender: StreamSender | undefined
     try {
       const req = decode('InvokeRequest', msg.data, { maxBytes: this.init.payloadLimit + 64 * 1024 })
       const fromSubject = msg.subject.slice(msg.subject.lastIndexOf('.') + 1)
@@ -237,12 +256,16 @@ export class Router {
       if (req.function !== '' && req.function !== fromSubject) {
         throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
+      if (req.stream && msg.reply != null && msg.reply !== '') sender = new StreamSender(this.c.nc, msg.reply)
       // SDK invoke(): the caller's trace context rides in NATS headers (checked: invalid is ignored).
       const h = msg.headers
       const trace = h != null ? traceContextOf(h.get(TRACEPARENT, Match.IgnoreCase), h.get(TRACESTATE, Match.IgnoreCase)) : undefined
-      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync', trace })
+      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync', trace }, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
+    } finally {
+      // No chunk may follow the result.
+      sender?.close()
     }
     this.answering.delete(msg)
     try {
@@ -300,18 +323,19 @@ export class Router {
         routerId: this.c.nodeId,
         deadlineMs: deadline,
         trigger: req.trigger ?? 'sync',
+        stream: options.stream != null,
         // Tracing off: the caller's context goes to the function as it came. On: each dispatch's own.
         traceparent: span == null ? req.trace?.traceparent : undefined,
         tracestate: span == null ? req.trace?.tracestate : undefined
       }
-      return await this.dispatchWithRetry(spec, exec, deadline, options.signal, span)
+      return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined, span)
     } catch (err) {
       return { invocationId, ok: false, error: toErrorInfo(err) }
     }
   }
 
   /** The dispatch loop: dispatch.ts decides, this does the picking, sending and waiting */
-  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
+  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined, stream?: TrackedSink, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const key = `${spec.name}@${spec.version}`
     const s = dispatchState()
     const failed = new Set<string>()
@@ -357,7 +381,7 @@ export class Router {
       const ds = span == null ? undefined : this.dispatchSpan(span, attempt, peer)
       if (ds != null) { attempt.traceparent = ds.traceparent; attempt.tracestate = ds.tracestate }
       try {
-        result = await this.dispatch(peer, attempt, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal)
+        result = await this.dispatch(peer, attempt, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal, stream)
       } catch (err) {
         if (err instanceof Aborted) { ds?.fail('FNMESH_ERR_ABORTED'); ds?.end(); return aborted() }
         if (!(err instanceof DispatchFailure)) { ds?.fail('FNMESH_ERR_INTERNAL'); ds?.end(); throw err }
@@ -367,6 +391,12 @@ export class Router {
         if (result == null) ds.fail('FNMESH_ERR_PEER_UNAVAILABLE', failure)
         else if (result.ok !== true) ds.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', result.error?.errorMessage)
         ds.end()
+      }
+      // A body that has started cannot be taken back: the invocation is never run a second time.
+      if (stream?.started === true) {
+        if (result != null) return { ...result, attempts: s.attempts }
+        this.penalties.add(id, PENALTY.failed)
+        return this.error(exec, s.attempts, 'FNMESH_ERR_PEER_UNAVAILABLE', `The stream of "${spec.name}" (invocation ${exec.invocationId ?? ''}) broke after ${stream.bytes} bytes: peer ${peer.advert.name} (${id}) ${failure ?? ''}`)
       }
       if (isAborted(signal) || result?.error?.code === 'FNMESH_ERR_ABORTED') return aborted()
       const code = result == null ? '' : result.ok === true ? '' : result.error?.code ?? ''
@@ -483,8 +513,8 @@ export class Router {
     return set
   }
 
-  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number, signal: AbortSignal | undefined): Promise<Encodable<InvokeResult>> {
-    if (peer.self) return await this.c.local.execute(exec, { signal })
+  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number, signal: AbortSignal | undefined, stream?: StreamSink): Promise<Encodable<InvokeResult>> {
+    if (peer.self) return await this.c.local.execute(exec, { signal, stream })
     const id = peer.advert.nodeId
     const d = this.tracker.sent(id)
     let lost: Remote | undefined
@@ -496,7 +526,8 @@ export class Router {
     signal?.addEventListener('abort', onAbort, { once: true })
     const timeoutMs = Math.max(1, until - Date.now())
     const copies = this.c.meterCopies
-    const pending = this.c.nc.request(execSubject(id), encode('ExecRequest', copies != null ? { ...exec, carryMeter: true } : exec), { timeout: timeoutMs })
+    const request = encode('ExecRequest', copies != null ? { ...exec, carryMeter: true } : exec)
+    const pending = stream != null ? this.requestStream(execSubject(id), request, timeoutMs, stream) : this.c.nc.request(execSubject(id), request, { timeout: timeoutMs })
     pending.catch(() => {})
     gone.catch(() => {})
     try {
@@ -526,6 +557,50 @@ export class Router {
       if (set.size === 0 && this.remote.get(id) === set) this.remote.delete(id)
       this.tracker.finished(d)
       this.wake()
+    }
+  }
+
+  /**
+   * Sends an ExecRequest that takes a streamed reply: chunks come on a fresh inbox, each handed
+   * to `sink` and then acknowledged to the executor (so its window follows the caller's pace);
+   * resolves with the final message (the InvokeResult). Ends in `timeoutMs` in any case.
+   */
+  private async requestStream (subject: string, data: Uint8Array, timeoutMs: number, sink: StreamSink): Promise<Msg> {
+    const nc = this.c.nc
+    const inbox = newInbox(nc)
+    const sub = nc.subscribe(inbox)
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((resolve, reject) => {
+      timer = setTimeout(() => { reject(Object.assign(new Error('timeout'), { name: 'TimeoutError' })); sub.unsubscribe() }, timeoutMs)
+    })
+    timedOut.catch(() => {})
+    const run = async (): Promise<Msg> => {
+      nc.publish(subject, data, { reply: inbox })
+      let seq = 1
+      for await (const msg of sub) {
+        if (msg.headers?.code === 503) throw new DispatchFailure('is not listening on NATS')
+        if (!isChunk(msg)) return msg
+        let chunk
+        try {
+          chunk = readChunk(msg, seq)
+        } catch (err: any) {
+          throw new DispatchFailure(`sent an unreadable stream chunk (${String(err?.message)})`)
+        }
+        await sink.write({ data: chunk.data, contentType: chunk.contentType, invocationId: chunk.invocationId, nodeId: chunk.nodeId }).catch((err) => {
+          // The caller went away or the stream is over its limit: the executor stops the function.
+          ackChunk(msg, seq, inbox, true)
+          throw err
+        })
+        ackChunk(msg, seq, inbox)
+        seq++
+      }
+      throw Object.assign(new Error('timeout'), { name: 'TimeoutError' })
+    }
+    try {
+      return await Promise.race([run(), timedOut])
+    } finally {
+      clearTimeout(timer)
+      sub.unsubscribe()
     }
   }
 

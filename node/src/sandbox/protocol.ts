@@ -72,12 +72,24 @@ export interface BindReply {
   error?: WireError
 }
 
-export type ParentMessage = InitRequest | InvokeRequest | BindReply
+/**
+ * The agent's answer to a chunk of a streamed response: taken (the next may come), or refused
+ * with the error that ends the stream (over the streamed limit, the receiver went away).
+ */
+export interface ChunkAck {
+  t: 'chunk-ack'
+  /** the chunk's `n` */
+  n: number
+  error?: WireError
+}
+
+export type ParentMessage = InitRequest | InvokeRequest | BindReply | ChunkAck
 
 export interface BootMessage { t: 'boot' }
 export interface InitOk { t: 'init-ok', id: number }
 export interface InitFailed { t: 'init-error', id: number, error: WireError }
-export interface InvokeOk { t: 'result', id: number, ok: true, payload: string }
+/** `streamed`: the handler streamed its response (chunks before this); payload is then empty */
+export interface InvokeOk { t: 'result', id: number, ok: true, payload: string, streamed?: boolean }
 /** `fatal`: the child exits right after sending this (uncaught exception, unhandled rejection) */
 export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireError, fatal?: boolean }
 
@@ -101,7 +113,20 @@ export interface BindCall {
   prefix?: string
 }
 
-export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed | BindCall
+/**
+ * A piece of a streaming handler's response (child -> agent), only during that invocation
+ * (`id` is its request id); `n` is the child's own sequence, `data` base64, `ct` the stream's
+ * content type. The child sends the next once this one is acknowledged (ChunkAck).
+ */
+export interface StreamChunkMessage {
+  t: 'chunk'
+  id: number
+  n: number
+  ct: string
+  data: string
+}
+
+export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed | BindCall | StreamChunkMessage
 
 /**
  * One console call, as a line of JSON on the log pipe. `r` is the request id the child believes

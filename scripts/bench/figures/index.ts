@@ -17,6 +17,7 @@ import { meterDisk } from './disk.js'
 import { replicationLag } from './replication.js'
 import { sandboxRoundTrip } from './sandbox.js'
 import { saturation } from './throughput.js'
+import { streamFirstByte } from './stream.js'
 import { warmInvoke } from './warm.js'
 
-export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, observabilityCost, saturation, replicationLag, asyncEvents, coldStart, routingQuality, membership, gatewayFigure]
+export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, observabilityCost, saturation, replicationLag, asyncEvents, coldStart, routingQuality, membership, gatewayFigure]
