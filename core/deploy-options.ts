@@ -2,7 +2,7 @@
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
 import { UsageError } from '../proto/errors.js'
-import { parseBindings } from './bindings.js'
+import { parseBindings, parseDestination } from './bindings.js'
 import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
@@ -57,11 +57,19 @@ export interface DeployOptions {
   constraints?: string[]
   /** Placement: terms the nodes it runs on should satisfy while they have room */
   prefer?: string[]
+  /** At most this many runs at once across the whole mesh (Lambda's reserved concurrency); 0 = no cap. @default 0 */
+  reserved?: number
+  /** Keep this many sandboxes warm across the mesh, on distinct nodes (Lambda's provisioned concurrency). @default 0 */
+  provisioned?: number
+  /** Async invocations: after a run succeeds, a CloudEvent with its result is published here ("publish:SUBJECT") */
+  onSuccess?: string
+  /** Async invocations: after the final failure (dead-lettered), a CloudEvent with the error and the event ("publish:SUBJECT") */
+  onFailure?: string
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
 
-export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000 } as const
+export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000, reserved: 0, provisioned: 0 } as const
 export { LIMITS }
 
 export interface ValidDeploy {
@@ -83,6 +91,11 @@ export interface ValidDeploy {
   /** canonical placement terms */
   constraints: string[]
   prefer: string[]
+  reserved: number
+  provisioned: number
+  /** "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -96,7 +109,14 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
   const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => checkLimit(name, key, value ?? fallback)
   const env = checkEnv(name, input.env ?? {})
   const triggers = checkTriggers(name, input.triggers)
+  const reserved = int('reserved', input.reserved, DEPLOY_DEFAULTS.reserved)
+  const provisioned = int('provisioned', input.provisioned, DEPLOY_DEFAULTS.provisioned)
+  if (reserved > 0 && provisioned > reserved) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot deploy "${name}": provisioned (${provisioned}) is over reserved (${reserved})`)
+  }
   return Object.freeze({
+    reserved,
+    provisioned,
     name,
     path: input.path,
     handler,
@@ -112,6 +132,8 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
     bindings: parseBindings(name, input.bindings).map(b => b.raw),
     constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
-    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw)
+    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw),
+    onSuccess: parseDestination('on-success', input.onSuccess)?.raw ?? '',
+    onFailure: parseDestination('on-failure', input.onFailure)?.raw ?? ''
   })
 }

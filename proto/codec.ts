@@ -81,6 +81,8 @@ export type CorsConfig = Decoded<fnmesh.v1.ICorsConfig>
 export type DeploySignature = Decoded<fnmesh.v1.IDeploySignature>
 export type ApiKey = Decoded<fnmesh.v1.IApiKey>
 export type RateBucket = Decoded<fnmesh.v1.IRateBucket>
+export type FunctionAlias = Decoded<fnmesh.v1.IFunctionAlias>
+export type ConcurrencyLeases = Decoded<fnmesh.v1.IConcurrencyLeases>
 export const Outcome = fnmesh.v1.Outcome
 export type Outcome = fnmesh.v1.Outcome
 export const SyncOp = fnmesh.v1.SyncRequest.Op
@@ -123,7 +125,10 @@ export const DecodeLimits = {
   UsageReply: 8 * MiB,
   LogBatch: 4 * MiB,
   ApiKey: 4 * 1024,
-  RateBucket: 256
+  RateBucket: 256,
+  FunctionAlias: 4 * 1024,
+  // at most a few hundred agents' leases of one function
+  ConcurrencyLeases: 64 * 1024
 } as const
 
 export type MessageName = keyof typeof DecodeLimits
@@ -164,7 +169,9 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   UsageReply: pb.UsageReply,
   LogBatch: pb.LogBatch,
   ApiKey: pb.ApiKey,
-  RateBucket: pb.RateBucket
+  RateBucket: pb.RateBucket,
+  FunctionAlias: pb.FunctionAlias,
+  ConcurrencyLeases: pb.ConcurrencyLeases
 }
 
 export interface MessageMap {
@@ -199,6 +206,8 @@ export interface MessageMap {
   LogBatch: LogBatch
   ApiKey: ApiKey
   RateBucket: RateBucket
+  FunctionAlias: FunctionAlias
+  ConcurrencyLeases: ConcurrencyLeases
 }
 
 export function encode<K extends MessageName> (name: K, message: Encodable<MessageMap[K]>): Uint8Array {

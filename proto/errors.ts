@@ -51,12 +51,17 @@ export const CATALOGUE = {
   FNMESH_ERR_RESPONSE_INVALID: { family: 'function', summary: 'The function\'s result cannot be mapped to an HTTP response (HTTP 502)' },
   FNMESH_ERR_UNAUTHORIZED: { family: 'auth', summary: 'The route needs credentials and none, or invalid or expired ones, came with the request (HTTP 401)' },
   FNMESH_ERR_FORBIDDEN: { family: 'auth', summary: 'The API key is unknown or revoked, NATS refused the operation to this user (HTTP 403), or a function reached past its declared bindings' },
+  FNMESH_ERR_LOOP_DETECTED: { family: 'usage', summary: 'A chain of functions calling or triggering each other through bindings and destinations passed 16 hops: the call is refused, the event dead-lettered' },
   FNMESH_ERR_CONFLICT: { family: 'input', summary: 'A compare-and-set write through a binding lost: the key is not at the revision given (0: it exists)' },
   FNMESH_ERR_RATE_LIMITED: { family: 'capacity', summary: 'The key\'s or route\'s mesh-wide rate limit is exhausted (HTTP 429, with Retry-After)' },
   FNMESH_ERR_UNSIGNED_DEPLOY: { family: 'auth', summary: 'The function\'s deploy is unsigned, or signed by a key this agent does not trust' },
   FNMESH_ERR_SIGNATURE_INVALID: { family: 'auth', summary: 'The deploy signature does not match the function\'s spec and code digest' },
   FNMESH_ERR_INVALID_SPEC: { family: 'input', summary: 'The function\'s stored spec breaks a deploy rule (limits, name, handler, env, triggers, routes, bundle fields, version) or does not decode: agents skip it' },
   FNMESH_ERR_SPEC_ROLLBACK: { family: 'auth', summary: 'The function\'s signed spec is older than a trusted version this agent has already seen (a replayed deploy)' },
+  FNMESH_ERR_THROTTLED: { family: 'capacity', summary: 'The function already runs its reserved concurrency (--reserved) across the mesh (HTTP 429); events wait and run later' },
+  FNMESH_ERR_ALIAS_NOT_FOUND: { family: 'not-found', summary: 'The function has no alias of that name' },
+  FNMESH_ERR_VERSION_NOT_FOUND: { family: 'not-found', summary: 'The function has no such version in the registry (it keeps the last 16 versions of each function)' },
+  FNMESH_ERR_INVALID_ALIAS: { family: 'input', summary: 'A stored alias breaks the alias rules, does not decode, is unsigned or replayed where deploys must be signed: agents skip it' },
   FNMESH_ERR_VERSION_LIMIT: { family: 'usage', summary: 'The function\'s next version would pass the highest allowed version (1000000000): the deploy is refused instead of wrapping' }
 } as const satisfies Record<string, { family: ErrorFamily, summary: string }>
 

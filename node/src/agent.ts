@@ -20,7 +20,7 @@ import { join } from 'node:path'
 import type { NatsConnection } from '@nats-io/transport-node'
 import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
-import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
+import { RATELIMITS_BUCKET, RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
 import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
 import { jetstreamManager } from '@nats-io/jetstream'
@@ -44,6 +44,9 @@ import { TrustedVersions } from './registry/versions.js'
 import { Router, type LocalNode } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
+import { Provisioner } from './sandbox/provisioner.js'
+import { ReservedConcurrency } from './executor/reserved.js'
+import { openBucket } from '../../core/kv-follow.js'
 import { TriggerManager, type LocalCapacity, type TriggerPlacement } from './triggers/manager.js'
 import { waitForInit } from './registry/initialized.js'
 import { AdminServer } from './metrics/admin.js'
@@ -87,6 +90,8 @@ interface Parts {
   functions?: FunctionCache
   gossip?: Gossip
   executor?: Executor
+  reserved?: ReservedConcurrency
+  provisioner?: Provisioner
   api?: ControlApi
   router?: Router
   triggers?: TriggerManager
@@ -210,7 +215,10 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     onChange: (name, spec, previous) => {
       // Warm children are kept per name@version. A version that does not go up (a redeploy after
       // a delete, a first signed deploy after unsigned ones) may name other code: retire them all.
-      pool.retire(name, spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0)
+      // Versions aliases name stay warm too (a weighted alias runs two at once).
+      const keep = spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0
+      pool.retire(name, keep, keep > 0 ? functions.aliasVersions(name) : [])
+      parts.provisioner?.check()
       parts.triggers?.onSpec(name, spec).catch((err: any) => {
         logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a spec change to the triggers failed')
       })
@@ -233,6 +241,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       // running and queued: peers weigh queued work like running work
       inFlight: parts.executor?.load ?? 0,
       warm: pool.warmKeys(),
+      provisioned: pool.provisionedKeys(),
       invocations: parts.executor?.invocations ?? 0,
       coldStarts: pool.coldStarts,
       warmStarts: pool.warmStarts,
@@ -248,6 +257,9 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const tracer: Tracer = parts.tracer = config.otlp == null
     ? noTracing
     : new (await import('./tracing/otel.js')).OtelTracer({ ...config.otlp, nodeId, nodeName: config.name, logger: logger.child({ part: 'agent:tracing' }) })
+  // Mesh-wide caps of functions deployed with --reserved: leases in the bucket the gateway's rate limits use.
+  const reserved = parts.reserved = new ReservedConcurrency({ kv: await openBucket(nc, RATELIMITS_BUCKET), nodeId, logger: logger.child({ part: 'agent:reserved' }) })
+  reserved.start()
   const executor = parts.executor = new Executor({
     nc,
     nodeId,
@@ -257,12 +269,36 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) },
-    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) }),
+    // invoke bindings go through this agent's router, started after the executor
+    bindings: new BindingServer({
+      nc,
+      logger: logger.child({ part: 'agent:bindings' }),
+      invoke: async (req, options) => {
+        if (parts.router == null) throw fnmeshError('FNMESH_ERR_BUSY', 'The agent is starting: its router is not up yet')
+        return await parts.router.route(req, options)
+      }
+    }),
+    reserved,
     metrics: metrics ?? noMetrics,
     tracer,
     labels: config.labels
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
+  // Sandboxes of functions deployed with --provisioned, placed by rendezvous hashing over live nodes.
+  const provisioner = parts.provisioner = new Provisioner({
+    nodeId: () => nodeId,
+    // Only nodes whose labels satisfy the function's constraints hold its provisioned sandboxes.
+    nodes: (spec) => table.routable().filter(e => eligible(advertLabels(e.advert.labels), spec)).map(e => e.advert.nodeId),
+    eligible: (spec) => eligible(config.labels, spec),
+    specs: () => functions.all(),
+    taskRoot: async (spec) => await functions.taskRoot(spec),
+    pool,
+    refusing: () => executor.state !== 'running' || metering.refusing() !== '',
+    logger: logger.child({ part: 'agent:provisioner' })
+  })
+  provisioner.start()
+  table.on('added', () => { provisioner.check() })
+  table.on('removed', () => { provisioner.check() })
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
   api.start()
   // The parts meet through these interfaces only: the router sees this node's executor as a
@@ -368,7 +404,9 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   await step('gateway', () => parts.gateway?.stop())
   await step('router', () => parts.router?.stop())
   await step('api', () => parts.api?.stop())
+  await step('provisioner', () => parts.provisioner?.stop())
   await step('executor', () => parts.executor?.stop())
+  await step('reserved', () => parts.reserved?.stop())
   await step('sandbox', async () => {
     parts.pool?.stop()
     await parts.pool?.settled(3000)

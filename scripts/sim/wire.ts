@@ -74,6 +74,7 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     inFlight: 11,
     freeMemMb: 14_336,
     warm: Array.from({ length: warmFunctions }, (_, i) => `function-${String(i).padStart(3, '0')}@12`),
+    provisioned: [],
     seq: 1_234_567,
     draining: false,
     startedAtMs: 1_763_900_000_000,

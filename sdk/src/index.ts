@@ -12,3 +12,5 @@ export { CATALOGUE, FnmeshError, UsageError, InputError, NotFoundError, Capacity
 export type { ErrorCode, ErrorFamily } from '../../proto/errors.js'
 export type { PublishOptions, PublishResult, DeadLetterInfo } from './publish.js'
 export type { CloudEvent } from '../../core/cloudevents.js'
+export type { AliasInfo, AliasSetOptions, VersionUsage } from './aliases.js'
+export { parseTarget } from '../../core/aliases.js'

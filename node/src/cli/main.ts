@@ -21,6 +21,7 @@ import { formatAgo, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, otlpOptions, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
+import { addAliasCommands } from './aliases.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
@@ -38,6 +39,12 @@ async function withMesh<T> (opts: { nats: string }, fn: (mesh: Mesh) => Promise<
   } finally {
     await mesh.close().catch(() => {})
   }
+}
+
+/** `fnmesh functions`' BINDINGS column: "counter=kv:c,out=publish:orders.>", destinations as "on-success=publish:S" */
+function bindingsColumn (f: { bindings: string[], onSuccess?: string, onFailure?: string }): string {
+  const all = [...f.bindings, ...(f.onSuccess != null && f.onSuccess !== '' ? [`on-success=${f.onSuccess}`] : []), ...(f.onFailure != null && f.onFailure !== '' ? [`on-failure=${f.onFailure}`] : [])]
+  return all.join(',') || '-'
 }
 
 function json (value: unknown): void {
@@ -183,12 +190,16 @@ export function buildProgram (): Command {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
-    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET, ":ro" read-only (repeatable)', collect)
+    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET (":ro" read-only), publish:SUBJECT_PATTERN, invoke:FUNCTION (repeatable)', collect)
+    .option('--on-success <publish:SUBJECT>', 'async events: after a run succeeds, publish a CloudEvent with its result on SUBJECT')
+    .option('--on-failure <publish:SUBJECT>', 'async events: after the final failure (dead-lettered), publish a CloudEvent with the error and the event on SUBJECT')
     .option('--constraint <key=value>', 'placement: run only on nodes whose labels match ("key!=value" excludes; repeatable; same-key values are alternatives)', collect)
     .option('--prefer <key=value>', 'placement: prefer nodes whose labels match while they have room (repeatable)', collect)
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
     .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
     .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
+    .option('--reserved <n>', 'at most N runs at once across the whole mesh; calls over it are throttled (FNMESH_ERR_THROTTLED), events wait (default: no cap)', int('--reserved', LIMITS.reserved[0], LIMITS.reserved[1]))
+    .option('--provisioned <n>', 'keep N sandboxes warm across the mesh, on distinct nodes, so the first N concurrent calls never start cold (default 0)', int('--provisioned', LIMITS.provisioned[0], LIMITS.provisioned[1]))
     .option('--json', 'print the result as JSON')
     .addOption(natsOption())
   deployHttpOptions(program.commands[program.commands.length - 1])
@@ -209,10 +220,14 @@ export function buildProgram (): Command {
           bindings: opts.bind,
           constraints: opts.constraint,
           prefer: opts.prefer,
+          onSuccess: opts.onSuccess,
+          onFailure: opts.onFailure,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,
-          maxEventAgeMs: opts.maxEventAge
+          maxEventAgeMs: opts.maxEventAge,
+          reserved: opts.reserved,
+          provisioned: opts.provisioned
         })
         if (opts.json === true) json(res)
         else process.stdout.write(`deployed ${res.name} version ${res.version} (${res.files} files, ${res.sizeBytes} bytes, sha256 ${res.sha256.slice(0, 12)}${res.signedBy != null ? `, signed by ${res.signedBy}` : ''})${res.routes.length > 0 ? `; routes: ${res.routes.join(', ')}` : ''}\n`)
@@ -221,7 +236,7 @@ export function buildProgram (): Command {
 
   program.command('invoke')
     .description('Invoke NAME synchronously and print its result as JSON')
-    .argument('<name>', 'function name')
+    .argument('<name>', 'function name; NAME:ALIAS or NAME:VERSION runs that alias or version')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
     .option('--stream', 'write the response to stdout as it comes, byte for byte (a streaming handler\'s body; a buffered result as its JSON)')
@@ -260,7 +275,7 @@ export function buildProgram (): Command {
     })
 
   program.command('functions')
-    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers and signature')
+    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers, bindings and destinations, routes and signature')
     .option('--json', 'print JSON')
     .addOption(natsOption())
     .action(async (opts) => {
@@ -270,8 +285,8 @@ export function buildProgram (): Command {
         // What a registry writer stored reaches the terminal: no control characters.
         const safe = (v: string | number): string | number => typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
         const signed = (f: typeof fns[number]): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
-        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
-          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
+        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'BINDINGS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', bindingsColumn(f), f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
         // Reasons below the table: one line each, too long for a column.
         for (const f of fns) if (f.status !== 'ok') process.stdout.write(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}\n`)
       })
@@ -301,7 +316,7 @@ export function buildProgram (): Command {
         // Labels a node was given (--label); the automatic ones are in --json.
         const given = (n: typeof nodes[number]): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
         process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
-          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, [...n.warm, ...n.provisioned.map(k => `${k}(provisioned)`)].join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
       })
     })
 
@@ -313,6 +328,7 @@ export function buildProgram (): Command {
     .addOption(new Option('--bucket <size>', 'also total per time bucket (UTC)').choices(['minute', 'hour', 'day']))
     .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST', (v: string) => asUsage('--price', () => parsePrice(v)))
     .addOption(new Option('--export <format>', 'print the raw records (one per invocation id) instead of totals').choices(['csv', 'json']))
+    .addOption(new Option('--by <dimension>', 'totals per function version (from the raw records, within their retention)').choices(['version']))
     .option('--via <node-id>', 'ask this agent instead of any one of them')
     .option('--json', 'print JSON')
     .addOption(natsOption())
@@ -324,6 +340,12 @@ export function buildProgram (): Command {
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
           await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          return
+        }
+        if (opts.by === 'version') {
+          const rows = await mesh.usageByVersion({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 })
+          if (opts.json === true) { json({ versions: rows }); return }
+          process.stdout.write(table(['FUNCTION', 'VERSION', 'INVOCATIONS', 'ERRORS', 'COLD', 'BILLED MS', 'GB-SECONDS'], rows.map(r => [r.function, r.version, r.invocations, r.errors, r.coldStarts, r.billedMs, r.gbSeconds.toFixed(6)])) + '\n')
           return
         }
         const usage = await mesh.usage({ fn: opts.fn, fromMs, toMs, bucket: opts.bucket, price, via: opts.via })
@@ -386,6 +408,7 @@ export function buildProgram (): Command {
     })
 
   addKeyCommands(program, withMesh, natsOption, int)
+  addAliasCommands(program, withMesh, natsOption)
 
   return program
 }

@@ -13,7 +13,8 @@
  * - agents: read the registry (stream info, direct gets, a core subscription on
  *   `$KV.fnmesh_functions.>` as a change hint) and their own buckets; pull from the existing
  *   event consumers and ack them; write only the rate limit and schedule buckets and fnmesh.>
- *   subjects. No stream or consumer creation, update, purge or delete: they cannot deploy code,
+ *   subjects, plus the subjects deployed functions publish on (`publishSubjects`: publish
+ *   bindings and destinations). No stream or consumer creation, update, purge or delete: they cannot deploy code,
  *   purge specs or create API keys. They answer requests through `allow_responses`.
  * - deployers: write the function, bundle and API key buckets (so also delete and purge them),
  *   make the consumers of their functions' triggers, add trigger subjects to FNMESH_EVENTS, read
@@ -66,6 +67,13 @@ export interface RoleOptions {
    * Never a consumer: agents list keys and objects from stream info. @default []
    */
   bindingBuckets?: string[]
+  /**
+   * Subjects deployed functions publish on through their agent (issue 17): the patterns of their
+   * `publish:` bindings and the subjects of their `--on-success` / `--on-failure` destinations.
+   * Agents may publish exactly these (JetStream answers on their own inbox). Invoke bindings
+   * need nothing more: they go through the agent's router like any invocation. @default []
+   */
+  publishSubjects?: string[]
 }
 
 /** The data-plane rights of agents and the create right of deployers on declared binding buckets */
@@ -125,6 +133,10 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
   const triggers = options.triggerStreams ?? []
   const events = options.eventSubjects ?? []
   const bound = bindingRights(options.bindingBuckets ?? [])
+  const published = (options.publishSubjects ?? []).map(p => {
+    if (typeof p !== 'string' || !/^[A-Za-z0-9_\-:=@+~]+(\.([A-Za-z0-9_\-:=@+~]+|\*))*(\.>)?$/.test(p) || /^(fnmesh|_INBOX|\$)/i.test(p)) throw new Error(`Publish subject "${String(p)}" is invalid: a subject pattern with a literal first token, not one of the mesh's own`)
+    return p
+  })
   return {
     admin: {
       publish: [`${API}.>`, '$JS.ACK.>', '$JS.FC.>', '$KV.>', '$O.>'],
@@ -139,7 +151,8 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`,
         ...[EVENTS_STREAM, ...triggers].flatMap(pull),
         `$KV.${RATELIMITS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`,
-        ...bound.agent
+        ...bound.agent,
+        ...published
       ],
       subscribe: ['fnmesh.>', `${ROLE_INBOX.agent}.>`, `$KV.${FUNCTIONS_BUCKET}.>`, `$KV.${APIKEYS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`],
       // An invocation answers with a "working" message every second until its result (up to 15 min).

@@ -69,11 +69,21 @@ export interface ExecutorComponents {
   tracer?: Tracer
   /** this node's placement labels (config.ts): a function whose constraints they do not satisfy is not run here */
   labels?: Readonly<Record<string, string>>
+  /** mesh-wide permits of functions deployed with --reserved (executor/reserved.ts); none: no cap is applied */
+  reserved?: ReservedPermits
+}
+
+/** What the executor needs of the mesh-wide concurrency leases */
+export interface ReservedPermits {
+  acquire: (fn: string, limit: number) => Promise<boolean>
+  release: (fn: string) => void
 }
 
 /** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
 export interface BindingService {
-  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }) => Promise<unknown>
+  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }, ctx?: { invocationId: string, hops: number }) => Promise<unknown>
+  /** the invocation ended: what its calls left open (object writes) is dropped */
+  end?: (invocationId: string) => void
 }
 
 export interface ExecutorInit {
@@ -182,6 +192,11 @@ export class Executor {
 
   isWarm (key: string): boolean {
     return this.c.pool.hasIdle(key)
+  }
+
+  /** Idle provisioned sandboxes of `key` here (the router prefers them) */
+  provisionedIdle (key: string): number {
+    return this.c.pool.provisionedIdle(key)
   }
 
   /** Refuses new work and resolves when the last invocation finished. Idempotent: every caller gets the same promise */
@@ -297,10 +312,12 @@ export class Executor {
   async executeWhenFree (req: Encodable<ExecRequest>, onWait?: () => void): Promise<Encodable<InvokeResult>> {
     for (;;) {
       const result = await this.execute(req)
-      if (result.ok === true || result.error?.code !== 'FNMESH_ERR_BUSY' || this.state !== 'running') return result
+      const code = result.ok === true ? '' : result.error?.code ?? ''
+      if ((code !== 'FNMESH_ERR_BUSY' && code !== 'FNMESH_ERR_THROTTLED') || this.state !== 'running') return result
       onWait?.()
       await new Promise<void>(resolve => {
-        const timer = setTimeout(done, 1000)
+        // A throttled event waits for a permit anywhere in the mesh: ask again soon.
+        const timer = setTimeout(done, code === 'FNMESH_ERR_THROTTLED' ? 200 : 1000)
         function done (): void { clearTimeout(timer); resolve() }
         this.slotWaiters.add(done)
       })
@@ -408,12 +425,31 @@ export class Executor {
 
   private async run (req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const name = req.function ?? ''
-    const spec = await this.c.functions.spec(name, req.version ?? 0)
+    // A call through an alias or to a version runs exactly that version's spec and code.
+    const spec = req.pinned === true ? await this.c.functions.specAt(name, req.version ?? 0) : await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
     // A router with a stale or forged view may send work this node's labels do not allow.
     if (!eligible(this.c.labels ?? {}, spec)) {
       throw fnmeshError('FNMESH_ERR_NO_MATCHING_NODE', `Node ${this.c.nodeId} does not run "${name}": its labels do not satisfy the constraints ${(spec.constraints ?? []).join(', ')}`)
     }
+    const reserved = spec.reserved ?? 0
+    if (reserved > 0 && this.c.reserved != null) {
+      // Lambda throttles a call over the function's reserved concurrency: nothing runs, nothing is metered.
+      if (!await this.c.reserved.acquire(name, reserved)) {
+        this.metrics.throttle(name)
+        throw new CapacityError('FNMESH_ERR_THROTTLED', `Function "${name}" is at its reserved concurrency of ${reserved} across the mesh`)
+      }
+      try {
+        return await this.runSpec(spec, req, invocationId, sink, span)
+      } finally {
+        this.c.reserved.release(name)
+      }
+    }
+    return await this.runSpec(spec, req, invocationId, sink, span)
+  }
+
+  private async runSpec (spec: StoredSpec, req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
+    const name = spec.name
     // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
     const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
     if (unmeterable != null) {
@@ -442,9 +478,10 @@ export class Executor {
     const extra: Parameters<typeof worker.invoke>[3] = {}
     if (Object.keys(attrs).length > 0) extra.cloudEvent = attrs as Record<string, string>
     // Every invocation gets a handler, so a forged call from a function with no bindings is answered FORBIDDEN.
+    const ctx = { invocationId, hops: req.hops ?? 0 }
     extra.bindings = async (call) => {
       if (server == null) throw fnmeshError('FNMESH_ERR_UNSUPPORTED', 'This agent serves no bindings')
-      return await server.serve(spec, call, deadlineMs, usage)
+      return await server.serve(spec, call, deadlineMs, usage, ctx)
     }
     const stream: StreamUsage = { streamed: false, bytes: 0, contentType: '' }
     const buffered: Buffer[] = []
@@ -472,6 +509,7 @@ export class Executor {
       extra.xrayTraceId = toXRay(parsed)
     }
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
+    server?.end?.(invocationId)
     this.c.pool.release(worker)
     if (runSpan != null) {
       runSpan.set(A.durationMs, out.durationMs)

@@ -42,6 +42,8 @@ export interface LocalNode {
   runMs: (key: string) => number
   /** a sandbox of `fn@version` is idle here */
   isWarm: (key: string) => boolean
+  /** idle provisioned sandboxes of `fn@version` here (--provisioned) */
+  provisionedIdle?: (key: string) => number
   /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED; a streaming handler's body goes to `stream` */
   execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal, stream?: StreamSink }) => Promise<Encodable<InvokeResult>>
 }
@@ -95,6 +97,8 @@ export interface RouterInit {
 /** One invocation to route, from NATS or (later) from a trigger */
 export interface RouteRequest {
   function: string
+  /** an alias ("live"), a version ("3") or "$LATEST" (core/aliases.ts); absent = the latest version */
+  qualifier?: string
   payload: Uint8Array
   /**
    * An invocation id minted inside this agent (the gateway's random request id); never taken
@@ -111,6 +115,8 @@ export interface RouteRequest {
   trigger?: string
   /** the caller's W3C trace context (already checked), which the route span continues */
   trace?: TraceContext
+  /** functions before this one in a chain of invoke bindings (ExecRequest.hops) */
+  hops?: number
 }
 
 export interface RouteOptions {
@@ -260,7 +266,7 @@ export class Router {
       // SDK invoke(): the caller's trace context rides in NATS headers (checked: invalid is ignored).
       const h = msg.headers
       const trace = h != null ? traceContextOf(h.get(TRACEPARENT, Match.IgnoreCase), h.get(TRACESTATE, Match.IgnoreCase)) : undefined
-      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync', trace }, { stream: sender })
+      result = await this.route({ function: fromSubject, qualifier: req.qualifier, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync', trace }, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
     } finally {
@@ -307,8 +313,12 @@ export class Router {
       if (req.payload.byteLength > this.init.payloadLimit) {
         return fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot invoke "${req.function}": the event is ${req.payload.byteLength} bytes, over the limit of ${this.init.payloadLimit}`)
       }
-      const spec = await this.c.functions.spec(req.function)
-      if (spec == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      // An alias picks its version per invocation, by its weights; a version pins it.
+      const qualifier = req.qualifier ?? ''
+      const latest = qualifier === '' ? await this.c.functions.spec(req.function) : null
+      const resolved = qualifier === '' ? (latest != null ? { spec: latest, pinned: false } : null) : await this.c.functions.resolve(req.function, qualifier, this.init.rng)
+      if (resolved == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      const spec = resolved.spec
       try {
         JSON.parse(Buffer.from(req.payload.buffer, req.payload.byteOffset, req.payload.byteLength).toString('utf8'))
       } catch (err: any) {
@@ -326,7 +336,9 @@ export class Router {
         stream: options.stream != null,
         // Tracing off: the caller's context goes to the function as it came. On: each dispatch's own.
         traceparent: span == null ? req.trace?.traceparent : undefined,
-        tracestate: span == null ? req.trace?.tracestate : undefined
+        tracestate: span == null ? req.trace?.tracestate : undefined,
+        pinned: resolved.pinned,
+        hops: req.hops ?? 0
       }
       return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined, span)
     } catch (err) {
@@ -350,7 +362,7 @@ export class Router {
       if (placed && !this.c.table.routable().some(e => eligible(this.labelsOf(e), spec))) {
         return this.error(exec, s.attempts, 'FNMESH_ERR_NO_MATCHING_NODE', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no live node's labels satisfy its constraints ${termsOf(spec.constraints).map(t => t.raw).join(', ')}`)
       }
-      let peer = this.pick(spec, key, failed)
+      let peer = ((spec.provisioned ?? 0) > 0 ? this.pickProvisioned(spec, key, failed) : undefined) ?? this.pick(spec, key, failed)
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
@@ -459,6 +471,35 @@ export class Router {
   private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
     const candidates = this.candidates(spec, key, exclude)
     return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
+  }
+
+  /**
+   * A function with provisioned sandboxes (--provisioned) goes first to a node whose advert says
+   * it holds an idle one of `key` that this router has not already sent a call to since (the
+   * least loaded such node), so the first N concurrent calls find them; none: the usual choice.
+   */
+  private pickProvisioned (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    let best: { entry: PeerEntry, load: number } | undefined
+    const placed = (spec.constraints?.length ?? 0) > 0
+    for (const entry of this.c.table.routable()) {
+      const a = entry.advert
+      if (exclude.has(a.nodeId)) continue
+      if (placed && !eligible(this.labelsOf(entry), spec)) continue
+      let idle: number
+      let load: number
+      if (entry.self) {
+        idle = this.c.local.provisionedIdle?.(key) ?? 0
+        load = this.c.local.load
+        if (load >= this.c.local.slots) continue
+      } else {
+        idle = a.provisioned.filter(k => k === key).length - this.tracker.sinceAdvert(a.nodeId)
+        load = this.tracker.estimate(a.nodeId, a.inFlight, a.slots)
+        if (load >= a.slots) continue
+      }
+      if (idle <= 0) continue
+      if (best == null || load < best.load) best = { entry, load }
+    }
+    return best?.entry
   }
 
   private pick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {

@@ -40,7 +40,7 @@ export interface InitRequest {
 /** One declared binding as the runtime needs it to build `context.bindings.NAME` */
 export interface BindingDecl {
   name: string
-  kind: 'kv' | 'object'
+  kind: 'kv' | 'object' | 'publish' | 'invoke'
   target: string
   readOnly: boolean
 }
@@ -98,7 +98,11 @@ export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireE
  * The agent serves it only if (`name`, `kind`, `target`) is one of the spec's declared bindings
  * and `op` is allowed there (no writes through a read-only one): else FNMESH_ERR_FORBIDDEN.
  * kv ops: get {key}, put {key, data, revision?}, delete {key}, keys {prefix?};
- * object ops: get {key}, put {key, data}, delete {key}, list {prefix?}. `data` is base64.
+ * object ops: get {key}, put {key, data}, delete {key}, list {prefix?}, and for objects of any
+ * size, a chunk (at most 1 MiB) per call: stat {key} -> {size, nuid}, read {nuid, seq},
+ * write-open {key} -> {handle}, write {handle, data}, write-close {handle}, write-abort {handle};
+ * publish ops: publish {key: subject, data: JSON, eventId?};
+ * invoke ops: invoke {data: the event JSON}. `data` is base64.
  */
 export interface BindCall {
   t: 'bind'
@@ -111,6 +115,13 @@ export interface BindCall {
   data?: string
   revision?: number
   prefix?: string
+  /** publish: the event id (JetStream deduplicates on it) */
+  eventId?: string
+  /** object reads: the object's chunk id and the stream sequence to read from */
+  nuid?: string
+  seq?: number
+  /** object writes: the handle write-open gave */
+  handle?: number
 }
 
 /**
