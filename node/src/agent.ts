@@ -22,10 +22,11 @@ import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
 import { RATELIMITS_BUCKET, RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
-import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
+import { DLQ_STREAM, backlog, dlqSubject } from '../../core/events.js'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { Registry } from '../../core/registry.js'
 import { advertLabels, eligible, preferred } from '../../core/placement.js'
+import { layersToMask } from '../../core/layers.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
 import { BindingServer } from './bindings/server.js'
@@ -53,6 +54,8 @@ import { AdminServer } from './metrics/admin.js'
 import { PromMetrics } from './metrics/prom.js'
 import { noMetrics } from './metrics/sink.js'
 import { noTracing, type Tracer } from './tracing/tracer.js'
+import { DashboardData } from './metrics/dashboard/data.js'
+import { rawRecords } from './metering/queries/usage.js'
 
 const DLQ_PREFIX = dlqSubject('')
 
@@ -126,6 +129,15 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const trust = config.trust.length > 0 ? await TrustList.load([...config.trust]) : undefined
   const swarmKey = config.swarmKey != null ? await readSwarmKey(config.swarmKey) : undefined
   const adminToken = config.adminToken != null ? await readAdminToken(config.adminToken) : undefined
+  /** dead letters per function, mesh-wide (the metrics and the dashboard read it) */
+  const dlqCounts = async (): Promise<Record<string, number>> => {
+    if (parts.nc == null) return {}
+    const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
+    const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
+    const out: Record<string, number> = {}
+    for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
+    return out
+  }
   // Metrics exist only with the admin listener: without it the parts count into nothing.
   // The gauges read the parts at scrape time, so they reach them through `parts`.
   const metrics = config.admin == null
@@ -143,14 +155,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
-      dlqMessages: async () => {
-        if (parts.nc == null) return {}
-        const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
-        const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
-        const out: Record<string, number> = {}
-        for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
-        return out
-      }
+      dlqMessages: dlqCounts
     })
   let natsUp = true
   let dlqJsm: Awaited<ReturnType<typeof jetstreamManager>> | undefined
@@ -226,6 +231,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }
   })
   await functions.start()
+  const activeLayers = layersToMask(plan.layers.filter(l => l.active).map(l => l.id))
   const gossip = parts.gossip = new Gossip({
     privateKey,
     name: config.name,
@@ -245,7 +251,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       invocations: parts.executor?.invocations ?? 0,
       coldStarts: pool.coldStarts,
       warmStarts: pool.warmStarts,
-      refusing: metering.refusing()
+      refusing: metering.refusing(),
+      layers: activeLayers
     }),
     logger: logger.child({ part: 'agent:gossip' })
   })
@@ -347,6 +354,18 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     const admin = parts.admin = new AdminServer({
       metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
       notReady: () => state !== 'running' ? `agent is ${state}` : nc.isClosed() || !natsUp ? 'NATS is not connected' : '',
+      dashboard: new DashboardData({
+        nc,
+        nodeId,
+        name: config.name,
+        peers: () => table.all(),
+        specs: () => functions.all(),
+        usage: async (q) => await metering.usage(q),
+        records: (fromMs, toMs) => rawRecords(metering.store, fromMs, toMs),
+        backlog: async (spec) => await backlog(dlqJsm ??= await jetstreamManager(nc), spec),
+        dlq: dlqCounts,
+        logger: logger.child({ part: 'agent:dashboard' })
+      }),
       logger: logger.child({ part: 'agent:admin' })
     }, { host: config.admin.host, port: config.admin.port, token: adminToken })
     await admin.start()

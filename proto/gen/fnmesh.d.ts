@@ -203,6 +203,9 @@ export namespace fnmesh {
             /** CapacityAdvert provisioned. */
             provisioned: string[];
 
+            /** CapacityAdvert layers. */
+            layers: number;
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -327,6 +330,9 @@ export namespace fnmesh {
 
                 /** CapacityAdvert provisioned */
                 provisioned?: (string[]|null);
+
+                /** CapacityAdvert layers */
+                layers?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

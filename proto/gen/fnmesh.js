@@ -410,6 +410,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [refusing] CapacityAdvert refusing
              * @property {Object.<string,string>|null} [labels] CapacityAdvert labels
              * @property {Array.<string>|null} [provisioned] CapacityAdvert provisioned
+             * @property {number|null} [layers] CapacityAdvert layers
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -573,6 +574,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.provisioned = $util.emptyArray;
 
             /**
+             * CapacityAdvert layers.
+             * @member {number} layers
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.layers = 0;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -633,6 +642,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 0 =*/104).uint64(message.warmStarts);
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing") && message.refusing !== "")
                     writer.uint32(/* id 14, wireType 2 =*/114).string(message.refusing);
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers") && message.layers !== 0)
+                    writer.uint32(/* id 50, wireType 0 =*/400).uint32(message.layers);
                 if (message.provisioned != null && message.provisioned.length)
                     for (let i = 0; i < message.provisioned.length; ++i)
                         writer.uint32(/* id 90, wireType 2 =*/722).string(message.provisioned[i]);
@@ -865,6 +876,15 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.provisioned.push(reader.stringVerify());
                             continue;
                         }
+                    case 50: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.layers = value;
+                            else
+                                delete message.layers;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -974,6 +994,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.provisioned[i]))
                             return "provisioned: string[] expected";
                 }
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    if (!$util.isInteger(message.layers))
+                        return "layers: integer expected";
                 return null;
             };
 
@@ -1107,6 +1130,9 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let i = 0; i < object.provisioned.length; ++i)
                         message.provisioned[i] = $String(object.provisioned[i]);
                 }
+                if (object.layers != null)
+                    if ($Number(object.layers) !== 0)
+                        message.layers = object.layers >>> 0;
                 return message;
             };
 
@@ -1175,6 +1201,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.warmStarts = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.refusing = "";
+                    object.layers = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -1242,6 +1269,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? $util.Long.prototype.toString.call(message.warmStarts) : options.longs === $Number ? new $util.LongBits(message.warmStarts.low >>> 0, message.warmStarts.high >>> 0).toNumber(true) : message.warmStarts;
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     object.refusing = message.refusing;
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    object.layers = message.layers;
                 if (message.provisioned && message.provisioned.length) {
                     object.provisioned = $Array(message.provisioned.length);
                     for (let j = 0; j < message.provisioned.length; ++j)

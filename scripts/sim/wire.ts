@@ -84,7 +84,8 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     warmStarts: 47_987_655,
     refusing: '',
     // what every agent carries: the automatic labels and one of its own
-    labels: { arch: 'x64', os: 'linux', cpus: '16', memory: '62', zone: 'eu-1a' }
+    labels: { arch: 'x64', os: 'linux', cpus: '16', memory: '62', zone: 'eu-1a' },
+    layers: 0b1000111111
   }
   const data = encode('CapacityAdvert', advert)
   const from = peerId.toMultihash().bytes

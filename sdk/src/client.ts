@@ -36,6 +36,7 @@ import { checkSpecSignature, loadDeployerKey, publicKeyFromRaw } from '../../cor
 import { ApiKeys } from '../../core/apikeys.js'
 import { parseTarget } from '../../core/aliases.js'
 import { deleteAlias, listAliases, setAlias, usageByVersion, type AliasInfo, type AliasSetOptions, type VersionUsage } from './aliases.js'
+import { maskToLayers } from '../../core/layers.js'
 
 export interface CallOptions {
   /** Aborting rejects the call at once with FNMESH_ERR_ABORTED; it then starts no further step */
@@ -191,6 +192,8 @@ export interface NodeInfo {
   refusing: string
   /** placement labels (agent --label, and the automatic arch, os, cpus, memory in GiB); {} when the node's do not validate */
   labels: Record<string, string>
+  /** sandbox isolation layers active on the node (process, permission, mount, net, pid, uid, cgroup-*, rlimit) */
+  layers: string[]
 }
 
 export interface UsageOptions extends CallOptions {
@@ -644,7 +647,8 @@ function toNodeInfo (view: NodeView): NodeInfo {
     warmStarts: a.warmStarts,
     self: view.self,
     refusing: a.refusing,
-    labels: { ...(advertLabels(a.labels) ?? {}) }
+    labels: { ...(advertLabels(a.labels) ?? {}) },
+    layers: maskToLayers(a.layers)
   }
 }
 

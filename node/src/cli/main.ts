@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { FnmeshError, UnsupportedError, UsageError, formatErrorLine, toErrorInfo } from '../../../proto/errors.js'
-import { connect, type Mesh } from '../../../sdk/src/client.js'
+import { connect, type FunctionInfo, type Mesh, type NodeInfo } from '../../../sdk/src/client.js'
 import { parsePrice } from '../../../sdk/src/usage.js'
 import { DEFAULT_NATS_URL } from '../../../core/nats.js'
 import { PACKAGE_ROOT } from '../paths.js'
@@ -22,6 +22,7 @@ import { asUsage, duration, int, otlpOptions, readable, seconds } from './option
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
 import { addAliasCommands } from './aliases.js'
+import { watch } from './watch.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
@@ -276,19 +277,17 @@ export function buildProgram (): Command {
 
   program.command('functions')
     .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers, bindings and destinations, routes and signature')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON (with --watch: one JSON document per line per refresh)')
+    .option('--watch', 'redraw every --interval until Ctrl-C (piped: each refresh printed in turn)')
+    .option('--interval <seconds>', 'refresh interval of --watch (default 2)', interval)
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
+        if (opts.watch === true) { await watchView('fnmesh functions', opts, async (signal) => await mesh.functions({ signal }), functionsTable); return }
+        if (opts.interval != null) throw new UsageError('FNMESH_ERR_BAD_USAGE', 'Option --interval needs --watch')
         const fns = await mesh.functions()
         if (opts.json === true) { json(fns); return }
-        // What a registry writer stored reaches the terminal: no control characters.
-        const safe = (v: string | number): string | number => typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
-        const signed = (f: typeof fns[number]): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
-        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'BINDINGS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
-          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', bindingsColumn(f), f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
-        // Reasons below the table: one line each, too long for a column.
-        for (const f of fns) if (f.status !== 'ok') process.stdout.write(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}\n`)
+        process.stdout.write(functionsTable(fns) + '\n')
       })
     })
 
@@ -307,16 +306,17 @@ export function buildProgram (): Command {
 
   program.command('nodes')
     .description('List live nodes: id, name, slots, in-flight, load, warm functions, last seen')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON (with --watch: one JSON document per line per refresh)')
+    .option('--watch', 'redraw every --interval until Ctrl-C (piped: each refresh printed in turn)')
+    .option('--interval <seconds>', 'refresh interval of --watch (default 2)', interval)
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
+        if (opts.watch === true) { await watchView('fnmesh nodes', opts, async (signal) => await mesh.nodes({ signal }), nodesTable); return }
+        if (opts.interval != null) throw new UsageError('FNMESH_ERR_BAD_USAGE', 'Option --interval needs --watch')
         const nodes = await mesh.nodes()
         if (opts.json === true) { json(nodes); return }
-        // Labels a node was given (--label); the automatic ones are in --json.
-        const given = (n: typeof nodes[number]): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
-        process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
-          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, [...n.warm, ...n.provisioned.map(k => `${k}(provisioned)`)].join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+        process.stdout.write(nodesTable(nodes) + '\n')
       })
     })
 
@@ -411,6 +411,50 @@ export function buildProgram (): Command {
   addAliasCommands(program, withMesh, natsOption)
 
   return program
+}
+
+/** The `fnmesh functions` table, and below it the reason of each invalid function */
+function functionsTable (fns: FunctionInfo[]): string {
+  const signed = (f: FunctionInfo): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
+  const lines = [table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'BINDINGS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+    fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', bindingsColumn(f), f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe)))]
+  // Reasons below the table: one line each, too long for a column.
+  for (const f of fns) if (f.status !== 'ok') lines.push(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}`)
+  return lines.join('\n')
+}
+
+/** The `fnmesh nodes` table */
+function nodesTable (nodes: NodeInfo[]): string {
+  // Labels a node was given (--label); the automatic ones are in --json.
+  const given = (n: NodeInfo): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
+  return table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
+    nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, [...n.warm, ...n.provisioned.map(k => `${k}(provisioned)`)].join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'].map(safe)))
+}
+
+/** What a registry writer or a peer's advert stored reaches the terminal: no control characters */
+function safe (v: string | number): string | number {
+  return typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
+}
+
+/** --interval: seconds from 0.2 to 3600, as ms */
+function interval (value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0.2 || n > 3600) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option --interval expects seconds from 0.2 to 3600, got "${value}"`)
+  return Math.round(n * 1000)
+}
+
+/** `--watch`: the view redrawn until SIGINT or SIGTERM, then exit 0 */
+async function watchView<T> (title: string, opts: { json?: boolean, interval?: number }, read: (signal: AbortSignal) => Promise<T>, render: (value: T) => string): Promise<void> {
+  const stop = new AbortController()
+  const onSignal = (): void => { stop.abort() }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    await watch({ title, read, render, intervalMs: opts.interval ?? 2000, json: opts.json === true, signal: stop.signal })
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }
 
 function fail (err: unknown): never {

@@ -33,6 +33,8 @@ export interface LoadSnapshot {
   refusing?: string
   /** "function@version" once per idle provisioned sandbox (--provisioned) */
   provisioned?: string[]
+  /** sandbox isolation layers active on this node, as core/layers.ts bits */
+  layers?: number
 }
 
 export interface GossipInit {
@@ -241,7 +243,8 @@ export class Gossip implements Startable {
       warmStarts: s.warmStarts,
       refusing: s.refusing ?? '',
       labels: { ...this.init.labels },
-      provisioned: (s.provisioned ?? []).slice(0, MAX_WARM)
+      provisioned: (s.provisioned ?? []).slice(0, MAX_WARM),
+      layers: s.layers ?? 0
     }
   }
 
