@@ -47,6 +47,13 @@ module.exports = {
       to: { path: '^node/src/metrics/', pathNot: '^node/src/metrics/sink\\.ts$' }
     },
     {
+      name: 'parts-see-tracer-only',
+      comment: 'parts get a Tracer from agent.ts; the OpenTelemetry SDK side (tracing/otel.ts) is loaded there only with --otlp-endpoint',
+      severity: 'error',
+      from: { path: '^node/src/', pathNot: ['^node/src/agent\\.ts$', '^node/src/tracing/'] },
+      to: { path: '^node/src/tracing/', pathNot: '^node/src/tracing/(tracer|attributes)\\.ts$' }
+    },
+    {
       name: 'sandbox-not-router-or-gossip',
       comment: 'the sandbox runs code; it knows nothing of routing or of the peers',
       severity: 'error',

@@ -103,6 +103,8 @@ export interface LiveRequestOptions {
   what: string
   /** header that marks an interim "still working" message, and its value */
   interim: { header: string, value: string }
+  /** headers of the request (a W3C trace context) */
+  headers?: MsgHdrs
 }
 
 /**
@@ -116,7 +118,7 @@ export async function requestLive (nc: NatsConnection, subject: string, data: Ui
   if (signal?.aborted === true) throw abortError(options.what, signal)
   let replies: Awaited<ReturnType<NatsConnection['requestMany']>>
   try {
-    replies = await nc.requestMany(subject, data, { strategy: 'timer', maxWait: timeoutMs })
+    replies = await nc.requestMany(subject, data, { strategy: 'timer', maxWait: timeoutMs, headers: options.headers })
   } catch (err) {
     throw mapRequestError(err, { what: options.what, timeoutMs })
   }

@@ -24,11 +24,18 @@ const found = []
 // parts count into the MetricsSink; only node/src/metrics/prom.ts imports prom-client.
 const PROM_IMPORT = /(from\s+|import\s*\(?\s*)(['"])prom-client\2/
 const promFound = []
+// The OpenTelemetry SDK and exporter load only with --otlp-endpoint (agent.ts imports otel.ts
+// dynamically); parts use tracing/tracer.ts, and semantic-convention names come from attributes.ts.
+const OTEL_IMPORT = /(from\s+|import\s*\(?\s*)(['"])@opentelemetry\/([\w-]+)/
+const OTEL_ALLOWED = { [join('node', 'src', 'tracing', 'otel.ts')]: null, [join('node', 'src', 'tracing', 'attributes.ts')]: ['semantic-conventions'] }
+const otelFound = []
 for (const root of ROOTS) {
   for (const file of sources(root)) {
     const lines = readFileSync(file, 'utf8').split('\n')
     lines.forEach((line, i) => {
       if (PROM_IMPORT.test(line) && file !== join('node', 'src', 'metrics', 'prom.ts') && !file.startsWith('test')) promFound.push(`${file}:${i + 1}`)
+      const otel = OTEL_IMPORT.exec(line)
+      if (otel != null && !file.startsWith('test') && !(file in OTEL_ALLOWED && (OTEL_ALLOWED[file] == null || OTEL_ALLOWED[file].includes(otel[3])))) otelFound.push(`${file}:${i + 1}`)
       for (const m of line.matchAll(INLINE_TYPE)) found.push(`${file}:${i + 1}: import('${m[2]}') used as a type`)
     })
   }
@@ -43,4 +50,9 @@ if (promFound.length > 0) {
   for (const f of promFound) console.error(`  ${f}`)
   process.exit(1)
 }
-console.log('check:deps: no inline import types of our own files; prom-client only in node/src/metrics/prom.ts')
+if (otelFound.length > 0) {
+  console.error(`check:deps: @opentelemetry imported outside node/src/tracing/otel.ts (semantic conventions: attributes.ts); parts take a Tracer from agent.ts:`)
+  for (const f of otelFound) console.error(`  ${f}`)
+  process.exit(1)
+}
+console.log('check:deps: no inline import types of our own files; prom-client only in node/src/metrics/prom.ts; OpenTelemetry only in node/src/tracing/otel.ts')

@@ -13,6 +13,7 @@
  *   triggers (JetStream pull consumers, schedules) ──> executor (this node's, when it has room)
  *   gateway (HTTP, --http) ──> router.route() like any invocation
  *   admin (HTTP, --admin) <── metrics sink (the executor counts into it; gauges read the parts)
+ *   tracer (--otlp-endpoint): gateway, router and executor spans, exported over OTLP/HTTP
  */
 import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -52,6 +53,7 @@ import { waitForInit } from './registry/initialized.js'
 import { AdminServer } from './metrics/admin.js'
 import { PromMetrics } from './metrics/prom.js'
 import { noMetrics } from './metrics/sink.js'
+import { noTracing, type Tracer } from './tracing/tracer.js'
 import { DashboardData } from './metrics/dashboard/data.js'
 import { rawRecords } from './metering/queries/usage.js'
 
@@ -99,6 +101,7 @@ interface Parts {
   gateway?: Gateway
   discovery?: NatsDiscovery
   admin?: AdminServer
+  tracer?: Tracer
 }
 
 /** Starts an agent and resolves once it serves invocations */
@@ -256,6 +259,11 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   await gossip.start()
   const nodeId = identity.nodeId = gossip.nodeId
   await metering.connect({ privateKey, nodeId, libp2p: gossip.libp2p, table })
+  // The OpenTelemetry SDK is loaded only with --otlp-endpoint; otherwise the parts hold a tracer
+  // whose `enabled` is false. Made once the node id (the resource's service.instance.id) is known.
+  const tracer: Tracer = parts.tracer = config.otlp == null
+    ? noTracing
+    : new (await import('./tracing/otel.js')).OtelTracer({ ...config.otlp, nodeId, nodeName: config.name, logger: logger.child({ part: 'agent:tracing' }) })
   // Mesh-wide caps of functions deployed with --reserved: leases in the bucket the gateway's rate limits use.
   const reserved = parts.reserved = new ReservedConcurrency({ kv: await openBucket(nc, RATELIMITS_BUCKET), nodeId, logger: logger.child({ part: 'agent:reserved' }) })
   reserved.start()
@@ -279,6 +287,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }),
     reserved,
     metrics: metrics ?? noMetrics,
+    tracer,
     labels: config.labels
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
@@ -308,7 +317,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   }
   // A peer's record comes back with its result; this node keeps the second copy (Metering.keepCopy).
   const meterCopies = { keep: async (bundle: MeterBundle, from: string) => await metering.keepCopy(bundle, from) }
-  const router = parts.router = new Router({ nc, nodeId, table, functions, local, meterCopies, logger: logger.child({ part: 'agent:router' }) }, {
+  const router = parts.router = new Router({ nc, nodeId, table, functions, local, meterCopies, tracer, logger: logger.child({ part: 'agent:router' }) }, {
     queueWaitMs: config.queueWaitMs,
     maxQueued: config.maxQueued,
     dispatchGraceMs: config.dispatchGraceMs,
@@ -330,6 +339,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       specs: () => functions.all(),
       trusted: trust != null ? (spec) => trust.trusts(spec) : undefined,
       agents: () => table.routable().length,
+      tracer,
       logger: logger.child({ part: 'agent:gateway' })
     }, { port: config.http.port, host: config.http.host, bodyLimit: config.payloadLimit })
     await gateway.start()
@@ -360,7 +370,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }, { host: config.admin.host, port: config.admin.port, token: adminToken })
     await admin.start()
   }
-  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, adminPort: parts.admin?.port, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
+  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, adminPort: parts.admin?.port, otlp: config.otlp?.url, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
 
   const agent: Agent = {
     nodeId,
@@ -423,6 +433,8 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   })
   await step('logs', () => parts.shipper?.stop())
   await step('registry', () => parts.functions?.stop())
+  // Every span is ended by now (gateway, router, executor stopped): send what is queued, bounded.
+  await step('tracing', async () => await parts.tracer?.shutdown())
   await step('metering', async () => await parts.metering?.stop(graceful))
   await step('gossip', async () => await parts.gossip?.stop())
   await step('nats', async () => {

@@ -17,6 +17,20 @@ import { PEER_TIMEOUT_MS } from './gossip/peer-table.js'
 import { OPTIONAL_LAYERS, SANDBOX_MODES, type LayerId, type SandboxMode } from './sandbox/layers/detect.js'
 
 
+export interface OtlpOptions {
+  /**
+   * The collector: a base URL, to which `/v1/traces` is added (as OTEL_EXPORTER_OTLP_ENDPOINT),
+   * or the traces URL itself when its path already ends in `/v1/traces`
+   */
+  endpoint: string
+  /** HTTP headers on every export (an API key, a tenant) */
+  headers?: Record<string, string>
+  /** resource `service.name`. @default "fnmesh-agent" */
+  serviceName?: string
+  /** how long finished spans wait to be sent in one batch. @default 1000 */
+  exportDelayMs?: number
+}
+
 export interface AgentOptions {
   /** NATS servers. @default env FNMESH_NATS, else nats://127.0.0.1:4222 */
   nats?: string | string[]
@@ -40,6 +54,8 @@ export interface AgentOptions {
   admin?: number | string
   /** File holding the bearer token the admin listener asks for; required when it binds other than loopback. @default none */
   adminToken?: string
+  /** Export OpenTelemetry traces over OTLP/HTTP (protobuf). @default off: no span is made and no SDK loaded */
+  otlp?: OtlpOptions
   /** Private swarm: a libp2p pre-shared key file (/key/swarm/psk/1.0.0/); hosts without it cannot connect. @default none */
   swarmKey?: string
   /** Deployer public keys (files or folders): when given, only deploys signed by one of them run here. @default none */
@@ -172,6 +188,8 @@ export interface AgentConfig {
   readonly admin: { host: string, port: number } | undefined
   /** file holding the admin listener's bearer token */
   readonly adminToken: string | undefined
+  /** OTLP trace export; undefined = tracing off */
+  readonly otlp: Readonly<{ url: string, headers: Readonly<Record<string, string>>, serviceName: string, exportDelayMs: number }> | undefined
   readonly swarmKey: string | undefined
   readonly trust: readonly string[]
 }
@@ -233,6 +251,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     http: parseAddress('http', options.http, '0.0.0.0'),
     admin: parseAddress('admin', options.admin, '127.0.0.1'),
     adminToken: options.adminToken,
+    otlp: resolveOtlp(options.otlp, int),
     swarmKey: options.swarmKey,
     trust: Object.freeze([...(options.trust ?? [])])
   }
@@ -257,6 +276,32 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option admin binds "${config.admin.host}", which other machines reach: give --admin-token FILE, or bind 127.0.0.1`)
   }
   return Object.freeze(config)
+}
+
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/
+const SERVICE_NAME = /^[\w.:/@-]{1,128}$/
+
+/** --otlp-endpoint and friends -> the traces URL, headers and resource name */
+function resolveOtlp (o: OtlpOptions | undefined, int: (key: string, value: number | undefined, fallback: number, min: number, max: number) => number): AgentConfig['otlp'] {
+  if (o == null) return undefined
+  let url: URL | undefined
+  try { url = new URL(o.endpoint) } catch {}
+  if (url == null || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.username !== '' || url.password !== '') {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.endpoint "${String(o.endpoint).slice(0, 200)}" is not an http:// or https:// URL (without credentials: give them with --otlp-header)`)
+  }
+  if (!url.pathname.endsWith('/v1/traces')) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`
+  const headers: Record<string, string> = {}
+  for (const [k, v] of Object.entries(o.headers ?? {})) {
+    if (!HEADER_NAME.test(k) || typeof v !== 'string' || /[\r\n\0]/.test(v) || v.length > 4096) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.headers "${k.slice(0, 128)}" is invalid: expected NAME=VALUE with an HTTP token name and a one-line value`)
+    }
+    headers[k] = v
+  }
+  const serviceName = o.serviceName ?? 'fnmesh-agent'
+  if (!SERVICE_NAME.test(serviceName)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option otlp.serviceName "${serviceName.slice(0, 200)}" is invalid: use 1-128 letters, digits or . _ - : / @`)
+  }
+  return Object.freeze({ url: url.toString(), headers: Object.freeze(headers), serviceName, exportDelayMs: int('otlp exportDelayMs', o.exportDelayMs, 1000, 10, 60_000) })
 }
 
 /** The labels every agent carries: CPU architecture, OS, usable CPUs and memory in whole GiB */

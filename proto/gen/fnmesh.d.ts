@@ -2351,6 +2351,12 @@ export namespace fnmesh {
             /** ExecRequest stream. */
             stream: boolean;
 
+            /** ExecRequest traceparent. */
+            traceparent: string;
+
+            /** ExecRequest tracestate. */
+            tracestate: string;
+
             /** ExecRequest pinned. */
             pinned: boolean;
 
@@ -2475,6 +2481,12 @@ export namespace fnmesh {
 
                 /** ExecRequest stream */
                 stream?: (boolean|null);
+
+                /** ExecRequest traceparent */
+                traceparent?: (string|null);
+
+                /** ExecRequest tracestate */
+                tracestate?: (string|null);
 
                 /** ExecRequest pinned */
                 pinned?: (boolean|null);

@@ -7391,6 +7391,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
              * @property {boolean|null} [stream] ExecRequest stream
+             * @property {string|null} [traceparent] ExecRequest traceparent
+             * @property {string|null} [tracestate] ExecRequest tracestate
              * @property {boolean|null} [pinned] ExecRequest pinned
              * @property {number|null} [hops] ExecRequest hops
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
@@ -7538,6 +7540,22 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.stream = false;
 
             /**
+             * ExecRequest traceparent.
+             * @member {string} traceparent
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.traceparent = "";
+
+            /**
+             * ExecRequest tracestate.
+             * @member {string} tracestate
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.tracestate = "";
+
+            /**
              * ExecRequest pinned.
              * @member {boolean} pinned
              * @memberof fnmesh.v1.ExecRequest
@@ -7612,6 +7630,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
                     writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent") && message.traceparent !== "")
+                    writer.uint32(/* id 40, wireType 2 =*/322).string(message.traceparent);
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate") && message.tracestate !== "")
+                    writer.uint32(/* id 41, wireType 2 =*/330).string(message.tracestate);
                 if (message.hops != null && $Object.hasOwnProperty.call(message, "hops") && message.hops !== 0)
                     writer.uint32(/* id 60, wireType 0 =*/480).uint32(message.hops);
                 if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
@@ -7828,6 +7850,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.stream;
                             continue;
                         }
+                    case 40: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.traceparent = value;
+                            else
+                                delete message.traceparent;
+                            continue;
+                        }
+                    case 41: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.tracestate = value;
+                            else
+                                delete message.tracestate;
+                            continue;
+                        }
                     case 90: {
                             if (wireType !== 0)
                                 break;
@@ -7941,6 +7981,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
                     if (typeof message.stream !== "boolean")
                         return "stream: boolean expected";
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent"))
+                    if (!$util.isString(message.traceparent))
+                        return "traceparent: string expected";
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate"))
+                    if (!$util.isString(message.tracestate))
+                        return "tracestate: string expected";
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
                     if (typeof message.pinned !== "boolean")
                         return "pinned: boolean expected";
@@ -8027,6 +8073,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.stream != null)
                     if (object.stream)
                         message.stream = $Boolean(object.stream);
+                if (object.traceparent != null)
+                    if (typeof object.traceparent !== "string" || object.traceparent.length)
+                        message.traceparent = $String(object.traceparent);
+                if (object.tracestate != null)
+                    if (typeof object.tracestate !== "string" || object.tracestate.length)
+                        message.tracestate = $String(object.tracestate);
                 if (object.pinned != null)
                     if (object.pinned)
                         message.pinned = $Boolean(object.pinned);
@@ -8078,6 +8130,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = "";
                     object.idempotencyKey = "";
                     object.carryMeter = false;
+                    object.traceparent = "";
+                    object.tracestate = "";
                     object.hops = 0;
                     object.stream = false;
                     object.pinned = false;
@@ -8120,6 +8174,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     object.carryMeter = message.carryMeter;
+                if (message.traceparent != null && $Object.hasOwnProperty.call(message, "traceparent"))
+                    object.traceparent = message.traceparent;
+                if (message.tracestate != null && $Object.hasOwnProperty.call(message, "tracestate"))
+                    object.tracestate = message.tracestate;
                 if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
                     object.hops = message.hops;
                 if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))

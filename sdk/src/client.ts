@@ -5,7 +5,8 @@
  *   await mesh.deploy({ name: 'hello', path: './hello' })
  *   const out = await mesh.invoke('hello', { n: 1 })
  */
-import type { Msg, NatsConnection } from '@nats-io/transport-node'
+import { headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
+import { TRACEPARENT, TRACESTATE, traceContextOf } from '../../core/trace-context.js'
 import { decode, encode, type MeterStatus, type NodeView } from '../../proto/codec.js'
 import { FnmeshError, InputError, TransportError, UnsupportedError, UsageError, fromErrorInfo } from '../../proto/errors.js'
 import { API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, FUNCTION_NAME_PATTERN, Headers, KEEPALIVE_TIMEOUT_MS, MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, invokeSubject, nodeSubject } from '../../proto/subjects.js'
@@ -56,6 +57,14 @@ export interface InvokeOptions extends CallOptions {
   idempotencyKey?: string
   /** @deprecated The mesh mints invocation ids: this is taken as `idempotencyKey` */
   invocationId?: string
+  /**
+   * W3C trace context to continue (`00-<trace id>-<span id>-<flags>`): the mesh's spans and the
+   * function's `context.traceparent` join this trace. Sent as a NATS header; an invalid value is
+   * not sent (the mesh starts a new trace), never an error.
+   */
+  traceparent?: string
+  /** W3C `tracestate` sent with a valid `traceparent` */
+  tracestate?: string
 }
 
 export interface ConnectOptions extends NatsConnectOptions {
@@ -324,6 +333,13 @@ export class Mesh {
       throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Idempotency key of ${Buffer.byteLength(idempotencyKey)} bytes is invalid: use at most ${MAX_ID_BYTES} bytes`)
     }
     const what = `invoke "${name}"`
+    const trace = traceContextOf(options.traceparent, options.tracestate)
+    let traceHeaders: MsgHdrs | undefined
+    if (trace != null) {
+      traceHeaders = natsHeaders()
+      traceHeaders.set(TRACEPARENT, trace.traceparent)
+      if (trace.tracestate != null) traceHeaders.set(TRACESTATE, trace.tracestate)
+    }
     const target = parseTarget(name)
     let msg: Msg | undefined
     for (let attempt = 1; msg == null; attempt++) {
@@ -333,7 +349,7 @@ export class Mesh {
         payload,
         idempotencyKey,
         timeoutMs: Math.max(1, deadline - Date.now())
-      }), { deadline, livenessMs: KEEPALIVE_TIMEOUT_MS, signal: options.signal, what, interim: { header: Headers.status, value: 'working' } })
+      }), { deadline, livenessMs: KEEPALIVE_TIMEOUT_MS, signal: options.signal, what, interim: { header: Headers.status, value: 'working' }, headers: traceHeaders })
       if (reply !== 'silent') msg = reply
       else if (attempt >= 2) {
         throw new TransportError('FNMESH_ERR_PEER_UNAVAILABLE', `Cannot ${what}${idempotencyKey !== '' ? ` (key ${JSON.stringify(idempotencyKey)})` : ''}: the agents routing it stopped answering, twice`)

@@ -9,6 +9,7 @@ import { decode, type DeadLetter } from '../../proto/codec.js'
 import { FnmeshError, InputError, NotFoundError, TransportError, UsageError } from '../../proto/errors.js'
 import { binaryHeaders, STRUCTURED_CONTENT_TYPE, validateCloudEvent, type CloudEvent } from '../../core/cloudevents.js'
 import { jsRetry } from '../../core/js-retry.js'
+import { traceContextOf } from '../../core/trace-context.js'
 import { DLQ_STREAM, EVENTS_STREAM, subjectCovers, EventHeaders, dlqSubject, functionSubject } from '../../core/events.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS } from '../../core/call.js'
 
@@ -22,6 +23,14 @@ export interface PublishOptions {
   type?: string
   /** CloudEvent source. @default "fnmesh://sdk" */
   source?: string
+  /**
+   * W3C trace context the event's run continues: the CloudEvents distributed tracing extension
+   * (`ce-traceparent` in binary mode; added to a structured CloudEvent that has none). An invalid
+   * value is left out (the run starts a new trace), never an error.
+   */
+  traceparent?: string
+  /** W3C `tracestate`, sent with a valid `traceparent` */
+  tracestate?: string
   signal?: AbortSignal
   /** @default 10000 */
   timeoutMs?: number
@@ -61,7 +70,9 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
   let body: string
   let id: string
   let h
+  const trace = traceContextOf(options.traceparent, options.tracestate)
   if (isCloudEvent(data)) {
+    if (trace != null && data.traceparent === undefined) data = { ...data, ...trace }
     validateCloudEvent(data)
     id = data.id
     body = JSON.stringify(data)
@@ -69,7 +80,7 @@ export async function publishEvent (nc: NatsConnection, subject: string, data: u
     h.set('content-type', STRUCTURED_CONTENT_TYPE)
   } else {
     id = options.id ?? randomUUID()
-    const attrs = { specversion: '1.0', id, source: options.source ?? 'fnmesh://sdk', type: options.type ?? 'fnmesh.event', time: new Date().toISOString(), datacontenttype: 'application/json' }
+    const attrs = { specversion: '1.0', id, source: options.source ?? 'fnmesh://sdk', type: options.type ?? 'fnmesh.event', time: new Date().toISOString(), datacontenttype: 'application/json', ...trace }
     validateCloudEvent(attrs)
     try {
       body = JSON.stringify(data === undefined ? null : data)

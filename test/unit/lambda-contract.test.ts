@@ -335,4 +335,26 @@ describe('Lambda handler contract in real sandboxes', () => {
       expect(lines.filter(l => l.message.startsWith('[fnmesh] log output cut'))).toHaveLength(1)
     })
   })
+
+  describe('trace context', () => {
+    it('gives each invocation its own trace in context.traceparent and _X_AMZN_TRACE_ID, and none to one without', async () => {
+      const dir = await task(root, 'tracefn', { text: { 'index.js': 'exports.handler = async (e, context) => ({ tp: context.traceparent ?? null, ts: context.tracestate ?? null, xray: process.env._X_AMZN_TRACE_ID ?? null })\n' } })
+      const s = spec({ name: 'tracefn', handler: 'index.handler' })
+      const { worker } = await within(pool.acquire(s, dir, { invocationId: 'tr-1' }), 15_000, 'loading tracefn')
+      try {
+        const run = async (id: string, extra?: Parameters<typeof worker.invoke>[3]): Promise<any> => {
+          const out = await within(worker.invoke(id, '{}', Date.now() + 5000, extra), 15_000, `invoking ${id}`)
+          if (!out.ok) throw new Error(JSON.stringify(out.error))
+          return JSON.parse(out.payload as string)
+        }
+        const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+        const xray = 'Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1'
+        expect(await run('tr-1', { traceparent: tp, tracestate: 'k=v', xrayTraceId: xray })).toEqual({ tp, ts: 'k=v', xray })
+        // the next invocation in the same warm sandbox does not inherit the previous trace
+        expect(await run('tr-2')).toEqual({ tp: null, ts: null, xray: null })
+      } finally {
+        pool.release(worker)
+      }
+    })
+  })
 })

@@ -18,7 +18,7 @@ import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
 import { AUTO_LABELS } from '../../../core/placement.js'
 import { formatAgo, parseEnv, progress, readData, table } from './format.js'
-import { asUsage, duration, int, readable, seconds } from './options.js'
+import { asUsage, duration, int, otlpOptions, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
 import { addAliasCommands } from './aliases.js'
@@ -77,6 +77,9 @@ export function buildProgram (): Command {
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--admin <[host:]port>', 'serve /metrics (Prometheus), /healthz and /readyz on this port (host 127.0.0.1 unless given; 0 = a free port)')
     .option('--admin-token <file>', 'bearer token the admin listener asks for (a file, at least 16 characters); required when --admin binds other than loopback', readable('--admin-token'))
+    .option('--otlp-endpoint <url>', 'export OpenTelemetry traces over OTLP/HTTP (protobuf) to this collector (base URL; /v1/traces is added unless present). Default: env OTEL_EXPORTER_OTLP_ENDPOINT, else off')
+    .option('--otlp-header <name=value>', 'an HTTP header on every trace export, e.g. an API key (repeatable; env OTEL_EXPORTER_OTLP_HEADERS is added too)', collect)
+    .option('--otlp-service-name <name>', 'the traces\' service.name (default: env OTEL_SERVICE_NAME, else fnmesh-agent)')
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
@@ -118,6 +121,7 @@ export function buildProgram (): Command {
         http: opts.http,
         admin: opts.admin,
         adminToken: opts.adminToken,
+        otlp: asUsage('', () => otlpOptions(opts, process.env)),
         routing: opts.routing,
         router: opts.router,
         sandbox: opts.sandbox,

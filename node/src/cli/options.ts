@@ -6,6 +6,7 @@
 import { accessSync, constants, statSync } from 'node:fs'
 import { FnmeshError, UsageError } from '../../../proto/errors.js'
 import { parseDuration } from '../../../core/duration.js'
+import type { AgentOptions } from '../config.js'
 
 /** A whole number from min to max */
 export const int = (name: string, min = 0, max = Number.MAX_SAFE_INTEGER) => (value: string): number => {
@@ -55,4 +56,27 @@ export const readable = (name: string, folder = false) => (value: string): strin
   }
   if (!st.isFile() && !(folder && st.isDirectory())) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option ${name}: "${value}" is not a file${folder ? ' or folder' : ''}`)
   return value
+}
+
+/**
+ * Tracing options: --otlp-endpoint, else OTel's own environment variable (OTEL_SDK_DISABLED=true
+ * turns that off); none of them: tracing is off and no OpenTelemetry SDK is loaded.
+ */
+export function otlpOptions (opts: { otlpEndpoint?: string, otlpHeader?: string[], otlpServiceName?: string }, env: NodeJS.ProcessEnv): AgentOptions['otlp'] {
+  const fromEnv = env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true' ? undefined : env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined
+  const endpoint = opts.otlpEndpoint ?? fromEnv
+  if (endpoint == null) return undefined
+  const headers: Record<string, string> = {}
+  for (const h of opts.otlpHeader ?? []) {
+    const eq = h.indexOf('=')
+    if (eq <= 0) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option --otlp-header "${h.slice(0, 100)}" is invalid: expected NAME=VALUE`)
+    headers[h.slice(0, eq).trim()] = h.slice(eq + 1).trim()
+  }
+  const delay = Number(env.OTEL_BSP_SCHEDULE_DELAY)
+  return {
+    endpoint,
+    headers,
+    serviceName: opts.otlpServiceName ?? (env.OTEL_SERVICE_NAME?.trim() || undefined),
+    exportDelayMs: env.OTEL_BSP_SCHEDULE_DELAY != null && Number.isInteger(delay) && delay >= 10 && delay <= 60_000 ? delay : undefined
+  }
 }

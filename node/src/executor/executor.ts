@@ -31,6 +31,9 @@ import { refusal } from '../metering/records/record.js'
 import { DEFAULT_MAX_QUEUE, admit } from './admit.js'
 import { DrainRate, RunTimes, expectedWaitMs } from '../wait.js'
 import { noMetrics, type InvocationOutcome, type MetricsSink } from '../metrics/sink.js'
+import { parseTraceparent, toXRay, validTracestate } from '../../../core/trace-context.js'
+import { A, bounded } from '../tracing/attributes.js'
+import { faasTrigger, noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
 
 /** An invocation waiting in the executor's queue: resolved true with a slot, false when refused */
 interface Queued { take: (slot: boolean) => void, runMs: number }
@@ -62,6 +65,8 @@ export interface ExecutorComponents {
   metrics?: MetricsSink
   /** serves the binding calls of functions that declare bindings (node/src/bindings/server.ts) */
   bindings?: BindingService
+  /** spans of each run's stages (none when tracing is off) */
+  tracer?: Tracer
   /** this node's placement labels (config.ts): a function whose constraints they do not satisfy is not run here */
   labels?: Readonly<Record<string, string>>
   /** mesh-wide permits of functions deployed with --reserved (executor/reserved.ts); none: no cap is applied */
@@ -154,6 +159,7 @@ export class Executor {
   private readonly queue: Queued[] = []
   private readonly log: Logger
   private readonly metrics: MetricsSink
+  private readonly tracer: Tracer
 
   constructor (private readonly c: ExecutorComponents, init: ExecutorInit = {}) {
     this.slots = init.slots ?? defaultSlots()
@@ -163,6 +169,7 @@ export class Executor {
     this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.log = c.logger
     this.metrics = c.metrics ?? noMetrics
+    this.tracer = c.tracer ?? noTracing
   }
 
   /** Listens for invocations routed here by other agents. Idempotent */
@@ -250,19 +257,22 @@ export class Executor {
       return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_ID_BYTES} bytes`))
     }
     const queuedAt = Date.now()
+    // Spans only for what this node takes (runs or queues): a refusal shows on the router's dispatch span.
+    const span = this.tracer.enabled && admission.kind !== 'refuse' ? this.serverSpan(req, invocationId, queuedAt) : undefined
     if (admission.kind === 'run') {
       this.inFlight++
       this.busy.enter()
     } else {
       // A slot handed over by a finishing invocation is already counted in inFlight.
       const waited = admission.kind === 'queue' ? await this.waitInQueue(admission.ms, this.runTimes.estimate(key), signal) : 'refused'
-      if (waited === 'aborted') return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted while it waited for a slot`))
+      if (span != null) this.tracer.start('queue wait', { parent: span, startMs: queuedAt, attributes: { [A.queueMs]: req.queueMs ?? 0 } }).end()
+      if (waited === 'aborted') return this.closed(span, this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted while it waited for a slot`)))
       if (waited !== 'slot') {
         const why = admission.kind === 'refuse' && admission.reason === 'too-long'
           ? `its expected wait of ${Math.ceil(waitMs)} ms is over the ${req.queueMs ?? 0} ms the deadline leaves`
           : admission.kind === 'refuse' && admission.reason === 'queue-full' ? `its queue is full (${this.maxQueue})` : `no slot freed within ${req.queueMs ?? 0} ms`
         this.metrics.throttle(req.function ?? '')
-        return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting): ${why}`))
+        return this.closed(span, this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no free slot (${this.slots} in flight, ${this.queue.length} waiting): ${why}`)))
       }
     }
     const slotAt = Date.now()
@@ -270,9 +280,9 @@ export class Executor {
     this.metrics.running(req.function ?? '', 1)
     this.c.onLoadChange()
     try {
-      return await this.run(req, invocationId, req.stream === true ? options.stream : undefined)
+      return this.closed(span, await this.run(req, invocationId, req.stream === true ? options.stream : undefined, span))
     } catch (err) {
-      return this.reject(invocationId, err)
+      return this.closed(span, this.reject(invocationId, err))
     } finally {
       this.metrics.running(req.function ?? '', -1)
       this.runTimes.observe(key, Date.now() - slotAt)
@@ -377,11 +387,43 @@ export class Executor {
     return Math.max(0, this.slots - this.inFlight)
   }
 
+  /**
+   * The SERVER span of one run here (OTel FaaS): a child of the router's dispatch span, or of
+   * the event's traceparent. Its children are the stages: queue wait, cold start, run, meter.
+   */
+  private serverSpan (req: Encodable<ExecRequest>, invocationId: string, startMs: number): TraceSpan {
+    const trigger = req.trigger ?? 'sync'
+    return this.tracer.start(bounded(req.function ?? ''), {
+      kind: 'server',
+      remote: { traceparent: req.traceparent, tracestate: req.tracestate },
+      startMs,
+      attributes: {
+        [A.faasTrigger]: faasTrigger(trigger),
+        [A.trigger]: bounded(trigger),
+        [A.faasInvocationId]: bounded(invocationId),
+        [A.faasName]: bounded(req.function ?? ''),
+        [A.attempt]: req.attempt ?? 1,
+        [A.nodeId]: this.c.nodeId,
+        [A.eventId]: req.eventId != null && req.eventId !== '' ? bounded(req.eventId) : undefined
+      }
+    })
+  }
+
+  /** Ends the run's server span with its outcome */
+  private closed (span: TraceSpan | undefined, result: Encodable<InvokeResult>): Encodable<InvokeResult> {
+    if (span == null) return result
+    if (result.version != null && result.version > 0) span.set(A.faasVersion, String(result.version))
+    if (result.cold != null) span.set(A.faasColdstart, result.cold)
+    if (result.ok !== true) span.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', result.error?.errorMessage)
+    span.end()
+    return result
+  }
+
   private reject (invocationId: string, err: unknown): Encodable<InvokeResult> {
     return { invocationId, ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
   }
 
-  private async run (req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined): Promise<Encodable<InvokeResult>> {
+  private async run (req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const name = req.function ?? ''
     // A call through an alias or to a version runs exactly that version's spec and code.
     const spec = req.pinned === true ? await this.c.functions.specAt(name, req.version ?? 0) : await this.c.functions.spec(name, req.version ?? 0)
@@ -398,15 +440,15 @@ export class Executor {
         throw new CapacityError('FNMESH_ERR_THROTTLED', `Function "${name}" is at its reserved concurrency of ${reserved} across the mesh`)
       }
       try {
-        return await this.runSpec(spec, req, invocationId, sink)
+        return await this.runSpec(spec, req, invocationId, sink, span)
       } finally {
         this.c.reserved.release(name)
       }
     }
-    return await this.runSpec(spec, req, invocationId, sink)
+    return await this.runSpec(spec, req, invocationId, sink, span)
   }
 
-  private async runSpec (spec: StoredSpec, req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined): Promise<Encodable<InvokeResult>> {
+  private async runSpec (spec: StoredSpec, req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const name = spec.name
     // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
     const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
@@ -423,9 +465,11 @@ export class Executor {
       // The function's code failed to load: that is the invocation's outcome, and it is metered.
       const error = { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }
       this.logError(spec, invocationId, error)
-      return await this.finish(spec, req, startMs, 0, true, error)
+      if (span != null) this.tracer.start('cold start', { parent: span, startMs, attributes: { [A.faasColdstart]: true } }).fail(err.code, err.message)
+      return await this.finish(spec, req, startMs, 0, true, error, undefined, undefined, undefined, undefined, span)
     }
     const { worker, cold, initMs } = acquired
+    if (span != null && cold) this.tracer.start('cold start', { parent: span, startMs, attributes: { [A.faasColdstart]: true, [A.initMs]: initMs ?? 0 } }).end()
     const payload = Buffer.from(req.payload ?? new Uint8Array(0)).toString('utf8')
     const attrs = req.attributes ?? {}
     const deadlineMs = Date.now() + spec.timeoutMs
@@ -454,18 +498,33 @@ export class Executor {
       await sink.write(stream.streamed ? { data } : { data, contentType, invocationId, nodeId: this.c.nodeId })
       stream.streamed = true
     }
+    // The function's trace context: the run span's, or the caller's as it came when tracing is off.
+    const runSpan = span != null ? this.tracer.start('run', { parent: span, attributes: { [A.faasName]: spec.name, [A.faasVersion]: String(spec.version) } }) : undefined
+    const tp = runSpan != null ? runSpan.traceparent : req.traceparent
+    const parsed = tp != null && tp !== '' ? parseTraceparent(tp) : undefined
+    if (parsed != null) {
+      extra.traceparent = tp ?? undefined
+      const ts = runSpan != null ? runSpan.tracestate : validTracestate(req.tracestate)
+      if (ts != null) extra.tracestate = ts
+      extra.xrayTraceId = toXRay(parsed)
+    }
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
     server?.end?.(invocationId)
     this.c.pool.release(worker)
+    if (runSpan != null) {
+      runSpan.set(A.durationMs, out.durationMs)
+      if (!out.ok) runSpan.fail((out.error as WireError).code, (out.error as WireError).errorType)
+      runSpan.end()
+    }
     if (out.ok) {
-      if (out.streamed === true && sink == null) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, bodyAsResult(Buffer.concat(buffered)), usage, initMs, stream)
+      if (out.streamed === true && sink == null) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, bodyAsResult(Buffer.concat(buffered)), usage, initMs, stream, span)
       if (out.streamed === true) stream.streamed = true
-      return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, stream)
+      return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, stream, span)
     }
     const error = out.error as WireError
     if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
     this.logError(spec, invocationId, error)
-    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, stream)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, stream, span)
   }
 
   /** As Lambda, a failed invocation leaves its error in the function's log */
@@ -482,16 +541,21 @@ export class Executor {
    * (`carryMeter`) gets the signed record in the result and stores that second copy before it
    * answers; otherwise the meter waits for a peer's copy.
    */
-  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number, stream?: StreamUsage): Promise<Encodable<InvokeResult>> {
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number, stream?: StreamUsage, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const record = { ...this.record(spec, req, startMs, durationMs, cold, error, usage), streamBytes: stream?.streamed === true ? stream.bytes : 0 }
     const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
     let meterCopy: Encodable<MeterBundle> | undefined
+    const meterSpan = span != null ? this.tracer.start('meter', { parent: span, attributes: { 'fnmesh.meter.carry': carry } }) : undefined
     try {
       meterCopy = (carry ? await this.c.meter.record(record, { carry }) : await this.c.meter.record(record)) ?? undefined
     } catch (err) {
       // Not metered means not acknowledged: the router may run it elsewhere.
-      throw err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
+      const e = err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))
+      meterSpan?.fail(e.code, e.message)
+      meterSpan?.end()
+      throw e
     }
+    meterSpan?.end()
     this.invocations++
     this.metrics.invocation({
       function: spec.name,

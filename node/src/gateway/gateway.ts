@@ -16,6 +16,7 @@ import type { Encodable, InvokeResult } from '../../../proto/codec.js'
 import { FnmeshError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 import { RATELIMITS_BUCKET, REQUEST_ID_HEADER, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { traceContextOf, type TraceContext } from '../../../core/trace-context.js'
 import { Idle, type Startable, type Drainable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { RouteOptions, RouteRequest } from '../router/router.js'
@@ -28,6 +29,8 @@ import { KvLeaseStore, MeshRateLimiter } from './ratelimit/limiter.js'
 import { errorResponse, mapResult, type HttpResponse } from './response.js'
 import { RouteTable, type RouteEntry } from './routes.js'
 import { BodyValidator, describeProblems } from './validate.js'
+import { A, bounded } from '../tracing/attributes.js'
+import { noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
 
 export interface GatewayComponents {
   nc: NatsConnection
@@ -40,6 +43,8 @@ export interface GatewayComponents {
   /** agents in the mesh, for the rate limits' fallback share */
   agents: () => number
   logger: Logger
+  /** a SERVER span per request (none when tracing is off) */
+  tracer?: Tracer
 }
 
 export interface GatewayInit {
@@ -72,10 +77,12 @@ export class Gateway implements Startable, Drainable {
   private readonly requests = new Idle()
   private draining: Promise<void> | undefined
   private readonly log: Logger
+  private readonly tracer: Tracer
 
   constructor (private readonly c: GatewayComponents, init: GatewayInit = {}) {
     this.init = { port: init.port ?? 0, host: init.host ?? '0.0.0.0', bodyLimit: init.bodyLimit ?? SYNC_PAYLOAD_LIMIT, bodyTimeoutMs: init.bodyTimeoutMs ?? 30_000, graceMs: init.graceMs ?? 15_000 }
     this.log = c.logger
+    this.tracer = c.tracer ?? noTracing
     this.keys = new KeyStore(c.logger)
     this.auth = new Authenticator(this.keys)
   }
@@ -155,21 +162,51 @@ export class Gateway implements Startable, Drainable {
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     this.requests.enter()
     const requestId = randomUUID()
+    // W3C trace context from the client (checked: anything invalid starts a new trace).
+    const incoming = req.headers.traceparent != null ? traceContextOf(req.headers.traceparent, req.headers.tracestate) : undefined
+    const span = this.tracer.enabled ? this.serverSpan(req, requestId, incoming) : undefined
+    const trace = span != null ? { traceparent: span.traceparent, tracestate: span.tracestate } : incoming
     let extra: Record<string, string> = {}
     let response: HttpResponse | 'streamed'
     try {
-      const out = await this.respond(req, res, requestId)
+      const out = await this.respond(req, res, requestId, trace, span)
       response = out.response
       extra = out.extra
     } catch (err) {
       response = this.failure(err, requestId)
+      if (span != null && err instanceof FnmeshError) span.set(A.errorCode, err.code)
     }
     if (response === 'streamed') this.count(res.statusCode)
     else this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
+    if (span != null) {
+      const status = response === 'streamed' ? res.statusCode : response.status
+      span.set(A.httpStatus, status)
+      // OTel HTTP server spans: a 5xx is the server's error, a 4xx the client's (status left unset).
+      if (status >= 500) span.fail((response !== 'streamed' ? readCode(response) : undefined) ?? 'FNMESH_ERR_INTERNAL')
+      span.end()
+    }
     this.requests.leave()
   }
 
-  private async respond (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<{ response: HttpResponse | 'streamed', extra: Record<string, string> }> {
+  private serverSpan (req: IncomingMessage, requestId: string, incoming: TraceContext | undefined): TraceSpan {
+    const method = (req.method ?? 'GET').toUpperCase()
+    const url = req.url ?? '/'
+    const q = url.indexOf('?')
+    return this.tracer.start(method, {
+      kind: 'server',
+      remote: incoming,
+      attributes: {
+        [A.httpMethod]: bounded(method),
+        [A.urlPath]: bounded(q < 0 ? url : url.slice(0, q)),
+        [A.urlScheme]: 'http',
+        [A.serverPort]: this.port,
+        [A.protocolVersion]: req.httpVersion,
+        [A.faasInvocationId]: requestId
+      }
+    })
+  }
+
+  private async respond (req: IncomingMessage, res: ServerResponse, requestId: string, trace?: TraceContext, span?: TraceSpan): Promise<{ response: HttpResponse | 'streamed', extra: Record<string, string> }> {
     const method = (req.method ?? 'GET').toUpperCase()
     const url = req.url ?? '/'
     const q = url.indexOf('?')
@@ -188,6 +225,11 @@ export class Gateway implements Startable, Drainable {
     }
     const { entry, pathParameters } = match
     const route = entry.route
+    if (span != null) {
+      span.rename(bounded(`${method} ${entry.key.path}`))
+      span.set(A.httpRoute, bounded(entry.key.path))
+      span.set(A.faasInvokedName, entry.fn)
+    }
     if (method === 'OPTIONS' && route.cors != null && isPreflight(req.headers) && entry.key.method !== 'OPTIONS') {
       const methods = entry.key.method === 'ANY' ? ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD'] : [entry.key.method]
       return { response: { status: 204, headers: preflightHeaders(route.cors, methods, req.headers), body: Buffer.alloc(0) }, extra: {} }
@@ -214,9 +256,12 @@ export class Gateway implements Startable, Drainable {
       // Every route takes a streamed reply: a streaming handler's body goes out as it is written
       // (chunked), any other handler's result comes whole, as before.
       const sink = new HttpStreamSink(res, method === 'HEAD', { ...extra, [REQUEST_ID_HEADER]: requestId })
-      const result = await this.c.route({ function: entry.fn, qualifier: entry.spec.target ?? '', payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' }, { stream: sink })
+      const result = await this.c.route({ function: entry.fn, qualifier: entry.spec.target ?? '', payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http', trace }, { stream: sink })
       if (sink.headersSent) {
-        if (result.ok !== true) this.log.warn({ requestId, code: result.error?.code, err: result.error?.errorMessage }, 'streamed HTTP response cut short')
+        if (result.ok !== true) {
+          this.log.warn({ requestId, code: result.error?.code, err: result.error?.errorMessage }, 'streamed HTTP response cut short')
+          span?.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', 'streamed response cut short')
+        }
         sink.end(result.ok === true)
         return { response: 'streamed', extra }
       }
@@ -228,6 +273,7 @@ export class Gateway implements Startable, Drainable {
         const e = result.error ?? toErrorInfo(new Error('no result'))
         // No capacity within the deadline is refused at once: tell the client when to come back.
         const headers = e.code === 'FNMESH_ERR_NO_CAPACITY' ? { 'retry-after': String(NO_CAPACITY_RETRY_AFTER_S) } : undefined
+        span?.set(A.errorCode, e.code ?? 'FNMESH_ERR_INTERNAL')
         return { response: errorResponse(e.code ?? 'FNMESH_ERR_INTERNAL', e.errorType ?? 'Error', e.errorMessage ?? '', requestId, { headers }), extra }
       }
       const text = Buffer.from(result.payload ?? new Uint8Array(0)).toString('utf8')
@@ -301,5 +347,16 @@ export class Gateway implements Startable, Drainable {
       return
     }
     res.end(req.method === 'HEAD' ? undefined : r.body)
+  }
+}
+
+/** The FNMESH code of an error response the gateway built (errorResponse), for its span */
+function readCode (r: HttpResponse): string | undefined {
+  if (r.headers['content-type'] !== 'application/json' || r.body.byteLength > 64 * 1024) return undefined
+  try {
+    const code = (JSON.parse(r.body.toString('utf8')) as { code?: unknown }).code
+    return typeof code === 'string' && code.startsWith('FNMESH_ERR_') ? code : undefined
+  } catch {
+    return undefined
   }
 }

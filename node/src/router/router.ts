@@ -6,11 +6,12 @@
  * its deadline, and FNMESH_ERR_NO_CAPACITY comes at once when none does.
  */
 import { randomUUID } from 'node:crypto'
-import { headers as natsHeaders, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import { headers as natsHeaders, Match, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable, type MeterBundle } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { TRACEPARENT, TRACESTATE, traceContextOf, type TraceContext } from '../../../core/trace-context.js'
 import { advertLabels, eligible, hasPlacement, preferred, termsOf } from '../../../core/placement.js'
 import { StreamSender, ackChunk, isChunk, newInbox, readChunk, type StreamSink } from '../../../core/stream.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
@@ -22,6 +23,8 @@ import { beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, 
 import { LoadTracker } from './load.js'
 import { PENALTY, PeerPenalties } from './penalty.js'
 import { BASELINES, type BaselinePick, type RoutingPolicy } from './policies.js'
+import { A, bounded } from '../tracing/attributes.js'
+import { noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
 
 export type { RoutingPolicy } from './policies.js'
 
@@ -62,6 +65,8 @@ export interface RouterComponents {
   logger: Logger
   /** with it, peers send the run's signed record back with the result and this node stores it before answering */
   meterCopies?: MeterCopies
+  /** spans of routing and dispatching (none when tracing is off) */
+  tracer?: Tracer
 }
 
 /** The router's defaults (config.ts applies the same to the agent's options) */
@@ -108,6 +113,8 @@ export interface RouteRequest {
   /** how long the caller waits; 0 = the default */
   timeoutMs?: number
   trigger?: string
+  /** the caller's W3C trace context (already checked), which the route span continues */
+  trace?: TraceContext
   /** functions before this one in a chain of invoke bindings (ExecRequest.hops) */
   hops?: number
 }
@@ -164,6 +171,7 @@ export class Router {
   private readonly rules: DispatchRules
   private readonly init: Required<RouterInit>
   private readonly log: Logger
+  private readonly tracer: Tracer
   /** invocations routed to each node by this router (for tests and `nodes`) */
   readonly routedTo = new Map<string, number>()
 
@@ -180,6 +188,7 @@ export class Router {
     this.baseline = this.init.policy === 'least-loaded' ? undefined : BASELINES[this.init.policy]()
     this.tracker = new LoadTracker()
     this.log = c.logger
+    this.tracer = c.tracer ?? noTracing
     c.table.on('updated', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
     c.table.on('added', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
     c.table.on('removed', (id, reason) => { this.onPeerRemoved(id, reason) })
@@ -254,7 +263,10 @@ export class Router {
         throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
       if (req.stream && msg.reply != null && msg.reply !== '') sender = new StreamSender(this.c.nc, msg.reply)
-      result = await this.route({ function: fromSubject, qualifier: req.qualifier, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' }, { stream: sender })
+      // SDK invoke(): the caller's trace context rides in NATS headers (checked: invalid is ignored).
+      const h = msg.headers
+      const trace = h != null ? traceContextOf(h.get(TRACEPARENT, Match.IgnoreCase), h.get(TRACESTATE, Match.IgnoreCase)) : undefined
+      result = await this.route({ function: fromSubject, qualifier: req.qualifier, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync', trace }, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
     } finally {
@@ -273,6 +285,21 @@ export class Router {
 
   /** Routes one invocation and returns its result; never throws */
   async route (req: RouteRequest, options: RouteOptions = {}): Promise<Encodable<InvokeResult>> {
+    if (!this.tracer.enabled) return await this.routeOnce(req, options, undefined)
+    const span = this.tracer.start(`route ${bounded(req.function)}`, {
+      kind: 'client',
+      remote: req.trace,
+      attributes: { [A.faasInvokedName]: bounded(req.function), [A.trigger]: req.trigger ?? 'sync' }
+    })
+    const result = await this.routeOnce(req, options, span)
+    if (result.invocationId != null && result.invocationId !== '') span.set(A.faasInvocationId, result.invocationId)
+    if (result.nodeId != null && result.nodeId !== '') span.set(A.nodeId, result.nodeId)
+    if (result.ok !== true) span.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', result.error?.errorMessage)
+    span.end()
+    return result
+  }
+
+  private async routeOnce (req: RouteRequest, options: RouteOptions, span: TraceSpan | undefined): Promise<Encodable<InvokeResult>> {
     const invocationId = req.invocationId ?? randomUUID()
     const idempotencyKey = req.idempotencyKey ?? ''
     const fail = (code: ErrorCode, message: string): Encodable<InvokeResult> =>
@@ -307,17 +334,20 @@ export class Router {
         deadlineMs: deadline,
         trigger: req.trigger ?? 'sync',
         stream: options.stream != null,
+        // Tracing off: the caller's context goes to the function as it came. On: each dispatch's own.
+        traceparent: span == null ? req.trace?.traceparent : undefined,
+        tracestate: span == null ? req.trace?.tracestate : undefined,
         pinned: resolved.pinned,
         hops: req.hops ?? 0
       }
-      return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined)
+      return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined, span)
     } catch (err) {
       return { invocationId, ok: false, error: toErrorInfo(err) }
     }
   }
 
   /** The dispatch loop: dispatch.ts decides, this does the picking, sending and waiting */
-  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined, stream?: TrackedSink): Promise<Encodable<InvokeResult>> {
+  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined, stream?: TrackedSink, span?: TraceSpan): Promise<Encodable<InvokeResult>> {
     const key = `${spec.name}@${spec.version}`
     const s = dispatchState()
     const failed = new Set<string>()
@@ -359,12 +389,20 @@ export class Router {
       let result: Encodable<InvokeResult> | undefined
       let failure: string | undefined
       const sentAt = Date.now()
+      const attempt: Encodable<ExecRequest> = { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }
+      const ds = span == null ? undefined : this.dispatchSpan(span, attempt, peer)
+      if (ds != null) { attempt.traceparent = ds.traceparent; attempt.tracestate = ds.tracestate }
       try {
-        result = await this.dispatch(peer, { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal, stream)
+        result = await this.dispatch(peer, attempt, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal, stream)
       } catch (err) {
-        if (err instanceof Aborted) return aborted()
-        if (!(err instanceof DispatchFailure)) throw err
+        if (err instanceof Aborted) { ds?.fail('FNMESH_ERR_ABORTED'); ds?.end(); return aborted() }
+        if (!(err instanceof DispatchFailure)) { ds?.fail('FNMESH_ERR_INTERNAL'); ds?.end(); throw err }
         failure = err.message
+      }
+      if (ds != null) {
+        if (result == null) ds.fail('FNMESH_ERR_PEER_UNAVAILABLE', failure)
+        else if (result.ok !== true) ds.fail(result.error?.code ?? 'FNMESH_ERR_INTERNAL', result.error?.errorMessage)
+        ds.end()
       }
       // A body that has started cannot be taken back: the invocation is never run a second time.
       if (stream?.started === true) {
@@ -400,6 +438,14 @@ export class Router {
       if (!peer.self) this.penalties.answered(id, spec.name, Date.now() - sentAt)
       return { ...(result as Encodable<InvokeResult>), attempts: s.attempts }
     }
+  }
+
+  /** One try at one node: its span is the parent of that node's executor spans */
+  private dispatchSpan (route: TraceSpan, exec: Encodable<ExecRequest>, peer: PeerEntry): TraceSpan {
+    return this.tracer.start('dispatch', {
+      parent: route,
+      attributes: { [A.peerId]: peer.advert.nodeId, [A.peerLocal]: peer.self, [A.attempt]: exec.attempt ?? 1, [A.queueMs]: exec.queueMs ?? 0 }
+    })
   }
 
   private refusalMessage (r: Refusal, spec: StoredSpec, exec: Encodable<ExecRequest>, failures: string[]): string {

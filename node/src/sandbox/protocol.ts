@@ -55,6 +55,11 @@ export interface InvokeRequest {
   deadlineMs: number
   /** CloudEvent attributes of an async event (context.cloudEvent) */
   cloudEvent?: Record<string, string>
+  /** the invocation's W3C trace context, already checked by the agent (context.traceparent, context.tracestate) */
+  traceparent?: string
+  tracestate?: string
+  /** the same as AWS X-Ray's header, which the runtime sets as _X_AMZN_TRACE_ID for this invocation */
+  xrayTraceId?: string
 }
 
 /** The agent's answer to a binding call: `value` is op-specific JSON (bytes as base64 in `data`) */

@@ -170,7 +170,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 
   /** Runs one invocation; kills the sandbox at `deadlineMs` */
-  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler, onChunk?: ChunkHandler }): Promise<InvokeOutcome> {
+  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler, onChunk?: ChunkHandler, traceparent?: string, tracestate?: string, xrayTraceId?: string }): Promise<InvokeOutcome> {
     const { bindings, onChunk, ...fields } = extra ?? {}
     this.serveBind = bindings
     this.takeChunk = onChunk

@@ -126,6 +126,10 @@ export class Dispatcher {
           eventId: ev.eventId,
           attributes: ev.attributes,
           deadlineMs: Date.now() + spec.timeoutMs,
+          // CloudEvents distributed tracing extension (structured `traceparent`, binary `ce-traceparent`);
+          // the executor checks it, and a retry carries it on in the attributes.
+          traceparent: ev.attributes.traceparent,
+          tracestate: ev.attributes.tracestate,
           hops: ev.hops
         }, () => { msg.working() })
         // execute() takes its slot synchronously when one is free (if none is, the node is full and

@@ -10,6 +10,7 @@ import { asyncEvents } from './events.js'
 import { bindingGet } from './binding.js'
 import { gatewayFigure } from './gateway.js'
 import { membership } from './membership.js'
+import { observabilityCost } from './observability.js'
 import { sandboxLayers } from './layers.js'
 import { meterWrites } from './meter.js'
 import { routingQuality } from './routing.js'
@@ -20,4 +21,4 @@ import { saturation } from './throughput.js'
 import { streamFirstByte } from './stream.js'
 import { warmInvoke } from './warm.js'
 
-export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, saturation, replicationLag, asyncEvents, bindingGet, coldStart, routingQuality, membership, gatewayFigure]
+export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, observabilityCost, saturation, replicationLag, asyncEvents, bindingGet, coldStart, routingQuality, membership, gatewayFigure]

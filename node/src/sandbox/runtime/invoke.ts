@@ -94,8 +94,15 @@ export function runInvocation (handler: Handler, meta: InitRequest, msg: InvokeR
     /** fnmesh: the CloudEvent attributes of an async event (undefined for sync invocations) */
     cloudEvent: msg.cloudEvent,
     /** fnmesh: the declared bindings (issue 17), clients that talk to the agent */
-    bindings: makeBindings(meta.bindings, msg.deadlineMs)
+    bindings: makeBindings(meta.bindings, msg.deadlineMs),
+    /** fnmesh: the invocation's W3C trace context (undefined when the call carried none and tracing is off) */
+    traceparent: msg.traceparent,
+    tracestate: msg.tracestate
   }
+  // As Lambda does, per invocation: a tracer reading the X-Ray header (AWS SDKs, OTel's AWS
+  // propagator) continues the same trace; no stale value from the previous invocation.
+  if (msg.xrayTraceId != null) process.env._X_AMZN_TRACE_ID = msg.xrayTraceId
+  else delete process.env._X_AMZN_TRACE_ID
   const mode = streamingOf(handler)
   if (mode.streaming) {
     runStreaming(handler, event, context, new ResponseStream(chunkSender(msg.id), mode.highWaterMark), complete)
