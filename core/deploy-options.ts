@@ -5,7 +5,7 @@ import { UsageError } from '../proto/errors.js'
 import { parseBindings } from './bindings.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
-import { checkEnv, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
+import { checkEnv, checkHandler, checkLimit, checkName, checkRuntime, checkTriggers, LIMITS, type RuntimeName } from './spec-rules.js'
 
 export interface DeployOptions {
   /** Function name: letters, digits, '-' and '_', at most 64 characters */
@@ -49,6 +49,12 @@ export interface DeployOptions {
    * (kv:BUCKET, object:BUCKET), or an object NAME -> "KIND:TARGET[:ro]". Buckets missing are made.
    */
   bindings?: string[] | Record<string, string>
+  /**
+   * "nodejs" (default: the handler is a module export) or "provided" (also provided.al2,
+   * provided.al2023): a Lambda custom runtime, the bundle's executable `bootstrap` served the
+   * Runtime API at AWS_LAMBDA_RUNTIME_API
+   */
+  runtime?: string
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
@@ -72,6 +78,8 @@ export interface ValidDeploy {
   routes: HttpRoute[]
   /** canonical binding texts */
   bindings: string[]
+  /** "" (Node.js) or "provided" */
+  runtime: RuntimeName
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -99,6 +107,7 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
-    bindings: parseBindings(name, input.bindings).map(b => b.raw)
+    bindings: parseBindings(name, input.bindings).map(b => b.raw),
+    runtime: checkRuntime(input.runtime)
   })
 }

@@ -21,8 +21,10 @@ import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from 
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'runtime'> & {
   routes?: HttpRoute[]
+  /** "" or absent: Node.js; "provided": a Lambda custom runtime (core/spec-rules.ts RUNTIMES) */
+  runtime?: string
   /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[]
   signature?: DeploySignature | null

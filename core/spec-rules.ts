@@ -36,8 +36,21 @@ export const MAX_TRIGGERS = 32
 /** Largest environment, bytes of names and values (as Lambda's) */
 export const MAX_ENV_BYTES = 4096
 
-/** Variables the sandbox sets itself (as Lambda reserves them) */
-export const RESERVED_ENV = /^(_HANDLER|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_LAMBDA_.*|FNMESH_.*|NODE_OPTIONS)$/
+/**
+ * Variables the sandbox sets itself (as Lambda reserves them). AWS_REGION, AWS_DEFAULT_REGION,
+ * TZ, NODE_PATH and NODE_OPTIONS have defaults a function may override (there is no real AWS
+ * region to be in); NODE_OPTIONS is checked by `checkNodeOptions`.
+ */
+export const RESERVED_ENV = /^(_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_EXECUTION_ENV|AWS_LAMBDA_.*|FNMESH_.*)$/
+/**
+ * Node options a function may not set in NODE_OPTIONS: a debugger port (--inspect*, --debug*)
+ * would listen inside the sandbox, and the permission model's own switches would widen what the
+ * runtime lets a function read, write or start.
+ */
+const FORBIDDEN_NODE_OPTION = /^(--inspect|--debug|--allow-|--permission|--experimental-permission|--no-experimental-permission|--experimental-policy|--policy-integrity)/
+/** Runtimes a spec may name: "" is Node.js (the handler is a module export), "provided" a Lambda custom runtime */
+export const RUNTIMES = ['', 'provided'] as const
+export type RuntimeName = typeof RUNTIMES[number]
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 export const HANDLER_PATTERN = /^[A-Za-z0-9_\-@][A-Za-z0-9_\-@./]*\.[A-Za-z_$][A-Za-z0-9_$]*$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
@@ -78,11 +91,53 @@ export function checkEnv (fn: string, env: unknown): Record<string, string> {
     if (!ENV_NAME.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable name "${key.slice(0, 100)}" is invalid`)
     if (RESERVED_ENV.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" is reserved by the runtime`)
     if (typeof value !== 'string') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" must be a string`)
+    if (key === 'NODE_OPTIONS') checkNodeOptions(value)
     bytes += Buffer.byteLength(key) + Buffer.byteLength(value)
     out[key] = value
   }
   if (bytes > MAX_ENV_BYTES) throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Environment of "${fn}" is ${bytes} bytes: the limit is ${MAX_ENV_BYTES} (as Lambda's)`)
   return out
+}
+
+/**
+ * NODE_OPTIONS as Node splits it (spaces, double quotes, backslash escapes): every option
+ * allowed except a debugger's and the permission model's (FORBIDDEN_NODE_OPTION).
+ */
+export function checkNodeOptions (value: string): string[] {
+  const words: string[] = []
+  let word = ''
+  let quoted = false
+  let inWord = false
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]
+    if (c === '\\' && quoted && i + 1 < value.length) { word += value[++i]; continue }
+    if (c === '"') { quoted = !quoted; inWord = true; continue }
+    if (c === ' ' && !quoted) {
+      if (inWord) words.push(word)
+      word = ''
+      inWord = false
+      continue
+    }
+    word += c
+    inWord = true
+  }
+  if (quoted) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Environment variable "NODE_OPTIONS" has an unterminated string')
+  if (inWord) words.push(word)
+  for (const w of words) {
+    // Node reads "_" in an option's name as "-"
+    if (FORBIDDEN_NODE_OPTION.test(w.split('=')[0].replace(/_/g, '-'))) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "NODE_OPTIONS" may not hold "${w.slice(0, 60)}": debugger and permission options are the sandbox's own`)
+    }
+  }
+  return words
+}
+
+/** The runtime of a spec: "provided" (aliases provided.al2, provided.al2023) or Node.js ("", nodejs, nodejs20.x...) */
+export function checkRuntime (runtime: unknown): RuntimeName {
+  if (runtime == null || runtime === '') return ''
+  if (typeof runtime === 'string' && /^provided(\.al2|\.al2023)?$/.test(runtime)) return 'provided'
+  if (typeof runtime === 'string' && /^nodejs([0-9]{1,2}\.x)?$/.test(runtime)) return ''
+  throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Runtime "${String(runtime).slice(0, 60)}" is not supported: use "nodejs" (the default) or "provided" (a bundle with an executable bootstrap)`)
 }
 
 /** Every trigger parsed by the agent's own parser; returns them canonical and without repeats */
@@ -154,6 +209,8 @@ export interface SpecFields {
   routes?: HttpRoute[] | null
   /** canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[] | null
+  /** "" (Node.js) or "provided" */
+  runtime?: string | null
 }
 
 /**
@@ -180,6 +237,7 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])
     checkStoredBindings(key, spec.bindings ?? [])
+    if (spec.runtime != null && spec.runtime !== '' && spec.runtime !== 'provided') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `its runtime "${String(spec.runtime).slice(0, 60)}" is not "" or "provided"`)
     if (typeof spec.bundleSha256 !== 'string' || !SHA256_HEX.test(spec.bundleSha256)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle digest is not 64 lowercase hex digits')
     if (spec.bundleObject !== `sha256-${spec.bundleSha256}`) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle object name is not "sha256-" and its digest')
     if (!Number.isInteger(spec.bundleSize) || spec.bundleSize < 1 || spec.bundleSize > BUNDLE_LIMIT) throw new InputError('FNMESH_ERR_BUNDLE_TOO_LARGE', `its bundle size ${String(spec.bundleSize)} is outside 1 to ${BUNDLE_LIMIT} bytes`)

@@ -528,6 +528,9 @@ export namespace fnmesh {
             /** FunctionSpec bindings. */
             bindings: string[];
 
+            /** FunctionSpec runtime. */
+            runtime: string;
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -661,6 +664,9 @@ export namespace fnmesh {
 
                 /** FunctionSpec bindings */
                 bindings?: (string[]|null);
+
+                /** FunctionSpec runtime */
+                runtime?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -1555,6 +1555,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
              * @property {Array.<string>|null} [bindings] FunctionSpec bindings
+             * @property {string|null} [runtime] FunctionSpec runtime
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1743,6 +1744,14 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.bindings = $util.emptyArray;
 
             /**
+             * FunctionSpec runtime.
+             * @member {string} runtime
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.runtime = "";
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1816,6 +1825,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindings != null && message.bindings.length)
                     for (let i = 0; i < message.bindings.length; ++i)
                         writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime") && message.runtime !== "")
+                    writer.uint32(/* id 70, wireType 2 =*/562).string(message.runtime);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2065,6 +2076,15 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindings.push(reader.stringVerify());
                             continue;
                         }
+                    case 70: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.runtime = value;
+                            else
+                                delete message.runtime;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2191,6 +2211,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.bindings[i]))
                             return "bindings: string[] expected";
                 }
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
+                    if (!$util.isString(message.runtime))
+                        return "runtime: string expected";
                 return null;
             };
 
@@ -2314,6 +2337,9 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let i = 0; i < object.bindings.length; ++i)
                         message.bindings[i] = $String(object.bindings[i]);
                 }
+                if (object.runtime != null)
+                    if (typeof object.runtime !== "string" || object.runtime.length)
+                        message.runtime = $String(object.runtime);
                 return message;
             };
 
@@ -2369,6 +2395,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.maxEventAgeMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.signature = null;
+                    object.runtime = "";
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -2439,6 +2466,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.bindings.length; ++j)
                         object.bindings[j] = message.bindings[j];
                 }
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
+                    object.runtime = message.runtime;
                 return object;
             };
 

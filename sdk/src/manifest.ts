@@ -20,7 +20,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings'])
+const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'runtime'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -77,6 +77,7 @@ function fromYaml (text: string, file: string): Manifest {
     retries: num('retries'),
     retryBackoffMs: dur('retryBackoff'),
     maxEventAgeMs: dur('maxEventAge'),
+    runtime: d.runtime != null ? String(d.runtime) : undefined,
     // a list of "NAME=KIND:TARGET[:ro]" or a mapping NAME: "KIND:TARGET[:ro]"; checked by validateDeploy
     bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined
   }

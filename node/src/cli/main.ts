@@ -170,6 +170,7 @@ export function buildProgram (): Command {
     .argument('<path>', 'file or folder with the function code')
     .requiredOption('--name <name>', 'function name')
     .option('--handler <file.export>', 'handler (default: index.handler)')
+    .option('--runtime <runtime>', 'nodejs (default) or provided: a Lambda custom runtime, the bundle\'s executable bootstrap served the Runtime API')
     .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory', LIMITS.memoryMb[0], LIMITS.memoryMb[1]))
     .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', seconds('--timeout', LIMITS.timeoutMs[1] / 1000))
     .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency', LIMITS.concurrency[0], LIMITS.concurrency[1]))
@@ -192,6 +193,7 @@ export function buildProgram (): Command {
           name: opts.name,
           path,
           handler: opts.handler,
+          runtime: opts.runtime,
           memoryMb: opts.memory,
           timeoutMs: opts.timeout,
           concurrency: opts.concurrency,

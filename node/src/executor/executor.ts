@@ -363,7 +363,7 @@ export class Executor {
     } catch (err) {
       if (!(err instanceof FunctionError)) throw err
       // The function's code failed to load: that is the invocation's outcome, and it is metered.
-      const error = { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }
+      const error = lambdaForm({ code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }, invocationId, spec.timeoutMs)
       this.logError(spec, invocationId, error)
       return await this.finish(spec, req, startMs, 0, true, error)
     }
@@ -383,8 +383,7 @@ export class Executor {
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
     this.c.pool.release(worker)
     if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs)
-    const error = out.error as WireError
-    if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
+    const error = lambdaForm(out.error as WireError, invocationId, spec.timeoutMs)
     this.logError(spec, invocationId, error)
     return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs)
   }
@@ -392,8 +391,9 @@ export class Executor {
   /** As Lambda, a failed invocation leaves its error in the function's log */
   private logError (spec: StoredSpec, invocationId: string, error: WireError): void {
     if (this.c.logs == null) return
+    // Lambda's log line: "Task timed out after 3.00 seconds" (the record carries the id)
     const message = error.code === 'FNMESH_ERR_TIMEOUT'
-      ? error.errorMessage
+      ? error.errorMessage.replace(/^RequestId: \S+ Error: /, '')
       : `Invoke Error ${JSON.stringify({ errorType: error.errorType, errorMessage: error.errorMessage, code: error.code })}`
     this.c.logs({ invocationId, function: spec.name, version: spec.version, timeMs: Date.now(), level: 'ERROR', message })
   }
@@ -451,4 +451,18 @@ export class Executor {
       bindingBytes: usage?.bytes ?? 0
     }
   }
+}
+
+/**
+ * The errors Lambda itself words for a run the runtime could not finish (timeout, the runtime's
+ * exit, out of memory): "RequestId: ID Error: Task timed out after 3.00 seconds".
+ */
+export function lambdaForm (error: WireError, invocationId: string, timeoutMs: number): WireError {
+  if (error.code === 'FNMESH_ERR_TIMEOUT' && error.errorType === 'Sandbox.Timedout') {
+    return { ...error, errorMessage: `RequestId: ${invocationId} Error: Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds` }
+  }
+  if ((error.code === 'FNMESH_ERR_FUNCTION_EXITED' || error.code === 'FNMESH_ERR_OUT_OF_MEMORY') && error.errorMessage.startsWith('Runtime exited with error: ')) {
+    return { ...error, errorMessage: `RequestId: ${invocationId} Error: ${error.errorMessage}` }
+  }
+  return error
 }

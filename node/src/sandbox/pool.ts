@@ -18,7 +18,7 @@ import { Workspace } from './layers/workspace.js'
 import { InvocationLogs, type LogSink } from './logs.js'
 import { RuntimeError } from './runtime/errors.js'
 import { parseHandler } from './runtime/handler.js'
-import { functionEnv, Spawner, type Spawned } from './spawner.js'
+import { functionEnv, logGroupName, logStreamName, Spawner, type Spawned, type SpawnVariant } from './spawner.js'
 import type { SandboxWorker } from './worker.js'
 
 export interface SandboxPoolInit {
@@ -256,8 +256,15 @@ export class SandboxPool implements Startable {
     try {
       // Without a network namespace every sandbox has the network: one kind of generic worker.
       const egress = spec.egress && this.plan?.net === true
-      worker = this.generic.get(genericKey(spec.memoryMb, egress))?.shift() ?? this.spawn(spec.memoryMb, egress)
-      this.refill(spec.memoryMb, egress)
+      // A custom runtime's host, or Node started with the function's NODE_OPTIONS, is booted for
+      // this function: generic workers are plain Node ones.
+      const variant: SpawnVariant = spec.runtime === 'provided' ? { runtime: 'provided' } : spec.env.NODE_OPTIONS != null ? { nodeOptions: spec.env.NODE_OPTIONS } : {}
+      if (variant.runtime != null || variant.nodeOptions != null) {
+        worker = this.spawn(spec.memoryMb, egress, variant)
+      } else {
+        worker = this.generic.get(genericKey(spec.memoryMb, egress))?.shift() ?? this.spawn(spec.memoryMb, egress)
+        this.refill(spec.memoryMb, egress)
+      }
       this.makeRoom()
       await worker.ready(this.opts.initTimeoutMs)
       const meta = this.meta.get(worker)
@@ -267,17 +274,18 @@ export class SandboxPool implements Startable {
         meta.logs = new InvocationLogs({ function: spec.name, version: spec.version, limit: this.opts.logLimit, sink: this.init.logs })
         meta.logs.begin(options.invocationId ?? '')
       }
+      const stream = logStreamName(spec.version)
       const result = await worker.init({
         taskRoot: meta.spawned.inside.task,
         handler: spec.handler,
         functionName: spec.name,
         functionVersion: String(spec.version),
         memoryMb: spec.memoryMb,
-        env: functionEnv(spec, meta.spawned.inside),
+        env: functionEnv(spec, meta.spawned.inside, stream),
         resultLimit: this.opts.resultLimit,
         logLimit: this.opts.logLimit,
-        logGroupName: `/fnmesh/${spec.name}`,
-        logStreamName: `${spec.version}/${worker.wid}`,
+        logGroupName: logGroupName(spec.name),
+        logStreamName: stream,
         invokedFunctionArn: `fnmesh:function:${spec.name}:${spec.version}`,
         bindings: parseBindings(spec.name, spec.bindings ?? []).map(b => ({ name: b.name, kind: b.kind, target: b.target, readOnly: b.readOnly }))
       }, this.opts.initTimeoutMs)
@@ -325,8 +333,8 @@ export class SandboxPool implements Startable {
     this.waiters.wake(key)
   }
 
-  private spawn (memoryMb: number, egress: boolean): SandboxWorker {
-    return this.adopt((this.spawner as Spawner).spawn(memoryMb, egress))
+  private spawn (memoryMb: number, egress: boolean, variant?: SpawnVariant): SandboxWorker {
+    return this.adopt((this.spawner as Spawner).spawn(memoryMb, egress, variant))
   }
 
   private adopt (spawned: Spawned): SandboxWorker {

@@ -166,7 +166,13 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
       const durationMs = performance.now() - started
       if (reply.t !== 'result') throw new Error('Unexpected reply to invoke')
       if (reply.ok) return { ok: true, payload: reply.payload, durationMs }
-      if (reply.fatal === true) this.kill('fatal error in function')
+      if (reply.fatal === true) {
+        this.kill('fatal error in function')
+        // A custom runtime's bootstrap killed by the memory cgroup: its host says only that it exited.
+        if (reply.error?.code === 'FNMESH_ERR_FUNCTION_EXITED' && (this.spec.cgroup?.oomKills() ?? 0) > 0) {
+          return { ok: false, error: { ...reply.error, code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory' }, durationMs }
+        }
+      }
       return { ok: false, error: reply.error, durationMs }
     } catch (err) {
       return { ok: false, error: this.deathError(err as Death), durationMs: performance.now() - started }
@@ -201,10 +207,12 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     if (death.reason === 'timeout') {
       return { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', errorMessage: 'Task timed out', trace: [] }
     }
+    // Lambda's words (its runtime API reports the process status as Go prints it); the executor
+    // prefixes "RequestId: ID Error: ".
+    const status = exitStatus(death.code, death.signal)
     if (death.oom) {
-      return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: `Runtime exited: out of memory (limit ${this.memoryMb} MB)`, trace: [] }
+      return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: `Runtime exited with error: ${status}`, trace: [] }
     }
-    const status = death.signal != null ? `signal ${death.signal}` : `exit status ${String(death.code)}`
     return { code: 'FNMESH_ERR_FUNCTION_EXITED', errorType: 'Runtime.ExitError', errorMessage: `Runtime exited with error: ${status}`, trace: [] }
   }
 
@@ -277,6 +285,20 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     this.pending.clear()
     this.emit('exit', this.death)
   }
+}
+
+/** Signals as Go's os/exec names them in "signal: killed" (what Lambda reports) */
+const SIGNAL_WORDS: Partial<Record<string, string>> = {
+  SIGKILL: 'killed', SIGTERM: 'terminated', SIGSEGV: 'segmentation fault', SIGABRT: 'aborted', SIGINT: 'interrupt',
+  SIGBUS: 'bus error', SIGFPE: 'floating point exception', SIGILL: 'illegal instruction', SIGHUP: 'hangup',
+  SIGPIPE: 'broken pipe', SIGQUIT: 'quit', SIGTRAP: 'trace/breakpoint trap', SIGUSR1: 'user defined signal 1',
+  SIGUSR2: 'user defined signal 2', SIGXCPU: 'CPU time limit exceeded', SIGXFSZ: 'file size limit exceeded'
+}
+
+/** "exit status 3" or "signal: killed", as Lambda words a runtime's end */
+export function exitStatus (code: number | null, signal: string | null): string {
+  if (signal != null) return `signal: ${SIGNAL_WORDS[signal] ?? signal}`
+  return `exit status ${String(code)}`
 }
 
 function bindError (err: any): WireError {

@@ -49,6 +49,12 @@ export interface CommandInput {
   nproc: number
   /** size of /tmp in MB (a tmpfs inside the mount namespace) */
   tmpMb?: number
+  /**
+   * The runtime's entry, relative to its folder. @default "main.js" (Node functions); a custom
+   * runtime's host ("provided/main.js") runs no function code in Node and starts the bootstrap,
+   * so it runs without the permission model (which would forbid that, and does not bind native code)
+   */
+  entry?: string
 }
 
 // Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
@@ -127,10 +133,11 @@ export function buildCommand (input: CommandInput): SandboxCommand {
     argv.push(plan.tools.setpriv, '--pdeathsig', 'KILL', '--')
   }
   argv.push(process.execPath, `--max-old-space-size=${input.memoryMb}`)
-  if (plan.permission) {
+  const entry = input.entry ?? 'main.js'
+  if (plan.permission && entry === 'main.js') {
     argv.push('--experimental-permission', '--disable-warning=ExperimentalWarning',
       `--allow-fs-read=${inside.runtime}/*`, `--allow-fs-read=${inside.task}/*`, `--allow-fs-read=${inside.tmp}/*`, `--allow-fs-write=${inside.tmp}/*`)
   }
-  argv.push(`${inside.runtime}/main.js`)
+  argv.push(`${inside.runtime}/${entry}`)
   return { file: argv[0], args: argv.slice(1), cwd: plan.mount ? '/' : input.slot.task, inside }
 }
