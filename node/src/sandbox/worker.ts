@@ -12,6 +12,7 @@ import { constants } from 'node:os'
 import type { WorkerCgroup } from './layers/cgroup.js'
 import type { SandboxCommand } from './layers/command.js'
 import { LineSplitter } from './logs.js'
+import { exitStatus } from './runtime/provided/status.js'
 import type { BindCall, BindReply, ChildMessage, InitRequest, WireError } from './protocol.js'
 
 export type WorkerState = 'booting' | 'generic' | 'initializing' | 'idle' | 'busy' | 'dead'
@@ -285,20 +286,6 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     this.pending.clear()
     this.emit('exit', this.death)
   }
-}
-
-/** Signals as Go's os/exec names them in "signal: killed" (what Lambda reports) */
-const SIGNAL_WORDS: Partial<Record<string, string>> = {
-  SIGKILL: 'killed', SIGTERM: 'terminated', SIGSEGV: 'segmentation fault', SIGABRT: 'aborted', SIGINT: 'interrupt',
-  SIGBUS: 'bus error', SIGFPE: 'floating point exception', SIGILL: 'illegal instruction', SIGHUP: 'hangup',
-  SIGPIPE: 'broken pipe', SIGQUIT: 'quit', SIGTRAP: 'trace/breakpoint trap', SIGUSR1: 'user defined signal 1',
-  SIGUSR2: 'user defined signal 2', SIGXCPU: 'CPU time limit exceeded', SIGXFSZ: 'file size limit exceeded'
-}
-
-/** "exit status 3" or "signal: killed", as Lambda words a runtime's end */
-export function exitStatus (code: number | null, signal: string | null): string {
-  if (signal != null) return `signal: ${SIGNAL_WORDS[signal] ?? signal}`
-  return `exit status ${String(code)}`
 }
 
 function bindError (err: any): WireError {

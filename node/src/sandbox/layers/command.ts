@@ -60,6 +60,10 @@ export interface CommandInput {
 // Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
 const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 4; exec "$@"'
 
+// A new network namespace (unshare) has its loopback down: a custom runtime's host serves the
+// Runtime API there, so it comes up first (bwrap brings it up itself).
+const LOOPBACK_UP = 'PATH="$PATH:/sbin:/usr/sbin"; ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || true; '
+
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 /** bwrap arguments that make / a tmpfs holding only what a Node function needs */
@@ -124,7 +128,8 @@ export function buildCommand (input: CommandInput): SandboxCommand {
       ...(plan.net && !input.egress ? ['--net'] : []), '--')
     // The slot's tmp becomes a tmpfs of tmpMb seen only in this namespace: full at tmpMb, in RAM
     // charged to the memory cgroup, gone with the namespace (also when the agent is SIGKILLed).
-    argv.push(plan.tools.sh, '-c', TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
+    const loopback = input.entry != null && input.entry !== 'main.js' && plan.net && !input.egress
+    argv.push(plan.tools.sh, '-c', loopback ? LOOPBACK_UP + TMP_MOUNT : TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
   }
   if (input.uid != null && plan.tools.setpriv != null) {
     argv.push(plan.tools.setpriv, '--reuid', String(input.uid), '--regid', String(input.uid), '--clear-groups', '--no-new-privs', '--inh-caps=-all',
