@@ -16,7 +16,7 @@ import { resolveConfig, type AgentOptions } from '../config.js'
 import { ROUTING_POLICIES } from '../router/policies.js'
 import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
-import { formatAgo, parseEnv, progress, readData, table } from './format.js'
+import { formatAgo, invokeFailure, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
@@ -215,11 +215,17 @@ export function buildProgram (): Command {
     .argument('<name>', 'function name')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
+    .option('--json', 'on failure also print the whole error payload (errorType, errorMessage, trace, code) as JSON on stdout')
     .addOption(natsOption())
     .action(async (name: string, opts) => {
       const event = await readData(opts.data)
       await withMesh(opts, async (mesh) => {
-        const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
+        let out: unknown
+        try {
+          out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
+        } catch (err) {
+          throw invokeFailure(err, opts.json === true)
+        }
         process.stdout.write(JSON.stringify(out) + '\n')
       })
     })
