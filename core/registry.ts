@@ -330,6 +330,7 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     maxEventAgeMs: spec.maxEventAgeMs,
     routes: spec.routes.map(copyRoute),
     bindings: [...(spec.bindings ?? [])],
+    ...(spec.runtime != null && spec.runtime !== '' ? { runtime: spec.runtime } : {}),
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }
