@@ -126,6 +126,16 @@ describe('custom runtimes (provided) served the Lambda Runtime API', () => {
     expect(JSON.parse(third.payload as string)).toMatchObject({ count: 3, pid: body.pid, event: null })
   })
 
+  it.runIf(hasPython)('serves sandboxes that share the host network (egress) side by side, each its own API', async () => {
+    const pool = await newPool()
+    const dir = await python()
+    const a = await acquire(pool, provided({ name: 'ea', egress: true }), dir)
+    const b = await acquire(pool, provided({ name: 'eb', egress: true }), dir)
+    const [x, y] = await Promise.all([invoke(a.worker, 'x-1', 'a'), invoke(b.worker, 'y-1', 'b')])
+    expect(JSON.parse(x.payload as string)).toMatchObject({ event: 'a', headers: { 'Lambda-Runtime-Aws-Request-Id': 'x-1' } })
+    expect(JSON.parse(y.payload as string)).toMatchObject({ event: 'b', headers: { 'Lambda-Runtime-Aws-Request-Id': 'y-1' } })
+  })
+
   it.runIf(hasPython)('answers Lambda\'s status codes: 400 for another request id, 403 out of order, 404 elsewhere, 413 over the limit (which fails the invocation)', async () => {
     const lines: string[] = []
     const pool = await newPool({ resultLimit: 6 * 1024 * 1024, logs: (l) => { lines.push(l.message) } })

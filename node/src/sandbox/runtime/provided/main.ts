@@ -12,6 +12,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { accessSync, constants, statSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
+import { connect } from 'node:net'
 import type { ChildMessage, InitRequest, InvokeRequest, ParentMessage, WireError } from '../../protocol.js'
 import { RuntimeApi } from './api.js'
 import { exitStatus } from './status.js'
@@ -90,6 +91,11 @@ async function start (msg: InitRequest): Promise<void> {
     }
   })
   const address = await api.listen()
+  // A network namespace whose loopback stayed down (no `ip` tool) would leave the bootstrap nowhere to call.
+  if (!await reachable(address)) {
+    failInit({ code: 'FNMESH_ERR_FUNCTION_INIT', errorType: 'Runtime.Unknown', errorMessage: `The runtime API at ${address} is unreachable inside the sandbox: its loopback interface is down (is iproute2 installed?)`, trace: [] })
+    return
+  }
   const env = { ...msg.env, AWS_LAMBDA_RUNTIME_API: address }
   // Through sh, which closes the IPC channel (fd 3) and the log pipe (fd 4) first: the bootstrap
   // talks to the agent only through the Runtime API and its stdout and stderr.
@@ -120,6 +126,15 @@ function onInvoke (msg: InvokeRequest): void {
   state = 'invoking'
   current = { id: msg.id, kind: 'invoke', requestId: msg.requestId }
   api.invoke({ requestId: msg.requestId, payload: msg.payload, deadlineMs: msg.deadlineMs, traceId: traceId() })
+}
+
+async function reachable (address: string): Promise<boolean> {
+  const [host, port] = address.split(':')
+  return await new Promise((resolve) => {
+    const socket = connect({ host, port: Number(port) })
+    socket.once('connect', () => { socket.destroy(); resolve(true) })
+    socket.once('error', () => { resolve(false) })
+  })
 }
 
 /** An X-Ray trace header of a new trace, as Lambda gives each invocation */
