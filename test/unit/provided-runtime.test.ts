@@ -14,8 +14,9 @@ import type { StoredSpec } from '../../core/registry.js'
 import { silentLogger } from '../../node/src/logger.js'
 import type { IsolationPlan } from '../../node/src/sandbox/layers/detect.js'
 import { SandboxPool, type SandboxPoolInit } from '../../node/src/sandbox/pool.js'
+import { resultJson, runtimeError } from '../../node/src/sandbox/runtime/provided/api.js'
 import type { InvokeOutcome, SandboxWorker } from '../../node/src/sandbox/worker.js'
-import { closePlans, gone, layerReport, spec, task as makeTask, testPlan } from '../helpers/sandbox.js'
+import { closePlans, gone, layerReport, needLayers, spec, task as makeTask, testPlan } from '../helpers/sandbox.js'
 import { waitFor, within } from '../helpers/wait.js'
 
 const hasCurl = (() => { try { execFileSync('curl', ['--version'], { stdio: 'ignore' }); return true } catch { return false } })()
@@ -163,6 +164,15 @@ describe('custom runtimes (provided) served the Lambda Runtime API', () => {
     expect(missing.message).toMatch(/^Couldn't find valid bootstrap\(s\): \[.*\/bootstrap\]$/)
   })
 
+  it.runIf(hasPython)('a bootstrap killed for memory fails the invocation with Runtime.OutOfMemory', async (ctx) => {
+    needLayers(ctx, plan, ['cgroup-memory'])
+    const pool = await newPool()
+    const { worker } = await acquire(pool, provided({ name: 'hog', memoryMb: 128 }), await python())
+    const out = await invoke(worker, 'm-1', { action: 'oom' }, 20_000)
+    expect(out.error).toMatchObject({ code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory' })
+    expect(out.error?.errorMessage).toMatch(/^Runtime exited with error: signal: killed$/)
+  })
+
   it.runIf(hasPython)('a bootstrap that exits mid-invocation fails it with Runtime.ExitError and its status; one past its deadline is killed (Sandbox.Timedout)', async () => {
     const pool = await newPool()
     const dir = await python()
@@ -174,5 +184,22 @@ describe('custom runtimes (provided) served the Lambda Runtime API', () => {
     const timedOut = await invoke(slow.worker, 't-1', { action: 'sleep', seconds: 30 }, 800)
     expect(timedOut.error).toMatchObject({ code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout' })
     expect(slow.worker.state).toBe('dead')
+  })
+})
+
+describe('the Runtime API\'s reading of what a runtime posts', () => {
+  it('takes a JSON response as the result, any other body as a string, an empty one as null', () => {
+    expect(resultJson(Buffer.from('{"a":1}'))).toBe('{"a":1}')
+    expect(resultJson(Buffer.from('42'))).toBe('42')
+    expect(resultJson(Buffer.from('hello "x"'))).toBe('"hello \\"x\\""')
+    expect(resultJson(Buffer.from(''))).toBe('null')
+  })
+
+  it('reads an error body\'s errorType, errorMessage and stackTrace, falling back to the header, then Unhandled', () => {
+    const body = (v: unknown): Buffer => Buffer.from(JSON.stringify(v))
+    expect(runtimeError(body({ errorType: 'E', errorMessage: 'm', stackTrace: ['a', 2] }), 'H', 'FNMESH_ERR_FUNCTION_ERROR')).toEqual({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'E', errorMessage: 'm', trace: ['a', '2'] })
+    expect(runtimeError(body({ errorMessage: 'm' }), 'Custom.Type', 'FNMESH_ERR_FUNCTION_ERROR')).toMatchObject({ errorType: 'Custom.Type', errorMessage: 'm', trace: [] })
+    expect(runtimeError(Buffer.from('not json'), undefined, 'FNMESH_ERR_FUNCTION_INIT')).toEqual({ code: 'FNMESH_ERR_FUNCTION_INIT', errorType: 'Unhandled', errorMessage: 'not json', trace: [] })
+    expect(runtimeError(body({ errorMessage: 'x'.repeat(100_000) }), undefined, 'C').errorMessage).toHaveLength(64 * 1024)
   })
 })
