@@ -256,14 +256,14 @@ export class SandboxPool implements Startable {
     try {
       // Without a network namespace every sandbox has the network: one kind of generic worker.
       const egress = spec.egress && this.plan?.net === true
-      // A custom runtime's host, or Node started with the function's NODE_OPTIONS, is booted for
-      // this function: generic workers are plain Node ones.
-      const variant: SpawnVariant = spec.runtime === 'provided' ? { runtime: 'provided' } : spec.env.NODE_OPTIONS != null ? { nodeOptions: spec.env.NODE_OPTIONS } : {}
-      if (variant.runtime != null || variant.nodeOptions != null) {
-        worker = this.spawn(spec.memoryMb, egress, variant)
+      // Node started with the function's NODE_OPTIONS is booted for this function; generic
+      // workers are plain Node ones or custom runtimes' hosts (which hold nothing of a function).
+      const runtime = spec.runtime === 'provided' ? 'provided' : undefined
+      if (runtime == null && spec.env.NODE_OPTIONS != null) {
+        worker = this.spawn(spec.memoryMb, egress, { nodeOptions: spec.env.NODE_OPTIONS })
       } else {
-        worker = this.generic.get(genericKey(spec.memoryMb, egress))?.shift() ?? this.spawn(spec.memoryMb, egress)
-        this.refill(spec.memoryMb, egress)
+        worker = this.generic.get(genericKey(spec.memoryMb, egress, runtime))?.shift() ?? this.spawn(spec.memoryMb, egress, { runtime })
+        this.refill(spec.memoryMb, egress, runtime)
       }
       this.makeRoom()
       await worker.ready(this.opts.initTimeoutMs)
@@ -360,9 +360,9 @@ export class SandboxPool implements Startable {
     return worker
   }
 
-  private refill (memoryMb: number, egress: boolean): void {
+  private refill (memoryMb: number, egress: boolean, runtime?: 'provided'): void {
     if (!this.started || this.opts.prewarm === 0) return
-    const key = genericKey(memoryMb, egress)
+    const key = genericKey(memoryMb, egress, runtime)
     const list = this.generic.get(key) ?? []
     this.generic.set(key, list)
     while (list.length < this.opts.prewarm) {
@@ -371,7 +371,7 @@ export class SandboxPool implements Startable {
       // ahead pays a whole process start now (many functions would otherwise fill the pool
       // with idle ones and turn every cold start into a spawn).
       if (this.staying >= this.opts.maxWorkers && !this.evictIdle()) break
-      const w = this.spawn(memoryMb, egress)
+      const w = this.spawn(memoryMb, egress, { runtime })
       w.ready(this.opts.initTimeoutMs).catch(() => {})
       list.push(w)
     }
@@ -422,6 +422,6 @@ export class SandboxPool implements Startable {
   }
 }
 
-function genericKey (memoryMb: number, egress: boolean): string {
-  return `${memoryMb}/${egress ? 'net' : 'nonet'}`
+function genericKey (memoryMb: number, egress: boolean, runtime?: 'provided'): string {
+  return `${memoryMb}/${egress ? 'net' : 'nonet'}${runtime != null ? `/${runtime}` : ''}`
 }
