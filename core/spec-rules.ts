@@ -48,6 +48,14 @@ export const RESERVED_ENV = /^(_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA
  * runtime lets a function read, write or start.
  */
 const FORBIDDEN_NODE_OPTION = /^(--inspect|--debug|--allow-|--permission|--experimental-permission|--no-experimental-permission|--experimental-policy|--policy-integrity)/
+/**
+ * Node options naming a file or folder: a function may name only its own (a relative path without
+ * "..": Node starts in the task root), never one of the machine's, which a sandbox without a mount
+ * namespace would otherwise load, read or write before the function runs.
+ */
+const PATH_NODE_OPTIONS = new Set(['-r', '--require', '--import', '--loader', '--experimental-loader', '--env-file', '--openssl-config',
+  '--redirect-warnings', '--diagnostic-dir', '--report-dir', '--report-directory', '--report-filename', '--cpu-prof-dir', '--heap-prof-dir',
+  '--icu-data-dir', '--snapshot-blob', '--tls-keylog'])
 /** Runtimes a spec may name: "" is Node.js (the handler is a module export), "provided" a Lambda custom runtime */
 export const RUNTIMES = ['', 'provided'] as const
 export type RuntimeName = typeof RUNTIMES[number]
@@ -123,10 +131,19 @@ export function checkNodeOptions (value: string): string[] {
   }
   if (quoted) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Environment variable "NODE_OPTIONS" has an unterminated string')
   if (inWord) words.push(word)
-  for (const w of words) {
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]
+    const eq = w.indexOf('=')
     // Node reads "_" in an option's name as "-"
-    if (FORBIDDEN_NODE_OPTION.test(w.split('=')[0].replace(/_/g, '-'))) {
+    const name = (eq < 0 ? w : w.slice(0, eq)).replace(/_/g, '-')
+    if (FORBIDDEN_NODE_OPTION.test(name)) {
       throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "NODE_OPTIONS" may not hold "${w.slice(0, 60)}": debugger and permission options are the sandbox's own`)
+    }
+    if (PATH_NODE_OPTIONS.has(name)) {
+      const value = eq >= 0 ? w.slice(eq + 1) : words[++i] ?? ''
+      if (value.startsWith('/') || value.startsWith('~') || value.split(/[\\/]/).includes('..') || /^file:/i.test(value)) {
+        throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "NODE_OPTIONS" may not hold "${name} ${value.slice(0, 60)}": it may name only files of the function's own code (a relative path without "..")`)
+      }
     }
   }
   return words

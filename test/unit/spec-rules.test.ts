@@ -100,6 +100,15 @@ describe('validateStoredSpec: the deploy rules applied to a stored spec', () => 
       expect(reason({ env: { NODE_OPTIONS: value } })).toMatch(/"NODE_OPTIONS" may not hold "--(inspect|debug|allow|experimental-permission)/)
     })
 
+  it.each(['--require /tmp/evil.js', '-r=/etc/x.js', '--import ../up.mjs', '--env-file=/etc/shadow', '--redirect-warnings=/var/log/x', '--loader file:///x.mjs'])(
+    'refuses NODE_OPTIONS %j: a file outside the function\'s own code', (value) => {
+      expect(reason({ env: { NODE_OPTIONS: value } })).toMatch(/may name only files of the function's own code/)
+    })
+
+  it('allows NODE_OPTIONS naming the function\'s own files and packages', () => {
+    expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '-r ./setup.js --require dotenv/config --import=./lib/otel.mjs --env-file=.env' } }, 'orders')).toBeNull()
+  })
+
   it('refuses a NODE_OPTIONS with an unterminated string, and a runtime other than Node or provided', () => {
     expect(reason({ env: { NODE_OPTIONS: '--title="x' } })).toMatch(/unterminated/)
     expect(reason({ runtime: 'python3.12' })).toMatch(/runtime "python3.12" is not "" or "provided"/)
