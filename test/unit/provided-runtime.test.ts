@@ -9,11 +9,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { FunctionError } from '../../proto/errors.js'
+import { FnmeshError, FunctionError } from '../../proto/errors.js'
 import type { StoredSpec } from '../../core/registry.js'
 import { silentLogger } from '../../node/src/logger.js'
 import type { IsolationPlan } from '../../node/src/sandbox/layers/detect.js'
-import { SandboxPool, type SandboxPoolInit } from '../../node/src/sandbox/pool.js'
+import { confinesNativeCode, SandboxPool, type SandboxPoolInit } from '../../node/src/sandbox/pool.js'
 import { resultJson, runtimeError } from '../../node/src/sandbox/runtime/provided/api.js'
 import type { InvokeOutcome, SandboxWorker } from '../../node/src/sandbox/worker.js'
 import { closePlans, gone, layerReport, needLayers, spec, task as makeTask, testPlan } from '../helpers/sandbox.js'
@@ -49,6 +49,8 @@ describe('custom runtimes (provided) served the Lambda Runtime API', () => {
 
   beforeAll(() => {
     plan = testPlan({ mode: 'auto' })
+    // Without a mount namespace or a uid of their own, custom runtimes run only under --sandbox none.
+    if (!confinesNativeCode(plan)) plan = testPlan({ mode: 'none' })
     console.log(layerReport(plan))
   })
   afterAll(() => { closePlans() })
@@ -155,6 +157,17 @@ describe('custom runtimes (provided) served the Lambda Runtime API', () => {
     expect(err).toBeInstanceOf(FunctionError)
     expect(err).toMatchObject({ code: 'FNMESH_ERR_FUNCTION_INIT', errorType: 'Init.Broken', message: 'told to fail its init', trace: ['bootstrap:1'] })
     expect(pool.warmKeys()).toEqual([])
+  })
+
+  it('refuses to run a custom runtime where nothing keeps native code from the agent\'s files (no mount namespace, no uid of its own), unless --sandbox none', async () => {
+    const bare = testPlan({ mode: 'auto', disable: ['mount', 'uid'] })
+    expect(confinesNativeCode(bare)).toBe(false)
+    const pool = await newPool({ plan: bare })
+    const err = await pool.acquire(provided({ name: 'bare' }), await python()).then(() => null, (e: unknown) => e) as FnmeshError
+    expect(err).toMatchObject({ code: 'FNMESH_ERR_SANDBOX_UNAVAILABLE' })
+    expect(err.message).toMatch(/^Cannot run "bare" \(runtime provided\) on this node: a custom runtime is native code/)
+    expect(pool.size).toBe(0)
+    expect(confinesNativeCode(testPlan({ mode: 'none' }))).toBe(true)
   })
 
   it('fails the init with Runtime.InvalidEntrypoint when the bundle has no executable bootstrap', async () => {

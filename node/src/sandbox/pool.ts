@@ -6,7 +6,7 @@
  * concurrency cap per node.
  */
 import { parseBindings } from '../../../core/bindings.js'
-import { CapacityError, FunctionError } from '../../../proto/errors.js'
+import { CapacityError, FunctionError, fnmeshError } from '../../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { Idle, Waiters, type Startable } from '../lifecycle.js'
@@ -228,6 +228,9 @@ export class SandboxPool implements Startable {
       const e = err as RuntimeError
       throw new FunctionError('FNMESH_ERR_HANDLER_NOT_FOUND', e.message, { errorType: e.errorType })
     }
+    if (spec.runtime === 'provided' && !confinesNativeCode(this.plan)) {
+      throw fnmeshError('FNMESH_ERR_SANDBOX_UNAVAILABLE', `Cannot run "${spec.name}" (runtime provided) on this node: a custom runtime is native code, which Node's permission model does not confine, and this node gives sandboxes neither a mount namespace nor a uid of their own (install bubblewrap or run the agent as root; --sandbox none runs it unconfined)`)
+    }
     const cap = spec.concurrency > 0 ? spec.concurrency : Infinity
     const deadline = Date.now() + this.opts.capWaitMs
     for (;;) {
@@ -420,6 +423,15 @@ export class SandboxPool implements Startable {
       }
     }
   }
+}
+
+/**
+ * Whether a sandbox keeps native code (a custom runtime's bootstrap) from the agent's files: a
+ * mount namespace that shows it only its own, or a uid of its own (the data folder is private to
+ * the agent). `--sandbox none` is the operator's choice to run code unconfined.
+ */
+export function confinesNativeCode (plan: IsolationPlan | undefined): boolean {
+  return plan == null || plan.mode === 'none' || plan.mount || plan.uidBase != null
 }
 
 function genericKey (memoryMb: number, egress: boolean, runtime?: 'provided'): string {
