@@ -93,6 +93,11 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
   const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => checkLimit(name, key, value ?? fallback)
   const env = checkEnv(name, input.env ?? {})
   const triggers = checkTriggers(name, input.triggers)
+  const runtime = checkRuntime(input.runtime)
+  const bindings = parseBindings(name, input.bindings).map(b => b.raw)
+  if (runtime === 'provided' && bindings.length > 0) {
+    throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Cannot deploy "${name}" with runtime provided and bindings: bindings reach a function as context.bindings, which only the Node.js runtime gives`)
+  }
   return Object.freeze({
     name,
     path: input.path,
@@ -107,7 +112,7 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
-    bindings: parseBindings(name, input.bindings).map(b => b.raw),
-    runtime: checkRuntime(input.runtime)
+    bindings,
+    runtime
   })
 }

@@ -152,5 +152,6 @@ describe('deploy options', () => {
     for (const r of ['nodejs', 'nodejs20.x']) expect(validateDeploy({ name: 'f', path: '.', runtime: r }).runtime).toBe('')
     for (const r of ['provided', 'provided.al2', 'provided.al2023']) expect(validateDeploy({ name: 'f', path: '.', runtime: r }).runtime).toBe('provided')
     expect(() => validateDeploy({ name: 'f', path: '.', runtime: 'python3.12' })).toThrow(/Runtime "python3.12" is not supported/)
+    expect(() => validateDeploy({ name: 'f', path: '.', runtime: 'provided', bindings: ['cfg=kv:config'] })).toThrow(/only the Node.js runtime gives/)
   })
 })
