@@ -12,6 +12,7 @@ import { FUNCTIONS_BUCKET } from '../proto/subjects.js'
 import type { Binding } from './bindings.js'
 import { initError } from './init.js'
 import { jsRetry } from './js-retry.js'
+import { ensureStreams } from './events.js'
 
 /** The JetStream stream behind a binding's store */
 export function bindingStream (b: Pick<Binding, 'kind' | 'target'>): string {
@@ -37,6 +38,7 @@ export async function ensureBindingStores (nc: NatsConnection, jsm: JetStreamMan
   const done = new Set<string>()
   let replicas: number | undefined
   for (const b of bindings) {
+    if (b.kind !== 'kv' && b.kind !== 'object') continue
     const stream = bindingStream(b)
     if (done.has(stream)) continue
     done.add(stream)
@@ -59,4 +61,22 @@ export async function ensureBindingStores (nc: NatsConnection, jsm: JetStreamMan
     }
   }
   return made
+}
+
+/**
+ * Subjects functions publish on (publish bindings' patterns, destinations' subjects) are captured
+ * by the events stream before the spec is stored: a publish through the binding is durable the
+ * moment the function can make one, whether or not a function is triggered by it yet. A pattern
+ * another stream already captures cannot be: FNMESH_ERR_INVALID_BINDING.
+ */
+export async function ensurePublishSubjects (jsm: JetStreamManager, subjects: readonly string[]): Promise<void> {
+  if (subjects.length === 0) return
+  try {
+    await jsRetry(async () => { await ensureStreams(jsm, [...subjects]) }, { budgetMs: 20_000 })
+  } catch (err: any) {
+    if (err?.code === 'FNMESH_ERR_INVALID_TRIGGER') {
+      throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Cannot publish on ${subjects.map(s => `"${s}"`).join(', ')}: ${String(err.message).replace(/^Cannot [^:]*: /, '')}`)
+    }
+    throw err
+  }
 }

@@ -2,7 +2,8 @@
  * Deploy options: user input -> validated spec with defaults applied. Shared by the SDK and CLI.
  */
 import { UsageError } from '../proto/errors.js'
-import { parseBindings } from './bindings.js'
+import { parseBindings, parseDestination } from './bindings.js'
+import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
 import { checkEnv, checkHandler, checkLimit, checkName, checkRuntime, checkTriggers, LIMITS, type RuntimeName } from './spec-rules.js'
@@ -55,11 +56,26 @@ export interface DeployOptions {
    * Runtime API at AWS_LAMBDA_RUNTIME_API
    */
   runtime?: string
+  /**
+   * Placement: "key=value" or "key!=value" terms every node that runs it must satisfy with its
+   * labels (agent --label, plus arch, os, cpus, memory). Same-key "=" terms are alternatives.
+   */
+  constraints?: string[]
+  /** Placement: terms the nodes it runs on should satisfy while they have room */
+  prefer?: string[]
+  /** At most this many runs at once across the whole mesh (Lambda's reserved concurrency); 0 = no cap. @default 0 */
+  reserved?: number
+  /** Keep this many sandboxes warm across the mesh, on distinct nodes (Lambda's provisioned concurrency). @default 0 */
+  provisioned?: number
+  /** Async invocations: after a run succeeds, a CloudEvent with its result is published here ("publish:SUBJECT") */
+  onSuccess?: string
+  /** Async invocations: after the final failure (dead-lettered), a CloudEvent with the error and the event ("publish:SUBJECT") */
+  onFailure?: string
   /** Sign the deploy with this deployer key (PEM text, a path to a PEM file, or a KeyObject) */
   signingKey?: string | import('node:crypto').KeyObject
 }
 
-export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000 } as const
+export const DEPLOY_DEFAULTS = { memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 6 * 3_600_000, reserved: 0, provisioned: 0 } as const
 export { LIMITS }
 
 export interface ValidDeploy {
@@ -80,6 +96,14 @@ export interface ValidDeploy {
   bindings: string[]
   /** "" (Node.js) or "provided" */
   runtime: RuntimeName
+  /** canonical placement terms */
+  constraints: string[]
+  prefer: string[]
+  reserved: number
+  provisioned: number
+  /** "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
 }
 
 export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
@@ -98,7 +122,14 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
   if (runtime === 'provided' && bindings.length > 0) {
     throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Cannot deploy "${name}" with runtime provided and bindings: bindings reach a function as context.bindings, which only the Node.js runtime gives`)
   }
+  const reserved = int('reserved', input.reserved, DEPLOY_DEFAULTS.reserved)
+  const provisioned = int('provisioned', input.provisioned, DEPLOY_DEFAULTS.provisioned)
+  if (reserved > 0 && provisioned > reserved) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot deploy "${name}": provisioned (${provisioned}) is over reserved (${reserved})`)
+  }
   return Object.freeze({
+    reserved,
+    provisioned,
     name,
     path: input.path,
     handler,
@@ -113,6 +144,10 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
     bindings,
-    runtime
+    runtime,
+    constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
+    prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw),
+    onSuccess: parseDestination('on-success', input.onSuccess)?.raw ?? '',
+    onFailure: parseDestination('on-failure', input.onFailure)?.raw ?? ''
   })
 }

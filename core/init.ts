@@ -20,7 +20,8 @@ import { Objm } from '@nats-io/obj'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
 import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, LOGS_WILDCARD, RATELIMITS_BUCKET } from '../proto/subjects.js'
-import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, EVENTS_MAX_AGE_MS, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
+import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, ensureStreams, EVENTS_MAX_AGE_MS, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
+import { publishedSubjects } from './bindings.js'
 import { isPermissionError } from './nats.js'
 import { jsRetry } from './js-retry.js'
 import { Registry } from './registry.js'
@@ -175,10 +176,13 @@ export async function initMesh (nc: NatsConnection, options: InitOptions = {}): 
   for (const spec of await registry.list()) {
     try {
       await ensureBindings(jsm, spec)
+      // what its publish bindings and destinations publish on stays captured
+      const published = publishedSubjects(spec)
+      if (published.length > 0) await ensureStreams(jsm, published)
       result.functions++
     } catch (err) {
       // A trigger on a bucket deleted since: the deploy said so then; init goes on.
-      if (!(err instanceof FnmeshError && err.code === 'FNMESH_ERR_INVALID_TRIGGER')) throw err
+      if (!(err instanceof FnmeshError && (err.code === 'FNMESH_ERR_INVALID_TRIGGER' || err.code === 'FNMESH_ERR_INVALID_BINDING'))) throw err
     }
   }
   return result

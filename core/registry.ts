@@ -8,7 +8,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { Kvm, type KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import { jetstreamManager } from '@nats-io/jetstream'
-import { decode, encode, type DeploySignature, type Encodable, type FunctionSpec, type HttpRoute } from '../proto/codec.js'
+import { decode, encode, type DeploySignature, type Encodable, type FunctionAlias, type FunctionSpec, type HttpRoute } from '../proto/codec.js'
 import { AuthError, InputError, NotFoundError, TransportError, FnmeshError, UsageError } from '../proto/errors.js'
 import { jsRetry } from './js-retry.js'
 import { isPermissionError } from './nats.js'
@@ -16,17 +16,50 @@ import { BUNDLES_BUCKET, FUNCTIONS_BUCKET, FUNCTION_NAME_PATTERN } from '../prot
 import { checkSpecSignature, publicKeyFromRaw, signSpecBytes, type DeployerKey } from './signing.js'
 import { MAX_SPEC_VERSION, undecodableSpec, validateStoredSpec } from './spec-rules.js'
 import { followKv, kvKeys, notInitialized, openBucket, type FollowKvInit } from './kv-follow.js'
+import { ALIAS_KEY_PREFIX, aliasKey, checkAliasName, parseAliasKey, validateStoredAlias, type StoredAlias } from './aliases.js'
+
+/** One alias value as read: an alias that decodes (not yet checked), one that does not (`error`), or a delete */
+export interface AliasEntry {
+  key: string
+  revision: number
+  alias: StoredAlias | null
+  error?: FnmeshError
+}
+
+/** What `setAlias` stores */
+export interface AliasInput {
+  function: string
+  alias: string
+  version: number
+  /** a second version and its share of invocations (parts per million), as Lambda's routing config */
+  weightedVersion?: number
+  weightPpm?: number
+  description?: string
+}
+
+/** How many values of one key's history the registry reads at most (the bucket keeps 16) */
+const HISTORY_READS = 64
 
 /**
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'runtime'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure' | 'runtime'> & {
   routes?: HttpRoute[]
   /** "" or absent: Node.js; "provided": a Lambda custom runtime (core/spec-rules.ts RUNTIMES) */
   runtime?: string
+  /** mesh-wide concurrency cap (--reserved), 0 or absent = none */
+  reserved?: number
+  /** sandboxes kept warm across the mesh (--provisioned), 0 or absent = none */
+  provisioned?: number
+  /** destinations of async results, "publish:SUBJECT" or "" (core/bindings.ts parseDestination) */
+  onSuccess?: string
+  onFailure?: string
   /** declared bindings, canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[]
+  /** placement terms, canonical "key=value" / "key!=value" (core/placement.ts) */
+  constraints?: string[]
+  prefer?: string[]
   signature?: DeploySignature | null
   raw?: Uint8Array
 }
@@ -124,6 +157,8 @@ export class Registry {
     try {
       // Keys from the stream's info, not kv.keys(): that would need a consumer (core/kv-follow.ts).
       for (const key of await jsRetry(async () => await kvKeys(this.nc, FUNCTIONS_BUCKET))) {
+        // Aliases share the bucket under a prefix no function name can have (aliases()).
+        if (key.startsWith(ALIAS_KEY_PREFIX)) continue
         const entry = await this.read(key)
         if (entry != null && (entry.spec != null || entry.error != null)) out.push(entry)
       }
@@ -223,6 +258,159 @@ export class Registry {
     throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot deploy "${spec.name}": too many concurrent deploys of the same name`)
   }
 
+  /**
+   * The spec of `name` at exactly `version`, from the key's history (the bucket keeps the last 16
+   * values of each key): the latest value naming that version, or null. Not yet checked against
+   * the rules or the trust list.
+   */
+  async versionAt (name: string, version: number): Promise<StoredSpec | null> {
+    if (!FUNCTION_NAME_PATTERN.test(name)) return null
+    let found: StoredSpec | null = null
+    try {
+      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
+      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
+      let seq = 0
+      for (let i = 0; i < HISTORY_READS; i++) {
+        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
+        if (m == null) break
+        seq = m.seq + 1
+        if ((m.header?.get('KV-Operation') ?? '') !== '' || m.data.byteLength === 0) continue
+        let spec
+        try { spec = decode('FunctionSpec', m.data) } catch { continue }
+        if (spec.name === name && spec.version === version) found = toStored(spec, m.data)
+      }
+    } catch (err) {
+      throw jetstreamError(err, `read the history of "${name}"`)
+    }
+    return found
+  }
+
+  /** The versions of `name` still in the key's history that decode and name it, oldest first */
+  async versions (name: string): Promise<number[]> {
+    const out = new Set<number>()
+    if (!FUNCTION_NAME_PATTERN.test(name)) return []
+    try {
+      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
+      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
+      let seq = 0
+      for (let i = 0; i < HISTORY_READS; i++) {
+        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
+        if (m == null) break
+        seq = m.seq + 1
+        if ((m.header?.get('KV-Operation') ?? '') !== '' || m.data.byteLength === 0) continue
+        try {
+          const spec = decode('FunctionSpec', m.data)
+          if (spec.name === name && validateStoredSpec(toStored(spec, m.data), name) == null) out.add(spec.version)
+        } catch {}
+      }
+    } catch (err) {
+      throw jetstreamError(err, `read the history of "${name}"`)
+    }
+    return [...out].sort((a, b) => a - b)
+  }
+
+  /**
+   * Points alias `alias` of `function` at a version (and optionally a second, weighted one).
+   * Each version must be in the registry and obey the spec rules; with `signer` the alias is
+   * signed. Its serial is the previous one plus one, claimed by compare-and-set.
+   */
+  async setAlias (input: AliasInput, options: DeploySpecOptions = {}): Promise<StoredAlias> {
+    const fn = input.function
+    if (!FUNCTION_NAME_PATTERN.test(fn)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${fn.slice(0, 80)}" is invalid`)
+    checkAliasName(fn, input.alias)
+    const key = aliasKey(fn, input.alias)
+    for (const v of [input.version, ...(input.weightedVersion != null && input.weightedVersion > 0 ? [input.weightedVersion] : [])]) {
+      const spec = Number.isInteger(v) && v >= 1 && v <= MAX_SPEC_VERSION ? await this.versionAt(fn, v) : null
+      if (spec == null) throw new NotFoundError('FNMESH_ERR_VERSION_NOT_FOUND', `Function "${fn}" has no version ${String(v)} in the registry (it keeps the last 16 versions)`)
+      const invalid = validateStoredSpec(spec, fn)
+      if (invalid != null) throw new NotFoundError('FNMESH_ERR_VERSION_NOT_FOUND', `Version ${v} of "${fn}" cannot be an alias target: ${invalid.message}`)
+      if (options.signer != null && !signatureIntact(spec.raw as Uint8Array, spec.signature)) {
+        throw new AuthError('FNMESH_ERR_UNSIGNED_DEPLOY', `Version ${v} of "${fn}" is not signed: a signed alias may name signed versions only`)
+      }
+    }
+    for (let attempt = 0; attempt < 10; attempt++) {
+      let previous
+      try {
+        previous = await jsRetry(async () => await this.kv.get(key))
+      } catch (err) {
+        throw jetstreamError(err, `read alias "${fn}:${input.alias}"`)
+      }
+      let serial = 0
+      if (previous != null && previous.operation === 'PUT' && previous.value.byteLength > 0) {
+        try { serial = Math.max(0, decode('FunctionAlias', previous.value).serial) } catch {}
+      }
+      const unsigned = encode('FunctionAlias', {
+        function: fn,
+        name: input.alias,
+        version: input.version,
+        weightedVersion: input.weightedVersion ?? 0,
+        weightPpm: input.weightedVersion != null && input.weightedVersion > 0 ? input.weightPpm ?? 0 : 0,
+        serial: serial + 1,
+        updatedAtMs: Date.now(),
+        description: input.description ?? ''
+      })
+      const bytes = options.signer != null ? signSpecBytes(options.signer, unsigned, 'alias') : unsigned
+      const stored = toAlias(decode('FunctionAlias', bytes), bytes)
+      const invalid = validateStoredAlias(stored, key)
+      if (invalid != null) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', invalid.message)
+      options.signal?.throwIfAborted()
+      try {
+        if (previous == null) await jsRetry(async () => await this.kv.create(key, bytes))
+        else await jsRetry(async () => await this.kv.update(key, bytes, previous.revision))
+        return stored
+      } catch (err: any) {
+        if (/wrong last sequence|key exists/i.test(String(err?.message))) continue
+        throw jetstreamError(err, `set alias "${fn}:${input.alias}"`)
+      }
+    }
+    throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot set alias "${fn}:${input.alias}": too many concurrent changes`)
+  }
+
+  /** The current value of one alias, or null (a delete, or none) */
+  async aliasEntry (fn: string, alias: string): Promise<AliasEntry | null> {
+    if (!FUNCTION_NAME_PATTERN.test(fn)) return null
+    let entry
+    try {
+      entry = await jsRetry(async () => await this.kv.get(aliasKey(fn, alias)))
+    } catch (err) {
+      throw jetstreamError(err, `read alias "${fn}:${alias}"`)
+    }
+    if (entry == null) return null
+    const e = toAliasEntry(entry)
+    return e.alias != null || e.error != null ? e : null
+  }
+
+  /** Every alias (of `fn`, when given), those that decode and those that do not, by key */
+  async aliases (fn?: string): Promise<AliasEntry[]> {
+    const out: AliasEntry[] = []
+    try {
+      const prefix = fn != null ? `${ALIAS_KEY_PREFIX}${fn}.` : ALIAS_KEY_PREFIX
+      for (const key of await jsRetry(async () => await kvKeys(this.nc, FUNCTIONS_BUCKET))) {
+        if (!key.startsWith(prefix)) continue
+        const entry = await jsRetry(async () => await this.kv.get(key))
+        if (entry == null) continue
+        const e = toAliasEntry(entry)
+        if (e.alias != null || e.error != null) out.push(e)
+      }
+    } catch (err) {
+      throw jetstreamError(err, 'list aliases')
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key))
+  }
+
+  /** Deletes an alias; false when there was none */
+  async deleteAlias (fn: string, alias: string): Promise<boolean> {
+    checkAliasName(fn, alias)
+    const current = await this.aliasEntry(fn, alias)
+    if (current == null) return false
+    try {
+      await jsRetry(async () => await this.kv.delete(aliasKey(fn, alias)))
+    } catch (err) {
+      throw jetstreamError(err, `delete alias "${fn}:${alias}"`)
+    }
+    return true
+  }
+
   /** Fetches a bundle and checks its digest */
   async fetchBundle (spec: Pick<StoredSpec, 'name' | 'bundleObject' | 'bundleSha256'>): Promise<Uint8Array> {
     let bytes
@@ -246,16 +434,23 @@ export class Registry {
    * (`hint`, revision 0: maybe never stored, e.g. a deploy that lost its compare-and-set), then as
    * the stored value read back with its revision. Returns a stop function.
    */
-  async watch (onChange: (entry: RegistryEntry) => void, init: FollowKvInit = {}): Promise<() => void> {
+  async watch (onChange: (entry: RegistryEntry) => void, init: FollowKvInit & { onAlias?: (entry: AliasEntry) => void } = {}): Promise<() => void> {
+    const { onAlias, ...follow } = init
     return await followKv(this.nc, this.kv, FUNCTIONS_BUCKET, (key, entry, meta) => {
       try {
+        if (key.startsWith(ALIAS_KEY_PREFIX)) {
+          // Aliases are used only once read back (never from a hint): they are small and rare.
+          if (meta.hint) return
+          onAlias?.(entry != null ? toAliasEntry(entry) : { key, revision: meta.revision, alias: null })
+          return
+        }
         const e: RegistryEntry = entry != null ? toEntry(entry) : { key, revision: meta.revision, spec: null }
         if (meta.hint) e.hint = true
         onChange(e)
       } catch {
         // The listener's own failure must not end the watch: every later change still comes.
       }
-    }, { hints: true, ...init })
+    }, { hints: true, ...follow })
   }
 }
 
@@ -300,6 +495,32 @@ function signatureIntact (raw: Uint8Array, signature: DeploySignature | null | u
   return checkSpecSignature(raw, signature, new Set([publicKeyFromRaw(signature.publicKey)])).ok
 }
 
+function toAliasEntry (entry: { key: string, revision: number, operation: string, value: Uint8Array }): AliasEntry {
+  if (entry.operation !== 'PUT' || entry.value.byteLength === 0) return { key: entry.key, revision: entry.revision, alias: null }
+  try {
+    return { key: entry.key, revision: entry.revision, alias: toAlias(decode('FunctionAlias', entry.value), entry.value) }
+  } catch (err: any) {
+    const parts = parseAliasKey(entry.key)
+    return { key: entry.key, revision: entry.revision, alias: null, error: new InputError('FNMESH_ERR_INVALID_ALIAS', `Stored alias "${(parts != null ? `${parts.function}:${parts.alias}` : entry.key).slice(0, 160)}" does not decode: ${String(err?.message ?? err)}`) }
+  }
+}
+
+/** A plain copy of a decoded alias */
+function toAlias (a: FunctionAlias, raw?: Uint8Array): StoredAlias {
+  return {
+    function: a.function,
+    name: a.name,
+    version: a.version,
+    weightedVersion: a.weightedVersion,
+    weightPpm: a.weightPpm,
+    serial: a.serial,
+    updatedAtMs: a.updatedAtMs,
+    description: a.description,
+    signature: a.signature != null ? { publicKey: a.signature.publicKey, signature: a.signature.signature } : null,
+    raw
+  }
+}
+
 function toEntry (entry: { key: string, revision: number, operation: string, value: Uint8Array }): RegistryEntry {
   if (entry.operation !== 'PUT' || entry.value.byteLength === 0) return { key: entry.key, revision: entry.revision, spec: null }
   try {
@@ -331,6 +552,12 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     routes: spec.routes.map(copyRoute),
     bindings: [...(spec.bindings ?? [])],
     ...(spec.runtime != null && spec.runtime !== '' ? { runtime: spec.runtime } : {}),
+    constraints: [...(spec.constraints ?? [])],
+    prefer: [...(spec.prefer ?? [])],
+    reserved: spec.reserved,
+    provisioned: spec.provisioned,
+    onSuccess: spec.onSuccess ?? '',
+    onFailure: spec.onFailure ?? '',
     signature: spec.signature != null ? { publicKey: spec.signature.publicKey, signature: spec.signature.signature } : null,
     raw
   }

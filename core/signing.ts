@@ -13,8 +13,21 @@ import { readFile } from 'node:fs/promises'
 import { encode, type DeploySignature } from '../proto/codec.js'
 import { UsageError } from '../proto/errors.js'
 
-/** Domain separation: a signature over a spec is never valid for anything else */
+/** Domain separation: a signature over a spec is never valid for anything else (an alias included) */
 const SIGNED_PREFIX = Buffer.from('fnmesh-deploy-v1\n', 'utf8')
+const ALIAS_PREFIX = Buffer.from('fnmesh-alias-v1\n', 'utf8')
+
+/** What a signature covers: a function spec (FunctionSpec) or an alias (FunctionAlias, issue 15) */
+export type SignedKind = 'spec' | 'alias'
+
+function prefixOf (kind: SignedKind): Buffer {
+  return kind === 'alias' ? ALIAS_PREFIX : SIGNED_PREFIX
+}
+
+/** T: the encoding of a value holding only its signature (field 31 in both messages) */
+function signatureTail (kind: SignedKind, signature: DeploySignature): Uint8Array {
+  return kind === 'alias' ? encode('FunctionAlias', { signature }) : encode('FunctionSpec', { signature })
+}
 const PUBLIC_PREFIX = 'ed25519:'
 
 export interface DeployerKey {
@@ -59,12 +72,12 @@ export function publicKeyFromRaw (raw: Uint8Array): string {
 }
 
 /** Signs the unsigned spec bytes S and returns S || T, the value to store */
-export function signSpecBytes (key: DeployerKey, unsigned: Uint8Array): Uint8Array {
+export function signSpecBytes (key: DeployerKey, unsigned: Uint8Array, kind: SignedKind = 'spec'): Uint8Array {
   const signature: DeploySignature = {
     publicKey: parsePublicKey(key.publicKey),
-    signature: sign(null, Buffer.concat([SIGNED_PREFIX, unsigned]), key.privateKey)
+    signature: sign(null, Buffer.concat([prefixOf(kind), unsigned]), key.privateKey)
   }
-  return Buffer.concat([unsigned, encode('FunctionSpec', { signature })])
+  return Buffer.concat([unsigned, signatureTail(kind, signature)])
 }
 
 export type SignatureCheck =
@@ -75,18 +88,18 @@ export type SignatureCheck =
  * Checks the stored value `raw` of a spec whose decoded signature is `signature` against the
  * trusted public keys ("ed25519:..." texts).
  */
-export function checkSpecSignature (raw: Uint8Array | undefined, signature: DeploySignature | null | undefined, trusted: ReadonlySet<string>): SignatureCheck {
+export function checkSpecSignature (raw: Uint8Array | undefined, signature: DeploySignature | null | undefined, trusted: ReadonlySet<string>, kind: SignedKind = 'spec'): SignatureCheck {
   if (raw == null || signature == null || signature.publicKey.byteLength === 0) return { ok: false, reason: 'unsigned' }
   if (signature.publicKey.byteLength !== 32 || signature.signature.byteLength !== 64) return { ok: false, reason: 'invalid' }
   const publicKey = publicKeyFromRaw(signature.publicKey)
   if (!trusted.has(publicKey)) return { ok: false, reason: 'untrusted', publicKey }
-  const tail = encode('FunctionSpec', { signature: { publicKey: signature.publicKey, signature: signature.signature } })
+  const tail = signatureTail(kind, { publicKey: signature.publicKey, signature: signature.signature })
   if (raw.byteLength < tail.byteLength || !Buffer.from(raw.subarray(raw.byteLength - tail.byteLength)).equals(tail)) return { ok: false, reason: 'invalid', publicKey }
   const unsigned = raw.subarray(0, raw.byteLength - tail.byteLength)
   let good = false
   try {
     const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(signature.publicKey).toString('base64url') }, format: 'jwk' })
-    good = verify(null, Buffer.concat([SIGNED_PREFIX, unsigned]), key, signature.signature)
+    good = verify(null, Buffer.concat([prefixOf(kind), unsigned]), key, signature.signature)
   } catch {
     good = false
   }

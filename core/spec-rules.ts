@@ -11,7 +11,8 @@
 import type { HttpRoute } from '../proto/codec.js'
 import { FnmeshError, InputError, UsageError } from '../proto/errors.js'
 import { FUNCTION_NAME_PATTERN } from '../proto/subjects.js'
-import { parseBindings } from './bindings.js'
+import { parseBindings, parseDestination } from './bindings.js'
+import { checkStoredTerms } from './placement.js'
 import { BUNDLE_LIMIT } from './bundle.js'
 import { buildRoutes, type AuthMode, type HttpRouteOptions } from './http-routes.js'
 import { parseTrigger } from './triggers.js'
@@ -23,7 +24,11 @@ export const LIMITS = {
   concurrency: [0, 10_000],
   retries: [0, 100],
   retryBackoffMs: [1, 3_600_000],
-  maxEventAgeMs: [1000, 7 * 86_400_000]
+  maxEventAgeMs: [1000, 7 * 86_400_000],
+  /** mesh-wide concurrency cap (0 = none) */
+  reserved: [0, 100_000],
+  /** sandboxes kept warm across the mesh (0 = none) */
+  provisioned: [0, 1000]
 } as const
 
 /**
@@ -206,6 +211,14 @@ export function checkStoredBindings (fn: string, bindings: readonly string[]): v
   })
 }
 
+/** Stored destinations: each empty or canonical "publish:SUBJECT" */
+export function checkStoredDestinations (fn: string, onSuccess: unknown, onFailure: unknown): void {
+  for (const [which, v] of [['on-success', onSuccess], ['on-failure', onFailure]] as const) {
+    const d = parseDestination(which, v)
+    if (d != null && d.raw !== v) throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Destination "${String(v).slice(0, 120)}" of "${fn}" is not in canonical form`)
+  }
+}
+
 /** The fields of a stored spec the rules look at (a StoredSpec, or a decoded FunctionSpec) */
 export interface SpecFields {
   name: string
@@ -228,6 +241,14 @@ export interface SpecFields {
   bindings?: string[] | null
   /** "" (Node.js) or "provided" */
   runtime?: string | null
+  /** canonical placement terms (core/placement.ts) */
+  constraints?: string[] | null
+  prefer?: string[] | null
+  reserved?: number
+  provisioned?: number
+  /** "publish:SUBJECT" or "" */
+  onSuccess?: string | null
+  onFailure?: string | null
 }
 
 /**
@@ -250,11 +271,19 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkLimit(key, 'retries', spec.maxRetries)
     checkLimit(key, 'retryBackoffMs', spec.retryBackoffMs)
     checkLimit(key, 'maxEventAgeMs', spec.maxEventAgeMs)
+    checkLimit(key, 'reserved', spec.reserved ?? 0)
+    checkLimit(key, 'provisioned', spec.provisioned ?? 0)
+    if ((spec.reserved ?? 0) > 0 && (spec.provisioned ?? 0) > (spec.reserved ?? 0)) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `provisioned ${String(spec.provisioned)} is over reserved ${String(spec.reserved)}`)
+    }
     checkEnv(key, spec.env)
     checkTriggers(key, spec.triggers)
     checkStoredRoutes(key, spec.routes ?? [])
     checkStoredBindings(key, spec.bindings ?? [])
     if (spec.runtime != null && spec.runtime !== '' && spec.runtime !== 'provided') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `its runtime "${String(spec.runtime).slice(0, 60)}" is not "" or "provided"`)
+    checkStoredTerms(key, spec.constraints, 'constraint')
+    checkStoredTerms(key, spec.prefer, 'preference')
+    checkStoredDestinations(key, spec.onSuccess ?? '', spec.onFailure ?? '')
     if (typeof spec.bundleSha256 !== 'string' || !SHA256_HEX.test(spec.bundleSha256)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle digest is not 64 lowercase hex digits')
     if (spec.bundleObject !== `sha256-${spec.bundleSha256}`) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its bundle object name is not "sha256-" and its digest')
     if (!Number.isInteger(spec.bundleSize) || spec.bundleSize < 1 || spec.bundleSize > BUNDLE_LIMIT) throw new InputError('FNMESH_ERR_BUNDLE_TOO_LARGE', `its bundle size ${String(spec.bundleSize)} is outside 1 to ${BUNDLE_LIMIT} bytes`)

@@ -50,6 +50,8 @@ export type InvokeRequest = Decoded<fnmesh.v1.IInvokeRequest>
 export type ExecRequest = Decoded<fnmesh.v1.IExecRequest>
 export type InvokeResult = Decoded<fnmesh.v1.IInvokeResult>
 export type MeterRecord = Decoded<fnmesh.v1.IMeterRecord>
+export type StreamChunk = Decoded<fnmesh.v1.IStreamChunk>
+export type StreamAck = Decoded<fnmesh.v1.IStreamAck>
 export type DeadLetter = Decoded<fnmesh.v1.IDeadLetter>
 export type MeterProof = Decoded<fnmesh.v1.IMeterProof>
 export type SignedRecord = Decoded<fnmesh.v1.ISignedRecord>
@@ -79,6 +81,8 @@ export type CorsConfig = Decoded<fnmesh.v1.ICorsConfig>
 export type DeploySignature = Decoded<fnmesh.v1.IDeploySignature>
 export type ApiKey = Decoded<fnmesh.v1.IApiKey>
 export type RateBucket = Decoded<fnmesh.v1.IRateBucket>
+export type FunctionAlias = Decoded<fnmesh.v1.IFunctionAlias>
+export type ConcurrencyLeases = Decoded<fnmesh.v1.IConcurrencyLeases>
 export const Outcome = fnmesh.v1.Outcome
 export type Outcome = fnmesh.v1.Outcome
 export const SyncOp = fnmesh.v1.SyncRequest.Op
@@ -99,6 +103,8 @@ export const DecodeLimits = {
   InvokeRequest: 8 * MiB,
   ExecRequest: 8 * MiB,
   InvokeResult: 8 * MiB,
+  StreamChunk: 512 * 1024,
+  StreamAck: 64,
   MeterRecord: 16 * 1024,
   DeadLetter: 8 * MiB,
   MeterProof: 512 * 1024,
@@ -119,7 +125,10 @@ export const DecodeLimits = {
   UsageReply: 8 * MiB,
   LogBatch: 4 * MiB,
   ApiKey: 4 * 1024,
-  RateBucket: 256
+  RateBucket: 256,
+  FunctionAlias: 4 * 1024,
+  // at most a few hundred agents' leases of one function
+  ConcurrencyLeases: 64 * 1024
 } as const
 
 export type MessageName = keyof typeof DecodeLimits
@@ -138,6 +147,8 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   InvokeRequest: pb.InvokeRequest,
   ExecRequest: pb.ExecRequest,
   InvokeResult: pb.InvokeResult,
+  StreamChunk: pb.StreamChunk,
+  StreamAck: pb.StreamAck,
   MeterRecord: pb.MeterRecord,
   DeadLetter: pb.DeadLetter,
   MeterProof: pb.MeterProof,
@@ -158,7 +169,9 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   UsageReply: pb.UsageReply,
   LogBatch: pb.LogBatch,
   ApiKey: pb.ApiKey,
-  RateBucket: pb.RateBucket
+  RateBucket: pb.RateBucket,
+  FunctionAlias: pb.FunctionAlias,
+  ConcurrencyLeases: pb.ConcurrencyLeases
 }
 
 export interface MessageMap {
@@ -170,6 +183,8 @@ export interface MessageMap {
   InvokeRequest: InvokeRequest
   ExecRequest: ExecRequest
   InvokeResult: InvokeResult
+  StreamChunk: StreamChunk
+  StreamAck: StreamAck
   MeterRecord: MeterRecord
   DeadLetter: DeadLetter
   MeterProof: MeterProof
@@ -191,6 +206,8 @@ export interface MessageMap {
   LogBatch: LogBatch
   ApiKey: ApiKey
   RateBucket: RateBucket
+  FunctionAlias: FunctionAlias
+  ConcurrencyLeases: ConcurrencyLeases
 }
 
 export function encode<K extends MessageName> (name: K, message: Encodable<MessageMap[K]>): Uint8Array {

@@ -55,6 +55,17 @@ export const MAX_ID_BYTES = 256
 /** Default cap on a sync invocation's event and result, as AWS Lambda's 6 MB */
 export const SYNC_PAYLOAD_LIMIT = 6 * 1024 * 1024
 
+/** Default cap on a streamed response body (awslambda.streamifyResponse), as Lambda's 20 MB soft limit */
+export const STREAM_RESULT_LIMIT = 20 * 1024 * 1024
+
+/** Largest data of one StreamChunk message */
+export const STREAM_CHUNK_MAX = 256 * 1024
+/** A stream sender has at most this many bytes, and this many chunks, sent and not yet acknowledged */
+export const STREAM_WINDOW_BYTES = 1024 * 1024
+export const STREAM_WINDOW_CHUNKS = 64
+/** A stream whose receiver takes nothing for this long ends with FNMESH_ERR_STREAM_STALLED */
+export const STREAM_IDLE_MS = 30_000
+
 /** nats-server's max_payload must be at least this for 6 MB payloads (the dev server and tests set 8 MB) */
 export const RECOMMENDED_MAX_PAYLOAD = 8 * 1024 * 1024
 
@@ -62,6 +73,12 @@ export const RECOMMENDED_MAX_PAYLOAD = 8 * 1024 * 1024
 export const Headers = {
   /** on a router's interim reply to an invoke: "working" means still routing or running it */
   status: 'Fnmesh-Status'
+} as const
+
+/** Fnmesh-Status values: interim "working", a StreamChunk of a streamed reply */
+export const Status = {
+  working: 'working',
+  chunk: 'chunk'
 } as const
 
 /** A router sends a "working" interim reply to its caller at this interval while an invocation runs */

@@ -19,11 +19,13 @@ import { join } from 'node:path'
 import type { NatsConnection } from '@nats-io/transport-node'
 import type { MeterBundle } from '../../proto/codec.js'
 import { fnmeshError } from '../../proto/errors.js'
-import { RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
+import { RATELIMITS_BUCKET, RECOMMENDED_MAX_PAYLOAD } from '../../proto/subjects.js'
 import { connectNats } from '../../core/nats.js'
-import { DLQ_STREAM, dlqSubject } from '../../core/events.js'
+import { DLQ_STREAM, backlog, dlqSubject } from '../../core/events.js'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { Registry } from '../../core/registry.js'
+import { advertLabels, eligible, preferred } from '../../core/placement.js'
+import { layersToMask } from '../../core/layers.js'
 import { ControlApi } from './api/api.js'
 import { resolveConfig, type AgentConfig, type AgentOptions } from './config.js'
 import { BindingServer } from './bindings/server.js'
@@ -42,11 +44,16 @@ import { TrustedVersions } from './registry/versions.js'
 import { Router, type LocalNode } from './router/router.js'
 import { detectIsolation, strictMissing, type IsolationPlan } from './sandbox/layers/detect.js'
 import { SandboxPool } from './sandbox/pool.js'
-import { TriggerManager, type LocalCapacity } from './triggers/manager.js'
+import { Provisioner } from './sandbox/provisioner.js'
+import { ReservedConcurrency } from './executor/reserved.js'
+import { openBucket } from '../../core/kv-follow.js'
+import { TriggerManager, type LocalCapacity, type TriggerPlacement } from './triggers/manager.js'
 import { waitForInit } from './registry/initialized.js'
 import { AdminServer } from './metrics/admin.js'
 import { PromMetrics } from './metrics/prom.js'
 import { noMetrics } from './metrics/sink.js'
+import { DashboardData } from './metrics/dashboard/data.js'
+import { rawRecords } from './metering/queries/usage.js'
 
 const DLQ_PREFIX = dlqSubject('')
 
@@ -84,6 +91,8 @@ interface Parts {
   functions?: FunctionCache
   gossip?: Gossip
   executor?: Executor
+  reserved?: ReservedConcurrency
+  provisioner?: Provisioner
   api?: ControlApi
   router?: Router
   triggers?: TriggerManager
@@ -117,6 +126,15 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
   const trust = config.trust.length > 0 ? await TrustList.load([...config.trust]) : undefined
   const swarmKey = config.swarmKey != null ? await readSwarmKey(config.swarmKey) : undefined
   const adminToken = config.adminToken != null ? await readAdminToken(config.adminToken) : undefined
+  /** dead letters per function, mesh-wide (the metrics and the dashboard read it) */
+  const dlqCounts = async (): Promise<Record<string, number>> => {
+    if (parts.nc == null) return {}
+    const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
+    const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
+    const out: Record<string, number> = {}
+    for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
+    return out
+  }
   // Metrics exist only with the admin listener: without it the parts count into nothing.
   // The gauges read the parts at scrape time, so they reach them through `parts`.
   const metrics = config.admin == null
@@ -134,14 +152,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
-      dlqMessages: async () => {
-        if (parts.nc == null) return {}
-        const jsm = dlqJsm ??= await jetstreamManager(parts.nc)
-        const info = await jsm.streams.info(DLQ_STREAM, { subjects_filter: `${DLQ_PREFIX}>` })
-        const out: Record<string, number> = {}
-        for (const [subject, n] of Object.entries(info.state.subjects ?? {})) out[subject.slice(DLQ_PREFIX.length)] = n
-        return out
-      }
+      dlqMessages: dlqCounts
     })
   let natsUp = true
   let dlqJsm: Awaited<ReturnType<typeof jetstreamManager>> | undefined
@@ -206,7 +217,10 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     onChange: (name, spec, previous) => {
       // Warm children are kept per name@version. A version that does not go up (a redeploy after
       // a delete, a first signed deploy after unsigned ones) may name other code: retire them all.
-      pool.retire(name, spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0)
+      // Versions aliases name stay warm too (a weighted alias runs two at once).
+      const keep = spec != null && (previous == null || spec.version > previous.version) ? spec.version : 0
+      pool.retire(name, keep, keep > 0 ? functions.aliasVersions(name) : [])
+      parts.provisioner?.check()
       parts.triggers?.onSpec(name, spec).catch((err: any) => {
         logger.error({ fn: name, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'applying a spec change to the triggers failed')
       })
@@ -214,9 +228,11 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }
   })
   await functions.start()
+  const activeLayers = layersToMask(plan.layers.filter(l => l.active).map(l => l.id))
   const gossip = parts.gossip = new Gossip({
     privateKey,
     name: config.name,
+    labels: config.labels,
     listen: config.listen,
     bootstrap: config.bootstrap,
     swarmKey,
@@ -228,16 +244,21 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       // running and queued: peers weigh queued work like running work
       inFlight: parts.executor?.load ?? 0,
       warm: pool.warmKeys(),
+      provisioned: pool.provisionedKeys(),
       invocations: parts.executor?.invocations ?? 0,
       coldStarts: pool.coldStarts,
       warmStarts: pool.warmStarts,
-      refusing: metering.refusing()
+      refusing: metering.refusing(),
+      layers: activeLayers
     }),
     logger: logger.child({ part: 'agent:gossip' })
   })
   await gossip.start()
   const nodeId = identity.nodeId = gossip.nodeId
   await metering.connect({ privateKey, nodeId, libp2p: gossip.libp2p, table })
+  // Mesh-wide caps of functions deployed with --reserved: leases in the bucket the gateway's rate limits use.
+  const reserved = parts.reserved = new ReservedConcurrency({ kv: await openBucket(nc, RATELIMITS_BUCKET), nodeId, logger: logger.child({ part: 'agent:reserved' }) })
+  reserved.start()
   const executor = parts.executor = new Executor({
     nc,
     nodeId,
@@ -247,10 +268,35 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     logger: logger.child({ part: 'agent:executor' }),
     onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) },
-    bindings: new BindingServer({ nc, logger: logger.child({ part: 'agent:bindings' }) }),
-    metrics: metrics ?? noMetrics
+    // invoke bindings go through this agent's router, started after the executor
+    bindings: new BindingServer({
+      nc,
+      logger: logger.child({ part: 'agent:bindings' }),
+      invoke: async (req, options) => {
+        if (parts.router == null) throw fnmeshError('FNMESH_ERR_BUSY', 'The agent is starting: its router is not up yet')
+        return await parts.router.route(req, options)
+      }
+    }),
+    reserved,
+    metrics: metrics ?? noMetrics,
+    labels: config.labels
   }, { slots: config.slots, billingGranularityMs: config.billingGranularityMs, payloadLimit: config.payloadLimit, maxQueue: config.maxQueue })
   executor.start()
+  // Sandboxes of functions deployed with --provisioned, placed by rendezvous hashing over live nodes.
+  const provisioner = parts.provisioner = new Provisioner({
+    nodeId: () => nodeId,
+    // Only nodes whose labels satisfy the function's constraints hold its provisioned sandboxes.
+    nodes: (spec) => table.routable().filter(e => eligible(advertLabels(e.advert.labels), spec)).map(e => e.advert.nodeId),
+    eligible: (spec) => eligible(config.labels, spec),
+    specs: () => functions.all(),
+    taskRoot: async (spec) => await functions.taskRoot(spec),
+    pool,
+    refusing: () => executor.state !== 'running' || metering.refusing() !== '',
+    logger: logger.child({ part: 'agent:provisioner' })
+  })
+  provisioner.start()
+  table.on('added', () => { provisioner.check() })
+  table.on('removed', () => { provisioner.check() })
   const api = parts.api = new ControlApi({ nc, nodeId, name: config.name, table, metering, logger: logger.child({ part: 'agent:api' }) })
   api.start()
   // The parts meet through these interfaces only: the router sees this node's executor as a
@@ -270,12 +316,17 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     policy: config.routing
   })
   if (config.router) router.start()
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, logger: logger.child({ part: 'agent:triggers' }) })
+  const placement: TriggerPlacement = {
+    eligible: (spec) => eligible(config.labels, spec),
+    preferredElsewhere: (spec) => !preferred(config.labels, spec) && table.routable().some(e =>
+      !e.self && e.advert.inFlight < e.advert.slots && eligible(advertLabels(e.advert.labels), spec) && preferred(advertLabels(e.advert.labels), spec))
+  }
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, placement, logger: logger.child({ part: 'agent:triggers' }) })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({
       nc,
-      route: async (req) => await router.route(req),
+      route: async (req, options) => await router.route(req, options),
       specs: () => functions.all(),
       trusted: trust != null ? (spec) => trust.trusts(spec) : undefined,
       agents: () => table.routable().length,
@@ -293,6 +344,18 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     const admin = parts.admin = new AdminServer({
       metrics: async () => ({ contentType: metrics.contentType, text: await metrics.text() }),
       notReady: () => state !== 'running' ? `agent is ${state}` : nc.isClosed() || !natsUp ? 'NATS is not connected' : '',
+      dashboard: new DashboardData({
+        nc,
+        nodeId,
+        name: config.name,
+        peers: () => table.all(),
+        specs: () => functions.all(),
+        usage: async (q) => await metering.usage(q),
+        records: (fromMs, toMs) => rawRecords(metering.store, fromMs, toMs),
+        backlog: async (spec) => await backlog(dlqJsm ??= await jetstreamManager(nc), spec),
+        dlq: dlqCounts,
+        logger: logger.child({ part: 'agent:dashboard' })
+      }),
       logger: logger.child({ part: 'agent:admin' })
     }, { host: config.admin.host, port: config.admin.port, token: adminToken })
     await admin.start()
@@ -350,7 +413,9 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   await step('gateway', () => parts.gateway?.stop())
   await step('router', () => parts.router?.stop())
   await step('api', () => parts.api?.stop())
+  await step('provisioner', () => parts.provisioner?.stop())
   await step('executor', () => parts.executor?.stop())
+  await step('reserved', () => parts.reserved?.stop())
   await step('sandbox', async () => {
     parts.pool?.stop()
     await parts.pool?.settled(3000)

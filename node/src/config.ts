@@ -2,11 +2,12 @@
  * Agent options in stages: user input (all optional) -> defaults applied and validated ->
  * a frozen AgentConfig. Durations are milliseconds.
  */
-import { hostname, tmpdir } from 'node:os'
+import { arch, availableParallelism, hostname, platform, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../proto/subjects.js'
 import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
+import { nodeLabels } from '../../core/placement.js'
 import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
 import { ROUTER_DEFAULTS } from './router/router.js'
@@ -31,6 +32,8 @@ export interface AgentOptions {
   slots?: number
   /** Human name shown in `fnmesh nodes`. @default the host name */
   name?: string
+  /** Placement labels "key=value" (over the automatic arch, os, cpus and memory in GiB). @default none */
+  labels?: string[]
   /** Serve the HTTP gateway: a port, or "HOST:PORT" (port 0: any free port). @default off */
   http?: number | string
   /** Serve /metrics, /healthz and /readyz: a port, or "HOST:PORT" (port 0: any free port; host 127.0.0.1 unless given). @default off */
@@ -129,6 +132,8 @@ export interface AgentConfig {
   readonly dataDir: string
   readonly slots: number
   readonly name: string
+  /** placement labels: the automatic ones with --label over them (core/placement.ts) */
+  readonly labels: Readonly<Record<string, string>>
   readonly advertIntervalMs: number
   readonly advertMinGapMs: number | undefined
   readonly peerTimeoutMs: number
@@ -191,6 +196,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     dataDir: options.dataDir ?? join(tmpdir(), `fnmesh-${name}`),
     slots: int('slots', options.slots, defaultSlots(), 1, 10_000),
     name,
+    labels: Object.freeze(nodeLabels(options.labels ?? [], autoLabels())),
     advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
     // unset: adapts to the mesh size (gossip.ts advertGapFor)
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
@@ -251,6 +257,11 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option admin binds "${config.admin.host}", which other machines reach: give --admin-token FILE, or bind 127.0.0.1`)
   }
   return Object.freeze(config)
+}
+
+/** The labels every agent carries: CPU architecture, OS, usable CPUs and memory in whole GiB */
+export function autoLabels (): Record<string, string> {
+  return { arch: arch(), os: platform(), cpus: String(availableParallelism()), memory: String(Math.floor(totalmem() / 2 ** 30)) }
 }
 
 /** "8080", 8080 or "127.0.0.1:8080" -> host and port */

@@ -197,6 +197,15 @@ export namespace fnmesh {
             /** CapacityAdvert refusing. */
             refusing: string;
 
+            /** CapacityAdvert labels. */
+            labels: { [k: string]: string };
+
+            /** CapacityAdvert provisioned. */
+            provisioned: string[];
+
+            /** CapacityAdvert layers. */
+            layers: number;
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -315,6 +324,15 @@ export namespace fnmesh {
 
                 /** CapacityAdvert refusing */
                 refusing?: (string|null);
+
+                /** CapacityAdvert labels */
+                labels?: ({ [k: string]: string }|null);
+
+                /** CapacityAdvert provisioned */
+                provisioned?: (string[]|null);
+
+                /** CapacityAdvert layers */
+                layers?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -531,6 +549,24 @@ export namespace fnmesh {
             /** FunctionSpec runtime. */
             runtime: string;
 
+            /** FunctionSpec constraints. */
+            constraints: string[];
+
+            /** FunctionSpec prefer. */
+            prefer: string[];
+
+            /** FunctionSpec reserved. */
+            reserved: number;
+
+            /** FunctionSpec provisioned. */
+            provisioned: number;
+
+            /** FunctionSpec onSuccess. */
+            onSuccess: string;
+
+            /** FunctionSpec onFailure. */
+            onFailure: string;
+
             /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @param [properties] Properties to set
@@ -667,6 +703,24 @@ export namespace fnmesh {
 
                 /** FunctionSpec runtime */
                 runtime?: (string|null);
+
+                /** FunctionSpec constraints */
+                constraints?: (string[]|null);
+
+                /** FunctionSpec prefer */
+                prefer?: (string[]|null);
+
+                /** FunctionSpec reserved */
+                reserved?: (number|null);
+
+                /** FunctionSpec provisioned */
+                provisioned?: (number|null);
+
+                /** FunctionSpec onSuccess */
+                onSuccess?: (string|null);
+
+                /** FunctionSpec onFailure */
+                onFailure?: (string|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -1219,6 +1273,164 @@ export namespace fnmesh {
         }
 
         /**
+         * Properties of a FunctionAlias.
+         * @deprecated Use fnmesh.v1.FunctionAlias.$Properties instead.
+         */
+        interface IFunctionAlias extends fnmesh.v1.FunctionAlias.$Properties {
+        }
+
+        /** Represents a FunctionAlias. */
+        class FunctionAlias {
+
+            /**
+             * Constructs a new FunctionAlias.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.FunctionAlias.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** FunctionAlias function. */
+            function: string;
+
+            /** FunctionAlias name. */
+            name: string;
+
+            /** FunctionAlias version. */
+            version: number;
+
+            /** FunctionAlias weightedVersion. */
+            weightedVersion: number;
+
+            /** FunctionAlias weightPpm. */
+            weightPpm: number;
+
+            /** FunctionAlias serial. */
+            serial: number;
+
+            /** FunctionAlias updatedAtMs. */
+            updatedAtMs: number;
+
+            /** FunctionAlias description. */
+            description: string;
+
+            /** FunctionAlias signature. */
+            signature?: (fnmesh.v1.DeploySignature.$Properties|null);
+
+            /**
+             * Creates a new FunctionAlias instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns FunctionAlias instance
+             */
+            static create(properties: fnmesh.v1.FunctionAlias.$Shape): fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape;
+            static create(properties?: fnmesh.v1.FunctionAlias.$Properties): fnmesh.v1.FunctionAlias;
+
+            /**
+             * Encodes the specified FunctionAlias message. Does not implicitly {@link fnmesh.v1.FunctionAlias.verify|verify} messages.
+             * @param message FunctionAlias message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.FunctionAlias.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified FunctionAlias message, length delimited. Does not implicitly {@link fnmesh.v1.FunctionAlias.verify|verify} messages.
+             * @param message FunctionAlias message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.FunctionAlias.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a FunctionAlias message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape} FunctionAlias
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape;
+
+            /**
+             * Decodes a FunctionAlias message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape} FunctionAlias
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape;
+
+            /**
+             * Verifies a FunctionAlias message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a FunctionAlias message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns FunctionAlias
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.FunctionAlias;
+
+            /**
+             * Creates a plain object from a FunctionAlias message. Also converts values to other types if specified.
+             * @param message FunctionAlias
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.FunctionAlias, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this FunctionAlias to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace FunctionAlias {
+
+            /** Properties of a FunctionAlias. */
+            interface $Properties {
+
+                /** FunctionAlias function */
+                "function"?: (string|null);
+
+                /** FunctionAlias name */
+                name?: (string|null);
+
+                /** FunctionAlias version */
+                version?: (number|null);
+
+                /** FunctionAlias weightedVersion */
+                weightedVersion?: (number|null);
+
+                /** FunctionAlias weightPpm */
+                weightPpm?: (number|null);
+
+                /** FunctionAlias serial */
+                serial?: (number|null);
+
+                /** FunctionAlias updatedAtMs */
+                updatedAtMs?: (number|null);
+
+                /** FunctionAlias description */
+                description?: (string|null);
+
+                /** FunctionAlias signature */
+                signature?: (fnmesh.v1.DeploySignature.$Properties|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a FunctionAlias. */
+            type $Shape = fnmesh.v1.FunctionAlias.$Properties;
+        }
+
+        /**
          * Properties of an ApiKey.
          * @deprecated Use fnmesh.v1.ApiKey.$Properties instead.
          */
@@ -1472,6 +1684,238 @@ export namespace fnmesh {
 
             /** Shape of a RateBucket. */
             type $Shape = fnmesh.v1.RateBucket.$Properties;
+        }
+
+        /**
+         * Properties of a ConcurrencyLeases.
+         * @deprecated Use fnmesh.v1.ConcurrencyLeases.$Properties instead.
+         */
+        interface IConcurrencyLeases extends fnmesh.v1.ConcurrencyLeases.$Properties {
+        }
+
+        /** Represents a ConcurrencyLeases. */
+        class ConcurrencyLeases {
+
+            /**
+             * Constructs a new ConcurrencyLeases.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.ConcurrencyLeases.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** ConcurrencyLeases leases. */
+            leases: fnmesh.v1.ConcurrencyLease.$Properties[];
+
+            /**
+             * Creates a new ConcurrencyLeases instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns ConcurrencyLeases instance
+             */
+            static create(properties: fnmesh.v1.ConcurrencyLeases.$Shape): fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape;
+            static create(properties?: fnmesh.v1.ConcurrencyLeases.$Properties): fnmesh.v1.ConcurrencyLeases;
+
+            /**
+             * Encodes the specified ConcurrencyLeases message. Does not implicitly {@link fnmesh.v1.ConcurrencyLeases.verify|verify} messages.
+             * @param message ConcurrencyLeases message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.ConcurrencyLeases.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified ConcurrencyLeases message, length delimited. Does not implicitly {@link fnmesh.v1.ConcurrencyLeases.verify|verify} messages.
+             * @param message ConcurrencyLeases message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.ConcurrencyLeases.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a ConcurrencyLeases message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape} ConcurrencyLeases
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape;
+
+            /**
+             * Decodes a ConcurrencyLeases message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape} ConcurrencyLeases
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape;
+
+            /**
+             * Verifies a ConcurrencyLeases message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a ConcurrencyLeases message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns ConcurrencyLeases
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.ConcurrencyLeases;
+
+            /**
+             * Creates a plain object from a ConcurrencyLeases message. Also converts values to other types if specified.
+             * @param message ConcurrencyLeases
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.ConcurrencyLeases, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this ConcurrencyLeases to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace ConcurrencyLeases {
+
+            /** Properties of a ConcurrencyLeases. */
+            interface $Properties {
+
+                /** ConcurrencyLeases leases */
+                leases?: (fnmesh.v1.ConcurrencyLease.$Properties[]|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a ConcurrencyLeases. */
+            type $Shape = fnmesh.v1.ConcurrencyLeases.$Properties;
+        }
+
+        /**
+         * Properties of a ConcurrencyLease.
+         * @deprecated Use fnmesh.v1.ConcurrencyLease.$Properties instead.
+         */
+        interface IConcurrencyLease extends fnmesh.v1.ConcurrencyLease.$Properties {
+        }
+
+        /** Represents a ConcurrencyLease. */
+        class ConcurrencyLease {
+
+            /**
+             * Constructs a new ConcurrencyLease.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.ConcurrencyLease.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** ConcurrencyLease nodeId. */
+            nodeId: string;
+
+            /** ConcurrencyLease permits. */
+            permits: number;
+
+            /** ConcurrencyLease expiresAtMs. */
+            expiresAtMs: number;
+
+            /**
+             * Creates a new ConcurrencyLease instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns ConcurrencyLease instance
+             */
+            static create(properties: fnmesh.v1.ConcurrencyLease.$Shape): fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape;
+            static create(properties?: fnmesh.v1.ConcurrencyLease.$Properties): fnmesh.v1.ConcurrencyLease;
+
+            /**
+             * Encodes the specified ConcurrencyLease message. Does not implicitly {@link fnmesh.v1.ConcurrencyLease.verify|verify} messages.
+             * @param message ConcurrencyLease message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.ConcurrencyLease.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified ConcurrencyLease message, length delimited. Does not implicitly {@link fnmesh.v1.ConcurrencyLease.verify|verify} messages.
+             * @param message ConcurrencyLease message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.ConcurrencyLease.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a ConcurrencyLease message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape} ConcurrencyLease
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape;
+
+            /**
+             * Decodes a ConcurrencyLease message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape} ConcurrencyLease
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape;
+
+            /**
+             * Verifies a ConcurrencyLease message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a ConcurrencyLease message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns ConcurrencyLease
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.ConcurrencyLease;
+
+            /**
+             * Creates a plain object from a ConcurrencyLease message. Also converts values to other types if specified.
+             * @param message ConcurrencyLease
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.ConcurrencyLease, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this ConcurrencyLease to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace ConcurrencyLease {
+
+            /** Properties of a ConcurrencyLease. */
+            interface $Properties {
+
+                /** ConcurrencyLease nodeId */
+                nodeId?: (string|null);
+
+                /** ConcurrencyLease permits */
+                permits?: (number|null);
+
+                /** ConcurrencyLease expiresAtMs */
+                expiresAtMs?: (number|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a ConcurrencyLease. */
+            type $Shape = fnmesh.v1.ConcurrencyLease.$Properties;
         }
 
         /**
@@ -1737,6 +2181,12 @@ export namespace fnmesh {
             /** InvokeRequest timeoutMs. */
             timeoutMs: number;
 
+            /** InvokeRequest stream. */
+            stream: boolean;
+
+            /** InvokeRequest qualifier. */
+            qualifier: string;
+
             /**
              * Creates a new InvokeRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -1826,6 +2276,12 @@ export namespace fnmesh {
                 /** InvokeRequest timeoutMs */
                 timeoutMs?: (number|null);
 
+                /** InvokeRequest stream */
+                stream?: (boolean|null);
+
+                /** InvokeRequest qualifier */
+                qualifier?: (string|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -1891,6 +2347,15 @@ export namespace fnmesh {
 
             /** ExecRequest carryMeter. */
             carryMeter: boolean;
+
+            /** ExecRequest stream. */
+            stream: boolean;
+
+            /** ExecRequest pinned. */
+            pinned: boolean;
+
+            /** ExecRequest hops. */
+            hops: number;
 
             /**
              * Creates a new ExecRequest instance using the specified properties.
@@ -2008,6 +2473,15 @@ export namespace fnmesh {
                 /** ExecRequest carryMeter */
                 carryMeter?: (boolean|null);
 
+                /** ExecRequest stream */
+                stream?: (boolean|null);
+
+                /** ExecRequest pinned */
+                pinned?: (boolean|null);
+
+                /** ExecRequest hops */
+                hops?: (number|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -2064,6 +2538,15 @@ export namespace fnmesh {
 
             /** InvokeResult meterCopy. */
             meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
+
+            /** InvokeResult streamed. */
+            streamed: boolean;
+
+            /** InvokeResult streamBytes. */
+            streamBytes: number;
+
+            /** InvokeResult contentType. */
+            contentType: string;
 
             /**
              * Creates a new InvokeResult instance using the specified properties.
@@ -2172,12 +2655,271 @@ export namespace fnmesh {
                 /** InvokeResult meterCopy */
                 meterCopy?: (fnmesh.v1.MeterBundle.$Properties|null);
 
+                /** InvokeResult streamed */
+                streamed?: (boolean|null);
+
+                /** InvokeResult streamBytes */
+                streamBytes?: (number|null);
+
+                /** InvokeResult contentType */
+                contentType?: (string|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
 
             /** Shape of an InvokeResult. */
             type $Shape = fnmesh.v1.InvokeResult.$Properties;
+        }
+
+        /**
+         * Properties of a StreamChunk.
+         * @deprecated Use fnmesh.v1.StreamChunk.$Properties instead.
+         */
+        interface IStreamChunk extends fnmesh.v1.StreamChunk.$Properties {
+        }
+
+        /** Represents a StreamChunk. */
+        class StreamChunk {
+
+            /**
+             * Constructs a new StreamChunk.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.StreamChunk.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** StreamChunk seq. */
+            seq: number;
+
+            /** StreamChunk data. */
+            data: Uint8Array;
+
+            /** StreamChunk contentType. */
+            contentType: string;
+
+            /** StreamChunk invocationId. */
+            invocationId: string;
+
+            /** StreamChunk nodeId. */
+            nodeId: string;
+
+            /**
+             * Creates a new StreamChunk instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns StreamChunk instance
+             */
+            static create(properties: fnmesh.v1.StreamChunk.$Shape): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+            static create(properties?: fnmesh.v1.StreamChunk.$Properties): fnmesh.v1.StreamChunk;
+
+            /**
+             * Encodes the specified StreamChunk message. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @param message StreamChunk message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.StreamChunk.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified StreamChunk message, length delimited. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @param message StreamChunk message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.StreamChunk.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+
+            /**
+             * Verifies a StreamChunk message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a StreamChunk message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns StreamChunk
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.StreamChunk;
+
+            /**
+             * Creates a plain object from a StreamChunk message. Also converts values to other types if specified.
+             * @param message StreamChunk
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.StreamChunk, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this StreamChunk to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace StreamChunk {
+
+            /** Properties of a StreamChunk. */
+            interface $Properties {
+
+                /** StreamChunk seq */
+                seq?: (number|null);
+
+                /** StreamChunk data */
+                data?: (Uint8Array|null);
+
+                /** StreamChunk contentType */
+                contentType?: (string|null);
+
+                /** StreamChunk invocationId */
+                invocationId?: (string|null);
+
+                /** StreamChunk nodeId */
+                nodeId?: (string|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a StreamChunk. */
+            type $Shape = fnmesh.v1.StreamChunk.$Properties;
+        }
+
+        /**
+         * Properties of a StreamAck.
+         * @deprecated Use fnmesh.v1.StreamAck.$Properties instead.
+         */
+        interface IStreamAck extends fnmesh.v1.StreamAck.$Properties {
+        }
+
+        /** Represents a StreamAck. */
+        class StreamAck {
+
+            /**
+             * Constructs a new StreamAck.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.StreamAck.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** StreamAck seq. */
+            seq: number;
+
+            /** StreamAck cancel. */
+            cancel: boolean;
+
+            /**
+             * Creates a new StreamAck instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns StreamAck instance
+             */
+            static create(properties: fnmesh.v1.StreamAck.$Shape): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+            static create(properties?: fnmesh.v1.StreamAck.$Properties): fnmesh.v1.StreamAck;
+
+            /**
+             * Encodes the specified StreamAck message. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @param message StreamAck message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.StreamAck.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified StreamAck message, length delimited. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @param message StreamAck message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.StreamAck.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+
+            /**
+             * Verifies a StreamAck message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a StreamAck message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns StreamAck
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.StreamAck;
+
+            /**
+             * Creates a plain object from a StreamAck message. Also converts values to other types if specified.
+             * @param message StreamAck
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.StreamAck, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this StreamAck to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace StreamAck {
+
+            /** Properties of a StreamAck. */
+            interface $Properties {
+
+                /** StreamAck seq */
+                seq?: (number|null);
+
+                /** StreamAck cancel */
+                cancel?: (boolean|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a StreamAck. */
+            type $Shape = fnmesh.v1.StreamAck.$Properties;
         }
 
         /** Outcome enum. */
@@ -2271,6 +3013,9 @@ export namespace fnmesh {
 
             /** MeterRecord bindingBytes. */
             bindingBytes: number;
+
+            /** MeterRecord streamBytes. */
+            streamBytes: number;
 
             /**
              * Creates a new MeterRecord instance using the specified properties.
@@ -2399,6 +3144,9 @@ export namespace fnmesh {
 
                 /** MeterRecord bindingBytes */
                 bindingBytes?: (number|null);
+
+                /** MeterRecord streamBytes */
+                streamBytes?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -408,6 +408,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] CapacityAdvert coldStarts
              * @property {number|null} [warmStarts] CapacityAdvert warmStarts
              * @property {string|null} [refusing] CapacityAdvert refusing
+             * @property {Object.<string,string>|null} [labels] CapacityAdvert labels
+             * @property {Array.<string>|null} [provisioned] CapacityAdvert provisioned
+             * @property {number|null} [layers] CapacityAdvert layers
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -434,6 +437,8 @@ export const fnmesh = $root.fnmesh = (() => {
              */
             const CapacityAdvert = function (properties) {
                 this.warm = [];
+                this.labels = {};
+                this.provisioned = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -553,6 +558,30 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.refusing = "";
 
             /**
+             * CapacityAdvert labels.
+             * @member {Object.<string,string>} labels
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.labels = $util.emptyObject;
+
+            /**
+             * CapacityAdvert provisioned.
+             * @member {Array.<string>} provisioned
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.provisioned = $util.emptyArray;
+
+            /**
+             * CapacityAdvert layers.
+             * @member {number} layers
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.layers = 0;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -613,6 +642,14 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 0 =*/104).uint64(message.warmStarts);
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing") && message.refusing !== "")
                     writer.uint32(/* id 14, wireType 2 =*/114).string(message.refusing);
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers") && message.layers !== 0)
+                    writer.uint32(/* id 50, wireType 0 =*/400).uint32(message.layers);
+                if (message.provisioned != null && message.provisioned.length)
+                    for (let i = 0; i < message.provisioned.length; ++i)
+                        writer.uint32(/* id 90, wireType 2 =*/722).string(message.provisioned[i]);
+                if (message.labels != null && $Object.hasOwnProperty.call(message, "labels"))
+                    for (let keys = $Object.keys(message.labels), i = 0; i < keys.length; ++i)
+                        writer.uint32(/* id 120, wireType 2 =*/962).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.labels[keys[i]]).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -650,7 +687,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     _depth = 0;
                 if (_depth > $Reader.recursionLimit)
                     throw $Error("max depth exceeded");
-                let end, message, value;
+                let end, message, key, value;
                 if (length === $undefined)
                     end = reader.len;
                 else {
@@ -795,6 +832,59 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.refusing;
                             continue;
                         }
+                    case 120: {
+                            if (wireType !== 2)
+                                break;
+                            if (message.labels === $util.emptyObject)
+                                message.labels = {};
+                            let end2 = reader.size() + reader.pos;
+                            if (end2 > reader.len)
+                                throw $RangeError("index out of range");
+                            reader.len = end2;
+                            key = "";
+                            value = "";
+                            while (reader.pos < end2) {
+                                let tag2 = reader.tag();
+                                wireType = tag2 & 7;
+                                switch (tag2 >>>= 3) {
+                                case 1:
+                                    if (wireType !== 2)
+                                        break;
+                                    key = reader.stringVerify();
+                                    continue;
+                                case 2:
+                                    if (wireType !== 2)
+                                        break;
+                                    value = reader.stringVerify();
+                                    continue;
+                                }
+                                reader.skipType(wireType, _depth, tag2);
+                            }
+                            if (reader.pos !== end2)
+                                throw $RangeError("index out of range");
+                            reader.len = end;
+                            if (key === "__proto__")
+                                $util.makeProp(message.labels, key);
+                            message.labels[key] = value;
+                            continue;
+                        }
+                    case 90: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.provisioned && message.provisioned.length))
+                                message.provisioned = [];
+                            message.provisioned.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 50: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.layers = value;
+                            else
+                                delete message.layers;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -889,6 +979,24 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     if (!$util.isString(message.refusing))
                         return "refusing: string expected";
+                if (message.labels != null && $Object.hasOwnProperty.call(message, "labels")) {
+                    if (!$util.isObject(message.labels))
+                        return "labels: object expected";
+                    let key = $Object.keys(message.labels);
+                    for (let i = 0; i < key.length; ++i)
+                        if (!$util.isString(message.labels[key[i]]))
+                            return "labels: string{k:string} expected";
+                }
+                if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned")) {
+                    if (!$Array.isArray(message.provisioned))
+                        return "provisioned: array expected";
+                    for (let i = 0; i < message.provisioned.length; ++i)
+                        if (!$util.isString(message.provisioned[i]))
+                            return "provisioned: string[] expected";
+                }
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    if (!$util.isInteger(message.layers))
+                        return "layers: integer expected";
                 return null;
             };
 
@@ -1005,6 +1113,26 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.refusing != null)
                     if (typeof object.refusing !== "string" || object.refusing.length)
                         message.refusing = $String(object.refusing);
+                if (object.labels) {
+                    if (!$util.isObject(object.labels))
+                        throw $TypeError(".fnmesh.v1.CapacityAdvert.labels: object expected");
+                    message.labels = {};
+                    for (let keys = $Object.keys(object.labels), i = 0; i < keys.length; ++i) {
+                        if (keys[i] === "__proto__")
+                            $util.makeProp(message.labels, keys[i]);
+                        message.labels[keys[i]] = $String(object.labels[keys[i]]);
+                    }
+                }
+                if (object.provisioned) {
+                    if (!$Array.isArray(object.provisioned))
+                        throw $TypeError(".fnmesh.v1.CapacityAdvert.provisioned: array expected");
+                    message.provisioned = $Array(object.provisioned.length);
+                    for (let i = 0; i < object.provisioned.length; ++i)
+                        message.provisioned[i] = $String(object.provisioned[i]);
+                }
+                if (object.layers != null)
+                    if ($Number(object.layers) !== 0)
+                        message.layers = object.layers >>> 0;
                 return message;
             };
 
@@ -1025,8 +1153,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.warm = [];
+                    object.provisioned = [];
+                }
+                if (options.objects || options.defaults)
+                    object.labels = {};
                 if (options.defaults) {
                     object.nodeId = "";
                     object.name = "";
@@ -1069,6 +1201,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.warmStarts = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.refusing = "";
+                    object.layers = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -1136,6 +1269,22 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? $util.Long.prototype.toString.call(message.warmStarts) : options.longs === $Number ? new $util.LongBits(message.warmStarts.low >>> 0, message.warmStarts.high >>> 0).toNumber(true) : message.warmStarts;
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     object.refusing = message.refusing;
+                if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
+                    object.layers = message.layers;
+                if (message.provisioned && message.provisioned.length) {
+                    object.provisioned = $Array(message.provisioned.length);
+                    for (let j = 0; j < message.provisioned.length; ++j)
+                        object.provisioned[j] = message.provisioned[j];
+                }
+                let keys2;
+                if (message.labels && (keys2 = $Object.keys(message.labels)).length) {
+                    object.labels = {};
+                    for (let j = 0; j < keys2.length; ++j) {
+                        if (keys2[j] === "__proto__")
+                            $util.makeProp(object.labels, keys2[j]);
+                        object.labels[keys2[j]] = message.labels[keys2[j]];
+                    }
+                }
                 return object;
             };
 
@@ -1556,6 +1705,12 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
              * @property {Array.<string>|null} [bindings] FunctionSpec bindings
              * @property {string|null} [runtime] FunctionSpec runtime
+             * @property {Array.<string>|null} [constraints] FunctionSpec constraints
+             * @property {Array.<string>|null} [prefer] FunctionSpec prefer
+             * @property {number|null} [reserved] FunctionSpec reserved
+             * @property {number|null} [provisioned] FunctionSpec provisioned
+             * @property {string|null} [onSuccess] FunctionSpec onSuccess
+             * @property {string|null} [onFailure] FunctionSpec onFailure
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -1585,6 +1740,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.triggers = [];
                 this.routes = [];
                 this.bindings = [];
+                this.constraints = [];
+                this.prefer = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -1752,6 +1909,54 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.runtime = "";
 
             /**
+             * FunctionSpec constraints.
+             * @member {Array.<string>} constraints
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.constraints = $util.emptyArray;
+
+            /**
+             * FunctionSpec prefer.
+             * @member {Array.<string>} prefer
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.prefer = $util.emptyArray;
+
+            /**
+             * FunctionSpec reserved.
+             * @member {number} reserved
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.reserved = 0;
+
+            /**
+             * FunctionSpec provisioned.
+             * @member {number} provisioned
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.provisioned = 0;
+
+            /**
+             * FunctionSpec onSuccess.
+             * @member {string} onSuccess
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onSuccess = "";
+
+            /**
+             * FunctionSpec onFailure.
+             * @member {string} onFailure
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.onFailure = "";
+
+            /**
              * Creates a new FunctionSpec instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.FunctionSpec
@@ -1825,8 +2030,22 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindings != null && message.bindings.length)
                     for (let i = 0; i < message.bindings.length; ++i)
                         writer.uint32(/* id 32, wireType 2 =*/258).string(message.bindings[i]);
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess") && message.onSuccess !== "")
+                    writer.uint32(/* id 60, wireType 2 =*/482).string(message.onSuccess);
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure") && message.onFailure !== "")
+                    writer.uint32(/* id 61, wireType 2 =*/490).string(message.onFailure);
                 if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime") && message.runtime !== "")
                     writer.uint32(/* id 70, wireType 2 =*/562).string(message.runtime);
+                if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved") && message.reserved !== 0)
+                    writer.uint32(/* id 90, wireType 0 =*/720).uint32(message.reserved);
+                if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned") && message.provisioned !== 0)
+                    writer.uint32(/* id 91, wireType 0 =*/728).uint32(message.provisioned);
+                if (message.constraints != null && message.constraints.length)
+                    for (let i = 0; i < message.constraints.length; ++i)
+                        writer.uint32(/* id 120, wireType 2 =*/962).string(message.constraints[i]);
+                if (message.prefer != null && message.prefer.length)
+                    for (let i = 0; i < message.prefer.length; ++i)
+                        writer.uint32(/* id 121, wireType 2 =*/970).string(message.prefer[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -2085,6 +2304,58 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.runtime;
                             continue;
                         }
+                    case 120: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.constraints && message.constraints.length))
+                                message.constraints = [];
+                            message.constraints.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 121: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.prefer && message.prefer.length))
+                                message.prefer = [];
+                            message.prefer.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 90: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.reserved = value;
+                            else
+                                delete message.reserved;
+                            continue;
+                        }
+                    case 91: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.provisioned = value;
+                            else
+                                delete message.provisioned;
+                            continue;
+                        }
+                    case 60: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onSuccess = value;
+                            else
+                                delete message.onSuccess;
+                            continue;
+                        }
+                    case 61: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.onFailure = value;
+                            else
+                                delete message.onFailure;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -2214,6 +2485,32 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
                     if (!$util.isString(message.runtime))
                         return "runtime: string expected";
+                if (message.constraints != null && $Object.hasOwnProperty.call(message, "constraints")) {
+                    if (!$Array.isArray(message.constraints))
+                        return "constraints: array expected";
+                    for (let i = 0; i < message.constraints.length; ++i)
+                        if (!$util.isString(message.constraints[i]))
+                            return "constraints: string[] expected";
+                }
+                if (message.prefer != null && $Object.hasOwnProperty.call(message, "prefer")) {
+                    if (!$Array.isArray(message.prefer))
+                        return "prefer: array expected";
+                    for (let i = 0; i < message.prefer.length; ++i)
+                        if (!$util.isString(message.prefer[i]))
+                            return "prefer: string[] expected";
+                }
+                if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved"))
+                    if (!$util.isInteger(message.reserved))
+                        return "reserved: integer expected";
+                if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
+                    if (!$util.isInteger(message.provisioned))
+                        return "provisioned: integer expected";
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    if (!$util.isString(message.onSuccess))
+                        return "onSuccess: string expected";
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    if (!$util.isString(message.onFailure))
+                        return "onFailure: string expected";
                 return null;
             };
 
@@ -2340,6 +2637,32 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.runtime != null)
                     if (typeof object.runtime !== "string" || object.runtime.length)
                         message.runtime = $String(object.runtime);
+                if (object.constraints) {
+                    if (!$Array.isArray(object.constraints))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.constraints: array expected");
+                    message.constraints = $Array(object.constraints.length);
+                    for (let i = 0; i < object.constraints.length; ++i)
+                        message.constraints[i] = $String(object.constraints[i]);
+                }
+                if (object.prefer) {
+                    if (!$Array.isArray(object.prefer))
+                        throw $TypeError(".fnmesh.v1.FunctionSpec.prefer: array expected");
+                    message.prefer = $Array(object.prefer.length);
+                    for (let i = 0; i < object.prefer.length; ++i)
+                        message.prefer[i] = $String(object.prefer[i]);
+                }
+                if (object.reserved != null)
+                    if ($Number(object.reserved) !== 0)
+                        message.reserved = object.reserved >>> 0;
+                if (object.provisioned != null)
+                    if ($Number(object.provisioned) !== 0)
+                        message.provisioned = object.provisioned >>> 0;
+                if (object.onSuccess != null)
+                    if (typeof object.onSuccess !== "string" || object.onSuccess.length)
+                        message.onSuccess = $String(object.onSuccess);
+                if (object.onFailure != null)
+                    if (typeof object.onFailure !== "string" || object.onFailure.length)
+                        message.onFailure = $String(object.onFailure);
                 return message;
             };
 
@@ -2364,6 +2687,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.triggers = [];
                     object.routes = [];
                     object.bindings = [];
+                    object.constraints = [];
+                    object.prefer = [];
                 }
                 if (options.objects || options.defaults)
                     object.env = {};
@@ -2395,7 +2720,11 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.maxEventAgeMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.signature = null;
+                    object.onSuccess = "";
+                    object.onFailure = "";
                     object.runtime = "";
+                    object.reserved = 0;
+                    object.provisioned = 0;
                 }
                 if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
                     object.name = message.name;
@@ -2466,8 +2795,26 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.bindings.length; ++j)
                         object.bindings[j] = message.bindings[j];
                 }
+                if (message.onSuccess != null && $Object.hasOwnProperty.call(message, "onSuccess"))
+                    object.onSuccess = message.onSuccess;
+                if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
+                    object.onFailure = message.onFailure;
                 if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
                     object.runtime = message.runtime;
+                if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved"))
+                    object.reserved = message.reserved;
+                if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))
+                    object.provisioned = message.provisioned;
+                if (message.constraints && message.constraints.length) {
+                    object.constraints = $Array(message.constraints.length);
+                    for (let j = 0; j < message.constraints.length; ++j)
+                        object.constraints[j] = message.constraints[j];
+                }
+                if (message.prefer && message.prefer.length) {
+                    object.prefer = $Array(message.prefer.length);
+                    for (let j = 0; j < message.prefer.length; ++j)
+                        object.prefer[j] = message.prefer[j];
+                }
                 return object;
             };
 
@@ -4131,6 +4478,533 @@ export const fnmesh = $root.fnmesh = (() => {
             return DeploySignature;
         })();
 
+        v1.FunctionAlias = (function() {
+
+            /**
+             * Properties of a FunctionAlias.
+             * @typedef {Object} fnmesh.v1.FunctionAlias.$Properties
+             * @property {string|null} ["function"] FunctionAlias function
+             * @property {string|null} [name] FunctionAlias name
+             * @property {number|null} [version] FunctionAlias version
+             * @property {number|null} [weightedVersion] FunctionAlias weightedVersion
+             * @property {number|null} [weightPpm] FunctionAlias weightPpm
+             * @property {number|null} [serial] FunctionAlias serial
+             * @property {number|null} [updatedAtMs] FunctionAlias updatedAtMs
+             * @property {string|null} [description] FunctionAlias description
+             * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionAlias signature
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a FunctionAlias.
+             * @memberof fnmesh.v1
+             * @interface IFunctionAlias
+             * @augments fnmesh.v1.FunctionAlias.$Properties
+             * @deprecated Use fnmesh.v1.FunctionAlias.$Properties instead.
+             */
+
+            /**
+             * Shape of a FunctionAlias.
+             * @typedef {fnmesh.v1.FunctionAlias.$Properties} fnmesh.v1.FunctionAlias.$Shape
+             */
+
+            /**
+             * Constructs a new FunctionAlias.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a FunctionAlias.
+             * @constructor
+             * @param {fnmesh.v1.FunctionAlias.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const FunctionAlias = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * FunctionAlias function.
+             * @member {string} function
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype["function"] = "";
+
+            /**
+             * FunctionAlias name.
+             * @member {string} name
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.name = "";
+
+            /**
+             * FunctionAlias version.
+             * @member {number} version
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.version = 0;
+
+            /**
+             * FunctionAlias weightedVersion.
+             * @member {number} weightedVersion
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.weightedVersion = 0;
+
+            /**
+             * FunctionAlias weightPpm.
+             * @member {number} weightPpm
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.weightPpm = 0;
+
+            /**
+             * FunctionAlias serial.
+             * @member {number} serial
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.serial = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * FunctionAlias updatedAtMs.
+             * @member {number} updatedAtMs
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.updatedAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * FunctionAlias description.
+             * @member {string} description
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.description = "";
+
+            /**
+             * FunctionAlias signature.
+             * @member {fnmesh.v1.DeploySignature.$Properties|null|undefined} signature
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             */
+            FunctionAlias.prototype.signature = null;
+
+            /**
+             * Creates a new FunctionAlias instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {fnmesh.v1.FunctionAlias.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.FunctionAlias} FunctionAlias instance
+             * @type {{
+             *   (properties: fnmesh.v1.FunctionAlias.$Shape): fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape;
+             *   (properties?: fnmesh.v1.FunctionAlias.$Properties): fnmesh.v1.FunctionAlias;
+             * }}
+             */
+            FunctionAlias.create = function(properties) {
+                return new FunctionAlias(properties);
+            };
+
+            /**
+             * Encodes the specified FunctionAlias message. Does not implicitly {@link fnmesh.v1.FunctionAlias.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {fnmesh.v1.FunctionAlias.$Properties} message FunctionAlias message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            FunctionAlias.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function") && message["function"] !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message["function"]);
+                if (message.name != null && $Object.hasOwnProperty.call(message, "name") && message.name !== "")
+                    writer.uint32(/* id 2, wireType 2 =*/18).string(message.name);
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version") && message.version !== 0)
+                    writer.uint32(/* id 3, wireType 0 =*/24).uint32(message.version);
+                if (message.weightedVersion != null && $Object.hasOwnProperty.call(message, "weightedVersion") && message.weightedVersion !== 0)
+                    writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.weightedVersion);
+                if (message.weightPpm != null && $Object.hasOwnProperty.call(message, "weightPpm") && message.weightPpm !== 0)
+                    writer.uint32(/* id 5, wireType 0 =*/40).uint32(message.weightPpm);
+                if (message.serial != null && $Object.hasOwnProperty.call(message, "serial") && (typeof message.serial === "object" ? message.serial.low || message.serial.high : message.serial !== 0))
+                    writer.uint32(/* id 6, wireType 0 =*/48).uint64(message.serial);
+                if (message.updatedAtMs != null && $Object.hasOwnProperty.call(message, "updatedAtMs") && (typeof message.updatedAtMs === "object" ? message.updatedAtMs.low || message.updatedAtMs.high : message.updatedAtMs !== 0))
+                    writer.uint32(/* id 7, wireType 0 =*/56).uint64(message.updatedAtMs);
+                if (message.description != null && $Object.hasOwnProperty.call(message, "description") && message.description !== "")
+                    writer.uint32(/* id 8, wireType 2 =*/66).string(message.description);
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
+                    $root.fnmesh.v1.DeploySignature.encode(message.signature, writer.uint32(/* id 31, wireType 2 =*/250).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified FunctionAlias message, length delimited. Does not implicitly {@link fnmesh.v1.FunctionAlias.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {fnmesh.v1.FunctionAlias.$Properties} message FunctionAlias message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            FunctionAlias.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a FunctionAlias message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape} FunctionAlias
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            FunctionAlias.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.FunctionAlias();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message["function"] = value;
+                            else
+                                delete message["function"];
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.name = value;
+                            else
+                                delete message.name;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.version = value;
+                            else
+                                delete message.version;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.weightedVersion = value;
+                            else
+                                delete message.weightedVersion;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.weightPpm = value;
+                            else
+                                delete message.weightPpm;
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.serial = value;
+                            else
+                                delete message.serial;
+                            continue;
+                        }
+                    case 7: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.updatedAtMs = value;
+                            else
+                                delete message.updatedAtMs;
+                            continue;
+                        }
+                    case 8: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.description = value;
+                            else
+                                delete message.description;
+                            continue;
+                        }
+                    case 31: {
+                            if (wireType !== 2)
+                                break;
+                            message.signature = $root.fnmesh.v1.DeploySignature.decode(reader, reader.size(), $undefined, _depth + 1, message.signature);
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a FunctionAlias message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.FunctionAlias & fnmesh.v1.FunctionAlias.$Shape} FunctionAlias
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            FunctionAlias.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a FunctionAlias message.
+             * @function verify
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            FunctionAlias.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
+                    if (!$util.isString(message["function"]))
+                        return "function: string expected";
+                if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
+                    if (!$util.isString(message.name))
+                        return "name: string expected";
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version"))
+                    if (!$util.isInteger(message.version))
+                        return "version: integer expected";
+                if (message.weightedVersion != null && $Object.hasOwnProperty.call(message, "weightedVersion"))
+                    if (!$util.isInteger(message.weightedVersion))
+                        return "weightedVersion: integer expected";
+                if (message.weightPpm != null && $Object.hasOwnProperty.call(message, "weightPpm"))
+                    if (!$util.isInteger(message.weightPpm))
+                        return "weightPpm: integer expected";
+                if (message.serial != null && $Object.hasOwnProperty.call(message, "serial"))
+                    if (!$util.isInteger(message.serial) && !(message.serial && $util.isInteger(message.serial.low) && $util.isInteger(message.serial.high)))
+                        return "serial: integer|Long expected";
+                if (message.updatedAtMs != null && $Object.hasOwnProperty.call(message, "updatedAtMs"))
+                    if (!$util.isInteger(message.updatedAtMs) && !(message.updatedAtMs && $util.isInteger(message.updatedAtMs.low) && $util.isInteger(message.updatedAtMs.high)))
+                        return "updatedAtMs: integer|Long expected";
+                if (message.description != null && $Object.hasOwnProperty.call(message, "description"))
+                    if (!$util.isString(message.description))
+                        return "description: string expected";
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature")) {
+                    let error = $root.fnmesh.v1.DeploySignature.verify(message.signature, _depth + 1);
+                    if (error)
+                        return "signature." + error;
+                }
+                return null;
+            };
+
+            /**
+             * Creates a FunctionAlias message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.FunctionAlias} FunctionAlias
+             */
+            FunctionAlias.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.FunctionAlias)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.FunctionAlias: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.FunctionAlias();
+                if (object["function"] != null)
+                    if (typeof object["function"] !== "string" || object["function"].length)
+                        message["function"] = $String(object["function"]);
+                if (object.name != null)
+                    if (typeof object.name !== "string" || object.name.length)
+                        message.name = $String(object.name);
+                if (object.version != null)
+                    if ($Number(object.version) !== 0)
+                        message.version = object.version >>> 0;
+                if (object.weightedVersion != null)
+                    if ($Number(object.weightedVersion) !== 0)
+                        message.weightedVersion = object.weightedVersion >>> 0;
+                if (object.weightPpm != null)
+                    if ($Number(object.weightPpm) !== 0)
+                        message.weightPpm = object.weightPpm >>> 0;
+                if (object.serial != null)
+                    if (typeof object.serial === "object" ? object.serial.low || object.serial.high : $Number(object.serial) !== 0)
+                        if ($util.Long)
+                            message.serial = $util.Long.fromValue(object.serial, true);
+                        else if (typeof object.serial === "string")
+                            message.serial = $parseInt(object.serial, 10);
+                        else if (typeof object.serial === "number")
+                            message.serial = object.serial;
+                        else if (typeof object.serial === "object")
+                            message.serial = new $util.LongBits(object.serial.low >>> 0, object.serial.high >>> 0).toNumber(true);
+                if (object.updatedAtMs != null)
+                    if (typeof object.updatedAtMs === "object" ? object.updatedAtMs.low || object.updatedAtMs.high : $Number(object.updatedAtMs) !== 0)
+                        if ($util.Long)
+                            message.updatedAtMs = $util.Long.fromValue(object.updatedAtMs, true);
+                        else if (typeof object.updatedAtMs === "string")
+                            message.updatedAtMs = $parseInt(object.updatedAtMs, 10);
+                        else if (typeof object.updatedAtMs === "number")
+                            message.updatedAtMs = object.updatedAtMs;
+                        else if (typeof object.updatedAtMs === "object")
+                            message.updatedAtMs = new $util.LongBits(object.updatedAtMs.low >>> 0, object.updatedAtMs.high >>> 0).toNumber(true);
+                if (object.description != null)
+                    if (typeof object.description !== "string" || object.description.length)
+                        message.description = $String(object.description);
+                if (object.signature != null) {
+                    if (!$util.isObject(object.signature))
+                        throw $TypeError(".fnmesh.v1.FunctionAlias.signature: object expected");
+                    message.signature = $root.fnmesh.v1.DeploySignature.fromObject(object.signature, _depth + 1);
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a FunctionAlias message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.FunctionAlias
+             * @static
+             * @param {fnmesh.v1.FunctionAlias} message FunctionAlias
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            FunctionAlias.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object["function"] = "";
+                    object.name = "";
+                    object.version = 0;
+                    object.weightedVersion = 0;
+                    object.weightPpm = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.serial = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.serial = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.updatedAtMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.updatedAtMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.description = "";
+                    object.signature = null;
+                }
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
+                    object["function"] = message["function"];
+                if (message.name != null && $Object.hasOwnProperty.call(message, "name"))
+                    object.name = message.name;
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version"))
+                    object.version = message.version;
+                if (message.weightedVersion != null && $Object.hasOwnProperty.call(message, "weightedVersion"))
+                    object.weightedVersion = message.weightedVersion;
+                if (message.weightPpm != null && $Object.hasOwnProperty.call(message, "weightPpm"))
+                    object.weightPpm = message.weightPpm;
+                if (message.serial != null && $Object.hasOwnProperty.call(message, "serial"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.serial = typeof message.serial === "number" ? $BigInt(message.serial) : $util.Long.fromBits(message.serial.low >>> 0, message.serial.high >>> 0, true).toBigInt();
+                    else if (typeof message.serial === "number")
+                        object.serial = options.longs === $String ? $String(message.serial) : message.serial;
+                    else
+                        object.serial = options.longs === $String ? $util.Long.prototype.toString.call(message.serial) : options.longs === $Number ? new $util.LongBits(message.serial.low >>> 0, message.serial.high >>> 0).toNumber(true) : message.serial;
+                if (message.updatedAtMs != null && $Object.hasOwnProperty.call(message, "updatedAtMs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.updatedAtMs = typeof message.updatedAtMs === "number" ? $BigInt(message.updatedAtMs) : $util.Long.fromBits(message.updatedAtMs.low >>> 0, message.updatedAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof message.updatedAtMs === "number")
+                        object.updatedAtMs = options.longs === $String ? $String(message.updatedAtMs) : message.updatedAtMs;
+                    else
+                        object.updatedAtMs = options.longs === $String ? $util.Long.prototype.toString.call(message.updatedAtMs) : options.longs === $Number ? new $util.LongBits(message.updatedAtMs.low >>> 0, message.updatedAtMs.high >>> 0).toNumber(true) : message.updatedAtMs;
+                if (message.description != null && $Object.hasOwnProperty.call(message, "description"))
+                    object.description = message.description;
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
+                    object.signature = $root.fnmesh.v1.DeploySignature.toObject(message.signature, options, _depth + 1);
+                return object;
+            };
+
+            /**
+             * Converts this FunctionAlias to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.FunctionAlias
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            FunctionAlias.prototype.toJSON = function() {
+                return FunctionAlias.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return FunctionAlias;
+        })();
+
         v1.ApiKey = (function() {
 
             /**
@@ -4861,6 +5735,620 @@ export const fnmesh = $root.fnmesh = (() => {
             return RateBucket;
         })();
 
+        v1.ConcurrencyLeases = (function() {
+
+            /**
+             * Properties of a ConcurrencyLeases.
+             * @typedef {Object} fnmesh.v1.ConcurrencyLeases.$Properties
+             * @property {Array.<fnmesh.v1.ConcurrencyLease.$Properties>|null} [leases] ConcurrencyLeases leases
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ConcurrencyLeases.
+             * @memberof fnmesh.v1
+             * @interface IConcurrencyLeases
+             * @augments fnmesh.v1.ConcurrencyLeases.$Properties
+             * @deprecated Use fnmesh.v1.ConcurrencyLeases.$Properties instead.
+             */
+
+            /**
+             * Shape of a ConcurrencyLeases.
+             * @typedef {fnmesh.v1.ConcurrencyLeases.$Properties} fnmesh.v1.ConcurrencyLeases.$Shape
+             */
+
+            /**
+             * Constructs a new ConcurrencyLeases.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a ConcurrencyLeases.
+             * @constructor
+             * @param {fnmesh.v1.ConcurrencyLeases.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ConcurrencyLeases = function (properties) {
+                this.leases = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * ConcurrencyLeases leases.
+             * @member {Array.<fnmesh.v1.ConcurrencyLease.$Properties>} leases
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @instance
+             */
+            ConcurrencyLeases.prototype.leases = $util.emptyArray;
+
+            /**
+             * Creates a new ConcurrencyLeases instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLeases.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.ConcurrencyLeases} ConcurrencyLeases instance
+             * @type {{
+             *   (properties: fnmesh.v1.ConcurrencyLeases.$Shape): fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape;
+             *   (properties?: fnmesh.v1.ConcurrencyLeases.$Properties): fnmesh.v1.ConcurrencyLeases;
+             * }}
+             */
+            ConcurrencyLeases.create = function(properties) {
+                return new ConcurrencyLeases(properties);
+            };
+
+            /**
+             * Encodes the specified ConcurrencyLeases message. Does not implicitly {@link fnmesh.v1.ConcurrencyLeases.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLeases.$Properties} message ConcurrencyLeases message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ConcurrencyLeases.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.leases != null && message.leases.length)
+                    for (let i = 0; i < message.leases.length; ++i)
+                        $root.fnmesh.v1.ConcurrencyLease.encode(message.leases[i], writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified ConcurrencyLeases message, length delimited. Does not implicitly {@link fnmesh.v1.ConcurrencyLeases.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLeases.$Properties} message ConcurrencyLeases message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ConcurrencyLeases.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a ConcurrencyLeases message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape} ConcurrencyLeases
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ConcurrencyLeases.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.ConcurrencyLeases();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.leases && message.leases.length))
+                                message.leases = [];
+                            message.leases.push($root.fnmesh.v1.ConcurrencyLease.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a ConcurrencyLeases message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.ConcurrencyLeases & fnmesh.v1.ConcurrencyLeases.$Shape} ConcurrencyLeases
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ConcurrencyLeases.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a ConcurrencyLeases message.
+             * @function verify
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            ConcurrencyLeases.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.leases != null && $Object.hasOwnProperty.call(message, "leases")) {
+                    if (!$Array.isArray(message.leases))
+                        return "leases: array expected";
+                    for (let i = 0; i < message.leases.length; ++i) {
+                        let error = $root.fnmesh.v1.ConcurrencyLease.verify(message.leases[i], _depth + 1);
+                        if (error)
+                            return "leases." + error;
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates a ConcurrencyLeases message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.ConcurrencyLeases} ConcurrencyLeases
+             */
+            ConcurrencyLeases.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.ConcurrencyLeases)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.ConcurrencyLeases: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.ConcurrencyLeases();
+                if (object.leases) {
+                    if (!$Array.isArray(object.leases))
+                        throw $TypeError(".fnmesh.v1.ConcurrencyLeases.leases: array expected");
+                    message.leases = $Array(object.leases.length);
+                    for (let i = 0; i < object.leases.length; ++i) {
+                        if (!$util.isObject(object.leases[i]))
+                            throw $TypeError(".fnmesh.v1.ConcurrencyLeases.leases: object expected");
+                        message.leases[i] = $root.fnmesh.v1.ConcurrencyLease.fromObject(object.leases[i], _depth + 1);
+                    }
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a ConcurrencyLeases message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLeases} message ConcurrencyLeases
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ConcurrencyLeases.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults)
+                    object.leases = [];
+                if (message.leases && message.leases.length) {
+                    object.leases = $Array(message.leases.length);
+                    for (let j = 0; j < message.leases.length; ++j)
+                        object.leases[j] = $root.fnmesh.v1.ConcurrencyLease.toObject(message.leases[j], options, _depth + 1);
+                }
+                return object;
+            };
+
+            /**
+             * Converts this ConcurrencyLeases to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.ConcurrencyLeases
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ConcurrencyLeases.prototype.toJSON = function() {
+                return ConcurrencyLeases.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return ConcurrencyLeases;
+        })();
+
+        v1.ConcurrencyLease = (function() {
+
+            /**
+             * Properties of a ConcurrencyLease.
+             * @typedef {Object} fnmesh.v1.ConcurrencyLease.$Properties
+             * @property {string|null} [nodeId] ConcurrencyLease nodeId
+             * @property {number|null} [permits] ConcurrencyLease permits
+             * @property {number|null} [expiresAtMs] ConcurrencyLease expiresAtMs
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a ConcurrencyLease.
+             * @memberof fnmesh.v1
+             * @interface IConcurrencyLease
+             * @augments fnmesh.v1.ConcurrencyLease.$Properties
+             * @deprecated Use fnmesh.v1.ConcurrencyLease.$Properties instead.
+             */
+
+            /**
+             * Shape of a ConcurrencyLease.
+             * @typedef {fnmesh.v1.ConcurrencyLease.$Properties} fnmesh.v1.ConcurrencyLease.$Shape
+             */
+
+            /**
+             * Constructs a new ConcurrencyLease.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a ConcurrencyLease.
+             * @constructor
+             * @param {fnmesh.v1.ConcurrencyLease.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const ConcurrencyLease = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * ConcurrencyLease nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @instance
+             */
+            ConcurrencyLease.prototype.nodeId = "";
+
+            /**
+             * ConcurrencyLease permits.
+             * @member {number} permits
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @instance
+             */
+            ConcurrencyLease.prototype.permits = 0;
+
+            /**
+             * ConcurrencyLease expiresAtMs.
+             * @member {number} expiresAtMs
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @instance
+             */
+            ConcurrencyLease.prototype.expiresAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * Creates a new ConcurrencyLease instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLease.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.ConcurrencyLease} ConcurrencyLease instance
+             * @type {{
+             *   (properties: fnmesh.v1.ConcurrencyLease.$Shape): fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape;
+             *   (properties?: fnmesh.v1.ConcurrencyLease.$Properties): fnmesh.v1.ConcurrencyLease;
+             * }}
+             */
+            ConcurrencyLease.create = function(properties) {
+                return new ConcurrencyLease(properties);
+            };
+
+            /**
+             * Encodes the specified ConcurrencyLease message. Does not implicitly {@link fnmesh.v1.ConcurrencyLease.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLease.$Properties} message ConcurrencyLease message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ConcurrencyLease.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message.nodeId);
+                if (message.permits != null && $Object.hasOwnProperty.call(message, "permits") && message.permits !== 0)
+                    writer.uint32(/* id 2, wireType 0 =*/16).uint32(message.permits);
+                if (message.expiresAtMs != null && $Object.hasOwnProperty.call(message, "expiresAtMs") && (typeof message.expiresAtMs === "object" ? message.expiresAtMs.low || message.expiresAtMs.high : message.expiresAtMs !== 0))
+                    writer.uint32(/* id 3, wireType 0 =*/24).uint64(message.expiresAtMs);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified ConcurrencyLease message, length delimited. Does not implicitly {@link fnmesh.v1.ConcurrencyLease.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLease.$Properties} message ConcurrencyLease message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            ConcurrencyLease.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a ConcurrencyLease message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape} ConcurrencyLease
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ConcurrencyLease.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.ConcurrencyLease();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.permits = value;
+                            else
+                                delete message.permits;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.expiresAtMs = value;
+                            else
+                                delete message.expiresAtMs;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a ConcurrencyLease message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.ConcurrencyLease & fnmesh.v1.ConcurrencyLease.$Shape} ConcurrencyLease
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            ConcurrencyLease.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a ConcurrencyLease message.
+             * @function verify
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            ConcurrencyLease.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                if (message.permits != null && $Object.hasOwnProperty.call(message, "permits"))
+                    if (!$util.isInteger(message.permits))
+                        return "permits: integer expected";
+                if (message.expiresAtMs != null && $Object.hasOwnProperty.call(message, "expiresAtMs"))
+                    if (!$util.isInteger(message.expiresAtMs) && !(message.expiresAtMs && $util.isInteger(message.expiresAtMs.low) && $util.isInteger(message.expiresAtMs.high)))
+                        return "expiresAtMs: integer|Long expected";
+                return null;
+            };
+
+            /**
+             * Creates a ConcurrencyLease message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.ConcurrencyLease} ConcurrencyLease
+             */
+            ConcurrencyLease.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.ConcurrencyLease)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.ConcurrencyLease: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.ConcurrencyLease();
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                if (object.permits != null)
+                    if ($Number(object.permits) !== 0)
+                        message.permits = object.permits >>> 0;
+                if (object.expiresAtMs != null)
+                    if (typeof object.expiresAtMs === "object" ? object.expiresAtMs.low || object.expiresAtMs.high : $Number(object.expiresAtMs) !== 0)
+                        if ($util.Long)
+                            message.expiresAtMs = $util.Long.fromValue(object.expiresAtMs, true);
+                        else if (typeof object.expiresAtMs === "string")
+                            message.expiresAtMs = $parseInt(object.expiresAtMs, 10);
+                        else if (typeof object.expiresAtMs === "number")
+                            message.expiresAtMs = object.expiresAtMs;
+                        else if (typeof object.expiresAtMs === "object")
+                            message.expiresAtMs = new $util.LongBits(object.expiresAtMs.low >>> 0, object.expiresAtMs.high >>> 0).toNumber(true);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a ConcurrencyLease message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @static
+             * @param {fnmesh.v1.ConcurrencyLease} message ConcurrencyLease
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            ConcurrencyLease.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.nodeId = "";
+                    object.permits = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.expiresAtMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.expiresAtMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                }
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                if (message.permits != null && $Object.hasOwnProperty.call(message, "permits"))
+                    object.permits = message.permits;
+                if (message.expiresAtMs != null && $Object.hasOwnProperty.call(message, "expiresAtMs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.expiresAtMs = typeof message.expiresAtMs === "number" ? $BigInt(message.expiresAtMs) : $util.Long.fromBits(message.expiresAtMs.low >>> 0, message.expiresAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof message.expiresAtMs === "number")
+                        object.expiresAtMs = options.longs === $String ? $String(message.expiresAtMs) : message.expiresAtMs;
+                    else
+                        object.expiresAtMs = options.longs === $String ? $util.Long.prototype.toString.call(message.expiresAtMs) : options.longs === $Number ? new $util.LongBits(message.expiresAtMs.low >>> 0, message.expiresAtMs.high >>> 0).toNumber(true) : message.expiresAtMs;
+                return object;
+            };
+
+            /**
+             * Converts this ConcurrencyLease to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.ConcurrencyLease
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            ConcurrencyLease.prototype.toJSON = function() {
+                return ConcurrencyLease.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return ConcurrencyLease;
+        })();
+
         v1.Bundle = (function() {
 
             /**
@@ -5477,6 +6965,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Uint8Array|null} [payload] InvokeRequest payload
              * @property {string|null} [idempotencyKey] InvokeRequest idempotencyKey
              * @property {number|null} [timeoutMs] InvokeRequest timeoutMs
+             * @property {boolean|null} [stream] InvokeRequest stream
+             * @property {string|null} [qualifier] InvokeRequest qualifier
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5541,6 +7031,22 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeRequest.prototype.timeoutMs = 0;
 
             /**
+             * InvokeRequest stream.
+             * @member {boolean} stream
+             * @memberof fnmesh.v1.InvokeRequest
+             * @instance
+             */
+            InvokeRequest.prototype.stream = false;
+
+            /**
+             * InvokeRequest qualifier.
+             * @member {string} qualifier
+             * @memberof fnmesh.v1.InvokeRequest
+             * @instance
+             */
+            InvokeRequest.prototype.qualifier = "";
+
+            /**
              * Creates a new InvokeRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeRequest
@@ -5580,6 +7086,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 3, wireType 2 =*/26).string(message.idempotencyKey);
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs") && message.timeoutMs !== 0)
                     writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.timeoutMs);
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
+                if (message.qualifier != null && $Object.hasOwnProperty.call(message, "qualifier") && message.qualifier !== "")
+                    writer.uint32(/* id 90, wireType 2 =*/722).string(message.qualifier);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -5673,6 +7183,24 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.timeoutMs;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.stream = value;
+                            else
+                                delete message.stream;
+                            continue;
+                        }
+                    case 90: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.qualifier = value;
+                            else
+                                delete message.qualifier;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -5733,6 +7261,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     if (!$util.isInteger(message.timeoutMs))
                         return "timeoutMs: integer expected";
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    if (typeof message.stream !== "boolean")
+                        return "stream: boolean expected";
+                if (message.qualifier != null && $Object.hasOwnProperty.call(message, "qualifier"))
+                    if (!$util.isString(message.qualifier))
+                        return "qualifier: string expected";
                 return null;
             };
 
@@ -5769,6 +7303,12 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.timeoutMs != null)
                     if ($Number(object.timeoutMs) !== 0)
                         message.timeoutMs = object.timeoutMs >>> 0;
+                if (object.stream != null)
+                    if (object.stream)
+                        message.stream = $Boolean(object.stream);
+                if (object.qualifier != null)
+                    if (typeof object.qualifier !== "string" || object.qualifier.length)
+                        message.qualifier = $String(object.qualifier);
                 return message;
             };
 
@@ -5800,6 +7340,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     }
                     object.idempotencyKey = "";
                     object.timeoutMs = 0;
+                    object.stream = false;
+                    object.qualifier = "";
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
@@ -5809,6 +7351,10 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.timeoutMs != null && $Object.hasOwnProperty.call(message, "timeoutMs"))
                     object.timeoutMs = message.timeoutMs;
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    object.stream = message.stream;
+                if (message.qualifier != null && $Object.hasOwnProperty.call(message, "qualifier"))
+                    object.qualifier = message.qualifier;
                 return object;
             };
 
@@ -5844,6 +7390,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Object.<string,string>|null} [attributes] ExecRequest attributes
              * @property {string|null} [idempotencyKey] ExecRequest idempotencyKey
              * @property {boolean|null} [carryMeter] ExecRequest carryMeter
+             * @property {boolean|null} [stream] ExecRequest stream
+             * @property {boolean|null} [pinned] ExecRequest pinned
+             * @property {number|null} [hops] ExecRequest hops
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -5981,6 +7530,30 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.carryMeter = false;
 
             /**
+             * ExecRequest stream.
+             * @member {boolean} stream
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.stream = false;
+
+            /**
+             * ExecRequest pinned.
+             * @member {boolean} pinned
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.pinned = false;
+
+            /**
+             * ExecRequest hops.
+             * @member {number} hops
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.hops = 0;
+
+            /**
              * Creates a new ExecRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExecRequest
@@ -6039,6 +7612,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 2 =*/178).string(message.idempotencyKey);
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter") && message.carryMeter !== false)
                     writer.uint32(/* id 23, wireType 0 =*/184).bool(message.carryMeter);
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops") && message.hops !== 0)
+                    writer.uint32(/* id 60, wireType 0 =*/480).uint32(message.hops);
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream") && message.stream !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
+                if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned") && message.pinned !== false)
+                    writer.uint32(/* id 90, wireType 0 =*/720).bool(message.pinned);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6240,6 +7819,33 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.carryMeter;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.stream = value;
+                            else
+                                delete message.stream;
+                            continue;
+                        }
+                    case 90: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.pinned = value;
+                            else
+                                delete message.pinned;
+                            continue;
+                        }
+                    case 60: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.hops = value;
+                            else
+                                delete message.hops;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6332,6 +7938,15 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     if (typeof message.carryMeter !== "boolean")
                         return "carryMeter: boolean expected";
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    if (typeof message.stream !== "boolean")
+                        return "stream: boolean expected";
+                if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
+                    if (typeof message.pinned !== "boolean")
+                        return "pinned: boolean expected";
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    if (!$util.isInteger(message.hops))
+                        return "hops: integer expected";
                 return null;
             };
 
@@ -6409,6 +8024,15 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.carryMeter != null)
                     if (object.carryMeter)
                         message.carryMeter = $Boolean(object.carryMeter);
+                if (object.stream != null)
+                    if (object.stream)
+                        message.stream = $Boolean(object.stream);
+                if (object.pinned != null)
+                    if (object.pinned)
+                        message.pinned = $Boolean(object.pinned);
+                if (object.hops != null)
+                    if ($Number(object.hops) !== 0)
+                        message.hops = object.hops >>> 0;
                 return message;
             };
 
@@ -6454,6 +8078,9 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.eventId = "";
                     object.idempotencyKey = "";
                     object.carryMeter = false;
+                    object.hops = 0;
+                    object.stream = false;
+                    object.pinned = false;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -6493,6 +8120,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.idempotencyKey = message.idempotencyKey;
                 if (message.carryMeter != null && $Object.hasOwnProperty.call(message, "carryMeter"))
                     object.carryMeter = message.carryMeter;
+                if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
+                    object.hops = message.hops;
+                if (message.stream != null && $Object.hasOwnProperty.call(message, "stream"))
+                    object.stream = message.stream;
+                if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
+                    object.pinned = message.pinned;
                 return object;
             };
 
@@ -6525,6 +8158,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {boolean|null} [cold] InvokeResult cold
              * @property {number|null} [attempts] InvokeResult attempts
              * @property {fnmesh.v1.MeterBundle.$Properties|null} [meterCopy] InvokeResult meterCopy
+             * @property {boolean|null} [streamed] InvokeResult streamed
+             * @property {number|null} [streamBytes] InvokeResult streamBytes
+             * @property {string|null} [contentType] InvokeResult contentType
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -6637,6 +8273,30 @@ export const fnmesh = $root.fnmesh = (() => {
             InvokeResult.prototype.meterCopy = null;
 
             /**
+             * InvokeResult streamed.
+             * @member {boolean} streamed
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.streamed = false;
+
+            /**
+             * InvokeResult streamBytes.
+             * @member {number} streamBytes
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.streamBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * InvokeResult contentType.
+             * @member {string} contentType
+             * @memberof fnmesh.v1.InvokeResult
+             * @instance
+             */
+            InvokeResult.prototype.contentType = "";
+
+            /**
              * Creates a new InvokeResult instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.InvokeResult
@@ -6688,6 +8348,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 9, wireType 0 =*/72).uint32(message.attempts);
                 if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
                     $root.fnmesh.v1.MeterBundle.encode(message.meterCopy, writer.uint32(/* id 10, wireType 2 =*/82).fork(), _depth + 1).ldelim();
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed") && message.streamed !== false)
+                    writer.uint32(/* id 80, wireType 0 =*/640).bool(message.streamed);
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes") && (typeof message.streamBytes === "object" ? message.streamBytes.low || message.streamBytes.high : message.streamBytes !== 0))
+                    writer.uint32(/* id 81, wireType 0 =*/648).uint64(message.streamBytes);
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType") && message.contentType !== "")
+                    writer.uint32(/* id 82, wireType 2 =*/658).string(message.contentType);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -6829,6 +8495,33 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.meterCopy = $root.fnmesh.v1.MeterBundle.decode(reader, reader.size(), $undefined, _depth + 1, message.meterCopy);
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.streamed = value;
+                            else
+                                delete message.streamed;
+                            continue;
+                        }
+                    case 81: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.streamBytes = value;
+                            else
+                                delete message.streamBytes;
+                            continue;
+                        }
+                    case 82: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.contentType = value;
+                            else
+                                delete message.contentType;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -6911,6 +8604,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "meterCopy." + error;
                 }
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed"))
+                    if (typeof message.streamed !== "boolean")
+                        return "streamed: boolean expected";
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (!$util.isInteger(message.streamBytes) && !(message.streamBytes && $util.isInteger(message.streamBytes.low) && $util.isInteger(message.streamBytes.high)))
+                        return "streamBytes: integer|Long expected";
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    if (!$util.isString(message.contentType))
+                        return "contentType: string expected";
                 return null;
             };
 
@@ -6969,6 +8671,22 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.InvokeResult.meterCopy: object expected");
                     message.meterCopy = $root.fnmesh.v1.MeterBundle.fromObject(object.meterCopy, _depth + 1);
                 }
+                if (object.streamed != null)
+                    if (object.streamed)
+                        message.streamed = $Boolean(object.streamed);
+                if (object.streamBytes != null)
+                    if (typeof object.streamBytes === "object" ? object.streamBytes.low || object.streamBytes.high : $Number(object.streamBytes) !== 0)
+                        if ($util.Long)
+                            message.streamBytes = $util.Long.fromValue(object.streamBytes, true);
+                        else if (typeof object.streamBytes === "string")
+                            message.streamBytes = $parseInt(object.streamBytes, 10);
+                        else if (typeof object.streamBytes === "number")
+                            message.streamBytes = object.streamBytes;
+                        else if (typeof object.streamBytes === "object")
+                            message.streamBytes = new $util.LongBits(object.streamBytes.low >>> 0, object.streamBytes.high >>> 0).toNumber(true);
+                if (object.contentType != null)
+                    if (typeof object.contentType !== "string" || object.contentType.length)
+                        message.contentType = $String(object.contentType);
                 return message;
             };
 
@@ -7006,6 +8724,13 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.cold = false;
                     object.attempts = 0;
                     object.meterCopy = null;
+                    object.streamed = false;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.streamBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.streamBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.contentType = "";
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7027,6 +8752,17 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.attempts = message.attempts;
                 if (message.meterCopy != null && $Object.hasOwnProperty.call(message, "meterCopy"))
                     object.meterCopy = $root.fnmesh.v1.MeterBundle.toObject(message.meterCopy, options, _depth + 1);
+                if (message.streamed != null && $Object.hasOwnProperty.call(message, "streamed"))
+                    object.streamed = message.streamed;
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.streamBytes = typeof message.streamBytes === "number" ? $BigInt(message.streamBytes) : $util.Long.fromBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.streamBytes === "number")
+                        object.streamBytes = options.longs === $String ? $String(message.streamBytes) : message.streamBytes;
+                    else
+                        object.streamBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.streamBytes) : options.longs === $Number ? new $util.LongBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0).toNumber(true) : message.streamBytes;
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    object.contentType = message.contentType;
                 return object;
             };
 
@@ -7042,6 +8778,716 @@ export const fnmesh = $root.fnmesh = (() => {
             };
 
             return InvokeResult;
+        })();
+
+        v1.StreamChunk = (function() {
+
+            /**
+             * Properties of a StreamChunk.
+             * @typedef {Object} fnmesh.v1.StreamChunk.$Properties
+             * @property {number|null} [seq] StreamChunk seq
+             * @property {Uint8Array|null} [data] StreamChunk data
+             * @property {string|null} [contentType] StreamChunk contentType
+             * @property {string|null} [invocationId] StreamChunk invocationId
+             * @property {string|null} [nodeId] StreamChunk nodeId
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a StreamChunk.
+             * @memberof fnmesh.v1
+             * @interface IStreamChunk
+             * @augments fnmesh.v1.StreamChunk.$Properties
+             * @deprecated Use fnmesh.v1.StreamChunk.$Properties instead.
+             */
+
+            /**
+             * Shape of a StreamChunk.
+             * @typedef {fnmesh.v1.StreamChunk.$Properties} fnmesh.v1.StreamChunk.$Shape
+             */
+
+            /**
+             * Constructs a new StreamChunk.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a StreamChunk.
+             * @constructor
+             * @param {fnmesh.v1.StreamChunk.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const StreamChunk = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * StreamChunk seq.
+             * @member {number} seq
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * StreamChunk data.
+             * @member {Uint8Array} data
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.data = $util.newBuffer([]);
+
+            /**
+             * StreamChunk contentType.
+             * @member {string} contentType
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.contentType = "";
+
+            /**
+             * StreamChunk invocationId.
+             * @member {string} invocationId
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.invocationId = "";
+
+            /**
+             * StreamChunk nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             */
+            StreamChunk.prototype.nodeId = "";
+
+            /**
+             * Creates a new StreamChunk instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.StreamChunk} StreamChunk instance
+             * @type {{
+             *   (properties: fnmesh.v1.StreamChunk.$Shape): fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape;
+             *   (properties?: fnmesh.v1.StreamChunk.$Properties): fnmesh.v1.StreamChunk;
+             * }}
+             */
+            StreamChunk.create = function(properties) {
+                return new StreamChunk(properties);
+            };
+
+            /**
+             * Encodes the specified StreamChunk message. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties} message StreamChunk message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamChunk.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq") && (typeof message.seq === "object" ? message.seq.low || message.seq.high : message.seq !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.seq);
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data") && message.data.length)
+                    writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.data);
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType") && message.contentType !== "")
+                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.contentType);
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId") && message.invocationId !== "")
+                    writer.uint32(/* id 4, wireType 2 =*/34).string(message.invocationId);
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 5, wireType 2 =*/42).string(message.nodeId);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified StreamChunk message, length delimited. Does not implicitly {@link fnmesh.v1.StreamChunk.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk.$Properties} message StreamChunk message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamChunk.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamChunk.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.StreamChunk();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.seq = value;
+                            else
+                                delete message.seq;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.data = value;
+                            else
+                                delete message.data;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.contentType = value;
+                            else
+                                delete message.contentType;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.invocationId = value;
+                            else
+                                delete message.invocationId;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a StreamChunk message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamChunk & fnmesh.v1.StreamChunk.$Shape} StreamChunk
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamChunk.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a StreamChunk message.
+             * @function verify
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            StreamChunk.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (!$util.isInteger(message.seq) && !(message.seq && $util.isInteger(message.seq.low) && $util.isInteger(message.seq.high)))
+                        return "seq: integer|Long expected";
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    if (!(message.data && typeof message.data.length === "number" || $util.isString(message.data)))
+                        return "data: buffer expected";
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    if (!$util.isString(message.contentType))
+                        return "contentType: string expected";
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
+                    if (!$util.isString(message.invocationId))
+                        return "invocationId: string expected";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                return null;
+            };
+
+            /**
+             * Creates a StreamChunk message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.StreamChunk} StreamChunk
+             */
+            StreamChunk.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.StreamChunk)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.StreamChunk: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.StreamChunk();
+                if (object.seq != null)
+                    if (typeof object.seq === "object" ? object.seq.low || object.seq.high : $Number(object.seq) !== 0)
+                        if ($util.Long)
+                            message.seq = $util.Long.fromValue(object.seq, true);
+                        else if (typeof object.seq === "string")
+                            message.seq = $parseInt(object.seq, 10);
+                        else if (typeof object.seq === "number")
+                            message.seq = object.seq;
+                        else if (typeof object.seq === "object")
+                            message.seq = new $util.LongBits(object.seq.low >>> 0, object.seq.high >>> 0).toNumber(true);
+                if (object.data != null)
+                    if (object.data.length)
+                        if (typeof object.data === "string")
+                            $util.base64.decode(object.data, message.data = $util.newBuffer($util.base64.length(object.data)), 0);
+                        else if (object.data.length >= 0)
+                            message.data = object.data;
+                if (object.contentType != null)
+                    if (typeof object.contentType !== "string" || object.contentType.length)
+                        message.contentType = $String(object.contentType);
+                if (object.invocationId != null)
+                    if (typeof object.invocationId !== "string" || object.invocationId.length)
+                        message.invocationId = $String(object.invocationId);
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a StreamChunk message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.StreamChunk
+             * @static
+             * @param {fnmesh.v1.StreamChunk} message StreamChunk
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            StreamChunk.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.seq = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.seq = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if (options.bytes === $String)
+                        object.data = "";
+                    else {
+                        object.data = [];
+                        if (options.bytes !== $Array)
+                            object.data = $util.newBuffer(object.data);
+                    }
+                    object.contentType = "";
+                    object.invocationId = "";
+                    object.nodeId = "";
+                }
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.seq = typeof message.seq === "number" ? $BigInt(message.seq) : $util.Long.fromBits(message.seq.low >>> 0, message.seq.high >>> 0, true).toBigInt();
+                    else if (typeof message.seq === "number")
+                        object.seq = options.longs === $String ? $String(message.seq) : message.seq;
+                    else
+                        object.seq = options.longs === $String ? $util.Long.prototype.toString.call(message.seq) : options.longs === $Number ? new $util.LongBits(message.seq.low >>> 0, message.seq.high >>> 0).toNumber(true) : message.seq;
+                if (message.data != null && $Object.hasOwnProperty.call(message, "data"))
+                    object.data = options.bytes === $String ? $util.base64.encode(message.data, 0, message.data.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.data) : message.data;
+                if (message.contentType != null && $Object.hasOwnProperty.call(message, "contentType"))
+                    object.contentType = message.contentType;
+                if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
+                    object.invocationId = message.invocationId;
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                return object;
+            };
+
+            /**
+             * Converts this StreamChunk to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.StreamChunk
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            StreamChunk.prototype.toJSON = function() {
+                return StreamChunk.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return StreamChunk;
+        })();
+
+        v1.StreamAck = (function() {
+
+            /**
+             * Properties of a StreamAck.
+             * @typedef {Object} fnmesh.v1.StreamAck.$Properties
+             * @property {number|null} [seq] StreamAck seq
+             * @property {boolean|null} [cancel] StreamAck cancel
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a StreamAck.
+             * @memberof fnmesh.v1
+             * @interface IStreamAck
+             * @augments fnmesh.v1.StreamAck.$Properties
+             * @deprecated Use fnmesh.v1.StreamAck.$Properties instead.
+             */
+
+            /**
+             * Shape of a StreamAck.
+             * @typedef {fnmesh.v1.StreamAck.$Properties} fnmesh.v1.StreamAck.$Shape
+             */
+
+            /**
+             * Constructs a new StreamAck.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a StreamAck.
+             * @constructor
+             * @param {fnmesh.v1.StreamAck.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const StreamAck = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * StreamAck seq.
+             * @member {number} seq
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             */
+            StreamAck.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * StreamAck cancel.
+             * @member {boolean} cancel
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             */
+            StreamAck.prototype.cancel = false;
+
+            /**
+             * Creates a new StreamAck instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.StreamAck} StreamAck instance
+             * @type {{
+             *   (properties: fnmesh.v1.StreamAck.$Shape): fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape;
+             *   (properties?: fnmesh.v1.StreamAck.$Properties): fnmesh.v1.StreamAck;
+             * }}
+             */
+            StreamAck.create = function(properties) {
+                return new StreamAck(properties);
+            };
+
+            /**
+             * Encodes the specified StreamAck message. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties} message StreamAck message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamAck.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq") && (typeof message.seq === "object" ? message.seq.low || message.seq.high : message.seq !== 0))
+                    writer.uint32(/* id 1, wireType 0 =*/8).uint64(message.seq);
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel") && message.cancel !== false)
+                    writer.uint32(/* id 2, wireType 0 =*/16).bool(message.cancel);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified StreamAck message, length delimited. Does not implicitly {@link fnmesh.v1.StreamAck.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck.$Properties} message StreamAck message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            StreamAck.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamAck.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.StreamAck();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.seq = value;
+                            else
+                                delete message.seq;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.cancel = value;
+                            else
+                                delete message.cancel;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a StreamAck message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.StreamAck & fnmesh.v1.StreamAck.$Shape} StreamAck
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            StreamAck.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a StreamAck message.
+             * @function verify
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            StreamAck.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (!$util.isInteger(message.seq) && !(message.seq && $util.isInteger(message.seq.low) && $util.isInteger(message.seq.high)))
+                        return "seq: integer|Long expected";
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel"))
+                    if (typeof message.cancel !== "boolean")
+                        return "cancel: boolean expected";
+                return null;
+            };
+
+            /**
+             * Creates a StreamAck message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.StreamAck} StreamAck
+             */
+            StreamAck.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.StreamAck)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.StreamAck: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.StreamAck();
+                if (object.seq != null)
+                    if (typeof object.seq === "object" ? object.seq.low || object.seq.high : $Number(object.seq) !== 0)
+                        if ($util.Long)
+                            message.seq = $util.Long.fromValue(object.seq, true);
+                        else if (typeof object.seq === "string")
+                            message.seq = $parseInt(object.seq, 10);
+                        else if (typeof object.seq === "number")
+                            message.seq = object.seq;
+                        else if (typeof object.seq === "object")
+                            message.seq = new $util.LongBits(object.seq.low >>> 0, object.seq.high >>> 0).toNumber(true);
+                if (object.cancel != null)
+                    if (object.cancel)
+                        message.cancel = $Boolean(object.cancel);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a StreamAck message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.StreamAck
+             * @static
+             * @param {fnmesh.v1.StreamAck} message StreamAck
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            StreamAck.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.seq = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.seq = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.cancel = false;
+                }
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.seq = typeof message.seq === "number" ? $BigInt(message.seq) : $util.Long.fromBits(message.seq.low >>> 0, message.seq.high >>> 0, true).toBigInt();
+                    else if (typeof message.seq === "number")
+                        object.seq = options.longs === $String ? $String(message.seq) : message.seq;
+                    else
+                        object.seq = options.longs === $String ? $util.Long.prototype.toString.call(message.seq) : options.longs === $Number ? new $util.LongBits(message.seq.low >>> 0, message.seq.high >>> 0).toNumber(true) : message.seq;
+                if (message.cancel != null && $Object.hasOwnProperty.call(message, "cancel"))
+                    object.cancel = message.cancel;
+                return object;
+            };
+
+            /**
+             * Converts this StreamAck to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.StreamAck
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            StreamAck.prototype.toJSON = function() {
+                return StreamAck.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return StreamAck;
         })();
 
         /**
@@ -7088,6 +9534,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [idempotencyKey] MeterRecord idempotencyKey
              * @property {number|null} [bindingCalls] MeterRecord bindingCalls
              * @property {number|null} [bindingBytes] MeterRecord bindingBytes
+             * @property {number|null} [streamBytes] MeterRecord streamBytes
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -7256,6 +9703,14 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterRecord.prototype.bindingBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
 
             /**
+             * MeterRecord streamBytes.
+             * @member {number} streamBytes
+             * @memberof fnmesh.v1.MeterRecord
+             * @instance
+             */
+            MeterRecord.prototype.streamBytes = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
              * Creates a new MeterRecord instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterRecord
@@ -7321,6 +9776,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 0 =*/176).uint32(message.bindingCalls);
                 if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes") && (typeof message.bindingBytes === "object" ? message.bindingBytes.low || message.bindingBytes.high : message.bindingBytes !== 0))
                     writer.uint32(/* id 23, wireType 0 =*/184).uint64(message.bindingBytes);
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes") && (typeof message.streamBytes === "object" ? message.streamBytes.low || message.streamBytes.high : message.streamBytes !== 0))
+                    writer.uint32(/* id 80, wireType 0 =*/640).uint64(message.streamBytes);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7531,6 +9988,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.bindingBytes;
                             continue;
                         }
+                    case 80: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.streamBytes = value;
+                            else
+                                delete message.streamBytes;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -7630,6 +10096,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bindingBytes != null && $Object.hasOwnProperty.call(message, "bindingBytes"))
                     if (!$util.isInteger(message.bindingBytes) && !(message.bindingBytes && $util.isInteger(message.bindingBytes.low) && $util.isInteger(message.bindingBytes.high)))
                         return "bindingBytes: integer|Long expected";
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (!$util.isInteger(message.streamBytes) && !(message.streamBytes && $util.isInteger(message.streamBytes.low) && $util.isInteger(message.streamBytes.high)))
+                        return "streamBytes: integer|Long expected";
                 return null;
             };
 
@@ -7750,6 +10219,16 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindingBytes = object.bindingBytes;
                         else if (typeof object.bindingBytes === "object")
                             message.bindingBytes = new $util.LongBits(object.bindingBytes.low >>> 0, object.bindingBytes.high >>> 0).toNumber(true);
+                if (object.streamBytes != null)
+                    if (typeof object.streamBytes === "object" ? object.streamBytes.low || object.streamBytes.high : $Number(object.streamBytes) !== 0)
+                        if ($util.Long)
+                            message.streamBytes = $util.Long.fromValue(object.streamBytes, true);
+                        else if (typeof object.streamBytes === "string")
+                            message.streamBytes = $parseInt(object.streamBytes, 10);
+                        else if (typeof object.streamBytes === "number")
+                            message.streamBytes = object.streamBytes;
+                        else if (typeof object.streamBytes === "object")
+                            message.streamBytes = new $util.LongBits(object.streamBytes.low >>> 0, object.streamBytes.high >>> 0).toNumber(true);
                 return message;
             };
 
@@ -7800,6 +10279,11 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.bindingBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
                     } else
                         object.bindingBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.streamBytes = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.streamBytes = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -7850,6 +10334,13 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.bindingBytes = options.longs === $String ? $String(message.bindingBytes) : message.bindingBytes;
                     else
                         object.bindingBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.bindingBytes) : options.longs === $Number ? new $util.LongBits(message.bindingBytes.low >>> 0, message.bindingBytes.high >>> 0).toNumber(true) : message.bindingBytes;
+                if (message.streamBytes != null && $Object.hasOwnProperty.call(message, "streamBytes"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.streamBytes = typeof message.streamBytes === "number" ? $BigInt(message.streamBytes) : $util.Long.fromBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0, true).toBigInt();
+                    else if (typeof message.streamBytes === "number")
+                        object.streamBytes = options.longs === $String ? $String(message.streamBytes) : message.streamBytes;
+                    else
+                        object.streamBytes = options.longs === $String ? $util.Long.prototype.toString.call(message.streamBytes) : options.longs === $Number ? new $util.LongBits(message.streamBytes.low >>> 0, message.streamBytes.high >>> 0).toNumber(true) : message.streamBytes;
                 return object;
             };
 

@@ -74,6 +74,7 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     inFlight: 11,
     freeMemMb: 14_336,
     warm: Array.from({ length: warmFunctions }, (_, i) => `function-${String(i).padStart(3, '0')}@12`),
+    provisioned: [],
     seq: 1_234_567,
     draining: false,
     startedAtMs: 1_763_900_000_000,
@@ -81,7 +82,10 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     invocations: 48_000_000,
     coldStarts: 12_345,
     warmStarts: 47_987_655,
-    refusing: ''
+    refusing: '',
+    // what every agent carries: the automatic labels and one of its own
+    labels: { arch: 'x64', os: 'linux', cpus: '16', memory: '62', zone: 'eu-1a' },
+    layers: 0b1000111111
   }
   const data = encode('CapacityAdvert', advert)
   const from = peerId.toMultihash().bytes

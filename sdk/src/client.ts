@@ -17,18 +17,25 @@ import { Registry, type StoredSpec } from '../../core/registry.js'
 import { validateStoredSpec } from '../../core/spec-rules.js'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { backlog, ensureBindings, manager } from '../../core/events.js'
-import { ensureBindingStores } from '../../core/binding-stores.js'
-import { parseBindings } from '../../core/bindings.js'
+import { ensureBindingStores, ensurePublishSubjects } from '../../core/binding-stores.js'
+import { parseBindings, publishedSubjects } from '../../core/bindings.js'
+import { advertLabels } from '../../core/placement.js'
 import { initMesh, type InitOptions, type InitResult } from '../../core/init.js'
 import { listDeadLetters, publishEvent, purgeDeadLetters, replayDeadLetters, type DeadLetterInfo, type PublishOptions, type PublishResult } from './publish.js'
 import { bounded, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_LONG_CALL_TIMEOUT_MS } from '../../core/call.js'
 import { readManifest } from './manifest.js'
+import { invokeStream, type InvokeStream } from './stream.js'
+
+export type { InvokeStream, StreamEnd } from './stream.js'
 import { BUCKET_WIRE, exportedRecord, usageReport, type Bucket, type ExportedRecord, type PriceTable, type UsageReport } from './usage.js'
 
 export type { Bucket, ExportedRecord, PriceTable, UsageReport, FunctionUsageTotals, NodeUsageTotals, BucketUsage, UsageTotals } from './usage.js'
 import { parseRouteKey, routeShape } from '../../core/http-routes.js'
 import { checkSpecSignature, loadDeployerKey, publicKeyFromRaw } from '../../core/signing.js'
 import { ApiKeys } from '../../core/apikeys.js'
+import { parseTarget } from '../../core/aliases.js'
+import { deleteAlias, listAliases, setAlias, usageByVersion, type AliasInfo, type AliasSetOptions, type VersionUsage } from './aliases.js'
+import { maskToLayers } from '../../core/layers.js'
 
 export interface CallOptions {
   /** Aborting rejects the call at once with FNMESH_ERR_ABORTED; it then starts no further step */
@@ -91,6 +98,12 @@ export interface FunctionInfo {
   triggers: string[]
   /** declared bindings, "NAME=KIND:TARGET[:ro]" */
   bindings: string[]
+  /** placement: terms every node running it satisfies, and terms preferred */
+  constraints: string[]
+  prefer: string[]
+  /** destinations of async results, "publish:SUBJECT" or "" */
+  onSuccess: string
+  onFailure: string
   egress: boolean
   sizeBytes: number
   sha256: string
@@ -129,6 +142,10 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     concurrency: s?.concurrency ?? 0,
     triggers: s?.triggers ?? [],
     bindings: s?.bindings ?? [],
+    constraints: s?.constraints ?? [],
+    prefer: s?.prefer ?? [],
+    onSuccess: s?.onSuccess ?? '',
+    onFailure: s?.onFailure ?? '',
     egress: s?.egress ?? false,
     sizeBytes: s?.bundleSize ?? 0,
     sha256: s?.bundleSha256 ?? '',
@@ -155,6 +172,8 @@ export interface NodeInfo {
   load: number
   freeMemMb: number
   warm: string[]
+  /** "function@version" once per idle provisioned sandbox (--provisioned) */
+  provisioned: string[]
   draining: boolean
   lastSeenMs: number
   startedAt: string
@@ -165,6 +184,10 @@ export interface NodeInfo {
   self: boolean
   /** why the node takes no new work (e.g. its disk is too full to meter), or '' */
   refusing: string
+  /** placement labels (agent --label, and the automatic arch, os, cpus, memory in GiB); {} when the node's do not validate */
+  labels: Record<string, string>
+  /** sandbox isolation layers active on the node (process, permission, mount, net, pid, uid, cgroup-*, rlimit) */
+  layers: string[]
 }
 
 export interface UsageOptions extends CallOptions {
@@ -246,7 +269,10 @@ export class Mesh {
     signal.throwIfAborted()
     await ensureBindings(await this.jsm(), { name: opts.name, triggers: opts.triggers, timeoutMs: opts.timeoutMs }, previous)
     // Declared stores exist before any version that names them can run.
-    if (opts.bindings.length > 0) await ensureBindingStores(this.nc, await this.jsm(), parseBindings(opts.name, opts.bindings))
+    const declared = parseBindings(opts.name, opts.bindings)
+    if (declared.length > 0) await ensureBindingStores(this.nc, await this.jsm(), declared)
+    // What the function publishes on (bindings, destinations) is captured before it can publish.
+    await ensurePublishSubjects(await this.jsm(), publishedSubjects({ name: opts.name, bindings: opts.bindings, onSuccess: opts.onSuccess, onFailure: opts.onFailure }))
     const spec = await registry.deploy({
       name: opts.name,
       handler,
@@ -261,6 +287,12 @@ export class Mesh {
       maxEventAgeMs: opts.maxEventAgeMs,
       routes: opts.routes,
       bindings: opts.bindings,
+      constraints: opts.constraints,
+      prefer: opts.prefer,
+      reserved: opts.reserved,
+      provisioned: opts.provisioned,
+      onSuccess: opts.onSuccess,
+      onFailure: opts.onFailure,
       ...(opts.runtime !== '' ? { runtime: opts.runtime } : {})
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
@@ -272,11 +304,9 @@ export class Mesh {
   }
 
   /** As invoke(), with where and how it ran */
+  /** `name` may be "NAME", "NAME:ALIAS", "NAME:VERSION" or "NAME:$LATEST" */
   async invokeDetailed<T = unknown> (name: string, event?: unknown, options: InvokeOptions = {}): Promise<Invocation<T>> {
-    if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
-      const text = String(name)
-      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${text.length > 80 ? `${text.slice(0, 80)}... (${text.length} characters)` : text}" is invalid: expected 1 to 64 letters, digits, "-" or "_", starting with a letter or digit`)
-    }
+    parseTarget(name)
     const payload = encodeEvent(event, this.payloadLimit, `invoke "${name}"`)
     return await this.invokeRaw<T>(name, payload, options)
   }
@@ -301,10 +331,12 @@ export class Mesh {
       throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Idempotency key of ${Buffer.byteLength(idempotencyKey)} bytes is invalid: use at most ${MAX_ID_BYTES} bytes`)
     }
     const what = `invoke "${name}"`
+    const target = parseTarget(name)
     let msg: Msg | undefined
     for (let attempt = 1; msg == null; attempt++) {
-      const reply = await requestLive(this.nc, invokeSubject(name), encode('InvokeRequest', {
-        function: name,
+      const reply = await requestLive(this.nc, invokeSubject(target.function), encode('InvokeRequest', {
+        function: target.function,
+        qualifier: target.qualifier,
         payload,
         idempotencyKey,
         timeoutMs: Math.max(1, deadline - Date.now())
@@ -328,6 +360,32 @@ export class Mesh {
       throw new InputError('FNMESH_ERR_DECODE', `Result of "${name}" is not valid JSON`, { cause: err })
     }
     return { result, invocationId: res.invocationId, nodeId: res.nodeId, version: res.version, durationMs: res.durationMs, cold: res.cold, attempts: res.attempts }
+  }
+
+  /**
+   * Invokes `name` and reads its response as it is written (a handler wrapped in
+   * `awslambda.streamifyResponse`): resolves once the first chunk arrived, with an async iterable
+   * of Uint8Array chunks, the invocation id, the node and the content type. A handler that does
+   * not stream gives its result (JSON) as one chunk. Streamed bodies may reach the agents'
+   * streamed limit (20 MiB by default), over the buffered 6 MiB. An error before the first chunk
+   * rejects here; one after it is thrown by the iterator (and `done` rejects with it). Once a
+   * chunk arrived the invocation is never re-sent.
+   */
+  async invokeStream (name: string, event?: unknown, options: InvokeOptions = {}): Promise<InvokeStream> {
+    if (typeof name !== 'string' || !FUNCTION_NAME_PATTERN.test(name)) {
+      const text = String(name)
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Function name "${text.length > 80 ? `${text.slice(0, 80)}... (${text.length} characters)` : text}" is invalid: expected 1 to 64 letters, digits, "-" or "_", starting with a letter or digit`)
+    }
+    const payload = encodeEvent(event, this.payloadLimit, `invoke "${name}"`)
+    const timeoutMs = options.timeoutMs ?? DEFAULT_INVOKE_TIMEOUT_MS
+    if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Cannot invoke "${name}": timeoutMs is ${String(timeoutMs)}, expected a number of milliseconds above 0`)
+    }
+    const idempotencyKey = options.idempotencyKey ?? options.invocationId ?? ''
+    if (Buffer.byteLength(idempotencyKey) > MAX_ID_BYTES) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Idempotency key of ${Buffer.byteLength(idempotencyKey)} bytes is invalid: use at most ${MAX_ID_BYTES} bytes`)
+    }
+    return await invokeStream(this.nc, name, payload, { deadline: Date.now() + timeoutMs, idempotencyKey, signal: options.signal, what: `invoke "${name}"` })
   }
 
   /**
@@ -376,6 +434,34 @@ export class Mesh {
       }))
       return out
     })
+  }
+
+  /**
+   * Points alias `alias` of `fn` at `version` (and, with `weight`, a share of invocations at a
+   * second version): `fnmesh alias set`. Invoke it as "fn:alias"; rollback is setting it again.
+   */
+  async aliasSet (fn: string, alias: string, version: number, options: AliasSetOptions & CallOptions = {}): Promise<AliasInfo> {
+    return await bounded(`set alias "${fn}:${alias}"`, options, DEFAULT_TIMEOUT_MS, async (signal) => await setAlias(await this.registry(), fn, alias, version, options, signal))
+  }
+
+  /** Aliases of `fn` (every function's without it), with status and signature */
+  async aliasList (fn?: string, options: CallOptions = {}): Promise<AliasInfo[]> {
+    return await bounded('list aliases', options, DEFAULT_LONG_TIMEOUT_MS, async () => await listAliases(await this.registry(), fn))
+  }
+
+  /** Deletes an alias; false when there was none */
+  async aliasDelete (fn: string, alias: string, options: CallOptions = {}): Promise<boolean> {
+    return await bounded(`delete alias "${fn}:${alias}"`, options, DEFAULT_TIMEOUT_MS, async () => await deleteAlias(await this.registry(), fn, alias))
+  }
+
+  /** Versions of `fn` still in the registry (the last 16 deploys) that agents would run */
+  async versions (fn: string, options: CallOptions = {}): Promise<number[]> {
+    return await bounded(`list versions of "${fn}"`, options, DEFAULT_TIMEOUT_MS, async () => await (await this.registry()).versions(fn))
+  }
+
+  /** Usage per (function, version), from the raw meter records (within their 30-day retention) */
+  async usageByVersion (options: ExportOptions = {}): Promise<VersionUsage[]> {
+    return await usageByVersion(this.exportRecords(options))
   }
 
   /** Live nodes as one agent's gossip table sees them */
@@ -547,6 +633,7 @@ function toNodeInfo (view: NodeView): NodeInfo {
     load: a.slots > 0 ? a.inFlight / a.slots : 1,
     freeMemMb: a.freeMemMb,
     warm: [...a.warm],
+    provisioned: [...a.provisioned],
     draining: a.draining,
     lastSeenMs: view.lastSeenMs,
     startedAt: new Date(a.startedAtMs).toISOString(),
@@ -554,7 +641,9 @@ function toNodeInfo (view: NodeView): NodeInfo {
     coldStarts: a.coldStarts,
     warmStarts: a.warmStarts,
     self: view.self,
-    refusing: a.refusing
+    refusing: a.refusing,
+    labels: { ...(advertLabels(a.labels) ?? {}) },
+    layers: maskToLayers(a.layers)
   }
 }
 

@@ -1,5 +1,5 @@
 export { connect, Mesh, encodeEvent } from './client.js'
-export type { CallOptions, ConnectOptions, DeployResult, FunctionInfo, FunctionUsageTotals, InvokeOptions, Invocation, NodeInfo, UsageOptions, UsageReport, ExportOptions, ExportedRecord, MeterStatusInfo, Bucket, BucketUsage, NodeUsageTotals, PriceTable, UsageTotals } from './client.js'
+export type { CallOptions, ConnectOptions, DeployResult, FunctionInfo, FunctionUsageTotals, InvokeOptions, Invocation, InvokeStream, StreamEnd, NodeInfo, UsageOptions, UsageReport, ExportOptions, ExportedRecord, MeterStatusInfo, Bucket, BucketUsage, NodeUsageTotals, PriceTable, UsageTotals } from './client.js'
 export { parsePrice, csvHeader, csvRow } from './usage.js'
 export { initMesh } from '../../core/init.js'
 export type { InitOptions, InitResult } from '../../core/init.js'
@@ -12,3 +12,5 @@ export { CATALOGUE, FnmeshError, UsageError, InputError, NotFoundError, Capacity
 export type { ErrorCode, ErrorFamily } from '../../proto/errors.js'
 export type { PublishOptions, PublishResult, DeadLetterInfo } from './publish.js'
 export type { CloudEvent } from '../../core/cloudevents.js'
+export type { AliasInfo, AliasSetOptions, VersionUsage } from './aliases.js'
+export { parseTarget } from '../../core/aliases.js'

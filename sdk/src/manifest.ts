@@ -12,6 +12,8 @@
  *   retries: 2
  *   retryBackoff: 1s
  *   maxEventAge: 6h
+ *   constraints: [ "gpu=1" ]   # or a mapping { gpu: "1" }; "key!=value" excludes
+ *   prefer: { zone: a }
  */
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,7 +22,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'runtime'])
+const KEYS = new Set(['name', 'handler', 'runtime', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer', 'onSuccess', 'onFailure', 'routes'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -38,6 +40,13 @@ export async function readManifest (path: string): Promise<Manifest> {
     return fromYaml(text, join(path, name))
   }
   return {}
+}
+
+/** Placement terms: a list of "key=value" / "key!=value", or a mapping key: value (checked by validateDeploy) */
+function terms (v: unknown): string[] | undefined {
+  if (v == null) return undefined
+  if (typeof v === 'object' && !Array.isArray(v)) return Object.entries(v).map(([k, x]) => `${k}=${String(x)}`)
+  return v as string[]
 }
 
 function fromYaml (text: string, file: string): Manifest {
@@ -71,6 +80,8 @@ function fromYaml (text: string, file: string): Manifest {
     memoryMb: num('memory'),
     timeoutMs: timeout != null ? Math.round(timeout * 1000) : undefined,
     concurrency: num('concurrency'),
+    reserved: num('reserved'),
+    provisioned: num('provisioned'),
     env: d.env != null ? Object.fromEntries(Object.entries(d.env).map(([k, v]) => [k, String(v)])) : undefined,
     triggers: triggers as string[] | undefined,
     egress: d.egress != null ? d.egress === true : undefined,
@@ -79,7 +90,19 @@ function fromYaml (text: string, file: string): Manifest {
     maxEventAgeMs: dur('maxEventAge'),
     runtime: d.runtime != null ? String(d.runtime) : undefined,
     // a list of "NAME=KIND:TARGET[:ro]" or a mapping NAME: "KIND:TARGET[:ro]"; checked by validateDeploy
-    bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined
+    bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined,
+    constraints: terms(d.constraints),
+    prefer: terms(d.prefer),
+    // destinations "publish:SUBJECT", and HTTP routes "METHOD /path" (both checked by validateDeploy)
+    onSuccess: d.onSuccess != null ? String(d.onSuccess) : undefined,
+    onFailure: d.onFailure != null ? String(d.onFailure) : undefined,
+    routes: routes(d.routes, file)
   }
   return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined)) as Manifest
+}
+
+function routes (v: unknown, file: string): string[] | undefined {
+  if (v == null) return undefined
+  if (!Array.isArray(v) || v.some(r => typeof r !== 'string')) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `${file}: routes must be a list of "METHOD /path" strings`)
+  return v as string[]
 }

@@ -137,6 +137,8 @@ export interface ExportedRecord {
   eventId: string
   /** the caller's idempotency/correlation key, if it gave one (several runs may share it) */
   idempotencyKey: string
+  /** bytes of a streamed response body (present only for streamed runs) */
+  streamBytes?: number
 }
 
 export function exportedRecord (r: MeterRecord): ExportedRecord {
@@ -157,7 +159,8 @@ export function exportedRecord (r: MeterRecord): ExportedRecord {
     attempt: r.attempt,
     trigger: r.trigger,
     eventId: r.eventId,
-    idempotencyKey: r.idempotencyKey
+    idempotencyKey: r.idempotencyKey,
+    ...(r.streamBytes > 0 ? { streamBytes: r.streamBytes } : {})
   }
 }
 

@@ -26,7 +26,7 @@ describe('bindings on a NATS server where agents hold rights on declared buckets
     cluster = await startDevCluster({
       nodes: 1,
       slots: 4,
-      nats: { extraConfig: natsAuthConfig({ admins: [ADMIN], agents: [AGENT], deployers: [DEPLOYER], invokers: [INVOKER], bindingBuckets: ['kv:auth_counts', 'object:auth_files', 'kv:auth_ro:ro'] }) },
+      nats: { extraConfig: natsAuthConfig({ admins: [ADMIN], agents: [AGENT], deployers: [DEPLOYER], invokers: [INVOKER], bindingBuckets: ['kv:auth_counts', 'object:auth_files', 'kv:auth_ro:ro'], publishSubjects: ['auth.ok.*'] }) },
       initAuth: ADMIN,
       env: { FNMESH_NATS_USER: AGENT.user, FNMESH_NATS_PASSWORD: AGENT.password, FNMESH_INBOX_PREFIX: '_INBOX_agents' }
     })
@@ -66,5 +66,13 @@ describe('bindings on a NATS server where agents hold rights on declared buckets
     await admin.deploy({ name: 'rw', path, handler: 'index.kv', bindings: ['counts=kv:auth_ro'] })
     expect(await invoker.invoke<any>('rw', { key: 'n', put: '1' })).toMatchObject({ code: 'FNMESH_ERR_FORBIDDEN', message: expect.stringMatching(/NATS refused/) })
     expect(await invoker.invoke<any>('rw', { key: 'n' })).toBeNull()
+  }, 60_000)
+
+  it('lets agents publish through a binding only on the subjects listed, and invoke through the router with no more rights', async () => {
+    await deployer.deploy({ name: 'tryout', path, handler: 'index.tryout', timeoutMs: 20_000, bindings: ['out=publish:auth.>', 'next=invoke:incr'] })
+    expect(await invoker.invoke<any>('tryout', { publish: 'auth.ok.x' })).toMatchObject({ ok: { stream: 'FNMESH_EVENTS', duplicate: false } })
+    // Declared by the function, but not in the agents' rights: NATS itself refuses.
+    expect(await invoker.invoke<any>('tryout', { publish: 'auth.other' }, { timeoutMs: 30_000 })).toMatchObject({ code: 'FNMESH_ERR_FORBIDDEN', message: expect.stringMatching(/NATS refused/) })
+    expect(await invoker.invoke<any>('tryout', { invoke: {} })).toMatchObject({ ok: { value: 6 } })
   }, 60_000)
 })

@@ -50,6 +50,33 @@ describe('bindings: functions keep state in NATS KV and object stores through th
     expect(out).toEqual({ put: { name: 'blob.bin', size: 3 * 1024 * 1024 }, size: 3 * 1024 * 1024, same: true, listed: [{ name: 'blob.bin', size: 3 * 1024 * 1024 }], missing: null })
   }, 60_000)
 
+  it('writes an object of 50 MB from one function and reads it back from another, streamed and buffered', async () => {
+    const mb = 50
+    await t.mesh.deploy({ name: 'bigput', path, handler: 'index.bigPut', memoryMb: 512, timeoutMs: 60_000, bindings: ['files=object:bind_big'] })
+    await t.mesh.deploy({ name: 'bigget', path, handler: 'index.bigGet', memoryMb: 512, timeoutMs: 60_000, bindings: ['files=object:bind_big:ro'] })
+    const started = Date.now()
+    const put = await t.mesh.invoke<any>('bigput', { mb, name: 'big.bin', stream: true }, { timeoutMs: 90_000 })
+    expect(put.put).toEqual({ name: 'big.bin', size: mb * 1024 * 1024 })
+    const streamed = await t.mesh.invoke<any>('bigget', { name: 'big.bin', stream: true }, { timeoutMs: 90_000 })
+    const buffered = await t.mesh.invoke<any>('bigget', { name: 'big.bin' }, { timeoutMs: 90_000 })
+    expect(streamed).toMatchObject({ size: mb * 1024 * 1024, sha256: put.sha256 })
+    expect(buffered).toMatchObject({ size: mb * 1024 * 1024, sha256: put.sha256 })
+    // A buffered put replaces it (the old chunks purged).
+    const again = await t.mesh.invoke<any>('bigput', { mb: 8, name: 'big.bin' }, { timeoutMs: 90_000 })
+    expect(again).toMatchObject({ put: { size: 8 * 1024 * 1024 } })
+    // The streamed reader holds about a chunk, the buffered one the whole object.
+    console.log(`50 MB object: write + 2 reads (+ an 8 MB write) in ${Date.now() - started} ms; child RSS MB: streamed put ${put.rss}, streamed get ${streamed.rss}, buffered get ${buffered.rss}, buffered put ${again.rss}`)
+    expect(streamed.rss).toBeLessThan(buffered.rss)
+    // Streamed writes through a read-only binding are writes too.
+    await t.mesh.deploy({ name: 'bigput-ro', path, handler: 'index.bigPut', memoryMb: 256, timeoutMs: 30_000, bindings: ['files=object:bind_big:ro'] })
+    const refused = await t.mesh.invoke('bigput-ro', { mb: 2, name: 'big.bin', stream: true }).then(() => null, (e: any) => e)
+    expect(refused).toMatchObject({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'BindingError', message: expect.stringMatching(/read-only.*write-open is a write/) })
+    const f = (await import('@nats-io/obj')).Objm
+    const info = await (await new f(t.mesh.nc).open('bind_big')).info('big.bin')
+    expect(info?.size).toBe(8 * 1024 * 1024)
+    expect(info?.digest).toMatch(/^SHA-256=/)
+  }, 120_000)
+
   it('refuses writes through a read-only binding with FNMESH_ERR_FORBIDDEN, and serves its reads', async () => {
     await t.mesh.deploy({ name: 'reader', path, handler: 'index.kv', bindings: ['counts=kv:bind_counts:ro'] })
     const read = await t.mesh.invoke<any>('reader', { key: 'n' })

@@ -72,6 +72,21 @@ describe('a mesh on a NATS server with separate permissions for agents, deployer
     expect((await invoker.nodes()).length).toBe(2)
   })
 
+  it('streams a response of more chunks than the agents may answer one request with, to an invoker and over HTTP', async () => {
+    // allow_responses lets an agent answer one message 2000 times: every ack renews it.
+    await deployer.deploy({ name: 'many', path: fixture('stream'), handler: 'index.many', routes: ['GET /many'], timeoutMs: 60_000 })
+    const s = await invoker.invokeStream('many', { n: 2500 }, { timeoutMs: 60_000 })
+    let chunks = 0
+    let bytes = 0
+    for await (const c of s) { chunks++; bytes += c.byteLength }
+    expect(bytes).toBe(2500)
+    expect(chunks, 'chunk messages').toBeGreaterThan(2000)
+    expect(await s.done).toMatchObject({ streamed: true, bytes: 2500 })
+    const r = await http(httpPorts(cluster.agents)[0], 'GET', '/many', { timeoutMs: 60_000 })
+    expect(r.status).toBe(200)
+    expect(r.text).toBe('x'.repeat(10))
+  }, 90_000)
+
   it('serves HTTP through agents that may only read the registry and write their own buckets', async () => {
     await deployer.deploy({ name: 'keyed', path: fixture('http/api.js'), routes: ['GET /keyed'], auth: 'apikey' })
     const { key } = await deployer.keys.create('app')

@@ -22,13 +22,21 @@ function refused (opts: Partial<DeployOptions>): string {
 }
 
 describe('deploy options', () => {
+  it('checks --reserved and --provisioned, and refuses more provisioned than reserved', () => {
+    expect(validateDeploy({ ...base, reserved: 4, provisioned: 2 })).toMatchObject({ reserved: 4, provisioned: 2 })
+    expect(validateDeploy({ ...base, provisioned: 3 })).toMatchObject({ reserved: 0, provisioned: 3 })
+    for (const bad of [{ reserved: -1 }, { reserved: 1.5 }, { provisioned: 1001 }, { reserved: 1, provisioned: 2 }]) {
+      expect(() => validateDeploy({ ...base, ...bad }), JSON.stringify(bad)).toThrow(/reserved|provisioned/)
+    }
+  })
+
   it('applies the defaults: 128 MB, 3000 ms, concurrency 0, no env, no egress, Lambda\'s async retries', () => {
     const v = validateDeploy(base)
     expect(v).toEqual({
       name: 'resize', path: './fn', handler: undefined, memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [], egress: false,
-      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: [], runtime: ''
+      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: [], runtime: '', constraints: [], prefer: [], reserved: 0, provisioned: 0, onSuccess: '', onFailure: ''
     })
-    expect(DEPLOY_DEFAULTS).toEqual({ memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000 })
+    expect(DEPLOY_DEFAULTS).toEqual({ memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, reserved: 0, provisioned: 0 })
   })
 
   it('returns a frozen object', () => {

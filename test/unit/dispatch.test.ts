@@ -93,7 +93,7 @@ describe('dispatch rules (router/dispatch.ts)', () => {
   })
 
   it('replaces a failed peer once: the second failure is PEER_UNAVAILABLE, BUSY answers do not count', () => {
-    expect([...RETRYABLE_CODES].sort()).toEqual(['FNMESH_ERR_DECODE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_NATS_UNAVAILABLE'])
+    expect([...RETRYABLE_CODES].sort()).toEqual(['FNMESH_ERR_DECODE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_NO_MATCHING_NODE'])
     for (const first of [{ kind: 'failed' } as const, { kind: 'result', code: 'FNMESH_ERR_INTERNAL' } as const]) {
       const s = dispatchState()
       expect(onAnswer(s, first, 5)).toEqual({ kind: 'failed' })

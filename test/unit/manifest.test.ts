@@ -21,6 +21,17 @@ describe('fnmesh.yaml beside the code', () => {
     })
   })
 
+  it('reads bindings, destinations and HTTP routes', async () => {
+    await writeFile(join(dir, 'fnmesh.yaml'), [
+      'bindings:', '  counts: kv:counter', '  out: publish:orders.>', 'onSuccess: publish:orders.done', 'onFailure: publish:orders.failed',
+      'routes:', '  - GET /count/{name}', '  - POST /count/{name}'
+    ].join('\n'))
+    expect(await readManifest(dir)).toEqual({
+      bindings: { counts: 'kv:counter', out: 'publish:orders.>' }, onSuccess: 'publish:orders.done', onFailure: 'publish:orders.failed',
+      routes: ['GET /count/{name}', 'POST /count/{name}']
+    })
+  })
+
   it('is empty without a file, and for a single-file path', async () => {
     expect(await readManifest(dir)).toEqual({})
     await writeFile(join(dir, 'index.js'), '')
@@ -31,6 +42,7 @@ describe('fnmesh.yaml beside the code', () => {
     ['memory: [1]', /memory must be a number/],
     ['memroy: 128', /unknown setting "memroy"/],
     ['triggers: orders.*', /triggers must be a list/],
+    ['routes: GET /', /routes must be a list/],
     ['retryBackoff: soon', /Duration "soon" is invalid/],
     ['- a list', /must be a mapping/],
     ['a: [unclosed', /not valid YAML/]

@@ -1,7 +1,7 @@
 /**
  * The agent's half of bindings (issue 17): serves the binding calls a sandboxed function sends
- * over its IPC channel, against NATS KV buckets and object stores, *only* within the scope its
- * stored spec declares. The child's message is a claim: the (name, kind, target) it names must be
+ * over its IPC channel, against NATS KV buckets and object stores (objects.ts), event subjects
+ * and other functions (messaging.ts), *only* within the scope its stored spec declares. The child's message is a claim: the (name, kind, target) it names must be
  * one of the spec's bindings, the op must exist for that kind, and a write through a read-only
  * binding is refused; everything else is FNMESH_ERR_FORBIDDEN. Each call is bounded by the
  * invocation's deadline.
@@ -11,7 +11,7 @@
  * the registry: README, Security). Their NATS rights cover the buckets deployed functions declare
  * (node/src/dev/nats-auth-config.ts, option `bindingBuckets`).
  */
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
 import type { KV } from '@nats-io/kv'
 import { Objm, type ObjectStore } from '@nats-io/obj'
 import type { NatsConnection } from '@nats-io/transport-node'
@@ -22,17 +22,25 @@ import { isPermissionError } from '../../../core/nats.js'
 import { FnmeshError, fnmeshError, type ErrorCode } from '../../../proto/errors.js'
 import type { BindCall } from '../sandbox/protocol.js'
 import type { Logger } from '../logger.js'
+import { mapLimit, ObjectCalls } from './objects.js'
+import { invokeCall, publishCall, PUBLISH_LIMIT, type CallContext, type InvokeThroughMesh } from './messaging.js'
+
+export type { CallContext, InvokeThroughMesh }
 
 export interface BindingServerComponents {
   nc: NatsConnection
   logger: Logger
+  /** sync invocations for invoke bindings: this agent's router (absent: invoke bindings answer UNSUPPORTED) */
+  invoke?: InvokeThroughMesh
 }
 
 export interface BindingServerInit {
   /** Largest KV value written or read, bytes. @default 1 MiB */
   maxValueBytes?: number
-  /** Largest object written or read in one call, bytes (the buffered form). @default 16 MiB */
+  /** Largest object written or read whole in one call, bytes (larger ones go a chunk per call). @default 16 MiB */
   maxObjectBytes?: number
+  /** Largest object written a chunk per call, bytes. @default 1 GiB */
+  maxStreamedObjectBytes?: number
   /** Most keys or objects one keys()/list() answers. @default 10000 */
   maxListed?: number
 }
@@ -43,8 +51,9 @@ export interface BindingUsage { calls: number, bytes: number }
 const KV_KEY = /^[-/=.\w]+$/
 const MAX_NAME = 1024
 const KV_OPS = new Set(['get', 'put', 'delete', 'keys'])
-const OBJECT_OPS = new Set(['get', 'put', 'delete', 'list'])
-const WRITES = new Set(['put', 'delete'])
+const OBJECT_OPS = new Set(['get', 'put', 'delete', 'list', 'stat', 'read', 'write-open', 'write', 'write-close', 'write-abort'])
+const OPS: Record<Binding['kind'], ReadonlySet<string>> = { kv: KV_OPS, object: OBJECT_OPS, publish: new Set(['publish']), invoke: new Set(['invoke']) }
+const WRITES = new Set(['put', 'delete', 'write-open', 'write', 'write-close'])
 
 const fail = (code: ErrorCode, message: string): never => { throw fnmeshError(code, message) }
 
@@ -55,12 +64,20 @@ export class BindingServer {
   private readonly declared = new WeakMap<StoredSpec, Binding[]>()
   private readonly kvs = new Map<string, Promise<KV>>()
   private readonly objects = new Map<string, Promise<ObjectStore>>()
+  private readonly objectCalls: ObjectCalls
   private jsm: Promise<JetStreamManager> | undefined
+  private js: JetStreamClient | undefined
 
   constructor (private readonly c: BindingServerComponents, init: BindingServerInit = {}) {
     this.maxValue = init.maxValueBytes ?? 1024 * 1024
     this.maxObject = init.maxObjectBytes ?? 16 * 1024 * 1024
     this.maxListed = init.maxListed ?? 10_000
+    this.objectCalls = new ObjectCalls({ maxObject: this.maxObject, maxStreamed: init.maxStreamedObjectBytes ?? 1024 ** 3, maxListed: this.maxListed }, async () => await this.manager())
+  }
+
+  /** The invocation ended: writes it left open are aborted */
+  end (invocationId: string): void {
+    this.objectCalls.end(invocationId)
   }
 
   /** The binding `call` names, if `spec` declares it and allows `call.op` through it */
@@ -75,27 +92,55 @@ export class BindingServer {
     if (b == null || b.kind !== call.kind || b.target !== call.target) {
       return fail('FNMESH_ERR_FORBIDDEN', `Binding call refused: "${spec.name}" declares no binding "${String(call?.name).slice(0, 64)}" to ${label}`)
     }
-    if (!(b.kind === 'kv' ? KV_OPS : OBJECT_OPS).has(call.op)) return fail('FNMESH_ERR_FORBIDDEN', `Binding call refused: "${String(call.op).slice(0, 20)}" is not an operation of ${b.kind} binding "${b.name}"`)
+    if (!OPS[b.kind].has(call.op)) return fail('FNMESH_ERR_FORBIDDEN', `Binding call refused: "${String(call.op).slice(0, 20)}" is not an operation of ${b.kind} binding "${b.name}"`)
     if (b.readOnly && WRITES.has(call.op)) return fail('FNMESH_ERR_FORBIDDEN', `Binding call refused: "${b.name}" is read-only (${b.raw}), ${call.op} is a write`)
     return b
   }
 
   /** Serves one call of an invocation of `spec` that ends at `deadlineMs` */
-  async serve (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: BindingUsage): Promise<unknown> {
+  async serve (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: BindingUsage, ctx: CallContext = { invocationId: '', hops: 0 }): Promise<unknown> {
     const b = this.scope(spec, call)
     if (usage != null) usage.calls++
     const remaining = deadlineMs - Date.now()
     if (remaining <= 0) fail('FNMESH_ERR_TIMEOUT', `Binding "${b.name}" ${call.op}: the invocation has no time left`)
     let timer: NodeJS.Timeout | undefined
+    const abort = new AbortController()
     const timeout = new Promise<never>((resolve, reject) => {
-      timer = setTimeout(() => { reject(fnmeshError('FNMESH_ERR_TIMEOUT', `Binding "${b.name}" ${call.op} did not finish before the invocation's deadline`)) }, remaining)
+      timer = setTimeout(() => {
+        abort.abort()
+        reject(fnmeshError('FNMESH_ERR_TIMEOUT', `Binding "${b.name}" ${call.op} did not finish before the invocation's deadline`))
+      }, remaining)
     })
     try {
-      return await Promise.race([b.kind === 'kv' ? this.kv(b, call, usage) : this.object(b, call, usage), timeout])
+      return await Promise.race([this.dispatch(spec, b, call, deadlineMs, usage, ctx, abort.signal), timeout])
     } catch (err) {
       throw this.coded(err, b, call)
     } finally {
       clearTimeout(timer)
+    }
+  }
+
+  private async dispatch (spec: StoredSpec, b: Binding, call: BindCall, deadlineMs: number, usage: BindingUsage | undefined, ctx: CallContext, signal: AbortSignal): Promise<unknown> {
+    switch (b.kind) {
+      case 'kv': return await this.kv(b, call, usage)
+      case 'object': {
+        const store = await this.open(this.objects, b.target, async () => await new Objm(this.c.nc).open(b.target))
+        return await this.objectCalls.serve(b, store, call, (limit) => this.data(call, limit), ctx.invocationId, usage)
+      }
+      case 'publish': {
+        const data = this.data(call, PUBLISH_LIMIT)
+        if (data.byteLength > PUBLISH_LIMIT) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" publish: the event is ${data.byteLength} bytes, over the limit of ${PUBLISH_LIMIT}`)
+        if (usage != null) usage.bytes += data.byteLength
+        this.js ??= jetstream(this.c.nc)
+        return await publishCall(this.js, async () => await this.manager(), spec, b, call, data, ctx, deadlineMs)
+      }
+      case 'invoke': {
+        const data = this.data(call, this.maxValue * 6)
+        if (usage != null) usage.bytes += data.byteLength
+        const out = await invokeCall(this.c.invoke, b, call, data, ctx, deadlineMs, signal)
+        if (usage != null) usage.bytes += out.bytes
+        return { json: out.json }
+      }
     }
   }
 
@@ -107,6 +152,8 @@ export class BindingServer {
       return fnmeshError('FNMESH_ERR_CONFLICT', `${what} of "${String(call.key)}" lost a compare-and-set: the key is not at revision ${String(call.revision)}`)
     }
     if (isPermissionError(err)) return fnmeshError('FNMESH_ERR_FORBIDDEN', `${what}: NATS refused it to this agent (its rights do not cover "${b.target}": ${text})`)
+    if (b.kind === 'publish' && /no responders|503|jetstream is not enabled/i.test(text)) return fnmeshError('FNMESH_ERR_NOT_FOUND', `${what} to "${String(call.key).slice(0, 100)}": no JetStream stream captures it (deploy adds the binding's pattern to the events stream: redeploy the function)`)
+    if (b.kind === 'publish' || b.kind === 'invoke') return fnmeshError('FNMESH_ERR_NATS_UNAVAILABLE', `${what}: ${text}`)
     if (/stream not found|bucket not found|not found/i.test(text)) return fnmeshError('FNMESH_ERR_NOT_INITIALIZED', `${what}: ${b.kind === 'kv' ? 'KV bucket' : 'object store'} "${b.target}" does not exist (deploy makes it: redeploy the function)`)
     return fnmeshError('FNMESH_ERR_NATS_UNAVAILABLE', `${what}: ${text}`)
   }
@@ -166,78 +213,4 @@ export class BindingServer {
     const live = await mapLimit(candidates, 16, async (k) => { const e = await kv.get(k); return e != null && e.operation === 'PUT' })
     return candidates.filter((_, i) => live[i]).sort()
   }
-
-  private async object (b: Binding, call: BindCall, usage?: BindingUsage): Promise<unknown> {
-    const store = await this.open(this.objects, b.target, async () => await new Objm(this.c.nc).open(b.target))
-    if (call.op === 'list') return await this.list(b, String(call.prefix ?? ''))
-    const name = call.key
-    if (typeof name !== 'string' || name === '' || name.length > MAX_NAME) return fail('FNMESH_ERR_INVALID_ARGUMENT', `Binding "${b.name}" ${call.op}: object name must be 1-${MAX_NAME} characters`)
-    if (call.op === 'get') {
-      const bytes = await this.readObject(b, store, name)
-      if (bytes != null && usage != null) usage.bytes += bytes.byteLength
-      return bytes == null ? null : { data: Buffer.from(bytes).toString('base64') }
-    }
-    if (call.op === 'delete') {
-      const info = await store.info(name)
-      if (info != null && !info.deleted) await store.delete(name)
-      return null
-    }
-    const data = this.data(call, this.maxObject)
-    if (data.byteLength > this.maxObject) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" put "${name.slice(0, 100)}": ${data.byteLength} bytes, the limit is ${this.maxObject}`)
-    if (usage != null) usage.bytes += data.byteLength
-    const info = await store.putBlob({ name }, data)
-    return { name: info.name, size: info.size }
-  }
-
-  /** An object's bytes by direct gets, chunk after chunk (ObjectStore.get() would create a consumer) */
-  private async readObject (b: Binding, store: ObjectStore, name: string): Promise<Uint8Array | null> {
-    const info = await store.info(name)
-    if (info == null || info.deleted) return null
-    if (info.size > this.maxObject) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" get "${name.slice(0, 100)}": ${info.size} bytes, the limit is ${this.maxObject}`)
-    const out = new Uint8Array(info.size)
-    const jsm = await this.manager()
-    const subject = `$O.${b.target}.C.${info.nuid}`
-    let seq = 0
-    let at = 0
-    while (at < info.size) {
-      const m = await jsm.direct.getMessage(`OBJ_${b.target}`, { seq, next_by_subj: subject })
-      if (m == null) fail('FNMESH_ERR_NOT_FOUND', `Object "${name.slice(0, 100)}" lost its data after ${at} of ${info.size} bytes`)
-      if (at + m!.data.byteLength > info.size) fail('FNMESH_ERR_INTERNAL', `Object "${name.slice(0, 100)}" holds more than its ${info.size} bytes`)
-      out.set(m!.data, at)
-      at += m!.data.byteLength
-      seq = m!.seq + 1
-    }
-    return out
-  }
-
-  /** Objects by their metadata subjects (stream info) and the last metadata message of each (direct get) */
-  private async list (b: Binding, prefix: string): Promise<Array<{ name: string, size: number }>> {
-    const jsm = await this.manager()
-    const stream = `OBJ_${b.target}`
-    const info = await jsm.streams.info(stream, { subjects_filter: `$O.${b.target}.M.>` })
-    const subjects = Object.keys(info.state.subjects ?? {})
-    if (subjects.length > this.maxListed) fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Binding "${b.name}" list: more than ${this.maxListed} objects`)
-    const metas = await mapLimit(subjects, 16, async (s) => {
-      const m = await jsm.direct.getMessage(stream, { last_by_subj: s })
-      if (m == null) return null
-      try { return JSON.parse(Buffer.from(m.data).toString('utf8')) as { name?: string, size?: number, deleted?: boolean } } catch { return null }
-    })
-    return metas
-      .filter((m): m is { name: string, size: number } => m != null && typeof m.name === 'string' && m.deleted !== true && m.name.startsWith(prefix))
-      .map(m => ({ name: m.name, size: Number(m.size ?? 0) }))
-      .sort((x, y) => x.name < y.name ? -1 : x.name > y.name ? 1 : 0)
-  }
-}
-
-async function mapLimit<T, R> (items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i])
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
 }

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { FnmeshError, UnsupportedError, UsageError, formatErrorLine, toErrorInfo } from '../../../proto/errors.js'
-import { connect, type Mesh } from '../../../sdk/src/client.js'
+import { connect, type FunctionInfo, type Mesh, type NodeInfo } from '../../../sdk/src/client.js'
 import { parsePrice } from '../../../sdk/src/usage.js'
 import { DEFAULT_NATS_URL } from '../../../core/nats.js'
 import { PACKAGE_ROOT } from '../paths.js'
@@ -16,10 +16,13 @@ import { resolveConfig, type AgentOptions } from '../config.js'
 import { ROUTING_POLICIES } from '../router/policies.js'
 import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
+import { AUTO_LABELS } from '../../../core/placement.js'
 import { formatAgo, invokeFailure, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
+import { addAliasCommands } from './aliases.js'
+import { watch } from './watch.js'
 import { addNatsAuthOptions, deployHttpOptions, httpDeployFields, natsAuthOf } from './http-options.js'
 
 const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
@@ -37,6 +40,12 @@ async function withMesh<T> (opts: { nats: string }, fn: (mesh: Mesh) => Promise<
   } finally {
     await mesh.close().catch(() => {})
   }
+}
+
+/** `fnmesh functions`' BINDINGS column: "counter=kv:c,out=publish:orders.>", destinations as "on-success=publish:S" */
+function bindingsColumn (f: { bindings: string[], onSuccess?: string, onFailure?: string }): string {
+  const all = [...f.bindings, ...(f.onSuccess != null && f.onSuccess !== '' ? [`on-success=${f.onSuccess}`] : []), ...(f.onFailure != null && f.onFailure !== '' ? [`on-failure=${f.onFailure}`] : [])]
+  return all.join(',') || '-'
 }
 
 function json (value: unknown): void {
@@ -64,6 +73,7 @@ export function buildProgram (): Command {
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
     .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
+    .option('--label <key=value>', 'placement label functions can require (--constraint) or prefer (--prefer), e.g. zone=a (repeatable; arch, os, cpus and memory in GiB are set automatically)', collect)
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
     .option('--admin <[host:]port>', 'serve /metrics (Prometheus), /healthz and /readyz on this port (host 127.0.0.1 unless given; 0 = a free port)')
     .option('--admin-token <file>', 'bearer token the admin listener asks for (a file, at least 16 characters); required when --admin binds other than loopback', readable('--admin-token'))
@@ -104,6 +114,7 @@ export function buildProgram (): Command {
         slots: opts.slots,
         maxQueue: opts.maxQueue,
         name: opts.name,
+        labels: opts.label,
         http: opts.http,
         admin: opts.admin,
         adminToken: opts.adminToken,
@@ -177,10 +188,16 @@ export function buildProgram (): Command {
     .option('--env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, prev?: string[]) => { asUsage('', () => parseEnv([v])); return collect(v, prev) })
     .option('--on <trigger>', 'event trigger: subject pattern, cron:EXPR, rate:5m, object:BUCKET, kv:BUCKET (repeatable)', collect)
     .option('--egress', 'allow outbound network')
-    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET, ":ro" read-only (repeatable)', collect)
+    .option('--bind <NAME=KIND:TARGET[:ro]>', 'binding the function reaches as context.bindings.NAME: kv:BUCKET or object:BUCKET (":ro" read-only), publish:SUBJECT_PATTERN, invoke:FUNCTION (repeatable)', collect)
+    .option('--on-success <publish:SUBJECT>', 'async events: after a run succeeds, publish a CloudEvent with its result on SUBJECT')
+    .option('--on-failure <publish:SUBJECT>', 'async events: after the final failure (dead-lettered), publish a CloudEvent with the error and the event on SUBJECT')
+    .option('--constraint <key=value>', 'placement: run only on nodes whose labels match ("key!=value" excludes; repeatable; same-key values are alternatives)', collect)
+    .option('--prefer <key=value>', 'placement: prefer nodes whose labels match while they have room (repeatable)', collect)
     .option('--retries <n>', 'async events: retries after a failed run (default 2)', int('--retries', LIMITS.retries[0], LIMITS.retries[1]))
     .option('--retry-backoff <duration>', 'async events: delay before the first retry, doubling after each (default 1s)', duration('--retry-backoff'))
     .option('--max-event-age <duration>', 'async events: older events are dead-lettered instead of run (default 6h)', duration('--max-event-age'))
+    .option('--reserved <n>', 'at most N runs at once across the whole mesh; calls over it are throttled (FNMESH_ERR_THROTTLED), events wait (default: no cap)', int('--reserved', LIMITS.reserved[0], LIMITS.reserved[1]))
+    .option('--provisioned <n>', 'keep N sandboxes warm across the mesh, on distinct nodes, so the first N concurrent calls never start cold (default 0)', int('--provisioned', LIMITS.provisioned[0], LIMITS.provisioned[1]))
     .option('--json', 'print the result as JSON')
     .addOption(natsOption())
   deployHttpOptions(program.commands[program.commands.length - 1])
@@ -200,10 +217,16 @@ export function buildProgram (): Command {
           env: parseEnv(opts.env ?? []),
           triggers: opts.on,
           bindings: opts.bind,
+          constraints: opts.constraint,
+          prefer: opts.prefer,
+          onSuccess: opts.onSuccess,
+          onFailure: opts.onFailure,
           egress: opts.egress === true ? true : undefined,
           retries: opts.retries,
           retryBackoffMs: opts.retryBackoff,
-          maxEventAgeMs: opts.maxEventAge
+          maxEventAgeMs: opts.maxEventAge,
+          reserved: opts.reserved,
+          provisioned: opts.provisioned
         })
         if (opts.json === true) json(res)
         else process.stdout.write(`deployed ${res.name} version ${res.version} (${res.files} files, ${res.sizeBytes} bytes, sha256 ${res.sha256.slice(0, 12)}${res.signedBy != null ? `, signed by ${res.signedBy}` : ''})${res.routes.length > 0 ? `; routes: ${res.routes.join(', ')}` : ''}\n`)
@@ -212,19 +235,28 @@ export function buildProgram (): Command {
 
   program.command('invoke')
     .description('Invoke NAME synchronously and print its result as JSON')
-    .argument('<name>', 'function name')
+    .argument('<name>', 'function name; NAME:ALIAS or NAME:VERSION runs that alias or version')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
     .option('--json', 'on failure also print the whole error payload (errorType, errorMessage, trace, code) as JSON on stdout')
+    .option('--stream', 'write the response to stdout as it comes, byte for byte (a streaming handler\'s body; a buffered result as its JSON)')
     .addOption(natsOption())
     .action(async (name: string, opts) => {
       const event = await readData(opts.data)
       await withMesh(opts, async (mesh) => {
         let out: unknown
         try {
+          if (opts.stream === true) {
+            const s = await mesh.invokeStream(name, event, { timeoutMs: opts.timeout })
+            for await (const chunk of s) {
+              if (!process.stdout.write(chunk)) await new Promise(resolve => process.stdout.once('drain', resolve))
+            }
+            return
+          }
           out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
         } catch (err) {
-          throw invokeFailure(err, opts.json === true)
+          // (a stream already written to stdout gets no JSON after it)
+          throw invokeFailure(err, opts.json === true && opts.stream !== true)
         }
         process.stdout.write(JSON.stringify(out) + '\n')
       })
@@ -249,20 +281,18 @@ export function buildProgram (): Command {
     })
 
   program.command('functions')
-    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers and signature')
-    .option('--json', 'print JSON')
+    .description('List deployed functions with status (invalid ones with the reason agents refuse them), version, memory, timeout, triggers, bindings and destinations, routes and signature')
+    .option('--json', 'print JSON (with --watch: one JSON document per line per refresh)')
+    .option('--watch', 'redraw every --interval until Ctrl-C (piped: each refresh printed in turn)')
+    .option('--interval <seconds>', 'refresh interval of --watch (default 2)', interval)
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
+        if (opts.watch === true) { await watchView('fnmesh functions', opts, async (signal) => await mesh.functions({ signal }), functionsTable); return }
+        if (opts.interval != null) throw new UsageError('FNMESH_ERR_BAD_USAGE', 'Option --interval needs --watch')
         const fns = await mesh.functions()
         if (opts.json === true) { json(fns); return }
-        // What a registry writer stored reaches the terminal: no control characters.
-        const safe = (v: string | number): string | number => typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
-        const signed = (f: typeof fns[number]): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
-        process.stdout.write(table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
-          fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe))) + '\n')
-        // Reasons below the table: one line each, too long for a column.
-        for (const f of fns) if (f.status !== 'ok') process.stdout.write(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}\n`)
+        process.stdout.write(functionsTable(fns) + '\n')
       })
     })
 
@@ -281,14 +311,17 @@ export function buildProgram (): Command {
 
   program.command('nodes')
     .description('List live nodes: id, name, slots, in-flight, load, warm functions, last seen')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON (with --watch: one JSON document per line per refresh)')
+    .option('--watch', 'redraw every --interval until Ctrl-C (piped: each refresh printed in turn)')
+    .option('--interval <seconds>', 'refresh interval of --watch (default 2)', interval)
     .addOption(natsOption())
     .action(async (opts) => {
       await withMesh(opts, async (mesh) => {
+        if (opts.watch === true) { await watchView('fnmesh nodes', opts, async (signal) => await mesh.nodes({ signal }), nodesTable); return }
+        if (opts.interval != null) throw new UsageError('FNMESH_ERR_BAD_USAGE', 'Option --interval needs --watch')
         const nodes = await mesh.nodes()
         if (opts.json === true) { json(nodes); return }
-        process.stdout.write(table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LAST SEEN', 'STATUS'],
-          nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, n.warm.join(',') || '-', n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'])) + '\n')
+        process.stdout.write(nodesTable(nodes) + '\n')
       })
     })
 
@@ -300,6 +333,7 @@ export function buildProgram (): Command {
     .addOption(new Option('--bucket <size>', 'also total per time bucket (UTC)').choices(['minute', 'hour', 'day']))
     .option('--price <prices>', 'turn usage into cost: gbs=PRICE_PER_GB_SECOND,req=PRICE_PER_REQUEST', (v: string) => asUsage('--price', () => parsePrice(v)))
     .addOption(new Option('--export <format>', 'print the raw records (one per invocation id) instead of totals').choices(['csv', 'json']))
+    .addOption(new Option('--by <dimension>', 'totals per function version (from the raw records, within their retention)').choices(['version']))
     .option('--via <node-id>', 'ask this agent instead of any one of them')
     .option('--json', 'print JSON')
     .addOption(natsOption())
@@ -311,6 +345,12 @@ export function buildProgram (): Command {
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
           await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          return
+        }
+        if (opts.by === 'version') {
+          const rows = await mesh.usageByVersion({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 })
+          if (opts.json === true) { json({ versions: rows }); return }
+          process.stdout.write(table(['FUNCTION', 'VERSION', 'INVOCATIONS', 'ERRORS', 'COLD', 'BILLED MS', 'GB-SECONDS'], rows.map(r => [r.function, r.version, r.invocations, r.errors, r.coldStarts, r.billedMs, r.gbSeconds.toFixed(6)])) + '\n')
           return
         }
         const usage = await mesh.usage({ fn: opts.fn, fromMs, toMs, bucket: opts.bucket, price, via: opts.via })
@@ -373,8 +413,53 @@ export function buildProgram (): Command {
     })
 
   addKeyCommands(program, withMesh, natsOption, int)
+  addAliasCommands(program, withMesh, natsOption)
 
   return program
+}
+
+/** The `fnmesh functions` table, and below it the reason of each invalid function */
+function functionsTable (fns: FunctionInfo[]): string {
+  const signed = (f: FunctionInfo): string => f.signature === 'unsigned' ? 'no' : f.signature === 'invalid' ? 'INVALID' : f.signedBy
+  const lines = [table(['NAME', 'STATUS', 'VERSION', 'HANDLER', 'MEMORY', 'TIMEOUT', 'TRIGGERS', 'BINDINGS', 'ROUTES', 'BACKLOG', 'RETRIES', 'SIZE', 'SIGNED', 'DEPLOYED'],
+    fns.map(f => [f.name, f.status, f.version, f.handler || '-', `${f.memoryMb}MB`, `${f.timeoutMs / 1000}s`, f.triggers.join(' ') || '-', bindingsColumn(f), f.routes.join(', ') || '-', f.backlog, f.retries, f.sizeBytes, signed(f), f.deployedAt || '-'].map(safe)))]
+  // Reasons below the table: one line each, too long for a column.
+  for (const f of fns) if (f.status !== 'ok') lines.push(`invalid ${f.name}: ${f.code}: ${String(safe(f.reason.replace(/\s*\n\s*/g, ' ').slice(0, 500)))}`)
+  return lines.join('\n')
+}
+
+/** The `fnmesh nodes` table */
+function nodesTable (nodes: NodeInfo[]): string {
+  // Labels a node was given (--label); the automatic ones are in --json.
+  const given = (n: NodeInfo): string => Object.entries(n.labels).filter(([k]) => !(AUTO_LABELS as readonly string[]).includes(k)).map(([k, v]) => `${k}=${v}`).join(',') || '-'
+  return table(['ID', 'NAME', 'SLOTS', 'IN-FLIGHT', 'LOAD', 'INVOCATIONS', 'COLD', 'WARM', 'WARM FUNCTIONS', 'LABELS', 'LAST SEEN', 'STATUS'],
+    nodes.map(n => [n.id, n.name, n.slots, n.inFlight, `${Math.round(n.load * 100)}%`, n.invocations, n.coldStarts, n.warmStarts, [...n.warm, ...n.provisioned.map(k => `${k}(provisioned)`)].join(',') || '-', given(n), n.self ? 'self' : formatAgo(n.lastSeenMs), n.refusing !== '' ? `refusing work: ${n.refusing}` : n.draining ? 'draining' : 'ok'].map(safe)))
+}
+
+/** What a registry writer or a peer's advert stored reaches the terminal: no control characters */
+function safe (v: string | number): string | number {
+  return typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?') : v
+}
+
+/** --interval: seconds from 0.2 to 3600, as ms */
+function interval (value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0.2 || n > 3600) throw new UsageError('FNMESH_ERR_BAD_USAGE', `Option --interval expects seconds from 0.2 to 3600, got "${value}"`)
+  return Math.round(n * 1000)
+}
+
+/** `--watch`: the view redrawn until SIGINT or SIGTERM, then exit 0 */
+async function watchView<T> (title: string, opts: { json?: boolean, interval?: number }, read: (signal: AbortSignal) => Promise<T>, render: (value: T) => string): Promise<void> {
+  const stop = new AbortController()
+  const onSignal = (): void => { stop.abort() }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    await watch({ title, read, render, intervalMs: opts.interval ?? 2000, json: opts.json === true, signal: stop.signal })
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }
 
 function fail (err: unknown): never {

@@ -13,14 +13,17 @@
  * - agents: read the registry (stream info, direct gets, a core subscription on
  *   `$KV.fnmesh_functions.>` as a change hint) and their own buckets; pull from the existing
  *   event consumers and ack them; write only the rate limit and schedule buckets and fnmesh.>
- *   subjects. No stream or consumer creation, update, purge or delete: they cannot deploy code,
+ *   subjects, plus the subjects deployed functions publish on (`publishSubjects`: publish
+ *   bindings and destinations). No stream or consumer creation, update, purge or delete: they cannot deploy code,
  *   purge specs or create API keys. They answer requests through `allow_responses`.
  * - deployers: write the function, bundle and API key buckets (so also delete and purge them),
  *   make the consumers of their functions' triggers, add trigger subjects to FNMESH_EVENTS, read
  *   logs and dead letters, and call the control API. They take no invocations.
  * - invokers: request fnmesh.invoke.<function> and fnmesh.api.nodes (and publish events on the
  *   subjects given), nothing else: no registry (function environments hold secrets), no keys,
- *   no exec subjects.
+ *   no exec subjects. They answer the chunks of a streamed reply (an ack each) through
+ *   `allow_responses`; each ack carries their inbox as its reply subject, which renews the
+ *   agent's right to answer there, so a long stream never runs out of agent responses.
  * Each role (or user) subscribes only to its own inbox prefix, so none reads another's replies
  * (clients say theirs with --inbox-prefix or FNMESH_INBOX_PREFIX).
  */
@@ -64,6 +67,13 @@ export interface RoleOptions {
    * Never a consumer: agents list keys and objects from stream info. @default []
    */
   bindingBuckets?: string[]
+  /**
+   * Subjects deployed functions publish on through their agent (issue 17): the patterns of their
+   * `publish:` bindings and the subjects of their `--on-success` / `--on-failure` destinations.
+   * Agents may publish exactly these (JetStream answers on their own inbox). Invoke bindings
+   * need nothing more: they go through the agent's router like any invocation. @default []
+   */
+  publishSubjects?: string[]
 }
 
 /** The data-plane rights of agents and the create right of deployers on declared binding buckets */
@@ -123,6 +133,10 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
   const triggers = options.triggerStreams ?? []
   const events = options.eventSubjects ?? []
   const bound = bindingRights(options.bindingBuckets ?? [])
+  const published = (options.publishSubjects ?? []).map(p => {
+    if (typeof p !== 'string' || !/^[A-Za-z0-9_\-:=@+~]+(\.([A-Za-z0-9_\-:=@+~]+|\*))*(\.>)?$/.test(p) || /^(fnmesh|_INBOX|\$)/i.test(p)) throw new Error(`Publish subject "${String(p)}" is invalid: a subject pattern with a literal first token, not one of the mesh's own`)
+    return p
+  })
   return {
     admin: {
       publish: [`${API}.>`, '$JS.ACK.>', '$JS.FC.>', '$KV.>', '$O.>'],
@@ -137,7 +151,8 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`,
         ...[EVENTS_STREAM, ...triggers].flatMap(pull),
         `$KV.${RATELIMITS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`,
-        ...bound.agent
+        ...bound.agent,
+        ...published
       ],
       subscribe: ['fnmesh.>', `${ROLE_INBOX.agent}.>`, `$KV.${FUNCTIONS_BUCKET}.>`, `$KV.${APIKEYS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`],
       // An invocation answers with a "working" message every second until its result (up to 15 min).
@@ -160,7 +175,9 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
     },
     invoker: {
       publish: ['fnmesh.invoke.*', 'fnmesh.api.nodes', ...events],
-      subscribe: [`${ROLE_INBOX.invoker}.>`]
+      subscribe: [`${ROLE_INBOX.invoker}.>`],
+      // Acknowledging the chunks of a streamed reply (invokeStream): one ack per chunk received.
+      allowResponses: { max: 2, expires: '20m' }
     }
   }
 }

@@ -16,9 +16,11 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterBundle, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
-import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { MAX_ID_BYTES, STREAM_RESULT_LIMIT, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { StreamSender, type StreamSink } from '../../../core/stream.js'
 import { availableParallelism } from 'node:os'
 import type { StoredSpec } from '../../../core/registry.js'
+import { eligible } from '../../../core/placement.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { LogSink } from '../sandbox/logs.js'
@@ -60,11 +62,23 @@ export interface ExecutorComponents {
   metrics?: MetricsSink
   /** serves the binding calls of functions that declare bindings (node/src/bindings/server.ts) */
   bindings?: BindingService
+  /** this node's placement labels (config.ts): a function whose constraints they do not satisfy is not run here */
+  labels?: Readonly<Record<string, string>>
+  /** mesh-wide permits of functions deployed with --reserved (executor/reserved.ts); none: no cap is applied */
+  reserved?: ReservedPermits
+}
+
+/** What the executor needs of the mesh-wide concurrency leases */
+export interface ReservedPermits {
+  acquire: (fn: string, limit: number) => Promise<boolean>
+  release: (fn: string) => void
 }
 
 /** What the executor needs of the binding server: one call, scoped to the spec, bounded by the deadline */
 export interface BindingService {
-  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }) => Promise<unknown>
+  serve: (spec: StoredSpec, call: BindCall, deadlineMs: number, usage?: { calls: number, bytes: number }, ctx?: { invocationId: string, hops: number }) => Promise<unknown>
+  /** the invocation ended: what its calls left open (object writes) is dropped */
+  end?: (invocationId: string) => void
 }
 
 export interface ExecutorInit {
@@ -76,7 +90,12 @@ export interface ExecutorInit {
   payloadLimit?: number
   /** Most invocations waiting for a slot here (--max-queue). @default 10000 */
   maxQueue?: number
+  /** Largest streamed response body (awslambda.streamifyResponse). @default 20 MiB */
+  streamLimit?: number
 }
+
+/** How one run's body went: streamed (bytes, content type) or buffered */
+interface StreamUsage { streamed: boolean, bytes: number, contentType: string }
 
 export type ExecutorState = 'running' | 'draining' | 'stopped'
 
@@ -111,6 +130,8 @@ export class Executor {
   private readonly granularity: number
   /** Largest event it runs a function with (the dispatcher dead-letters bigger ones) */
   readonly payloadLimit: number
+  /** Largest streamed response body */
+  readonly streamLimit: number
   /** most invocations waiting in its queue (admit.ts): what routers assume of every executor */
   readonly maxQueue: number
   /** observed slot time per function, for the expected wait (../wait.ts) */
@@ -138,6 +159,7 @@ export class Executor {
     this.slots = init.slots ?? defaultSlots()
     this.granularity = init.billingGranularityMs ?? 1
     this.payloadLimit = init.payloadLimit ?? SYNC_PAYLOAD_LIMIT
+    this.streamLimit = init.streamLimit ?? STREAM_RESULT_LIMIT
     this.maxQueue = init.maxQueue ?? DEFAULT_MAX_QUEUE
     this.log = c.logger
     this.metrics = c.metrics ?? noMetrics
@@ -165,6 +187,11 @@ export class Executor {
     return this.c.pool.hasIdle(key)
   }
 
+  /** Idle provisioned sandboxes of `key` here (the router prefers them) */
+  provisionedIdle (key: string): number {
+    return this.c.pool.provisionedIdle(key)
+  }
+
   /** Refuses new work and resolves when the last invocation finished. Idempotent: every caller gets the same promise */
   async drain (): Promise<void> {
     await this.draining.run()
@@ -181,10 +208,16 @@ export class Executor {
 
   private async onMessage (msg: Msg): Promise<void> {
     let result: Encodable<InvokeResult>
+    let sender: StreamSender | undefined
     try {
-      result = await this.execute(decode('ExecRequest', msg.data, { maxBytes: this.payloadLimit + 64 * 1024 }))
+      const req = decode('ExecRequest', msg.data, { maxBytes: this.payloadLimit + 64 * 1024 })
+      // A router that takes a streamed reply gets the chunks on its reply subject, then the result.
+      if (req.stream && this.c.nc != null && msg.reply != null && msg.reply !== '') sender = new StreamSender(this.c.nc, msg.reply)
+      result = await this.execute(req, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
+    } finally {
+      sender?.close()
     }
     try {
       msg.respond(encode('InvokeResult', result))
@@ -197,7 +230,7 @@ export class Executor {
    * Runs one invocation here; never throws. An abort ends its wait for a slot with
    * FNMESH_ERR_ABORTED; a run that started finishes (and is metered) whatever the signal says.
    */
-  async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal } = {}): Promise<Encodable<InvokeResult>> {
+  async execute (req: Encodable<ExecRequest>, options: { signal?: AbortSignal, stream?: StreamSink } = {}): Promise<Encodable<InvokeResult>> {
     const invocationId = req.invocationId ?? ''
     const { signal } = options
     if (signal?.aborted === true) return this.reject(invocationId, fnmeshError('FNMESH_ERR_ABORTED', `Invocation ${JSON.stringify(invocationId)} was aborted before it ran`))
@@ -237,7 +270,7 @@ export class Executor {
     this.metrics.running(req.function ?? '', 1)
     this.c.onLoadChange()
     try {
-      return await this.run(req, invocationId)
+      return await this.run(req, invocationId, req.stream === true ? options.stream : undefined)
     } catch (err) {
       return this.reject(invocationId, err)
     } finally {
@@ -269,10 +302,12 @@ export class Executor {
   async executeWhenFree (req: Encodable<ExecRequest>, onWait?: () => void): Promise<Encodable<InvokeResult>> {
     for (;;) {
       const result = await this.execute(req)
-      if (result.ok === true || result.error?.code !== 'FNMESH_ERR_BUSY' || this.state !== 'running') return result
+      const code = result.ok === true ? '' : result.error?.code ?? ''
+      if ((code !== 'FNMESH_ERR_BUSY' && code !== 'FNMESH_ERR_THROTTLED') || this.state !== 'running') return result
       onWait?.()
       await new Promise<void>(resolve => {
-        const timer = setTimeout(done, 1000)
+        // A throttled event waits for a permit anywhere in the mesh: ask again soon.
+        const timer = setTimeout(done, code === 'FNMESH_ERR_THROTTLED' ? 200 : 1000)
         function done (): void { clearTimeout(timer); resolve() }
         this.slotWaiters.add(done)
       })
@@ -346,10 +381,33 @@ export class Executor {
     return { invocationId, ok: false, error: toErrorInfo(err), nodeId: this.c.nodeId }
   }
 
-  private async run (req: Encodable<ExecRequest>, invocationId: string): Promise<Encodable<InvokeResult>> {
+  private async run (req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined): Promise<Encodable<InvokeResult>> {
     const name = req.function ?? ''
-    const spec = await this.c.functions.spec(name, req.version ?? 0)
+    // A call through an alias or to a version runs exactly that version's spec and code.
+    const spec = req.pinned === true ? await this.c.functions.specAt(name, req.version ?? 0) : await this.c.functions.spec(name, req.version ?? 0)
     if (spec == null) throw fnmeshError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+    // A router with a stale or forged view may send work this node's labels do not allow.
+    if (!eligible(this.c.labels ?? {}, spec)) {
+      throw fnmeshError('FNMESH_ERR_NO_MATCHING_NODE', `Node ${this.c.nodeId} does not run "${name}": its labels do not satisfy the constraints ${(spec.constraints ?? []).join(', ')}`)
+    }
+    const reserved = spec.reserved ?? 0
+    if (reserved > 0 && this.c.reserved != null) {
+      // Lambda throttles a call over the function's reserved concurrency: nothing runs, nothing is metered.
+      if (!await this.c.reserved.acquire(name, reserved)) {
+        this.metrics.throttle(name)
+        throw new CapacityError('FNMESH_ERR_THROTTLED', `Function "${name}" is at its reserved concurrency of ${reserved} across the mesh`)
+      }
+      try {
+        return await this.runSpec(spec, req, invocationId, sink)
+      } finally {
+        this.c.reserved.release(name)
+      }
+    }
+    return await this.runSpec(spec, req, invocationId, sink)
+  }
+
+  private async runSpec (spec: StoredSpec, req: Encodable<ExecRequest>, invocationId: string, sink: StreamSink | undefined): Promise<Encodable<InvokeResult>> {
+    const name = spec.name
     // Ran implies metered: a run whose record peers (or this meter) would refuse never starts.
     const unmeterable = refusal(decode('MeterRecord', encode('MeterRecord', this.record(spec, req, Date.now(), spec.timeoutMs, true, LONGEST_ERROR))), this.c.nodeId, Date.now())
     if (unmeterable != null) {
@@ -376,16 +434,37 @@ export class Executor {
     const extra: Parameters<typeof worker.invoke>[3] = {}
     if (Object.keys(attrs).length > 0) extra.cloudEvent = attrs as Record<string, string>
     // Every invocation gets a handler, so a forged call from a function with no bindings is answered FORBIDDEN.
+    const ctx = { invocationId, hops: req.hops ?? 0 }
     extra.bindings = async (call) => {
       if (server == null) throw fnmeshError('FNMESH_ERR_UNSUPPORTED', 'This agent serves no bindings')
-      return await server.serve(spec, call, deadlineMs, usage)
+      return await server.serve(spec, call, deadlineMs, usage, ctx)
+    }
+    const stream: StreamUsage = { streamed: false, bytes: 0, contentType: '' }
+    const buffered: Buffer[] = []
+    extra.onChunk = async (data, contentType) => {
+      stream.bytes += data.byteLength
+      stream.contentType = contentType
+      if (sink == null) {
+        // Called without a stream (plain invoke): the body is the result, within the buffered limit.
+        if (stream.bytes > this.payloadLimit) throw fnmeshError('FNMESH_ERR_RESULT_INVALID', `Response payload size exceeded maximum allowed payload size (${this.payloadLimit} bytes): invoke it with a stream for up to ${this.streamLimit} bytes`, { errorType: 'Runtime.ResponseSizeTooLarge' })
+        buffered.push(data)
+        return
+      }
+      if (stream.bytes > this.streamLimit) throw fnmeshError('FNMESH_ERR_STREAM_TOO_LARGE', `The response stream of "${name}" passed the streamed limit of ${this.streamLimit} bytes`, { errorType: 'Runtime.ResponseSizeTooLarge' })
+      await sink.write(stream.streamed ? { data } : { data, contentType, invocationId, nodeId: this.c.nodeId })
+      stream.streamed = true
     }
     const out = await worker.invoke(invocationId, payload, deadlineMs, extra)
+    server?.end?.(invocationId)
     this.c.pool.release(worker)
-    if (out.ok) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs)
+    if (out.ok) {
+      if (out.streamed === true && sink == null) return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, bodyAsResult(Buffer.concat(buffered)), usage, initMs, stream)
+      if (out.streamed === true) stream.streamed = true
+      return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, stream)
+    }
     const error = lambdaForm(out.error as WireError, invocationId, spec.timeoutMs)
     this.logError(spec, invocationId, error)
-    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs)
+    return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, stream)
   }
 
   /** As Lambda, a failed invocation leaves its error in the function's log */
@@ -403,8 +482,8 @@ export class Executor {
    * (`carryMeter`) gets the signed record in the result and stores that second copy before it
    * answers; otherwise the meter waits for a peer's copy.
    */
-  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number): Promise<Encodable<InvokeResult>> {
-    const record = this.record(spec, req, startMs, durationMs, cold, error, usage)
+  private async finish (spec: StoredSpec, req: Encodable<ExecRequest>, startMs: number, durationMs: number, cold: boolean, error?: WireError, payload?: string, usage?: { calls: number, bytes: number }, initMs?: number, stream?: StreamUsage): Promise<Encodable<InvokeResult>> {
+    const record = { ...this.record(spec, req, startMs, durationMs, cold, error, usage), streamBytes: stream?.streamed === true ? stream.bytes : 0 }
     const carry = req.carryMeter === true && req.routerId != null && req.routerId !== '' && req.routerId !== this.c.nodeId
     let meterCopy: Encodable<MeterBundle> | undefined
     try {
@@ -423,8 +502,10 @@ export class Executor {
       durationMs,
       initMs: cold ? initMs : undefined
     })
-    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy }
+    const streamed = stream?.streamed === true ? { streamed: true, streamBytes: stream.bytes, contentType: stream.contentType } : {}
+    const base = { invocationId: req.invocationId, nodeId: this.c.nodeId, version: spec.version, durationMs, cold, meterCopy, ...streamed }
     if (error != null) return { ...base, ok: false, error }
+    if (stream?.streamed === true) return { ...base, ok: true, payload: new Uint8Array(0) }
     return { ...base, ok: true, payload: Buffer.from(payload ?? 'null', 'utf8') }
   }
 
@@ -465,4 +546,18 @@ export function lambdaForm (error: WireError, invocationId: string, timeoutMs: n
     return { ...error, errorMessage: `RequestId: ${invocationId} Error: ${error.errorMessage}` }
   }
   return error
+}
+
+/**
+ * A streaming handler's body as the result of a plain invoke: the bytes themselves when they are
+ * JSON, else the body as a JSON string (UTF-8), since results travel as JSON.
+ */
+function bodyAsResult (body: Buffer): string {
+  const text = body.toString('utf8')
+  try {
+    JSON.parse(text)
+    return text
+  } catch {
+    return JSON.stringify(text)
+  }
 }

@@ -18,7 +18,8 @@ import { RATELIMITS_BUCKET, REQUEST_ID_HEADER, SYNC_PAYLOAD_LIMIT } from '../../
 import type { StoredSpec } from '../../../core/registry.js'
 import { Idle, type Startable, type Drainable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
-import type { RouteRequest } from '../router/router.js'
+import type { RouteOptions, RouteRequest } from '../router/router.js'
+import { HttpStreamSink } from './stream.js'
 import { Authenticator, KeyStore, type AuthResult } from './auth.js'
 import { readBody } from './body.js'
 import { corsHeaders, isPreflight, preflightHeaders } from './cors.js'
@@ -30,8 +31,8 @@ import { BodyValidator, describeProblems } from './validate.js'
 
 export interface GatewayComponents {
   nc: NatsConnection
-  /** Router.route: runs one invocation on the least-loaded peer; never throws */
-  route: (req: RouteRequest) => Promise<Encodable<InvokeResult>>
+  /** Router.route: runs one invocation on the least-loaded peer (a streaming handler's body to `stream`); never throws */
+  route: (req: RouteRequest, options?: RouteOptions) => Promise<Encodable<InvokeResult>>
   /** the specs known now (later ones come through onSpec) */
   specs: () => StoredSpec[]
   /** false for a spec this agent must not serve (unsigned when a trust list is set) */
@@ -155,19 +156,20 @@ export class Gateway implements Startable, Drainable {
     this.requests.enter()
     const requestId = randomUUID()
     let extra: Record<string, string> = {}
-    let response: HttpResponse
+    let response: HttpResponse | 'streamed'
     try {
-      const out = await this.respond(req, requestId)
+      const out = await this.respond(req, res, requestId)
       response = out.response
       extra = out.extra
     } catch (err) {
       response = this.failure(err, requestId)
     }
-    this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
+    if (response === 'streamed') this.count(res.statusCode)
+    else this.send(req, res, response, { ...extra, [REQUEST_ID_HEADER]: requestId })
     this.requests.leave()
   }
 
-  private async respond (req: IncomingMessage, requestId: string): Promise<{ response: HttpResponse, extra: Record<string, string> }> {
+  private async respond (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<{ response: HttpResponse | 'streamed', extra: Record<string, string> }> {
     const method = (req.method ?? 'GET').toUpperCase()
     const url = req.url ?? '/'
     const q = url.indexOf('?')
@@ -209,7 +211,19 @@ export class Gateway implements Startable, Drainable {
         requestId,
         timeEpoch: Date.now()
       }, { routeKey: entry.routeKey, pathParameters }, auth.authorizer as Record<string, unknown> | undefined)
-      const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' })
+      // Every route takes a streamed reply: a streaming handler's body goes out as it is written
+      // (chunked), any other handler's result comes whole, as before.
+      const sink = new HttpStreamSink(res, method === 'HEAD', { ...extra, [REQUEST_ID_HEADER]: requestId })
+      const result = await this.c.route({ function: entry.fn, payload: Buffer.from(JSON.stringify(event), 'utf8'), invocationId: requestId, timeoutMs: entry.spec.timeoutMs + this.init.graceMs, trigger: 'http' }, { stream: sink })
+      if (sink.headersSent) {
+        if (result.ok !== true) this.log.warn({ requestId, code: result.error?.code, err: result.error?.errorMessage }, 'streamed HTTP response cut short')
+        sink.end(result.ok === true)
+        return { response: 'streamed', extra }
+      }
+      if (result.ok === true && result.streamed === true) {
+        sink.end(true)
+        return { response: 'streamed', extra }
+      }
       if (result.ok !== true) {
         const e = result.error ?? toErrorInfo(new Error('no result'))
         // No capacity within the deadline is refused at once: tell the client when to come back.
@@ -269,9 +283,13 @@ export class Gateway implements Startable, Drainable {
     return errorResponse('FNMESH_ERR_INTERNAL', 'InternalError', `Internal error in the gateway (request ${requestId})`, requestId)
   }
 
-  private send (req: IncomingMessage, res: ServerResponse, r: HttpResponse, extra: Record<string, string>): void {
+  private count (status: number): void {
     this.stats.requests++
-    this.stats.byStatus[r.status] = (this.stats.byStatus[r.status] ?? 0) + 1
+    this.stats.byStatus[status] = (this.stats.byStatus[status] ?? 0) + 1
+  }
+
+  private send (req: IncomingMessage, res: ServerResponse, r: HttpResponse, extra: Record<string, string>): void {
+    this.count(r.status)
     if (res.headersSent || res.destroyed) return
     try {
       res.writeHead(r.status, { ...r.headers, ...extra, 'content-length': String(r.body.byteLength) })

@@ -31,6 +31,10 @@ export interface LoadSnapshot {
   warmStarts: number
   /** why this node takes no new work (its disk is full), or empty */
   refusing?: string
+  /** "function@version" once per idle provisioned sandbox (--provisioned) */
+  provisioned?: string[]
+  /** sandbox isolation layers active on this node, as core/layers.ts bits */
+  layers?: number
 }
 
 export interface GossipInit {
@@ -45,6 +49,8 @@ export interface GossipInit {
   /** least time between prompt adverts @default advertGapFor(mesh size) */
   advertMinGapMs?: number
   table: PeerTable
+  /** placement labels of this node (config.ts), sent in every advert */
+  labels?: Readonly<Record<string, string>>
   snapshot: () => LoadSnapshot
   logger: Logger
 }
@@ -235,7 +241,10 @@ export class Gossip implements Startable {
       invocations: s.invocations,
       coldStarts: s.coldStarts,
       warmStarts: s.warmStarts,
-      refusing: s.refusing ?? ''
+      refusing: s.refusing ?? '',
+      labels: { ...this.init.labels },
+      provisioned: (s.provisioned ?? []).slice(0, MAX_WARM),
+      layers: s.layers ?? 0
     }
   }
 
@@ -315,6 +324,7 @@ export class Gossip implements Startable {
 export function inRange (a: CapacityAdvert, now = Date.now()): boolean {
   return a.slots >= 1 && a.slots <= MAX_SLOTS && a.inFlight <= a.slots + MAX_QUEUE &&
     a.warm.length <= MAX_WARM && a.warm.every(w => w.length <= 200) &&
+    (a.provisioned ?? []).length <= MAX_WARM && (a.provisioned ?? []).every(w => w.length <= 200) &&
     /^[\w.-]{0,64}$/.test(a.name) && a.seq >= 1 &&
     a.startedAtMs > 0 && a.startedAtMs <= now + MAX_CLOCK_AHEAD_MS && a.sentAtMs <= now + MAX_CLOCK_AHEAD_MS &&
     a.freeMemMb <= 1 << 30 && a.invocations <= Number.MAX_SAFE_INTEGER

@@ -1,19 +1,26 @@
 /**
  * The admin listener (--admin [host:]port): /metrics (Prometheus text), /healthz (the process
- * answers), /readyz (the agent runs, NATS is connected, it is not draining). Off unless asked
- * for; on 127.0.0.1 unless a host is given; any other bind needs a bearer token (config.ts
- * refuses to start without one), compared in constant time.
+ * answers), /readyz (the agent runs, NATS is connected, it is not draining), the dashboard at /
+ * and its data at /api/snapshot. Off unless asked for; on 127.0.0.1 unless a host is given; any
+ * other bind needs a bearer token (config.ts refuses to start without one), compared in constant
+ * time. The dashboard's static files (the same for everyone, no data in them) are the only
+ * answers given without the token: a browser cannot send a header when it opens a page, so the
+ * page asks for the token and sends it with each data request.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../logger.js'
+import { SECURITY_HEADERS, isAsset, readAsset } from './dashboard/assets.js'
+import { RANGES } from './dashboard/data.js'
 
 export interface AdminComponents {
   /** the metrics in Prometheus text format */
   metrics: () => Promise<{ contentType: string, text: string }>
   /** why the agent is not ready, or '' when it is */
   notReady: () => string
+  /** the dashboard's data; without it, / and /api are not served */
+  dashboard?: { snapshot: (range: string) => Promise<unknown>, stop: () => void }
   logger: Logger
 }
 
@@ -58,6 +65,7 @@ export class AdminServer {
     const server = this.server
     if (server == null) return
     this.server = undefined
+    this.c.dashboard?.stop()
     await new Promise<void>(resolve => {
       server.close(() => { resolve() })
       server.closeAllConnections()
@@ -65,18 +73,37 @@ export class AdminServer {
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Appended, not resolved: "//host/x" stays a path here, never another host's.
+    const url = new URL(`http://admin${(req.url ?? '/').startsWith('/') ? req.url ?? '/' : '/'}`)
+    const path = url.pathname
+    const read = req.method === 'GET' || req.method === 'HEAD'
+    if (read && this.c.dashboard != null && isAsset(path)) {
+      const { type, body } = await readAsset(path)
+      res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': type, 'cache-control': 'no-cache' })
+      res.end(body)
+      return
+    }
     if (this.tokenDigest != null && !this.authorized(req)) {
-      res.writeHead(401, { 'www-authenticate': 'Bearer', 'content-type': 'text/plain' })
+      res.writeHead(401, { 'www-authenticate': 'Bearer', 'content-type': 'text/plain', 'cache-control': 'no-store' })
       res.end('unauthorized\n')
       return
     }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
+    if (!read) {
       res.writeHead(405, { allow: 'GET, HEAD' })
       res.end()
       return
     }
-    const path = (req.url ?? '/').split('?')[0]
-    if (path === '/metrics') {
+    if (path === '/api/snapshot' && this.c.dashboard != null) {
+      const range = url.searchParams.get('range') ?? '1h'
+      if (!Object.hasOwn(RANGES, range)) {
+        res.writeHead(400, { ...SECURITY_HEADERS, 'content-type': 'text/plain' })
+        res.end(`error FNMESH_ERR_INVALID_ARGUMENT: range must be one of ${Object.keys(RANGES).join(', ')}\n`)
+        return
+      }
+      const body = JSON.stringify(await this.c.dashboard.snapshot(range))
+      res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'application/json', 'cache-control': 'no-store' })
+      res.end(body)
+    } else if (path === '/metrics') {
       const { contentType, text } = await this.c.metrics()
       res.writeHead(200, { 'content-type': contentType })
       res.end(text)

@@ -16,7 +16,9 @@ import { dirname, join, resolve, sep } from 'node:path'
 import { decode } from '../../../proto/codec.js'
 import { AuthError, FnmeshError, InputError } from '../../../proto/errors.js'
 import { BUNDLE_LIMIT, BUNDLE_MAX_FILES, checkBundlePath } from '../../../core/bundle.js'
-import type { Registry, RegistryEntry, StoredSpec } from '../../../core/registry.js'
+import type { AliasEntry, Registry, RegistryEntry, StoredSpec } from '../../../core/registry.js'
+import { aliasKey, parseQualifier, pickVersion, validateStoredAlias, type StoredAlias } from '../../../core/aliases.js'
+import { NotFoundError } from '../../../proto/errors.js'
 import { validateStoredSpec } from '../../../core/spec-rules.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -39,6 +41,16 @@ export interface FunctionCacheInit {
   trust?: TrustList
   /** With `trust`: the newest trusted version seen of each function; older signed specs are refused */
   versions?: TrustedVersions
+  /** Specs of pinned (older) versions kept in memory. @default 64 */
+  maxPinned?: number
+}
+
+/** What an invoke target resolved to: the spec to run and whether it is pinned (not simply the latest) */
+export interface Resolved {
+  spec: StoredSpec
+  pinned: boolean
+  /** the alias it went through, if any */
+  alias?: string
 }
 
 /** A function whose current registry value this agent does not use, and why */
@@ -58,6 +70,12 @@ export class FunctionCache implements Startable {
   /** keys whose usable spec came from a hint and awaits its read-back */
   private readonly hinted = new Set<string>()
   private readonly unpacking = new Map<string, Promise<string>>()
+  /** usable aliases by KV key, and refused ones with their reason */
+  private readonly aliases = new Map<string, StoredAlias>()
+  private readonly refusedAliases = new Map<string, FnmeshError>()
+  private readonly aliasRevisions = new Map<string, number>()
+  /** specs of exact versions read from the key's history ("name@version"), least recently used first */
+  private readonly pinned = new Map<string, StoredSpec | FnmeshError>()
   private stopWatch: (() => void) | undefined
 
   constructor (private readonly init: FunctionCacheInit) {}
@@ -67,7 +85,7 @@ export class FunctionCache implements Startable {
     // Private to the agent: sandboxes see only their own function's code, linked into their slot.
     await mkdir(this.init.bundlesDir, { recursive: true, mode: 0o700 })
     await this.init.versions?.load()
-    this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) })
+    this.stopWatch = await this.init.registry.watch((entry) => { this.apply(entry) }, { onAlias: (entry) => { this.applyAlias(entry) } })
   }
 
   isStarted (): boolean {
@@ -97,6 +115,116 @@ export class FunctionCache implements Startable {
     const skipped = this.skipped.get(name)
     if (skipped != null) throw skipped.error
     return null
+  }
+
+  /**
+   * The usable spec of `name` at exactly `version`: the latest when it is that version, else the
+   * value from the key's history (checked like any other: trust, then the rules; an older version
+   * asked for by number is not a rollback). FNMESH_ERR_VERSION_NOT_FOUND when there is none.
+   */
+  async specAt (name: string, version: number): Promise<StoredSpec> {
+    let latest: StoredSpec | null = null
+    let latestError: unknown
+    try { latest = await this.spec(name) } catch (err) { latestError = err }
+    if (latest?.version === version) return latest
+    const id = `${name}@${version}`
+    let known = this.pinned.get(id)
+    if (known == null) {
+      const spec = await this.init.registry.versionAt(name, version)
+      if (spec == null) {
+        if (latest == null && latestError == null) throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Function "${name}" is not deployed`)
+        throw new NotFoundError('FNMESH_ERR_VERSION_NOT_FOUND', `Function "${name}" has no version ${version} in the registry (it keeps the last 16 versions)`)
+      }
+      known = this.judge(name, spec, false, false) ?? spec
+    } else {
+      this.pinned.delete(id)
+    }
+    this.pinned.set(id, known)
+    for (const k of this.pinned.keys()) {
+      if (this.pinned.size <= (this.init.maxPinned ?? 64)) break
+      this.pinned.delete(k)
+    }
+    if (known instanceof FnmeshError) throw known
+    return known
+  }
+
+  /**
+   * What one invocation of `name` with `qualifier` ("" = latest, a version, "$LATEST" or an alias)
+   * runs. An alias with two versions picks one by its weights, per call. Throws the coded reason:
+   * FNMESH_ERR_NOT_FOUND, FNMESH_ERR_ALIAS_NOT_FOUND, FNMESH_ERR_VERSION_NOT_FOUND, a refused
+   * spec's or alias's code, FNMESH_ERR_INVALID_ARGUMENT for a malformed qualifier. Null: the
+   * function is not deployed (unqualified calls only).
+   */
+  async resolve (name: string, qualifier: string, rng: () => number = Math.random): Promise<Resolved | null> {
+    const q = parseQualifier(name, qualifier)
+    if (q.kind === 'latest') {
+      const spec = await this.spec(name)
+      return spec != null ? { spec, pinned: false } : null
+    }
+    if (q.kind === 'version') return { spec: await this.specAt(name, q.version), pinned: true }
+    const key = aliasKey(name, q.alias)
+    let alias = this.aliases.get(key)
+    if (alias == null && !this.refusedAliases.has(key)) {
+      // Not seen by the watch yet (set a moment ago): read it once.
+      const entry = await this.init.registry.aliasEntry(name, q.alias)
+      if (entry != null) this.applyAlias(entry)
+      alias = this.aliases.get(key)
+    }
+    const refused = this.refusedAliases.get(key)
+    if (alias == null && refused != null) throw refused
+    if (alias == null) throw new NotFoundError('FNMESH_ERR_ALIAS_NOT_FOUND', `Function "${name}" has no alias "${q.alias}"`)
+    return { spec: await this.specAt(name, pickVersion(alias, rng)), pinned: true, alias: q.alias }
+  }
+
+  /** Versions of `name` that usable aliases point at (kept warm across a new deploy) */
+  aliasVersions (name: string): number[] {
+    const out = new Set<number>()
+    for (const a of this.aliases.values()) {
+      if (a.function !== name) continue
+      out.add(a.version)
+      if (a.weightedVersion > 0) out.add(a.weightedVersion)
+    }
+    return [...out]
+  }
+
+  /** Usable aliases (of `name`, when given) */
+  allAliases (name?: string): StoredAlias[] {
+    return [...this.aliases.values()].filter(a => name == null || a.function === name)
+  }
+
+  /** Applies one alias value: usable (trust, rules, no replay of an older trusted serial), or kept aside with its reason */
+  private applyAlias (entry: AliasEntry): void {
+    const key = entry.key
+    const known = this.aliasRevisions.get(key) ?? 0
+    if (entry.revision !== 0 && entry.revision < known) return
+    if (entry.revision !== 0) this.aliasRevisions.set(key, entry.revision)
+    this.aliases.delete(key)
+    this.refusedAliases.delete(key)
+    if (entry.alias == null && entry.error == null) return
+    let error: FnmeshError | null = entry.error ?? null
+    const alias = entry.alias
+    if (error == null && alias != null) {
+      const { trust, versions } = this.init
+      try {
+        trust?.checkAlias(alias)
+        error = validateStoredAlias(alias, key)
+        if (error == null && trust != null && versions != null) {
+          const newest = versions.newest(key)
+          if (alias.serial < newest) {
+            error = new AuthError('FNMESH_ERR_INVALID_ALIAS', `Alias "${alias.function}:${alias.name}" serial ${alias.serial} is older than serial ${newest}, which this agent already trusted: a replayed alias is not followed`)
+          } else versions.raise(key, alias.serial)
+        }
+      } catch (err) {
+        error = err as FnmeshError
+      }
+    }
+    if (error == null && alias != null) {
+      this.aliases.set(key, alias)
+      return
+    }
+    const e = error as FnmeshError
+    this.refusedAliases.set(key, e)
+    this.init.logger.warn({ alias: key.slice(0, 200), code: e.code, err: e.message }, 'refused an alias from the registry: it is not followed')
   }
 
   /** Every usable spec known now (latest versions) */
@@ -164,14 +292,14 @@ export class FunctionCache implements Startable {
   }
 
   /** Trust first, then the deploy rules, then (trusted specs) the rollback check: null if usable */
-  private judge (key: string, spec: StoredSpec, record = true): FnmeshError | null {
+  private judge (key: string, spec: StoredSpec, record = true, rollback = true): FnmeshError | null {
     const { trust, versions } = this.init
     if (trust != null) {
       try { trust.check(spec) } catch (err) { return err as FnmeshError }
     }
     const invalid = validateStoredSpec(spec, key)
     if (invalid != null) return invalid
-    if (trust != null && versions != null) {
+    if (trust != null && versions != null && rollback) {
       const newest = versions.newest(key)
       if (spec.version < newest) {
         return new AuthError('FNMESH_ERR_SPEC_ROLLBACK', `Function "${key}" version ${spec.version} is older than version ${newest}, which this agent already trusted: a replayed deploy is not run`)

@@ -8,6 +8,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { AuthError, UsageError } from '../../../proto/errors.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import type { StoredAlias } from '../../../core/aliases.js'
 import { checkSpecSignature, parsePublicKey, publicKeyFromRaw } from '../../../core/signing.js'
 
 export class TrustList {
@@ -48,6 +49,21 @@ export class TrustList {
           : r.reason === 'untrusted' ? new AuthError('FNMESH_ERR_UNSIGNED_DEPLOY', `Function "${spec.name}" version ${spec.version} is signed by ${r.publicKey ?? 'a key'}, which this agent does not trust`)
             : new AuthError('FNMESH_ERR_SIGNATURE_INVALID', `Function "${spec.name}" version ${spec.version}: the signature does not match the spec and code digest (tampered with after signing?)`)
       this.verdicts.set(spec, verdict)
+    }
+    if (verdict != null) throw verdict
+  }
+
+  /** Throws FNMESH_ERR_INVALID_ALIAS unless the alias is signed (as an alias) by a trusted key */
+  checkAlias (alias: StoredAlias): void {
+    let verdict = this.verdicts.get(alias)
+    if (verdict === undefined) {
+      const r = checkSpecSignature(alias.raw, alias.signature, this.keys, 'alias')
+      const label = `Alias "${alias.function}:${alias.name}"`
+      verdict = r.ok ? null
+        : r.reason === 'unsigned' ? new AuthError('FNMESH_ERR_INVALID_ALIAS', `${label} is not signed: this agent follows only aliases signed by a trusted deployer key`)
+          : r.reason === 'untrusted' ? new AuthError('FNMESH_ERR_INVALID_ALIAS', `${label} is signed by ${r.publicKey ?? 'a key'}, which this agent does not trust`)
+            : new AuthError('FNMESH_ERR_INVALID_ALIAS', `${label}: the signature does not match (tampered with after signing?)`)
+      this.verdicts.set(alias, verdict)
     }
     if (verdict != null) throw verdict
   }

@@ -19,7 +19,8 @@ export interface TrustedVersionsInit {
   maxEntries?: number
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
+/** function names, and "alias.<function>.<alias>" for the newest trusted serial of an alias */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$|^alias\.[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.[A-Za-z][A-Za-z0-9_-]{0,63}$/
 /** Larger than any file maxEntries names make: a bigger one is not read */
 const MAX_FILE_BYTES = 4 * 1024 * 1024
 

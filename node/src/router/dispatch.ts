@@ -23,11 +23,12 @@
 export const BUSY_CODES: ReadonlySet<string> = new Set(['FNMESH_ERR_BUSY', 'FNMESH_ERR_DISK_FULL'])
 
 /**
- * Answers with which a peer says "not me, try elsewhere" without the function having run.
+ * Answers with which a peer says "not me, try elsewhere" without the function having run (a
+ * peer whose labels do not satisfy the function's constraints: this router's view was stale).
  * A bad bundle (a path escaping it, two files at one path, a digest that does not match what the
  * registry holds) is bad on every node: FNMESH_ERR_BUNDLE_INVALID goes back, not a retry.
  */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_DECODE'])
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_DECODE', 'FNMESH_ERR_NO_MATCHING_NODE'])
 
 /** How many failed peers end the invocation */
 export const MAX_FAILURES = 2

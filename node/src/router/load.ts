@@ -85,6 +85,11 @@ export class LoadTracker {
     return v > 0 ? v : undefined
   }
 
+  /** Dispatches to `peer` sent since its latest advert and not finished */
+  sinceAdvert (peer: string): number {
+    return this.peers.get(peer)?.sinceAdvert ?? 0
+  }
+
   outstanding (peer: string): number {
     return this.peers.get(peer)?.outstanding ?? 0
   }

@@ -11,6 +11,8 @@ import { decode, encode, type ExecRequest, type InvokeResult, type Encodable, ty
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
+import { advertLabels, eligible, hasPlacement, preferred, termsOf } from '../../../core/placement.js'
+import { StreamSender, ackChunk, isChunk, newInbox, readChunk, type StreamSink } from '../../../core/stream.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import { Idle, Once, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -37,8 +39,10 @@ export interface LocalNode {
   runMs: (key: string) => number
   /** a sandbox of `fn@version` is idle here */
   isWarm: (key: string) => boolean
-  /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED */
-  execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal }) => Promise<Encodable<InvokeResult>>
+  /** idle provisioned sandboxes of `fn@version` here (--provisioned) */
+  provisionedIdle?: (key: string) => number
+  /** runs one invocation here; never throws; an abort answers FNMESH_ERR_ABORTED; a streaming handler's body goes to `stream` */
+  execute: (req: Encodable<ExecRequest>, options?: { signal?: AbortSignal, stream?: StreamSink }) => Promise<Encodable<InvokeResult>>
 }
 
 /**
@@ -88,6 +92,8 @@ export interface RouterInit {
 /** One invocation to route, from NATS or (later) from a trigger */
 export interface RouteRequest {
   function: string
+  /** an alias ("live"), a version ("3") or "$LATEST" (core/aliases.ts); absent = the latest version */
+  qualifier?: string
   payload: Uint8Array
   /**
    * An invocation id minted inside this agent (the gateway's random request id); never taken
@@ -102,11 +108,30 @@ export interface RouteRequest {
   /** how long the caller waits; 0 = the default */
   timeoutMs?: number
   trigger?: string
+  /** functions before this one in a chain of invoke bindings (ExecRequest.hops) */
+  hops?: number
 }
 
 export interface RouteOptions {
   /** the caller gave up: stop waiting and queueing, answer FNMESH_ERR_ABORTED */
   signal?: AbortSignal
+  /**
+   * The caller takes a streamed reply: a streaming handler's body goes here chunk by chunk and
+   * the result says `streamed`. Once a chunk went, the invocation is never sent again.
+   */
+  stream?: StreamSink
+}
+
+/** A sink that remembers whether the body has started */
+class TrackedSink implements StreamSink {
+  bytes = 0
+  started = false
+  constructor (private readonly inner: StreamSink) {}
+  async write (piece: Parameters<StreamSink['write']>[0]): Promise<void> {
+    this.started = true
+    this.bytes += piece.data.byteLength
+    await this.inner.write(piece)
+  }
 }
 
 const DEFAULT_CALLER_TIMEOUT_MS = 60_000
@@ -128,6 +153,7 @@ export class Router {
   private readonly waiters = new Waiters<'slot'>()
   private readonly remote = new Map<string, Set<Remote>>()
   private readonly warmSets = new WeakMap<object, Set<string>>()
+  private readonly labelSets = new WeakMap<object, Readonly<Record<string, string>> | null>()
   /** invocations taken from NATS and not yet answered */
   private readonly active = new Idle()
   /** their requests, sent an interim reply by one shared timer (not a timer per invocation) */
@@ -217,6 +243,7 @@ export class Router {
     this.active.enter()
     this.answering.add(msg)
     let result: Encodable<InvokeResult>
+    let sender: StreamSender | undefined
     try {
       const req = decode('InvokeRequest', msg.data, { maxBytes: this.init.payloadLimit + 64 * 1024 })
       const fromSubject = msg.subject.slice(msg.subject.lastIndexOf('.') + 1)
@@ -226,9 +253,13 @@ export class Router {
       if (req.function !== '' && req.function !== fromSubject) {
         throw fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation names function "${shorten(req.function)}" but was sent to "${msg.subject}"`)
       }
-      result = await this.route({ function: fromSubject, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' })
+      if (req.stream && msg.reply != null && msg.reply !== '') sender = new StreamSender(this.c.nc, msg.reply)
+      result = await this.route({ function: fromSubject, qualifier: req.qualifier, payload: req.payload, idempotencyKey: req.idempotencyKey, timeoutMs: req.timeoutMs, trigger: 'sync' }, { stream: sender })
     } catch (err) {
       result = { ok: false, error: toErrorInfo(err) }
+    } finally {
+      // No chunk may follow the result.
+      sender?.close()
     }
     this.answering.delete(msg)
     try {
@@ -255,8 +286,12 @@ export class Router {
       if (req.payload.byteLength > this.init.payloadLimit) {
         return fail('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Cannot invoke "${req.function}": the event is ${req.payload.byteLength} bytes, over the limit of ${this.init.payloadLimit}`)
       }
-      const spec = await this.c.functions.spec(req.function)
-      if (spec == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      // An alias picks its version per invocation, by its weights; a version pins it.
+      const qualifier = req.qualifier ?? ''
+      const latest = qualifier === '' ? await this.c.functions.spec(req.function) : null
+      const resolved = qualifier === '' ? (latest != null ? { spec: latest, pinned: false } : null) : await this.c.functions.resolve(req.function, qualifier, this.init.rng)
+      if (resolved == null) return fail('FNMESH_ERR_NOT_FOUND', `Function "${req.function}" is not deployed`)
+      const spec = resolved.spec
       try {
         JSON.parse(Buffer.from(req.payload.buffer, req.payload.byteOffset, req.payload.byteLength).toString('utf8'))
       } catch (err: any) {
@@ -270,34 +305,41 @@ export class Router {
         payload: req.payload,
         routerId: this.c.nodeId,
         deadlineMs: deadline,
-        trigger: req.trigger ?? 'sync'
+        trigger: req.trigger ?? 'sync',
+        stream: options.stream != null,
+        pinned: resolved.pinned,
+        hops: req.hops ?? 0
       }
-      return await this.dispatchWithRetry(spec, exec, deadline, options.signal)
+      return await this.dispatchWithRetry(spec, exec, deadline, options.signal, options.stream != null ? new TrackedSink(options.stream) : undefined)
     } catch (err) {
       return { invocationId, ok: false, error: toErrorInfo(err) }
     }
   }
 
   /** The dispatch loop: dispatch.ts decides, this does the picking, sending and waiting */
-  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined): Promise<Encodable<InvokeResult>> {
+  private async dispatchWithRetry (spec: StoredSpec, exec: Encodable<ExecRequest>, deadline: number, signal: AbortSignal | undefined, stream?: TrackedSink): Promise<Encodable<InvokeResult>> {
     const key = `${spec.name}@${spec.version}`
     const s = dispatchState()
     const failed = new Set<string>()
     const failures: string[] = []
     const refused = (r: Refusal): Encodable<InvokeResult> => this.error(exec, s.attempts, r.code, this.refusalMessage(r, spec, exec, failures))
+    const placed = hasPlacement(spec)
     const aborted = (): Encodable<InvokeResult> => this.error(exec, s.attempts, 'FNMESH_ERR_ABORTED', `Cannot run "${spec.name}" (invocation ${exec.invocationId ?? ''}): the caller aborted`)
     for (;;) {
       if (signal?.aborted === true) return aborted()
       const late = beforePick(s, Date.now(), deadline)
       if (late != null) return refused(late)
-      let peer = this.pick(key, failed)
+      if (placed && !this.c.table.routable().some(e => eligible(this.labelsOf(e), spec))) {
+        return this.error(exec, s.attempts, 'FNMESH_ERR_NO_MATCHING_NODE', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no live node's labels satisfy its constraints ${termsOf(spec.constraints).map(t => t.raw).join(', ')}`)
+      }
+      let peer = ((spec.provisioned ?? 0) > 0 ? this.pickProvisioned(spec, key, failed) : undefined) ?? this.pick(spec, key, failed)
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
         // an executor whose expected wait fits the deadline, which hands over a slot the moment one frees.
         const runMs = this.c.local.runMs(key)
         queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
-        if (queueMs > 0) peer = this.pickQueue(key, failed, queueMs, runMs)
+        if (queueMs > 0) peer = this.pickQueue(spec, key, failed, queueMs, runMs)
       }
       if (peer == null) {
         const next = nowhereToSend(s, this.rules, {
@@ -305,7 +347,7 @@ export class Router {
           deadline,
           queueMs,
           waiting: this.waiters.size(),
-          allFailed: this.c.table.routable().every(e => failed.has(e.advert.nodeId))
+          allFailed: this.c.table.routable().every(e => failed.has(e.advert.nodeId) || (placed && !eligible(this.labelsOf(e), spec)))
         })
         if (next.kind === 'refuse') return refused(next)
         await this.waiters.wait('slot', { timeoutMs: next.ms, signal })
@@ -318,11 +360,17 @@ export class Router {
       let failure: string | undefined
       const sentAt = Date.now()
       try {
-        result = await this.dispatch(peer, { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal)
+        result = await this.dispatch(peer, { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }, Math.min(deadline, Date.now() + queueMs + spec.timeoutMs + this.init.dispatchGraceMs), signal, stream)
       } catch (err) {
         if (err instanceof Aborted) return aborted()
         if (!(err instanceof DispatchFailure)) throw err
         failure = err.message
+      }
+      // A body that has started cannot be taken back: the invocation is never run a second time.
+      if (stream?.started === true) {
+        if (result != null) return { ...result, attempts: s.attempts }
+        this.penalties.add(id, PENALTY.failed)
+        return this.error(exec, s.attempts, 'FNMESH_ERR_PEER_UNAVAILABLE', `The stream of "${spec.name}" (invocation ${exec.invocationId ?? ''}) broke after ${stream.bytes} bytes: peer ${peer.advert.name} (${id}) ${failure ?? ''}`)
       }
       if (isAborted(signal) || result?.error?.code === 'FNMESH_ERR_ABORTED') return aborted()
       const code = result == null ? '' : result.ok === true ? '' : result.error?.code ?? ''
@@ -370,20 +418,74 @@ export class Router {
     return { invocationId: exec.invocationId, ok: false, attempts, error: toErrorInfo(fnmeshError(code, message)) }
   }
 
-  /** Where to wait for a slot when none is free in this router's view (least-loaded routing) */
-  private pickQueue (key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
-    return chooseQueue(this.candidates(key, exclude), budgetMs, runMs, this.init.rng)?.entry
+  /**
+   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
+   * among the nodes the function prefers when one of their queues fits, else among all it may use
+   */
+  private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
+    const candidates = this.candidates(spec, key, exclude)
+    return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
   }
 
-  private pick (key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    const candidates = this.candidates(key, exclude)
-    if (this.baseline == null) return choosePeer(candidates, this.init.rng)?.entry
+  /**
+   * A function with provisioned sandboxes (--provisioned) goes first to a node whose advert says
+   * it holds an idle one of `key` that this router has not already sent a call to since (the
+   * least loaded such node), so the first N concurrent calls find them; none: the usual choice.
+   */
+  private pickProvisioned (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    let best: { entry: PeerEntry, load: number } | undefined
+    const placed = (spec.constraints?.length ?? 0) > 0
+    for (const entry of this.c.table.routable()) {
+      const a = entry.advert
+      if (exclude.has(a.nodeId)) continue
+      if (placed && !eligible(this.labelsOf(entry), spec)) continue
+      let idle: number
+      let load: number
+      if (entry.self) {
+        idle = this.c.local.provisionedIdle?.(key) ?? 0
+        load = this.c.local.load
+        if (load >= this.c.local.slots) continue
+      } else {
+        idle = a.provisioned.filter(k => k === key).length - this.tracker.sinceAdvert(a.nodeId)
+        load = this.tracker.estimate(a.nodeId, a.inFlight, a.slots)
+        if (load >= a.slots) continue
+      }
+      if (idle <= 0) continue
+      if (best == null || load < best.load) best = { entry, load }
+    }
+    return best?.entry
+  }
+
+  private pick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    const candidates = this.candidates(spec, key, exclude)
+    if (this.baseline == null) return this.preferFirst(spec, candidates, list => choosePeer(list, this.init.rng))?.entry
     return this.baseline(candidates, { localInFlight: this.c.local.inFlight, outstanding: (peer) => this.tracker.outstanding(peer) })?.entry
   }
 
-  private candidates (key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
+  /** `--prefer` is "should": the choice among preferred nodes while one fits, else among every eligible one */
+  private preferFirst<C extends Candidate & { entry: PeerEntry }> (spec: StoredSpec, candidates: C[], choose: (list: C[]) => C | undefined): C | undefined {
+    if ((spec.prefer?.length ?? 0) > 0) {
+      const first = choose(candidates.filter(c => preferred(this.labelsOf(c.entry), spec)))
+      if (first != null) return first
+    }
+    return choose(candidates)
+  }
+
+  /** A peer's labels as its advert carries them, validated once per advert (undefined: invalid) */
+  private labelsOf (entry: PeerEntry): Readonly<Record<string, string>> | undefined {
+    const a = entry.advert
+    let labels = this.labelSets.get(a)
+    if (labels === undefined) {
+      labels = advertLabels(a.labels) ?? null
+      this.labelSets.set(a, labels)
+    }
+    return labels ?? undefined
+  }
+
+  private candidates (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): Array<Candidate & { entry: PeerEntry }> {
     const candidates: Array<Candidate & { entry: PeerEntry }> = []
-    const routable = this.c.table.routable()
+    const placed = (spec.constraints?.length ?? 0) > 0
+    const routable = placed ? this.c.table.routable().filter(e => eligible(this.labelsOf(e), spec)) : this.c.table.routable()
     // No peer is believed to have more than a few times the mesh's median slots.
     const cap = this.penalties.slotCap(routable.map(e => e.self ? this.c.local.slots : e.advert.slots))
     for (const entry of routable) {
@@ -406,8 +508,8 @@ export class Router {
     return set
   }
 
-  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number, signal: AbortSignal | undefined): Promise<Encodable<InvokeResult>> {
-    if (peer.self) return await this.c.local.execute(exec, { signal })
+  private async dispatch (peer: PeerEntry, exec: Encodable<ExecRequest>, until: number, signal: AbortSignal | undefined, stream?: StreamSink): Promise<Encodable<InvokeResult>> {
+    if (peer.self) return await this.c.local.execute(exec, { signal, stream })
     const id = peer.advert.nodeId
     const d = this.tracker.sent(id)
     let lost: Remote | undefined
@@ -419,7 +521,8 @@ export class Router {
     signal?.addEventListener('abort', onAbort, { once: true })
     const timeoutMs = Math.max(1, until - Date.now())
     const copies = this.c.meterCopies
-    const pending = this.c.nc.request(execSubject(id), encode('ExecRequest', copies != null ? { ...exec, carryMeter: true } : exec), { timeout: timeoutMs })
+    const request = encode('ExecRequest', copies != null ? { ...exec, carryMeter: true } : exec)
+    const pending = stream != null ? this.requestStream(execSubject(id), request, timeoutMs, stream) : this.c.nc.request(execSubject(id), request, { timeout: timeoutMs })
     pending.catch(() => {})
     gone.catch(() => {})
     try {
@@ -449,6 +552,50 @@ export class Router {
       if (set.size === 0 && this.remote.get(id) === set) this.remote.delete(id)
       this.tracker.finished(d)
       this.wake()
+    }
+  }
+
+  /**
+   * Sends an ExecRequest that takes a streamed reply: chunks come on a fresh inbox, each handed
+   * to `sink` and then acknowledged to the executor (so its window follows the caller's pace);
+   * resolves with the final message (the InvokeResult). Ends in `timeoutMs` in any case.
+   */
+  private async requestStream (subject: string, data: Uint8Array, timeoutMs: number, sink: StreamSink): Promise<Msg> {
+    const nc = this.c.nc
+    const inbox = newInbox(nc)
+    const sub = nc.subscribe(inbox)
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = new Promise<never>((resolve, reject) => {
+      timer = setTimeout(() => { reject(Object.assign(new Error('timeout'), { name: 'TimeoutError' })); sub.unsubscribe() }, timeoutMs)
+    })
+    timedOut.catch(() => {})
+    const run = async (): Promise<Msg> => {
+      nc.publish(subject, data, { reply: inbox })
+      let seq = 1
+      for await (const msg of sub) {
+        if (msg.headers?.code === 503) throw new DispatchFailure('is not listening on NATS')
+        if (!isChunk(msg)) return msg
+        let chunk
+        try {
+          chunk = readChunk(msg, seq)
+        } catch (err: any) {
+          throw new DispatchFailure(`sent an unreadable stream chunk (${String(err?.message)})`)
+        }
+        await sink.write({ data: chunk.data, contentType: chunk.contentType, invocationId: chunk.invocationId, nodeId: chunk.nodeId }).catch((err) => {
+          // The caller went away or the stream is over its limit: the executor stops the function.
+          ackChunk(msg, seq, inbox, true)
+          throw err
+        })
+        ackChunk(msg, seq, inbox)
+        seq++
+      }
+      throw Object.assign(new Error('timeout'), { name: 'TimeoutError' })
+    }
+    try {
+      return await Promise.race([run(), timedOut])
+    } finally {
+      clearTimeout(timer)
+      sub.unsubscribe()
     }
   }
 

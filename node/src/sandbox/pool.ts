@@ -92,6 +92,10 @@ export class SandboxPool implements Startable {
   coldStarts = 0
   /** workers killed to make room and not yet exited */
   private readonly evicting = new Set<SandboxWorker>()
+  /** provisioned workers (--provisioned): never idled out or evicted to make room */
+  private readonly provisioned = new Set<SandboxWorker>()
+  /** provision() calls in progress per key */
+  private readonly provisioning = new Map<string, number>()
   warmStarts = 0
 
   constructor (private readonly init: SandboxPoolInit) {
@@ -251,7 +255,55 @@ export class SandboxPool implements Startable {
     return await this.coldStart(spec, key, taskRoot, options)
   }
 
-  private async coldStart (spec: StoredSpec, key: string, taskRoot: string, options: AcquireOptions): Promise<Acquired> {
+  /**
+   * Keeps `count` provisioned workers of `spec` (--provisioned): starts the missing ones (loaded
+   * with the function, `AWS_LAMBDA_INITIALIZATION_TYPE=provisioned-concurrency`, then idle),
+   * and turns extra ones into ordinary workers that idle out. Within the function's concurrency
+   * cap on this node. Resolves with the number it holds; init failures are thrown.
+   */
+  async provision (spec: StoredSpec, taskRoot: string, count: number): Promise<number> {
+    const key = `${spec.name}@${spec.version}`
+    const mine = [...this.provisioned].filter(w => w.key === key && w.state !== 'dead')
+    for (const w of mine.slice(count)) this.provisioned.delete(w)
+    let have = Math.min(mine.length, count) + (this.provisioning.get(key) ?? 0)
+    const cap = spec.concurrency > 0 ? spec.concurrency : Infinity
+    while (this.started && have < count && (this.perKey.get(key) ?? 0) < cap) {
+      this.provisioning.set(key, (this.provisioning.get(key) ?? 0) + 1)
+      have++
+      try {
+        const { worker } = await this.coldStart(spec, key, taskRoot, {}, 'provisioned-concurrency')
+        this.coldStarts--
+        this.provisioned.add(worker)
+        worker.once('exit', () => { this.provisioned.delete(worker) })
+        worker.state = 'idle'
+        this.release(worker)
+      } finally {
+        const n = (this.provisioning.get(key) ?? 1) - 1
+        if (n <= 0) this.provisioning.delete(key)
+        else this.provisioning.set(key, n)
+      }
+    }
+    return [...this.provisioned].filter(w => w.key === key).length
+  }
+
+  /** Stops being provisioned for every key but those in `keep` (they become ordinary workers) */
+  unprovision (keep: ReadonlySet<string>): void {
+    for (const w of this.provisioned) if (w.key == null || !keep.has(w.key)) this.provisioned.delete(w)
+  }
+
+  /** Idle provisioned workers of "name@version" */
+  provisionedIdle (key: string): number {
+    return (this.idle.get(key) ?? []).filter(w => this.provisioned.has(w)).length
+  }
+
+  /** "name@version" once per idle provisioned worker (this node's advert) */
+  provisionedKeys (): string[] {
+    const out: string[] = []
+    for (const [key, list] of this.idle) for (const w of list) if (this.provisioned.has(w)) out.push(key)
+    return out
+  }
+
+  private async coldStart (spec: StoredSpec, key: string, taskRoot: string, options: AcquireOptions, initializationType?: string): Promise<Acquired> {
     this.perKey.set(key, (this.perKey.get(key) ?? 0) + 1)
     this.coldStarts++
     const started = performance.now()
@@ -284,7 +336,7 @@ export class SandboxPool implements Startable {
         functionName: spec.name,
         functionVersion: String(spec.version),
         memoryMb: spec.memoryMb,
-        env: functionEnv(spec, meta.spawned.inside, stream),
+        env: initializationType != null ? { ...functionEnv(spec, meta.spawned.inside, stream), AWS_LAMBDA_INITIALIZATION_TYPE: initializationType } : functionEnv(spec, meta.spawned.inside, stream),
         resultLimit: this.opts.resultLimit,
         logLimit: this.opts.logLimit,
         logGroupName: logGroupName(spec.name),
@@ -318,11 +370,12 @@ export class SandboxPool implements Startable {
     this.waiters.wake(worker.key)
   }
 
-  /** Stops idle workers of `name` whose version is not `keepVersion` (after a new deploy) */
-  retire (name: string, keepVersion: number): void {
+  /** Stops idle workers of `name` whose version is not `keepVersion` nor one of `alsoKeep` (versions aliases name) */
+  retire (name: string, keepVersion: number, alsoKeep: readonly number[] = []): void {
+    const keep = new Set([keepVersion, ...alsoKeep].map(String))
     for (const [key, list] of this.idle) {
       const at = key.lastIndexOf('@')
-      if (key.slice(0, at) === name && key.slice(at + 1) !== String(keepVersion)) {
+      if (key.slice(0, at) === name && !keep.has(key.slice(at + 1))) {
         for (const w of list) w.kill('retired by a new version')
         this.idle.delete(key)
       }
@@ -395,7 +448,7 @@ export class SandboxPool implements Startable {
   private evictIdle (): boolean {
     let oldest: SandboxWorker | undefined
     for (const list of this.idle.values()) {
-      for (const w of list) if (oldest == null || w.lastUsedMs < oldest.lastUsedMs) oldest = w
+      for (const w of list) if (!this.provisioned.has(w) && (oldest == null || w.lastUsedMs < oldest.lastUsedMs)) oldest = w
     }
     if (oldest == null) return false
     const w = oldest
@@ -410,7 +463,7 @@ export class SandboxPool implements Startable {
   private sweep (): void {
     const cutoff = Date.now() - this.opts.idleTtlMs
     for (const list of this.idle.values()) {
-      for (const w of list) if (w.lastUsedMs < cutoff) w.kill('idle')
+      for (const w of list) if (w.lastUsedMs < cutoff && !this.provisioned.has(w)) w.kill('idle')
     }
   }
 

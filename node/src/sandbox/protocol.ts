@@ -40,7 +40,7 @@ export interface InitRequest {
 /** One declared binding as the runtime needs it to build `context.bindings.NAME` */
 export interface BindingDecl {
   name: string
-  kind: 'kv' | 'object'
+  kind: 'kv' | 'object' | 'publish' | 'invoke'
   target: string
   readOnly: boolean
 }
@@ -67,12 +67,24 @@ export interface BindReply {
   error?: WireError
 }
 
-export type ParentMessage = InitRequest | InvokeRequest | BindReply
+/**
+ * The agent's answer to a chunk of a streamed response: taken (the next may come), or refused
+ * with the error that ends the stream (over the streamed limit, the receiver went away).
+ */
+export interface ChunkAck {
+  t: 'chunk-ack'
+  /** the chunk's `n` */
+  n: number
+  error?: WireError
+}
+
+export type ParentMessage = InitRequest | InvokeRequest | BindReply | ChunkAck
 
 export interface BootMessage { t: 'boot' }
 export interface InitOk { t: 'init-ok', id: number }
 export interface InitFailed { t: 'init-error', id: number, error: WireError }
-export interface InvokeOk { t: 'result', id: number, ok: true, payload: string }
+/** `streamed`: the handler streamed its response (chunks before this); payload is then empty */
+export interface InvokeOk { t: 'result', id: number, ok: true, payload: string, streamed?: boolean }
 /** `fatal`: the child exits right after sending this (uncaught exception, unhandled rejection) */
 export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireError, fatal?: boolean }
 
@@ -81,7 +93,11 @@ export interface InvokeFailed { t: 'result', id: number, ok: false, error: WireE
  * The agent serves it only if (`name`, `kind`, `target`) is one of the spec's declared bindings
  * and `op` is allowed there (no writes through a read-only one): else FNMESH_ERR_FORBIDDEN.
  * kv ops: get {key}, put {key, data, revision?}, delete {key}, keys {prefix?};
- * object ops: get {key}, put {key, data}, delete {key}, list {prefix?}. `data` is base64.
+ * object ops: get {key}, put {key, data}, delete {key}, list {prefix?}, and for objects of any
+ * size, a chunk (at most 1 MiB) per call: stat {key} -> {size, nuid}, read {nuid, seq},
+ * write-open {key} -> {handle}, write {handle, data}, write-close {handle}, write-abort {handle};
+ * publish ops: publish {key: subject, data: JSON, eventId?};
+ * invoke ops: invoke {data: the event JSON}. `data` is base64.
  */
 export interface BindCall {
   t: 'bind'
@@ -94,9 +110,29 @@ export interface BindCall {
   data?: string
   revision?: number
   prefix?: string
+  /** publish: the event id (JetStream deduplicates on it) */
+  eventId?: string
+  /** object reads: the object's chunk id and the stream sequence to read from */
+  nuid?: string
+  seq?: number
+  /** object writes: the handle write-open gave */
+  handle?: number
 }
 
-export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed | BindCall
+/**
+ * A piece of a streaming handler's response (child -> agent), only during that invocation
+ * (`id` is its request id); `n` is the child's own sequence, `data` base64, `ct` the stream's
+ * content type. The child sends the next once this one is acknowledged (ChunkAck).
+ */
+export interface StreamChunkMessage {
+  t: 'chunk'
+  id: number
+  n: number
+  ct: string
+  data: string
+}
+
+export type ChildMessage = BootMessage | InitOk | InitFailed | InvokeOk | InvokeFailed | BindCall | StreamChunkMessage
 
 /**
  * One console call, as a line of JSON on the log pipe. `r` is the request id the child believes

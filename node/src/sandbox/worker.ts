@@ -13,7 +13,7 @@ import type { WorkerCgroup } from './layers/cgroup.js'
 import type { SandboxCommand } from './layers/command.js'
 import { LineSplitter } from './logs.js'
 import { exitStatus } from './runtime/provided/status.js'
-import type { BindCall, BindReply, ChildMessage, InitRequest, WireError } from './protocol.js'
+import type { BindCall, BindReply, ChildMessage, ChunkAck, InitRequest, StreamChunkMessage, WireError } from './protocol.js'
 
 export type WorkerState = 'booting' | 'generic' | 'initializing' | 'idle' | 'busy' | 'dead'
 
@@ -31,6 +31,8 @@ export interface SpawnSpec {
 export interface InvokeOutcome {
   ok: boolean
   payload?: string
+  /** the handler streamed its response through `onChunk` (payload is then empty) */
+  streamed?: boolean
   error?: WireError
   durationMs: number
 }
@@ -45,6 +47,15 @@ export type OutputSource = 'log' | 'stdout' | 'stderr'
  * executor to the spec and deadline); rejects with a coded error, which goes back to the child.
  */
 export type BindingHandler = (call: BindCall) => Promise<unknown>
+
+/**
+ * Takes one piece of a streaming handler's response (the executor forwards or buffers it);
+ * resolves when the next may come, rejects with a coded error that ends the stream.
+ */
+export type ChunkHandler = (data: Buffer, contentType: string) => Promise<void>
+
+/** Largest base64 text of one chunk message from the child (256 KiB of data) */
+const MAX_CHUNK_TEXT = Math.ceil(256 * 1024 / 3) * 4
 
 /** Binding calls one sandbox may have in flight; past it, calls are answered BUSY at once */
 export const MAX_BINDS_IN_FLIGHT = 64
@@ -74,6 +85,11 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   /** the running invocation's binding handler (none outside an invocation) */
   private serveBind: BindingHandler | undefined
   private bindsInFlight = 0
+  /** the running invocation's chunk handler and IPC request id (none outside an invocation) */
+  private takeChunk: ChunkHandler | undefined
+  private invokeId: number | undefined
+  /** the chunk being handled: the child sends the next only after its ack */
+  private chunkInFlight: Promise<void> | undefined
 
   constructor (spec: SpawnSpec) {
     super()
@@ -155,9 +171,10 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 
   /** Runs one invocation; kills the sandbox at `deadlineMs` */
-  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler }): Promise<InvokeOutcome> {
-    const { bindings, ...fields } = extra ?? {}
+  async invoke (requestId: string, payload: string, deadlineMs: number, extra?: { cloudEvent?: Record<string, string>, bindings?: BindingHandler, onChunk?: ChunkHandler }): Promise<InvokeOutcome> {
+    const { bindings, onChunk, ...fields } = extra ?? {}
     this.serveBind = bindings
+    this.takeChunk = onChunk
     this.state = 'busy'
     this.invocations++
     this.emit('invoke', requestId)
@@ -166,7 +183,8 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
       const reply = await this.request({ t: 'invoke', id: 0, requestId, payload, deadlineMs, ...fields }, deadlineMs - Date.now())
       const durationMs = performance.now() - started
       if (reply.t !== 'result') throw new Error('Unexpected reply to invoke')
-      if (reply.ok) return { ok: true, payload: reply.payload, durationMs }
+      // The child answers once every chunk was acknowledged; a chunk still being taken belongs to a failed run.
+      if (reply.ok) return { ok: true, payload: reply.payload, durationMs, ...(reply.streamed === true ? { streamed: true } : {}) }
       if (reply.fatal === true) {
         this.kill('fatal error in function')
         // A custom runtime's bootstrap killed by the memory cgroup: its host says only that it exited.
@@ -179,6 +197,9 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
       return { ok: false, error: this.deathError(err as Death), durationMs: performance.now() - started }
     } finally {
       this.serveBind = undefined
+      this.takeChunk = undefined
+      this.invokeId = undefined
+      await this.chunkInFlight?.catch(() => {})
       this.lastUsedMs = Date.now()
       // A worker killed here (fatal error) is dying: never idle, or the pool hands it out before its exit arrives.
       if (this.state === 'busy' && this.killedFor == null) this.state = 'idle'
@@ -220,6 +241,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   private async request (msg: ChildMessage | { t: 'init' | 'invoke', id: number, [k: string]: unknown }, timeoutMs: number): Promise<ChildMessage> {
     if (this.state === 'dead' || this.death != null) throw this.death ?? { code: null, signal: null, oom: false, reason: 'dead' }
     const id = this.nextId++
+    if (msg.t === 'invoke') this.invokeId = id
     const reply = new Promise<ChildMessage>((resolve, reject) => { this.pending.set(id, { resolve, reject }) })
     this.child.send({ ...msg, id }, (err) => {
       if (err != null) this.kill(`ipc send failed: ${err.message}`)
@@ -229,6 +251,7 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
 
   private onMessage (msg: ChildMessage): void {
     if (msg?.t === 'bind') { this.onBind(msg); return }
+    if (msg?.t === 'chunk') { this.onChunk(msg); return }
     const id = msg?.t === 'boot' ? 0 : msg?.id
     const p = typeof id === 'number' ? this.pending.get(id) : undefined
     if (p == null) {
@@ -268,6 +291,30 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     ).finally(() => { this.bindsInFlight-- })
   }
 
+  /**
+   * A piece of a streaming handler's response. Only the running invocation may stream, one piece
+   * at a time (the runtime waits for each ack): anything else is not our runtime talking.
+   */
+  private onChunk (msg: StreamChunkMessage): void {
+    const take = this.takeChunk
+    if (this.state !== 'busy' || take == null || msg.id !== this.invokeId || this.chunkInFlight != null ||
+      typeof msg.n !== 'number' || !Number.isSafeInteger(msg.n) || typeof msg.data !== 'string' || msg.data.length > MAX_CHUNK_TEXT ||
+      typeof msg.ct !== 'string' || msg.ct.length > 256) {
+      this.kill('unexpected or malformed stream chunk on the IPC channel')
+      return
+    }
+    const n = msg.n
+    const answer = (error?: WireError): void => {
+      if (this.state === 'dead' || !this.child.connected) return
+      this.child.send({ t: 'chunk-ack', n, ...(error != null ? { error } : {}) } satisfies ChunkAck, (err) => { if (err != null) this.kill(`ipc send failed: ${err.message}`) })
+    }
+    const handling = take(Buffer.from(msg.data, 'base64'), msg.ct).then(
+      () => { answer() },
+      (err) => { answer(bindError(err, 'Runtime.ResponseStreamError')) }
+    ).finally(() => { if (this.chunkInFlight === handling) this.chunkInFlight = undefined })
+    this.chunkInFlight = handling
+  }
+
   private onExit (code: number | null, signal: NodeJS.Signals | null, reason?: string): void {
     if (this.state === 'dead') return
     this.state = 'dead'
@@ -288,9 +335,9 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
   }
 }
 
-function bindError (err: any): WireError {
+function bindError (err: any, fallbackType = 'Binding.Error'): WireError {
   const code = typeof err?.code === 'string' && err.code.startsWith('FNMESH_ERR_') ? err.code : 'FNMESH_ERR_INTERNAL'
-  return { code, errorType: typeof err?.errorType === 'string' ? err.errorType : 'Binding.Error', errorMessage: String(err?.message ?? err), trace: [] }
+  return { code, errorType: typeof err?.errorType === 'string' && err.errorType !== 'FnmeshError' ? err.errorType : fallbackType, errorMessage: String(err?.message ?? err), trace: [] }
 }
 
 async function withTimeout<T> (promise: Promise<T>, ms: number, onTimeout: () => void): Promise<T> {

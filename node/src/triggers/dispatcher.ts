@@ -15,6 +15,8 @@ import type { Logger } from '../logger.js'
 import { noMetrics, type MetricsSink } from '../metrics/sink.js'
 import type { FunctionCache } from '../registry/cache.js'
 import { prepare, type PreparedEvent } from './prepare.js'
+import { conditionOf, publishDestination, type Outcome } from './destinations.js'
+import { HOPS_HEADER, MAX_HOPS } from '../../../core/bindings.js'
 
 export interface DispatcherComponents {
   js: JetStreamClient
@@ -26,7 +28,7 @@ export interface DispatcherComponents {
 }
 
 /** Codes that say the node could not run it, not that the function failed: try again elsewhere */
-const HAND_BACK: ReadonlySet<string> = new Set<ErrorCode>(['FNMESH_ERR_BUSY', 'FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_BUNDLE_INVALID', 'FNMESH_ERR_NOT_FOUND'])
+const HAND_BACK: ReadonlySet<string> = new Set<ErrorCode>(['FNMESH_ERR_BUSY', 'FNMESH_ERR_THROTTLED', 'FNMESH_ERR_NATS_UNAVAILABLE', 'FNMESH_ERR_METER_UNAVAILABLE', 'FNMESH_ERR_INTERNAL', 'FNMESH_ERR_BUNDLE_INVALID', 'FNMESH_ERR_NOT_FOUND'])
 /** A message delivered this many times without settling (say, it crashes every agent) is dead-lettered */
 const MAX_DELIVERIES = 20
 
@@ -81,6 +83,10 @@ export class Dispatcher {
       await this.deadLetter(msg, binding, ev, 'event too old', null, spec)
       return
     }
+    if (ev.hops > MAX_HOPS) {
+      await this.deadLetter(msg, binding, ev, 'loop detected', { code: 'FNMESH_ERR_LOOP_DETECTED', errorType: 'Fnmesh.LoopDetected', errorMessage: `Event ${ev.eventId} comes at hop ${ev.hops} of a chain of functions (the limit is ${MAX_HOPS})`, trace: [] }, spec, false)
+      return
+    }
     if (msg.info.deliveryCount > MAX_DELIVERIES) {
       await this.deadLetter(msg, binding, ev, `delivered ${msg.info.deliveryCount} times without finishing`, null, spec)
       return
@@ -99,7 +105,8 @@ export class Dispatcher {
         trigger: ev.kind,
         eventId: ev.eventId,
         attributes: ev.attributes,
-        deadlineMs: Date.now() + spec.timeoutMs
+        deadlineMs: Date.now() + spec.timeoutMs,
+        hops: ev.hops
       }, () => { msg.working() })
       // execute() takes its slot synchronously when one is free (if none is, the node is full and
       // the puller asks for nothing more anyway).
@@ -115,6 +122,13 @@ export class Dispatcher {
     }
     this.stats.ran++
     if (result.ok === true) {
+      // The destination is stored before the ack: a crash in between runs the event again, and
+      // the destination's message id keeps it to one.
+      const out: Outcome = { condition: 'Success', attempts: ev.attempt, result: Buffer.from(result.payload ?? new Uint8Array(0)).toString('utf8') || 'null' }
+      if (!await this.destination(spec, ev, out)) {
+        this.nak(msg, 2000)
+        return
+      }
       msg.ack()
       this.stats.acked++
       this.metrics.eventSettled(binding.fn, 'acked')
@@ -134,6 +148,13 @@ export class Dispatcher {
     await this.deadLetter(msg, binding, ev, 'retries exhausted', error, spec)
   }
 
+  /** Publishes an outcome on the spec's destination (if any); false: not stored, hand the event back */
+  private async destination (spec: StoredSpec, ev: PreparedEvent, out: Outcome): Promise<boolean> {
+    return await publishDestination(this.c.js, spec, ev, out, (why) => {
+      this.c.logger.warn({ fn: spec.name, eventId: ev.eventId, condition: out.condition, why }, 'destination not published')
+    })
+  }
+
   private nak (msg: JsMsg, delayMs: number): void {
     try { msg.nak(delayMs > 0 ? Math.ceil(delayMs) : undefined) } catch {}
   }
@@ -149,6 +170,7 @@ export class Dispatcher {
     h.set(EventHeaders.firstAttempt, String(ev.firstAttemptMs || now))
     h.set(EventHeaders.trigger, ev.trigger || binding.trigger?.raw || '')
     h.set(EventHeaders.attributes, JSON.stringify(ev.attributes))
+    if (ev.hops > 0) h.set(HOPS_HEADER, String(ev.hops))
     try {
       // Stored before the original is acked: a crash in between runs it again, never loses it.
       await this.c.js.publish(functionSubject(spec.name, 'retry'), Buffer.from(ev.json, 'utf8'), { headers: h, msgID: `retry:${eventInvocationId(spec.name, ev.eventId)}:${ev.attempt + 1}` })
@@ -184,6 +206,11 @@ export class Dispatcher {
     })
     try {
       await this.c.js.publish(dlqSubject(binding.fn), record, { msgID: `dlq:${binding.fn}:${eventId}:${ev?.attempt ?? 0}` })
+      // The final failure's destination, before the ack (deduplicated if the event comes again).
+      if (ev != null && spec != null && !await this.destination(spec, ev, { condition: conditionOf(reason), attempts: ran ? ev.attempt : ev.attempt - 1, error })) {
+        this.nak(msg, 2000)
+        return
+      }
       msg.ack()
       this.stats.deadLettered++
       this.metrics.eventSettled(binding.fn, 'dead_lettered')

@@ -28,6 +28,16 @@ export interface TriggerComponents {
   logger: Logger
   /** where events are counted; none when metrics are off */
   metrics?: MetricsSink
+  /** placement (core/placement.ts): which functions this node may pull events for, and when it should leave them to others */
+  placement?: TriggerPlacement
+}
+
+/** What the triggers need to know of placement (agent.ts wires this node's labels and the peer table in) */
+export interface TriggerPlacement {
+  /** this node's labels satisfy the function's constraints: it may run its events */
+  eligible: (spec: StoredSpec) => boolean
+  /** the function prefers other labels than this node's, and a live node it prefers has a free slot */
+  preferredElsewhere: (spec: StoredSpec) => boolean
 }
 
 /** What the triggers need to know of this node's room (agent.ts wires the executor and the sandbox pool in) */
@@ -121,6 +131,12 @@ export class TriggerManager implements Startable {
     }
     // Superseded while binding (a newer version, a delete) or stopped: the later change decides.
     if (!this.started || this.specs.get(name) !== spec) return
+    // A node whose labels do not satisfy the constraints pulls nothing: its events wait in the
+    // stream for a node that does (labels are fixed for an agent's run).
+    if (this.c.placement != null && !this.c.placement.eligible(spec)) {
+      this.unbind(name, new Set())
+      return
+    }
     this.unbind(name, new Set(bindings.map(b => `${b.stream}/${b.consumer}`)))
     for (const b of bindings) {
       const key = `${b.stream}/${b.consumer}`
@@ -146,10 +162,14 @@ export class TriggerManager implements Startable {
     }
   }
 
-  /** Events this node can take now for `fn`: free slots, within the function's concurrency */
+  /**
+   * Events this node can take now for `fn`: free slots, within the function's concurrency; none
+   * while a node the function prefers has room (pullers ask again within 500 ms)
+   */
   private room (fn: string): number {
     const free = this.c.capacity.free()
     const spec = this.specs.get(fn)
+    if (spec != null && free > 0 && (spec.prefer?.length ?? 0) > 0 && this.c.placement?.preferredElsewhere(spec) === true) return 0
     if (spec == null || spec.concurrency === 0) return free
     return Math.min(free, spec.concurrency - this.c.capacity.running(`${fn}@${spec.version}`))
   }

@@ -7,6 +7,7 @@ import { InputError } from '../../../proto/errors.js'
 import { MAX_ID_BYTES, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import { parseEventMessage } from '../../../core/cloudevents.js'
 import { EventHeaders, type Binding } from '../../../core/events.js'
+import { HOPS_HEADER } from '../../../core/bindings.js'
 
 export interface PreparedEvent {
   eventId: string
@@ -25,6 +26,8 @@ export interface PreparedEvent {
   trigger: string
   /** the kind of that trigger, recorded in metering */
   kind: string
+  /** functions before this event in its chain (header Fnmesh-Hops, set by agents; 0 from outside) */
+  hops: number
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
@@ -39,6 +42,8 @@ export function prepare (msg: JsMsg, binding: Binding, payloadLimit = SYNC_PAYLO
     throw new InputError('FNMESH_ERR_PAYLOAD_TOO_LARGE', `Event ${msg.info.stream}-${msg.seq} is ${msg.data.byteLength} bytes, over the limit of ${payloadLimit}`)
   }
   const ev = parse(msg, binding)
+  const hops = Number(msg.headers?.get(HOPS_HEADER) ?? '')
+  ev.hops = Number.isSafeInteger(hops) && hops > 0 ? hops : 0
   const idBytes = Buffer.byteLength(ev.eventId)
   if (idBytes > MAX_ID_BYTES) {
     throw new InputError('FNMESH_ERR_INVALID_EVENT', `Event ${msg.info.stream}-${msg.seq} has an id of ${idBytes} bytes, over the limit of ${MAX_ID_BYTES}`)
@@ -53,7 +58,7 @@ export function prepare (msg: JsMsg, binding: Binding, payloadLimit = SYNC_PAYLO
 function parse (msg: JsMsg, binding: Binding): PreparedEvent {
   const seqId = `${msg.info.stream}-${msg.seq}`
   const time = Math.floor(Number(msg.timestampNanos / 1_000_000n))
-  const base = { attempt: 1, firstAttemptMs: 0, notBeforeMs: 0, trigger: binding.trigger?.raw ?? '', kind: binding.trigger?.kind ?? 'direct' }
+  const base = { attempt: 1, firstAttemptMs: 0, notBeforeMs: 0, trigger: binding.trigger?.raw ?? '', kind: binding.trigger?.kind ?? 'direct', hops: 0 }
   const t = binding.trigger
   if (t == null) return fromDirect(msg, seqId, time)
   if (t.kind === 'subject') {
@@ -114,6 +119,7 @@ function fromDirect (msg: JsMsg, seqId: string, time: number): PreparedEvent {
     firstAttemptMs: num(EventHeaders.firstAttempt),
     notBeforeMs: num(EventHeaders.notBefore),
     trigger,
+    hops: 0,
     kind: trigger.startsWith('cron:') || trigger.startsWith('rate') ? 'schedule' : (msg.subject.split('.').pop() ?? 'direct')
   }
 }

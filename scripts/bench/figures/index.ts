@@ -7,6 +7,7 @@ import type { Figure } from '../types.js'
 import { meterCatchup } from './catchup.js'
 import { coldStart } from './cold.js'
 import { asyncEvents } from './events.js'
+import { bindingGet } from './binding.js'
 import { gatewayFigure } from './gateway.js'
 import { membership } from './membership.js'
 import { sandboxLayers } from './layers.js'
@@ -16,6 +17,7 @@ import { meterDisk } from './disk.js'
 import { replicationLag } from './replication.js'
 import { sandboxRoundTrip } from './sandbox.js'
 import { saturation } from './throughput.js'
+import { streamFirstByte } from './stream.js'
 import { warmInvoke } from './warm.js'
 
-export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, saturation, replicationLag, asyncEvents, coldStart, routingQuality, membership, gatewayFigure]
+export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, saturation, replicationLag, asyncEvents, bindingGet, coldStart, routingQuality, membership, gatewayFigure]

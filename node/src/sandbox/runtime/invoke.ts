@@ -15,9 +15,10 @@ import { makeBindings } from './bindings.js'
 import { flushDropped } from './console.js'
 import { nodeJsExit, toWireError } from './errors.js'
 import type { Handler } from './handler.js'
+import { ResponseStream, chunkSender, streamingOf } from './streaming.js'
 import type { InitRequest, InvokeRequest, WireError } from '../protocol.js'
 
-export interface Outcome { ok: true, payload: string }
+export interface Outcome { ok: true, payload: string, streamed?: boolean }
 export type Answer = Outcome | { ok: false, error: WireError }
 
 type OnBeforeExit = (() => void) | undefined
@@ -95,6 +96,11 @@ export function runInvocation (handler: Handler, meta: InitRequest, msg: InvokeR
     /** fnmesh: the declared bindings (issue 17), clients that talk to the agent */
     bindings: makeBindings(meta.bindings, msg.deadlineMs)
   }
+  const mode = streamingOf(handler)
+  if (mode.streaming) {
+    runStreaming(handler, event, context, new ResponseStream(chunkSender(msg.id), mode.highWaterMark), complete)
+    return
+  }
   // Neither a promise nor a callback: the loop running empty ends the invocation.
   const isAsync = handler.constructor?.name === 'AsyncFunction'
   beforeExit = () => {
@@ -109,4 +115,47 @@ export function runInvocation (handler: Handler, meta: InitRequest, msg: InvokeR
   } catch (err) {
     callback(err)
   }
+}
+
+/**
+ * A streaming handler, `(event, responseStream, context) => Promise`, with the rules of Lambda's
+ * runtime: it must return a promise; once that resolves, the invocation ends when the stream has
+ * finished (every chunk acknowledged), and fails when the loop runs empty before it was ended; a
+ * rejection, or the agent refusing a chunk, ends it with that error. Its return value is ignored.
+ */
+function runStreaming (handler: Handler, event: unknown, context: object, stream: ResponseStream, complete: (a: Answer) => void): void {
+  let done = false
+  const finish = (a: Answer): void => {
+    if (done) return
+    done = true
+    if (!a.ok && !stream.destroyed) stream.destroy()
+    complete(a)
+  }
+  const fail = (err: unknown): void => {
+    const code = typeof (err as { code?: unknown })?.code === 'string' && String((err as { code: string }).code).startsWith('FNMESH_ERR_') ? (err as { code: string }).code : 'FNMESH_ERR_FUNCTION_ERROR'
+    finish({ ok: false, error: toWireError(err, code) })
+  }
+  const succeed = (): void => { finish({ ok: true, payload: '', streamed: true }) }
+  stream.on('error', fail)
+  stream.on('finish', () => { if (settled) succeed() })
+  let settled = false
+  beforeExit = () => { fail(nodeJsExit()) }
+  let out: unknown
+  try {
+    out = (handler as unknown as (e: unknown, s: ResponseStream, c: object) => unknown)(event, stream, context)
+  } catch (err) {
+    fail(err)
+    return
+  }
+  if (out == null || typeof (out as { then?: unknown }).then !== 'function') {
+    fail(new Error('Streaming does not support non-async handlers.'))
+    return
+  }
+  (out as Promise<unknown>).then(() => {
+    settled = true
+    if (stream.writableFinished) { succeed(); return }
+    // Ended but not yet flushed: 'finish' answers. Not ended: the function may still end it;
+    // if the loop runs empty first, it never will.
+    beforeExit = () => { fail(new Error('Response stream is not finished.')) }
+  }, fail)
 }

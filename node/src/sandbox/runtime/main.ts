@@ -11,6 +11,7 @@ import { beginInvocation, patchConsole } from './console.js'
 import { RuntimeError, toWireError, unhandledRejection } from './errors.js'
 import { loadHandler, type Handler } from './handler.js'
 import { runInvocation, type Answer } from './invoke.js'
+import { installAwsLambda, onChunkAck, streamingOf } from './streaming.js'
 import type { ChildMessage, InitRequest, InvokeRequest, ParentMessage } from '../protocol.js'
 
 type State = 'generic' | 'initializing' | 'ready' | 'invoking'
@@ -49,7 +50,10 @@ async function onInit (msg: InitRequest): Promise<void> {
     process.chdir(msg.taskRoot)
     patchConsole(msg.logLimit)
     beginInvocation(undefined)
+    // As on Lambda, the global exists before the function's code loads (hono's streamHandle needs it then).
+    installAwsLambda()
     handler = await loadHandler(msg.taskRoot, msg.handler)
+    streamingOf(handler)
     state = 'ready'
     current = undefined
     send({ t: 'init-ok', id: msg.id })
@@ -79,7 +83,7 @@ function onInvoke (msg: InvokeRequest): void {
     state = 'ready'
     current = undefined
     holdLoop(true)
-    send(answer.ok ? { t: 'result', id: msg.id, ok: true, payload: answer.payload } : { t: 'result', id: msg.id, ok: false, error: answer.error })
+    send(answer.ok ? { t: 'result', id: msg.id, ok: true, payload: answer.payload, ...(answer.streamed === true ? { streamed: true } : {}) } : { t: 'result', id: msg.id, ok: false, error: answer.error })
   })
 }
 
@@ -102,5 +106,6 @@ process.on('message', (msg: ParentMessage) => {
   if (msg?.t === 'init') void onInit(msg)
   else if (msg?.t === 'invoke') onInvoke(msg)
   else if (msg?.t === 'bind-result') onBindResult(msg)
+  else if (msg?.t === 'chunk-ack') onChunkAck(msg)
 })
 send({ t: 'boot' })
