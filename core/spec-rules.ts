@@ -44,9 +44,10 @@ export const MAX_ENV_BYTES = 4096
 /**
  * Variables the sandbox sets itself (as Lambda reserves them). AWS_REGION, AWS_DEFAULT_REGION,
  * TZ, NODE_PATH and NODE_OPTIONS have defaults a function may override (there is no real AWS
- * region to be in); NODE_OPTIONS is checked by `checkNodeOptions`.
+ * region to be in); NODE_OPTIONS is checked by `checkNodeOptions`. AWS_LAMBDA_NODEJS_* are the Node
+ * runtime's own switches (AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA), which Lambda lets a function set.
  */
-export const RESERVED_ENV = /^(_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_EXECUTION_ENV|AWS_LAMBDA_.*|FNMESH_.*)$/
+export const RESERVED_ENV = /^(_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_EXECUTION_ENV|AWS_LAMBDA_(?!NODEJS_).*|FNMESH_.*)$/
 /**
  * Node options a function may not set in NODE_OPTIONS: a debugger port (--inspect*, --debug*)
  * would listen inside the sandbox, and the permission model's own switches would widen what the

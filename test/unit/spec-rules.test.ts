@@ -93,6 +93,7 @@ describe('validateStoredSpec: the deploy rules applied to a stored spec', () => 
   it('allows what Lambda allows: NODE_OPTIONS, AWS_REGION, NODE_PATH, TZ', () => {
     expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '--enable-source-maps  --stack-trace-limit=50 -r ./x.js', AWS_REGION: 'eu-west-1', AWS_DEFAULT_REGION: 'eu-west-1', NODE_PATH: '/var/task/lib', TZ: 'Europe/Paris' } }, 'orders')).toBeNull()
     expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '--title="a b"' } }, 'orders')).toBeNull()
+    expect(validateStoredSpec({ ...good, env: { AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA: '1' } }, 'orders')).toBeNull()
   })
 
   it.each(['--inspect', '--inspect-brk=0.0.0.0:9229', '--enable-source-maps --inspect-port=1', '--debug-port=9', '--allow-fs-read=*', '--allow_child_process', '--experimental-permission', '"--allow-worker"'])(
