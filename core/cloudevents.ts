@@ -101,6 +101,18 @@ function dataToJson (data: Uint8Array, contentType: string | undefined): string 
   return JSON.stringify(text)
 }
 
+/** The body as a JSON object if it is one with a `specversion` member (a structured CloudEvent), else undefined */
+function structuredBody (data: Uint8Array): Record<string, unknown> | undefined {
+  // Cheap refusal first: most plain messages are not JSON objects at all.
+  let i = 0
+  while (i < data.byteLength && (data[i] === 0x20 || data[i] === 0x0a || data[i] === 0x0d || data[i] === 0x09)) i++
+  if (data[i] !== 0x7b) return undefined
+  let value: unknown
+  try { value = JSON.parse(Buffer.from(data).toString('utf8')) } catch { return undefined }
+  if (value == null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, 'specversion')) return undefined
+  return value as Record<string, unknown>
+}
+
 /**
  * Parses a message from a trigger subject. `fallback` gives the attributes of a message that is
  * not a CloudEvent (a plain NATS publish). Throws FNMESH_ERR_INVALID_EVENT for a message that
@@ -108,12 +120,19 @@ function dataToJson (data: Uint8Array, contentType: string | undefined): string 
  */
 export function parseEventMessage (data: Uint8Array, h: MsgHdrs | undefined, fallback: { id: string, source: string, type: string, time: string, subject: string }): ParsedEvent {
   const contentType = header(h, 'content-type')
-  if (contentType != null && contentType.toLowerCase().startsWith('application/cloudevents')) {
-    let ce: unknown
-    try {
-      ce = JSON.parse(Buffer.from(data).toString('utf8'))
-    } catch {
-      bad('structured-mode body is not JSON')
+  const specversion = header(h, 'ce-specversion')
+  // Structured mode: said by the content type, or (the CloudEvents NATS binding, which the Go SDK
+  // follows) a message with neither a content type nor ce- headers whose body is a JSON object
+  // naming its specversion.
+  const unlabelled = contentType == null && specversion == null ? structuredBody(data) : undefined
+  if (unlabelled !== undefined || (contentType != null && contentType.toLowerCase().startsWith('application/cloudevents'))) {
+    let ce: unknown = unlabelled
+    if (ce === undefined) {
+      try {
+        ce = JSON.parse(Buffer.from(data).toString('utf8'))
+      } catch {
+        bad('structured-mode body is not JSON')
+      }
     }
     validateCloudEvent(ce)
     const { data: body, data_base64: b64, ...rest } = ce
@@ -121,7 +140,6 @@ export function parseEventMessage (data: Uint8Array, h: MsgHdrs | undefined, fal
     const json = b64 !== undefined ? JSON.stringify({ data_base64: b64 }) : JSON.stringify(body === undefined ? null : body)
     return { attributes, json, mode: 'structured' }
   }
-  const specversion = header(h, 'ce-specversion')
   if (specversion != null) {
     const attrs: Record<string, unknown> = {}
     for (const k of h?.keys() ?? []) {
@@ -130,7 +148,9 @@ export function parseEventMessage (data: Uint8Array, h: MsgHdrs | undefined, fal
     }
     if (contentType != null) attrs.datacontenttype = contentType
     validateCloudEvent(attrs)
-    return { attributes: attrs as Record<string, string>, json: dataToJson(data, contentType), mode: 'binary' }
+    // The data's type: the content-type header, else a ce-datacontenttype header.
+    const dataType = typeof attrs.datacontenttype === 'string' ? attrs.datacontenttype : undefined
+    return { attributes: attrs as Record<string, string>, json: dataToJson(data, dataType), mode: 'binary' }
   }
   const attributes: Record<string, string> = { specversion: '1.0', ...fallback }
   if (contentType != null) attributes.datacontenttype = contentType

@@ -6,7 +6,7 @@ import { parseBindings, parseDestination } from './bindings.js'
 import { parseTerms } from './placement.js'
 import type { HttpRoute } from '../proto/codec.js'
 import { buildRoutes, type AuthMode, type CorsOptions, type HttpRouteOptions, type JwtOptions, type RateLimitOptions } from './http-routes.js'
-import { checkEnv, checkTarget, checkHandler, checkLimit, checkName, checkTriggers, LIMITS } from './spec-rules.js'
+import { checkEnv, checkHandler, checkLimit, checkName, checkRuntime, checkTarget, checkTriggers, LIMITS, type RuntimeName } from './spec-rules.js'
 
 export interface DeployOptions {
   /** Function name: letters, digits, '-' and '_', at most 64 characters */
@@ -51,6 +51,12 @@ export interface DeployOptions {
    */
   bindings?: string[] | Record<string, string>
   /**
+   * "nodejs" (default: the handler is a module export) or "provided" (also provided.al2,
+   * provided.al2023): a Lambda custom runtime, the bundle's executable `bootstrap` served the
+   * Runtime API at AWS_LAMBDA_RUNTIME_API
+   */
+  runtime?: string
+  /**
    * Placement: "key=value" or "key!=value" terms every node that runs it must satisfy with its
    * labels (agent --label, plus arch, os, cpus, memory). Same-key "=" terms are alternatives.
    */
@@ -90,6 +96,8 @@ export interface ValidDeploy {
   routes: HttpRoute[]
   /** canonical binding texts */
   bindings: string[]
+  /** "" (Node.js) or "provided" */
+  runtime: RuntimeName
   /** canonical placement terms */
   constraints: string[]
   prefer: string[]
@@ -113,6 +121,11 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
   const int = (key: keyof typeof LIMITS, value: number | undefined, fallback: number): number => checkLimit(name, key, value ?? fallback)
   const env = checkEnv(name, input.env ?? {})
   const triggers = checkTriggers(name, input.triggers)
+  const runtime = checkRuntime(input.runtime)
+  const bindings = parseBindings(name, input.bindings).map(b => b.raw)
+  if (runtime === 'provided' && bindings.length > 0) {
+    throw new UsageError('FNMESH_ERR_INVALID_BINDING', `Cannot deploy "${name}" with runtime provided and bindings: bindings reach a function as context.bindings, which only the Node.js runtime gives`)
+  }
   const reserved = int('reserved', input.reserved, DEPLOY_DEFAULTS.reserved)
   const provisioned = int('provisioned', input.provisioned, DEPLOY_DEFAULTS.provisioned)
   if (reserved > 0 && provisioned > reserved) {
@@ -134,7 +147,8 @@ export function validateDeploy (input: DeployOptions): Readonly<ValidDeploy> {
     retryBackoffMs: int('retryBackoffMs', input.retryBackoffMs, DEPLOY_DEFAULTS.retryBackoffMs),
     maxEventAgeMs: int('maxEventAgeMs', input.maxEventAgeMs, DEPLOY_DEFAULTS.maxEventAgeMs),
     routes: buildRoutes(name, input.routes ?? [], { auth: input.auth, jwt: input.jwt, schema: input.schema, cors: input.cors, rateLimit: input.rateLimit }),
-    bindings: parseBindings(name, input.bindings).map(b => b.raw),
+    bindings,
+    runtime,
     constraints: parseTerms(name, input.constraints, 'constraint').map(t => t.raw),
     prefer: parseTerms(name, input.prefer, 'preference').map(t => t.raw),
     target: checkTarget(name, input.target),

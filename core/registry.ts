@@ -44,10 +44,12 @@ const HISTORY_READS = 64
  * A spec as read from the registry. `raw` is the KV value it was decoded from: signed deploys
  * are verified over those exact bytes (core/signing.ts).
  */
-export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure' | 'target'> & {
+export type StoredSpec = Omit<FunctionSpec, 'routes' | 'signature' | 'bindings' | 'constraints' | 'prefer' | 'reserved' | 'provisioned' | 'onSuccess' | 'onFailure' | 'target' | 'runtime'> & {
   /** what routes and triggers run: an alias or version, "" or absent = the latest */
   target?: string
   routes?: HttpRoute[]
+  /** "" or absent: Node.js; "provided": a Lambda custom runtime (core/spec-rules.ts RUNTIMES) */
+  runtime?: string
   /** mesh-wide concurrency cap (--reserved), 0 or absent = none */
   reserved?: number
   /** sandboxes kept warm across the mesh (--provisioned), 0 or absent = none */
@@ -551,6 +553,7 @@ function toStored (spec: FunctionSpec, raw?: Uint8Array): StoredSpec {
     maxEventAgeMs: spec.maxEventAgeMs,
     routes: spec.routes.map(copyRoute),
     bindings: [...(spec.bindings ?? [])],
+    ...(spec.runtime != null && spec.runtime !== '' ? { runtime: spec.runtime } : {}),
     constraints: [...(spec.constraints ?? [])],
     prefer: [...(spec.prefer ?? [])],
     reserved: spec.reserved,

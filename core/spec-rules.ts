@@ -41,8 +41,30 @@ export const MAX_TRIGGERS = 32
 /** Largest environment, bytes of names and values (as Lambda's) */
 export const MAX_ENV_BYTES = 4096
 
-/** Variables the sandbox sets itself (as Lambda reserves them) */
-export const RESERVED_ENV = /^(_HANDLER|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_LAMBDA_.*|FNMESH_.*|NODE_OPTIONS)$/
+/**
+ * Variables the sandbox sets itself (as Lambda reserves them). AWS_REGION, AWS_DEFAULT_REGION,
+ * TZ, NODE_PATH and NODE_OPTIONS have defaults a function may override (there is no real AWS
+ * region to be in); NODE_OPTIONS is checked by `checkNodeOptions`. AWS_LAMBDA_NODEJS_* are the Node
+ * runtime's own switches (AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA), which Lambda lets a function set.
+ */
+export const RESERVED_ENV = /^(_HANDLER|_X_AMZN_TRACE_ID|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_EXECUTION_ENV|AWS_LAMBDA_(?!NODEJS_).*|FNMESH_.*)$/
+/**
+ * Node options a function may not set in NODE_OPTIONS: a debugger port (--inspect*, --debug*)
+ * would listen inside the sandbox, and the permission model's own switches would widen what the
+ * runtime lets a function read, write or start.
+ */
+const FORBIDDEN_NODE_OPTION = /^(--inspect|--debug|--allow-|--permission|--experimental-permission|--no-experimental-permission|--experimental-policy|--policy-integrity)/
+/**
+ * Node options naming a file or folder: a function may name only its own (a relative path without
+ * "..": Node starts in the task root), never one of the machine's, which a sandbox without a mount
+ * namespace would otherwise load, read or write before the function runs.
+ */
+const PATH_NODE_OPTIONS = new Set(['-r', '--require', '--import', '--loader', '--experimental-loader', '--env-file', '--openssl-config',
+  '--redirect-warnings', '--diagnostic-dir', '--report-dir', '--report-directory', '--report-filename', '--cpu-prof-dir', '--heap-prof-dir',
+  '--icu-data-dir', '--snapshot-blob', '--tls-keylog'])
+/** Runtimes a spec may name: "" is Node.js (the handler is a module export), "provided" a Lambda custom runtime */
+export const RUNTIMES = ['', 'provided'] as const
+export type RuntimeName = typeof RUNTIMES[number]
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 export const HANDLER_PATTERN = /^[A-Za-z0-9_\-@][A-Za-z0-9_\-@./]*\.[A-Za-z_$][A-Za-z0-9_$]*$/
 const SHA256_HEX = /^[0-9a-f]{64}$/
@@ -83,6 +105,7 @@ export function checkEnv (fn: string, env: unknown): Record<string, string> {
     if (!ENV_NAME.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable name "${key.slice(0, 100)}" is invalid`)
     if (RESERVED_ENV.test(key)) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" is reserved by the runtime`)
     if (typeof value !== 'string') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "${key}" must be a string`)
+    if (key === 'NODE_OPTIONS') checkNodeOptions(value)
     bytes += Buffer.byteLength(key) + Buffer.byteLength(value)
     out[key] = value
   }
@@ -99,6 +122,56 @@ export function checkTarget (fn: string, target: unknown): string {
   const t = String(target)
   if (typeof target === 'string' && ((/^[1-9][0-9]{0,9}$/.test(t) && Number(t) <= MAX_SPEC_VERSION) || /^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(t))) return t
   throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Target "${t.slice(0, 80)}" of "${fn}" is invalid: expected an alias (a letter, then up to 63 letters, digits, "-" or "_"), a version (1 to ${MAX_SPEC_VERSION}) or "$LATEST"`)
+}
+
+/**
+ * NODE_OPTIONS as Node splits it (spaces, double quotes, backslash escapes): every option
+ * allowed except a debugger's and the permission model's (FORBIDDEN_NODE_OPTION).
+ */
+export function checkNodeOptions (value: string): string[] {
+  const words: string[] = []
+  let word = ''
+  let quoted = false
+  let inWord = false
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]
+    if (c === '\\' && quoted && i + 1 < value.length) { word += value[++i]; continue }
+    if (c === '"') { quoted = !quoted; inWord = true; continue }
+    if (c === ' ' && !quoted) {
+      if (inWord) words.push(word)
+      word = ''
+      inWord = false
+      continue
+    }
+    word += c
+    inWord = true
+  }
+  if (quoted) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Environment variable "NODE_OPTIONS" has an unterminated string')
+  if (inWord) words.push(word)
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]
+    const eq = w.indexOf('=')
+    // Node reads "_" in an option's name as "-"
+    const name = (eq < 0 ? w : w.slice(0, eq)).replace(/_/g, '-')
+    if (FORBIDDEN_NODE_OPTION.test(name)) {
+      throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "NODE_OPTIONS" may not hold "${w.slice(0, 60)}": debugger and permission options are the sandbox's own`)
+    }
+    if (PATH_NODE_OPTIONS.has(name)) {
+      const value = eq >= 0 ? w.slice(eq + 1) : words[++i] ?? ''
+      if (value.startsWith('/') || value.startsWith('~') || value.split(/[\\/]/).includes('..') || /^file:/i.test(value)) {
+        throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Environment variable "NODE_OPTIONS" may not hold "${name} ${value.slice(0, 60)}": it may name only files of the function's own code (a relative path without "..")`)
+      }
+    }
+  }
+  return words
+}
+
+/** The runtime of a spec: "provided" (aliases provided.al2, provided.al2023) or Node.js ("", nodejs, nodejs20.x...) */
+export function checkRuntime (runtime: unknown): RuntimeName {
+  if (runtime == null || runtime === '') return ''
+  if (typeof runtime === 'string' && /^provided(\.al2|\.al2023)?$/.test(runtime)) return 'provided'
+  if (typeof runtime === 'string' && /^nodejs([0-9]{1,2}\.x)?$/.test(runtime)) return ''
+  throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Runtime "${String(runtime).slice(0, 60)}" is not supported: use "nodejs" (the default) or "provided" (a bundle with an executable bootstrap)`)
 }
 
 /** Every trigger parsed by the agent's own parser; returns them canonical and without repeats */
@@ -178,6 +251,8 @@ export interface SpecFields {
   routes?: HttpRoute[] | null
   /** canonical "NAME=KIND:TARGET[:ro]" (core/bindings.ts) */
   bindings?: string[] | null
+  /** "" (Node.js) or "provided" */
+  runtime?: string | null
   /** canonical placement terms (core/placement.ts) */
   constraints?: string[] | null
   prefer?: string[] | null
@@ -220,6 +295,7 @@ export function validateStoredSpec (spec: SpecFields, key: string): FnmeshError 
     checkStoredRoutes(key, spec.routes ?? [])
     checkStoredBindings(key, spec.bindings ?? [])
     if ((spec.target ?? '') !== '' && checkTarget(key, spec.target) !== spec.target) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'its target is not in canonical form')
+    if (spec.runtime != null && spec.runtime !== '' && spec.runtime !== 'provided') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `its runtime "${String(spec.runtime).slice(0, 60)}" is not "" or "provided"`)
     checkStoredTerms(key, spec.constraints, 'constraint')
     checkStoredTerms(key, spec.prefer, 'preference')
     checkStoredDestinations(key, spec.onSuccess ?? '', spec.onFailure ?? '')

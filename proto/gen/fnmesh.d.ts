@@ -546,6 +546,9 @@ export namespace fnmesh {
             /** FunctionSpec bindings. */
             bindings: string[];
 
+            /** FunctionSpec runtime. */
+            runtime: string;
+
             /** FunctionSpec constraints. */
             constraints: string[];
 
@@ -700,6 +703,9 @@ export namespace fnmesh {
 
                 /** FunctionSpec bindings */
                 bindings?: (string[]|null);
+
+                /** FunctionSpec runtime */
+                runtime?: (string|null);
 
                 /** FunctionSpec constraints */
                 constraints?: (string[]|null);

@@ -1704,6 +1704,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<fnmesh.v1.HttpRoute.$Properties>|null} [routes] FunctionSpec routes
              * @property {fnmesh.v1.DeploySignature.$Properties|null} [signature] FunctionSpec signature
              * @property {Array.<string>|null} [bindings] FunctionSpec bindings
+             * @property {string|null} [runtime] FunctionSpec runtime
              * @property {Array.<string>|null} [constraints] FunctionSpec constraints
              * @property {Array.<string>|null} [prefer] FunctionSpec prefer
              * @property {number|null} [reserved] FunctionSpec reserved
@@ -1901,6 +1902,14 @@ export const fnmesh = $root.fnmesh = (() => {
             FunctionSpec.prototype.bindings = $util.emptyArray;
 
             /**
+             * FunctionSpec runtime.
+             * @member {string} runtime
+             * @memberof fnmesh.v1.FunctionSpec
+             * @instance
+             */
+            FunctionSpec.prototype.runtime = "";
+
+            /**
              * FunctionSpec constraints.
              * @member {Array.<string>} constraints
              * @memberof fnmesh.v1.FunctionSpec
@@ -2034,6 +2043,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 60, wireType 2 =*/482).string(message.onSuccess);
                 if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure") && message.onFailure !== "")
                     writer.uint32(/* id 61, wireType 2 =*/490).string(message.onFailure);
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime") && message.runtime !== "")
+                    writer.uint32(/* id 70, wireType 2 =*/562).string(message.runtime);
                 if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved") && message.reserved !== 0)
                     writer.uint32(/* id 90, wireType 0 =*/720).uint32(message.reserved);
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned") && message.provisioned !== 0)
@@ -2295,6 +2306,15 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.bindings.push(reader.stringVerify());
                             continue;
                         }
+                    case 70: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.runtime = value;
+                            else
+                                delete message.runtime;
+                            continue;
+                        }
                     case 120: {
                             if (wireType !== 2)
                                 break;
@@ -2482,6 +2502,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (!$util.isString(message.bindings[i]))
                             return "bindings: string[] expected";
                 }
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
+                    if (!$util.isString(message.runtime))
+                        return "runtime: string expected";
                 if (message.constraints != null && $Object.hasOwnProperty.call(message, "constraints")) {
                     if (!$Array.isArray(message.constraints))
                         return "constraints: array expected";
@@ -2634,6 +2657,9 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let i = 0; i < object.bindings.length; ++i)
                         message.bindings[i] = $String(object.bindings[i]);
                 }
+                if (object.runtime != null)
+                    if (typeof object.runtime !== "string" || object.runtime.length)
+                        message.runtime = $String(object.runtime);
                 if (object.constraints) {
                     if (!$Array.isArray(object.constraints))
                         throw $TypeError(".fnmesh.v1.FunctionSpec.constraints: array expected");
@@ -2722,6 +2748,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.signature = null;
                     object.onSuccess = "";
                     object.onFailure = "";
+                    object.runtime = "";
                     object.reserved = 0;
                     object.provisioned = 0;
                     object.target = "";
@@ -2799,6 +2826,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.onSuccess = message.onSuccess;
                 if (message.onFailure != null && $Object.hasOwnProperty.call(message, "onFailure"))
                     object.onFailure = message.onFailure;
+                if (message.runtime != null && $Object.hasOwnProperty.call(message, "runtime"))
+                    object.runtime = message.runtime;
                 if (message.reserved != null && $Object.hasOwnProperty.call(message, "reserved"))
                     object.reserved = message.reserved;
                 if (message.provisioned != null && $Object.hasOwnProperty.call(message, "provisioned"))

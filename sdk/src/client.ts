@@ -99,6 +99,8 @@ export interface FunctionInfo {
   name: string
   version: number
   handler: string
+  /** "nodejs" or "provided" (a Lambda custom runtime) */
+  runtime: string
   memoryMb: number
   timeoutMs: number
   concurrency: number
@@ -145,6 +147,7 @@ function functionInfo (key: string, s: StoredSpec | null, invalid: FnmeshError |
     name: key,
     version: s?.version ?? 0,
     handler: s?.handler ?? '',
+    runtime: s?.runtime === 'provided' ? 'provided' : 'nodejs',
     memoryMb: s?.memoryMb ?? 0,
     timeoutMs: s?.timeoutMs ?? 0,
     concurrency: s?.concurrency ?? 0,
@@ -251,10 +254,17 @@ export class Mesh {
     const manifest = typeof input?.path === 'string' ? await readManifest(input.path) : {}
     const given = Object.fromEntries(Object.entries(input ?? {}).filter(([, v]) => v !== undefined)) as unknown as DeployOptions
     const opts = validateDeploy({ ...manifest, ...given, env: { ...manifest.env, ...given.env } })
-    const packed = await packBundle(opts.path, { singleFileAsIndex: opts.handler == null })
+    const packed = await packBundle(opts.path, { singleFileAsIndex: opts.handler == null && opts.runtime === '' })
     const handler = opts.handler ?? packed.defaultHandler
-    const paths = (decode('Bundle', packed.bytes, { maxBytes: Infinity }).files).map(f => f.path)
-    if (!bundleHasHandlerModule(paths, handler)) {
+    const files = decode('Bundle', packed.bytes, { maxBytes: Infinity }).files
+    const paths = files.map(f => f.path)
+    if (opts.runtime === 'provided') {
+      // A custom runtime's entry point is its bootstrap; the handler is only a setting it reads (_HANDLER).
+      const bootstrap = files.find(f => f.path === 'bootstrap')
+      if (bootstrap == null || (bootstrap.mode & 0o111) === 0) {
+        throw new InputError('FNMESH_ERR_HANDLER_NOT_FOUND', `Cannot deploy "${opts.name}" with runtime provided: ${bootstrap == null ? 'no file named bootstrap' : 'its bootstrap is not executable (chmod +x)'} at the top of ${opts.path}`)
+      }
+    } else if (!bundleHasHandlerModule(paths, handler)) {
       const base = handler.slice(handler.lastIndexOf('/') + 1)
       const mod = handler.slice(0, handler.length - base.length) + base.split('.')[0]
       throw new InputError('FNMESH_ERR_HANDLER_NOT_FOUND', `Cannot deploy "${opts.name}": handler "${handler}" needs a module ${mod}.js, .mjs or .cjs in ${opts.path}`)
@@ -295,7 +305,8 @@ export class Mesh {
       provisioned: opts.provisioned,
       target: opts.target,
       onSuccess: opts.onSuccess,
-      onFailure: opts.onFailure
+      onFailure: opts.onFailure,
+      ...(opts.runtime !== '' ? { runtime: opts.runtime } : {})
     }, packed.bytes, { signer, signal })
     return { name: spec.name, version: spec.version, sha256: spec.bundleSha256, sizeBytes: spec.bundleSize, files: packed.files, routes: opts.routes.map(r => `${r.method} ${r.path}`), signedBy: signer?.publicKey }
   }

@@ -22,7 +22,7 @@ import { UsageError } from '../../proto/errors.js'
 import type { DeployOptions } from '../../core/deploy-options.js'
 import { parseDuration } from '../../core/duration.js'
 
-const KEYS = new Set(['name', 'handler', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer', 'onSuccess', 'onFailure', 'routes', 'target'])
+const KEYS = new Set(['name', 'handler', 'runtime', 'memory', 'timeout', 'concurrency', 'reserved', 'provisioned', 'env', 'triggers', 'on', 'egress', 'retries', 'retryBackoff', 'maxEventAge', 'bindings', 'constraints', 'prefer', 'onSuccess', 'onFailure', 'routes', 'target'])
 
 export type Manifest = Partial<Omit<DeployOptions, 'path'>>
 
@@ -88,6 +88,7 @@ function fromYaml (text: string, file: string): Manifest {
     retries: num('retries'),
     retryBackoffMs: dur('retryBackoff'),
     maxEventAgeMs: dur('maxEventAge'),
+    runtime: d.runtime != null ? String(d.runtime) : undefined,
     // a list of "NAME=KIND:TARGET[:ro]" or a mapping NAME: "KIND:TARGET[:ro]"; checked by validateDeploy
     bindings: d.bindings != null ? d.bindings as string[] | Record<string, string> : undefined,
     constraints: terms(d.constraints),

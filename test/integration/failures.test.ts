@@ -14,9 +14,10 @@ interface Expected { code: string, errorType: string | RegExp, message: string |
 
 const EXPECTED: Record<string, Expected> = {
   throws: { code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'TypeError', message: 'boom' },
-  hangs: { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', message: 'Task timed out after 1.00 seconds' },
-  exits: { code: 'FNMESH_ERR_FUNCTION_EXITED', errorType: 'Runtime.ExitError', message: 'Runtime exited with error: exit status 3' },
-  oom: { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', message: /out of memory/ }
+  // Lambda's own words for a run the runtime could not finish: "RequestId: ID Error: ..."
+  hangs: { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', message: /^RequestId: [0-9a-f-]{36} Error: Task timed out after 1\.00 seconds$/ },
+  exits: { code: 'FNMESH_ERR_FUNCTION_EXITED', errorType: 'Runtime.ExitError', message: /^RequestId: [0-9a-f-]{36} Error: Runtime exited with error: exit status 3$/ },
+  oom: { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', message: /^RequestId: [0-9a-f-]{36} Error: Runtime exited with error: (signal: (killed|aborted)|exit status \d+)$/ }
 }
 const FAILING = Object.keys(EXPECTED)
 
@@ -80,7 +81,7 @@ describe('failing functions on a mesh of 3 agents', () => {
     expect(thrown.trace.join('\n')).toMatch(/TypeError: boom/)
   })
 
-  it('prints each failure on the CLI as one stderr line `error CODE: message` with exit status 1', async () => {
+  it('prints each failure on the CLI as one stderr line `error CODE: errorType: message` with exit status 1', async () => {
     const results = await Promise.all(FAILING.map(async fn => ({ fn, res: await runCli(['invoke', fn, '--data', '{}', '--nats', t.url], { timeoutMs: 40_000 }) })))
     for (const { fn, res } of results) {
       count(fn)
@@ -90,7 +91,8 @@ describe('failing functions on a mesh of 3 agents', () => {
       expect(res.stderr.endsWith('\n')).toBe(true)
       expect(res.stderr.trimEnd().split('\n'), `stderr of invoke ${fn}`).toHaveLength(1)
       expect(res.stderr).toMatch(new RegExp(`^error ${want.code}: `))
-      const message = res.stderr.trimEnd().slice(`error ${want.code}: `.length)
+      expect(res.stderr).toMatch(new RegExp(`^error ${want.code}: ${String(want.errorType).replaceAll('.', '\\.')}: `))
+      const message = res.stderr.trimEnd().slice(`error ${want.code}: ${String(want.errorType)}: `.length)
       if (typeof want.message === 'string') expect(message).toBe(want.message)
       else expect(message).toMatch(want.message)
     }

@@ -148,7 +148,7 @@ describe('hostile registry values, with real agents', () => {
       'bad-cron': /Trigger "cron:nope" is invalid/,
       'huge-memory': /memoryMb of "huge-memory" is 2147483648/,
       'huge-timeout': /timeoutMs of "huge-timeout" is 2147483648/,
-      'reserved-env': /"NODE_OPTIONS" is reserved/,
+      'reserved-env': /"NODE_OPTIONS" may not hold "--require \/tmp\/evil.js": it may name only files of the function's own code/,
       'big-env': /5003 bytes: the limit is 4096/,
       'version-zero': /version 0 is outside/,
       'wrong-key': /stored under key "wrong-key" but names itself "good"/,

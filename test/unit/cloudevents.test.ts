@@ -56,6 +56,32 @@ describe('events from NATS messages', () => {
     expect(ev.attributes).toEqual({ ...valid, datacontenttype: 'application/json', ext1: 'v' })
   })
 
+  it('reads a structured CloudEvent sent without headers (the NATS binding, the Go SDK), with or without an empty header set', () => {
+    const body = enc({ ...valid, datacontenttype: 'application/json', data: { a: 1 } })
+    for (const h of [undefined, headers()]) {
+      const ev = parseEventMessage(body, h, fallback)
+      expect(ev.mode).toBe('structured')
+      expect(JSON.parse(ev.json)).toEqual({ a: 1 })
+      expect(ev.attributes).toEqual({ ...valid, datacontenttype: 'application/json' })
+    }
+    expect(parseEventMessage(enc(`  \n${JSON.stringify({ ...valid, data_base64: 'AAE=' })}`), undefined, fallback)).toMatchObject({ mode: 'structured', json: '{"data_base64":"AAE="}' })
+    // one that names a specversion claims to be a CloudEvent, and is held to it
+    expect(() => parseEventMessage(enc({ specversion: '1.0', id: 'x' }), undefined, fallback)).toThrow(/source must be/)
+    // JSON without specversion stays a plain message
+    expect(parseEventMessage(enc({ id: 'x', source: 's', type: 't' }), undefined, fallback).mode).toBe('plain')
+  })
+
+  it('takes the data\'s type from ce-datacontenttype in binary mode: text/plain 42 is the string "42"', () => {
+    const h = headers()
+    for (const [k, v] of Object.entries({ 'ce-specversion': '1.0', 'ce-id': 'e', 'ce-source': '/s', 'ce-type': 't', 'ce-datacontenttype': 'text/plain' })) h.set(k, v)
+    const ev = parseEventMessage(enc('42'), h, fallback)
+    expect(ev).toMatchObject({ mode: 'binary', json: '"42"' })
+    expect(ev.attributes.datacontenttype).toBe('text/plain')
+    // a content-type header still wins
+    h.set('content-type', 'application/json')
+    expect(parseEventMessage(enc('42'), h, fallback).json).toBe('42')
+  })
+
   it('wraps a plain message: JSON stays JSON, text becomes a string, bytes become base64', () => {
     expect(parseEventMessage(enc({ c: 3 }), undefined, fallback)).toMatchObject({ mode: 'plain', json: '{"c":3}', attributes: { specversion: '1.0', ...fallback } })
     expect(JSON.parse(parseEventMessage(enc('hello'), undefined, fallback).json)).toBe('hello')

@@ -34,7 +34,7 @@ describe('deploy options', () => {
     const v = validateDeploy(base)
     expect(v).toEqual({
       name: 'resize', path: './fn', handler: undefined, memoryMb: 128, timeoutMs: 3000, concurrency: 0, env: {}, triggers: [], egress: false,
-      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: [], constraints: [], prefer: [], reserved: 0, provisioned: 0, target: '', onSuccess: '', onFailure: ''
+      retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, routes: [], bindings: [], runtime: '', constraints: [], prefer: [], reserved: 0, provisioned: 0, target: '', onSuccess: '', onFailure: ''
     })
     expect(DEPLOY_DEFAULTS).toEqual({ memoryMb: 128, timeoutMs: 3000, concurrency: 0, retries: 2, retryBackoffMs: 1000, maxEventAgeMs: 21_600_000, reserved: 0, provisioned: 0 })
   })
@@ -99,7 +99,7 @@ describe('deploy options', () => {
       expect(refused({ handler })).toBe(`Handler "${handler}" is malformed: expected "file.export" or "dir/file.export" inside the bundle`)
     })
 
-  it.each(['AWS_LAMBDA_FUNCTION_NAME', 'AWS_LAMBDA_ANYTHING', '_HANDLER', 'LAMBDA_TASK_ROOT', 'LAMBDA_RUNTIME_DIR', 'FNMESH_LOG_LEVEL', 'NODE_OPTIONS'])(
+  it.each(['AWS_LAMBDA_FUNCTION_NAME', 'AWS_LAMBDA_ANYTHING', '_HANDLER', 'LAMBDA_TASK_ROOT', 'LAMBDA_RUNTIME_DIR', 'FNMESH_LOG_LEVEL', 'AWS_EXECUTION_ENV', '_X_AMZN_TRACE_ID'])(
     'refuses the reserved environment variable %s', (key) => {
       expect(refused({ env: { [key]: 'x' } })).toBe(`Environment variable "${key}" is reserved by the runtime`)
     })
@@ -153,5 +153,13 @@ describe('deploy options', () => {
 
   it('accepts an empty trigger list', () => {
     expect(validateDeploy({ ...base, triggers: [] }).triggers).toEqual([])
+  })
+
+  it('takes runtime nodejs (the default) or provided, with Lambda\'s names for both', () => {
+    expect(validateDeploy({ name: 'f', path: '.' }).runtime).toBe('')
+    for (const r of ['nodejs', 'nodejs20.x']) expect(validateDeploy({ name: 'f', path: '.', runtime: r }).runtime).toBe('')
+    for (const r of ['provided', 'provided.al2', 'provided.al2023']) expect(validateDeploy({ name: 'f', path: '.', runtime: r }).runtime).toBe('provided')
+    expect(() => validateDeploy({ name: 'f', path: '.', runtime: 'python3.12' })).toThrow(/Runtime "python3.12" is not supported/)
+    expect(() => validateDeploy({ name: 'f', path: '.', runtime: 'provided', bindings: ['cfg=kv:config'] })).toThrow(/only the Node.js runtime gives/)
   })
 })

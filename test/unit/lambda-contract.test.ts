@@ -176,6 +176,31 @@ describe('Lambda handler contract in real sandboxes', () => {
     })
   })
 
+  describe('the environment', () => {
+    it('is Lambda\'s: on-demand init, a region, the execution env, the log stream of the context, NODE_PATH; no runtime API for Node', async () => {
+      const r = await answers('env.js', 'env.handler')
+      const major = process.versions.node.split('.')[0]
+      expect(r.env).toMatchObject({
+        AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+        AWS_REGION: 'fnmesh-local',
+        AWS_DEFAULT_REGION: 'fnmesh-local',
+        AWS_EXECUTION_ENV: `AWS_Lambda_nodejs${major}.x`,
+        AWS_LAMBDA_LOG_STREAM_NAME: r.logStreamName,
+        NODE_OPTIONS: null,
+        AWS_LAMBDA_RUNTIME_API: null
+      })
+      expect(r.env.NODE_PATH).toMatch(new RegExp(`^/opt/nodejs/node${major}/node_modules:/opt/nodejs/node_modules:.+/node_modules:${r.env.LAMBDA_TASK_ROOT}$`))
+      expect(r.stackTraceLimit).toBe(10)
+    })
+
+    it('lets the function set AWS_REGION and NODE_OPTIONS, which Node applies (a sandbox started with them)', async () => {
+      const r = await answers('env.js', 'env.handler', {}, { env: { AWS_REGION: 'eu-north-1', NODE_OPTIONS: '--enable-source-maps --stack-trace-limit=3' } })
+      expect(r.env).toMatchObject({ AWS_REGION: 'eu-north-1', AWS_DEFAULT_REGION: 'eu-north-1', NODE_OPTIONS: '--enable-source-maps --stack-trace-limit=3' })
+      expect(r.stackTraceLimit).toBe(3)
+      expect(r.sourceMaps).toBe(true)
+    })
+  })
+
   describe('the context', () => {
     it('has the invocation id, the function, an fnmesh ARN, memory, log names and a countdown to the deadline', async () => {
       const out = await call('context.js', 'context.handler', {}, { version: 4, memoryMb: 256, timeoutMs: 5000 })
@@ -191,7 +216,7 @@ describe('Lambda handler contract in real sandboxes', () => {
         logGroupName: `/fnmesh/${name}`,
         callbackWaitsForEmptyEventLoop: true
       })
-      expect(r.logStreamName).toMatch(/^4\/\d+$/)
+      expect(r.logStreamName).toMatch(/^\d{4}\/\d{2}\/\d{2}\/\[4\][0-9a-f]{32}$/)
       expect(r.first).toBeGreaterThan(0)
       expect(r.first).toBeLessThanOrEqual(5000)
       expect(r.second).toBeLessThan(r.first)
@@ -212,6 +237,17 @@ describe('Lambda handler contract in real sandboxes', () => {
       ['rejectString', 'string', 'rejected string']
     ])('reports a thrown or rejected non-Error (%s) by its typeof and its text', async (kind, errorType, errorMessage) => {
       expect(await fails('errors.js', 'errors.handler', { kind })).toEqual({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType, errorMessage, trace: [] })
+    })
+
+    it('reports an Error without a stack by its name (as Lambda\'s runtime client: instanceof Error), with an empty trace', async () => {
+      expect(await fails('errors.js', 'errors.handler', { kind: 'noStack' })).toEqual({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'TypeError', errorMessage: 'made without a stack', trace: [] })
+      expect(await fails('errors.js', 'errors.handler', { kind: 'deleteStack' })).toEqual({ code: 'FNMESH_ERR_FUNCTION_ERROR', errorType: 'RangeError', errorMessage: 'stack deleted', trace: [] })
+    })
+
+    it('keeps control characters of an error message and writes DEL as %7F, as Lambda does', async () => {
+      const e = await fails('errors.js', 'errors.handler', { kind: 'control' })
+      expect(e.errorMessage).toBe('del %7F tab \t bell \x07 end')
+      expect(e.trace[0]).toBe('Error: del %7F tab \t bell \x07 end')
     })
 
     it('reports a rejected promise and an error passed to the callback', async () => {

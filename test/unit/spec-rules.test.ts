@@ -80,12 +80,40 @@ describe('validateStoredSpec: the deploy rules applied to a stored spec', () => 
   })
 
   it('refuses reserved, malformed and oversized environments', () => {
-    expect(reason({ env: { NODE_OPTIONS: '--inspect' } })).toMatch(/"NODE_OPTIONS" is reserved/)
+    expect(reason({ env: { _X_AMZN_TRACE_ID: 'x' } })).toMatch(/reserved/)
+    expect(reason({ env: { AWS_EXECUTION_ENV: 'x' } })).toMatch(/reserved/)
+    expect(reason({ env: { AWS_LAMBDA_INITIALIZATION_TYPE: 'x' } })).toMatch(/reserved/)
     expect(reason({ env: { FNMESH_X: '1' } })).toMatch(/reserved/)
     expect(reason({ env: { AWS_LAMBDA_FUNCTION_NAME: 'x' } })).toMatch(/reserved/)
     expect(reason({ env: { '1BAD': 'x' } })).toMatch(/name "1BAD" is invalid/)
     expect(reason({ env: { BIG: 'x'.repeat(4094) } })).toMatch(/4097 bytes: the limit is 4096/)
     expect(validateStoredSpec({ ...good, env: { BIG: 'x'.repeat(4093) } }, 'orders')).toBeNull()
+  })
+
+  it('allows what Lambda allows: NODE_OPTIONS, AWS_REGION, NODE_PATH, TZ', () => {
+    expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '--enable-source-maps  --stack-trace-limit=50 -r ./x.js', AWS_REGION: 'eu-west-1', AWS_DEFAULT_REGION: 'eu-west-1', NODE_PATH: '/var/task/lib', TZ: 'Europe/Paris' } }, 'orders')).toBeNull()
+    expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '--title="a b"' } }, 'orders')).toBeNull()
+    expect(validateStoredSpec({ ...good, env: { AWS_LAMBDA_NODEJS_NO_GLOBAL_AWSLAMBDA: '1' } }, 'orders')).toBeNull()
+  })
+
+  it.each(['--inspect', '--inspect-brk=0.0.0.0:9229', '--enable-source-maps --inspect-port=1', '--debug-port=9', '--allow-fs-read=*', '--allow_child_process', '--experimental-permission', '"--allow-worker"'])(
+    'refuses NODE_OPTIONS %j: a debugger port or the permission model\'s own switches', (value) => {
+      expect(reason({ env: { NODE_OPTIONS: value } })).toMatch(/"NODE_OPTIONS" may not hold "--(inspect|debug|allow|experimental-permission)/)
+    })
+
+  it.each(['--require /tmp/evil.js', '-r=/etc/x.js', '--import ../up.mjs', '--env-file=/etc/shadow', '--redirect-warnings=/var/log/x', '--loader file:///x.mjs'])(
+    'refuses NODE_OPTIONS %j: a file outside the function\'s own code', (value) => {
+      expect(reason({ env: { NODE_OPTIONS: value } })).toMatch(/may name only files of the function's own code/)
+    })
+
+  it('allows NODE_OPTIONS naming the function\'s own files and packages', () => {
+    expect(validateStoredSpec({ ...good, env: { NODE_OPTIONS: '-r ./setup.js --require dotenv/config --import=./lib/otel.mjs --env-file=.env' } }, 'orders')).toBeNull()
+  })
+
+  it('refuses a NODE_OPTIONS with an unterminated string, and a runtime other than Node or provided', () => {
+    expect(reason({ env: { NODE_OPTIONS: '--title="x' } })).toMatch(/unterminated/)
+    expect(reason({ runtime: 'python3.12' })).toMatch(/runtime "python3.12" is not "" or "provided"/)
+    expect(validateStoredSpec({ ...good, runtime: 'provided' }, 'orders')).toBeNull()
   })
 
   it('refuses triggers the agent\'s parser refuses, and too many', () => {

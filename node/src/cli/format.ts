@@ -2,7 +2,7 @@
  * Output helpers for the CLI: aligned tables, durations, and --data parsing.
  */
 import { readFile } from 'node:fs/promises'
-import { InputError, UsageError } from '../../../proto/errors.js'
+import { FnmeshError, FunctionError, InputError, UsageError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
 
 /** Renders rows as an aligned text table with a header */
 export function table (headers: string[], rows: Array<Array<string | number>>): string {
@@ -53,4 +53,20 @@ export function parseEnv (pairs: string[]): Record<string, string> {
 /** A progress line on stderr for steps that may take a while (only on a terminal) */
 export function progress (text: string): void {
   if (process.stderr.isTTY) process.stderr.write(`${text}\n`)
+}
+
+/**
+ * A failed `fnmesh invoke`, as the AWS CLI shows Lambda's: with `--json` the whole error payload
+ * (errorType, errorMessage, trace, code) goes to stdout; the one line on stderr names the
+ * function's errorType before its message. Returns the error to report.
+ */
+export function invokeFailure (err: unknown, asJson: boolean): unknown {
+  if (!(err instanceof FnmeshError)) return err
+  const info = toErrorInfo(err)
+  if (asJson) {
+    const where = err as FnmeshError & { invocationId?: string, nodeId?: string }
+    process.stdout.write(JSON.stringify({ errorType: info.errorType, errorMessage: info.errorMessage, trace: info.trace, code: info.code, invocationId: where.invocationId }) + '\n')
+  }
+  if (!(err instanceof FunctionError) || info.errorType === '') return err
+  return fnmeshError(info.code, `${info.errorType}: ${info.errorMessage}`, { errorType: info.errorType, trace: info.trace })
 }

@@ -17,7 +17,7 @@ import { ROUTING_POLICIES } from '../router/policies.js'
 import { SANDBOX_MODES } from '../sandbox/layers/detect.js'
 import { LIMITS } from '../../../core/deploy-options.js'
 import { AUTO_LABELS } from '../../../core/placement.js'
-import { formatAgo, parseEnv, progress, readData, table } from './format.js'
+import { formatAgo, invokeFailure, parseEnv, progress, readData, table } from './format.js'
 import { asUsage, duration, int, otlpOptions, readable, seconds } from './options.js'
 import { usageTables, writeExport } from './usage-format.js'
 import { addKeyCommands } from './keys.js'
@@ -185,6 +185,7 @@ export function buildProgram (): Command {
     .argument('<path>', 'file or folder with the function code')
     .requiredOption('--name <name>', 'function name')
     .option('--handler <file.export>', 'handler (default: index.handler)')
+    .option('--runtime <runtime>', 'nodejs (default) or provided: a Lambda custom runtime, the bundle\'s executable bootstrap served the Runtime API')
     .option('--memory <mb>', 'memory limit in MB (default 128)', int('--memory', LIMITS.memoryMb[0], LIMITS.memoryMb[1]))
     .option('--timeout <seconds>', 'timeout per invocation in seconds (default 3)', seconds('--timeout', LIMITS.timeoutMs[1] / 1000))
     .option('--concurrency <n>', 'max concurrent sandboxes of this function per node', int('--concurrency', LIMITS.concurrency[0], LIMITS.concurrency[1]))
@@ -214,6 +215,7 @@ export function buildProgram (): Command {
           name: opts.name,
           path,
           handler: opts.handler,
+          runtime: opts.runtime,
           memoryMb: opts.memory,
           timeoutMs: opts.timeout,
           concurrency: opts.concurrency,
@@ -242,19 +244,26 @@ export function buildProgram (): Command {
     .argument('<name>', 'function name; NAME:ALIAS or NAME:VERSION runs that alias or version')
     .option('--data <json|@file>', 'the event: JSON text, or @FILE to read it from a file (default {})')
     .option('--timeout <seconds>', 'how long to wait for the result (default 60)', seconds('--timeout', 86_400))
+    .option('--json', 'on failure also print the whole error payload (errorType, errorMessage, trace, code) as JSON on stdout')
     .option('--stream', 'write the response to stdout as it comes, byte for byte (a streaming handler\'s body; a buffered result as its JSON)')
     .addOption(natsOption())
     .action(async (name: string, opts) => {
       const event = await readData(opts.data)
       await withMesh(opts, async (mesh) => {
-        if (opts.stream === true) {
-          const s = await mesh.invokeStream(name, event, { timeoutMs: opts.timeout })
-          for await (const chunk of s) {
-            if (!process.stdout.write(chunk)) await new Promise(resolve => process.stdout.once('drain', resolve))
+        let out: unknown
+        try {
+          if (opts.stream === true) {
+            const s = await mesh.invokeStream(name, event, { timeoutMs: opts.timeout })
+            for await (const chunk of s) {
+              if (!process.stdout.write(chunk)) await new Promise(resolve => process.stdout.once('drain', resolve))
+            }
+            return
           }
-          return
+          out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
+        } catch (err) {
+          // (a stream already written to stdout gets no JSON after it)
+          throw invokeFailure(err, opts.json === true && opts.stream !== true)
         }
-        const out = await mesh.invoke(name, event, { timeoutMs: opts.timeout })
         process.stdout.write(JSON.stringify(out) + '\n')
       })
     })

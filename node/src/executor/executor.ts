@@ -463,7 +463,7 @@ export class Executor {
     } catch (err) {
       if (!(err instanceof FunctionError)) throw err
       // The function's code failed to load: that is the invocation's outcome, and it is metered.
-      const error = { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }
+      const error = lambdaForm({ code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }, invocationId, spec.timeoutMs)
       this.logError(spec, invocationId, error)
       if (span != null) this.tracer.start('cold start', { parent: span, startMs, attributes: { [A.faasColdstart]: true } }).fail(err.code, err.message)
       return await this.finish(spec, req, startMs, 0, true, error, undefined, undefined, undefined, undefined, span)
@@ -521,8 +521,7 @@ export class Executor {
       if (out.streamed === true) stream.streamed = true
       return await this.finish(spec, req, startMs, out.durationMs, cold, undefined, out.payload, usage, initMs, stream, span)
     }
-    const error = out.error as WireError
-    if (error.code === 'FNMESH_ERR_TIMEOUT') error.errorMessage = `Task timed out after ${(spec.timeoutMs / 1000).toFixed(2)} seconds`
+    const error = lambdaForm(out.error as WireError, invocationId, spec.timeoutMs)
     this.logError(spec, invocationId, error)
     return await this.finish(spec, req, startMs, out.durationMs, cold, error, undefined, usage, initMs, stream, span)
   }
@@ -530,8 +529,9 @@ export class Executor {
   /** As Lambda, a failed invocation leaves its error in the function's log */
   private logError (spec: StoredSpec, invocationId: string, error: WireError): void {
     if (this.c.logs == null) return
+    // Lambda's log line: "Task timed out after 3.00 seconds" (the record carries the id)
     const message = error.code === 'FNMESH_ERR_TIMEOUT'
-      ? error.errorMessage
+      ? error.errorMessage.replace(/^RequestId: \S+ Error: /, '')
       : `Invoke Error ${JSON.stringify({ errorType: error.errorType, errorMessage: error.errorMessage, code: error.code })}`
     this.c.logs({ invocationId, function: spec.name, version: spec.version, timeMs: Date.now(), level: 'ERROR', message })
   }
@@ -596,6 +596,20 @@ export class Executor {
       bindingBytes: usage?.bytes ?? 0
     }
   }
+}
+
+/**
+ * The errors Lambda itself words for a run the runtime could not finish (timeout, the runtime's
+ * exit, out of memory): "RequestId: ID Error: Task timed out after 3.00 seconds".
+ */
+export function lambdaForm (error: WireError, invocationId: string, timeoutMs: number): WireError {
+  if (error.code === 'FNMESH_ERR_TIMEOUT' && error.errorType === 'Sandbox.Timedout') {
+    return { ...error, errorMessage: `RequestId: ${invocationId} Error: Task timed out after ${(timeoutMs / 1000).toFixed(2)} seconds` }
+  }
+  if ((error.code === 'FNMESH_ERR_FUNCTION_EXITED' || error.code === 'FNMESH_ERR_OUT_OF_MEMORY') && error.errorMessage.startsWith('Runtime exited with error: ')) {
+    return { ...error, errorMessage: `RequestId: ${invocationId} Error: ${error.errorMessage}` }
+  }
+  return error
 }
 
 /**

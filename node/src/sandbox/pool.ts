@@ -6,7 +6,7 @@
  * concurrency cap per node.
  */
 import { parseBindings } from '../../../core/bindings.js'
-import { CapacityError, FunctionError } from '../../../proto/errors.js'
+import { CapacityError, FunctionError, fnmeshError } from '../../../proto/errors.js'
 import { SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { Idle, Waiters, type Startable } from '../lifecycle.js'
@@ -18,7 +18,7 @@ import { Workspace } from './layers/workspace.js'
 import { InvocationLogs, type LogSink } from './logs.js'
 import { RuntimeError } from './runtime/errors.js'
 import { parseHandler } from './runtime/handler.js'
-import { functionEnv, Spawner, type Spawned } from './spawner.js'
+import { functionEnv, logGroupName, logStreamName, Spawner, type Spawned, type SpawnVariant } from './spawner.js'
 import type { SandboxWorker } from './worker.js'
 
 export interface SandboxPoolInit {
@@ -232,6 +232,9 @@ export class SandboxPool implements Startable {
       const e = err as RuntimeError
       throw new FunctionError('FNMESH_ERR_HANDLER_NOT_FOUND', e.message, { errorType: e.errorType })
     }
+    if (spec.runtime === 'provided' && !confinesNativeCode(this.plan)) {
+      throw fnmeshError('FNMESH_ERR_SANDBOX_UNAVAILABLE', `Cannot run "${spec.name}" (runtime provided) on this node: a custom runtime is native code, which Node's permission model does not confine, and this node gives sandboxes neither a mount namespace nor a uid of their own (install bubblewrap or run the agent as root; --sandbox none runs it unconfined)`)
+    }
     const cap = spec.concurrency > 0 ? spec.concurrency : Infinity
     const deadline = Date.now() + this.opts.capWaitMs
     for (;;) {
@@ -308,8 +311,15 @@ export class SandboxPool implements Startable {
     try {
       // Without a network namespace every sandbox has the network: one kind of generic worker.
       const egress = spec.egress && this.plan?.net === true
-      worker = this.generic.get(genericKey(spec.memoryMb, egress))?.shift() ?? this.spawn(spec.memoryMb, egress)
-      this.refill(spec.memoryMb, egress)
+      // Node started with the function's NODE_OPTIONS is booted for this function; generic
+      // workers are plain Node ones or custom runtimes' hosts (which hold nothing of a function).
+      const runtime = spec.runtime === 'provided' ? 'provided' : undefined
+      if (runtime == null && spec.env.NODE_OPTIONS != null) {
+        worker = this.spawn(spec.memoryMb, egress, { nodeOptions: spec.env.NODE_OPTIONS })
+      } else {
+        worker = this.generic.get(genericKey(spec.memoryMb, egress, runtime))?.shift() ?? this.spawn(spec.memoryMb, egress, { runtime })
+        this.refill(spec.memoryMb, egress, runtime)
+      }
       this.makeRoom()
       await worker.ready(this.opts.initTimeoutMs)
       const meta = this.meta.get(worker)
@@ -319,17 +329,18 @@ export class SandboxPool implements Startable {
         meta.logs = new InvocationLogs({ function: spec.name, version: spec.version, limit: this.opts.logLimit, sink: this.init.logs })
         meta.logs.begin(options.invocationId ?? '')
       }
+      const stream = logStreamName(spec.version)
       const result = await worker.init({
         taskRoot: meta.spawned.inside.task,
         handler: spec.handler,
         functionName: spec.name,
         functionVersion: String(spec.version),
         memoryMb: spec.memoryMb,
-        env: initializationType != null ? { ...functionEnv(spec, meta.spawned.inside), AWS_LAMBDA_INITIALIZATION_TYPE: initializationType } : functionEnv(spec, meta.spawned.inside),
+        env: initializationType != null ? { ...functionEnv(spec, meta.spawned.inside, stream), AWS_LAMBDA_INITIALIZATION_TYPE: initializationType } : functionEnv(spec, meta.spawned.inside, stream),
         resultLimit: this.opts.resultLimit,
         logLimit: this.opts.logLimit,
-        logGroupName: `/fnmesh/${spec.name}`,
-        logStreamName: `${spec.version}/${worker.wid}`,
+        logGroupName: logGroupName(spec.name),
+        logStreamName: stream,
         invokedFunctionArn: `fnmesh:function:${spec.name}:${spec.version}`,
         bindings: parseBindings(spec.name, spec.bindings ?? []).map(b => ({ name: b.name, kind: b.kind, target: b.target, readOnly: b.readOnly }))
       }, this.opts.initTimeoutMs)
@@ -378,8 +389,8 @@ export class SandboxPool implements Startable {
     this.waiters.wake(key)
   }
 
-  private spawn (memoryMb: number, egress: boolean): SandboxWorker {
-    return this.adopt((this.spawner as Spawner).spawn(memoryMb, egress))
+  private spawn (memoryMb: number, egress: boolean, variant?: SpawnVariant): SandboxWorker {
+    return this.adopt((this.spawner as Spawner).spawn(memoryMb, egress, variant))
   }
 
   private adopt (spawned: Spawned): SandboxWorker {
@@ -405,9 +416,9 @@ export class SandboxPool implements Startable {
     return worker
   }
 
-  private refill (memoryMb: number, egress: boolean): void {
+  private refill (memoryMb: number, egress: boolean, runtime?: 'provided'): void {
     if (!this.started || this.opts.prewarm === 0) return
-    const key = genericKey(memoryMb, egress)
+    const key = genericKey(memoryMb, egress, runtime)
     const list = this.generic.get(key) ?? []
     this.generic.set(key, list)
     while (list.length < this.opts.prewarm) {
@@ -416,7 +427,7 @@ export class SandboxPool implements Startable {
       // ahead pays a whole process start now (many functions would otherwise fill the pool
       // with idle ones and turn every cold start into a spawn).
       if (this.staying >= this.opts.maxWorkers && !this.evictIdle()) break
-      const w = this.spawn(memoryMb, egress)
+      const w = this.spawn(memoryMb, egress, { runtime })
       w.ready(this.opts.initTimeoutMs).catch(() => {})
       list.push(w)
     }
@@ -467,6 +478,15 @@ export class SandboxPool implements Startable {
   }
 }
 
-function genericKey (memoryMb: number, egress: boolean): string {
-  return `${memoryMb}/${egress ? 'net' : 'nonet'}`
+/**
+ * Whether a sandbox keeps native code (a custom runtime's bootstrap) from the agent's files: a
+ * mount namespace that shows it only its own, or a uid of its own (the data folder is private to
+ * the agent). `--sandbox none` is the operator's choice to run code unconfined.
+ */
+export function confinesNativeCode (plan: IsolationPlan | undefined): boolean {
+  return plan == null || plan.mode === 'none' || plan.mount || plan.uidBase != null
+}
+
+function genericKey (memoryMb: number, egress: boolean, runtime?: 'provided'): string {
+  return `${memoryMb}/${egress ? 'net' : 'nonet'}${runtime != null ? `/${runtime}` : ''}`
 }

@@ -3,6 +3,7 @@
  * folders), its own uid, its cgroup with the function's memory, the namespaces and the
  * permission model; and undoes all of it when the worker exits.
  */
+import { randomBytes } from 'node:crypto'
 import { chownSync } from 'node:fs'
 import { fnmeshError } from '../../../proto/errors.js'
 import type { StoredSpec } from '../../../core/registry.js'
@@ -36,10 +37,25 @@ export interface Spawned {
   egress: boolean
 }
 
-/** A sandbox's environment before it knows its function: nothing of the agent's */
-export function baseEnv (inside: { tmp: string }): Record<string, string> {
-  return { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', TZ: ':UTC', HOME: inside.tmp, TMPDIR: inside.tmp }
+/**
+ * What a sandbox is booted as, when not a generic Node worker: a custom runtime's host, or Node
+ * with the function's NODE_OPTIONS (which Node reads only when it starts)
+ */
+export interface SpawnVariant {
+  runtime?: 'provided'
+  nodeOptions?: string
 }
+
+/** A sandbox's environment before it knows its function: nothing of the agent's */
+export function baseEnv (inside: { tmp: string, task?: string, runtime?: string }): Record<string, string> {
+  const env: Record<string, string> = { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', TZ: ':UTC', HOME: inside.tmp, TMPDIR: inside.tmp }
+  // Lambda's search path for bare module names, with layers' folders (absent here) first; Node
+  // reads it when it starts, so a generic worker already has it.
+  if (inside.task != null && inside.runtime != null) env.NODE_PATH = `/opt/nodejs/node${NODE_MAJOR}/node_modules:/opt/nodejs/node_modules:${inside.runtime}/node_modules:${inside.task}`
+  return env
+}
+
+const NODE_MAJOR = process.versions.node.split('.')[0]
 
 let groups = 0
 
@@ -49,7 +65,7 @@ export class Spawner {
 
   constructor (private readonly init: SpawnerInit) {}
 
-  spawn (memoryMb: number, egress: boolean): Spawned {
+  spawn (memoryMb: number, egress: boolean, variant: SpawnVariant = {}): Spawned {
     const { plan, workspace } = this.init
     const slot = workspace.take()
     const uid = plan.uidBase != null ? plan.uidBase + slot.index : undefined
@@ -58,9 +74,13 @@ export class Spawner {
       if (uid != null) chownSync(slot.tmp, uid, uid)
       const limits: CgroupLimits = { memoryBytes: memoryMb * 1024 * 1024, pidsMax: this.init.pidsMax, cpus: this.init.cpus }
       cgroup = plan.cgroup?.create(`s${slot.index}-${++groups}`, limits)
-      const command = buildCommand({ plan, runtimeDir: this.init.runtimeDir, slot, memoryMb, egress, cgroup, uid, nproc: this.init.pidsMax, tmpMb: this.init.tmpMb ?? 512 })
+      const entry = variant.runtime === 'provided' ? 'provided/main.js' : undefined
+      const command = buildCommand({ plan, runtimeDir: this.init.runtimeDir, slot, memoryMb, egress, cgroup, uid, nproc: this.init.pidsMax, tmpMb: this.init.tmpMb ?? 512, entry })
       const monitor = plan.namespaces === 'bwrap' || (plan.namespaces === 'unshare' && plan.pid)
-      const worker = new SandboxWorker({ command, env: baseEnv(command.inside), memoryMb, cgroup, monitor })
+      const env = baseEnv(command.inside)
+      // Checked at deploy and on every stored spec (core/spec-rules.ts checkNodeOptions).
+      if (variant.nodeOptions != null && entry == null) env.NODE_OPTIONS = variant.nodeOptions
+      const worker = new SandboxWorker({ command, env, memoryMb, cgroup, monitor })
       worker.once('exit', () => { this.cleanUp(slot, cgroup) })
       return { worker, slot, inside: command.inside, egress }
     } catch (err) {
@@ -111,17 +131,43 @@ export class Spawner {
   }
 }
 
-/** What the function sees: its own variables plus Lambda's */
-export function functionEnv (spec: StoredSpec, inside: Spawned['inside']): Record<string, string> {
+/** Region a function sees unless its environment names one: there is no AWS region to be in */
+export const DEFAULT_REGION = 'fnmesh-local'
+
+/**
+ * What the function sees: its own variables plus Lambda's. AWS_REGION, AWS_DEFAULT_REGION, TZ,
+ * NODE_PATH and LANG are defaults its own variables replace (core/spec-rules.ts RESERVED_ENV).
+ * A custom runtime gets no AWS_EXECUTION_ENV and no NODE_PATH (as on Lambda's provided runtimes).
+ */
+export function functionEnv (spec: StoredSpec, inside: Spawned['inside'], logStreamName: string): Record<string, string> {
+  const provided = spec.runtime === 'provided'
+  const base = provided ? baseEnv({ tmp: inside.tmp }) : baseEnv(inside)
   return {
-    ...baseEnv(inside),
+    ...base,
+    AWS_REGION: DEFAULT_REGION,
+    AWS_DEFAULT_REGION: spec.env.AWS_REGION ?? DEFAULT_REGION,
+    ...(provided ? { LD_LIBRARY_PATH: `/lib64:/usr/lib64:${inside.task}:${inside.task}/lib` } : {}),
     ...spec.env,
+    ...(provided ? {} : { AWS_EXECUTION_ENV: `AWS_Lambda_nodejs${NODE_MAJOR}.x` }),
     AWS_LAMBDA_FUNCTION_NAME: spec.name,
     AWS_LAMBDA_FUNCTION_VERSION: String(spec.version),
     AWS_LAMBDA_FUNCTION_MEMORY_SIZE: String(spec.memoryMb),
-    AWS_LAMBDA_LOG_GROUP_NAME: `/fnmesh/${spec.name}`,
+    AWS_LAMBDA_INITIALIZATION_TYPE: 'on-demand',
+    AWS_LAMBDA_LOG_GROUP_NAME: logGroupName(spec.name),
+    AWS_LAMBDA_LOG_STREAM_NAME: logStreamName,
     LAMBDA_TASK_ROOT: inside.task,
     LAMBDA_RUNTIME_DIR: inside.runtime,
     _HANDLER: spec.handler
   }
+}
+
+export function logGroupName (fn: string): string {
+  return `/fnmesh/${fn}`
+}
+
+/** A sandbox's log stream, in Lambda's form: `2024/05/01/[VERSION]` and 32 hex digits */
+export function logStreamName (version: number): string {
+  const d = new Date()
+  const day = `${d.getUTCFullYear()}/${String(d.getUTCMonth() + 1).padStart(2, '0')}/${String(d.getUTCDate()).padStart(2, '0')}`
+  return `${day}/[${version}]${randomBytes(16).toString('hex')}`
 }

@@ -12,6 +12,7 @@ import { constants } from 'node:os'
 import type { WorkerCgroup } from './layers/cgroup.js'
 import type { SandboxCommand } from './layers/command.js'
 import { LineSplitter } from './logs.js'
+import { exitStatus } from './runtime/provided/status.js'
 import type { BindCall, BindReply, ChildMessage, ChunkAck, InitRequest, StreamChunkMessage, WireError } from './protocol.js'
 
 export type WorkerState = 'booting' | 'generic' | 'initializing' | 'idle' | 'busy' | 'dead'
@@ -184,7 +185,13 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
       if (reply.t !== 'result') throw new Error('Unexpected reply to invoke')
       // The child answers once every chunk was acknowledged; a chunk still being taken belongs to a failed run.
       if (reply.ok) return { ok: true, payload: reply.payload, durationMs, ...(reply.streamed === true ? { streamed: true } : {}) }
-      if (reply.fatal === true) this.kill('fatal error in function')
+      if (reply.fatal === true) {
+        this.kill('fatal error in function')
+        // A custom runtime's bootstrap killed by the memory cgroup: its host says only that it exited.
+        if (reply.error?.code === 'FNMESH_ERR_FUNCTION_EXITED' && (this.spec.cgroup?.oomKills() ?? 0) > 0) {
+          return { ok: false, error: { ...reply.error, code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory' }, durationMs }
+        }
+      }
       return { ok: false, error: reply.error, durationMs }
     } catch (err) {
       return { ok: false, error: this.deathError(err as Death), durationMs: performance.now() - started }
@@ -222,10 +229,12 @@ export class SandboxWorker extends EventEmitter<{ exit: [Death], line: [source: 
     if (death.reason === 'timeout') {
       return { code: 'FNMESH_ERR_TIMEOUT', errorType: 'Sandbox.Timedout', errorMessage: 'Task timed out', trace: [] }
     }
+    // Lambda's words (its runtime API reports the process status as Go prints it); the executor
+    // prefixes "RequestId: ID Error: ".
+    const status = exitStatus(death.code, death.signal)
     if (death.oom) {
-      return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: `Runtime exited: out of memory (limit ${this.memoryMb} MB)`, trace: [] }
+      return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: `Runtime exited with error: ${status}`, trace: [] }
     }
-    const status = death.signal != null ? `signal ${death.signal}` : `exit status ${String(death.code)}`
     return { code: 'FNMESH_ERR_FUNCTION_EXITED', errorType: 'Runtime.ExitError', errorMessage: `Runtime exited with error: ${status}`, trace: [] }
   }
 

@@ -49,10 +49,20 @@ export interface CommandInput {
   nproc: number
   /** size of /tmp in MB (a tmpfs inside the mount namespace) */
   tmpMb?: number
+  /**
+   * The runtime's entry, relative to its folder. @default "main.js" (Node functions); a custom
+   * runtime's host ("provided/main.js") runs no function code in Node and starts the bootstrap,
+   * so it runs without the permission model (which would forbid that, and does not bind native code)
+   */
+  entry?: string
 }
 
 // Inside the sandbox's own mount namespace (unshare): a tmpfs of $1 bytes on $2, owned by $3, then exec.
 const TMP_MOUNT = 'mount -t tmpfs -o "size=$1,mode=0700,nosuid,nodev,uid=$3,gid=$3" fnmesh-tmp "$2" || exit 125; shift 4; exec "$@"'
+
+// A new network namespace (unshare) has its loopback down: a custom runtime's host serves the
+// Runtime API there, so it comes up first (bwrap brings it up itself).
+const LOOPBACK_UP = 'PATH="$PATH:/sbin:/usr/sbin"; ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || true; '
 
 const CGROUP_JOIN = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
@@ -118,7 +128,8 @@ export function buildCommand (input: CommandInput): SandboxCommand {
       ...(plan.net && !input.egress ? ['--net'] : []), '--')
     // The slot's tmp becomes a tmpfs of tmpMb seen only in this namespace: full at tmpMb, in RAM
     // charged to the memory cgroup, gone with the namespace (also when the agent is SIGKILLed).
-    argv.push(plan.tools.sh, '-c', TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
+    const loopback = input.entry != null && input.entry !== 'main.js' && plan.net && !input.egress
+    argv.push(plan.tools.sh, '-c', loopback ? LOOPBACK_UP + TMP_MOUNT : TMP_MOUNT, 'fnmesh-tmp', String((input.tmpMb ?? 512) * 1024 * 1024), input.slot.tmp, String(root ? input.uid ?? 0 : 0), '--')
   }
   if (input.uid != null && plan.tools.setpriv != null) {
     argv.push(plan.tools.setpriv, '--reuid', String(input.uid), '--regid', String(input.uid), '--clear-groups', '--no-new-privs', '--inh-caps=-all',
@@ -127,10 +138,11 @@ export function buildCommand (input: CommandInput): SandboxCommand {
     argv.push(plan.tools.setpriv, '--pdeathsig', 'KILL', '--')
   }
   argv.push(process.execPath, `--max-old-space-size=${input.memoryMb}`)
-  if (plan.permission) {
+  const entry = input.entry ?? 'main.js'
+  if (plan.permission && entry === 'main.js') {
     argv.push('--experimental-permission', '--disable-warning=ExperimentalWarning',
       `--allow-fs-read=${inside.runtime}/*`, `--allow-fs-read=${inside.task}/*`, `--allow-fs-read=${inside.tmp}/*`, `--allow-fs-write=${inside.tmp}/*`)
   }
-  argv.push(`${inside.runtime}/main.js`)
+  argv.push(`${inside.runtime}/${entry}`)
   return { file: argv[0], args: argv.slice(1), cwd: plan.mount ? '/' : input.slot.task, inside }
 }

@@ -3,7 +3,6 @@
  * conversion of anything a function throws into `{ errorType, errorMessage, trace }` as Lambda's
  * runtime interface client does it (an Error by its name, anything else by its `typeof`).
  */
-import { types } from 'node:util'
 import type { WireError } from '../protocol.js'
 
 /** An error the runtime raises itself, with its Lambda errorType and the fnmesh code */
@@ -31,27 +30,27 @@ export const importModuleError = (cause: Error, code: 'FNMESH_ERR_HANDLER_NOT_FO
 export const userCodeSyntaxError = (cause: Error): RuntimeError =>
   new RuntimeError('Runtime.UserCodeSyntaxError', String(cause), 'FNMESH_ERR_FUNCTION_INIT', { stack: cause.stack })
 
-function looksLikeError (v: unknown): v is Error {
-  const e = v as Record<string, unknown>
-  return v != null && typeof e.name === 'string' && typeof e.message === 'string' && typeof e.stack === 'string'
-}
+/** Lambda's runtime client writes the DEL character (\x7F) of an error as "%7F" */
+const del = (text: string): string => text.replaceAll('\x7F', '%7F')
 
 /**
- * Anything thrown, rejected or passed to a callback, as the wire error. `code` is the fnmesh
- * code unless the value is a RuntimeError (which carries its own).
+ * Anything thrown, rejected or passed to a callback, as the wire error, as Lambda's runtime
+ * client words it: an Error (by `instanceof`, with or without a stack) by its name, message and
+ * stack lines; anything else by its `typeof` and its text. `code` is the fnmesh code unless the
+ * value is a RuntimeError (which carries its own).
  */
 export function toWireError (err: unknown, code: string): WireError {
   try {
     if (err instanceof RuntimeError) {
       return { code: err.code, errorType: err.errorType, errorMessage: err.message, trace: (err.stack ?? '').split('\n') }
     }
-    if (types.isNativeError(err) || looksLikeError(err)) {
-      const e = err as Error
+    if (err instanceof Error) {
       // A Buffer or ArrayBuffer allocation refused by RLIMIT_DATA: the memory bound of hosts without cgroups.
-      if (e instanceof RangeError && /Array buffer allocation failed/.test(e.message)) {
-        return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: e.message, trace: String(e.stack).split('\n') }
+      if (err instanceof RangeError && /Array buffer allocation failed/.test(err.message)) {
+        return { code: 'FNMESH_ERR_OUT_OF_MEMORY', errorType: 'Runtime.OutOfMemory', errorMessage: err.message, trace: String(err.stack).split('\n') }
       }
-      return { code, errorType: String(e.name), errorMessage: String(e.message), trace: String(e.stack).split('\n') }
+      const stack = err.stack
+      return { code, errorType: del(String(err.name)), errorMessage: del(String(err.message)), trace: typeof stack === 'string' ? del(stack).split('\n') : [] }
     }
     // Lambda reports a thrown non-Error by its type and its text: `throw "boom"` -> string / boom.
     return { code, errorType: typeof err, errorMessage: String(err), trace: [] }
