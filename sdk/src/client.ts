@@ -432,7 +432,9 @@ export class Mesh {
         lagSamples: s.lagSamples, lagP50Ms: s.lagP50Ms, lagP99Ms: s.lagP99Ms, lagMaxMs: s.lagMaxMs, received: s.received, rejected: s.rejected,
         syncRounds: s.syncRounds, syncPulled: s.syncPulled, syncPushed: s.syncPushed, syncedWith: [...s.syncedWith], refusing: s.refusing,
         freeBytes: s.freeBytes, diskBytes: s.diskBytes, recovered: s.recovered,
-        fsyncWindowMs: s.fsyncWindowMs, fsyncs: s.fsyncs, fsyncLagMaxMs: s.fsyncLagMaxMs
+        fsyncWindowMs: s.fsyncWindowMs, fsyncs: s.fsyncs, fsyncLagMaxMs: s.fsyncLagMaxMs,
+        members: s.members, ownedRanges: s.ownedRanges, foreignRanges: s.foreignRanges, underReplicatedRanges: s.underReplicatedRanges, droppedRanges: s.droppedRanges,
+        ranges: s.ranges.map(r => ({ nodeId: r.nodeId, hourMs: r.hourMs, count: r.count, owners: [...r.owners], unconfirmed: [...r.unconfirmed], owned: r.owned }))
       }
     }
     if (options.nodeId != null) {

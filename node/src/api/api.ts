@@ -1,9 +1,13 @@
 /**
  * The control API on NATS. `fnmesh.api.nodes`, `fnmesh.api.usage` and `fnmesh.api.export` are
  * answered by one agent of the queue group; `<subject>.<node id>` by that agent; `fnmesh.api.meter`
- * by every agent. Usage and export come from the answering agent's own replica of every record
- * (replication and anti-entropy make them all hold the same ones), so gone nodes' records count
- * too; `missing` names live peers it has not finished an anti-entropy session with yet.
+ * by every agent. While every live member owns every range (R+1 members or fewer), usage and
+ * export come from the answering agent's own replica of every record, so gone nodes' records
+ * count too; `missing` names live peers it has not finished an anti-entropy session with yet.
+ * In a larger mesh no agent holds every record (owner-based placement): the answering agent asks
+ * every live member for its ranges (`UsageQuery.parts` on `fnmesh.api.usage.<node id>`) and
+ * merges them, each (node, hour) once (queries/parts.ts); `missing` then names members that did
+ * not answer.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, UsageBucket, type Encodable, type UsageReply } from '../../../proto/codec.js'
@@ -14,7 +18,8 @@ import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { Metering } from '../metering/metering.js'
 import { gbSeconds } from '../metering/records/rollup.js'
-import type { BucketName } from '../metering/queries/usage.js'
+import type { BucketName, UsageResult } from '../metering/queries/usage.js'
+import { mergeParts } from '../metering/queries/parts.js'
 
 export interface ApiComponents {
   nc: NatsConnection
@@ -27,6 +32,10 @@ export interface ApiComponents {
 
 /** Bucket rows in one usage reply at most (a reply must fit in one NATS message) */
 const MAX_BUCKET_ROWS = 50_000
+/** Rows of one fan-out leg at most (about 60 bytes each: a leg fits in one NATS message) */
+const MAX_PART_ROWS = 100_000
+/** Longest wait for one member's leg of a mesh-wide usage query */
+const PART_TIMEOUT_MS = 4000
 
 const BUCKETS: Record<number, BucketName | undefined> = {
   [UsageBucket.BUCKET_MINUTE]: 'minute',
@@ -82,7 +91,21 @@ export class ControlApi implements Startable {
   private async usage (msg: Msg): Promise<Uint8Array> {
     try {
       const q = decode('UsageQuery', msg.data)
-      const r = await this.c.metering.usage({ fn: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, bucket: BUCKETS[q.bucket] })
+      const options = { fn: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, bucket: BUCKETS[q.bucket] }
+      if (q.parts) {
+        const p = await this.c.metering.usageParts(options)
+        if (p.rows > MAX_PART_ROWS) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Usage on node ${this.c.nodeId} has ${p.rows} rows, over the limit of ${MAX_PART_ROWS}: use a coarser bucket, a shorter range or --fn`)
+        return encode('UsageReply', { parts: p.parts, answered: [this.c.nodeId] })
+      }
+      let r: UsageResult
+      let answered = [this.c.nodeId]
+      let missing: string[]
+      if (this.c.metering.holdsEverything()) {
+        r = await this.c.metering.usage(options)
+        missing = this.c.metering.unsynced()
+      } else {
+        ({ r, answered, missing } = await this.fanOut(msg.data, options))
+      }
       if (r.buckets.length > MAX_BUCKET_ROWS) {
         throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Usage has ${r.buckets.length} rows of ${String(BUCKETS[q.bucket])} buckets, over the limit of ${MAX_BUCKET_ROWS}: use a coarser bucket, a shorter range or --fn`)
       }
@@ -90,14 +113,43 @@ export class ControlApi implements Startable {
       const reply: Encodable<UsageReply> = {
         functions: r.functions.map(f => ({ name: f.name, invocations: f.invocations, errors: f.errors, billedMs: f.billedMs, gbSeconds: gbSeconds(f.mbMs), coldStarts: f.coldStarts, byNode: f.byNode, mbMs: f.mbMs, bindingCalls: f.bindingCalls, bindingBytes: f.bindingBytes })),
         nodes: r.nodes.map(n => ({ nodeId: n.nodeId, name: names.get(n.nodeId) ?? '', invocations: n.invocations, errors: n.errors, billedMs: n.billedMs, gbSeconds: gbSeconds(n.mbMs), coldStarts: n.coldStarts, mbMs: n.mbMs })),
-        answered: [this.c.nodeId],
-        missing: this.c.metering.unsynced(),
+        answered,
+        missing,
         buckets: r.buckets
       }
       return encode('UsageReply', reply)
     } catch (err) {
       return encode('UsageReply', { error: toErrorInfo(err) })
     }
+  }
+
+  /** Asks every live member for its ranges (this node's own read here) and merges them */
+  private async fanOut (query: Uint8Array, options: Parameters<Metering['usageParts']>[0]): Promise<{ r: UsageResult, answered: string[], missing: string[] }> {
+    const self = this.c.nodeId
+    const body = encode('UsageQuery', { ...decode('UsageQuery', query), parts: true })
+    const peers = this.c.metering.members().filter(m => m !== self)
+    const answered = [self]
+    const missing: string[] = []
+    const legs = await Promise.all([
+      this.c.metering.usageParts(options).then(p => p.parts),
+      ...peers.map(async (peer) => {
+        try {
+          const reply = decode('UsageReply', (await this.c.nc.request(nodeSubject(API_USAGE_SUBJECT, peer), body, { timeout: PART_TIMEOUT_MS })).data)
+          if (reply.error != null && reply.error.code !== '') {
+            if (reply.error.code === 'FNMESH_ERR_INVALID_ARGUMENT') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', reply.error.errorMessage)
+            throw new Error(reply.error.errorMessage)
+          }
+          answered.push(peer)
+          return reply.parts
+        } catch (err: any) {
+          if (err instanceof UsageError) throw err
+          missing.push(peer)
+          this.c.logger.debug({ peer, err: String(err?.message ?? err) }, 'a member did not answer its part of a usage query')
+          return []
+        }
+      })
+    ])
+    return { r: mergeParts(legs, options.fn, options.bucket), answered: answered.sort(), missing: missing.sort() }
   }
 
   private async exportPage (msg: Msg): Promise<Uint8Array> {

@@ -72,7 +72,8 @@ export function buildProgram (): Command {
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
-    .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
+    .option('--meter-replicas <n>', 'R: each meter record is held by its node and the R owners of its range, rendezvous-hashed over the live members; R >= N-1 means every node (default 2)', int('--meter-replicas'))
+    .option('--replicas <n>', 'the same as --meter-replicas (older name)', int('--replicas'))
     .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
     .option('--fsync-window <ms>', 'longest time a meter ledger write waits for its background fsync (default 50)', int('--fsync-window'))
     .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))
@@ -112,8 +113,10 @@ export function buildProgram (): Command {
         sandbox: opts.sandbox,
         // Layers to leave off, e.g. FNMESH_SANDBOX_DISABLE=mount where bubblewrap misbehaves.
         sandboxDisable: (process.env.FNMESH_SANDBOX_DISABLE ?? '').split(',').map(s => s.trim()).filter(Boolean) as never,
-        replicas: opts.replicas,
+        replicas: opts.meterReplicas ?? opts.replicas,
         ackReplicas: opts.ackReplicas,
+        // Tests shorten how long a node keeps a meter range it no longer owns after membership changed.
+        meterHandoffDelayMs: process.env.FNMESH_METER_HANDOFF_DELAY_MS != null ? Number(process.env.FNMESH_METER_HANDOFF_DELAY_MS) : undefined,
         fsyncWindowMs: opts.fsyncWindow,
         // Tests stretch the coalesced meter push to show what the result's copy alone does.
         meterPushDelayMs: process.env.FNMESH_METER_PUSH_DELAY_MS != null ? Number(process.env.FNMESH_METER_PUSH_DELAY_MS) : undefined,

@@ -22,7 +22,7 @@ import type { MeterStore } from './ledger/store.js'
 export interface MeterComponents {
   store: MeterStore
   signer: BatchSigner
-  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
+  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean, hours?: number[]) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
   logger: Logger
 }
 
@@ -82,7 +82,8 @@ export class Meter {
         const bundle = { proofs: [proof], records: verified.map(v => ({ record: v.bytes, batchId: v.batchId, leaf: v.leafIndex })) }
         // Pushed while it is written here: the peers' writes overlap this one. A batch whose
         // records all travel with their results needs no ack: it goes out coalesced.
-        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry)) ?? Promise.resolve()
+        // Each record goes to the owners of its range (this node's hour it started in).
+        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry), verified.map(v => floorTo(v.record.startMs, HOUR_MS))) ?? Promise.resolve()
         try {
           await this.c.store.ingest(verified, new Map([[proof.batchId, proof]]))
         } catch (err: any) {
