@@ -51,7 +51,9 @@ describe('metering on a mesh of 5 agents when agents fail', () => {
   }
 
   beforeAll(async () => {
-    t = await startMesh({ nodes: 5, slots: 2, args: ['--sync-interval', '1s'] })
+    // Every agent holds every record here (R = N-1, the whole-mesh ledger): these tests read each
+    // survivor's own export. Placement on R+1 owners of 7 agents is metering-placement.test.ts.
+    t = await startMesh({ nodes: 5, slots: 2, args: ['--sync-interval', '1s', '--meter-replicas', '4'] })
     await t.mesh.deploy({ name: 'work', path: fixture('slow.js'), timeoutMs: 5000 })
   })
 
