@@ -73,6 +73,8 @@ if (mode === 'disk') {
       }
     }
     const counts = placed.map(s => s.tree.count)
+    // Compacted, so every ledger is in LevelDB's (compressed) tables, not partly in its log.
+    for (const s of [whole, ...placed]) await s.db.compactRange('\x00', '\xff')
     await whole.close()
     for (const s of placed) await s.close()
     const wholeBytes = folderBytes(join(dir, 'whole'))
