@@ -4992,6 +4992,9 @@ export namespace fnmesh {
             /** ExportQuery limit. */
             limit: number;
 
+            /** ExportQuery local. */
+            local: boolean;
+
             /**
              * Creates a new ExportQuery instance using the specified properties.
              * @param [properties] Properties to set
@@ -5084,6 +5087,9 @@ export namespace fnmesh {
                 /** ExportQuery limit */
                 limit?: (number|null);
 
+                /** ExportQuery local */
+                local?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -5122,6 +5128,12 @@ export namespace fnmesh {
 
             /** ExportPage error. */
             error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+            /** ExportPage keys. */
+            keys: string[];
+
+            /** ExportPage missing. */
+            missing: string[];
 
             /**
              * Creates a new ExportPage instance using the specified properties.
@@ -5211,6 +5223,12 @@ export namespace fnmesh {
 
                 /** ExportPage error */
                 error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+                /** ExportPage keys */
+                keys?: (string[]|null);
+
+                /** ExportPage missing */
+                missing?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

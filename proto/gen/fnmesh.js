@@ -16225,6 +16225,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [untilMs] ExportQuery untilMs
              * @property {string|null} [afterKey] ExportQuery afterKey
              * @property {number|null} [limit] ExportQuery limit
+             * @property {boolean|null} [local] ExportQuery local
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -16297,6 +16298,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExportQuery.prototype.limit = 0;
 
             /**
+             * ExportQuery local.
+             * @member {boolean} local
+             * @memberof fnmesh.v1.ExportQuery
+             * @instance
+             */
+            ExportQuery.prototype.local = false;
+
+            /**
              * Creates a new ExportQuery instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExportQuery
@@ -16338,6 +16347,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 4, wireType 2 =*/34).string(message.afterKey);
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit") && message.limit !== 0)
                     writer.uint32(/* id 5, wireType 0 =*/40).uint32(message.limit);
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local") && message.local !== false)
+                    writer.uint32(/* id 110, wireType 0 =*/880).bool(message.local);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -16440,6 +16451,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.limit;
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.local = value;
+                            else
+                                delete message.local;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -16503,6 +16523,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     if (!$util.isInteger(message.limit))
                         return "limit: integer expected";
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local"))
+                    if (typeof message.local !== "boolean")
+                        return "local: boolean expected";
                 return null;
             };
 
@@ -16553,6 +16576,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.limit != null)
                     if ($Number(object.limit) !== 0)
                         message.limit = object.limit >>> 0;
+                if (object.local != null)
+                    if (object.local)
+                        message.local = $Boolean(object.local);
                 return message;
             };
 
@@ -16587,6 +16613,7 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.untilMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.afterKey = "";
                     object.limit = 0;
+                    object.local = false;
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
@@ -16608,6 +16635,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.afterKey = message.afterKey;
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     object.limit = message.limit;
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local"))
+                    object.local = message.local;
                 return object;
             };
 
@@ -16634,6 +16663,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [nextKey] ExportPage nextKey
              * @property {string|null} [nodeId] ExportPage nodeId
              * @property {fnmesh.v1.ErrorInfo.$Properties|null} [error] ExportPage error
+             * @property {Array.<string>|null} [keys] ExportPage keys
+             * @property {Array.<string>|null} [missing] ExportPage missing
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -16660,6 +16691,8 @@ export const fnmesh = $root.fnmesh = (() => {
              */
             const ExportPage = function (properties) {
                 this.records = [];
+                this.keys = [];
+                this.missing = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -16697,6 +16730,22 @@ export const fnmesh = $root.fnmesh = (() => {
              * @instance
              */
             ExportPage.prototype.error = null;
+
+            /**
+             * ExportPage keys.
+             * @member {Array.<string>} keys
+             * @memberof fnmesh.v1.ExportPage
+             * @instance
+             */
+            ExportPage.prototype.keys = $util.emptyArray;
+
+            /**
+             * ExportPage missing.
+             * @member {Array.<string>} missing
+             * @memberof fnmesh.v1.ExportPage
+             * @instance
+             */
+            ExportPage.prototype.missing = $util.emptyArray;
 
             /**
              * Creates a new ExportPage instance using the specified properties.
@@ -16739,6 +16788,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 3, wireType 2 =*/26).string(message.nodeId);
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     $root.fnmesh.v1.ErrorInfo.encode(message.error, writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
+                if (message.keys != null && message.keys.length)
+                    for (let i = 0; i < message.keys.length; ++i)
+                        writer.uint32(/* id 110, wireType 2 =*/882).string(message.keys[i]);
+                if (message.missing != null && message.missing.length)
+                    for (let i = 0; i < message.missing.length; ++i)
+                        writer.uint32(/* id 111, wireType 2 =*/890).string(message.missing[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -16828,6 +16883,22 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.error = $root.fnmesh.v1.ErrorInfo.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.keys && message.keys.length))
+                                message.keys = [];
+                            message.keys.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 111: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.missing && message.missing.length))
+                                message.missing = [];
+                            message.missing.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -16896,6 +16967,20 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "error." + error;
                 }
+                if (message.keys != null && $Object.hasOwnProperty.call(message, "keys")) {
+                    if (!$Array.isArray(message.keys))
+                        return "keys: array expected";
+                    for (let i = 0; i < message.keys.length; ++i)
+                        if (!$util.isString(message.keys[i]))
+                            return "keys: string[] expected";
+                }
+                if (message.missing != null && $Object.hasOwnProperty.call(message, "missing")) {
+                    if (!$Array.isArray(message.missing))
+                        return "missing: array expected";
+                    for (let i = 0; i < message.missing.length; ++i)
+                        if (!$util.isString(message.missing[i]))
+                            return "missing: string[] expected";
+                }
                 return null;
             };
 
@@ -16938,6 +17023,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.ExportPage.error: object expected");
                     message.error = $root.fnmesh.v1.ErrorInfo.fromObject(object.error, _depth + 1);
                 }
+                if (object.keys) {
+                    if (!$Array.isArray(object.keys))
+                        throw $TypeError(".fnmesh.v1.ExportPage.keys: array expected");
+                    message.keys = $Array(object.keys.length);
+                    for (let i = 0; i < object.keys.length; ++i)
+                        message.keys[i] = $String(object.keys[i]);
+                }
+                if (object.missing) {
+                    if (!$Array.isArray(object.missing))
+                        throw $TypeError(".fnmesh.v1.ExportPage.missing: array expected");
+                    message.missing = $Array(object.missing.length);
+                    for (let i = 0; i < object.missing.length; ++i)
+                        message.missing[i] = $String(object.missing[i]);
+                }
                 return message;
             };
 
@@ -16958,8 +17057,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.records = [];
+                    object.keys = [];
+                    object.missing = [];
+                }
                 if (options.defaults) {
                     object.nextKey = "";
                     object.nodeId = "";
@@ -16976,6 +17078,16 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.nodeId = message.nodeId;
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     object.error = $root.fnmesh.v1.ErrorInfo.toObject(message.error, options, _depth + 1);
+                if (message.keys && message.keys.length) {
+                    object.keys = $Array(message.keys.length);
+                    for (let j = 0; j < message.keys.length; ++j)
+                        object.keys[j] = message.keys[j];
+                }
+                if (message.missing && message.missing.length) {
+                    object.missing = $Array(message.missing.length);
+                    for (let j = 0; j < message.missing.length; ++j)
+                        object.missing[j] = message.missing[j];
+                }
                 return object;
             };
 

@@ -10,7 +10,7 @@
  * not answer.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
-import { decode, encode, UsageBucket, type Encodable, type UsageReply } from '../../../proto/codec.js'
+import { decode, encode, UsageBucket, type Encodable, type ExportPage, type ExportQuery, type UsageReply } from '../../../proto/codec.js'
 import { UsageError, toErrorInfo } from '../../../proto/errors.js'
 import { AGENTS_QUEUE, API_EXPORT_SUBJECT, API_METER_SUBJECT, API_NODES_SUBJECT, API_USAGE_SUBJECT, nodeSubject } from '../../../proto/subjects.js'
 import type { PeerTable } from '../gossip/peer-table.js'
@@ -20,6 +20,8 @@ import type { Metering } from '../metering/metering.js'
 import { gbSeconds } from '../metering/records/rollup.js'
 import type { BucketName, UsageResult } from '../metering/queries/usage.js'
 import { mergeParts } from '../metering/queries/parts.js'
+import { EXPORT_PAGE, MAX_PAGE, byteOrder, legLimit, mergeLegs, type ExportLeg } from '../metering/queries/export.js'
+import { parseRecordKey } from '../metering/records/keys.js'
 
 export interface ApiComponents {
   nc: NatsConnection
@@ -155,11 +157,56 @@ export class ControlApi implements Startable {
   private async exportPage (msg: Msg): Promise<Uint8Array> {
     try {
       const q = decode('ExportQuery', msg.data)
-      const page = await this.c.metering.exportPage({ fn: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, afterKey: q.afterKey, limit: q.limit > 0 ? q.limit : undefined })
-      return encode('ExportPage', { records: page.records, nextKey: page.nextKey, nodeId: this.c.nodeId })
+      const options = { fn: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, afterKey: q.afterKey, limit: q.limit > 0 ? q.limit : undefined }
+      if (q.local || this.c.metering.holdsEverything()) {
+        const page = await this.c.metering.exportPage(options)
+        return encode('ExportPage', { records: page.records, nextKey: page.nextKey, nodeId: this.c.nodeId, keys: q.local ? page.keys : [] })
+      }
+      const { page, missing } = await this.exportFanOut(q, pageLimit(options.limit))
+      return encode('ExportPage', { records: page.records, nextKey: page.nextKey, nodeId: this.c.nodeId, missing })
     } catch (err) {
       return encode('ExportPage', { error: toErrorInfo(err), nodeId: this.c.nodeId })
     }
+  }
+
+  /**
+   * One export page of the whole mesh (owner-based placement): every live member's own records
+   * after the cursor (this node's read here), merged by record key (queries/export.ts mergeLegs).
+   * At most members x legLimit records are in memory, whatever the ledgers hold.
+   */
+  private async exportFanOut (q: ExportQuery, limit: number): Promise<{ page: ReturnType<typeof mergeLegs>, missing: string[] }> {
+    const self = this.c.nodeId
+    const members = this.c.metering.members()
+    const per = legLimit(limit, members.length, this.c.metering.replicas() + 1)
+    const body = encode('ExportQuery', { function: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, afterKey: q.afterKey, limit: per, local: true })
+    const missing: string[] = []
+    const ask = async (peer: string): Promise<ExportLeg> => {
+      const reply = decode('ExportPage', (await this.c.nc.request(nodeSubject(API_EXPORT_SUBJECT, peer), body, { timeout: PART_TIMEOUT_MS })).data, { maxBytes: 16 * 1024 * 1024 })
+      if (reply.error != null && reply.error.code !== '') {
+        if (reply.error.code === 'FNMESH_ERR_INVALID_ARGUMENT') throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', reply.error.errorMessage)
+        throw new Error(reply.error.errorMessage)
+      }
+      checkLeg(reply, q.afterKey)
+      return { records: reply.records, keys: reply.keys, nextKey: reply.nextKey }
+    }
+    const legs = await Promise.all([
+      this.c.metering.exportPage({ fn: q.function, sinceMs: q.sinceMs, untilMs: q.untilMs, afterKey: q.afterKey, limit: per }),
+      ...members.filter(m => m !== self).map(async (peer): Promise<ExportLeg> => {
+        // One more try: a member that misses its leg leaves out records only it holds.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            return await ask(peer)
+          } catch (err: any) {
+            if (err instanceof UsageError) throw err
+            if (attempt === 0) continue
+            missing.push(peer)
+            this.c.logger.warn({ peer, err: String(err?.message ?? err) }, 'a member did not answer its leg of an export page')
+            return { records: [], keys: [], nextKey: '' }
+          }
+        }
+      })
+    ])
+    return { page: mergeLegs(legs, limit), missing: missing.sort() }
   }
 
   private async meterStatus (msg: Msg): Promise<Uint8Array> {
@@ -170,4 +217,22 @@ export class ControlApi implements Startable {
       return encode('MeterStatus', { nodeId: this.c.nodeId, error: toErrorInfo(err) })
     }
   }
+}
+
+const pageLimit = (limit: number | undefined): number => Math.min(Math.max(1, limit ?? EXPORT_PAGE), MAX_PAGE)
+
+/**
+ * A member's leg is untrusted input: one key per record, in ledger order, after the cursor, each
+ * naming its record's node, minute and invocation id
+ */
+function checkLeg (leg: ExportPage, afterKey: string): void {
+  if (leg.keys.length !== leg.records.length) throw new Error(`an export leg has ${leg.keys.length} keys for ${leg.records.length} records`)
+  let prev = afterKey
+  leg.keys.forEach((k, i) => {
+    const key = parseRecordKey(k)
+    const r = leg.records[i]
+    if (key == null || key.nodeId !== r.nodeId || key.invocationId !== r.invocationId || key.minuteMs !== Math.floor(Number(r.startMs) / 60_000) * 60_000) throw new Error('an export leg has a key that does not name its record')
+    if (prev !== '' && byteOrder(k, prev) <= 0) throw new Error('an export leg is not in key order after the cursor')
+    prev = k
+  })
 }

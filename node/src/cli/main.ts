@@ -305,7 +305,9 @@ export function buildProgram (): Command {
       const price = opts.price
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
-          await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          const missing = new Set<string>()
+          await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000, onMissing: (ids) => { for (const id of ids) missing.add(id) } }), opts.export)
+          if (missing.size > 0) process.stderr.write(`warning: ${[...missing].sort().join(', ')} did not answer part of the export: records only they hold may be missing\n`)
           return
         }
         const usage = await mesh.usage({ fn: opts.fn, fromMs, toMs, bucket: opts.bucket, price, via: opts.via })

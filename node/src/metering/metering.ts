@@ -203,6 +203,11 @@ export class Metering implements Startable {
     return this.placementOf?.current().everyone ?? true
   }
 
+  /** R: each range is held by its node and R owners */
+  replicas (): number {
+    return this.init.replicas ?? 2
+  }
+
   /** Live members the placement counts (this node included) */
   members (): string[] {
     return [...(this.placementOf?.current().members ?? [this.nodeId])]
