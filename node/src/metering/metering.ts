@@ -120,7 +120,7 @@ export class Metering implements Startable {
       replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs, pushDelayMs: this.init.pushDelayMs
     })
     await replicator.start()
-    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs })
+    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs, carryWaitsForAcks: (this.init.ackReplicas ?? 1) > 1 })
     this.meter.start()
     const antiEntropy = this.antiEntropy = new AntiEntropy({ libp2p: c.libp2p, table: c.table, store: this.store, intake, logger: log, placement, self: c.nodeId }, { intervalMs: this.init.syncIntervalMs })
     await antiEntropy.start()
@@ -151,12 +151,13 @@ export class Metering implements Startable {
 
   /**
    * Meters one invocation of this node (see Meter.record). With `carry`, resolves with the signed
-   * bundle for the result to carry to the router's node — unless `--ack-replicas 0` asked for no
-   * second copy before the answer.
+   * bundle for the result to carry to the router's node (`router`) — unless `--ack-replicas 0`
+   * asked for no second copy before the answer; with `--ack-replicas` N >= 2, once N - 1 owners
+   * other than the router's node have it too.
    */
   async record (record: Encodable<MeterRecord>, options: RecordOptions = {}): Promise<Encodable<MeterBundle> | undefined> {
     if (this.meter == null) throw new Error('metering not started')
-    return await this.meter.record(record, { carry: options.carry === true && (this.init.ackReplicas ?? 1) > 0 })
+    return await this.meter.record(record, { carry: options.carry === true && (this.init.ackReplicas ?? 1) > 0, router: options.router })
   }
 
   /**

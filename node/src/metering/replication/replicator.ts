@@ -83,19 +83,21 @@ export class Replicator {
   }
 
   /**
-   * Pushes a signed batch to every live peer: to `ackReplicas` of them at once (round-robin),
-   * to the others within pushDelayMs, coalesced with the batches that follow (fewer messages
-   * under load). Resolves when the immediate peers have it written, when every push has settled,
-   * or after ackTimeoutMs, whichever comes first. Not `urgent` (no answer waits for it): every
-   * peer gets it coalesced, and it resolves at once.
+   * Pushes a signed batch to the live owners of its range: to those an answer waits for at once
+   * (round-robin), to the others within pushDelayMs, coalesced with the batches that follow (fewer
+   * messages under load). An answer waits for `ackReplicas` owners for a record nobody carries
+   * (`urgent`), and for ackReplicas - 1 owners other than the router's node for a record carried
+   * to a router in `carriedTo` (its copy there is the last one; its own ack would not add a copy).
+   * Resolves when those have it written, when every push has settled, or after ackTimeoutMs,
+   * whichever comes first; at once when nothing waits.
    */
-  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true, hours?: number[]): Promise<void> {
+  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true, hours?: number[], carriedTo?: string[]): Promise<void> {
     // A batch whose records started in different hours (one ran long) goes to each hour's owners.
     const distinct = hours == null ? [] : [...new Set(hours)]
     if (hours != null && distinct.length > 1 && hours.length === (bundle.records ?? []).length) {
       await Promise.all(distinct.map(async (h) => {
         const recs = (bundle.records ?? []).filter((_, i) => hours[i] === h)
-        await this.replicate({ proofs: bundle.proofs, records: recs }, recs.length, urgent, recs.map(() => h))
+        await this.replicate({ proofs: bundle.proofs, records: recs }, recs.length, urgent, recs.map(() => h), carriedTo)
       }))
       return
     }
@@ -104,21 +106,32 @@ export class Replicator {
     const targets = this.targets(hourMs)
     this.stats.pushedBatches++
     if (targets.length === 0) { this.track(o); return }
-    const need = urgent ? Math.min(this.ackReplicas, targets.length) : 0
+    const waits: Array<{ need: number, not?: string }> = []
+    if (urgent) waits.push({ need: this.ackReplicas })
+    if (this.ackReplicas > 1) for (const router of new Set(carriedTo ?? [])) waits.push({ need: this.ackReplicas - 1, not: router })
+    for (const w of waits) w.need = Math.min(w.need, targets.filter(p => p !== w.not).length)
+    const routers = new Set(waits.map(w => w.not))
+    const now = waits.reduce((n, w) => Math.max(n, w.need), 0)
     const first = this.turn++ % targets.length
-    const rotated = [...targets.slice(first), ...targets.slice(0, first)]
+    // Routers' nodes last: their acks do not count for the copies they carry.
+    const rotated = [...targets.slice(first), ...targets.slice(0, first)].sort((a, b) => Number(routers.has(a)) - Number(routers.has(b)))
+    const satisfied = (): boolean => waits.every(w => {
+      let n = 0
+      for (const p of o.acked) if (p !== w.not) n++
+      return n >= w.need
+    })
     await new Promise<void>((resolve) => {
       let settled = 0
       const timer = setTimeout(resolve, this.ackTimeoutMs)
       const done = (): void => { clearTimeout(timer); resolve() }
-      if (need === 0) done()
+      if (now === 0) done()
       const onSettled = (): void => {
         settled++
-        if (o.acked.size >= need || settled === targets.length) done()
+        if (satisfied() || settled === targets.length) done()
         if (settled === targets.length) this.track(o)
       }
       rotated.forEach((peer, i) => {
-        if (i < need) void this.pushTo([o], peer).then(onSettled)
+        if (i < now) void this.pushTo([o], peer).then(onSettled)
         else this.defer(o, peer, onSettled)
       })
     })
