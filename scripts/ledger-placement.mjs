@@ -11,6 +11,11 @@
  *     The mesh-wide usage query at N simulated nodes: each node's leg (its owned (node, hour)
  *     ranges with digests and per-function rows) encoded as the UsageReply it sends, then the
  *     answering agent's work timed: decode every leg and merge (each range once).
+ *
+ *   node scripts/ledger-placement.mjs ack [--nodes 3] [--calls 300] [--rounds 2]
+ *     Warm invoke latency on a real mesh (nats-server + agents, --sandbox none) with
+ *     --ack-replicas 1 and 2, alternating, --rounds times each: what the third copy before the
+ *     answer costs. Sequential calls of a trivial function after 30 warm-up calls.
  */
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -35,7 +40,44 @@ function folderBytes (dir) {
   return n
 }
 
-if (mode === 'disk') {
+if (mode === 'ack') {
+  const { startDevCluster } = await import('../dist/node/src/dev/cluster.js')
+  const { connect } = await import('../dist/sdk/src/client.js')
+  const nodes = arg('nodes', 3)
+  const calls = arg('calls', 300)
+  const rounds = arg('rounds', 2)
+  const fn = new URL('../test/fixtures/functions/ok.js', import.meta.url).pathname
+  const pct = (xs, p) => xs[Math.min(xs.length - 1, Math.floor(xs.length * p))]
+  const results = { 1: [], 2: [] }
+  for (let round = 0; round < rounds; round++) {
+    for (const ack of [1, 2]) {
+      const cluster = await startDevCluster({ nodes, slots: 2, args: ['--sandbox', 'none', '--meter-replicas', '2', '--ack-replicas', String(ack)] })
+      const mesh = await connect({ servers: cluster.natsUrls })
+      try {
+        for (let t0 = Date.now(); (await mesh.nodes({ timeoutMs: 2000 })).length < nodes;) {
+          if (Date.now() - t0 > 60_000) throw new Error('the mesh did not form')
+          await new Promise(resolve => setTimeout(resolve, 500))
+        }
+        await mesh.deploy({ name: 'ok', path: fn })
+        for (let i = 0; i < 30; i++) await mesh.invoke('ok', { i })
+        const ms = []
+        for (let i = 0; i < calls; i++) {
+          const t = performance.now()
+          await mesh.invokeDetailed('ok', { i })
+          ms.push(performance.now() - t)
+        }
+        ms.sort((a, b) => a - b)
+        results[ack].push(pct(ms, 0.5))
+        console.log(`round ${round + 1}, --ack-replicas ${ack}: ${calls} warm invokes on ${nodes} agents, p50 ${pct(ms, 0.5).toFixed(1)} ms, p90 ${pct(ms, 0.9).toFixed(1)} ms, p99 ${pct(ms, 0.99).toFixed(1)} ms`)
+      } finally {
+        await mesh.close().catch(() => {})
+        await cluster.stop()
+      }
+    }
+  }
+  const med = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+  console.log(`median of the rounds' p50: --ack-replicas 1 ${med(results[1]).toFixed(1)} ms, --ack-replicas 2 ${med(results[2]).toFixed(1)} ms`)
+} else if (mode === 'disk') {
   const total = arg('n', 100_000)
   const nodes = arg('nodes', 7)
   const replicas = arg('replicas', 2)

@@ -344,6 +344,23 @@ export function buildProgram (): Command {
       })
     })
 
+  const meter = program.command('meter').description('The meter ledger of each agent: placement, replication, disk')
+  meter.command('status')
+    .description('Per agent: records held, live members, ranges (one node\'s records of one hour) it owns, holds without owning, has not seen confirmed by every owner, and dropped after handoff; then those ranges')
+    .option('--node <id>', 'only this agent')
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const list = (await mesh.meterStatus({ nodeId: opts.node })).sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+        if (opts.json === true) { json(list); return }
+        process.stdout.write(table(['NODE', 'RECORDS', 'OWN', 'MEMBERS', 'R', 'OWNED', 'FOREIGN', 'UNDER-REPLICATED', 'DROPPED', 'UNACKED RECORDS', 'LAG P99', 'DISK', 'STATUS'],
+          list.map(s => [s.nodeId, s.records, s.ownRecords, s.members, s.replicas, s.ownedRanges, s.foreignRanges, s.underReplicatedRanges, s.droppedRanges, s.underReplicated, `${Math.round(s.lagP99Ms)} ms`, `${(s.diskBytes / 1048576).toFixed(1)} MiB`, s.refusing !== '' ? `refusing work: ${s.refusing}` : 'ok'])) + '\n')
+        const ranges = list.flatMap(s => s.ranges.map(r => [s.nodeId, r.nodeId, new Date(r.hourMs).toISOString().slice(0, 13) + ':00Z', r.count, r.owned ? 'owned' : 'foreign', r.owners.join(','), r.unconfirmed.join(',') || '-']))
+        if (ranges.length > 0) process.stdout.write('\nRanges not settled (up to 50 per agent):\n' + table(['HELD BY', 'RECORDS OF', 'HOUR', 'COUNT', 'HERE', 'OWNERS', 'UNCONFIRMED'], ranges) + '\n')
+      })
+    })
+
   const dlq = program.command('dlq').description('Manage events that exhausted their retries (or were too old, or invalid)')
   dlq.command('list').description('list dead-lettered events with why').option('--fn <name>', 'only this function').option('--json', 'print JSON').addOption(natsOption())
     .action(async (opts) => {
