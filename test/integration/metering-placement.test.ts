@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { AgentProcess } from '../../node/src/dev/cluster.js'
 import type { ExportedRecord, UsageReport } from '../../sdk/src/client.js'
 import { fixture } from '../helpers/fixtures.js'
+import { runCli } from '../helpers/cli.js'
 import { startLoad, type CallRecord } from '../helpers/load.js'
 import { startMesh, type TestMesh } from '../helpers/mesh.js'
 import { waitFor, within } from '../helpers/wait.js'
@@ -112,6 +113,19 @@ describe('a meter ledger placed on owners, on 7 agents with R = 2 and --ack-repl
       expect(u.missing).toEqual([])
     }
     for (const a of live().slice(0, 3)) await exportedOnce(a, held)
+    // The CLI: the billing export from any agent, and each agent's placement figures.
+    const cli = await runCli(['usage', '--export', 'json', '--nats', t.url], { timeoutMs: 60_000 })
+    expect(cli.code, cli.stderr).toBe(0)
+    const rows = JSON.parse(cli.stdout) as ExportedRecord[]
+    expect(rows.map(identity).sort()).toEqual([...held.keys()].sort())
+    const st = await runCli(['meter', 'status', '--json', '--nats', t.url], { timeoutMs: 60_000 })
+    expect(st.code, st.stderr).toBe(0)
+    const parsed = JSON.parse(st.stdout) as Array<{ nodeId: string, records: number, members: number, ownedRanges: number }>
+    expect(parsed.map(s => s.nodeId).sort()).toEqual(t.cluster.agents.map(a => a.nodeId).sort())
+    expect(parsed.reduce((n, s) => n + s.records, 0)).toBe(held.size * (R + 1))
+    for (const s of parsed) expect(s.members).toBe(7)
+    const text = await runCli(['meter', 'status', '--nats', t.url], { timeoutMs: 60_000 })
+    expect(text.stdout).toMatch(/NODE\s+RECORDS\s+OWN\s+MEMBERS/)
   }, 300_000)
 
   it('loses no acknowledged record when two agents are SIGKILLed at the same instant right after answering, and re-replicates to R+1', async () => {
