@@ -79,7 +79,9 @@ describe('a meter ledger placed on owners, on 7 agents with R = 2 and --ack-repl
       // The ack timeout is long so that a loaded machine still waits for the owners' acks: the
       // guarantee under test is "answered means 3 copies", not how fast acks come.
       args: ['--sandbox', 'none', '--sync-interval', '1s', '--meter-replicas', String(R), '--ack-replicas', '2', '--ack-timeout', '10000'],
-      env: { FNMESH_METER_HANDOFF_DELAY_MS: '2000' },
+      // The coalesced pushes no answer waits for are held back for a minute: right after an
+      // answer, only the copies the answer waited for exist (anti-entropy brings the rest later).
+      env: { FNMESH_METER_HANDOFF_DELAY_MS: '2000', FNMESH_METER_PUSH_DELAY_MS: '60000' },
       readyTimeoutMs: 90_000
     })
     await t.mesh.deploy({ name: 'work', path: fixture('ok.js'), timeoutMs: 5000 })
