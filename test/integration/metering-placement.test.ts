@@ -97,6 +97,11 @@ describe('a meter ledger placed on owners, on 7 agents with R = 2 and --ack-repl
     const ok = load.records.filter(r => r.ok)
     acked.push(...ok)
     expect(ok.length).toBeGreaterThan(60)
+    // Right after the answers (the pushes no answer waited for are held back): every
+    // acknowledged record already has R+1 copies, the executor's, the router's and an owner's.
+    const now = new Map<string, number>()
+    for (const [k, agents] of await copies()) now.set(k.split('|')[1], Math.max(now.get(k.split('|')[1]) ?? 0, agents.length))
+    expect(ok.filter(r => (now.get(r.invocationId) ?? 0) < R + 1).map(r => `${r.invocationId}: ${now.get(r.invocationId) ?? 0} copies`)).toEqual([])
     const held = await placed('after the load')
     // Every answered invocation is held (placed() waits for that); a call the caller saw fail may still have run and been billed.
     expect(held.size).toBeGreaterThanOrEqual(ok.length)
