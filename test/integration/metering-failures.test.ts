@@ -16,12 +16,11 @@ import { sleep, waitFor, within } from '../helpers/wait.js'
 
 const totals = (u: UsageReport): string => JSON.stringify({ functions: u.functions, totals: u.totals })
 
-/** invocation id -> node id of every record `agent` exports */
 /** The exported records of one agent: the nodes each invocation id ran on, and how many records (one per run) */
 async function exported (t: TestMesh, agent: AgentProcess): Promise<{ byId: Map<string, Set<string>>, count: number }> {
   const byId = new Map<string, Set<string>>()
   let count = 0
-  for await (const r of t.mesh.exportRecords({ via: agent.nodeId, timeoutMs: 10_000 })) {
+  for await (const r of t.mesh.exportRecords({ via: agent.nodeId, local: true, timeoutMs: 10_000 })) {
     count++
     byId.set(r.invocationId, (byId.get(r.invocationId) ?? new Set()).add(r.nodeId))
   }
