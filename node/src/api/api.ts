@@ -7,7 +7,9 @@
  * In a larger mesh no agent holds every record (owner-based placement): the answering agent asks
  * every live member for its ranges (`UsageQuery.parts` on `fnmesh.api.usage.<node id>`) and
  * merges them, each (node, hour) once (queries/parts.ts); `missing` then names members that did
- * not answer.
+ * not answer. An export page likewise asks every live member for its own records after the
+ * cursor (`ExportQuery.local` on `fnmesh.api.export.<node id>`) and merges them by record key
+ * (queries/export.ts), so every record comes once, from any agent, a page at a time.
  */
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, UsageBucket, type Encodable, type ExportPage, type ExportQuery, type UsageReply } from '../../../proto/codec.js'
