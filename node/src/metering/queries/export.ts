@@ -74,7 +74,7 @@ export function mergeLegs (legs: readonly ExportLeg[], limit: number): { records
       if (!byKey.has(k)) byKey.set(k, l.records[i])
     }
   }
-  const keys = [...byKey.keys()].sort(byteOrder)
+  const keys = [...byKey.keys()].map(k => ({ k, b: Buffer.from(k, 'utf8') })).sort((x, y) => Buffer.compare(x.b, y.b)).map(x => x.k)
   const more = bound != null || keys.length > limit
   const page = keys.slice(0, Math.max(1, limit))
   return { records: page.map(k => byKey.get(k) as MeterRecord), keys: page, nextKey: more && page.length > 0 ? page[page.length - 1] : '' }
