@@ -12,6 +12,7 @@
  * one value per key, so "both" could never hold); every other term must hold on its own. A node
  * without the label satisfies no `=`, `>=` or `<=` term and every `!=` term.
  */
+import { createHash } from 'node:crypto'
 import { UsageError } from '../proto/errors.js'
 
 /** Label keys: lower-case letters, digits and ".", "-", "_", "/" (room for "example.com/gpu") */
@@ -187,3 +188,22 @@ export function eligible (labels: Readonly<Record<string, string>> | undefined, 
 export function preferred (labels: Readonly<Record<string, string>> | undefined, spec: Placement): boolean {
   return satisfies(labels, termsOf(spec.prefer))
 }
+
+/**
+ * Provisioned concurrency (issue 15): how many of the `n` provisioned sandboxes of `fn@version` go on each of `nodes`: the nodes
+ * ranked by SHA-256 of "fn@version/node id" (highest first), sandbox j on node j mod |nodes|.
+ * The same answer on every agent whose table holds the same nodes.
+ */
+export function placeProvisioned (key: string, nodes: readonly string[], n: number): Map<string, number> {
+  const ranked = [...new Set(nodes)]
+    .map(id => ({ id, score: createHash('sha256').update(`${key}/${id}`).digest('hex') }))
+    .sort((a, b) => a.score < b.score ? 1 : a.score > b.score ? -1 : 0)
+  const out = new Map<string, number>()
+  if (ranked.length === 0) return out
+  for (let j = 0; j < n; j++) {
+    const id = ranked[j % ranked.length].id
+    out.set(id, (out.get(id) ?? 0) + 1)
+  }
+  return out
+}
+

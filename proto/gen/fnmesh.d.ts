@@ -2366,6 +2366,9 @@ export namespace fnmesh {
             /** ExecRequest pinned. */
             pinned: boolean;
 
+            /** ExecRequest provisionedPick. */
+            provisionedPick: boolean;
+
             /** ExecRequest hops. */
             hops: number;
 
@@ -2496,6 +2499,9 @@ export namespace fnmesh {
 
                 /** ExecRequest pinned */
                 pinned?: (boolean|null);
+
+                /** ExecRequest provisionedPick */
+                provisionedPick?: (boolean|null);
 
                 /** ExecRequest hops */
                 hops?: (number|null);

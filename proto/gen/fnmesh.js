@@ -7423,6 +7423,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [traceparent] ExecRequest traceparent
              * @property {string|null} [tracestate] ExecRequest tracestate
              * @property {boolean|null} [pinned] ExecRequest pinned
+             * @property {boolean|null} [provisionedPick] ExecRequest provisionedPick
              * @property {number|null} [hops] ExecRequest hops
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
@@ -7593,6 +7594,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExecRequest.prototype.pinned = false;
 
             /**
+             * ExecRequest provisionedPick.
+             * @member {boolean} provisionedPick
+             * @memberof fnmesh.v1.ExecRequest
+             * @instance
+             */
+            ExecRequest.prototype.provisionedPick = false;
+
+            /**
              * ExecRequest hops.
              * @member {number} hops
              * @memberof fnmesh.v1.ExecRequest
@@ -7669,6 +7678,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 80, wireType 0 =*/640).bool(message.stream);
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned") && message.pinned !== false)
                     writer.uint32(/* id 90, wireType 0 =*/720).bool(message.pinned);
+                if (message.provisionedPick != null && $Object.hasOwnProperty.call(message, "provisionedPick") && message.provisionedPick !== false)
+                    writer.uint32(/* id 91, wireType 0 =*/728).bool(message.provisionedPick);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -7906,6 +7917,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.pinned;
                             continue;
                         }
+                    case 91: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.provisionedPick = value;
+                            else
+                                delete message.provisionedPick;
+                            continue;
+                        }
                     case 60: {
                             if (wireType !== 0)
                                 break;
@@ -8019,6 +8039,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
                     if (typeof message.pinned !== "boolean")
                         return "pinned: boolean expected";
+                if (message.provisionedPick != null && $Object.hasOwnProperty.call(message, "provisionedPick"))
+                    if (typeof message.provisionedPick !== "boolean")
+                        return "provisionedPick: boolean expected";
                 if (message.hops != null && $Object.hasOwnProperty.call(message, "hops"))
                     if (!$util.isInteger(message.hops))
                         return "hops: integer expected";
@@ -8111,6 +8134,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.pinned != null)
                     if (object.pinned)
                         message.pinned = $Boolean(object.pinned);
+                if (object.provisionedPick != null)
+                    if (object.provisionedPick)
+                        message.provisionedPick = $Boolean(object.provisionedPick);
                 if (object.hops != null)
                     if ($Number(object.hops) !== 0)
                         message.hops = object.hops >>> 0;
@@ -8164,6 +8190,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.hops = 0;
                     object.stream = false;
                     object.pinned = false;
+                    object.provisionedPick = false;
                 }
                 if (message.invocationId != null && $Object.hasOwnProperty.call(message, "invocationId"))
                     object.invocationId = message.invocationId;
@@ -8213,6 +8240,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.stream = message.stream;
                 if (message.pinned != null && $Object.hasOwnProperty.call(message, "pinned"))
                     object.pinned = message.pinned;
+                if (message.provisionedPick != null && $Object.hasOwnProperty.call(message, "provisionedPick"))
+                    object.provisionedPick = message.provisionedPick;
                 return object;
             };
 

@@ -157,6 +157,9 @@ export class Executor {
   private readonly slotWaiters = new Set<() => void>()
   /** invocations waiting for a slot, oldest first */
   private readonly queue: Queued[] = []
+  /** calls picked for an idle provisioned sandbox here that have not taken a sandbox yet, per fn@version */
+  private readonly provisionedClaims = new Map<string, number>()
+  private readonly claimedBy = new Map<string, string>()
   private readonly log: Logger
   private readonly metrics: MetricsSink
   private readonly tracer: Tracer
@@ -256,6 +259,34 @@ export class Executor {
     if (invocationId === '' || Buffer.byteLength(invocationId) > MAX_ID_BYTES) {
       return this.reject(invocationId, fnmeshError('FNMESH_ERR_INVALID_ARGUMENT', `Invocation id of ${Buffer.byteLength(invocationId)} bytes is invalid: use 1-${MAX_ID_BYTES} bytes`))
     }
+    // Routed here for an idle provisioned sandbox another call took first: BUSY at once (the
+    // router asks another holder) rather than a cold start where a warm one waits elsewhere.
+    if (req.provisionedPick === true) {
+      if (this.claimedBy.has(invocationId) || this.c.pool.provisionedIdle(key) - (this.provisionedClaims.get(key) ?? 0) <= 0) {
+        return this.reject(invocationId, new CapacityError('FNMESH_ERR_BUSY', `Node ${this.c.nodeId} has no idle provisioned sandbox of ${key} left`))
+      }
+      this.provisionedClaims.set(key, (this.provisionedClaims.get(key) ?? 0) + 1)
+      this.claimedBy.set(invocationId, key)
+    }
+    try {
+      return await this.admitAndRun(req, invocationId, key, waitMs, admission, options)
+    } finally {
+      this.releaseClaim(invocationId)
+    }
+  }
+
+  /** A provisioned claim ends when its call takes a sandbox (or never will) */
+  private releaseClaim (invocationId: string): void {
+    const key = this.claimedBy.get(invocationId)
+    if (key == null) return
+    this.claimedBy.delete(invocationId)
+    const n = (this.provisionedClaims.get(key) ?? 1) - 1
+    if (n <= 0) this.provisionedClaims.delete(key)
+    else this.provisionedClaims.set(key, n)
+  }
+
+  private async admitAndRun (req: Encodable<ExecRequest>, invocationId: string, key: string, waitMs: number, admission: ReturnType<typeof admit>, options: { signal?: AbortSignal, stream?: StreamSink }): Promise<Encodable<InvokeResult>> {
+    const { signal } = options
     const queuedAt = Date.now()
     // Spans only for what this node takes (runs or queues): a refusal shows on the router's dispatch span.
     const span = this.tracer.enabled && admission.kind !== 'refuse' ? this.serverSpan(req, invocationId, queuedAt) : undefined
@@ -460,7 +491,9 @@ export class Executor {
     let acquired
     try {
       acquired = await this.c.pool.acquire(spec, taskRoot, { invocationId })
+      this.releaseClaim(invocationId)
     } catch (err) {
+      this.releaseClaim(invocationId)
       if (!(err instanceof FunctionError)) throw err
       // The function's code failed to load: that is the invocation's outcome, and it is metered.
       const error = lambdaForm({ code: err.code, errorType: err.errorType, errorMessage: err.message, trace: err.trace }, invocationId, spec.timeoutMs)

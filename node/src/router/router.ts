@@ -12,7 +12,7 @@ import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.
 import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { TRACEPARENT, TRACESTATE, traceContextOf, type TraceContext } from '../../../core/trace-context.js'
-import { advertLabels, eligible, hasPlacement, preferred, termsOf } from '../../../core/placement.js'
+import { advertLabels, eligible, hasPlacement, placeProvisioned, preferred, termsOf } from '../../../core/placement.js'
 import { StreamSender, ackChunk, isChunk, newInbox, readChunk, type StreamSink } from '../../../core/stream.js'
 import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import { Idle, Once, Waiters } from '../lifecycle.js'
@@ -351,6 +351,8 @@ export class Router {
     const key = `${spec.name}@${spec.version}`
     const s = dispatchState()
     const failed = new Set<string>()
+    /** nodes that had no idle provisioned sandbox left for this invocation when asked for one */
+    const noneIdle = new Set<string>()
     const failures: string[] = []
     const refused = (r: Refusal): Encodable<InvokeResult> => this.error(exec, s.attempts, r.code, this.refusalMessage(r, spec, exec, failures))
     const placed = hasPlacement(spec)
@@ -362,7 +364,11 @@ export class Router {
       if (placed && !this.c.table.routable().some(e => eligible(this.labelsOf(e), spec))) {
         return this.error(exec, s.attempts, 'FNMESH_ERR_NO_MATCHING_NODE', `Cannot route invocation "${exec.invocationId ?? ''}" of "${spec.name}": no live node's labels satisfy its constraints ${termsOf(spec.constraints).map(t => t.raw).join(', ')}`)
       }
-      let peer = ((spec.provisioned ?? 0) > 0 ? this.pickProvisioned(spec, key, failed) : undefined) ?? this.pick(spec, key, failed)
+      // A provisioned pick that the node refuses (another router took its idle sandbox first) is
+      // not asked for a provisioned sandbox again; the next pick goes to another holder.
+      let peer = (spec.provisioned ?? 0) > 0 ? this.pickProvisioned(spec, key, failed.size > 0 || noneIdle.size > 0 ? new Set([...failed, ...noneIdle]) : failed) : undefined
+      const provisionedPick = peer != null
+      peer ??= this.pick(spec, key, failed)
       let queueMs = 0
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
@@ -389,7 +395,7 @@ export class Router {
       let result: Encodable<InvokeResult> | undefined
       let failure: string | undefined
       const sentAt = Date.now()
-      const attempt: Encodable<ExecRequest> = { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)) }
+      const attempt: Encodable<ExecRequest> = { ...exec, attempt: s.attempts, queueMs: Math.max(0, Math.floor(queueMs)), provisionedPick }
       const ds = span == null ? undefined : this.dispatchSpan(span, attempt, peer)
       if (ds != null) { attempt.traceparent = ds.traceparent; attempt.tracestate = ds.tracestate }
       try {
@@ -413,6 +419,13 @@ export class Router {
       if (isAborted(signal) || result?.error?.code === 'FNMESH_ERR_ABORTED') return aborted()
       const code = result == null ? '' : result.ok === true ? '' : result.error?.code ?? ''
       const next = onAnswer(s, result == null ? { kind: 'failed' } : { kind: 'result', code }, this.c.table.size)
+      if (next.kind === 'busy' && provisionedPick) {
+        // Its idle provisioned sandbox went to another router's call first: not a full node,
+        // just not a provisioned one for this call. Another holder, else the usual pick.
+        noneIdle.add(id)
+        if (next.refuse != null) return refused(next.refuse)
+        continue
+      }
       if (next.kind === 'busy') {
         // The peer was fuller than its advert said: count it as full (its queue too, when it
         // would not queue this) until it advertises again.
@@ -479,25 +492,30 @@ export class Router {
    * least loaded such node), so the first N concurrent calls find them; none: the usual choice.
    */
   private pickProvisioned (spec: StoredSpec, key: string, exclude: ReadonlySet<string>): PeerEntry | undefined {
-    let best: { entry: PeerEntry, load: number } | undefined
     const placed = (spec.constraints?.length ?? 0) > 0
-    for (const entry of this.c.table.routable()) {
+    const routable = this.c.table.routable().filter(e => !placed || eligible(this.labelsOf(e), spec))
+    // The nodes the provisioner places the sandboxes on (every agent computes the same), and those
+    // whose last advert listed an idle one: an advert lags (a sandbox freed since is not in it), so
+    // a holder is asked even when its advert says busy; the executor answers BUSY at once when
+    // none is idle (ExecRequest.provisioned_pick) and the next holder is asked.
+    const holders = placeProvisioned(key, routable.map(e => e.advert.nodeId), spec.provisioned ?? 0)
+    let best: { entry: PeerEntry, rank: number } | undefined
+    for (const entry of routable) {
       const a = entry.advert
       if (exclude.has(a.nodeId)) continue
-      if (placed && !eligible(this.labelsOf(entry), spec)) continue
-      let idle: number
-      let load: number
+      let rank: number
       if (entry.self) {
-        idle = this.c.local.provisionedIdle?.(key) ?? 0
-        load = this.c.local.load
-        if (load >= this.c.local.slots) continue
+        if ((this.c.local.provisionedIdle?.(key) ?? 0) <= 0 || this.c.local.load >= this.c.local.slots) continue
+        rank = this.c.local.load / this.c.local.slots / 2
       } else {
-        idle = a.provisioned.filter(k => k === key).length - this.tracker.sinceAdvert(a.nodeId)
-        load = this.tracker.estimate(a.nodeId, a.inFlight, a.slots)
+        const advertised = a.provisioned.filter(k => k === key).length - this.tracker.sinceAdvert(a.nodeId)
+        if (advertised <= 0 && !holders.has(a.nodeId)) continue
+        const load = this.tracker.estimate(a.nodeId, a.inFlight, a.slots)
         if (load >= a.slots) continue
+        // Nodes advertising an idle one first; the less loaded, then a random one (routers spread).
+        rank = (advertised > 0 ? 0 : 1) + load / a.slots / 2 + this.init.rng() * 1e-6
       }
-      if (idle <= 0) continue
-      if (best == null || load < best.load) best = { entry, load }
+      if (best == null || rank < best.rank) best = { entry, rank }
     }
     return best?.entry
   }

@@ -7,28 +7,12 @@
  * timeout (2 s) or at once when it drains, so the next pass places its share on another node.
  * Routers prefer nodes whose adverts list an idle provisioned sandbox (router.ts).
  */
-import { createHash } from 'node:crypto'
 import type { StoredSpec } from '../../../core/registry.js'
+import { placeProvisioned } from '../../../core/placement.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 
-/**
- * How many of the `n` provisioned sandboxes of `fn@version` go on each of `nodes`: the nodes
- * ranked by SHA-256 of "fn@version/node id" (highest first), sandbox j on node j mod |nodes|.
- * The same answer on every agent whose table holds the same nodes.
- */
-export function placeProvisioned (key: string, nodes: readonly string[], n: number): Map<string, number> {
-  const ranked = [...new Set(nodes)]
-    .map(id => ({ id, score: createHash('sha256').update(`${key}/${id}`).digest('hex') }))
-    .sort((a, b) => a.score < b.score ? 1 : a.score > b.score ? -1 : 0)
-  const out = new Map<string, number>()
-  if (ranked.length === 0) return out
-  for (let j = 0; j < n; j++) {
-    const id = ranked[j % ranked.length].id
-    out.set(id, (out.get(id) ?? 0) + 1)
-  }
-  return out
-}
+export { placeProvisioned } from '../../../core/placement.js'
 
 export interface ProvisionerComponents {
   nodeId: () => string
