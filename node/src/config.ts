@@ -41,11 +41,11 @@ export interface AgentOptions {
   swarmKey?: string
   /** Deployer public keys (files or folders): when given, only deploys signed by one of them run here. @default none */
   trust?: string[]
-  /** Steady interval of capacity adverts. @default 500 */
+  /** Keepalive: how often an idle node re-sends its capacity advert. @default keepaliveFor(mesh size): 50 ms per node, 1-10 s */
   advertIntervalMs?: number
   /** Least gap between adverts sent because load changed. @default 100 */
   advertMinGapMs?: number
-  /** A peer whose adverts stop is dropped after this long. @default 2000 */
+  /** A peer whose adverts stop is dropped after this long, or after 3 of its keepalives if longer. @default 2000 */
   peerTimeoutMs?: number
   /** Interval of NATS discovery announces. @default 5000 */
   announceIntervalMs?: number
@@ -129,7 +129,7 @@ export interface AgentConfig {
   readonly dataDir: string
   readonly slots: number
   readonly name: string
-  readonly advertIntervalMs: number
+  readonly advertIntervalMs: number | undefined
   readonly advertMinGapMs: number | undefined
   readonly peerTimeoutMs: number
   readonly announceIntervalMs: number
@@ -191,7 +191,8 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     dataDir: options.dataDir ?? join(tmpdir(), `fnmesh-${name}`),
     slots: int('slots', options.slots, defaultSlots(), 1, 10_000),
     name,
-    advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
+    // unset: the keepalive adapts to the mesh size (gossip.ts keepaliveFor)
+    advertIntervalMs: options.advertIntervalMs == null ? undefined : int('advertIntervalMs', options.advertIntervalMs, 1000, 20, 60_000),
     // unset: adapts to the mesh size (gossip.ts advertGapFor)
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
     peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, PEER_TIMEOUT_MS, 100, 60_000),
@@ -244,7 +245,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
   if (config.ackReplicas > config.replicas) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ackReplicas (${config.ackReplicas}) cannot exceed replicas (${config.replicas})`)
   }
-  if (config.advertIntervalMs * 2 > config.peerTimeoutMs) {
+  if (config.advertIntervalMs != null && config.advertIntervalMs * 2 > config.peerTimeoutMs) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option peerTimeoutMs (${config.peerTimeoutMs}) must be at least twice advertIntervalMs (${config.advertIntervalMs})`)
   }
   if (config.admin != null && !isLoopback(config.admin.host) && config.adminToken == null) {

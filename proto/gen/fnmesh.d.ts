@@ -197,6 +197,9 @@ export namespace fnmesh {
             /** CapacityAdvert refusing. */
             refusing: string;
 
+            /** CapacityAdvert keepaliveMs. */
+            keepaliveMs: number;
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -315,6 +318,9 @@ export namespace fnmesh {
 
                 /** CapacityAdvert refusing */
                 refusing?: (string|null);
+
+                /** CapacityAdvert keepaliveMs */
+                keepaliveMs?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

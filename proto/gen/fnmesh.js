@@ -408,6 +408,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [coldStarts] CapacityAdvert coldStarts
              * @property {number|null} [warmStarts] CapacityAdvert warmStarts
              * @property {string|null} [refusing] CapacityAdvert refusing
+             * @property {number|null} [keepaliveMs] CapacityAdvert keepaliveMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -553,6 +554,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.refusing = "";
 
             /**
+             * CapacityAdvert keepaliveMs.
+             * @member {number} keepaliveMs
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.keepaliveMs = 0;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -613,6 +622,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 13, wireType 0 =*/104).uint64(message.warmStarts);
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing") && message.refusing !== "")
                     writer.uint32(/* id 14, wireType 2 =*/114).string(message.refusing);
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs") && message.keepaliveMs !== 0)
+                    writer.uint32(/* id 100, wireType 0 =*/800).uint32(message.keepaliveMs);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -795,6 +806,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.refusing;
                             continue;
                         }
+                    case 100: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.keepaliveMs = value;
+                            else
+                                delete message.keepaliveMs;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -889,6 +909,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     if (!$util.isString(message.refusing))
                         return "refusing: string expected";
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs"))
+                    if (!$util.isInteger(message.keepaliveMs))
+                        return "keepaliveMs: integer expected";
                 return null;
             };
 
@@ -1005,6 +1028,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.refusing != null)
                     if (typeof object.refusing !== "string" || object.refusing.length)
                         message.refusing = $String(object.refusing);
+                if (object.keepaliveMs != null)
+                    if ($Number(object.keepaliveMs) !== 0)
+                        message.keepaliveMs = object.keepaliveMs >>> 0;
                 return message;
             };
 
@@ -1069,6 +1095,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.warmStarts = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.refusing = "";
+                    object.keepaliveMs = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -1136,6 +1163,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? $util.Long.prototype.toString.call(message.warmStarts) : options.longs === $Number ? new $util.LongBits(message.warmStarts.low >>> 0, message.warmStarts.high >>> 0).toNumber(true) : message.warmStarts;
                 if (message.refusing != null && $Object.hasOwnProperty.call(message, "refusing"))
                     object.refusing = message.refusing;
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs"))
+                    object.keepaliveMs = message.keepaliveMs;
                 return object;
             };
 

@@ -81,7 +81,8 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     invocations: 48_000_000,
     coldStarts: 12_345,
     warmStarts: 47_987_655,
-    refusing: ''
+    refusing: '',
+    keepaliveMs: 10_000
   }
   const data = encode('CapacityAdvert', advert)
   const from = peerId.toMultihash().bytes

@@ -99,6 +99,26 @@ describe('peer table', () => {
     expect(events).toEqual(['added old', 'added fresh', 'removed old: adverts stopped', 'removed fresh: adverts stopped'])
   })
 
+  it('waits three of a peer\'s own keepalives before dropping it, at most a minute', () => {
+    const { table, clock, events } = setup(2000)
+    table.upsert(advert('slow', { keepaliveMs: 5000 }))
+    table.upsert(advert('liar', { keepaliveMs: 600_000 }))
+    table.upsert(advert('fast', { keepaliveMs: 100 }))
+    clock.now += 2001
+    table.sweep()
+    // a keepalive shorter than the peer timeout does not shorten it
+    expect(events).toEqual(['added slow', 'added liar', 'added fast', 'removed fast: adverts stopped'])
+    clock.now += 15_000 - 2001
+    table.sweep()
+    expect(table.has('slow')).toBe(true)
+    clock.now += 1
+    table.sweep()
+    expect(table.has('slow')).toBe(false)
+    clock.now = T0 + 60_001
+    table.sweep()
+    expect(table.has('liar')).toBe(false)
+  })
+
   it('keeps a peer that keeps advertising', () => {
     const { table, clock } = setup(2000)
     for (let seq = 1; seq <= 10; seq++) {

@@ -17,6 +17,10 @@ export interface PeerEntry {
 
 /** A peer whose adverts stop is dropped after this long, unless configured otherwise */
 export const PEER_TIMEOUT_MS = 2000
+/** ... or after this many of its own keepalive intervals (its advert says), if that is longer */
+export const KEEPALIVES_MISSED = 3
+/** whatever a peer says its keepalive is, it is dropped after at most this long */
+export const PEER_TIMEOUT_MAX_MS = 60_000
 
 export type UpsertResult = 'added' | 'updated' | 'stale' | 'draining'
 
@@ -92,12 +96,21 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     this.emit('removed', id, reason)
   }
 
-  /** Drops peers not heard from within peerTimeoutMs */
+  /**
+   * Drops peers not heard from within their timeout: peerTimeoutMs, or KEEPALIVES_MISSED of the
+   * keepalive interval their adverts give if that is longer (at most PEER_TIMEOUT_MAX_MS)
+   */
   sweep (): void {
-    const cutoff = this.now() - this.peerTimeoutMs
+    const now = this.now()
     for (const [id, e] of this.entries) {
-      if (!e.self && e.lastSeenMs < cutoff) this.remove(id, 'adverts stopped')
+      if (!e.self && e.lastSeenMs < now - this.timeoutOf(e)) this.remove(id, 'adverts stopped')
     }
+  }
+
+  /** How long `e` may stay silent before it is dropped */
+  timeoutOf (e: PeerEntry): number {
+    const said = KEEPALIVES_MISSED * (e.advert.keepaliveMs ?? 0)
+    return Math.min(PEER_TIMEOUT_MAX_MS, Math.max(this.peerTimeoutMs, said))
   }
 
   get (id: string): PeerEntry | undefined {
