@@ -245,9 +245,6 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
   if (config.ackReplicas > config.replicas) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ackReplicas (${config.ackReplicas}) cannot exceed replicas (${config.replicas})`)
   }
-  if (config.advertIntervalMs != null && config.advertIntervalMs * 2 > config.peerTimeoutMs) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option peerTimeoutMs (${config.peerTimeoutMs}) must be at least twice advertIntervalMs (${config.advertIntervalMs})`)
-  }
   if (config.admin != null && !isLoopback(config.admin.host) && config.adminToken == null) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option admin binds "${config.admin.host}", which other machines reach: give --admin-token FILE, or bind 127.0.0.1`)
   }

@@ -62,6 +62,7 @@ export function buildProgram (): Command {
     .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable; optional, agents also meet over NATS)', collect)
     .option('--data <dir>', 'data folder: node key, meter ledger, code cache')
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
+    .option('--keepalive <ms>', 'how often an idle node re-sends its capacity advert (default: 200 ms per node of the mesh, 1-10 s)', int('--keepalive', 20))
     .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--http <[host:]port>', 'serve the HTTP gateway on this port (every deployed route; 0 = a free port)')
@@ -102,6 +103,7 @@ export function buildProgram (): Command {
         bootstrap: opts.bootstrap,
         dataDir: opts.data,
         slots: opts.slots,
+        advertIntervalMs: opts.keepalive,
         maxQueue: opts.maxQueue,
         name: opts.name,
         http: opts.http,

@@ -70,14 +70,14 @@ export function advertGapFor (nodes: number): number {
   return Math.min(500, Math.max(PROMPT_COALESCE_MS, Math.round(nodes)))
 }
 /**
- * How often an idle node re-sends its advert in a mesh of `nodes`: 50 ms per node, at least 1 s
- * and at most 10 s. What each idle node receives stays at or under 20 adverts a second whatever
- * the size (N / (N x 50 ms)), which keeps an idle agent near zero CPU; a peer is dropped after
- * 3 keepalives without a word (it says its own in `keepaliveMs`), while a crashed process is
- * taken out of routing at once by its lost connection and a stopping one by its draining advert.
+ * How often an idle node re-sends its advert in a mesh of `nodes`: 200 ms per node, at least 1 s
+ * and at most 10 s. What each idle node receives stays at or under 5 adverts a second up to 50
+ * nodes (N / (N x 200 ms)), which keeps an idle agent near zero CPU; a peer is dropped after 3
+ * keepalives without a word (it says its own in `keepaliveMs`), while a crashed process is taken
+ * out of routing at once by its lost connection and a stopping one by its draining advert.
  */
 export function keepaliveFor (nodes: number): number {
-  return Math.min(KEEPALIVE_MAX_MS, Math.max(KEEPALIVE_MIN_MS, Math.round(nodes * 50)))
+  return Math.min(KEEPALIVE_MAX_MS, Math.max(KEEPALIVE_MIN_MS, Math.round(nodes * 200)))
 }
 export const KEEPALIVE_MIN_MS = 1000
 export const KEEPALIVE_MAX_MS = 10_000
@@ -157,6 +157,19 @@ export class Gossip implements Startable {
           allowPublishToZeroTopicPeers: true,
           // gossipsub's own default: its mesh upkeep need not be faster than our keepalive
           heartbeatInterval: 1000,
+          // Flood publish hands each advert to every connected peer; the mesh only relays to
+          // peers the publisher is not connected to (past the connection limit), so a small
+          // degree suffices and spares every node copies it drops as duplicates (D = 6 by
+          // default: ~7 copies of each advert in, ~7 out). IHAVE repair is of little worth for
+          // adverts a newer one replaces within a keepalive: to few peers.
+          D: 3,
+          Dlo: 2,
+          Dhi: 6,
+          // gossipsub asks Dout < Dlo and Dout <= D / 2, Dscore <= D
+          Dout: 1,
+          Dscore: 1,
+          Dlazy: 3,
+          gossipFactor: 0.1,
           globalSignaturePolicy: 'StrictSign',
           // Scoring for our threat model (scoring.ts): no per-address penalty, which took down
           // any mesh of more than ~14 agents behind one address; invalid adverts graylist.
