@@ -99,6 +99,28 @@ describe('peer table', () => {
     expect(events).toEqual(['added old', 'added fresh', 'removed old: adverts stopped', 'removed fresh: adverts stopped'])
   })
 
+  it('keeps a suspect out of routing when a late copy of its advert arrives while it is still unreachable', () => {
+    const { table } = setup()
+    table.upsert(advert('a', { seq: 1 }))
+    table.suspect('a')
+    expect(table.upsert(advert('a', { seq: 2 }), true)).toBe('updated')
+    expect(table.routable().map(e => e.advert.nodeId)).toEqual([])
+    expect(table.upsert(advert('a', { seq: 3 }))).toBe('updated')
+    expect(table.routable().map(e => e.advert.nodeId)).toEqual(['a'])
+  })
+
+  it('takes a suspect back once it kept advertising through others for longer than its timeout', () => {
+    const { table, clock } = setup(2000)
+    table.upsert(advert('a', { seq: 1 }))
+    table.suspect('a')
+    clock.now += 1500
+    table.upsert(advert('a', { seq: 2 }), true)
+    expect(table.get('a')?.suspect).toBe(true)
+    clock.now += 1000
+    table.upsert(advert('a', { seq: 3 }), true)
+    expect(table.get('a')?.suspect).toBe(false)
+  })
+
   it('waits three of a peer\'s own keepalives before dropping it, at most a minute', () => {
     const { table, clock, events } = setup(2000)
     table.upsert(advert('slow', { keepaliveMs: 5000 }))

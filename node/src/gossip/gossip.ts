@@ -341,7 +341,11 @@ export class Gossip implements Startable {
     } catch {
       return
     }
-    const result = this.init.table.upsert(advert)
+    // A peer whose connection dropped stays suspect until it is connected again: a copy of its
+    // last advert relayed late by another peer says nothing about it being alive.
+    const entry = this.init.table.get(advert.nodeId)
+    const keepSuspect = entry?.suspect === true && !this.isConnected(advert.nodeId)
+    const result = this.init.table.upsert(advert, keepSuspect)
     if (result !== 'stale') this.stats.accepted++
     if (result === 'added') this.log.info({ peer: advert.nodeId, name: advert.name, slots: advert.slots }, 'peer joined')
   }

@@ -13,6 +13,8 @@ export interface PeerEntry {
   self: boolean
   /** connection lost: no new work until the next advert */
   suspect: boolean
+  /** local clock, ms, when it became suspect */
+  suspectSinceMs?: number
 }
 
 /** A peer whose adverts stop is dropped after this long, unless configured otherwise */
@@ -60,8 +62,13 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     return n == null || advert.startedAtMs > n.startedAtMs || (advert.startedAtMs === n.startedAtMs && advert.seq > n.seq)
   }
 
-  /** Applies a remote advert */
-  upsert (advert: CapacityAdvert): UpsertResult {
+  /**
+   * Applies a remote advert. `keepSuspect`: the peer stays out of routing (its connection is
+   * still down: this advert may have left it before it died and been relayed late by another
+   * peer), but only for as long as its silence would take to drop it (timeoutOf): a peer that
+   * keeps advertising through others after that is alive, only not connected here.
+   */
+  upsert (advert: CapacityAdvert, keepSuspect = false): UpsertResult {
     if (!this.isNewer(advert)) return 'stale'
     this.newest.set(advert.nodeId, { startedAtMs: advert.startedAtMs, seq: advert.seq })
     if (advert.draining) {
@@ -73,7 +80,7 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
       if (existing.self) return 'stale'
       existing.advert = advert
       existing.lastSeenMs = this.now()
-      existing.suspect = false
+      existing.suspect = existing.suspect && keepSuspect && this.now() - (existing.suspectSinceMs ?? 0) <= this.timeoutOf(existing)
       this.emit('updated', existing)
       return 'updated'
     }
@@ -86,7 +93,10 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
   /** Stops routing to `id` until it is heard from again */
   suspect (id: string): void {
     const e = this.entries.get(id)
-    if (e != null && !e.self) e.suspect = true
+    if (e != null && !e.self && !e.suspect) {
+      e.suspect = true
+      e.suspectSinceMs = this.now()
+    }
   }
 
   remove (id: string, reason: string): void {

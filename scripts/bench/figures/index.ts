@@ -9,6 +9,7 @@ import { coldStart } from './cold.js'
 import { asyncEvents } from './events.js'
 import { gatewayFigure } from './gateway.js'
 import { membership } from './membership.js'
+import { meshScale } from './mesh-scale.js'
 import { sandboxLayers } from './layers.js'
 import { meterWrites } from './meter.js'
 import { routingQuality } from './routing.js'
@@ -18,4 +19,4 @@ import { sandboxRoundTrip } from './sandbox.js'
 import { saturation } from './throughput.js'
 import { warmInvoke } from './warm.js'
 
-export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, saturation, replicationLag, asyncEvents, coldStart, routingQuality, membership, gatewayFigure]
+export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, saturation, replicationLag, asyncEvents, coldStart, routingQuality, membership, gatewayFigure, meshScale]
