@@ -49,6 +49,8 @@ async function main (): Promise<number> {
     const row = { ...r, load1: loadavg()[0] }
     results.push(row)
     process.stdout.write(JSON.stringify(row) + '\n')
+    // Written after every size: a later size that fails leaves the earlier ones.
+    if (out != null) await writeFile(out, JSON.stringify({ when: new Date().toISOString(), command: ['node', 'dist/scripts/mesh-scale.js', ...argv].join(' '), results }, null, 2) + '\n')
   }
   // The same smallest mesh again with a short keepalive: its extra CPU and bytes over the first
   // run, per extra advert heard, are what one advert costs (the simulator's calibration).
