@@ -109,6 +109,17 @@ describe('peer table', () => {
     expect(table.routable().map(e => e.advert.nodeId)).toEqual(['a'])
   })
 
+  it('drops a peer whose connection dropped after peerTimeoutMs of silence, whatever its keepalive', () => {
+    const { table, clock } = setup(2000)
+    table.upsert(advert('a', { keepaliveMs: 5000 }))
+    table.upsert(advert('b', { keepaliveMs: 5000 }))
+    table.suspect('a')
+    clock.now += 2001
+    table.sweep()
+    expect(table.has('a')).toBe(false)
+    expect(table.has('b')).toBe(true)
+  })
+
   it('takes a suspect back once it kept advertising through others for longer than its timeout', () => {
     const { table, clock } = setup(2000)
     table.upsert(advert('a', { seq: 1 }))

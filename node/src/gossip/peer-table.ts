@@ -80,7 +80,7 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
       if (existing.self) return 'stale'
       existing.advert = advert
       existing.lastSeenMs = this.now()
-      existing.suspect = existing.suspect && keepSuspect && this.now() - (existing.suspectSinceMs ?? 0) <= this.timeoutOf(existing)
+      existing.suspect = existing.suspect && keepSuspect && this.now() - (existing.suspectSinceMs ?? 0) <= this.timeoutOf({ ...existing, suspect: false })
       this.emit('updated', existing)
       return 'updated'
     }
@@ -117,8 +117,12 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     }
   }
 
-  /** How long `e` may stay silent before it is dropped */
+  /**
+   * How long `e` may stay silent before it is dropped: a peer whose connection dropped (suspect)
+   * gets peerTimeoutMs, one still connected 3 of its keepalives
+   */
   timeoutOf (e: PeerEntry): number {
+    if (e.suspect) return this.peerTimeoutMs
     const said = KEEPALIVES_MISSED * (e.advert.keepaliveMs ?? 0)
     return Math.min(PEER_TIMEOUT_MAX_MS, Math.max(this.peerTimeoutMs, said))
   }
