@@ -28,7 +28,7 @@
  *                 --threads are written as ...-simulate-custom.json and simulate-*-custom.svg)
  */
 import '../node/src/polyfill.js'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { PACKAGE_ROOT } from '../node/src/paths.js'
@@ -39,7 +39,7 @@ import { FULL, LOADS, QUICK, parseService, plan } from './sim/plan.js'
 import { runJobs } from './sim/pool.js'
 import { REAL_SPREAD, formatGossip, formatRuns, formatValidation, formatWaits, gossipChart, gossipRows, scalingChart, validation } from './sim/report.js'
 import { describeService, serviceMean, type ServiceDist } from './sim/rng.js'
-import { GOSSIPSUB, measureWire } from './sim/wire.js'
+import { GOSSIPSUB, measureWire, type WireCosts } from './sim/wire.js'
 import { loadCalibration, scaleRows, type ScaleRow } from './sim/cost.js'
 import { DESIGNS, type GossipDesign } from './sim/shards.js'
 
@@ -57,13 +57,14 @@ interface Args {
   advertGapMs: number | undefined
   designs: GossipDesign[] | undefined
   calibration: string | undefined
+  recost: string | undefined
   out: string | undefined
 }
 
-const USAGE = 'usage: node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100] [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal] [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap ms] [--designs all,shards] [--calibration mesh-scale.json] [--out file]'
+const USAGE = 'usage: node dist/scripts/simulate.js [--quick] [--seed n] [--json] [--threads n] [--nodes 10,100] [--loads 0.5,0.8] [--policies fnmesh,oracle] [--service pareto|lognormal] [--gossip-delay 2-10] [--hop-ms 0.25] [--advert-gap ms] [--designs all,shards] [--calibration mesh-scale.json] [--recost simulate.json] [--out file]'
 
 function parseArgs (argv: string[]): Args {
-  const args: Args = { quick: false, json: false, seed: 1, threads: availableParallelism(), nodes: undefined, loads: undefined, policies: undefined, service: parseService('pareto'), gossipDelayMs: [2, 10], hopMs: 0.25, advertGapMs: undefined, designs: undefined, calibration: undefined, out: undefined }
+  const args: Args = { quick: false, json: false, seed: 1, threads: availableParallelism(), nodes: undefined, loads: undefined, policies: undefined, service: parseService('pareto'), gossipDelayMs: [2, 10], hopMs: 0.25, advertGapMs: undefined, designs: undefined, calibration: undefined, recost: undefined, out: undefined }
   const value = (i: number, name: string): string => {
     const v = argv[i]
     if (v === undefined) throw new Error(`Option "${name}" needs a value`)
@@ -98,6 +99,7 @@ function parseArgs (argv: string[]): Args {
     else if (a === '--advert-gap') args.advertGapMs = number(value(++i, a), a)
     else if (a === '--out') args.out = value(++i, a)
     else if (a === '--calibration') args.calibration = value(++i, a)
+    else if (a === '--recost') args.recost = value(++i, a)
     else if (a === '--designs') {
       const names = value(++i, a).split(',').map(s => s.trim())
       const bad = names.filter(n => !(DESIGNS as readonly string[]).includes(n))
@@ -125,6 +127,17 @@ async function main (): Promise<number> {
   } catch (err: any) {
     process.stderr.write(`error FNMESH_ERR_BAD_USAGE: ${String(err.message)}\n${USAGE}\n`)
     return 2
+  }
+  if (args.recost != null) {
+    // The per-node cost rows of a finished run again, with the newest real-mesh measurement
+    const doc = JSON.parse(await readFile(args.recost, 'utf8')) as { runs: RunResult[], wire: WireCosts, model: { serviceDist: ServiceDist, gossipDelayMs: [number, number], hopMs: number }, rows?: ScaleRow[], calibration?: unknown }
+    const cal = loadCalibration(join(PACKAGE_ROOT, 'bench', 'results'), args.calibration)
+    if (cal == null) throw new Error('No real-mesh calibration found (bench/results/*-mesh-scale.json with a calibration)')
+    doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs)
+    doc.calibration = { ...cal, source: relative(PACKAGE_ROOT, cal.source) }
+    await writeFile(args.recost, toJson(doc))
+    process.stdout.write(formatRows(doc.rows, cal) + '\n')
+    return 0
   }
   const started = performance.now()
   const info = machine()

@@ -4,7 +4,7 @@
  *
  * - gossip CPU and bytes per node: adverts a node hears per second (the nodes it hears about x
  *   the adverts each publishes, as simulated) x what one heard advert costs a real agent: the
- *   same real mesh measured idle and then with a 100 ms keepalive, the extra CPU and gossipsub
+ *   same real mesh measured idle and then with a 250 ms keepalive, the extra CPU and gossipsub
  *   bytes (in + out: every copy, the relaying, IHAVE, control) per extra advert heard. IHAVE
  *   lists grow with the message rate and the view: the model's IHAVE bytes (wire.ts) for the
  *   simulated rate are added on top.
@@ -57,7 +57,14 @@ export function loadCalibration (resultsDir: string, file?: string): RealCalibra
   const dRate = c.fast.advertsReceivedPerAgentPerSec - c.slow.advertsReceivedPerAgentPerSec
   if (!(dRate > 0)) return undefined
   const cpuUsPerAdvert = (c.fast.corePerAgent - c.slow.corePerAgent) * 1e6 / dRate
-  const largest = [...doc.results].sort((a, b) => b.agents - a.agents).find(r => r.failureToNoRoutingMs != null)
+  // The failure time: from this file's sizes, else from the newest real-mesh run of sizes
+  let sizes = doc.results
+  if (!sizes.some(r => r.failureToNoRoutingMs != null)) {
+    const runs = readdirSync(resultsDir).filter(f => f.endsWith('-mesh-scale.json')).sort()
+    if (runs.length > 0) sizes = (JSON.parse(readFileSync(join(resultsDir, runs[runs.length - 1]), 'utf8')) as typeof doc).results
+  }
+  // the smallest mesh: the fewest agents competing for this machine's 2 cores
+  const largest = [...sizes].sort((a, b) => a.agents - b.agents).find(r => r.failureToNoRoutingMs != null)
   return {
     source: path,
     agents: c.agents,
@@ -108,7 +115,7 @@ export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibrat
     const perRouterRate = r.load * r.totalSlots / (serviceMean(service) / 1000) / r.nodes
     const firstPickMs = 1000 / (2 * perRouterRate)
     const connected = heard <= MAX_CONNECTIONS
-    const crashMs = cal.failureToNoRoutingMs ?? 0
+    const crashMs = cal.failureToNoRoutingMs ?? NaN
     rows.push({
       design: r.design,
       nodes: r.nodes,

@@ -49,11 +49,11 @@ export interface SimConfig {
   advertMinGapMs?: number
   /** who hears whose adverts (shards.ts) @default "all" */
   design?: GossipDesign
-  /** shards: nodes per shard topic @default 100 */
+  /** shards: nodes per shard topic @default 25 */
   shardSize?: number
   /** shards: shard topics each node reads @default 2 */
   shardsRead?: number
-  /** shards: the prompt-advert gap is this many ms per node heard (20 ms to 2 s) @default 2.5 */
+  /** shards: the prompt-advert gap is this many ms per node heard (20 ms to 2 s) @default 25 */
   gapMsPerNode?: number
   /** give choosePeer every node up to this mesh size (see views.ts) @default 32 */
   fullScanMaxNodes?: number
@@ -127,7 +127,7 @@ export function shardGapFor (heard: number, msPerNode: number): number {
 export function heardFor (c: SimConfig): number {
   const n = c.slots.length
   if ((c.design ?? 'all') === 'all') return n
-  const size = c.shardSize ?? 100
+  const size = c.shardSize ?? 25
   return Math.min(n, Math.min(c.shardsRead ?? 2, Math.max(1, Math.round(n / size))) * n / Math.max(1, Math.round(n / size)))
 }
 
@@ -136,10 +136,10 @@ export function resolve (c: SimConfig): ResolvedConfig {
   if (!(c.load > 0 && c.load < 2)) throw new Error(`Load must be in (0, 2), got ${c.load}`)
   const design = c.design ?? 'all'
   const heard = heardFor(c)
-  const gapMsPerNode = c.gapMsPerNode ?? 2.5
+  const gapMsPerNode = c.gapMsPerNode ?? 25
   return {
     design,
-    shardSize: 100,
+    shardSize: 25,
     shardsRead: 2,
     gapMsPerNode,
     service: DEFAULT_SERVICE,
