@@ -17,9 +17,15 @@ export const meshScale: Figure = {
     const sizes = [10, 20]
     const results: MeshScaleResult[] = []
     for (const agents of sizes) {
-      results.push(await runMeshScale({ agents, wave: 5, idleWindowMs: 30_000, signal: ctx.signal, log: l => { note(`[${agents} agents] ${l}`) } }))
+      // Join and failure at 10 agents only: the 20-agent mesh measures forming and idle cost, in
+      // bounded time within the bench's limit.
+      results.push(await runMeshScale({ agents, wave: 5, idleWindowMs: 20_000, churn: agents === 10, signal: ctx.signal, log: l => { note(`[${agents} agents] ${l}`) } }))
     }
-    const rows: Row[] = results.flatMap(r => [
+    const rows: Row[] = results.flatMap(r => r.joinMs == null && r.failureToNoRoutingMs == null ? [
+      row(`${r.agents} agents: idle CPU per agent`, 'ms', r.idle.corePerAgent * 1000, 'target 0.01 core (10 ms/s)', 10, 'lower', { value: 10, source: 'issue 16' }),
+      row(`${r.agents} agents: gossip bytes per agent`, '/s', r.idle.gossipBytesPerAgentPerSec, 'every libp2p byte on the wire', r.idle.wireBytesPerAgentPerSec, 'lower'),
+      row(`${r.agents} agents: all ready to one mesh`, 'ms', r.formMs, 'spawn to all ready', r.startMs, 'lower')
+    ] : [
       row(`${r.agents} agents: idle CPU per agent`, 'ms', r.idle.corePerAgent * 1000, 'target 0.01 core (10 ms/s)', 10, 'lower', { value: 10, source: 'issue 16' }),
       row(`${r.agents} agents: gossip bytes per agent`, '/s', r.idle.gossipBytesPerAgentPerSec, 'every libp2p byte on the wire', r.idle.wireBytesPerAgentPerSec, 'lower'),
       row(`${r.agents} agents: all ready to one mesh`, 'ms', r.formMs, 'spawn to all ready', r.startMs, 'lower'),
