@@ -190,8 +190,9 @@ async function main (): Promise<number> {
       policies: POLICIES,
       gossipDelayMs: args.gossipDelayMs,
       hopMs: args.hopMs,
-      advertIntervalMs: 500,
-      advertMinGapMs: args.advertGapMs ?? 'min(500, max(20, N)) ms, as the agents (gossip.ts advertGapFor)',
+      advertIntervalMs: 'keepalive: min(10 s, max(1 s, 200 ms x nodes heard)), as the agents (gossip.ts keepaliveFor)',
+      advertMinGapMs: args.advertGapMs ?? 'all: min(500, max(20, N)) ms, as the agents (gossip.ts advertGapFor); shards: min(2 s, max(20 ms, 25 ms x nodes heard))',
+      shards: { shardSize: 25, shardsRead: 2, gapMsPerNode: 25 },
       advertCoalesceMs: 20,
       queueWaitMs: 500,
       maxQueued: 1000,
@@ -214,7 +215,7 @@ async function main (): Promise<number> {
   } else {
     process.stdout.write([
       `fnmesh simulate, ${mode} run, ${doc.date} on ${info.host} (${info.cores} cores, ${info.cpu}), node ${info.node}, commit ${info.commit}${info.dirty ? '+changes' : ''}, seed ${args.seed}`,
-      `Model: ${subtitle}. Every node is a router; Poisson arrivals at a uniformly random router; adverts every 500 ms and ${args.advertGapMs != null ? `20-${Math.max(20, args.advertGapMs)}` : '20 ms to min(500, max(20, N))'} ms after a load change; BUSY -> marked full until the next advert, penalised, re-pick; no slot anywhere -> wait up to 500 ms, then NO_CAPACITY.`,
+      `Model: ${subtitle}. Every node is a router; Poisson arrivals at a uniformly random router; a keepalive advert every 1-10 s and ${args.advertGapMs != null ? `20-${Math.max(20, args.advertGapMs)}` : '20 ms to min(500, max(20, N))'} ms after a load change; BUSY -> marked full until the next advert, penalised, re-pick; no slot anywhere -> wait up to 500 ms, then NO_CAPACITY.`,
       '',
       formatRuns(runs.filter(r => r.design === 'all'), wire),
       '',
