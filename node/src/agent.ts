@@ -154,6 +154,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       replicationLagMs: () => parts.metering?.gauges().lagP99Ms ?? 0,
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
+      libp2pBytes: () => parts.gossip?.bytes.snapshot() ?? {},
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
       dlqMessages: dlqCounts
     })

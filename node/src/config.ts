@@ -60,11 +60,11 @@ export interface AgentOptions {
   swarmKey?: string
   /** Deployer public keys (files or folders): when given, only deploys signed by one of them run here. @default none */
   trust?: string[]
-  /** Steady interval of capacity adverts. @default 500 */
+  /** Keepalive: how often an idle node re-sends its capacity advert. @default keepaliveFor(mesh size): 50 ms per node, 1-10 s */
   advertIntervalMs?: number
   /** Least gap between adverts sent because load changed. @default 100 */
   advertMinGapMs?: number
-  /** A peer whose adverts stop is dropped after this long. @default 2000 */
+  /** A peer whose adverts stop is dropped after this long, or after 3 of its keepalives if longer. @default 2000 */
   peerTimeoutMs?: number
   /** Interval of NATS discovery announces. @default 5000 */
   announceIntervalMs?: number
@@ -152,7 +152,7 @@ export interface AgentConfig {
   readonly name: string
   /** placement labels: the automatic ones with --label over them (core/placement.ts) */
   readonly labels: Readonly<Record<string, string>>
-  readonly advertIntervalMs: number
+  readonly advertIntervalMs: number | undefined
   readonly advertMinGapMs: number | undefined
   readonly peerTimeoutMs: number
   readonly announceIntervalMs: number
@@ -218,7 +218,8 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     slots: int('slots', options.slots, defaultSlots(), 1, 10_000),
     name,
     labels: Object.freeze(nodeLabels(options.labels ?? [], autoLabels())),
-    advertIntervalMs: int('advertIntervalMs', options.advertIntervalMs, 500, 20, 1000),
+    // unset: the keepalive adapts to the mesh size (gossip.ts keepaliveFor)
+    advertIntervalMs: options.advertIntervalMs == null ? undefined : int('advertIntervalMs', options.advertIntervalMs, 1000, 20, 60_000),
     // unset: adapts to the mesh size (gossip.ts advertGapFor)
     advertMinGapMs: options.advertMinGapMs == null ? undefined : int('advertMinGapMs', options.advertMinGapMs, 100, 0, 1000),
     peerTimeoutMs: int('peerTimeoutMs', options.peerTimeoutMs, PEER_TIMEOUT_MS, 100, 60_000),
@@ -272,9 +273,6 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
   }
   if (config.ackReplicas > config.replicas) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option ackReplicas (${config.ackReplicas}) cannot exceed replicas (${config.replicas})`)
-  }
-  if (config.advertIntervalMs * 2 > config.peerTimeoutMs) {
-    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option peerTimeoutMs (${config.peerTimeoutMs}) must be at least twice advertIntervalMs (${config.advertIntervalMs})`)
   }
   if (config.admin != null && !isLoopback(config.admin.host) && config.adminToken == null) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Option admin binds "${config.admin.host}", which other machines reach: give --admin-token FILE, or bind 127.0.0.1`)

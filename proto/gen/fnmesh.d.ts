@@ -206,6 +206,9 @@ export namespace fnmesh {
             /** CapacityAdvert layers. */
             layers: number;
 
+            /** CapacityAdvert keepaliveMs. */
+            keepaliveMs: number;
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -333,6 +336,9 @@ export namespace fnmesh {
 
                 /** CapacityAdvert layers */
                 layers?: (number|null);
+
+                /** CapacityAdvert keepaliveMs */
+                keepaliveMs?: (number|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];

@@ -411,6 +411,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Object.<string,string>|null} [labels] CapacityAdvert labels
              * @property {Array.<string>|null} [provisioned] CapacityAdvert provisioned
              * @property {number|null} [layers] CapacityAdvert layers
+             * @property {number|null} [keepaliveMs] CapacityAdvert keepaliveMs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -582,6 +583,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.layers = 0;
 
             /**
+             * CapacityAdvert keepaliveMs.
+             * @member {number} keepaliveMs
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.keepaliveMs = 0;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -647,6 +656,8 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.provisioned != null && message.provisioned.length)
                     for (let i = 0; i < message.provisioned.length; ++i)
                         writer.uint32(/* id 90, wireType 2 =*/722).string(message.provisioned[i]);
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs") && message.keepaliveMs !== 0)
+                    writer.uint32(/* id 100, wireType 0 =*/800).uint32(message.keepaliveMs);
                 if (message.labels != null && $Object.hasOwnProperty.call(message, "labels"))
                     for (let keys = $Object.keys(message.labels), i = 0; i < keys.length; ++i)
                         writer.uint32(/* id 120, wireType 2 =*/962).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.labels[keys[i]]).ldelim();
@@ -885,6 +896,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.layers;
                             continue;
                         }
+                    case 100: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.keepaliveMs = value;
+                            else
+                                delete message.keepaliveMs;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -997,6 +1017,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.layers != null && $Object.hasOwnProperty.call(message, "layers"))
                     if (!$util.isInteger(message.layers))
                         return "layers: integer expected";
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs"))
+                    if (!$util.isInteger(message.keepaliveMs))
+                        return "keepaliveMs: integer expected";
                 return null;
             };
 
@@ -1133,6 +1156,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.layers != null)
                     if ($Number(object.layers) !== 0)
                         message.layers = object.layers >>> 0;
+                if (object.keepaliveMs != null)
+                    if ($Number(object.keepaliveMs) !== 0)
+                        message.keepaliveMs = object.keepaliveMs >>> 0;
                 return message;
             };
 
@@ -1202,6 +1228,7 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.warmStarts = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.refusing = "";
                     object.layers = 0;
+                    object.keepaliveMs = 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -1276,6 +1303,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.provisioned.length; ++j)
                         object.provisioned[j] = message.provisioned[j];
                 }
+                if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs"))
+                    object.keepaliveMs = message.keepaliveMs;
                 let keys2;
                 if (message.labels && (keys2 = $Object.keys(message.labels)).length) {
                     object.labels = {};

@@ -15,6 +15,7 @@ import { OracleModel } from './oracle.js'
 import { RouterModel } from './router-model.js'
 import { deriveSeed, drawService, exponential, prng, serviceMean } from './rng.js'
 import { RouterViews } from './views.js'
+import { shardLayout, type ShardLayout } from './shards.js'
 import { Ev, type Invocation, type World } from './world.js'
 
 export { WINDOW } from './metrics.js'
@@ -32,6 +33,7 @@ export class Simulation {
   private readonly oracle: OracleModel<Invocation> | undefined
   private readonly arrivals: () => number
   private readonly meanGapMs: number
+  private readonly layout: ShardLayout | undefined
 
   constructor (config: SimConfig) {
     const c = resolve(config)
@@ -56,7 +58,8 @@ export class Simulation {
     this.exec = new ExecutorModel(this.w, c.slots)
     const routing = prng(deriveSeed(c.seed, 'routing', n, c.load, c.policy))
     const diagnose = prng(deriveSeed(c.seed, 'diagnose', n, c.load, c.policy))
-    this.views = new RouterViews({ n, ids, slots: this.exec.slots, inFlight: this.exec.inFlight, queues: this.exec.queues }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now })
+    this.layout = c.design === 'shards' ? shardLayout(n, c.shardSize, c.shardsRead, deriveSeed(c.seed, 'shards', n)) : undefined
+    this.views = new RouterViews({ n, ids, slots: this.exec.slots, inFlight: this.exec.inFlight, queues: this.exec.queues }, this.gossip, routing, { fullScanMaxNodes: c.fullScanMaxNodes, now: () => this.q.now, layout: this.layout })
     if (c.policy === 'oracle') this.oracle = new OracleModel(ids, c.slots)
     this.routers = new RouterModel(this.w, this.views, this.exec, this.oracle, diagnose)
     // Agents start at different moments: each node's periodic and prompt adverts have their own phase.
@@ -102,7 +105,7 @@ export class Simulation {
     if (totals.arrivals !== totals.completed + totals.rejected) {
       throw new Error(`Invocations lost: ${totals.arrivals} arrived, ${totals.completed} completed, ${totals.rejected} refused`)
     }
-    return m.result(performance.now() - t0, { slots: this.exec.slots, inFlight: this.exec.inFlight, advertsPublished: this.gossip.published, stats: this.views.stats, tracked: this.routers.tracked })
+    return m.result(performance.now() - t0, { slots: this.exec.slots, inFlight: this.exec.inFlight, advertsPublished: this.gossip.published, stats: this.views.stats, tracked: this.routers.tracked, viewNodes: this.layout?.meanView ?? this.n - 1 })
   }
 
   private onArrival (): void {
@@ -178,7 +181,7 @@ export class Simulation {
     const rec: AdvertRecord = this.gossip.publish(p, now, this.exec.load(p), this.metrics.inWindow(now))
     this.q.at(now + this.gossip.delayMaxMs, Ev.Settle, p, undefined)
     for (const r of this.routers.listening) {
-      if (r !== p) this.q.at(this.gossip.arrival(rec, r), Ev.Wake, r, p)
+      if (r !== p && this.views.inView(r, p)) this.q.at(this.gossip.arrival(rec, r), Ev.Wake, r, p)
     }
   }
 }

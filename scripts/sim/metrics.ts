@@ -78,7 +78,7 @@ export class Metrics {
     if (inv.measured) this.m.rejected++
   }
 
-  result (wallMs: number, x: { slots: Int32Array, inFlight: Int32Array, advertsPublished: number, stats: PickStats, tracked: boolean }): RunResult {
+  result (wallMs: number, x: { slots: Int32Array, inFlight: Int32Array, advertsPublished: number, stats: PickStats, tracked: boolean, viewNodes: number }): RunResult {
     const n = this.n
     const c = this.c
     for (let p = 0; p < n; p++) {
@@ -96,6 +96,10 @@ export class Metrics {
     const st = x.stats
     const tracked = c.policy === 'fnmesh' || c.policy === 'round-robin'
     return {
+      design: c.design,
+      viewNodes: x.viewNodes,
+      keepaliveMs: c.advertIntervalMs,
+      advertGapMs: c.advertMinGapMs,
       nodes: n,
       totalSlots: c.slots.reduce((a, b) => a + b, 0),
       load: c.load,

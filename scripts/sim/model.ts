@@ -2,7 +2,8 @@
  * What one simulation run is: the mesh (nodes and their slots), the load, the routing policy
  * and the timing of the network and of gossip; and what it measures.
  */
-import { advertGapFor } from '../../node/src/gossip/gossip.js'
+import { advertGapFor, keepaliveFor } from '../../node/src/gossip/gossip.js'
+import type { GossipDesign } from './shards.js'
 import { DEFAULT_SERVICE, type ServiceDist } from './rng.js'
 
 /**
@@ -42,10 +43,18 @@ export interface SimConfig {
   maxQueue?: number
   /** @default 1000 (router.ts maxQueued) */
   maxQueued?: number
-  /** @default 500 */
+  /** the keepalive @default keepaliveFor(nodes heard), as the agents do */
   advertIntervalMs?: number
-  /** @default advertGapFor(nodes), as the agents do */
+  /** @default the design's gap rule for the nodes heard (all: advertGapFor, as the agents do) */
   advertMinGapMs?: number
+  /** who hears whose adverts (shards.ts) @default "all" */
+  design?: GossipDesign
+  /** shards: nodes per shard topic @default 25 */
+  shardSize?: number
+  /** shards: shard topics each node reads @default 2 */
+  shardsRead?: number
+  /** shards: the prompt-advert gap is this many ms per node heard (20 ms to 2 s) @default 25 */
+  gapMsPerNode?: number
   /** give choosePeer every node up to this mesh size (see views.ts) @default 32 */
   fullScanMaxNodes?: number
 }
@@ -57,6 +66,11 @@ export function slotsFor (nodes: number): number[] {
 export interface Percentiles { p50: number, p99: number, p999: number, mean: number, max: number }
 
 export interface RunResult {
+  design: GossipDesign
+  /** mean nodes a router hears about (N - 1 for "all") */
+  viewNodes: number
+  keepaliveMs: number
+  advertGapMs: number
   nodes: number
   totalSlots: number
   load: number
@@ -104,10 +118,30 @@ export interface RunResult {
 
 export interface ResolvedConfig extends Required<SimConfig> {}
 
+/** shards: the least gap between prompt adverts of a node heard by `heard` nodes */
+export function shardGapFor (heard: number, msPerNode: number): number {
+  return Math.min(2000, Math.max(20, Math.round(heard * msPerNode)))
+}
+
+/** Nodes heard by each node, roughly, under a design (before the layout is drawn) */
+export function heardFor (c: SimConfig): number {
+  const n = c.slots.length
+  if ((c.design ?? 'all') === 'all') return n
+  const size = c.shardSize ?? 25
+  return Math.min(n, Math.min(c.shardsRead ?? 2, Math.max(1, Math.round(n / size))) * n / Math.max(1, Math.round(n / size)))
+}
+
 export function resolve (c: SimConfig): ResolvedConfig {
   if (c.slots.length < 1 || c.slots.some(s => !Number.isInteger(s) || s < 1)) throw new Error('Every node needs at least one slot')
   if (!(c.load > 0 && c.load < 2)) throw new Error(`Load must be in (0, 2), got ${c.load}`)
+  const design = c.design ?? 'all'
+  const heard = heardFor(c)
+  const gapMsPerNode = c.gapMsPerNode ?? 25
   return {
+    design,
+    shardSize: 25,
+    shardsRead: 2,
+    gapMsPerNode,
     service: DEFAULT_SERVICE,
     gossipDelayMs: [2, 10],
     hopMs: 0.25,
@@ -115,10 +149,10 @@ export function resolve (c: SimConfig): ResolvedConfig {
     deadlineMs: 60_000,
     maxQueue: 10_000,
     maxQueued: 1000,
-    advertIntervalMs: 500,
     fullScanMaxNodes: 32,
     ...c,
-    // the agents' rule (gossip.ts) unless a what-if run sets it
-    advertMinGapMs: c.advertMinGapMs ?? advertGapFor(c.slots.length)
+    // the agents' rules (gossip.ts) unless a what-if run sets them
+    advertIntervalMs: c.advertIntervalMs ?? keepaliveFor(heard),
+    advertMinGapMs: c.advertMinGapMs ?? (design === 'all' ? advertGapFor(heard) : shardGapFor(heard, gapMsPerNode))
   }
 }

@@ -9,6 +9,7 @@
  */
 import { POLICIES, slotsFor, type Policy, type SimConfig } from './model.js'
 import { DEFAULT_SERVICE, LOGNORMAL_SERVICE, type ServiceDist } from './rng.js'
+import type { GossipDesign } from './shards.js'
 
 export const LOADS: readonly number[] = [0.5, 0.8, 0.95]
 
@@ -20,6 +21,8 @@ export interface Scale {
   loads?: readonly number[]
   /** policies run by default at this size @default POLICIES */
   policies?: readonly Policy[]
+  /** who hears whose adverts @default "all" */
+  design?: GossipDesign
 }
 
 const CHEAP: readonly Policy[] = ['fnmesh', 'random', 'oracle']
@@ -28,14 +31,18 @@ export const FULL: readonly Scale[] = [
   { nodes: 10, warmupMs: 1000, durationMs: 30_000 },
   { nodes: 100, warmupMs: 1000, durationMs: 5000 },
   { nodes: 1000, warmupMs: 350, durationMs: 150 },
-  { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: CHEAP }
+  { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: CHEAP },
+  // the sharded design (shards.ts), where it differs from "all": past one shard's size
+  { nodes: 1000, warmupMs: 350, durationMs: 150, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' },
+  { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' }
 ]
 
 export const QUICK: readonly Scale[] = [
   { nodes: 10, warmupMs: 500, durationMs: 5000 },
   { nodes: 100, warmupMs: 500, durationMs: 1000 },
   { nodes: 1000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: CHEAP },
-  { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: CHEAP }
+  { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: CHEAP },
+  { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: ['fnmesh'], design: 'shards' }
 ]
 
 /** The 3-agent mesh measured for real: slots 2/2/4 */
@@ -64,6 +71,8 @@ export interface PlanOptions {
   loads?: number[]
   /** only these policies */
   policies?: Policy[]
+  /** only these designs */
+  designs?: GossipDesign[]
 }
 
 export function plan (o: PlanOptions): Job[] {
@@ -71,20 +80,22 @@ export function plan (o: PlanOptions): Job[] {
   const common = { seed: o.seed, service: o.service, gossipDelayMs: o.gossipDelayMs, hopMs: o.hopMs, advertMinGapMs: o.advertMinGapMs }
   for (const s of o.quick ? QUICK : FULL) {
     if (o.nodes != null && !o.nodes.includes(s.nodes)) continue
+    const design = s.design ?? 'all'
+    if (o.designs != null && !o.designs.includes(design)) continue
     for (const load of o.loads ?? s.loads ?? LOADS) {
       for (const policy of o.policies ?? s.policies ?? POLICIES) {
         // BUSY round trips dominate the cost; they grow with N and load, most for round-robin.
         const heavy = policy === 'round-robin' ? 2 * (1 + 20 * load ** 8) : policy === 'fnmesh' ? 1 + 20 * load ** 8 : 0.3
         jobs.push({
-          id: `n${s.nodes}-l${Math.round(load * 100)}-${policy}`,
+          id: `n${s.nodes}-l${Math.round(load * 100)}-${policy}${design === 'all' ? '' : `-${design}`}`,
           group: 'scaling',
-          config: { ...common, slots: slotsFor(s.nodes), load, policy, warmupMs: s.warmupMs, durationMs: s.durationMs },
+          config: { ...common, slots: slotsFor(s.nodes), load, policy, warmupMs: s.warmupMs, durationMs: s.durationMs, design },
           cost: s.nodes ** 1.3 * (s.warmupMs + s.durationMs) * load * heavy
         })
       }
     }
   }
-  if (o.nodes != null || o.loads != null) return jobs.sort((a, b) => b.cost - a.cost)
+  if (o.nodes != null || o.loads != null || o.designs != null) return jobs.sort((a, b) => b.cost - a.cost)
   for (const load of VALIDATION_LOADS) {
     for (const policy of o.policies ?? POLICIES) {
       jobs.push({

@@ -219,6 +219,6 @@ export class RouterModel {
   /** r starts waiting: it must hear every advert reaching it from now on */
   private listen (r: number): void {
     this.listening.add(r)
-    for (const { rec, at } of this.w.gossip.inFlightTo(r, this.now)) this.w.q.at(at, Ev.Wake, r, rec.node)
+    for (const { rec, at } of this.w.gossip.inFlightTo(r, this.now)) if (this.views.inView(r, rec.node)) this.w.q.at(at, Ev.Wake, r, rec.node)
   }
 }

@@ -21,6 +21,7 @@ import { canQueue, chooseQueue, choosePeer, type Candidate } from '../../node/sr
 import { LoadTracker, type Dispatch } from '../../node/src/router/load.js'
 import { PENALTY, PeerPenalties } from '../../node/src/router/penalty.js'
 import type { GossipModel } from './gossip.js'
+import { inView, type ShardLayout } from './shards.js'
 
 export interface SimCandidate extends Candidate { idx: number }
 
@@ -39,6 +40,8 @@ export interface ViewsInit {
   fullScanMaxNodes?: number
   /** the virtual clock, for the penalties' decay */
   now: () => number
+  /** sharded gossip: each router hears about (and routes to) only its view */
+  layout?: ShardLayout
 }
 
 /** The simulated function's name, for the penalties' round-trip learning */
@@ -91,6 +94,7 @@ export class RouterViews {
   private readonly now: () => number
   private readonly rr: Int32Array
   private readonly fullScanMaxNodes: number
+  private readonly layout: ShardLayout | undefined
   readonly stats: PickStats = { picks: 0, advertAgeMs: 0, estimateError: 0, absEstimateError: 0, ownCorrection: 0, fullScans: 0, walks: 0, looked: 0 }
   measuring = false
 
@@ -104,8 +108,14 @@ export class RouterViews {
     this.applied = new Array(s.n).fill(undefined)
     this.memo = new Array(s.n).fill(undefined)
     this.fullScanMaxNodes = init.fullScanMaxNodes ?? 32
+    this.layout = init.layout
     // Each router's round-robin starts at its own place (agents do not start in lockstep).
     this.rr = Int32Array.from({ length: s.n }, () => Math.floor(rng() * s.n))
+  }
+
+  /** True if router r hears about node p (itself included) */
+  inView (r: number, p: number): boolean {
+    return this.layout === undefined || p === r || inView(this.layout, r, p)
   }
 
   private penaltiesOf (r: number): PeerPenalties {
@@ -247,7 +257,7 @@ export class RouterViews {
   pickFnmesh (r: number, now: number): number {
     const n = this.s.n
     let chosen: SimCandidate | undefined
-    if (n <= this.fullScanMaxNodes) {
+    if (n <= this.fullScanMaxNodes && this.layout === undefined) {
       chosen = choosePeer(this.all(r, now), this.rng)
     } else {
       chosen = choosePeer(this.twoFree(r, now), this.rng)
@@ -264,7 +274,7 @@ export class RouterViews {
   pickFnmeshQueue (r: number, now: number, budgetMs: number, runMs: number): number {
     const s = this.s
     let chosen: SimCandidate | undefined
-    if (s.n <= this.fullScanMaxNodes) {
+    if (s.n <= this.fullScanMaxNodes && this.layout === undefined) {
       const all = new Array<SimCandidate>(s.n)
       for (let p = 0; p < s.n; p++) all[p] = this.queueCandidate(r, p, now)
       chosen = chooseQueue(all, budgetMs, runMs, this.rng)
@@ -275,8 +285,10 @@ export class RouterViews {
       const two: SimCandidate[] = []
       const own = this.queueCandidate(r, r, now)
       if (canQueue(own, budgetMs, runMs)) two.push(own)
-      for (let tries = 0; two.length < 2 && tries < 4 * s.n; tries++) {
-        const p = Math.floor(this.rng() * s.n)
+      const view = this.layout?.view[r]
+      const among = view?.length ?? s.n
+      for (let tries = 0; two.length < 2 && tries < 4 * among; tries++) {
+        const p = view !== undefined ? view[Math.floor(this.rng() * among)] : Math.floor(this.rng() * s.n)
         if (p === r || two.some(c => c.idx === p)) continue
         const c = this.queueCandidate(r, p, now)
         if (canQueue(c, budgetMs, runMs)) two.push(c)
@@ -333,6 +345,29 @@ export class RouterViews {
     const s = this.s
     const out: SimCandidate[] = []
     if (s.slots[r] > 0 && s.inFlight[r] < s.slots[r]) out.push({ idx: r, id: s.ids[r], slots: s.slots[r], load: s.inFlight[r], warm: true, self: true })
+    const view = this.layout?.view[r]
+    if (view !== undefined) {
+      // Its own view in a fresh random order (a partial shuffle of the router's own list)
+      const m = view.length
+      for (let k = 0; k < m; k++) {
+        const j = k + Math.floor(this.rng() * (m - k))
+        const p = view[j]
+        view[j] = view[k]
+        view[k] = p
+        if (g.pos[p] < 0) continue
+        const load = this.loadOf(r, p, now)
+        const slots = this.believed[p]
+        if (slots > 0 && load < slots) {
+          out.push({ idx: p, id: s.ids[p], slots, load, warm: true, penalty: this.penalty(r, p) })
+          if (out.length === 2) {
+            if (this.measuring) { this.stats.walks++; this.stats.looked += k + 1 }
+            return out
+          }
+        }
+      }
+      if (this.measuring) { this.stats.fullScans++; this.stats.walks++; this.stats.looked += m }
+      return out
+    }
     const m = g.memberCount
     for (let k = 0; k < m; k++) {
       const j = k + Math.floor(this.rng() * (m - k))

@@ -20,16 +20,16 @@ import { decode, encode, type CapacityAdvert } from '../../proto/codec.js'
 import { ADVERTS_TOPIC } from '../../proto/subjects.js'
 import { advertFastId } from '../../node/src/gossip/gossip.js'
 
-/** gossipsub defaults of @chainsafe/libp2p-gossipsub (constants.js) and the agent's heartbeat */
+/** gossipsub as the agent configures it (gossip.ts) */
 export const GOSSIPSUB = {
-  D: 6,
-  Dlazy: 6,
-  gossipFactor: 0.25,
+  D: 3,
+  Dlazy: 3,
+  gossipFactor: 0.1,
   /** heartbeats of history advertised in IHAVE (mcacheGossip) */
   historyGossip: 3,
   maxIHaveLength: 5000,
-  /** gossip.ts sets heartbeatInterval: 500 */
-  heartbeatMs: 500,
+  /** gossip.ts sets heartbeatInterval: 1000 */
+  heartbeatMs: 1000,
   /** libp2p's default connection manager limit */
   maxConnections: 300
 } as const
@@ -85,7 +85,8 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     refusing: '',
     // what every agent carries: the automatic labels and one of its own
     labels: { arch: 'x64', os: 'linux', cpus: '16', memory: '62', zone: 'eu-1a' },
-    layers: 0b1000111111
+    layers: 0b1000111111,
+    keepaliveMs: 10_000
   }
   const data = encode('CapacityAdvert', advert)
   const from = peerId.toMultihash().bytes

@@ -99,6 +99,59 @@ describe('peer table', () => {
     expect(events).toEqual(['added old', 'added fresh', 'removed old: adverts stopped', 'removed fresh: adverts stopped'])
   })
 
+  it('keeps a suspect out of routing when a late copy of its advert arrives while it is still unreachable', () => {
+    const { table } = setup()
+    table.upsert(advert('a', { seq: 1 }))
+    table.suspect('a')
+    expect(table.upsert(advert('a', { seq: 2 }), true)).toBe('updated')
+    expect(table.routable().map(e => e.advert.nodeId)).toEqual([])
+    expect(table.upsert(advert('a', { seq: 3 }))).toBe('updated')
+    expect(table.routable().map(e => e.advert.nodeId)).toEqual(['a'])
+  })
+
+  it('drops a peer whose connection dropped after peerTimeoutMs of silence, whatever its keepalive', () => {
+    const { table, clock } = setup(2000)
+    table.upsert(advert('a', { keepaliveMs: 5000 }))
+    table.upsert(advert('b', { keepaliveMs: 5000 }))
+    table.suspect('a')
+    clock.now += 2001
+    table.sweep()
+    expect(table.has('a')).toBe(false)
+    expect(table.has('b')).toBe(true)
+  })
+
+  it('takes a suspect back once it kept advertising through others for longer than its timeout', () => {
+    const { table, clock } = setup(2000)
+    table.upsert(advert('a', { seq: 1 }))
+    table.suspect('a')
+    clock.now += 1500
+    table.upsert(advert('a', { seq: 2 }), true)
+    expect(table.get('a')?.suspect).toBe(true)
+    clock.now += 1000
+    table.upsert(advert('a', { seq: 3 }), true)
+    expect(table.get('a')?.suspect).toBe(false)
+  })
+
+  it('waits three of a peer\'s own keepalives before dropping it, at most a minute', () => {
+    const { table, clock, events } = setup(2000)
+    table.upsert(advert('slow', { keepaliveMs: 5000 }))
+    table.upsert(advert('liar', { keepaliveMs: 600_000 }))
+    table.upsert(advert('fast', { keepaliveMs: 100 }))
+    clock.now += 2001
+    table.sweep()
+    // a keepalive shorter than the peer timeout does not shorten it
+    expect(events).toEqual(['added slow', 'added liar', 'added fast', 'removed fast: adverts stopped'])
+    clock.now += 15_000 - 2001
+    table.sweep()
+    expect(table.has('slow')).toBe(true)
+    clock.now += 1
+    table.sweep()
+    expect(table.has('slow')).toBe(false)
+    clock.now = T0 + 60_001
+    table.sweep()
+    expect(table.has('liar')).toBe(false)
+  })
+
   it('keeps a peer that keeps advertising', () => {
     const { table, clock } = setup(2000)
     for (let seq = 1; seq <= 10; seq++) {

@@ -71,6 +71,7 @@ export function buildProgram (): Command {
     .option('--bootstrap <multiaddr>', 'a peer to dial at start (repeatable; optional, agents also meet over NATS)', collect)
     .option('--data <dir>', 'data folder: node key, meter ledger, code cache')
     .option('--slots <n>', 'max concurrent invocations on this node (default: 4 x CPUs)', int('--slots', 1))
+    .option('--keepalive <ms>', 'how often an idle node re-sends its capacity advert (default: 200 ms per node of the mesh, 1-10 s)', int('--keepalive', 20))
     .option('--max-queue <n>', 'most invocations waiting for a slot on this node; each waits as long as its caller\'s deadline allows, and one that would not fit is refused at once (default 10000)', int('--max-queue', 0))
     .option('--name <name>', 'node name shown in `fnmesh nodes` (default: host name)')
     .option('--label <key=value>', 'placement label functions can require (--constraint) or prefer (--prefer), e.g. zone=a (repeatable; arch, os, cpus and memory in GiB are set automatically)', collect)
@@ -117,6 +118,7 @@ export function buildProgram (): Command {
         bootstrap: opts.bootstrap,
         dataDir: opts.data,
         slots: opts.slots,
+        advertIntervalMs: opts.keepalive,
         maxQueue: opts.maxQueue,
         name: opts.name,
         labels: opts.label,

@@ -159,6 +159,8 @@ export interface DevClusterOptions {
   nodeArgs?: string[]
   /** more `fnmesh agent` flags for every agent */
   args?: string[]
+  /** how long each agent may take to become ready (a loaded machine, many agents) @default 30000 */
+  readyTimeoutMs?: number
   /** more flags for agent i (0-based), after `args` */
   argsOf?: (i: number) => string[]
   /**
@@ -215,7 +217,8 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
       env: options.env,
       nodeArgs: options.nodeArgs,
       args: [...(options.args ?? []), ...extra],
-      logFile: join(dir, `${name}.log`)
+      logFile: join(dir, `${name}.log`),
+      readyTimeoutMs: options.readyTimeoutMs
     })
     agents.push(agent)
     return agent

@@ -20,6 +20,8 @@ import { ADVERTS_TOPIC } from '../../../proto/subjects.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { PeerTable } from './peer-table.js'
+import { meshScoreParams, meshScoreThresholds } from './scoring.js'
+import { WireBytes } from './wire-bytes.js'
 
 /** What the rest of the agent reports for this node's advert */
 export interface LoadSnapshot {
@@ -44,7 +46,10 @@ export interface GossipInit {
   bootstrap: string[]
   /** Private swarm: the pre-shared key file's bytes; hosts without the same key cannot connect */
   swarmKey?: Uint8Array
-  /** @default 500 */
+  /**
+   * The keepalive: how often an idle node re-sends its advert (prompt adverts on load changes
+   * come on top) @default keepaliveFor(mesh size)
+   */
   advertIntervalMs?: number
   /** least time between prompt adverts @default advertGapFor(mesh size) */
   advertMinGapMs?: number
@@ -70,6 +75,18 @@ const PROMPT_COALESCE_MS = 20
 export function advertGapFor (nodes: number): number {
   return Math.min(500, Math.max(PROMPT_COALESCE_MS, Math.round(nodes)))
 }
+/**
+ * How often an idle node re-sends its advert in a mesh of `nodes`: 200 ms per node, at least 1 s
+ * and at most 10 s. What each idle node receives stays at or under 5 adverts a second up to 50
+ * nodes (N / (N x 200 ms)), which keeps an idle agent near zero CPU; a peer is dropped after 3
+ * keepalives without a word (it says its own in `keepaliveMs`), while a crashed process is taken
+ * out of routing at once by its lost connection and a stopping one by its draining advert.
+ */
+export function keepaliveFor (nodes: number): number {
+  return Math.min(KEEPALIVE_MAX_MS, Math.max(KEEPALIVE_MIN_MS, Math.round(nodes * 200)))
+}
+export const KEEPALIVE_MIN_MS = 1000
+export const KEEPALIVE_MAX_MS = 10_000
 const MAX_SLOTS = 1_000_000
 /** in_flight counts the executor's queue too, of at most --max-queue (config.ts caps it at this) */
 const MAX_QUEUE = 1_000_000
@@ -89,20 +106,23 @@ export class Gossip implements Startable {
   private seq = 0
   private readonly startedAtMs = Date.now()
   private timer: NodeJS.Timeout | undefined
+  private keepaliveMs = KEEPALIVE_MIN_MS
   private sweeper: NodeJS.Timeout | undefined
   private bootTimer: NodeJS.Timeout | undefined
   private promptTimer: NodeJS.Timeout | undefined
   private lastSentMs = 0
   private draining = false
   private readonly log: Logger
-  private readonly advertIntervalMs: number
+  private readonly advertIntervalMs: number | undefined
   private readonly advertMinGapMs: number | undefined
   /** adverts received, accepted, rejected (forged or malformed), ignored (stale) */
   readonly stats = { received: 0, accepted: 0, rejected: 0, ignored: 0, sent: 0 }
+  /** libp2p bytes on the wire and per protocol, since start */
+  readonly bytes = new WireBytes()
 
   constructor (private readonly init: GossipInit) {
     this.log = init.logger
-    this.advertIntervalMs = init.advertIntervalMs ?? 500
+    this.advertIntervalMs = init.advertIntervalMs
     this.advertMinGapMs = init.advertMinGapMs
   }
 
@@ -131,6 +151,7 @@ export class Gossip implements Startable {
       addresses: { listen: this.init.listen },
       transports: [tcp()],
       connectionEncrypters: [noise()],
+      metrics: this.bytes.metrics(),
       streamMuxers: [yamux({ maxInboundStreams: 64, maxOutboundStreams: 64, maxMessageSize: 256 * 1024 })],
       // With a swarm key, every connection is wrapped in XSalsa20 with the key before Noise runs:
       // a host without it fails the first bytes and never learns anything.
@@ -140,8 +161,26 @@ export class Gossip implements Startable {
         pubsub: gossipsub({
           emitSelf: false,
           allowPublishToZeroTopicPeers: true,
-          heartbeatInterval: 500,
+          // gossipsub's own default: its mesh upkeep need not be faster than our keepalive
+          heartbeatInterval: 1000,
+          // Flood publish hands each advert to every connected peer; the mesh only relays to
+          // peers the publisher is not connected to (past the connection limit), so a small
+          // degree suffices and spares every node copies it drops as duplicates (D = 6 by
+          // default: ~7 copies of each advert in, ~7 out). IHAVE repair is of little worth for
+          // adverts a newer one replaces within a keepalive: to few peers.
+          D: 3,
+          Dlo: 2,
+          Dhi: 6,
+          // gossipsub asks Dout < Dlo and Dout <= D / 2, Dscore <= D
+          Dout: 1,
+          Dscore: 1,
+          Dlazy: 3,
+          gossipFactor: 0.1,
           globalSignaturePolicy: 'StrictSign',
+          // Scoring for our threat model (scoring.ts): no per-address penalty, which took down
+          // any mesh of more than ~14 agents behind one address; invalid adverts graylist.
+          scoreParams: meshScoreParams([ADVERTS_TOPIC]),
+          scoreThresholds: meshScoreThresholds(),
           // Every copy of an advert (one per mesh peer that forwards it) would otherwise have its
           // ed25519 signature checked (~130 µs) before gossipsub sees it is a duplicate.
           fastMsgIdFn: advertFastId,
@@ -157,13 +196,18 @@ export class Gossip implements Startable {
       this.onAdvert(evt.detail)
     })
     pubsub.subscribe(ADVERTS_TOPIC)
+    // A newly connected peer joining the topic hears this node soon, not one keepalive later
+    // (and a node just started reaches its first peers at once): only connected peers cause this.
+    pubsub.addEventListener('subscription-change', (evt) => {
+      if (evt.detail.subscriptions.some(s => s.subscribe && s.topic === ADVERTS_TOPIC)) this.loadChanged()
+    })
     node.addEventListener('peer:disconnect', (evt) => {
       // A lost connection stops new work at once; the peer is dropped if its adverts stop too.
       this.init.table.suspect(evt.detail.toString())
     })
     this.init.table.setSelf(this.buildAdvert())
-    this.timer = setInterval(() => { void this.publish() }, this.advertIntervalMs)
-    this.sweeper = setInterval(() => { this.init.table.sweep() }, Math.max(50, Math.floor(this.advertIntervalMs / 2)))
+    this.scheduleKeepalive()
+    this.sweeper = setInterval(() => { this.init.table.sweep() }, 500)
     this.dialBootstrap()
     this.log.info({ nodeId: this.nodeId, addrs: this.multiaddrs() }, 'libp2p host started')
   }
@@ -181,16 +225,24 @@ export class Gossip implements Startable {
     }, wait)
   }
 
+  /** The next keepalive, one interval after the last advert of any kind */
+  private scheduleKeepalive (): void {
+    clearTimeout(this.timer)
+    if (this.node == null || this.draining) return
+    this.keepaliveMs = this.advertIntervalMs ?? keepaliveFor(this.init.table.size)
+    this.timer = setTimeout(() => { void this.publish() }, this.keepaliveMs)
+  }
+
   /** Tells peers to route nothing more here: the last advert, with draining set */
   async leave (): Promise<void> {
     if (this.node == null || this.draining) return
     this.draining = true
-    clearInterval(this.timer)
+    clearTimeout(this.timer)
     await this.publish()
   }
 
   async stop (): Promise<void> {
-    clearInterval(this.timer)
+    clearTimeout(this.timer)
     clearInterval(this.sweeper)
     clearTimeout(this.bootTimer)
     clearTimeout(this.promptTimer)
@@ -244,13 +296,16 @@ export class Gossip implements Startable {
       refusing: s.refusing ?? '',
       labels: { ...this.init.labels },
       provisioned: (s.provisioned ?? []).slice(0, MAX_WARM),
-      layers: s.layers ?? 0
+      layers: s.layers ?? 0,
+      keepaliveMs: this.keepaliveMs
     }
   }
 
   private async publish (): Promise<void> {
     const node = this.node
     if (node == null) return
+    // Any advert restarts the keepalive: a busy node's prompt adverts are its keepalives.
+    this.scheduleKeepalive()
     const advert = this.buildAdvert()
     this.init.table.setSelf(advert)
     this.lastSentMs = Date.now()
@@ -295,7 +350,11 @@ export class Gossip implements Startable {
     } catch {
       return
     }
-    const result = this.init.table.upsert(advert)
+    // A peer whose connection dropped stays suspect until it is connected again: a copy of its
+    // last advert relayed late by another peer says nothing about it being alive.
+    const entry = this.init.table.get(advert.nodeId)
+    const keepSuspect = entry?.suspect === true && !this.isConnected(advert.nodeId)
+    const result = this.init.table.upsert(advert, keepSuspect)
     if (result !== 'stale') this.stats.accepted++
     if (result === 'added') this.log.info({ peer: advert.nodeId, name: advert.name, slots: advert.slots }, 'peer joined')
   }
@@ -327,7 +386,7 @@ export function inRange (a: CapacityAdvert, now = Date.now()): boolean {
     (a.provisioned ?? []).length <= MAX_WARM && (a.provisioned ?? []).every(w => w.length <= 200) &&
     /^[\w.-]{0,64}$/.test(a.name) && a.seq >= 1 &&
     a.startedAtMs > 0 && a.startedAtMs <= now + MAX_CLOCK_AHEAD_MS && a.sentAtMs <= now + MAX_CLOCK_AHEAD_MS &&
-    a.freeMemMb <= 1 << 30 && a.invocations <= Number.MAX_SAFE_INTEGER
+    a.freeMemMb <= 1 << 30 && a.invocations <= Number.MAX_SAFE_INTEGER && (a.keepaliveMs ?? 0) <= 600_000
 }
 
 /**

@@ -13,10 +13,16 @@ export interface PeerEntry {
   self: boolean
   /** connection lost: no new work until the next advert */
   suspect: boolean
+  /** local clock, ms, when it became suspect */
+  suspectSinceMs?: number
 }
 
 /** A peer whose adverts stop is dropped after this long, unless configured otherwise */
 export const PEER_TIMEOUT_MS = 2000
+/** ... or after this many of its own keepalive intervals (its advert says), if that is longer */
+export const KEEPALIVES_MISSED = 3
+/** whatever a peer says its keepalive is, it is dropped after at most this long */
+export const PEER_TIMEOUT_MAX_MS = 60_000
 
 export type UpsertResult = 'added' | 'updated' | 'stale' | 'draining'
 
@@ -56,8 +62,13 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     return n == null || advert.startedAtMs > n.startedAtMs || (advert.startedAtMs === n.startedAtMs && advert.seq > n.seq)
   }
 
-  /** Applies a remote advert */
-  upsert (advert: CapacityAdvert): UpsertResult {
+  /**
+   * Applies a remote advert. `keepSuspect`: the peer stays out of routing (its connection is
+   * still down: this advert may have left it before it died and been relayed late by another
+   * peer), but only for as long as its silence would take to drop it (timeoutOf): a peer that
+   * keeps advertising through others after that is alive, only not connected here.
+   */
+  upsert (advert: CapacityAdvert, keepSuspect = false): UpsertResult {
     if (!this.isNewer(advert)) return 'stale'
     this.newest.set(advert.nodeId, { startedAtMs: advert.startedAtMs, seq: advert.seq })
     if (advert.draining) {
@@ -69,7 +80,7 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
       if (existing.self) return 'stale'
       existing.advert = advert
       existing.lastSeenMs = this.now()
-      existing.suspect = false
+      existing.suspect = existing.suspect && keepSuspect && this.now() - (existing.suspectSinceMs ?? 0) <= this.timeoutOf({ ...existing, suspect: false })
       this.emit('updated', existing)
       return 'updated'
     }
@@ -82,7 +93,10 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
   /** Stops routing to `id` until it is heard from again */
   suspect (id: string): void {
     const e = this.entries.get(id)
-    if (e != null && !e.self) e.suspect = true
+    if (e != null && !e.self && !e.suspect) {
+      e.suspect = true
+      e.suspectSinceMs = this.now()
+    }
   }
 
   remove (id: string, reason: string): void {
@@ -92,12 +106,25 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     this.emit('removed', id, reason)
   }
 
-  /** Drops peers not heard from within peerTimeoutMs */
+  /**
+   * Drops peers not heard from within their timeout: peerTimeoutMs, or KEEPALIVES_MISSED of the
+   * keepalive interval their adverts give if that is longer (at most PEER_TIMEOUT_MAX_MS)
+   */
   sweep (): void {
-    const cutoff = this.now() - this.peerTimeoutMs
+    const now = this.now()
     for (const [id, e] of this.entries) {
-      if (!e.self && e.lastSeenMs < cutoff) this.remove(id, 'adverts stopped')
+      if (!e.self && e.lastSeenMs < now - this.timeoutOf(e)) this.remove(id, 'adverts stopped')
     }
+  }
+
+  /**
+   * How long `e` may stay silent before it is dropped: a peer whose connection dropped (suspect)
+   * gets peerTimeoutMs, one still connected 3 of its keepalives
+   */
+  timeoutOf (e: PeerEntry): number {
+    if (e.suspect) return this.peerTimeoutMs
+    const said = KEEPALIVES_MISSED * (e.advert.keepaliveMs ?? 0)
+    return Math.min(PEER_TIMEOUT_MAX_MS, Math.max(this.peerTimeoutMs, said))
   }
 
   get (id: string): PeerEntry | undefined {

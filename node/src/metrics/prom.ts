@@ -36,6 +36,8 @@ export interface NodeStats {
   underReplicated: () => number
   /** routable peers in the gossip table, this node excluded */
   gossipPeers: () => number
+  /** libp2p bytes since start by protocol ("wire": every connection on TCP), in and out */
+  libp2pBytes?: () => Record<string, { in: number, out: number }>
   natsConnected: () => boolean
   /** messages in the dead-letter stream per function (mesh-wide); read at scrape time, may reject */
   dlqMessages?: () => Promise<Record<string, number>>
@@ -117,6 +119,22 @@ export class PromMetrics implements MetricsSink {
         this.inc({ direction: 'rejected' }, a.rejected)
       }
     })
+    const bytes = stats.libp2pBytes
+    if (bytes != null) {
+      new Counter({
+        name: 'fnmesh_libp2p_bytes_total',
+        help: 'libp2p bytes since start: protocol "wire" is every connection as sent on TCP (Noise, yamux), the others each protocol\'s stream payload (/meshsub/… is gossip)',
+        labelNames: ['protocol', 'direction'],
+        registers: r,
+        collect () {
+          this.reset()
+          for (const [protocol, c] of Object.entries(bytes())) {
+            this.inc({ protocol, direction: 'in' }, c.in)
+            this.inc({ protocol, direction: 'out' }, c.out)
+          }
+        }
+      })
+    }
     gauge('fnmesh_isolation_layers_active', 'Sandbox isolation layers active on this node', stats.layersActive)
     gauge('fnmesh_disk_free_bytes', 'Free bytes where the meter ledger lives', stats.diskFreeBytes)
     gauge('fnmesh_meter_replication_lag_seconds', 'p99 time for a meter record to reach its replicas (recent window)', () => stats.replicationLagMs() / 1000)

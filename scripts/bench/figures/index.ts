@@ -11,6 +11,7 @@ import { bindingGet } from './binding.js'
 import { gatewayFigure } from './gateway.js'
 import { membership } from './membership.js'
 import { observabilityCost } from './observability.js'
+import { meshScale } from './mesh-scale.js'
 import { sandboxLayers } from './layers.js'
 import { meterWrites } from './meter.js'
 import { routingQuality } from './routing.js'
@@ -21,4 +22,4 @@ import { saturation } from './throughput.js'
 import { streamFirstByte } from './stream.js'
 import { warmInvoke } from './warm.js'
 
-export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, observabilityCost, saturation, replicationLag, asyncEvents, bindingGet, coldStart, routingQuality, membership, gatewayFigure]
+export const FIGURES: readonly Figure[] = [meterWrites, meterDisk, meterCatchup, sandboxRoundTrip, sandboxLayers, warmInvoke, streamFirstByte, observabilityCost, saturation, replicationLag, asyncEvents, bindingGet, coldStart, routingQuality, membership, gatewayFigure, meshScale]

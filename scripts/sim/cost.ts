@@ -1,0 +1,139 @@
+/**
+ * Per (design, nodes, load): what the results JSON answers about scale, from the simulated runs
+ * and the real mesh of agents (scripts/mesh-scale.ts), which corrects the model:
+ *
+ * - gossip CPU and bytes per node: adverts a node hears per second (the nodes it hears about x
+ *   the adverts each publishes, as simulated) x what one heard advert costs a real agent: the
+ *   same real mesh measured idle and then with a 250 ms keepalive, the extra CPU and gossipsub
+ *   bytes (in + out: every copy, the relaying, IHAVE, control) per extra advert heard. IHAVE
+ *   lists grow with the message rate and the view: the model's IHAVE bytes (wire.ts) for the
+ *   simulated rate are added on top.
+ * - join to first work: a joining node's first advert goes out on its first peer's subscription
+ *   (20 ms coalescing) and reaches the others within the gossip delay; the routers that hear it
+ *   then pick it as soon as one of them samples it (power of two among the free nodes it hears
+ *   about: each invocation samples it with probability >= 2 / heard), plus the hop.
+ * - failure to no routing (a crashed agent, its host up): every router connected to it sees the
+ *   connection drop and stops routing there at once (the real mesh's measured time); a router
+ *   not connected to it (past the connection limit: only with "all" above 300 nodes) waits 3 of
+ *   its keepalives. A silent host (no FIN) is found by probing (SWIM: each node probes one node
+ *   it hears about per second; the first probe of the dead node comes within ~1 s, fails after
+ *   0.5 s, and the suspicion is published to the node's shard) in the sharded design, and by 3
+ *   keepalives in "all" as the agent does today.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { RunResult } from './model.js'
+import { gossipLoad, GOSSIPSUB, type WireCosts } from './wire.js'
+import { serviceMean, type ServiceDist } from './rng.js'
+
+/** The figures of one real mesh (scripts/bench/mesh-scale.ts) the model is corrected by */
+export interface RealCalibration {
+  source: string
+  agents: number
+  /** extra CPU per extra advert heard (the mesh idle, then with a short keepalive), µs */
+  cpuUsPerAdvert: number
+  /** extra gossipsub bytes in + out per extra advert heard */
+  bytesPerAdvert: number
+  /** idle CPU per agent with no adverts at all (the rest of the agent), cores */
+  idleFixedCore: number
+  /** SIGKILL to no survivor routing to it, ms, as measured (largest mesh) */
+  failureToNoRoutingMs: number | null
+  load1: number | null
+}
+
+interface Idle { corePerAgent: number, gossipBytesPerAgentPerSec: number, advertsReceivedPerAgentPerSec: number }
+
+/** From the newest bench/results/*-mesh-scale.json with a calibration (or `file`) */
+export function loadCalibration (resultsDir: string, file?: string): RealCalibration | undefined {
+  let path = file
+  if (path == null) {
+    const found = readdirSync(resultsDir).filter(f => f.endsWith('-mesh-scale.json')).sort()
+    if (found.length === 0) return undefined
+    path = join(resultsDir, found[found.length - 1])
+  }
+  const doc = JSON.parse(readFileSync(path, 'utf8')) as { results: Array<{ agents: number, failureToNoRoutingMs?: number }>, calibration?: { agents: number, slow: Idle, fast: Idle, load1?: number } }
+  const c = doc.calibration
+  if (c == null) return undefined
+  const dRate = c.fast.advertsReceivedPerAgentPerSec - c.slow.advertsReceivedPerAgentPerSec
+  if (!(dRate > 0)) return undefined
+  const cpuUsPerAdvert = (c.fast.corePerAgent - c.slow.corePerAgent) * 1e6 / dRate
+  // The failure time: from this file's sizes, else from the newest real-mesh run of sizes
+  let sizes = doc.results
+  if (!sizes.some(r => r.failureToNoRoutingMs != null)) {
+    const runs = readdirSync(resultsDir).filter(f => f.endsWith('-mesh-scale.json')).sort()
+    if (runs.length > 0) sizes = (JSON.parse(readFileSync(join(resultsDir, runs[runs.length - 1]), 'utf8')) as typeof doc).results
+  }
+  // the smallest mesh: the fewest agents competing for this machine's 2 cores
+  const largest = [...sizes].sort((a, b) => a.agents - b.agents).find(r => r.failureToNoRoutingMs != null)
+  return {
+    source: path,
+    agents: c.agents,
+    cpuUsPerAdvert,
+    bytesPerAdvert: (c.fast.gossipBytesPerAgentPerSec - c.slow.gossipBytesPerAgentPerSec) / dRate,
+    idleFixedCore: c.slow.corePerAgent - c.slow.advertsReceivedPerAgentPerSec * cpuUsPerAdvert / 1e6,
+    failureToNoRoutingMs: largest?.failureToNoRoutingMs ?? null,
+    load1: c.load1 ?? null
+  }
+}
+
+export interface ScaleRow {
+  design: string
+  nodes: number
+  load: number
+  p99Ms: number
+  oracleP99Ms: number
+  p99OverOracle: number
+  /** nodes a node hears about */
+  viewNodes: number
+  advertsPublishedPerNodePerSec: number
+  advertsHeardPerNodePerSec: number
+  gossipCorePerNode: number
+  gossipBytesPerNodePerSec: number
+  joinToFirstWorkMs: number
+  failureToNoRoutingMs: number
+  silentFailureToNoRoutingMs: number
+  keepaliveMs: number
+  advertGapMs: number
+}
+
+/** libp2p's connection manager limit: beyond it a node is not connected to every node it hears about */
+const MAX_CONNECTIONS = GOSSIPSUB.maxConnections
+/** SWIM probing in the sharded design: one probe a second, answered within 0.5 s */
+const PROBE_PERIOD_MS = 1000
+const PROBE_TIMEOUT_MS = 500
+
+export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibration, service: ServiceDist, gossipDelayMaxMs: number, hopMs: number): ScaleRow[] {
+  const rows: ScaleRow[] = []
+  for (const r of runs) {
+    if (r.policy !== 'fnmesh') continue
+    const oracle = runs.find(o => o.policy === 'oracle' && o.nodes === r.nodes && o.load === r.load)
+    if (oracle == null) continue
+    const heard = r.viewNodes
+    const rate = r.advertsPerNodePerSec
+    const heardPerSec = heard * rate
+    const ihave = gossipLoad(heard + 1, rate, wire).ihaveBytesPerSec
+    const perRouterRate = r.load * r.totalSlots / (serviceMean(service) / 1000) / r.nodes
+    const firstPickMs = 1000 / (2 * perRouterRate)
+    const connected = heard <= MAX_CONNECTIONS
+    const crashMs = cal.failureToNoRoutingMs ?? NaN
+    rows.push({
+      design: r.design,
+      nodes: r.nodes,
+      load: r.load,
+      p99Ms: r.latencyMs.p99,
+      oracleP99Ms: oracle.latencyMs.p99,
+      p99OverOracle: r.latencyMs.p99 / oracle.latencyMs.p99,
+      viewNodes: heard,
+      advertsPublishedPerNodePerSec: rate,
+      advertsHeardPerNodePerSec: heardPerSec,
+      gossipCorePerNode: heardPerSec * cal.cpuUsPerAdvert / 1e6,
+      gossipBytesPerNodePerSec: heardPerSec * cal.bytesPerAdvert + 2 * ihave,
+      joinToFirstWorkMs: 20 + gossipDelayMaxMs + firstPickMs + hopMs,
+      failureToNoRoutingMs: connected ? crashMs : 3 * r.keepaliveMs,
+      silentFailureToNoRoutingMs: r.design === 'shards' ? PROBE_PERIOD_MS + PROBE_TIMEOUT_MS + gossipDelayMaxMs : 3 * r.keepaliveMs,
+      keepaliveMs: r.keepaliveMs,
+      advertGapMs: r.advertGapMs
+    })
+  }
+  return rows
+}

@@ -1,0 +1,21 @@
+import { describe, expect, it } from 'vitest'
+import { runMeshScale } from '../../scripts/bench/mesh-scale.js'
+
+// Ten real agents (--sandbox none, one slot each) on one nats-server: the CI version of the
+// bench's real-mesh scale run (scripts/mesh-scale.ts runs 10 to 30 and more).
+describe('a real mesh of 10 agents on one host', () => {
+  it('forms one mesh, gossips a few kB/s per idle agent, takes a joining agent and drops a killed one', async () => {
+    const lines: string[] = []
+    const r = await runMeshScale({ agents: 10, wave: 5, idleWindowMs: 8000, settleMs: 2000, formTimeoutMs: 60_000, log: l => lines.push(l) })
+    // Every agent saw the 9 others (runMeshScale throws otherwise).
+    expect(r.formMs, lines.join('\n')).toBeLessThan(60_000)
+    // Idle: keepalives only (at most one per 1-2 s per peer), each a few copies of ~330 B.
+    expect(r.idle.advertsReceivedPerAgentPerSec).toBeGreaterThan(0)
+    expect(r.idle.advertsReceivedPerAgentPerSec).toBeLessThan(20)
+    expect(r.idle.gossipBytesPerAgentPerSec).toBeGreaterThan(0)
+    expect(r.idle.gossipBytesPerAgentPerSec).toBeLessThan(40_000)
+    // A joining agent gets work; a SIGKILLed one leaves every survivor's routable peers.
+    expect(r.joinMs, lines.join('\n')).toBeDefined()
+    expect(r.failureToNoRoutingMs, lines.join('\n')).toBeLessThan(20_000)
+  }, 300_000)
+})
