@@ -121,7 +121,10 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     const host = mm.net.hosts.find(h => mesh.nc.getServer().startsWith(`${h.address}:`)) ?? mm.net.hosts[1]
     console.log(`cutting off host ${host.index} (${host.address}), the client's server`)
     const figures = await run('one host cut off for 20 s (the client\'s server)', async () => { mm.net.setLink(host, false) }, 20_000, async () => { mm.net.setLink(host, true) }, 8000)
-    expectServing(figures, 25_000)
+    // A deploy in flight at the cut retries for up to its 20 s limit (js-retry) and may then fail
+    // once; the next one succeeds in a few seconds: ~21-28 s without a deploy succeeding is the
+    // documented worst case (README, multi-host figures), not a stall. Anything longer is.
+    expectServing(figures, 30_000)
   }, 90_000)
 
   it('takes a host added mid-run into the mesh', async () => {
@@ -147,6 +150,20 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     let metered = new Set<string>()
     await waitFor(async () => { metered = await meteredEvents(mesh, 'work'); return accepted.every(id => metered.has(id)) }, { timeoutMs: 60_000, intervalMs: 1000, message: 'every accepted event metered' }).catch(() => {})
     const lost = accepted.filter(id => !metered.has(id))
+    if (lost.length > 0) {
+      // Where are they? Each agent's own ledger, and the dead letters: a run never metered and an
+      // export that missed a holder look alike from here.
+      const held: Record<string, string[]> = {}
+      for (const a of (m as NetnsMesh).agents.filter(x => x.running)) {
+        const own: string[] = []
+        try { for await (const r of mesh.exportRecords({ fn: 'work', via: a.nodeId, local: true, timeoutMs: 10_000 })) if (lost.includes(r.eventId)) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
+        held[a.name] = own
+      }
+      const missing: string[][] = []
+      for await (const r of mesh.exportRecords({ fn: 'work', timeoutMs: 10_000, onMissing: (x) => { missing.push(x) } })) if (lost.includes(r.eventId)) held.again = [...(held.again ?? []), r.eventId]
+      const dead = await mesh.dlqList({ fn: 'work' }).catch((err: Error) => `dlq list failed: ${err.message}`)
+      console.log(`events not metered: ${lost.join(', ')}; held in own ledgers: ${JSON.stringify(held)}; export missing members: ${JSON.stringify(missing)}; dead letters of work: ${JSON.stringify(dead).slice(0, 2000)}`)
+    }
     // Schedules: every due tick from start to end stored once (late ones count: missed ticks fire late, once).
     const from = Math.ceil((started + 2000) / 1000) * 1000
     const due = Array.from({ length: Math.floor((end - 2000 - from) / 1000) + 1 }, (_, i) => from + i * 1000)
