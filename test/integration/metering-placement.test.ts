@@ -106,7 +106,8 @@ describe('a meter ledger placed on owners, on 7 agents with R = 2 and --ack-repl
     // Every answered invocation is held (placed() waits for that); a call the caller saw fail may still have run and been billed.
     expect(held.size).toBeGreaterThanOrEqual(ok.length)
     for (const [k, agents] of held) expect(agents, k).toHaveLength(R + 1)
-    const status = await t.mesh.meterStatus({ timeoutMs: 20_000 })
+    let status = await t.mesh.meterStatus({ timeoutMs: 20_000 })
+    await waitFor(async () => (status = await t.mesh.meterStatus({ timeoutMs: 20_000 })).reduce((n, s) => n + s.records, 0) === held.size * (R + 1), { timeoutMs: 30_000, intervalMs: 1000, message: 'meter status: R+1 copies of every record' }).catch(() => {})
     expect(status).toHaveLength(7)
     expect(status.reduce((n, s) => n + s.records, 0)).toBe(held.size * (R + 1))
     for (const s of status) {
@@ -125,9 +126,15 @@ describe('a meter ledger placed on owners, on 7 agents with R = 2 and --ack-repl
     expect(cli.code, cli.stderr).toBe(0)
     const rows = JSON.parse(cli.stdout) as ExportedRecord[]
     expect(rows.map(identity).sort()).toEqual([...held.keys()].sort())
-    const st = await runCli(['meter', 'status', '--json', '--nats', t.url], { timeoutMs: 60_000 })
-    expect(st.code, st.stderr).toBe(0)
-    const parsed = JSON.parse(st.stdout) as Array<{ nodeId: string, records: number, members: number, ownedRanges: number }>
+    // A copy held outside the owners (a router's carried copy) lives until its handoff confirms and
+    // drops it: the sum settles at R+1 copies per record, asked again until it does.
+    let parsed: Array<{ nodeId: string, records: number, members: number, ownedRanges: number }> = []
+    await waitFor(async () => {
+      const st = await runCli(['meter', 'status', '--json', '--nats', t.url], { timeoutMs: 60_000 })
+      expect(st.code, st.stderr).toBe(0)
+      parsed = JSON.parse(st.stdout)
+      return parsed.reduce((n, s) => n + s.records, 0) === held.size * (R + 1)
+    }, { timeoutMs: 30_000, intervalMs: 1000, message: 'meter status: R+1 copies of every record' })
     expect(parsed.map(s => s.nodeId).sort()).toEqual(t.cluster.agents.map(a => a.nodeId).sort())
     expect(parsed.reduce((n, s) => n + s.records, 0)).toBe(held.size * (R + 1))
     for (const s of parsed) expect(s.members).toBe(7)
