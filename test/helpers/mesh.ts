@@ -11,13 +11,8 @@ export interface TestMesh {
   stop: () => Promise<void>
 }
 
-export interface TestMeshOptions extends DevClusterOptions {
-  /** longest wait for every agent to see every other one before the mesh counts as started. @default 15000 */
-  readyTimeoutMs?: number
-}
-
 /** A real nats-server plus agent processes, and an SDK client connected to them */
-export async function startMesh (options: TestMeshOptions = {}): Promise<TestMesh> {
+export async function startMesh (options: DevClusterOptions = {}): Promise<TestMesh> {
   const cluster = await startDevCluster(options)
   let mesh: Mesh
   try {
@@ -37,7 +32,7 @@ export async function startMesh (options: TestMeshOptions = {}): Promise<TestMes
     }, { timeoutMs, message: `every agent seeing ${n} nodes` })
   }
   try {
-    await waitForNodes(cluster.agents.length, options.readyTimeoutMs)
+    await waitForNodes(cluster.agents.length)
   } catch (err) {
     // Nobody gets a handle to stop this mesh: stop it here, or its processes outlive the test.
     await mesh.close().catch(() => {})
