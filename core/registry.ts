@@ -171,6 +171,30 @@ export class Registry {
   }
 
   /**
+   * The values of `name`'s key still in the registry's history (at most HISTORY_READS), oldest
+   * first, that are puts and decode, by direct gets one message after another: kv.history() would
+   * need a consumer on the registry's stream, which no role but the admin may create.
+   */
+  private async history (name: string): Promise<Array<{ spec: FunctionSpec, raw: Uint8Array }>> {
+    const out: Array<{ spec: FunctionSpec, raw: Uint8Array }> = []
+    try {
+      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
+      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
+      let seq = 0
+      for (let i = 0; i < HISTORY_READS; i++) {
+        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
+        if (m == null) break
+        seq = m.seq + 1
+        if ((m.header?.get('KV-Operation') ?? '') !== '' || m.data.byteLength === 0) continue
+        try { out.push({ spec: decode('FunctionSpec', m.data), raw: m.data }) } catch {}
+      }
+    } catch (err) {
+      throw jetstreamError(err, `read the history of "${name}"`)
+    }
+    return out
+  }
+
+  /**
    * The version the next deploy of `name` takes: one more than the highest version among the
    * values still in the key's history (16) that decode, name `name`, are within 1..MAX_SPEC_VERSION and, when
    * `signer` is given, carry an intact signature (by any deployer key). A tampered copy with a huge
@@ -178,28 +202,12 @@ export class Registry {
    */
   async nextVersion (name: string, signer?: DeployerKey): Promise<number> {
     let highest = 0
-    try {
-      // The key's history by direct gets, one message after another: kv.history() would need a
-      // consumer on the registry's stream, which no role but the admin may create.
-      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
-      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
-      let seq = 0
-      for (let i = 0; i < 64; i++) {
-        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
-        if (m == null) break
-        seq = m.seq + 1
-        const op = m.header?.get('KV-Operation') ?? ''
-        if (op !== '' || m.data.byteLength === 0) continue
-        let spec
-        try { spec = decode('FunctionSpec', m.data) } catch { continue }
-        if (spec.name !== name || !Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
-        // Signed deploys count only intact signatures (any deployer's: a team may have several
-        // keys), so a tampered copy with a huge version cannot push the next one to the limit.
-        if (signer != null && !signatureIntact(m.data, spec.signature)) continue
-        highest = Math.max(highest, spec.version)
-      }
-    } catch (err) {
-      throw jetstreamError(err, `read the history of "${name}"`)
+    for (const { spec, raw } of await this.history(name)) {
+      if (spec.name !== name || !Number.isInteger(spec.version) || spec.version < 1 || spec.version > MAX_SPEC_VERSION) continue
+      // Signed deploys count only intact signatures (any deployer's: a team may have several
+      // keys), so a tampered copy with a huge version cannot push the next one to the limit.
+      if (signer != null && !signatureIntact(raw, spec.signature)) continue
+      highest = Math.max(highest, spec.version)
     }
     if (highest + 1 > MAX_SPEC_VERSION) {
       throw new UsageError('FNMESH_ERR_VERSION_LIMIT', `Cannot deploy "${name}": its next version would be ${highest + 1}, over the highest allowed (${MAX_SPEC_VERSION})`)
@@ -268,21 +276,8 @@ export class Registry {
   async versionAt (name: string, version: number): Promise<StoredSpec | null> {
     if (!FUNCTION_NAME_PATTERN.test(name)) return null
     let found: StoredSpec | null = null
-    try {
-      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
-      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
-      let seq = 0
-      for (let i = 0; i < HISTORY_READS; i++) {
-        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
-        if (m == null) break
-        seq = m.seq + 1
-        if ((m.header?.get('KV-Operation') ?? '') !== '' || m.data.byteLength === 0) continue
-        let spec
-        try { spec = decode('FunctionSpec', m.data) } catch { continue }
-        if (spec.name === name && spec.version === version) found = toStored(spec, m.data)
-      }
-    } catch (err) {
-      throw jetstreamError(err, `read the history of "${name}"`)
+    for (const { spec, raw } of await this.history(name)) {
+      if (spec.name === name && spec.version === version) found = toStored(spec, raw)
     }
     return found
   }
@@ -291,22 +286,8 @@ export class Registry {
   async versions (name: string): Promise<number[]> {
     const out = new Set<number>()
     if (!FUNCTION_NAME_PATTERN.test(name)) return []
-    try {
-      const jsm = await jsRetry(async () => await jetstreamManager(this.nc, { checkAPI: false }))
-      const subject = `$KV.${FUNCTIONS_BUCKET}.${name}`
-      let seq = 0
-      for (let i = 0; i < HISTORY_READS; i++) {
-        const m = await jsRetry(async () => await jsm.direct.getMessage(`KV_${FUNCTIONS_BUCKET}`, { seq, next_by_subj: subject }))
-        if (m == null) break
-        seq = m.seq + 1
-        if ((m.header?.get('KV-Operation') ?? '') !== '' || m.data.byteLength === 0) continue
-        try {
-          const spec = decode('FunctionSpec', m.data)
-          if (spec.name === name && validateStoredSpec(toStored(spec, m.data), name) == null) out.add(spec.version)
-        } catch {}
-      }
-    } catch (err) {
-      throw jetstreamError(err, `read the history of "${name}"`)
+    for (const { spec, raw } of await this.history(name)) {
+      if (spec.name === name && validateStoredSpec(toStored(spec, raw), name) == null) out.add(spec.version)
     }
     return [...out].sort((a, b) => a - b)
   }
