@@ -240,8 +240,10 @@ describe('the dashboard and watch views of a 3-agent mesh', () => {
     }, 30_000)
 
     it.skipIf(!existsSync('/usr/bin/script'))('redraws in place on a terminal and gives the screen and the cursor back on Ctrl-C', async () => {
-      // util-linux `script` gives the CLI a pseudo-terminal.
-      const cmd = [process.execPath, CLI_PATH, 'nodes', '--watch', '--interval', '0.3', '--nats', t.url].map(a => `'${a}'`).join(' ')
+      // util-linux `script` gives the CLI a pseudo-terminal. It runs the command through $SHELL -c;
+      // `exec` makes the shell become the CLI, or a shell that does not (dash) would itself be killed
+      // by the terminal's SIGINT and `script -e` would exit 130 whatever the CLI did.
+      const cmd = 'exec ' + [process.execPath, CLI_PATH, 'nodes', '--watch', '--interval', '0.3', '--nats', t.url].map(a => `'${a}'`).join(' ')
       const w = watchCli(['-qfec', cmd, '/dev/null'], '/usr/bin/script')
       const out = await w.until(s => (s.match(/\x1b\[H\x1b\[2J/g) ?? []).length >= 2, 20_000)
       expect(out.startsWith('\x1b[?1049h\x1b[?25l')).toBe(true)
