@@ -89,6 +89,19 @@ export function triggerId (t: Trigger): string {
   return createHash('sha256').update(t.raw).digest('hex').slice(0, 10)
 }
 
+/** Parsed cron expressions (a paused Cron only computes run times), so a scheduler checking its
+ * schedules several times a second does not parse each again; bounded, oldest dropped first. */
+const crons = new Map<string, Cron>()
+function cronOf (expr: string): Cron {
+  let cron = crons.get(expr)
+  if (cron == null) {
+    cron = new Cron(expr, { paused: true, timezone: 'UTC' })
+    if (crons.size >= 1024) crons.delete(crons.keys().next().value as string)
+    crons.set(expr, cron)
+  }
+  return cron
+}
+
 /** Tick times (epoch ms) of a schedule in (afterMs, untilMs], oldest first, at most `max` */
 export function ticksBetween (t: Extract<Trigger, { kind: 'schedule' }>, afterMs: number, untilMs: number, max = 1000): number[] {
   const out: number[] = []
@@ -96,7 +109,7 @@ export function ticksBetween (t: Extract<Trigger, { kind: 'schedule' }>, afterMs
     for (let tick = (Math.floor(afterMs / t.everyMs) + 1) * t.everyMs; tick <= untilMs && out.length < max; tick += t.everyMs) out.push(tick)
     return out
   }
-  const cron = new Cron(t.cron as string, { paused: true, timezone: 'UTC' })
+  const cron = cronOf(t.cron as string)
   let next = cron.nextRun(new Date(afterMs))
   while (next != null && next.getTime() <= untilMs && out.length < max) {
     out.push(next.getTime())

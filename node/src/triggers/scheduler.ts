@@ -40,6 +40,8 @@ export class Scheduler implements Startable {
   /** last tick fired per "<fn>.<trigger id>", from this agent or (via KV) any other */
   private readonly lastFired = new Map<string, number>()
   private stopWatch: (() => void) | undefined
+  /** each spec's schedules, parsed once (a spec object is immutable; a new version is a new object) */
+  private readonly schedulesOf = new WeakMap<StoredSpec, Array<{ t: Schedule, id: string }>>()
   private readonly graceMs: number
   private readonly intervalMs: number
   fired = 0
@@ -80,23 +82,29 @@ export class Scheduler implements Startable {
     try {
       const now = Date.now()
       for (const spec of this.c.specs()) {
-        for (const raw of spec.triggers) {
-          let t: Trigger
-          try { t = parseTrigger(raw) } catch { continue }
-          if (t.kind === 'schedule') await this.fire(spec, t, now)
+        let schedules = this.schedulesOf.get(spec)
+        if (schedules == null) {
+          schedules = []
+          for (const raw of spec.triggers) {
+            let t: Trigger
+            try { t = parseTrigger(raw) } catch { continue }
+            if (t.kind === 'schedule') schedules.push({ t, id: triggerId(t) })
+          }
+          this.schedulesOf.set(spec, schedules)
         }
+        for (const { t, id } of schedules) await this.fire(spec, t, id, now)
       }
     } finally {
       this.ticking = false
     }
   }
 
-  private async fire (spec: StoredSpec, t: Schedule, now: number): Promise<void> {
-    const key = `${spec.name}.${triggerId(t)}`
+  private async fire (spec: StoredSpec, t: Schedule, id: string, now: number): Promise<void> {
+    const key = `${spec.name}.${id}`
     // Never before the function existed, never further back than the grace window.
     const after = Math.max(this.lastFired.get(key) ?? spec.createdAtMs, spec.createdAtMs, now - this.graceMs)
     for (const tick of ticksBetween(t, after, now, 100)) {
-      const eventId = `sched-${spec.name}-${triggerId(t)}-${tick}`
+      const eventId = `sched-${spec.name}-${id}-${tick}`
       const time = new Date(tick).toISOString()
       const event = { version: '0', id: eventId, 'detail-type': 'Scheduled Event', source: 'fnmesh.schedule', time, resources: [t.raw], detail: {} }
       const h = natsHeaders()
@@ -106,7 +114,7 @@ export class Scheduler implements Startable {
       h.set(EventHeaders.trigger, t.raw)
       h.set(EventHeaders.attributes, JSON.stringify({ id: eventId, source: 'fnmesh.schedule', type: 'fnmesh.schedule.tick', time, subject: t.raw }))
       try {
-        const ack = await this.c.js.publish(functionSubject(spec.name, 'schedule'), JSON.stringify(event), { headers: h, msgID: `sched:${spec.name}:${triggerId(t)}:${tick}` })
+        const ack = await this.c.js.publish(functionSubject(spec.name, 'schedule'), JSON.stringify(event), { headers: h, msgID: `sched:${spec.name}:${id}:${tick}` })
         if (!ack.duplicate) this.fired++
       } catch (err: any) {
         this.c.logger.warn({ fn: spec.name, trigger: t.raw, tick: time, err: String(err?.message ?? err) }, 'could not fire a schedule tick; will retry')
