@@ -203,6 +203,24 @@ describe('meter store', () => {
     expect((await exportPage(other, {})).records.map(r => r.invocationId)).toEqual(['carried'])
   })
 
+  it('with --ack-replicas 2 resolves a carried record only once the replicator has the owners\' acks, naming the router whose ack does not count', async () => {
+    node = await testNode()
+    const store = await stores.open()
+    let release: () => void = () => {}
+    const acked = new Promise<void>(resolve => { release = resolve })
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean, _hours?: number[], _carriedTo?: string[]) => { await acked })
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, { carryWaitsForAcks: true })
+    meters.push(meter)
+    let done = false
+    const carried = meter.record(rec(node, { invocationId: 'carried' }), { carry: true, router: 'router-node' }).then((b) => { done = true; return b })
+    await new Promise(resolve => setTimeout(resolve, 200))
+    expect(done).toBe(false)
+    expect(replicate.mock.calls[0]?.[2]).toBe(false)
+    expect(replicate.mock.calls[0]?.[4]).toEqual(['router-node'])
+    release()
+    expect((await carried)?.records).toHaveLength(1)
+  })
+
   it('exports every record, page by page, in start-minute order, a retry beside the run it retried', async () => {
     node = await testNode()
     const other = await testNode()

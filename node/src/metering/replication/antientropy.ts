@@ -8,16 +8,27 @@
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { decode, encode, type Encodable, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { decode, encode, SyncScope, type Encodable, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
 import { toErrorInfo } from '../../../../proto/errors.js'
 import type { PeerTable } from '../../gossip/peer-table.js'
 import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
 import type { MeterStore } from '../ledger/store.js'
-import { answer, syncWith, type SyncResult } from './sync.js'
+import { answer, syncWith, type SessionScope, type SyncResult } from './sync.js'
+import type { Placement } from './placement.js'
 import { SYNC_PROTOCOL, framesOf } from './wire.js'
 
-export interface AntiEntropyComponents { libp2p: Libp2p, table: PeerTable, store: MeterStore, intake: Intake, logger: Logger }
+export interface AntiEntropyComponents {
+  libp2p: Libp2p
+  table: PeerTable
+  store: MeterStore
+  intake: Intake
+  logger: Logger
+  /** owner-based placement: sessions cover the ranges both sides own (none: everything held) */
+  placement?: Placement
+  /** this node's id */
+  self?: string
+}
 
 export interface AntiEntropyInit {
   /** Interval of sessions with a random peer. @default 5000 */
@@ -95,8 +106,21 @@ export class AntiEntropy {
     this.running ??= this.drain()
   }
 
-  /** Runs one session with `peer` now (also used by tests and the bench); `full` includes the minutes still settling */
-  async session (peer: string, full = true): Promise<SyncResult> {
+  /** When this node last completed a session (not a handoff) with `peer`, or -1 */
+  syncedAt (peer: string): number {
+    return this.synced.get(peer) ?? -1
+  }
+
+  /**
+   * Runs one session with `peer` now (also used by tests and the bench); `full` includes the
+   * minutes still settling. `scope` defaults to the ranges both own (every range held while
+   * every member owns everything); SCOPE_HANDOFF pushes the ranges only the peer owns.
+   */
+  async session (peer: string, full = true, scope?: SyncScope): Promise<SyncResult> {
+    let sc: SessionScope | undefined
+    const view = this.c.placement?.current()
+    if (view != null && (scope === SyncScope.SCOPE_HANDOFF || !view.everyone)) sc = { scope: scope ?? SyncScope.SCOPE_CO_OWNED, view }
+    if (sc == null && scope === SyncScope.SCOPE_HANDOFF) throw new Error('a handoff needs a placement')
     const stream = await this.c.libp2p.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(5000) })
     const frames = framesOf(stream)
     const timeout = this.init.requestTimeoutMs ?? 15_000
@@ -106,8 +130,8 @@ export class AntiEntropy {
         return decode('SyncReply', (await frames.read({ signal: AbortSignal.timeout(timeout) })).subarray())
       }
       const started = Date.now()
-      const res = await syncWith(this.c.store, this.c.intake, peer, ask, { settleMs: full ? 0 : this.init.settleMs ?? 10_000 })
-      this.synced.set(peer, started)
+      const res = await syncWith(this.c.store, this.c.intake, peer, ask, { settleMs: full ? 0 : this.init.settleMs ?? 10_000, scope: sc, self: this.c.self })
+      if (scope !== SyncScope.SCOPE_HANDOFF && res.complete && res.shortfall === 0) this.synced.set(peer, started)
       this.stats.rounds++
       this.stats.pulled += res.pulled
       this.stats.pushed += res.pushed
@@ -148,7 +172,7 @@ export class AntiEntropy {
         const bytes = (await frames.read()).subarray()
         let reply: Encodable<SyncReply>
         try {
-          reply = await answer(this.c.store, this.c.intake, peer, decode('SyncRequest', bytes))
+          reply = await answer(this.c.store, this.c.intake, peer, decode('SyncRequest', bytes), this.c.self)
         } catch (err: any) {
           if (err?.code === 'FNMESH_ERR_DECODE') this.c.intake.garbage(peer, 'sync', err)
           reply = { error: toErrorInfo(err) }

@@ -1,5 +1,7 @@
 /**
- * Replication of this node's records: every signed batch is pushed to every live peer. The
+ * Replication of this node's records: every signed batch is pushed to the live owners of its
+ * range (placement.ts: this node and R others by rendezvous hashing of (node, hour); every live
+ * peer while the mesh has R+1 members or fewer). The
  * caller (the executor, through the Meter) waits for `ackReplicas` peers to have it written
  * (default 1), so a node killed right after answering has its record elsewhere; the other peers
  * get it within pushDelayMs, several batches to a frame under load. A batch counts as
@@ -13,10 +15,11 @@ import type { PeerTable } from '../../gossip/peer-table.js'
 import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
 import { PushChannel } from './push.js'
+import { rangeOf, type Placement } from './placement.js'
 import { LagWindow } from './lag.js'
 import { PUSH_PROTOCOL, WriteQueue, framesOf } from './wire.js'
 
-export interface ReplicatorComponents { libp2p: Libp2p, table: PeerTable, nodeId: string, intake: Intake, logger: Logger }
+export interface ReplicatorComponents { libp2p: Libp2p, table: PeerTable, nodeId: string, intake: Intake, logger: Logger, placement?: Placement }
 
 export interface ReplicatorInit {
   /** Peers each record must reach (R). @default 2 */
@@ -31,7 +34,7 @@ export interface ReplicatorInit {
   pushDelayMs?: number
 }
 
-interface Outgoing { bundle: Encodable<MeterBundle>, records: number, acked: Set<string>, startedAt: number, replicatedAt?: number }
+interface Outgoing { bundle: Encodable<MeterBundle>, records: number, acked: Set<string>, startedAt: number, replicatedAt?: number, hourMs: number }
 
 const MAX_RETRY_BATCHES = 20_000
 const PUSH_TIMEOUT_MS = 5000
@@ -80,32 +83,55 @@ export class Replicator {
   }
 
   /**
-   * Pushes a signed batch to every live peer: to `ackReplicas` of them at once (round-robin),
-   * to the others within pushDelayMs, coalesced with the batches that follow (fewer messages
-   * under load). Resolves when the immediate peers have it written, when every push has settled,
-   * or after ackTimeoutMs, whichever comes first. Not `urgent` (no answer waits for it): every
-   * peer gets it coalesced, and it resolves at once.
+   * Pushes a signed batch to the live owners of its range: to those an answer waits for at once
+   * (round-robin), to the others within pushDelayMs, coalesced with the batches that follow (fewer
+   * messages under load). An answer waits for `ackReplicas` owners for a record nobody carries
+   * (`urgent`), and for ackReplicas - 1 owners other than the router's node for a record carried
+   * to a router in `carriedTo` (its copy there is the last one; its own ack would not add a copy).
+   * Resolves when those have it written, when every push has settled, or after ackTimeoutMs,
+   * whichever comes first; at once when nothing waits.
    */
-  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true): Promise<void> {
-    const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now() }
-    const targets = this.targets()
+  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true, hours?: number[], carriedTo?: string[]): Promise<void> {
+    // A batch whose records started in different hours (one ran long) goes to each hour's owners.
+    const distinct = hours == null ? [] : [...new Set(hours)]
+    if (hours != null && distinct.length > 1 && hours.length === (bundle.records ?? []).length) {
+      await Promise.all(distinct.map(async (h) => {
+        const recs = (bundle.records ?? []).filter((_, i) => hours[i] === h)
+        await this.replicate({ proofs: bundle.proofs, records: recs }, recs.length, urgent, recs.map(() => h), carriedTo)
+      }))
+      return
+    }
+    const hourMs = distinct[0] ?? rangeOf(Date.now())
+    const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now(), hourMs }
+    const targets = this.targets(hourMs)
     this.stats.pushedBatches++
     if (targets.length === 0) { this.track(o); return }
-    const need = urgent ? Math.min(this.ackReplicas, targets.length) : 0
+    const waits: Array<{ need: number, not?: string }> = []
+    if (urgent) waits.push({ need: this.ackReplicas })
+    if (this.ackReplicas > 1) for (const router of new Set(carriedTo ?? [])) waits.push({ need: this.ackReplicas - 1, not: router })
+    for (const w of waits) w.need = Math.min(w.need, targets.filter(p => p !== w.not).length)
+    const routers = new Set(waits.map(w => w.not))
+    const now = waits.reduce((n, w) => Math.max(n, w.need), 0)
     const first = this.turn++ % targets.length
-    const rotated = [...targets.slice(first), ...targets.slice(0, first)]
+    // Routers' nodes last: their acks do not count for the copies they carry.
+    const rotated = [...targets.slice(first), ...targets.slice(0, first)].sort((a, b) => Number(routers.has(a)) - Number(routers.has(b)))
+    const satisfied = (): boolean => waits.every(w => {
+      let n = 0
+      for (const p of o.acked) if (p !== w.not) n++
+      return n >= w.need
+    })
     await new Promise<void>((resolve) => {
       let settled = 0
       const timer = setTimeout(resolve, this.ackTimeoutMs)
       const done = (): void => { clearTimeout(timer); resolve() }
-      if (need === 0) done()
+      if (now === 0) done()
       const onSettled = (): void => {
         settled++
-        if (o.acked.size >= need || settled === targets.length) done()
+        if (satisfied() || settled === targets.length) done()
         if (settled === targets.length) this.track(o)
       }
       rotated.forEach((peer, i) => {
-        if (i < need) void this.pushTo([o], peer).then(onSettled)
+        if (i < now) void this.pushTo([o], peer).then(onSettled)
         else this.defer(o, peer, onSettled)
       })
     })
@@ -127,7 +153,7 @@ export class Replicator {
       }
     }
     for (const o of this.retry) {
-      for (const p of this.targets().filter(p => !o.acked.has(p))) pending.push(this.pushTo([o], p))
+      for (const p of this.targets(o.hourMs).filter(p => !o.acked.has(p))) pending.push(this.pushTo([o], p))
     }
     let timer: NodeJS.Timeout | undefined
     await Promise.race([Promise.all(pending), new Promise(resolve => { timer = setTimeout(resolve, timeoutMs) })])
@@ -139,8 +165,8 @@ export class Replicator {
    * than the signer and waits for its ack, at most ackTimeoutMs: the fallback when this node could
    * not store the copy a result carried. Resolves to whether the peer has them all.
    */
-  async forward (bundle: Encodable<MeterBundle>, records: number, signer: string): Promise<boolean> {
-    const peer = this.targets().find(p => p !== signer)
+  async forward (bundle: Encodable<MeterBundle>, records: number, signer: string, hourMs?: number): Promise<boolean> {
+    const peer = this.targets(hourMs, signer).find(p => p !== signer)
     if (peer == null) return false
     try {
       const ack = await this.channel(peer).send({ bundle }, this.ackTimeoutMs)
@@ -150,9 +176,13 @@ export class Replicator {
     }
   }
 
-  /** Sends seals to every live peer (best effort: anti-entropy covers the rest) */
+  /** Sends seals to the live owners of their minutes (best effort: anti-entropy covers the rest) */
   pushSeals (seals: RollupRegister[]): void {
-    for (const peer of this.targets()) void this.channel(peer).send({ seals }, PUSH_TIMEOUT_MS).catch(() => {})
+    const byPeer = new Map<string, RollupRegister[]>()
+    for (const s of seals) {
+      for (const peer of this.targets(rangeOf(s.digest.fromMs))) (byPeer.get(peer) ?? byPeer.set(peer, []).get(peer) as RollupRegister[]).push(s)
+    }
+    for (const [peer, list] of byPeer) void this.channel(peer).send({ seals: list }, PUSH_TIMEOUT_MS).catch(() => {})
   }
 
   stop (): void {
@@ -165,8 +195,16 @@ export class Replicator {
     void this.c.libp2p.unhandle(PUSH_PROTOCOL).catch(() => {})
   }
 
-  private targets (): string[] {
-    return this.c.table.all().filter(e => !e.self && !e.suspect && !e.advert.draining).map(e => e.advert.nodeId)
+  /**
+   * Live peers that own this node's (or `origin`'s) range of `hourMs` (every live peer without a
+   * placement, or none given), not suspect nor draining
+   */
+  private targets (hourMs?: number, origin = this.c.nodeId): string[] {
+    const live = this.c.table.all().filter(e => !e.self && !e.suspect && !e.advert.draining).map(e => e.advert.nodeId)
+    const view = this.c.placement?.current()
+    if (view == null || view.everyone || hourMs == null) return live
+    const owners = new Set(view.owners(origin, hourMs))
+    return live.filter(p => owners.has(p))
   }
 
   private channel (peer: string): PushChannel {
@@ -218,7 +256,7 @@ export class Replicator {
 
   /** Keeps `o` for another push if it is short of R peers and a live peer lacks it */
   private track (o: Outgoing): void {
-    const live = this.targets()
+    const live = this.targets(o.hourMs)
     if (o.acked.size >= this.replicas || live.every(p => o.acked.has(p))) { this.retry.delete(o); return }
     if (!this.retry.has(o) && this.retry.size >= MAX_RETRY_BATCHES) {
       this.stats.droppedFromRetry++
@@ -229,7 +267,7 @@ export class Replicator {
 
   private pushAgain (): void {
     for (const o of this.retry) {
-      const missing = this.targets().filter(p => !o.acked.has(p))
+      const missing = this.targets(o.hourMs).filter(p => !o.acked.has(p))
       if (missing.length === 0 || o.acked.size >= this.replicas) { this.retry.delete(o); continue }
       void Promise.all(missing.map(async p => { await this.pushTo([o], p) })).then(() => { this.track(o) })
     }
