@@ -3,12 +3,14 @@
  * while the previous batch is being written form the next batch (group commit), which is signed
  * once, written to the local ledger (to the OS; the store fsyncs within its window) and pushed to
  * the peers at the same time. record() resolves when the record is written here and, if peers
- * are live, on `ackReplicas` of them too (bounded by the replicator's ack timeout) — unless the
+ * are live, on `ackReplicas` of them too; it rejects (FNMESH_ERR_METER_UNAVAILABLE) when those
+ * acks are not in within the replicator's ack timeout, as it does when the write fails — unless the
  * caller carries the record itself (`carry`: a router on another node stores the copy that
  * travels with the result): then it resolves with the record's signed bundle as soon as it is
  * written here, and the push to the peers goes out with the next coalesced frame (with
- * `carryWaitsForAcks`, `--ack-replicas` 2 or more, once ackReplicas - 1 owners other than the
- * router's node have it written too: the router's copy is the last one). Settled
+ * `carryWaitsForAcks`, `--ack-replicas` 2 or more, once ackReplicas - 1 peers other than the
+ * router's node have it written too, owners first: the router's copy is the last one; rejected
+ * like the others when they do not). Settled
  * minutes are sealed (signed summaries) so their totals outlive the raw records.
  */
 import { decode, encode, type Encodable, type MeterBundle, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
@@ -24,7 +26,8 @@ import type { MeterStore } from './ledger/store.js'
 export interface MeterComponents {
   store: MeterStore
   signer: BatchSigner
-  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean, hours?: number[], carriedTo?: string[]) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
+  /** replicate() resolves whether the acks the answers wait for came in (false: they did not, within the ack timeout) */
+  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean, hours?: number[], carriedTo?: string[]) => Promise<boolean>, pushSeals: (seals: RollupRegister[]) => void }
   logger: Logger
 }
 
@@ -94,7 +97,7 @@ export class Meter {
         // Each record goes to the owners of its range (this node's hour it started in).
         const waits = this.init.carryWaitsForAcks === true
         const carriedTo = waits ? [...new Set(batch.filter(p => p.carry).map(p => p.router ?? ''))] : undefined
-        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry), verified.map(v => floorTo(v.record.startMs, HOUR_MS)), carriedTo) ?? Promise.resolve()
+        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry), verified.map(v => floorTo(v.record.startMs, HOUR_MS)), carriedTo) ?? Promise.resolve(true)
         try {
           await this.c.store.ingest(verified, new Map([[proof.batchId, proof]]))
         } catch (err: any) {
@@ -104,7 +107,16 @@ export class Meter {
         this.ownRecords += batch.length
         const copyOf = (i: number): Encodable<MeterBundle> => ({ proofs: [proof], records: [bundle.records[i]] })
         if (!waits) batch.forEach((p, i) => { if (p.carry) p.resolve(copyOf(i)) })
-        void replicated.then(() => { batch.forEach((p, i) => { if (!p.carry) p.resolve(undefined); else if (waits) p.resolve(copyOf(i)) }) })
+        // Short of the acks an answer waits for: the record stays here (and is pushed again), but
+        // the invocation is not answered as if its copies existed.
+        void replicated.then((ok) => {
+          const short = new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot answer the invocation: its meter record did not reach the peers --ack-replicas asks for within the ack timeout')
+          batch.forEach((p, i) => {
+            if (p.carry && !waits) return
+            if (!ok) p.reject(short)
+            else p.resolve(p.carry ? copyOf(i) : undefined)
+          })
+        })
       }
     } finally {
       this.flushing = undefined
