@@ -129,7 +129,8 @@ export class Metering implements Startable {
       placement,
       logger: log,
       session: async (peer, full, scope) => await antiEntropy.session(peer, full, scope),
-      syncedAt: (peer) => antiEntropy.syncedAt(peer)
+      syncedAt: (peer) => antiEntropy.syncedAt(peer),
+      live: (peer) => { const e = c.table.get(peer); return e != null && !e.suspect && !e.advert.draining }
     }, { intervalMs: this.init.syncIntervalMs, dropAfterMs: this.init.handoffDropAfterMs })
     this.handoff.start()
     const compact = (): void => {

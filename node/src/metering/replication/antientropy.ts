@@ -3,8 +3,9 @@
  * `intervalMs` (leaving out the last minutes, where pushes are still landing and both sides
  * always differ by records in flight), in full at once with a peer that (re)joins (so a node
  * back from hours away catches up in seconds, and its peers pick up what it holds), in full with
- * every peer when one leaves (what a crashed node pushed to only some of us reaches all), and
- * again right away when a session hit its cap. One session at a time per node; any number served.
+ * every peer when one leaves (what a crashed node pushed to only some of us reaches all; a full
+ * session that fails runs again one interval later), and again right away when a session hit its
+ * cap. One session at a time per node; any number served.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -48,6 +49,8 @@ export class AntiEntropy {
   private readonly synced = new Map<string, number>()
   private readonly joined = new Map<string, number>()
   private readonly queue: Array<{ peer: string, full: boolean }> = []
+  /** full sessions that failed, to run again (peer -> timer) */
+  private readonly retries = new Map<string, NodeJS.Timeout>()
   private running: Promise<void> | undefined
   private timer: NodeJS.Timeout | undefined
   private stopped = true
@@ -82,6 +85,8 @@ export class AntiEntropy {
     this.c.table.off('added', this.onAdded)
     this.c.table.off('removed', this.onRemoved)
     this.queue.length = 0
+    for (const t of this.retries.values()) clearTimeout(t)
+    this.retries.clear()
     await this.c.libp2p.unhandle(SYNC_PROTOCOL).catch(() => {})
     await this.running
   }
@@ -138,8 +143,19 @@ export class AntiEntropy {
       if (res.pulled + res.pushed > 0) this.c.logger.info({ peer, ...res, ms: Date.now() - started }, 'anti-entropy: caught up with a peer')
       return res
     } finally {
-      await stream.close().catch(() => { stream.abort(new Error('closed')) })
+      // Bounded: a peer that stopped reading must not hold this node's sessions (and handoffs) forever.
+      await stream.close({ signal: AbortSignal.timeout(timeout) }).catch(() => { stream.abort(new Error('closed')) })
     }
+  }
+
+  /** Queues a full session with `peer` one interval from now (once per peer) */
+  private later (peer: string): void {
+    if (this.stopped || this.retries.has(peer)) return
+    const timer = setTimeout(() => {
+      this.retries.delete(peer)
+      if (this.c.table.has(peer)) this.soon(peer, true)
+    }, this.init.intervalMs ?? 5000)
+    this.retries.set(peer, timer)
   }
 
   private peers (): string[] {
@@ -157,6 +173,9 @@ export class AntiEntropy {
         } catch (err: any) {
           this.stats.failures++
           this.c.logger.debug({ peer, err: String(err?.message ?? err) }, 'anti-entropy session failed')
+          // A full session is what a membership change relies on (see onAdded, onRemoved): it is
+          // run again after a pause, not left to a random periodic one, while the peer is a member.
+          if (full) this.later(peer)
         }
       }
     } finally {

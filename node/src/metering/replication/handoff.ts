@@ -6,9 +6,9 @@
  * pushed record stored confirms, for that owner, the ranges as this node held them when it began.
  *
  * A foreign range is dropped only when all of its owners (R+1 live members other than this node)
- * confirmed exactly the records held here, the member list has not changed for `dropAfterMs`, and
- * the range has been foreign that long: so no acknowledged record ever has fewer than R+1 live
- * copies because of a drop. A node's own records are never foreign while it is live (it owns its
+ * confirmed exactly the records held here and are still connected (not suspect), the member list
+ * has not changed for `dropAfterMs` nor while dropping, and the range has been foreign that long:
+ * so no acknowledged record ever has fewer than R+1 live copies because of a drop. A node's own records are never foreign while it is live (it owns its
  * ranges), and with R+1 members or fewer every member owns everything: nothing is dropped.
  */
 import { SyncScope, type MeterRange } from '../../../../proto/codec.js'
@@ -25,6 +25,8 @@ export interface HandoffComponents {
   session: (peer: string, full: boolean, scope: SyncScope) => Promise<SyncResult>
   /** when this node last completed a co-owned session with `peer` (ms), or -1 */
   syncedAt: (peer: string) => number
+  /** whether `peer` is connected and heard from now (not suspect): only such owners' confirmations let a range go */
+  live: (peer: string) => boolean
 }
 
 export interface HandoffInit {
@@ -102,8 +104,13 @@ export class Handoff {
     const wait = this.init.dropAfterMs ?? 30_000
     if (now - this.c.placement.changedAt < wait) return
     for (const f of foreign) {
+      // The member list may change while ranges are dropped: then the owners below are not current.
+      if (this.c.placement.current() !== view || this.stopped) return
       const owners = view.owners(f.nodeId, f.hourMs).filter(o => o !== self)
       if (owners.length < view.replicas + 1) continue
+      // An owner that confirmed and has since lost its connection (killed, not yet out of the
+      // member list) may hold nothing any more: the copy here stays until it is back or replaced.
+      if (!owners.every(o => this.c.live(o))) continue
       if ((now - (this.foreignSince.get(rangeKey(f.nodeId, f.hourMs)) ?? now)) < wait) continue
       if (!owners.every(o => this.isConfirmed(f, o))) continue
       const dropped = await this.c.store.dropRange(f.nodeId, f.hourMs, { count: f.count, hash: Buffer.from(f.hash, 'hex') })
