@@ -27,7 +27,7 @@ export interface ReplicatorInit {
   replicas?: number
   /** Peers that must have a record written before its invocation is answered. @default 1 */
   ackReplicas?: number
-  /** Longest wait for those acks before answering anyway (the record is written here). @default 500 */
+  /** Longest wait for those acks; without them the records' invocations fail with FNMESH_ERR_METER_UNAVAILABLE (the records stay written here). @default 500 */
   ackTimeoutMs?: number
   /** Interval of pushing under-replicated batches again. @default 1000 */
   retryMs?: number
