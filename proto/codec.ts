@@ -87,6 +87,10 @@ export const Outcome = fnmesh.v1.Outcome
 export type Outcome = fnmesh.v1.Outcome
 export const SyncOp = fnmesh.v1.SyncRequest.Op
 export type SyncOp = fnmesh.v1.SyncRequest.Op
+export const SyncScope = fnmesh.v1.SyncRequest.Scope
+export type SyncScope = fnmesh.v1.SyncRequest.Scope
+export type UsagePart = Decoded<fnmesh.v1.IUsagePart>
+export type MeterRange = Decoded<fnmesh.v1.IMeterRange>
 export const UsageBucket = fnmesh.v1.UsageQuery.Bucket
 export type UsageBucket = fnmesh.v1.UsageQuery.Bucket
 

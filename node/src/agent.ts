@@ -173,6 +173,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     sealAfterMs: config.sealAfterMs,
     fsyncWindowMs: config.fsyncWindowMs,
     pushDelayMs: config.meterPushDelayMs,
+    handoffDropAfterMs: config.meterHandoffDelayMs,
     // Peers must stop routing here at once: publish an advert with the reason.
     onRefusingChange: () => { parts.gossip?.loadChanged() }
   })

@@ -119,10 +119,12 @@ export interface AgentOptions {
   fsyncWindowMs?: number
   /** Peers no answer waits for get a meter batch within this long, coalesced (tests stretch it: FNMESH_METER_PUSH_DELAY_MS). @default 50 */
   meterPushDelayMs?: number
-  /** Longest wait for those peers before answering anyway. @default 500 */
+  /** Longest wait for those peers; without them the invocation fails with FNMESH_ERR_METER_UNAVAILABLE (and is retried elsewhere). @default 500 */
   replicaAckTimeoutMs?: number
   /** Interval of anti-entropy sessions with a random peer. @default 5000 */
   syncIntervalMs?: number
+  /** A meter range this node no longer owns is dropped no sooner than this after membership last changed (its owners confirmed it). @default 30000 */
+  meterHandoffDelayMs?: number
   /** Raw meter records older than this are compacted into rollups. @default 30 days */
   retentionMs?: number
   /** Interval of compaction runs. @default 1 hour */
@@ -177,6 +179,7 @@ export interface AgentConfig {
   readonly fsyncWindowMs: number
   readonly meterPushDelayMs: number
   readonly syncIntervalMs: number
+  readonly meterHandoffDelayMs: number
   readonly retentionMs: number
   readonly compactIntervalMs: number
   readonly minFreeMb: number
@@ -244,6 +247,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     fsyncWindowMs: int('fsyncWindowMs', options.fsyncWindowMs, 50, 0, 10_000),
     meterPushDelayMs: int('meterPushDelayMs', options.meterPushDelayMs, 50, 0, 3_600_000),
     syncIntervalMs: int('syncIntervalMs', options.syncIntervalMs, 5000, 100, 3_600_000),
+    meterHandoffDelayMs: int('meterHandoffDelayMs', options.meterHandoffDelayMs, 30_000, 0, 86_400_000),
     retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
     compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),
     minFreeMb: int('minFreeMb', options.minFreeMb, 64, 0, 1_048_576),

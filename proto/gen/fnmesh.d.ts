@@ -4462,6 +4462,15 @@ export namespace fnmesh {
             /** SyncRequest limit. */
             limit: number;
 
+            /** SyncRequest scope. */
+            scope: fnmesh.v1.SyncRequest.Scope;
+
+            /** SyncRequest members. */
+            members: string[];
+
+            /** SyncRequest replicas. */
+            replicas: number;
+
             /**
              * Creates a new SyncRequest instance using the specified properties.
              * @param [properties] Properties to set
@@ -4560,6 +4569,15 @@ export namespace fnmesh {
                 /** SyncRequest limit */
                 limit?: (number|null);
 
+                /** SyncRequest scope */
+                scope?: (fnmesh.v1.SyncRequest.Scope|null);
+
+                /** SyncRequest members */
+                members?: (string[]|null);
+
+                /** SyncRequest replicas */
+                replicas?: (number|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -4590,6 +4608,19 @@ export namespace fnmesh {
 
                 /** OP_PUT_REGISTERS value */
                 OP_PUT_REGISTERS = 6
+            }
+
+            /** Scope enum. */
+            enum Scope {
+
+                /** SCOPE_ALL value */
+                SCOPE_ALL = 0,
+
+                /** SCOPE_CO_OWNED value */
+                SCOPE_CO_OWNED = 1,
+
+                /** SCOPE_HANDOFF value */
+                SCOPE_HANDOFF = 2
             }
         }
 
@@ -5014,6 +5045,9 @@ export namespace fnmesh {
             /** UsageQuery bucket. */
             bucket: fnmesh.v1.UsageQuery.Bucket;
 
+            /** UsageQuery parts. */
+            parts: boolean;
+
             /**
              * Creates a new UsageQuery instance using the specified properties.
              * @param [properties] Properties to set
@@ -5103,6 +5137,9 @@ export namespace fnmesh {
                 /** UsageQuery bucket */
                 bucket?: (fnmesh.v1.UsageQuery.Bucket|null);
 
+                /** UsageQuery parts */
+                parts?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -5125,6 +5162,122 @@ export namespace fnmesh {
                 /** BUCKET_DAY value */
                 BUCKET_DAY = 3
             }
+        }
+
+        /**
+         * Properties of a UsagePart.
+         * @deprecated Use fnmesh.v1.UsagePart.$Properties instead.
+         */
+        interface IUsagePart extends fnmesh.v1.UsagePart.$Properties {
+        }
+
+        /** Represents a UsagePart. */
+        class UsagePart {
+
+            /**
+             * Constructs a new UsagePart.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.UsagePart.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** UsagePart range. */
+            range?: (fnmesh.v1.RangeDigest.$Properties|null);
+
+            /** UsagePart rows. */
+            rows: fnmesh.v1.Rollup.$Properties[];
+
+            /**
+             * Creates a new UsagePart instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns UsagePart instance
+             */
+            static create(properties: fnmesh.v1.UsagePart.$Shape): fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape;
+            static create(properties?: fnmesh.v1.UsagePart.$Properties): fnmesh.v1.UsagePart;
+
+            /**
+             * Encodes the specified UsagePart message. Does not implicitly {@link fnmesh.v1.UsagePart.verify|verify} messages.
+             * @param message UsagePart message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.UsagePart.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified UsagePart message, length delimited. Does not implicitly {@link fnmesh.v1.UsagePart.verify|verify} messages.
+             * @param message UsagePart message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.UsagePart.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a UsagePart message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape} UsagePart
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape;
+
+            /**
+             * Decodes a UsagePart message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape} UsagePart
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape;
+
+            /**
+             * Verifies a UsagePart message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a UsagePart message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns UsagePart
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.UsagePart;
+
+            /**
+             * Creates a plain object from a UsagePart message. Also converts values to other types if specified.
+             * @param message UsagePart
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.UsagePart, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this UsagePart to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace UsagePart {
+
+            /** Properties of a UsagePart. */
+            interface $Properties {
+
+                /** UsagePart range */
+                range?: (fnmesh.v1.RangeDigest.$Properties|null);
+
+                /** UsagePart rows */
+                rows?: (fnmesh.v1.Rollup.$Properties[]|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a UsagePart. */
+            type $Shape = fnmesh.v1.UsagePart.$Properties;
         }
 
         /**
@@ -5480,6 +5633,9 @@ export namespace fnmesh {
             /** UsageReply buckets. */
             buckets: fnmesh.v1.Rollup.$Properties[];
 
+            /** UsageReply parts. */
+            parts: fnmesh.v1.UsagePart.$Properties[];
+
             /**
              * Creates a new UsageReply instance using the specified properties.
              * @param [properties] Properties to set
@@ -5575,6 +5731,9 @@ export namespace fnmesh {
                 /** UsageReply buckets */
                 buckets?: (fnmesh.v1.Rollup.$Properties[]|null);
 
+                /** UsageReply parts */
+                parts?: (fnmesh.v1.UsagePart.$Properties[]|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -5616,6 +5775,9 @@ export namespace fnmesh {
 
             /** ExportQuery limit. */
             limit: number;
+
+            /** ExportQuery local. */
+            local: boolean;
 
             /**
              * Creates a new ExportQuery instance using the specified properties.
@@ -5709,6 +5871,9 @@ export namespace fnmesh {
                 /** ExportQuery limit */
                 limit?: (number|null);
 
+                /** ExportQuery local */
+                local?: (boolean|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
@@ -5747,6 +5912,12 @@ export namespace fnmesh {
 
             /** ExportPage error. */
             error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+            /** ExportPage keys. */
+            keys: string[];
+
+            /** ExportPage missing. */
+            missing: string[];
 
             /**
              * Creates a new ExportPage instance using the specified properties.
@@ -5836,6 +6007,12 @@ export namespace fnmesh {
 
                 /** ExportPage error */
                 error?: (fnmesh.v1.ErrorInfo.$Properties|null);
+
+                /** ExportPage keys */
+                keys?: (string[]|null);
+
+                /** ExportPage missing */
+                missing?: (string[]|null);
 
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
@@ -6043,6 +6220,24 @@ export namespace fnmesh {
             /** MeterStatus fsyncLagMaxMs. */
             fsyncLagMaxMs: number;
 
+            /** MeterStatus members. */
+            members: number;
+
+            /** MeterStatus ownedRanges. */
+            ownedRanges: number;
+
+            /** MeterStatus foreignRanges. */
+            foreignRanges: number;
+
+            /** MeterStatus underReplicatedRanges. */
+            underReplicatedRanges: number;
+
+            /** MeterStatus droppedRanges. */
+            droppedRanges: number;
+
+            /** MeterStatus ranges. */
+            ranges: fnmesh.v1.MeterRange.$Properties[];
+
             /**
              * Creates a new MeterStatus instance using the specified properties.
              * @param [properties] Properties to set
@@ -6189,12 +6384,170 @@ export namespace fnmesh {
                 /** MeterStatus fsyncLagMaxMs */
                 fsyncLagMaxMs?: (number|null);
 
+                /** MeterStatus members */
+                members?: (number|null);
+
+                /** MeterStatus ownedRanges */
+                ownedRanges?: (number|null);
+
+                /** MeterStatus foreignRanges */
+                foreignRanges?: (number|null);
+
+                /** MeterStatus underReplicatedRanges */
+                underReplicatedRanges?: (number|null);
+
+                /** MeterStatus droppedRanges */
+                droppedRanges?: (number|null);
+
+                /** MeterStatus ranges */
+                ranges?: (fnmesh.v1.MeterRange.$Properties[]|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
 
             /** Shape of a MeterStatus. */
             type $Shape = fnmesh.v1.MeterStatus.$Properties;
+        }
+
+        /**
+         * Properties of a MeterRange.
+         * @deprecated Use fnmesh.v1.MeterRange.$Properties instead.
+         */
+        interface IMeterRange extends fnmesh.v1.MeterRange.$Properties {
+        }
+
+        /** Represents a MeterRange. */
+        class MeterRange {
+
+            /**
+             * Constructs a new MeterRange.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.MeterRange.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** MeterRange nodeId. */
+            nodeId: string;
+
+            /** MeterRange hourMs. */
+            hourMs: number;
+
+            /** MeterRange count. */
+            count: number;
+
+            /** MeterRange owners. */
+            owners: string[];
+
+            /** MeterRange unconfirmed. */
+            unconfirmed: string[];
+
+            /** MeterRange owned. */
+            owned: boolean;
+
+            /**
+             * Creates a new MeterRange instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns MeterRange instance
+             */
+            static create(properties: fnmesh.v1.MeterRange.$Shape): fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape;
+            static create(properties?: fnmesh.v1.MeterRange.$Properties): fnmesh.v1.MeterRange;
+
+            /**
+             * Encodes the specified MeterRange message. Does not implicitly {@link fnmesh.v1.MeterRange.verify|verify} messages.
+             * @param message MeterRange message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.MeterRange.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified MeterRange message, length delimited. Does not implicitly {@link fnmesh.v1.MeterRange.verify|verify} messages.
+             * @param message MeterRange message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.MeterRange.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a MeterRange message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape} MeterRange
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape;
+
+            /**
+             * Decodes a MeterRange message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape} MeterRange
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape;
+
+            /**
+             * Verifies a MeterRange message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a MeterRange message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns MeterRange
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.MeterRange;
+
+            /**
+             * Creates a plain object from a MeterRange message. Also converts values to other types if specified.
+             * @param message MeterRange
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.MeterRange, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this MeterRange to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace MeterRange {
+
+            /** Properties of a MeterRange. */
+            interface $Properties {
+
+                /** MeterRange nodeId */
+                nodeId?: (string|null);
+
+                /** MeterRange hourMs */
+                hourMs?: (number|null);
+
+                /** MeterRange count */
+                count?: (number|null);
+
+                /** MeterRange owners */
+                owners?: (string[]|null);
+
+                /** MeterRange unconfirmed */
+                unconfirmed?: (string[]|null);
+
+                /** MeterRange owned */
+                owned?: (boolean|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a MeterRange. */
+            type $Shape = fnmesh.v1.MeterRange.$Properties;
         }
 
         /**

@@ -14533,6 +14533,9 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<fnmesh.v1.RollupRegister.$Properties>|null} [registers] SyncRequest registers
              * @property {string|null} [afterKey] SyncRequest afterKey
              * @property {number|null} [limit] SyncRequest limit
+             * @property {fnmesh.v1.SyncRequest.Scope|null} [scope] SyncRequest scope
+             * @property {Array.<string>|null} [members] SyncRequest members
+             * @property {number|null} [replicas] SyncRequest replicas
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -14561,6 +14564,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.ranges = [];
                 this.keys = [];
                 this.registers = [];
+                this.members = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -14624,6 +14628,30 @@ export const fnmesh = $root.fnmesh = (() => {
             SyncRequest.prototype.limit = 0;
 
             /**
+             * SyncRequest scope.
+             * @member {fnmesh.v1.SyncRequest.Scope} scope
+             * @memberof fnmesh.v1.SyncRequest
+             * @instance
+             */
+            SyncRequest.prototype.scope = 0;
+
+            /**
+             * SyncRequest members.
+             * @member {Array.<string>} members
+             * @memberof fnmesh.v1.SyncRequest
+             * @instance
+             */
+            SyncRequest.prototype.members = $util.emptyArray;
+
+            /**
+             * SyncRequest replicas.
+             * @member {number} replicas
+             * @memberof fnmesh.v1.SyncRequest
+             * @instance
+             */
+            SyncRequest.prototype.replicas = 0;
+
+            /**
              * Creates a new SyncRequest instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.SyncRequest
@@ -14672,6 +14700,13 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 6, wireType 2 =*/50).string(message.afterKey);
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit") && message.limit !== 0)
                     writer.uint32(/* id 7, wireType 0 =*/56).uint32(message.limit);
+                if (message.scope != null && $Object.hasOwnProperty.call(message, "scope") && message.scope !== 0)
+                    writer.uint32(/* id 110, wireType 0 =*/880).int32(message.scope);
+                if (message.members != null && message.members.length)
+                    for (let i = 0; i < message.members.length; ++i)
+                        writer.uint32(/* id 111, wireType 2 =*/890).string(message.members[i]);
+                if (message.replicas != null && $Object.hasOwnProperty.call(message, "replicas") && message.replicas !== 0)
+                    writer.uint32(/* id 112, wireType 0 =*/896).uint32(message.replicas);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -14786,6 +14821,32 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.limit;
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.int32())
+                                message.scope = value;
+                            else
+                                delete message.scope;
+                            continue;
+                        }
+                    case 111: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.members && message.members.length))
+                                message.members = [];
+                            message.members.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 112: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.replicas = value;
+                            else
+                                delete message.replicas;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -14873,6 +14934,19 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     if (!$util.isInteger(message.limit))
                         return "limit: integer expected";
+                if (message.scope != null && $Object.hasOwnProperty.call(message, "scope"))
+                    if (typeof message.scope !== "number" || (message.scope | 0) !== message.scope)
+                        return "scope: enum value expected";
+                if (message.members != null && $Object.hasOwnProperty.call(message, "members")) {
+                    if (!$Array.isArray(message.members))
+                        return "members: array expected";
+                    for (let i = 0; i < message.members.length; ++i)
+                        if (!$util.isString(message.members[i]))
+                            return "members: string[] expected";
+                }
+                if (message.replicas != null && $Object.hasOwnProperty.call(message, "replicas"))
+                    if (!$util.isInteger(message.replicas))
+                        return "replicas: integer expected";
                 return null;
             };
 
@@ -14966,6 +15040,34 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.limit != null)
                     if ($Number(object.limit) !== 0)
                         message.limit = object.limit >>> 0;
+                if (object.scope !== 0 && (typeof object.scope !== "string" || $root.fnmesh.v1.SyncRequest.Scope[object.scope] !== 0))
+                    switch (object.scope) {
+                    case "SCOPE_ALL":
+                    case 0:
+                        message.scope = 0;
+                        break;
+                    case "SCOPE_CO_OWNED":
+                    case 1:
+                        message.scope = 1;
+                        break;
+                    case "SCOPE_HANDOFF":
+                    case 2:
+                        message.scope = 2;
+                        break;
+                    default:
+                        if (typeof object.scope === "number" && (object.scope | 0) === object.scope)
+                            message.scope = object.scope;
+                    }
+                if (object.members) {
+                    if (!$Array.isArray(object.members))
+                        throw $TypeError(".fnmesh.v1.SyncRequest.members: array expected");
+                    message.members = $Array(object.members.length);
+                    for (let i = 0; i < object.members.length; ++i)
+                        message.members[i] = $String(object.members[i]);
+                }
+                if (object.replicas != null)
+                    if ($Number(object.replicas) !== 0)
+                        message.replicas = object.replicas >>> 0;
                 return message;
             };
 
@@ -14990,12 +15092,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.ranges = [];
                     object.keys = [];
                     object.registers = [];
+                    object.members = [];
                 }
                 if (options.defaults) {
                     object.op = options.enums === $String ? "OP_UNSPECIFIED" : 0;
                     object.bundle = null;
                     object.afterKey = "";
                     object.limit = 0;
+                    object.scope = options.enums === $String ? "SCOPE_ALL" : 0;
+                    object.replicas = 0;
                 }
                 if (message.op != null && $Object.hasOwnProperty.call(message, "op"))
                     object.op = options.enums === $String ? $root.fnmesh.v1.SyncRequest.Op[message.op] === $undefined ? message.op : $root.fnmesh.v1.SyncRequest.Op[message.op] : message.op;
@@ -15020,6 +15125,15 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.afterKey = message.afterKey;
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     object.limit = message.limit;
+                if (message.scope != null && $Object.hasOwnProperty.call(message, "scope"))
+                    object.scope = options.enums === $String ? $root.fnmesh.v1.SyncRequest.Scope[message.scope] === $undefined ? message.scope : $root.fnmesh.v1.SyncRequest.Scope[message.scope] : message.scope;
+                if (message.members && message.members.length) {
+                    object.members = $Array(message.members.length);
+                    for (let j = 0; j < message.members.length; ++j)
+                        object.members[j] = message.members[j];
+                }
+                if (message.replicas != null && $Object.hasOwnProperty.call(message, "replicas"))
+                    object.replicas = message.replicas;
                 return object;
             };
 
@@ -15055,6 +15169,22 @@ export const fnmesh = $root.fnmesh = (() => {
                 values[valuesById[4] = "OP_PUSH"] = 4;
                 values[valuesById[5] = "OP_REGISTERS"] = 5;
                 values[valuesById[6] = "OP_PUT_REGISTERS"] = 6;
+                return values;
+            })();
+
+            /**
+             * Scope enum.
+             * @name fnmesh.v1.SyncRequest.Scope
+             * @enum {number}
+             * @property {number} SCOPE_ALL=0 SCOPE_ALL value
+             * @property {number} SCOPE_CO_OWNED=1 SCOPE_CO_OWNED value
+             * @property {number} SCOPE_HANDOFF=2 SCOPE_HANDOFF value
+             */
+            SyncRequest.Scope = (function() {
+                const valuesById = $Object.create(null), values = $Object.create(valuesById);
+                values[valuesById[0] = "SCOPE_ALL"] = 0;
+                values[valuesById[1] = "SCOPE_CO_OWNED"] = 1;
+                values[valuesById[2] = "SCOPE_HANDOFF"] = 2;
                 return values;
             })();
 
@@ -16232,6 +16362,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [sinceMs] UsageQuery sinceMs
              * @property {number|null} [untilMs] UsageQuery untilMs
              * @property {fnmesh.v1.UsageQuery.Bucket|null} [bucket] UsageQuery bucket
+             * @property {boolean|null} [parts] UsageQuery parts
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -16296,6 +16427,14 @@ export const fnmesh = $root.fnmesh = (() => {
             UsageQuery.prototype.bucket = 0;
 
             /**
+             * UsageQuery parts.
+             * @member {boolean} parts
+             * @memberof fnmesh.v1.UsageQuery
+             * @instance
+             */
+            UsageQuery.prototype.parts = false;
+
+            /**
              * Creates a new UsageQuery instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.UsageQuery
@@ -16335,6 +16474,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 3, wireType 0 =*/24).uint64(message.untilMs);
                 if (message.bucket != null && $Object.hasOwnProperty.call(message, "bucket") && message.bucket !== 0)
                     writer.uint32(/* id 4, wireType 0 =*/32).int32(message.bucket);
+                if (message.parts != null && $Object.hasOwnProperty.call(message, "parts") && message.parts !== false)
+                    writer.uint32(/* id 110, wireType 0 =*/880).bool(message.parts);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -16428,6 +16569,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.bucket;
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.parts = value;
+                            else
+                                delete message.parts;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -16488,6 +16638,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.bucket != null && $Object.hasOwnProperty.call(message, "bucket"))
                     if (typeof message.bucket !== "number" || (message.bucket | 0) !== message.bucket)
                         return "bucket: enum value expected";
+                if (message.parts != null && $Object.hasOwnProperty.call(message, "parts"))
+                    if (typeof message.parts !== "boolean")
+                        return "parts: boolean expected";
                 return null;
             };
 
@@ -16554,6 +16707,9 @@ export const fnmesh = $root.fnmesh = (() => {
                         if (typeof object.bucket === "number" && (object.bucket | 0) === object.bucket)
                             message.bucket = object.bucket;
                     }
+                if (object.parts != null)
+                    if (object.parts)
+                        message.parts = $Boolean(object.parts);
                 return message;
             };
 
@@ -16587,6 +16743,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.untilMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.bucket = options.enums === $String ? "BUCKET_NONE" : 0;
+                    object.parts = false;
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
@@ -16606,6 +16763,8 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.untilMs = options.longs === $String ? $util.Long.prototype.toString.call(message.untilMs) : options.longs === $Number ? new $util.LongBits(message.untilMs.low >>> 0, message.untilMs.high >>> 0).toNumber(true) : message.untilMs;
                 if (message.bucket != null && $Object.hasOwnProperty.call(message, "bucket"))
                     object.bucket = options.enums === $String ? $root.fnmesh.v1.UsageQuery.Bucket[message.bucket] === $undefined ? message.bucket : $root.fnmesh.v1.UsageQuery.Bucket[message.bucket] : message.bucket;
+                if (message.parts != null && $Object.hasOwnProperty.call(message, "parts"))
+                    object.parts = message.parts;
                 return object;
             };
 
@@ -16639,6 +16798,315 @@ export const fnmesh = $root.fnmesh = (() => {
             })();
 
             return UsageQuery;
+        })();
+
+        v1.UsagePart = (function() {
+
+            /**
+             * Properties of a UsagePart.
+             * @typedef {Object} fnmesh.v1.UsagePart.$Properties
+             * @property {fnmesh.v1.RangeDigest.$Properties|null} [range] UsagePart range
+             * @property {Array.<fnmesh.v1.Rollup.$Properties>|null} [rows] UsagePart rows
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a UsagePart.
+             * @memberof fnmesh.v1
+             * @interface IUsagePart
+             * @augments fnmesh.v1.UsagePart.$Properties
+             * @deprecated Use fnmesh.v1.UsagePart.$Properties instead.
+             */
+
+            /**
+             * Shape of a UsagePart.
+             * @typedef {fnmesh.v1.UsagePart.$Properties} fnmesh.v1.UsagePart.$Shape
+             */
+
+            /**
+             * Constructs a new UsagePart.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a UsagePart.
+             * @constructor
+             * @param {fnmesh.v1.UsagePart.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const UsagePart = function (properties) {
+                this.rows = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * UsagePart range.
+             * @member {fnmesh.v1.RangeDigest.$Properties|null|undefined} range
+             * @memberof fnmesh.v1.UsagePart
+             * @instance
+             */
+            UsagePart.prototype.range = null;
+
+            /**
+             * UsagePart rows.
+             * @member {Array.<fnmesh.v1.Rollup.$Properties>} rows
+             * @memberof fnmesh.v1.UsagePart
+             * @instance
+             */
+            UsagePart.prototype.rows = $util.emptyArray;
+
+            /**
+             * Creates a new UsagePart instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {fnmesh.v1.UsagePart.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.UsagePart} UsagePart instance
+             * @type {{
+             *   (properties: fnmesh.v1.UsagePart.$Shape): fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape;
+             *   (properties?: fnmesh.v1.UsagePart.$Properties): fnmesh.v1.UsagePart;
+             * }}
+             */
+            UsagePart.create = function(properties) {
+                return new UsagePart(properties);
+            };
+
+            /**
+             * Encodes the specified UsagePart message. Does not implicitly {@link fnmesh.v1.UsagePart.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {fnmesh.v1.UsagePart.$Properties} message UsagePart message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            UsagePart.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.range != null && $Object.hasOwnProperty.call(message, "range"))
+                    $root.fnmesh.v1.RangeDigest.encode(message.range, writer.uint32(/* id 1, wireType 2 =*/10).fork(), _depth + 1).ldelim();
+                if (message.rows != null && message.rows.length)
+                    for (let i = 0; i < message.rows.length; ++i)
+                        $root.fnmesh.v1.Rollup.encode(message.rows[i], writer.uint32(/* id 2, wireType 2 =*/18).fork(), _depth + 1).ldelim();
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified UsagePart message, length delimited. Does not implicitly {@link fnmesh.v1.UsagePart.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {fnmesh.v1.UsagePart.$Properties} message UsagePart message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            UsagePart.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a UsagePart message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape} UsagePart
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            UsagePart.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.UsagePart();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            message.range = $root.fnmesh.v1.RangeDigest.decode(reader, reader.size(), $undefined, _depth + 1, message.range);
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.rows && message.rows.length))
+                                message.rows = [];
+                            message.rows.push($root.fnmesh.v1.Rollup.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a UsagePart message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.UsagePart & fnmesh.v1.UsagePart.$Shape} UsagePart
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            UsagePart.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a UsagePart message.
+             * @function verify
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            UsagePart.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.range != null && $Object.hasOwnProperty.call(message, "range")) {
+                    let error = $root.fnmesh.v1.RangeDigest.verify(message.range, _depth + 1);
+                    if (error)
+                        return "range." + error;
+                }
+                if (message.rows != null && $Object.hasOwnProperty.call(message, "rows")) {
+                    if (!$Array.isArray(message.rows))
+                        return "rows: array expected";
+                    for (let i = 0; i < message.rows.length; ++i) {
+                        let error = $root.fnmesh.v1.Rollup.verify(message.rows[i], _depth + 1);
+                        if (error)
+                            return "rows." + error;
+                    }
+                }
+                return null;
+            };
+
+            /**
+             * Creates a UsagePart message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.UsagePart} UsagePart
+             */
+            UsagePart.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.UsagePart)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.UsagePart: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.UsagePart();
+                if (object.range != null) {
+                    if (!$util.isObject(object.range))
+                        throw $TypeError(".fnmesh.v1.UsagePart.range: object expected");
+                    message.range = $root.fnmesh.v1.RangeDigest.fromObject(object.range, _depth + 1);
+                }
+                if (object.rows) {
+                    if (!$Array.isArray(object.rows))
+                        throw $TypeError(".fnmesh.v1.UsagePart.rows: array expected");
+                    message.rows = $Array(object.rows.length);
+                    for (let i = 0; i < object.rows.length; ++i) {
+                        if (!$util.isObject(object.rows[i]))
+                            throw $TypeError(".fnmesh.v1.UsagePart.rows: object expected");
+                        message.rows[i] = $root.fnmesh.v1.Rollup.fromObject(object.rows[i], _depth + 1);
+                    }
+                }
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a UsagePart message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.UsagePart
+             * @static
+             * @param {fnmesh.v1.UsagePart} message UsagePart
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            UsagePart.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults)
+                    object.rows = [];
+                if (options.defaults)
+                    object.range = null;
+                if (message.range != null && $Object.hasOwnProperty.call(message, "range"))
+                    object.range = $root.fnmesh.v1.RangeDigest.toObject(message.range, options, _depth + 1);
+                if (message.rows && message.rows.length) {
+                    object.rows = $Array(message.rows.length);
+                    for (let j = 0; j < message.rows.length; ++j)
+                        object.rows[j] = $root.fnmesh.v1.Rollup.toObject(message.rows[j], options, _depth + 1);
+                }
+                return object;
+            };
+
+            /**
+             * Converts this UsagePart to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.UsagePart
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            UsagePart.prototype.toJSON = function() {
+                return UsagePart.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return UsagePart;
         })();
 
         v1.FunctionUsage = (function() {
@@ -17893,6 +18361,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<string>|null} [missing] UsageReply missing
              * @property {fnmesh.v1.ErrorInfo.$Properties|null} [error] UsageReply error
              * @property {Array.<fnmesh.v1.Rollup.$Properties>|null} [buckets] UsageReply buckets
+             * @property {Array.<fnmesh.v1.UsagePart.$Properties>|null} [parts] UsageReply parts
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -17923,6 +18392,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.answered = [];
                 this.missing = [];
                 this.buckets = [];
+                this.parts = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -17978,6 +18448,14 @@ export const fnmesh = $root.fnmesh = (() => {
             UsageReply.prototype.buckets = $util.emptyArray;
 
             /**
+             * UsageReply parts.
+             * @member {Array.<fnmesh.v1.UsagePart.$Properties>} parts
+             * @memberof fnmesh.v1.UsageReply
+             * @instance
+             */
+            UsageReply.prototype.parts = $util.emptyArray;
+
+            /**
              * Creates a new UsageReply instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.UsageReply
@@ -18026,6 +18504,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.buckets != null && message.buckets.length)
                     for (let i = 0; i < message.buckets.length; ++i)
                         $root.fnmesh.v1.Rollup.encode(message.buckets[i], writer.uint32(/* id 6, wireType 2 =*/50).fork(), _depth + 1).ldelim();
+                if (message.parts != null && message.parts.length)
+                    for (let i = 0; i < message.parts.length; ++i)
+                        $root.fnmesh.v1.UsagePart.encode(message.parts[i], writer.uint32(/* id 110, wireType 2 =*/882).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -18129,6 +18610,14 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.buckets.push($root.fnmesh.v1.Rollup.decode(reader, reader.size(), $undefined, _depth + 1));
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.parts && message.parts.length))
+                                message.parts = [];
+                            message.parts.push($root.fnmesh.v1.UsagePart.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -18223,6 +18712,15 @@ export const fnmesh = $root.fnmesh = (() => {
                             return "buckets." + error;
                     }
                 }
+                if (message.parts != null && $Object.hasOwnProperty.call(message, "parts")) {
+                    if (!$Array.isArray(message.parts))
+                        return "parts: array expected";
+                    for (let i = 0; i < message.parts.length; ++i) {
+                        let error = $root.fnmesh.v1.UsagePart.verify(message.parts[i], _depth + 1);
+                        if (error)
+                            return "parts." + error;
+                    }
+                }
                 return null;
             };
 
@@ -18293,6 +18791,16 @@ export const fnmesh = $root.fnmesh = (() => {
                         message.buckets[i] = $root.fnmesh.v1.Rollup.fromObject(object.buckets[i], _depth + 1);
                     }
                 }
+                if (object.parts) {
+                    if (!$Array.isArray(object.parts))
+                        throw $TypeError(".fnmesh.v1.UsageReply.parts: array expected");
+                    message.parts = $Array(object.parts.length);
+                    for (let i = 0; i < object.parts.length; ++i) {
+                        if (!$util.isObject(object.parts[i]))
+                            throw $TypeError(".fnmesh.v1.UsageReply.parts: object expected");
+                        message.parts[i] = $root.fnmesh.v1.UsagePart.fromObject(object.parts[i], _depth + 1);
+                    }
+                }
                 return message;
             };
 
@@ -18319,6 +18827,7 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.answered = [];
                     object.missing = [];
                     object.buckets = [];
+                    object.parts = [];
                 }
                 if (options.defaults)
                     object.error = null;
@@ -18349,6 +18858,11 @@ export const fnmesh = $root.fnmesh = (() => {
                     for (let j = 0; j < message.buckets.length; ++j)
                         object.buckets[j] = $root.fnmesh.v1.Rollup.toObject(message.buckets[j], options, _depth + 1);
                 }
+                if (message.parts && message.parts.length) {
+                    object.parts = $Array(message.parts.length);
+                    for (let j = 0; j < message.parts.length; ++j)
+                        object.parts[j] = $root.fnmesh.v1.UsagePart.toObject(message.parts[j], options, _depth + 1);
+                }
                 return object;
             };
 
@@ -18376,6 +18890,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [untilMs] ExportQuery untilMs
              * @property {string|null} [afterKey] ExportQuery afterKey
              * @property {number|null} [limit] ExportQuery limit
+             * @property {boolean|null} [local] ExportQuery local
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -18448,6 +18963,14 @@ export const fnmesh = $root.fnmesh = (() => {
             ExportQuery.prototype.limit = 0;
 
             /**
+             * ExportQuery local.
+             * @member {boolean} local
+             * @memberof fnmesh.v1.ExportQuery
+             * @instance
+             */
+            ExportQuery.prototype.local = false;
+
+            /**
              * Creates a new ExportQuery instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.ExportQuery
@@ -18489,6 +19012,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 4, wireType 2 =*/34).string(message.afterKey);
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit") && message.limit !== 0)
                     writer.uint32(/* id 5, wireType 0 =*/40).uint32(message.limit);
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local") && message.local !== false)
+                    writer.uint32(/* id 110, wireType 0 =*/880).bool(message.local);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -18591,6 +19116,15 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.limit;
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.local = value;
+                            else
+                                delete message.local;
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -18654,6 +19188,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     if (!$util.isInteger(message.limit))
                         return "limit: integer expected";
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local"))
+                    if (typeof message.local !== "boolean")
+                        return "local: boolean expected";
                 return null;
             };
 
@@ -18704,6 +19241,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.limit != null)
                     if ($Number(object.limit) !== 0)
                         message.limit = object.limit >>> 0;
+                if (object.local != null)
+                    if (object.local)
+                        message.local = $Boolean(object.local);
                 return message;
             };
 
@@ -18738,6 +19278,7 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.untilMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.afterKey = "";
                     object.limit = 0;
+                    object.local = false;
                 }
                 if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
                     object["function"] = message["function"];
@@ -18759,6 +19300,8 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.afterKey = message.afterKey;
                 if (message.limit != null && $Object.hasOwnProperty.call(message, "limit"))
                     object.limit = message.limit;
+                if (message.local != null && $Object.hasOwnProperty.call(message, "local"))
+                    object.local = message.local;
                 return object;
             };
 
@@ -18785,6 +19328,8 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {string|null} [nextKey] ExportPage nextKey
              * @property {string|null} [nodeId] ExportPage nodeId
              * @property {fnmesh.v1.ErrorInfo.$Properties|null} [error] ExportPage error
+             * @property {Array.<string>|null} [keys] ExportPage keys
+             * @property {Array.<string>|null} [missing] ExportPage missing
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -18811,6 +19356,8 @@ export const fnmesh = $root.fnmesh = (() => {
              */
             const ExportPage = function (properties) {
                 this.records = [];
+                this.keys = [];
+                this.missing = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -18848,6 +19395,22 @@ export const fnmesh = $root.fnmesh = (() => {
              * @instance
              */
             ExportPage.prototype.error = null;
+
+            /**
+             * ExportPage keys.
+             * @member {Array.<string>} keys
+             * @memberof fnmesh.v1.ExportPage
+             * @instance
+             */
+            ExportPage.prototype.keys = $util.emptyArray;
+
+            /**
+             * ExportPage missing.
+             * @member {Array.<string>} missing
+             * @memberof fnmesh.v1.ExportPage
+             * @instance
+             */
+            ExportPage.prototype.missing = $util.emptyArray;
 
             /**
              * Creates a new ExportPage instance using the specified properties.
@@ -18890,6 +19453,12 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 3, wireType 2 =*/26).string(message.nodeId);
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     $root.fnmesh.v1.ErrorInfo.encode(message.error, writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
+                if (message.keys != null && message.keys.length)
+                    for (let i = 0; i < message.keys.length; ++i)
+                        writer.uint32(/* id 110, wireType 2 =*/882).string(message.keys[i]);
+                if (message.missing != null && message.missing.length)
+                    for (let i = 0; i < message.missing.length; ++i)
+                        writer.uint32(/* id 111, wireType 2 =*/890).string(message.missing[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -18979,6 +19548,22 @@ export const fnmesh = $root.fnmesh = (() => {
                             message.error = $root.fnmesh.v1.ErrorInfo.decode(reader, reader.size(), $undefined, _depth + 1, message.error);
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.keys && message.keys.length))
+                                message.keys = [];
+                            message.keys.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 111: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.missing && message.missing.length))
+                                message.missing = [];
+                            message.missing.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -19047,6 +19632,20 @@ export const fnmesh = $root.fnmesh = (() => {
                     if (error)
                         return "error." + error;
                 }
+                if (message.keys != null && $Object.hasOwnProperty.call(message, "keys")) {
+                    if (!$Array.isArray(message.keys))
+                        return "keys: array expected";
+                    for (let i = 0; i < message.keys.length; ++i)
+                        if (!$util.isString(message.keys[i]))
+                            return "keys: string[] expected";
+                }
+                if (message.missing != null && $Object.hasOwnProperty.call(message, "missing")) {
+                    if (!$Array.isArray(message.missing))
+                        return "missing: array expected";
+                    for (let i = 0; i < message.missing.length; ++i)
+                        if (!$util.isString(message.missing[i]))
+                            return "missing: string[] expected";
+                }
                 return null;
             };
 
@@ -19089,6 +19688,20 @@ export const fnmesh = $root.fnmesh = (() => {
                         throw $TypeError(".fnmesh.v1.ExportPage.error: object expected");
                     message.error = $root.fnmesh.v1.ErrorInfo.fromObject(object.error, _depth + 1);
                 }
+                if (object.keys) {
+                    if (!$Array.isArray(object.keys))
+                        throw $TypeError(".fnmesh.v1.ExportPage.keys: array expected");
+                    message.keys = $Array(object.keys.length);
+                    for (let i = 0; i < object.keys.length; ++i)
+                        message.keys[i] = $String(object.keys[i]);
+                }
+                if (object.missing) {
+                    if (!$Array.isArray(object.missing))
+                        throw $TypeError(".fnmesh.v1.ExportPage.missing: array expected");
+                    message.missing = $Array(object.missing.length);
+                    for (let i = 0; i < object.missing.length; ++i)
+                        message.missing[i] = $String(object.missing[i]);
+                }
                 return message;
             };
 
@@ -19109,8 +19722,11 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.records = [];
+                    object.keys = [];
+                    object.missing = [];
+                }
                 if (options.defaults) {
                     object.nextKey = "";
                     object.nodeId = "";
@@ -19127,6 +19743,16 @@ export const fnmesh = $root.fnmesh = (() => {
                     object.nodeId = message.nodeId;
                 if (message.error != null && $Object.hasOwnProperty.call(message, "error"))
                     object.error = $root.fnmesh.v1.ErrorInfo.toObject(message.error, options, _depth + 1);
+                if (message.keys && message.keys.length) {
+                    object.keys = $Array(message.keys.length);
+                    for (let j = 0; j < message.keys.length; ++j)
+                        object.keys[j] = message.keys[j];
+                }
+                if (message.missing && message.missing.length) {
+                    object.missing = $Array(message.missing.length);
+                    for (let j = 0; j < message.missing.length; ++j)
+                        object.missing[j] = message.missing[j];
+                }
                 return object;
             };
 
@@ -19433,6 +20059,12 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {number|null} [fsyncWindowMs] MeterStatus fsyncWindowMs
              * @property {number|null} [fsyncs] MeterStatus fsyncs
              * @property {number|null} [fsyncLagMaxMs] MeterStatus fsyncLagMaxMs
+             * @property {number|null} [members] MeterStatus members
+             * @property {number|null} [ownedRanges] MeterStatus ownedRanges
+             * @property {number|null} [foreignRanges] MeterStatus foreignRanges
+             * @property {number|null} [underReplicatedRanges] MeterStatus underReplicatedRanges
+             * @property {number|null} [droppedRanges] MeterStatus droppedRanges
+             * @property {Array.<fnmesh.v1.MeterRange.$Properties>|null} [ranges] MeterStatus ranges
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -19459,6 +20091,7 @@ export const fnmesh = $root.fnmesh = (() => {
              */
             const MeterStatus = function (properties) {
                 this.syncedWith = [];
+                this.ranges = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -19650,6 +20283,54 @@ export const fnmesh = $root.fnmesh = (() => {
             MeterStatus.prototype.fsyncLagMaxMs = 0;
 
             /**
+             * MeterStatus members.
+             * @member {number} members
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.members = 0;
+
+            /**
+             * MeterStatus ownedRanges.
+             * @member {number} ownedRanges
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.ownedRanges = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus foreignRanges.
+             * @member {number} foreignRanges
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.foreignRanges = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus underReplicatedRanges.
+             * @member {number} underReplicatedRanges
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.underReplicatedRanges = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus droppedRanges.
+             * @member {number} droppedRanges
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.droppedRanges = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterStatus ranges.
+             * @member {Array.<fnmesh.v1.MeterRange.$Properties>} ranges
+             * @memberof fnmesh.v1.MeterStatus
+             * @instance
+             */
+            MeterStatus.prototype.ranges = $util.emptyArray;
+
+            /**
              * Creates a new MeterStatus instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.MeterStatus
@@ -19728,6 +20409,19 @@ export const fnmesh = $root.fnmesh = (() => {
                     writer.uint32(/* id 22, wireType 0 =*/176).uint64(message.fsyncs);
                 if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs") && !$Object.is(message.fsyncLagMaxMs, 0))
                     writer.uint32(/* id 23, wireType 1 =*/185).double(message.fsyncLagMaxMs);
+                if (message.members != null && $Object.hasOwnProperty.call(message, "members") && message.members !== 0)
+                    writer.uint32(/* id 110, wireType 0 =*/880).uint32(message.members);
+                if (message.ownedRanges != null && $Object.hasOwnProperty.call(message, "ownedRanges") && (typeof message.ownedRanges === "object" ? message.ownedRanges.low || message.ownedRanges.high : message.ownedRanges !== 0))
+                    writer.uint32(/* id 111, wireType 0 =*/888).uint64(message.ownedRanges);
+                if (message.foreignRanges != null && $Object.hasOwnProperty.call(message, "foreignRanges") && (typeof message.foreignRanges === "object" ? message.foreignRanges.low || message.foreignRanges.high : message.foreignRanges !== 0))
+                    writer.uint32(/* id 112, wireType 0 =*/896).uint64(message.foreignRanges);
+                if (message.underReplicatedRanges != null && $Object.hasOwnProperty.call(message, "underReplicatedRanges") && (typeof message.underReplicatedRanges === "object" ? message.underReplicatedRanges.low || message.underReplicatedRanges.high : message.underReplicatedRanges !== 0))
+                    writer.uint32(/* id 113, wireType 0 =*/904).uint64(message.underReplicatedRanges);
+                if (message.droppedRanges != null && $Object.hasOwnProperty.call(message, "droppedRanges") && (typeof message.droppedRanges === "object" ? message.droppedRanges.low || message.droppedRanges.high : message.droppedRanges !== 0))
+                    writer.uint32(/* id 114, wireType 0 =*/912).uint64(message.droppedRanges);
+                if (message.ranges != null && message.ranges.length)
+                    for (let i = 0; i < message.ranges.length; ++i)
+                        $root.fnmesh.v1.MeterRange.encode(message.ranges[i], writer.uint32(/* id 115, wireType 2 =*/922).fork(), _depth + 1).ldelim();
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -19988,6 +20682,59 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.fsyncLagMaxMs;
                             continue;
                         }
+                    case 110: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.members = value;
+                            else
+                                delete message.members;
+                            continue;
+                        }
+                    case 111: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.ownedRanges = value;
+                            else
+                                delete message.ownedRanges;
+                            continue;
+                        }
+                    case 112: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.foreignRanges = value;
+                            else
+                                delete message.foreignRanges;
+                            continue;
+                        }
+                    case 113: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.underReplicatedRanges = value;
+                            else
+                                delete message.underReplicatedRanges;
+                            continue;
+                        }
+                    case 114: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.droppedRanges = value;
+                            else
+                                delete message.droppedRanges;
+                            continue;
+                        }
+                    case 115: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.ranges && message.ranges.length))
+                                message.ranges = [];
+                            message.ranges.push($root.fnmesh.v1.MeterRange.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -20111,6 +20858,30 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
                     if (typeof message.fsyncLagMaxMs !== "number")
                         return "fsyncLagMaxMs: number expected";
+                if (message.members != null && $Object.hasOwnProperty.call(message, "members"))
+                    if (!$util.isInteger(message.members))
+                        return "members: integer expected";
+                if (message.ownedRanges != null && $Object.hasOwnProperty.call(message, "ownedRanges"))
+                    if (!$util.isInteger(message.ownedRanges) && !(message.ownedRanges && $util.isInteger(message.ownedRanges.low) && $util.isInteger(message.ownedRanges.high)))
+                        return "ownedRanges: integer|Long expected";
+                if (message.foreignRanges != null && $Object.hasOwnProperty.call(message, "foreignRanges"))
+                    if (!$util.isInteger(message.foreignRanges) && !(message.foreignRanges && $util.isInteger(message.foreignRanges.low) && $util.isInteger(message.foreignRanges.high)))
+                        return "foreignRanges: integer|Long expected";
+                if (message.underReplicatedRanges != null && $Object.hasOwnProperty.call(message, "underReplicatedRanges"))
+                    if (!$util.isInteger(message.underReplicatedRanges) && !(message.underReplicatedRanges && $util.isInteger(message.underReplicatedRanges.low) && $util.isInteger(message.underReplicatedRanges.high)))
+                        return "underReplicatedRanges: integer|Long expected";
+                if (message.droppedRanges != null && $Object.hasOwnProperty.call(message, "droppedRanges"))
+                    if (!$util.isInteger(message.droppedRanges) && !(message.droppedRanges && $util.isInteger(message.droppedRanges.low) && $util.isInteger(message.droppedRanges.high)))
+                        return "droppedRanges: integer|Long expected";
+                if (message.ranges != null && $Object.hasOwnProperty.call(message, "ranges")) {
+                    if (!$Array.isArray(message.ranges))
+                        return "ranges: array expected";
+                    for (let i = 0; i < message.ranges.length; ++i) {
+                        let error = $root.fnmesh.v1.MeterRange.verify(message.ranges[i], _depth + 1);
+                        if (error)
+                            return "ranges." + error;
+                    }
+                }
                 return null;
             };
 
@@ -20291,6 +21062,59 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.fsyncLagMaxMs != null)
                     if (!$Object.is($Number(object.fsyncLagMaxMs), 0))
                         message.fsyncLagMaxMs = $Number(object.fsyncLagMaxMs);
+                if (object.members != null)
+                    if ($Number(object.members) !== 0)
+                        message.members = object.members >>> 0;
+                if (object.ownedRanges != null)
+                    if (typeof object.ownedRanges === "object" ? object.ownedRanges.low || object.ownedRanges.high : $Number(object.ownedRanges) !== 0)
+                        if ($util.Long)
+                            message.ownedRanges = $util.Long.fromValue(object.ownedRanges, true);
+                        else if (typeof object.ownedRanges === "string")
+                            message.ownedRanges = $parseInt(object.ownedRanges, 10);
+                        else if (typeof object.ownedRanges === "number")
+                            message.ownedRanges = object.ownedRanges;
+                        else if (typeof object.ownedRanges === "object")
+                            message.ownedRanges = new $util.LongBits(object.ownedRanges.low >>> 0, object.ownedRanges.high >>> 0).toNumber(true);
+                if (object.foreignRanges != null)
+                    if (typeof object.foreignRanges === "object" ? object.foreignRanges.low || object.foreignRanges.high : $Number(object.foreignRanges) !== 0)
+                        if ($util.Long)
+                            message.foreignRanges = $util.Long.fromValue(object.foreignRanges, true);
+                        else if (typeof object.foreignRanges === "string")
+                            message.foreignRanges = $parseInt(object.foreignRanges, 10);
+                        else if (typeof object.foreignRanges === "number")
+                            message.foreignRanges = object.foreignRanges;
+                        else if (typeof object.foreignRanges === "object")
+                            message.foreignRanges = new $util.LongBits(object.foreignRanges.low >>> 0, object.foreignRanges.high >>> 0).toNumber(true);
+                if (object.underReplicatedRanges != null)
+                    if (typeof object.underReplicatedRanges === "object" ? object.underReplicatedRanges.low || object.underReplicatedRanges.high : $Number(object.underReplicatedRanges) !== 0)
+                        if ($util.Long)
+                            message.underReplicatedRanges = $util.Long.fromValue(object.underReplicatedRanges, true);
+                        else if (typeof object.underReplicatedRanges === "string")
+                            message.underReplicatedRanges = $parseInt(object.underReplicatedRanges, 10);
+                        else if (typeof object.underReplicatedRanges === "number")
+                            message.underReplicatedRanges = object.underReplicatedRanges;
+                        else if (typeof object.underReplicatedRanges === "object")
+                            message.underReplicatedRanges = new $util.LongBits(object.underReplicatedRanges.low >>> 0, object.underReplicatedRanges.high >>> 0).toNumber(true);
+                if (object.droppedRanges != null)
+                    if (typeof object.droppedRanges === "object" ? object.droppedRanges.low || object.droppedRanges.high : $Number(object.droppedRanges) !== 0)
+                        if ($util.Long)
+                            message.droppedRanges = $util.Long.fromValue(object.droppedRanges, true);
+                        else if (typeof object.droppedRanges === "string")
+                            message.droppedRanges = $parseInt(object.droppedRanges, 10);
+                        else if (typeof object.droppedRanges === "number")
+                            message.droppedRanges = object.droppedRanges;
+                        else if (typeof object.droppedRanges === "object")
+                            message.droppedRanges = new $util.LongBits(object.droppedRanges.low >>> 0, object.droppedRanges.high >>> 0).toNumber(true);
+                if (object.ranges) {
+                    if (!$Array.isArray(object.ranges))
+                        throw $TypeError(".fnmesh.v1.MeterStatus.ranges: array expected");
+                    message.ranges = $Array(object.ranges.length);
+                    for (let i = 0; i < object.ranges.length; ++i) {
+                        if (!$util.isObject(object.ranges[i]))
+                            throw $TypeError(".fnmesh.v1.MeterStatus.ranges: object expected");
+                        message.ranges[i] = $root.fnmesh.v1.MeterRange.fromObject(object.ranges[i], _depth + 1);
+                    }
+                }
                 return message;
             };
 
@@ -20311,8 +21135,10 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (_depth > $util.recursionLimit)
                     throw $Error("max depth exceeded");
                 let object = {};
-                if (options.arrays || options.defaults)
+                if (options.arrays || options.defaults) {
                     object.syncedWith = [];
+                    object.ranges = [];
+                }
                 if (options.defaults) {
                     object.nodeId = "";
                     object.replicas = 0;
@@ -20384,6 +21210,27 @@ export const fnmesh = $root.fnmesh = (() => {
                     } else
                         object.fsyncs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                     object.fsyncLagMaxMs = 0;
+                    object.members = 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.ownedRanges = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.ownedRanges = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.foreignRanges = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.foreignRanges = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.underReplicatedRanges = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.underReplicatedRanges = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.droppedRanges = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.droppedRanges = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
                 }
                 if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
                     object.nodeId = message.nodeId;
@@ -20494,6 +21341,41 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.fsyncs = options.longs === $String ? $util.Long.prototype.toString.call(message.fsyncs) : options.longs === $Number ? new $util.LongBits(message.fsyncs.low >>> 0, message.fsyncs.high >>> 0).toNumber(true) : message.fsyncs;
                 if (message.fsyncLagMaxMs != null && $Object.hasOwnProperty.call(message, "fsyncLagMaxMs"))
                     object.fsyncLagMaxMs = options.json && !$isFinite(message.fsyncLagMaxMs) ? $String(message.fsyncLagMaxMs) : message.fsyncLagMaxMs;
+                if (message.members != null && $Object.hasOwnProperty.call(message, "members"))
+                    object.members = message.members;
+                if (message.ownedRanges != null && $Object.hasOwnProperty.call(message, "ownedRanges"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.ownedRanges = typeof message.ownedRanges === "number" ? $BigInt(message.ownedRanges) : $util.Long.fromBits(message.ownedRanges.low >>> 0, message.ownedRanges.high >>> 0, true).toBigInt();
+                    else if (typeof message.ownedRanges === "number")
+                        object.ownedRanges = options.longs === $String ? $String(message.ownedRanges) : message.ownedRanges;
+                    else
+                        object.ownedRanges = options.longs === $String ? $util.Long.prototype.toString.call(message.ownedRanges) : options.longs === $Number ? new $util.LongBits(message.ownedRanges.low >>> 0, message.ownedRanges.high >>> 0).toNumber(true) : message.ownedRanges;
+                if (message.foreignRanges != null && $Object.hasOwnProperty.call(message, "foreignRanges"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.foreignRanges = typeof message.foreignRanges === "number" ? $BigInt(message.foreignRanges) : $util.Long.fromBits(message.foreignRanges.low >>> 0, message.foreignRanges.high >>> 0, true).toBigInt();
+                    else if (typeof message.foreignRanges === "number")
+                        object.foreignRanges = options.longs === $String ? $String(message.foreignRanges) : message.foreignRanges;
+                    else
+                        object.foreignRanges = options.longs === $String ? $util.Long.prototype.toString.call(message.foreignRanges) : options.longs === $Number ? new $util.LongBits(message.foreignRanges.low >>> 0, message.foreignRanges.high >>> 0).toNumber(true) : message.foreignRanges;
+                if (message.underReplicatedRanges != null && $Object.hasOwnProperty.call(message, "underReplicatedRanges"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.underReplicatedRanges = typeof message.underReplicatedRanges === "number" ? $BigInt(message.underReplicatedRanges) : $util.Long.fromBits(message.underReplicatedRanges.low >>> 0, message.underReplicatedRanges.high >>> 0, true).toBigInt();
+                    else if (typeof message.underReplicatedRanges === "number")
+                        object.underReplicatedRanges = options.longs === $String ? $String(message.underReplicatedRanges) : message.underReplicatedRanges;
+                    else
+                        object.underReplicatedRanges = options.longs === $String ? $util.Long.prototype.toString.call(message.underReplicatedRanges) : options.longs === $Number ? new $util.LongBits(message.underReplicatedRanges.low >>> 0, message.underReplicatedRanges.high >>> 0).toNumber(true) : message.underReplicatedRanges;
+                if (message.droppedRanges != null && $Object.hasOwnProperty.call(message, "droppedRanges"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.droppedRanges = typeof message.droppedRanges === "number" ? $BigInt(message.droppedRanges) : $util.Long.fromBits(message.droppedRanges.low >>> 0, message.droppedRanges.high >>> 0, true).toBigInt();
+                    else if (typeof message.droppedRanges === "number")
+                        object.droppedRanges = options.longs === $String ? $String(message.droppedRanges) : message.droppedRanges;
+                    else
+                        object.droppedRanges = options.longs === $String ? $util.Long.prototype.toString.call(message.droppedRanges) : options.longs === $Number ? new $util.LongBits(message.droppedRanges.low >>> 0, message.droppedRanges.high >>> 0).toNumber(true) : message.droppedRanges;
+                if (message.ranges && message.ranges.length) {
+                    object.ranges = $Array(message.ranges.length);
+                    for (let j = 0; j < message.ranges.length; ++j)
+                        object.ranges[j] = $root.fnmesh.v1.MeterRange.toObject(message.ranges[j], options, _depth + 1);
+                }
                 return object;
             };
 
@@ -20509,6 +21391,471 @@ export const fnmesh = $root.fnmesh = (() => {
             };
 
             return MeterStatus;
+        })();
+
+        v1.MeterRange = (function() {
+
+            /**
+             * Properties of a MeterRange.
+             * @typedef {Object} fnmesh.v1.MeterRange.$Properties
+             * @property {string|null} [nodeId] MeterRange nodeId
+             * @property {number|null} [hourMs] MeterRange hourMs
+             * @property {number|null} [count] MeterRange count
+             * @property {Array.<string>|null} [owners] MeterRange owners
+             * @property {Array.<string>|null} [unconfirmed] MeterRange unconfirmed
+             * @property {boolean|null} [owned] MeterRange owned
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a MeterRange.
+             * @memberof fnmesh.v1
+             * @interface IMeterRange
+             * @augments fnmesh.v1.MeterRange.$Properties
+             * @deprecated Use fnmesh.v1.MeterRange.$Properties instead.
+             */
+
+            /**
+             * Shape of a MeterRange.
+             * @typedef {fnmesh.v1.MeterRange.$Properties} fnmesh.v1.MeterRange.$Shape
+             */
+
+            /**
+             * Constructs a new MeterRange.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a MeterRange.
+             * @constructor
+             * @param {fnmesh.v1.MeterRange.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const MeterRange = function (properties) {
+                this.owners = [];
+                this.unconfirmed = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * MeterRange nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.nodeId = "";
+
+            /**
+             * MeterRange hourMs.
+             * @member {number} hourMs
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.hourMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterRange count.
+             * @member {number} count
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.count = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MeterRange owners.
+             * @member {Array.<string>} owners
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.owners = $util.emptyArray;
+
+            /**
+             * MeterRange unconfirmed.
+             * @member {Array.<string>} unconfirmed
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.unconfirmed = $util.emptyArray;
+
+            /**
+             * MeterRange owned.
+             * @member {boolean} owned
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             */
+            MeterRange.prototype.owned = false;
+
+            /**
+             * Creates a new MeterRange instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {fnmesh.v1.MeterRange.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.MeterRange} MeterRange instance
+             * @type {{
+             *   (properties: fnmesh.v1.MeterRange.$Shape): fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape;
+             *   (properties?: fnmesh.v1.MeterRange.$Properties): fnmesh.v1.MeterRange;
+             * }}
+             */
+            MeterRange.create = function(properties) {
+                return new MeterRange(properties);
+            };
+
+            /**
+             * Encodes the specified MeterRange message. Does not implicitly {@link fnmesh.v1.MeterRange.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {fnmesh.v1.MeterRange.$Properties} message MeterRange message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            MeterRange.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message.nodeId);
+                if (message.hourMs != null && $Object.hasOwnProperty.call(message, "hourMs") && (typeof message.hourMs === "object" ? message.hourMs.low || message.hourMs.high : message.hourMs !== 0))
+                    writer.uint32(/* id 2, wireType 0 =*/16).uint64(message.hourMs);
+                if (message.count != null && $Object.hasOwnProperty.call(message, "count") && (typeof message.count === "object" ? message.count.low || message.count.high : message.count !== 0))
+                    writer.uint32(/* id 3, wireType 0 =*/24).uint64(message.count);
+                if (message.owners != null && message.owners.length)
+                    for (let i = 0; i < message.owners.length; ++i)
+                        writer.uint32(/* id 4, wireType 2 =*/34).string(message.owners[i]);
+                if (message.unconfirmed != null && message.unconfirmed.length)
+                    for (let i = 0; i < message.unconfirmed.length; ++i)
+                        writer.uint32(/* id 5, wireType 2 =*/42).string(message.unconfirmed[i]);
+                if (message.owned != null && $Object.hasOwnProperty.call(message, "owned") && message.owned !== false)
+                    writer.uint32(/* id 6, wireType 0 =*/48).bool(message.owned);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified MeterRange message, length delimited. Does not implicitly {@link fnmesh.v1.MeterRange.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {fnmesh.v1.MeterRange.$Properties} message MeterRange message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            MeterRange.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a MeterRange message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape} MeterRange
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            MeterRange.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.MeterRange();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.hourMs = value;
+                            else
+                                delete message.hourMs;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.count = value;
+                            else
+                                delete message.count;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.owners && message.owners.length))
+                                message.owners = [];
+                            message.owners.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.unconfirmed && message.unconfirmed.length))
+                                message.unconfirmed = [];
+                            message.unconfirmed.push(reader.stringVerify());
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.owned = value;
+                            else
+                                delete message.owned;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a MeterRange message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.MeterRange & fnmesh.v1.MeterRange.$Shape} MeterRange
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            MeterRange.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a MeterRange message.
+             * @function verify
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            MeterRange.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                if (message.hourMs != null && $Object.hasOwnProperty.call(message, "hourMs"))
+                    if (!$util.isInteger(message.hourMs) && !(message.hourMs && $util.isInteger(message.hourMs.low) && $util.isInteger(message.hourMs.high)))
+                        return "hourMs: integer|Long expected";
+                if (message.count != null && $Object.hasOwnProperty.call(message, "count"))
+                    if (!$util.isInteger(message.count) && !(message.count && $util.isInteger(message.count.low) && $util.isInteger(message.count.high)))
+                        return "count: integer|Long expected";
+                if (message.owners != null && $Object.hasOwnProperty.call(message, "owners")) {
+                    if (!$Array.isArray(message.owners))
+                        return "owners: array expected";
+                    for (let i = 0; i < message.owners.length; ++i)
+                        if (!$util.isString(message.owners[i]))
+                            return "owners: string[] expected";
+                }
+                if (message.unconfirmed != null && $Object.hasOwnProperty.call(message, "unconfirmed")) {
+                    if (!$Array.isArray(message.unconfirmed))
+                        return "unconfirmed: array expected";
+                    for (let i = 0; i < message.unconfirmed.length; ++i)
+                        if (!$util.isString(message.unconfirmed[i]))
+                            return "unconfirmed: string[] expected";
+                }
+                if (message.owned != null && $Object.hasOwnProperty.call(message, "owned"))
+                    if (typeof message.owned !== "boolean")
+                        return "owned: boolean expected";
+                return null;
+            };
+
+            /**
+             * Creates a MeterRange message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.MeterRange} MeterRange
+             */
+            MeterRange.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.MeterRange)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.MeterRange: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.MeterRange();
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                if (object.hourMs != null)
+                    if (typeof object.hourMs === "object" ? object.hourMs.low || object.hourMs.high : $Number(object.hourMs) !== 0)
+                        if ($util.Long)
+                            message.hourMs = $util.Long.fromValue(object.hourMs, true);
+                        else if (typeof object.hourMs === "string")
+                            message.hourMs = $parseInt(object.hourMs, 10);
+                        else if (typeof object.hourMs === "number")
+                            message.hourMs = object.hourMs;
+                        else if (typeof object.hourMs === "object")
+                            message.hourMs = new $util.LongBits(object.hourMs.low >>> 0, object.hourMs.high >>> 0).toNumber(true);
+                if (object.count != null)
+                    if (typeof object.count === "object" ? object.count.low || object.count.high : $Number(object.count) !== 0)
+                        if ($util.Long)
+                            message.count = $util.Long.fromValue(object.count, true);
+                        else if (typeof object.count === "string")
+                            message.count = $parseInt(object.count, 10);
+                        else if (typeof object.count === "number")
+                            message.count = object.count;
+                        else if (typeof object.count === "object")
+                            message.count = new $util.LongBits(object.count.low >>> 0, object.count.high >>> 0).toNumber(true);
+                if (object.owners) {
+                    if (!$Array.isArray(object.owners))
+                        throw $TypeError(".fnmesh.v1.MeterRange.owners: array expected");
+                    message.owners = $Array(object.owners.length);
+                    for (let i = 0; i < object.owners.length; ++i)
+                        message.owners[i] = $String(object.owners[i]);
+                }
+                if (object.unconfirmed) {
+                    if (!$Array.isArray(object.unconfirmed))
+                        throw $TypeError(".fnmesh.v1.MeterRange.unconfirmed: array expected");
+                    message.unconfirmed = $Array(object.unconfirmed.length);
+                    for (let i = 0; i < object.unconfirmed.length; ++i)
+                        message.unconfirmed[i] = $String(object.unconfirmed[i]);
+                }
+                if (object.owned != null)
+                    if (object.owned)
+                        message.owned = $Boolean(object.owned);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a MeterRange message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.MeterRange
+             * @static
+             * @param {fnmesh.v1.MeterRange} message MeterRange
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            MeterRange.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults) {
+                    object.owners = [];
+                    object.unconfirmed = [];
+                }
+                if (options.defaults) {
+                    object.nodeId = "";
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.hourMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.hourMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.count = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.count = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.owned = false;
+                }
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                if (message.hourMs != null && $Object.hasOwnProperty.call(message, "hourMs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.hourMs = typeof message.hourMs === "number" ? $BigInt(message.hourMs) : $util.Long.fromBits(message.hourMs.low >>> 0, message.hourMs.high >>> 0, true).toBigInt();
+                    else if (typeof message.hourMs === "number")
+                        object.hourMs = options.longs === $String ? $String(message.hourMs) : message.hourMs;
+                    else
+                        object.hourMs = options.longs === $String ? $util.Long.prototype.toString.call(message.hourMs) : options.longs === $Number ? new $util.LongBits(message.hourMs.low >>> 0, message.hourMs.high >>> 0).toNumber(true) : message.hourMs;
+                if (message.count != null && $Object.hasOwnProperty.call(message, "count"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.count = typeof message.count === "number" ? $BigInt(message.count) : $util.Long.fromBits(message.count.low >>> 0, message.count.high >>> 0, true).toBigInt();
+                    else if (typeof message.count === "number")
+                        object.count = options.longs === $String ? $String(message.count) : message.count;
+                    else
+                        object.count = options.longs === $String ? $util.Long.prototype.toString.call(message.count) : options.longs === $Number ? new $util.LongBits(message.count.low >>> 0, message.count.high >>> 0).toNumber(true) : message.count;
+                if (message.owners && message.owners.length) {
+                    object.owners = $Array(message.owners.length);
+                    for (let j = 0; j < message.owners.length; ++j)
+                        object.owners[j] = message.owners[j];
+                }
+                if (message.unconfirmed && message.unconfirmed.length) {
+                    object.unconfirmed = $Array(message.unconfirmed.length);
+                    for (let j = 0; j < message.unconfirmed.length; ++j)
+                        object.unconfirmed[j] = message.unconfirmed[j];
+                }
+                if (message.owned != null && $Object.hasOwnProperty.call(message, "owned"))
+                    object.owned = message.owned;
+                return object;
+            };
+
+            /**
+             * Converts this MeterRange to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.MeterRange
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            MeterRange.prototype.toJSON = function() {
+                return MeterRange.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return MeterRange;
         })();
 
         v1.LogLine = (function() {

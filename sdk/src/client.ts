@@ -221,6 +221,16 @@ export interface UsageOptions extends CallOptions {
 export interface ExportOptions extends Omit<UsageOptions, 'bucket' | 'price'> {
   /** records per page asked of the agent. @default 5000 */
   pageSize?: number
+  /**
+   * Only the records the `via` agent holds in its own ledger (an audit of one agent's share), not
+   * the whole mesh's. @default false
+   */
+  local?: boolean
+  /**
+   * Told the live members that did not answer their part of a page: records only they hold are
+   * not in it (with R >= 1 every record has other holders, so one member missing loses none)
+   */
+  onMissing?: (nodeIds: string[]) => void
 }
 
 /** The state of one agent's metering (replication, anti-entropy, disk) */
@@ -517,17 +527,18 @@ export class Mesh {
   }
 
   /**
-   * The raw meter records (the billed one per invocation id), page by page from one agent,
-   * oldest minute first.
+   * The raw meter records (one per run), page by page, oldest minute first: every record of the
+   * mesh once, whichever agent answers (it merges every live member's records by record key).
    */
   async * exportRecords (options: ExportOptions = {}): AsyncGenerator<ExportedRecord> {
     let subject = options.via != null ? nodeSubject(API_EXPORT_SUBJECT, options.via) : API_EXPORT_SUBJECT
     let afterKey = ''
     for (;;) {
-      const msg = await request(this.nc, subject, encode('ExportQuery', { function: options.fn ?? '', ...range(options), afterKey, limit: options.pageSize ?? 5000 }),
+      const msg = await request(this.nc, subject, encode('ExportQuery', { function: options.fn ?? '', ...range(options), afterKey, limit: options.pageSize ?? 5000, local: options.local === true }),
         { timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, signal: options.signal, what: 'export meter records' })
       const page = decode('ExportPage', msg.data, { maxBytes: 16 * 1024 * 1024 })
       if (page.error != null && page.error.code !== '') throw fromErrorInfo(page.error)
+      if (page.missing.length > 0) options.onMissing?.([...page.missing])
       for (const r of page.records) yield exportedRecord(r)
       if (page.nextKey === '') return
       // The cursor is only meaningful to the agent that issued it.
@@ -549,7 +560,9 @@ export class Mesh {
         lagSamples: s.lagSamples, lagP50Ms: s.lagP50Ms, lagP99Ms: s.lagP99Ms, lagMaxMs: s.lagMaxMs, received: s.received, rejected: s.rejected,
         syncRounds: s.syncRounds, syncPulled: s.syncPulled, syncPushed: s.syncPushed, syncedWith: [...s.syncedWith], refusing: s.refusing,
         freeBytes: s.freeBytes, diskBytes: s.diskBytes, recovered: s.recovered,
-        fsyncWindowMs: s.fsyncWindowMs, fsyncs: s.fsyncs, fsyncLagMaxMs: s.fsyncLagMaxMs
+        fsyncWindowMs: s.fsyncWindowMs, fsyncs: s.fsyncs, fsyncLagMaxMs: s.fsyncLagMaxMs,
+        members: s.members, ownedRanges: s.ownedRanges, foreignRanges: s.foreignRanges, underReplicatedRanges: s.underReplicatedRanges, droppedRanges: s.droppedRanges,
+        ranges: s.ranges.map(r => ({ nodeId: r.nodeId, hourMs: r.hourMs, count: r.count, owners: [...r.owners], unconfirmed: [...r.unconfirmed], owned: r.owned }))
       }
     }
     if (options.nodeId != null) {

@@ -11,8 +11,13 @@ export interface TestMesh {
   stop: () => Promise<void>
 }
 
+export interface TestMeshOptions extends DevClusterOptions {
+  /** longest wait for every agent to see every other one before the mesh counts as started. @default 15000 */
+  readyTimeoutMs?: number
+}
+
 /** A real nats-server plus agent processes, and an SDK client connected to them */
-export async function startMesh (options: DevClusterOptions = {}): Promise<TestMesh> {
+export async function startMesh (options: TestMeshOptions = {}): Promise<TestMesh> {
   const cluster = await startDevCluster(options)
   let mesh: Mesh
   try {
@@ -32,7 +37,7 @@ export async function startMesh (options: DevClusterOptions = {}): Promise<TestM
     }, { timeoutMs, message: `every agent seeing ${n} nodes` })
   }
   try {
-    await waitForNodes(cluster.agents.length)
+    await waitForNodes(cluster.agents.length, options.readyTimeoutMs)
   } catch (err) {
     // Nobody gets a handle to stop this mesh: stop it here, or its processes outlive the test.
     await mesh.close().catch(() => {})

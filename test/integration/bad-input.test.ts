@@ -231,7 +231,7 @@ describe('bad input to a mesh of 2 agents', () => {
 
   it('prints help and exits 0 for --help on every command', async () => {
     const commands = [[], ['agent'], ['dev'], ['deploy'], ['invoke'], ['publish'], ['functions'], ['nodes'], ['usage'], ['logs'],
-      ['dlq'], ['dlq', 'list'], ['dlq', 'replay'], ['dlq', 'purge'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke']]
+      ['dlq'], ['dlq', 'list'], ['dlq', 'replay'], ['dlq', 'purge'], ['meter'], ['meter', 'status'], ['keys'], ['keys', 'create'], ['keys', 'list'], ['keys', 'revoke']]
     // Three at a time: the machine has two cores.
     for (let i = 0; i < commands.length; i += 3) {
       const batch = commands.slice(i, i + 3)

@@ -36,7 +36,7 @@ const CASES: string[][] = [
   // dev
   ['dev', '--nodes', '0'], ['dev', '--nodes', '33'], ['dev', '--nodes', 'x'], ['dev', '--port', '70000'], ['dev', '--http', 'x'], ['dev', '--slots', '0'],
   // agent (checked before it connects or starts anything)
-  ['agent', '--slots', 'many'], ['agent', '--slots', '0'], ['agent', '--replicas', 'x'], ['agent', '--replicas', '65'], ['agent', '--ack-replicas', '3', '--replicas', '2'],
+  ['agent', '--slots', 'many'], ['agent', '--slots', '0'], ['agent', '--replicas', 'x'], ['agent', '--replicas', '65'], ['agent', '--ack-replicas', '3', '--replicas', '2'], ['agent', '--ack-timeout', 'soon'], ['agent', '--ack-timeout', '5'],
   ['agent', '--retention', 'forever'], ['agent', '--retention', '1s'], ['agent', '--billing-granularity', '0'], ['agent', '--min-free-mb', '-5'],
   ['agent', '--sync-interval', 'often'], ['agent', '--tmp-mb', '0'], ['agent', '--tmp-mb', 'big'], ['agent', '--http', 'nope'], ['agent', '--http', '99999'],
   ['agent', '--sandbox', 'maybe'], ['agent', '--swarm-key', MISSING], ['agent', '--trust', MISSING], ['agent', '--name', 'bad name'],

@@ -173,7 +173,8 @@ describe('a mesh of agents with slots [2, 2, 4] under load', () => {
     const atOpen = Number(ready?.ownMeterRecords)
     const usage = await usageCli(t, 'slow', back.nodeId)
     const slow = usage.functions.find(f => f.name === 'slow')
-    expect(usage.answered).toEqual([back.nodeId])
+    // 4 members, more than R+1 = 3: the asked agent merges every member's ranges (its own included).
+    expect(usage.answered).toContain(back.nodeId)
     // At most the slots it was running at the kill may add to that (each run is billed: to it, and to a retry elsewhere).
     const metered = slow?.byNode[back.nodeId] ?? 0
     console.log(`restarted ${back.name}: ${answeredByKilled} results of "slow" came from it before the kill; its ledger held ${atOpen} of its records when it opened, usage counts ${metered}`)
@@ -204,8 +205,8 @@ describe('a mesh of agents with slots [2, 2, 4] under load', () => {
     expect(sum(fn.byNode)).toBe(n)
     expect(fn.byNode).toEqual(ran)
     expect(fn.billedMs).toBeGreaterThanOrEqual(n * 20)
-    expect(usage.answered).toHaveLength(1)
-    expect(ids).toContain(usage.answered[0])
+    // 4 members, more than R+1 = 3 (--meter-replicas 2): the answering agent asked every member for its ranges.
+    expect([...usage.answered].sort()).toEqual([...ids].sort())
     expect(usage.missing).toEqual([])
   })
 })

@@ -16,7 +16,7 @@ describe('the meter record carried with the result', () => {
   /** invocation ids of the records `agent` exports */
   const ids = async (agent: AgentProcess): Promise<Set<string>> => {
     const out = new Set<string>()
-    for await (const r of t.mesh.exportRecords({ via: agent.nodeId, timeoutMs: 10_000 })) out.add(r.invocationId)
+    for await (const r of t.mesh.exportRecords({ via: agent.nodeId, local: true, timeoutMs: 10_000 })) out.add(r.invocationId)
     return out
   }
 

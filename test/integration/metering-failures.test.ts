@@ -16,12 +16,11 @@ import { sleep, waitFor, within } from '../helpers/wait.js'
 
 const totals = (u: UsageReport): string => JSON.stringify({ functions: u.functions, totals: u.totals })
 
-/** invocation id -> node id of every record `agent` exports */
 /** The exported records of one agent: the nodes each invocation id ran on, and how many records (one per run) */
 async function exported (t: TestMesh, agent: AgentProcess): Promise<{ byId: Map<string, Set<string>>, count: number }> {
   const byId = new Map<string, Set<string>>()
   let count = 0
-  for await (const r of t.mesh.exportRecords({ via: agent.nodeId, timeoutMs: 10_000 })) {
+  for await (const r of t.mesh.exportRecords({ via: agent.nodeId, local: true, timeoutMs: 10_000 })) {
     count++
     byId.set(r.invocationId, (byId.get(r.invocationId) ?? new Set()).add(r.nodeId))
   }
@@ -51,7 +50,9 @@ describe('metering on a mesh of 5 agents when agents fail', () => {
   }
 
   beforeAll(async () => {
-    t = await startMesh({ nodes: 5, slots: 2, args: ['--sync-interval', '1s'] })
+    // Every agent holds every record here (R = N-1, the whole-mesh ledger): these tests read each
+    // survivor's own export. Placement on R+1 owners of 7 agents is metering-placement.test.ts.
+    t = await startMesh({ nodes: 5, slots: 2, args: ['--sync-interval', '1s', '--meter-replicas', '4'] })
     await t.mesh.deploy({ name: 'work', path: fixture('slow.js'), timeoutMs: 5000 })
   })
 

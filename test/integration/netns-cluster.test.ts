@@ -154,16 +154,18 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     await waitFor(async () => { metered = await meteredEvents(mesh, 'work'); return accepted.every(id => metered.has(id)) }, { timeoutMs: 60_000, intervalMs: 1000, message: 'every accepted event metered' }).catch(() => {})
     const lost = accepted.filter(id => !metered.has(id))
     if (lost.length > 0) {
-      // Where are they? Each agent's ledger (each holds every record once replicated), and the
-      // dead letters: a run never metered and a record not yet replicated look alike from here.
+      // Where are they? Each agent's own ledger, and the dead letters: a run never metered and an
+      // export that missed a holder look alike from here.
       const held: Record<string, string[]> = {}
       for (const a of (m as NetnsMesh).agents.filter(x => x.running)) {
         const own: string[] = []
-        try { for await (const r of mesh.exportRecords({ fn: 'work', via: a.nodeId, timeoutMs: 10_000 })) if (lost.includes(r.eventId)) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
+        try { for await (const r of mesh.exportRecords({ fn: 'work', via: a.nodeId, local: true, timeoutMs: 10_000 })) if (lost.includes(r.eventId)) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
         held[a.name] = own
       }
+      const missing: string[][] = []
+      for await (const r of mesh.exportRecords({ fn: 'work', timeoutMs: 10_000, onMissing: (x) => { missing.push(x) } })) if (lost.includes(r.eventId)) held.again = [...(held.again ?? []), r.eventId]
       const dead = await mesh.dlqList({ fn: 'work' }).catch((err: Error) => `dlq list failed: ${err.message}`)
-      console.log(`events not metered: ${lost.join(', ')}; held in each agent's ledger: ${JSON.stringify(held)}; dead letters of work: ${JSON.stringify(dead).slice(0, 2000)}`)
+      console.log(`events not metered: ${lost.join(', ')}; held in own ledgers: ${JSON.stringify(held)}; export missing members: ${JSON.stringify(missing)}; dead letters of work: ${JSON.stringify(dead).slice(0, 2000)}`)
     }
     // Schedules: every due tick from start to end stored once (late ones count: missed ticks fire late, once).
     const from = Math.ceil((started + 2000) / 1000) * 1000

@@ -188,7 +188,7 @@ describe('meter store', () => {
   it('resolves a carried record with its signed bundle once written, and the bundle verifies and stores on another ledger', async () => {
     node = await testNode()
     const store = await stores.open()
-    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean) => {})
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean) => true)
     const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() })
     meters.push(meter)
     const [carried, waited] = await Promise.all([meter.record(rec(node, { invocationId: 'carried' }), { carry: true }), meter.record(rec(node, { invocationId: 'waited' }))])
@@ -201,6 +201,36 @@ describe('meter store', () => {
     const ack = await intakeOf(other).take(node.nodeId, decode('MeterBundle', encode('MeterBundle', carried as Encodable<MeterBundle>)))
     expect(ack).toMatchObject({ stored: 1, rejected: 0 })
     expect((await exportPage(other, {})).records.map(r => r.invocationId)).toEqual(['carried'])
+  })
+
+  it('with --ack-replicas 2 resolves a carried record only once the replicator has the owners\' acks, naming the router whose ack does not count', async () => {
+    node = await testNode()
+    const store = await stores.open()
+    let release: () => void = () => {}
+    const acked = new Promise<void>(resolve => { release = resolve })
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean, _hours?: number[], _carriedTo?: string[]) => { await acked; return true })
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, { carryWaitsForAcks: true })
+    meters.push(meter)
+    let done = false
+    const carried = meter.record(rec(node, { invocationId: 'carried' }), { carry: true, router: 'router-node' }).then((b) => { done = true; return b })
+    await new Promise(resolve => setTimeout(resolve, 200))
+    expect(done).toBe(false)
+    expect(replicate.mock.calls[0]?.[2]).toBe(false)
+    expect(replicate.mock.calls[0]?.[4]).toEqual(['router-node'])
+    release()
+    expect((await carried)?.records).toHaveLength(1)
+  })
+
+  it('rejects a record whose acks did not come within the ack timeout (waited for, or carried with --ack-replicas 2), and keeps it written here', async () => {
+    node = await testNode()
+    const store = await stores.open()
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean, _hours?: number[], _carriedTo?: string[]) => false)
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, { carryWaitsForAcks: true })
+    meters.push(meter)
+    await expect(meter.record(rec(node, { invocationId: 'waited' }))).rejects.toMatchObject({ code: 'FNMESH_ERR_METER_UNAVAILABLE' })
+    await expect(meter.record(rec(node, { invocationId: 'carried' }), { carry: true, router: 'router-node' })).rejects.toMatchObject({ code: 'FNMESH_ERR_METER_UNAVAILABLE' })
+    // Not acknowledged is not unwritten: both stay in the ledger (and are pushed again), billed as run.
+    expect((await exportPage(store, {})).records.map(r => r.invocationId).sort()).toEqual(['carried', 'waited'])
   })
 
   it('exports every record, page by page, in start-minute order, a retry beside the run it retried', async () => {

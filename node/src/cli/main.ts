@@ -86,8 +86,10 @@ export function buildProgram (): Command {
     .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
-    .option('--replicas <n>', 'peers each meter record must reach (default 2)', int('--replicas'))
-    .option('--ack-replicas <n>', 'peers that must hold a meter record before its invocation is answered (default 1)', int('--ack-replicas'))
+    .option('--meter-replicas <n>', 'R: each meter record is held by its node and the R owners of its range, rendezvous-hashed over the live members; R >= N-1 means every node (default 2)', int('--meter-replicas'))
+    .option('--replicas <n>', 'the same as --meter-replicas (older name)', int('--replicas'))
+    .option('--ack-replicas <n>', 'copies of a meter record besides the executor\'s that exist before its invocation is answered (the router\'s carried copy counts as one; default 1)', int('--ack-replicas'))
+    .option('--ack-timeout <ms>', 'longest wait for those copies; without them the invocation fails with FNMESH_ERR_METER_UNAVAILABLE and is retried on another node (default 500)', int('--ack-timeout', 10, 60_000))
     .option('--fsync-window <ms>', 'longest time a meter ledger write waits for its background fsync (default 50)', int('--fsync-window'))
     .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))
     .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity', 1))
@@ -129,8 +131,11 @@ export function buildProgram (): Command {
         sandbox: opts.sandbox,
         // Layers to leave off, e.g. FNMESH_SANDBOX_DISABLE=mount where bubblewrap misbehaves.
         sandboxDisable: (process.env.FNMESH_SANDBOX_DISABLE ?? '').split(',').map(s => s.trim()).filter(Boolean) as never,
-        replicas: opts.replicas,
+        replicas: opts.meterReplicas ?? opts.replicas,
         ackReplicas: opts.ackReplicas,
+        replicaAckTimeoutMs: opts.ackTimeout,
+        // Tests shorten how long a node keeps a meter range it no longer owns after membership changed.
+        meterHandoffDelayMs: process.env.FNMESH_METER_HANDOFF_DELAY_MS != null ? Number(process.env.FNMESH_METER_HANDOFF_DELAY_MS) : undefined,
         fsyncWindowMs: opts.fsyncWindow,
         // Tests stretch the coalesced meter push to show what the result's copy alone does.
         meterPushDelayMs: process.env.FNMESH_METER_PUSH_DELAY_MS != null ? Number(process.env.FNMESH_METER_PUSH_DELAY_MS) : undefined,
@@ -352,7 +357,9 @@ export function buildProgram (): Command {
       const price = opts.price
       await withMesh(opts, async (mesh) => {
         if (opts.export != null) {
-          await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000 }), opts.export)
+          const missing = new Set<string>()
+          await writeExport(mesh.exportRecords({ fn: opts.fn, fromMs, toMs, via: opts.via, timeoutMs: 30_000, onMissing: (ids) => { for (const id of ids) missing.add(id) } }), opts.export)
+          if (missing.size > 0) process.stderr.write(`warning: ${[...missing].sort().join(', ')} did not answer part of the export: records only they hold may be missing\n`)
           return
         }
         if (opts.by === 'version') {
@@ -390,6 +397,23 @@ export function buildProgram (): Command {
           process.off('SIGINT', onSignal)
           process.off('SIGTERM', onSignal)
         }
+      })
+    })
+
+  const meter = program.command('meter').description('The meter ledger of each agent: placement, replication, disk')
+  meter.command('status')
+    .description('Per agent: records held, live members, ranges (one node\'s records of one hour) it owns, holds without owning, has not seen confirmed by every owner, and dropped after handoff; then those ranges')
+    .option('--node <id>', 'only this agent')
+    .option('--json', 'print JSON')
+    .addOption(natsOption())
+    .action(async (opts) => {
+      await withMesh(opts, async (mesh) => {
+        const list = (await mesh.meterStatus({ nodeId: opts.node })).sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+        if (opts.json === true) { json(list); return }
+        process.stdout.write(table(['NODE', 'RECORDS', 'OWN', 'MEMBERS', 'R', 'OWNED', 'FOREIGN', 'UNDER-REPLICATED', 'DROPPED', 'UNACKED RECORDS', 'LAG P99', 'DISK', 'STATUS'],
+          list.map(s => [s.nodeId, s.records, s.ownRecords, s.members, s.replicas, s.ownedRanges, s.foreignRanges, s.underReplicatedRanges, s.droppedRanges, s.underReplicated, `${Math.round(s.lagP99Ms)} ms`, `${(s.diskBytes / 1048576).toFixed(1)} MiB`, s.refusing !== '' ? `refusing work: ${s.refusing}` : 'ok'])) + '\n')
+        const ranges = list.flatMap(s => s.ranges.map(r => [s.nodeId, r.nodeId, new Date(r.hourMs).toISOString().slice(0, 13) + ':00Z', r.count, r.owned ? 'owned' : 'foreign', r.owners.join(','), r.unconfirmed.join(',') || '-']))
+        if (ranges.length > 0) process.stdout.write('\nRanges not settled (up to 50 per agent):\n' + table(['HELD BY', 'RECORDS OF', 'HOUR', 'COUNT', 'HERE', 'OWNERS', 'UNCONFIRMED'], ranges) + '\n')
       })
     })
 

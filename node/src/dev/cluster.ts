@@ -3,7 +3,7 @@
  * `fnmesh dev`, the demo, the integration tests and the benchmarks all start agents this way.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { createWriteStream, type WriteStream } from 'node:fs'
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -226,6 +226,8 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
   const stop = async (): Promise<void> => {
     await Promise.all(agents.map(async a => await a.stop()))
     await Promise.all(natsServers.map(async s => await s.stop()))
+    // An agent killed with SIGKILL leaves its slots' tmpfs mounted (its next start would unmount them).
+    unmountUnder(dir)
     await rm(dir, { recursive: true, force: true })
   }
   try {
@@ -241,4 +243,15 @@ export async function startDevCluster (options: DevClusterOptions = {}): Promise
     throw err
   }
   return { nats, natsServers, natsUrls, agents, dir, addAgent, stop }
+}
+
+/** Lazily unmounts every mount point under `dir` (deepest first) */
+function unmountUnder (dir: string): void {
+  let lines: string[]
+  try { lines = readFileSync('/proc/self/mountinfo', 'utf8').split('\n') } catch { return }
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`
+  const points = lines.map(l => l.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((p): p is string => p?.startsWith(prefix) === true)
+    .sort((a, b) => b.length - a.length)
+  for (const p of points) spawnSync('umount', ['-l', p], { stdio: 'ignore' })
 }

@@ -44,7 +44,7 @@ interface Queued { take: (slot: boolean) => void, runMs: number }
  * bundle the result carries back.
  */
 export interface MeterSink {
-  record: (record: Encodable<MeterRecord>, options?: { carry?: boolean }) => Promise<Encodable<MeterBundle> | undefined | void>
+  record: (record: Encodable<MeterRecord>, options?: { carry?: boolean, router?: string }) => Promise<Encodable<MeterBundle> | undefined | void>
   /** why this node must take no new work (its disk is full), or '' */
   refusing: () => string
 }
@@ -580,7 +580,7 @@ export class Executor {
     let meterCopy: Encodable<MeterBundle> | undefined
     const meterSpan = span != null ? this.tracer.start('meter', { parent: span, attributes: { 'fnmesh.meter.carry': carry } }) : undefined
     try {
-      meterCopy = (carry ? await this.c.meter.record(record, { carry }) : await this.c.meter.record(record)) ?? undefined
+      meterCopy = (carry ? await this.c.meter.record(record, { carry, router: req.routerId ?? undefined }) : await this.c.meter.record(record)) ?? undefined
     } catch (err) {
       // Not metered means not acknowledged: the router may run it elsewhere.
       const e = err instanceof FnmeshError ? err : fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', String(err))

@@ -3,10 +3,14 @@
  * while the previous batch is being written form the next batch (group commit), which is signed
  * once, written to the local ledger (to the OS; the store fsyncs within its window) and pushed to
  * the peers at the same time. record() resolves when the record is written here and, if peers
- * are live, on `ackReplicas` of them too (bounded by the replicator's ack timeout) — unless the
+ * are live, on `ackReplicas` of them too; it rejects (FNMESH_ERR_METER_UNAVAILABLE) when those
+ * acks are not in within the replicator's ack timeout, as it does when the write fails — unless the
  * caller carries the record itself (`carry`: a router on another node stores the copy that
  * travels with the result): then it resolves with the record's signed bundle as soon as it is
- * written here, and the push to the peers goes out with the next coalesced frame. Settled
+ * written here, and the push to the peers goes out with the next coalesced frame (with
+ * `carryWaitsForAcks`, `--ack-replicas` 2 or more, once ackReplicas - 1 peers other than the
+ * router's node have it written too, owners first: the router's copy is the last one; rejected
+ * like the others when they do not). Settled
  * minutes are sealed (signed summaries) so their totals outlive the raw records.
  */
 import { decode, encode, type Encodable, type MeterBundle, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
@@ -22,7 +26,8 @@ import type { MeterStore } from './ledger/store.js'
 export interface MeterComponents {
   store: MeterStore
   signer: BatchSigner
-  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean) => Promise<void>, pushSeals: (seals: RollupRegister[]) => void }
+  /** replicate() resolves whether the acks the answers wait for came in (false: they did not, within the ack timeout) */
+  replicator?: { replicate: (bundle: any, records: number, urgent?: boolean, hours?: number[], carriedTo?: string[]) => Promise<boolean>, pushSeals: (seals: RollupRegister[]) => void }
   logger: Logger
 }
 
@@ -31,9 +36,14 @@ export interface MeterInit {
   sealAfterMs?: number
   /** @default 60000 */
   sealIntervalMs?: number
+  /**
+   * A carried record also waits for owners' acks (`--ack-replicas` 2 or more: the router's copy
+   * counts as one, the replicator waits for the rest, not counting the router's node). @default false
+   */
+  carryWaitsForAcks?: boolean
 }
 
-interface Pending { bytes: Uint8Array, carry: boolean, resolve: (copy: Encodable<MeterBundle> | undefined) => void, reject: (err: Error) => void }
+interface Pending { bytes: Uint8Array, carry: boolean, router?: string, resolve: (copy: Encodable<MeterBundle> | undefined) => void, reject: (err: Error) => void }
 
 export interface RecordOptions {
   /**
@@ -41,6 +51,8 @@ export interface RecordOptions {
    * the signed bundle once written here, without waiting for a peer's ack.
    */
   carry?: boolean
+  /** the node the carried copy goes to (the router's): with carryWaitsForAcks its ack does not count */
+  router?: string
 }
 
 export class Meter {
@@ -68,7 +80,7 @@ export class Meter {
     const bad = refusal(decode('MeterRecord', bytes), this.c.signer.nodeId, Date.now())
     if (bad != null) throw new InternalError('FNMESH_ERR_METER_UNAVAILABLE', `Cannot record usage: the record is invalid (${bad})`)
     return await new Promise<Encodable<MeterBundle> | undefined>((resolve, reject) => {
-      this.queue.push({ bytes, carry: options.carry === true, resolve, reject })
+      this.queue.push({ bytes, carry: options.carry === true, router: options.router, resolve, reject })
       this.flushing ??= this.flush()
     })
   }
@@ -82,7 +94,10 @@ export class Meter {
         const bundle = { proofs: [proof], records: verified.map(v => ({ record: v.bytes, batchId: v.batchId, leaf: v.leafIndex })) }
         // Pushed while it is written here: the peers' writes overlap this one. A batch whose
         // records all travel with their results needs no ack: it goes out coalesced.
-        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry)) ?? Promise.resolve()
+        // Each record goes to the owners of its range (this node's hour it started in).
+        const waits = this.init.carryWaitsForAcks === true
+        const carriedTo = waits ? [...new Set(batch.filter(p => p.carry).map(p => p.router ?? ''))] : undefined
+        const replicated = this.c.replicator?.replicate(bundle, batch.length, batch.some(p => !p.carry), verified.map(v => floorTo(v.record.startMs, HOUR_MS)), carriedTo) ?? Promise.resolve(true)
         try {
           await this.c.store.ingest(verified, new Map([[proof.batchId, proof]]))
         } catch (err: any) {
@@ -90,8 +105,18 @@ export class Meter {
           continue
         }
         this.ownRecords += batch.length
-        batch.forEach((p, i) => { if (p.carry) p.resolve({ proofs: [proof], records: [bundle.records[i]] }) })
-        void replicated.then(() => { for (const p of batch) if (!p.carry) p.resolve(undefined) })
+        const copyOf = (i: number): Encodable<MeterBundle> => ({ proofs: [proof], records: [bundle.records[i]] })
+        if (!waits) batch.forEach((p, i) => { if (p.carry) p.resolve(copyOf(i)) })
+        // Short of the acks an answer waits for: the record stays here (and is pushed again), but
+        // the invocation is not answered as if its copies existed.
+        void replicated.then((ok) => {
+          const short = new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot answer the invocation: its meter record did not reach the peers --ack-replicas asks for within the ack timeout')
+          batch.forEach((p, i) => {
+            if (p.carry && !waits) return
+            if (!ok) p.reject(short)
+            else p.resolve(p.carry ? copyOf(i) : undefined)
+          })
+        })
       }
     } finally {
       this.flushing = undefined

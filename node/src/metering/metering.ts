@@ -12,7 +12,8 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
-import type { Encodable, MeterBundle, MeterRecord, MeterStatus } from '../../../proto/codec.js'
+import { decode, type Encodable, type MeterBundle, type MeterRecord, type MeterStatus } from '../../../proto/codec.js'
+import { HOUR_MS, floorTo } from './records/keys.js'
 import type { PeerTable } from '../gossip/peer-table.js'
 import { Once, type Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
@@ -22,6 +23,9 @@ import { exportPage, type ExportOptions } from './queries/export.js'
 import { Intake } from './replication/intake.js'
 import { Meter, type RecordOptions } from './meter.js'
 import { Replicator } from './replication/replicator.js'
+import { Handoff } from './replication/handoff.js'
+import { Placement } from './replication/placement.js'
+import { queryParts, type PartsResult } from './queries/parts.js'
 import { BatchSigner, BundleVerifier } from './records/signing.js'
 import { MeterStore } from './ledger/store.js'
 import { queryUsage, type UsageOptions, type UsageResult } from './queries/usage.js'
@@ -50,6 +54,8 @@ export interface MeteringInit {
   fsyncWindowMs?: number
   /** Peers no answer waits for get a batch within this long, coalesced (tests stretch it). @default 50 */
   pushDelayMs?: number
+  /** A range this node no longer owns is dropped no sooner than this after membership changed (owners confirmed it). @default 30000 */
+  handoffDropAfterMs?: number
   /** told when the node starts or stops refusing work */
   onRefusingChange?: (reason: string) => void
 }
@@ -65,6 +71,8 @@ export class Metering implements Startable {
   private replicator: Replicator | undefined
   private antiEntropy: AntiEntropy | undefined
   private intake: Intake | undefined
+  private handoff: Handoff | undefined
+  private placementOf: Placement | undefined
   private compactTimer: NodeJS.Timeout | undefined
   private nodeId = ''
   readonly guard: DiskGuard
@@ -107,14 +115,24 @@ export class Metering implements Startable {
     this.nodeId = c.nodeId
     await this.guard.start()
     const intake = this.intake = new Intake(this.store, new BundleVerifier(), log)
-    const replicator = this.replicator = new Replicator({ libp2p: c.libp2p, table: c.table, nodeId: c.nodeId, intake, logger: log }, {
+    const placement = this.placementOf = new Placement(c.table, c.nodeId, this.init.replicas ?? 2)
+    const replicator = this.replicator = new Replicator({ libp2p: c.libp2p, table: c.table, nodeId: c.nodeId, intake, logger: log, placement }, {
       replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs, pushDelayMs: this.init.pushDelayMs
     })
     await replicator.start()
-    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs })
+    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs, carryWaitsForAcks: (this.init.ackReplicas ?? 1) > 1 })
     this.meter.start()
-    this.antiEntropy = new AntiEntropy({ libp2p: c.libp2p, table: c.table, store: this.store, intake, logger: log }, { intervalMs: this.init.syncIntervalMs })
-    await this.antiEntropy.start()
+    const antiEntropy = this.antiEntropy = new AntiEntropy({ libp2p: c.libp2p, table: c.table, store: this.store, intake, logger: log, placement, self: c.nodeId }, { intervalMs: this.init.syncIntervalMs })
+    await antiEntropy.start()
+    this.handoff = new Handoff({
+      store: this.store,
+      placement,
+      logger: log,
+      session: async (peer, full, scope) => await antiEntropy.session(peer, full, scope),
+      syncedAt: (peer) => antiEntropy.syncedAt(peer),
+      live: (peer) => { const e = c.table.get(peer); return e != null && !e.suspect && !e.advert.draining }
+    }, { intervalMs: this.init.syncIntervalMs, dropAfterMs: this.init.handoffDropAfterMs })
+    this.handoff.start()
     const compact = (): void => {
       void this.store.compact().then(n => { if (n > 0) log.info({ records: n }, 'compacted raw meter records older than the retention into rollups') },
         (err) => { log.warn({ err: String(err?.message ?? err) }, 'compaction failed') })
@@ -134,12 +152,13 @@ export class Metering implements Startable {
 
   /**
    * Meters one invocation of this node (see Meter.record). With `carry`, resolves with the signed
-   * bundle for the result to carry to the router's node — unless `--ack-replicas 0` asked for no
-   * second copy before the answer.
+   * bundle for the result to carry to the router's node (`router`) — unless `--ack-replicas 0`
+   * asked for no second copy before the answer; with `--ack-replicas` N >= 2, once N - 1 owners
+   * other than the router's node have it too.
    */
   async record (record: Encodable<MeterRecord>, options: RecordOptions = {}): Promise<Encodable<MeterBundle> | undefined> {
     if (this.meter == null) throw new Error('metering not started')
-    return await this.meter.record(record, { carry: options.carry === true && (this.init.ackReplicas ?? 1) > 0 })
+    return await this.meter.record(record, { carry: options.carry === true && (this.init.ackReplicas ?? 1) > 0, router: options.router })
   }
 
   /**
@@ -162,13 +181,38 @@ export class Metering implements Startable {
     } catch (err: any) {
       why = String(err?.message ?? err)
     }
-    const forwarded = await this.replicator?.forward(bundle, records, from) ?? false
+    let hourMs: number | undefined
+    try { hourMs = floorTo(decode('MeterRecord', bundle.records[0]?.record).startMs, HOUR_MS) } catch {}
+    const forwarded = await this.replicator?.forward(bundle, records, from, hourMs) ?? false
     this.init.logger.warn({ from, records, err: why, forwarded }, 'could not store the meter record copy a result carried')
     return forwarded ? 'peer' : ''
   }
 
   async usage (q: UsageOptions): Promise<UsageResult> {
     return await queryUsage(this.store, q)
+  }
+
+  /** This node's ranges within the query window, each with its digest: one leg of a mesh-wide usage query */
+  async usageParts (q: UsageOptions): Promise<PartsResult> {
+    return await queryParts(this.store, q)
+  }
+
+  /**
+   * Whether this node's own ledger answers for the whole mesh: every live member owns every
+   * range (R+1 members or fewer), so once anti-entropy settles each holds every record
+   */
+  holdsEverything (): boolean {
+    return this.placementOf?.current().everyone ?? true
+  }
+
+  /** R: each range is held by its node and R owners */
+  replicas (): number {
+    return this.init.replicas ?? 2
+  }
+
+  /** Live members the placement counts (this node included) */
+  members (): string[] {
+    return [...(this.placementOf?.current().members ?? [this.nodeId])]
   }
 
   async exportPage (q: ExportOptions): Promise<Awaited<ReturnType<typeof exportPage>>> {
@@ -214,7 +258,8 @@ export class Metering implements Startable {
       recovered: this.store.recovered,
       fsyncWindowMs: this.store.fsyncWindowMs,
       fsyncs: this.store.syncStats.syncs,
-      fsyncLagMaxMs: this.store.syncStats.maxLagMs
+      fsyncLagMaxMs: this.store.syncStats.maxLagMs,
+      ...(this.handoff != null ? placementStatus(this.handoff.summary()) : {})
     }
   }
 
@@ -230,6 +275,7 @@ export class Metering implements Startable {
       clearInterval(this.compactTimer)
       this.guard.stop()
       await this.meter?.stop()
+      await this.handoff?.stop()
       if (graceful) await this.replicator?.settle()
       await this.antiEntropy?.stop()
       this.replicator?.stop()
@@ -237,6 +283,10 @@ export class Metering implements Startable {
     })
     await this.closing.run()
   }
+}
+
+function placementStatus (s: ReturnType<Handoff['summary']>): Partial<Encodable<MeterStatus>> {
+  return { members: s.members, ownedRanges: s.owned, foreignRanges: s.foreign, underReplicatedRanges: s.underReplicated, droppedRanges: s.dropped, ranges: s.ranges }
 }
 
 async function folderBytes (dir: string): Promise<number> {

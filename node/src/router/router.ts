@@ -50,10 +50,12 @@ export interface LocalNode {
 
 /**
  * Where this node keeps the second copy of a peer's meter record, carried back with the result
- * (agent.ts wires Metering.keepCopy). Never throws; resolves once the copy is written.
+ * (agent.ts wires Metering.keepCopy). Never throws; resolves once the copy is written, to where
+ * it is: 'here', 'peer' (handed on, this node could not write it) or '' (nowhere: the answer
+ * must not be given as a success, the copy it counts on does not exist).
  */
 export interface MeterCopies {
-  keep: (bundle: MeterBundle, from: string) => Promise<unknown>
+  keep: (bundle: MeterBundle, from: string) => Promise<'here' | 'peer' | ''>
 }
 
 export interface RouterComponents {
@@ -602,7 +604,13 @@ export class Router {
       const copy = result.meterCopy
       if (copy != null) {
         delete (result as Partial<InvokeResult>).meterCopy
-        await copies?.keep(copy, id)
+        const kept = await copies?.keep(copy, id)
+        // As when the executor's meter fails: not metered as asked means not acknowledged.
+        if (kept === '') {
+          result.ok = false
+          result.payload = new Uint8Array(0)
+          result.error = toErrorInfo(fnmeshError('FNMESH_ERR_METER_UNAVAILABLE', `Cannot answer invocation "${result.invocationId}": its meter record's copy could not be kept on this node nor handed to a peer`))
+        }
       }
       return result
     } catch (err: any) {

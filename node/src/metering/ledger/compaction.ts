@@ -97,3 +97,35 @@ export async function planRegisters (store: { db: Db, reader: Reader, horizonMs:
   await applyDigestDeltas(store.reader, hourDeltas, plan.ops, plan.staged, plan.hours)
   return plan
 }
+
+/**
+ * Plans dropping one node's hour (owner-based placement: this node no longer owns it, and its
+ * owners confirmed holding it): the raw records, the minute and hour digests, the seals and the
+ * minute and hour rollup rows of that node, and the hour's share of its day rows. Undefined if
+ * the hour's digest is no longer `expect` (records arrived since the owners confirmed).
+ */
+export async function planDrop (db: Db, read: Reader, nodeId: string, hourMs: number, expect: { count: number, hash: Uint8Array }): Promise<{ ops: Op[], records: number } | undefined> {
+  const [h] = await read.getMany([hourDigestKey(nodeId, hourMs)])
+  const held = h != null ? decodeDigest(h) : emptyDigest()
+  if (held.count !== expect.count || !held.hash.equals(Buffer.from(expect.hash))) return undefined
+  const ops: Op[] = [{ type: 'del', key: hourDigestKey(nodeId, hourMs) }]
+  let records = 0
+  for (let m = hourMs; m < hourMs + HOUR_MS; m += MINUTE_MS) {
+    for await (const key of db.keys({ gte: recordPrefix(m, nodeId), lt: `${recordPrefix(m, nodeId)}~` })) { ops.push({ type: 'del', key }); records++ }
+    ops.push({ type: 'del', key: minuteDigestKey(nodeId, m) }, { type: 'del', key: sealKey(nodeId, m) })
+  }
+  for await (const key of db.keys({ gte: rollupPrefix('m', hourMs), lt: rollupPrefix('m', hourMs + HOUR_MS) })) {
+    if (parseRollupKey(key)?.nodeId === nodeId) ops.push({ type: 'del', key })
+  }
+  // The day rows lose the hour's totals.
+  const dayDeltas = new Map<string, Totals>()
+  for await (const [key, value] of db.iterator({ gte: rollupPrefix('h', hourMs), lt: rollupPrefix('h', hourMs + HOUR_MS) })) {
+    const k = parseRollupKey(key)
+    if (k?.nodeId !== nodeId) continue
+    ops.push({ type: 'del', key })
+    const dKey = rollupKey('d', floorTo(hourMs, LEVEL_MS.d), k.fn, nodeId)
+    addInto(dayDeltas.get(dKey) ?? dayDeltas.set(dKey, zero()).get(dKey) as Totals, decodeTotals(value), -1)
+  }
+  await applyRollupDeltas(read, dayDeltas, ops, new Map())
+  return { ops, records }
+}

@@ -20,7 +20,7 @@ import type { Logger } from '../../logger.js'
 import { DigestTree, decodeDigest } from '../records/digest.js'
 import { MINUTE_MS, floorTo, parseDigestKey } from '../records/keys.js'
 import { planIngest, type Op, type Outcome, type Plan, type Reader } from './plan.js'
-import { compactChunk, planRegisters } from './compaction.js'
+import { compactChunk, planDrop, planRegisters } from './compaction.js'
 import { isNoSpace } from './disk.js'
 import { rebuildDerived } from './rebuild.js'
 import { openLedgerDb, isDamage, repairAndOpen, type Db } from './recovery.js'
@@ -58,6 +58,7 @@ type Job =
   | { kind: 'registers', registers: readonly RollupRegister[], resolve: (n: number) => void, reject: (e: Error) => void }
   | { kind: 'compact', resolve: (n: number) => void, reject: (e: Error) => void }
   | { kind: 'repair', why: string, resolve: (n: number) => void, reject: (e: Error) => void }
+  | { kind: 'drop', nodeId: string, hourMs: number, expect: { count: number, hash: Uint8Array }, resolve: (n: number) => void, reject: (e: Error) => void }
 
 const CACHE_LIMIT = 50_000
 
@@ -163,6 +164,15 @@ export class MeterStore {
   /** Merges rollup registers of old minutes (max-register); resolves to how many replaced ours */
   async adoptRegisters (registers: readonly RollupRegister[]): Promise<number> {
     return await this.enqueue<number>((resolve, reject) => ({ kind: 'registers', registers, resolve, reject }))
+  }
+
+  /**
+   * Drops everything held of `nodeId`'s hour starting at `hourMs` (records, digests, seals and
+   * rollups: another node owns it now, and its owners confirmed holding it) if it still holds
+   * exactly the records of `expect`; resolves to how many records it dropped (0: it changed).
+   */
+  async dropRange (nodeId: string, hourMs: number, expect: { count: number, hash: Uint8Array }): Promise<number> {
+    return await this.enqueue<number>((resolve, reject) => ({ kind: 'drop', nodeId, hourMs, expect, resolve, reject }))
   }
 
   /** Drops raw records older than the retention (their rollups stay); resolves to how many */
@@ -296,6 +306,15 @@ export class MeterStore {
       if (job.kind === 'repair') {
         await this.repair(job.why)
         job.resolve(0)
+      } else if (job.kind === 'drop') {
+        const plan = await planDrop(this.db, this.reader, job.nodeId, job.hourMs, job.expect)
+        if (plan == null) { job.resolve(0); return }
+        await this.db.batch(plan.ops)
+        this.dirtied()
+        // The dropped keys may be cached: forget the cache (it refills from LevelDB).
+        this.cache.clear()
+        this.tree.setHour(job.nodeId, job.hourMs, { count: 0, hash: Buffer.alloc(32) })
+        job.resolve(plan.records)
       } else if (job.kind === 'registers') {
         const plan = await planRegisters(this, job.registers)
         await this.commit(plan.ops, plan)

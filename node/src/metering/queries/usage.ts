@@ -55,8 +55,24 @@ export async function queryUsage (store: MeterStore, q: UsageOptions = {}): Prom
     }
   }
   const maxLevel = bucketLevel != null ? SIZES.findIndex(s => s[0] === bucketLevel) : SIZES.length - 1
+  await walkUsage(store, q.sinceMs ?? 0, q.untilMs, maxLevel, add)
+  return {
+    functions: [...functions.values()].sort((a, b) => a.name.localeCompare(b.name)),
+    nodes: [...nodes.values()].sort((a, b) => a.nodeId.localeCompare(b.nodeId)),
+    buckets: [...buckets.values()].sort((a, b) => a.bucketMs - b.bucketMs || a.function.localeCompare(b.function) || a.nodeId.localeCompare(b.nodeId))
+  }
+}
+
+/** Level index of a bucket (minute 0, hour 1, day 2) */
+export const levelIndex = (bucket: BucketName): number => SIZES.findIndex(s => s[0] === BUCKET_LEVEL[bucket])
+
+/**
+ * Feeds `add` the totals of [since, until) from rows of levels up to `maxLevel` (0 minute, 1 hour,
+ * 2 day) and raw records at the edges; each row it feeds lies within one bucket of `maxLevel`
+ */
+export async function walkUsage (store: MeterStore, sinceMs: number, untilMs: number | undefined, maxLevel: number, add: (bucketMs: number, fn: string, nodeId: string, t: Totals) => void): Promise<void> {
   const horizon = store.horizonMs()
-  for (const seg of segments(q.sinceMs ?? 0, Math.min(q.untilMs != null && q.untilMs > 0 ? q.untilMs : END_OF_TIME, END_OF_TIME), maxLevel)) {
+  for (const seg of segments(sinceMs, Math.min(untilMs != null && untilMs > 0 ? untilMs : END_OF_TIME, END_OF_TIME), maxLevel)) {
     if (seg.level === 'raw' && floorTo(seg.from, MINUTE_MS) < horizon) {
       // Compacted: only the whole minute's rollup is left.
       const m = floorTo(seg.from, MINUTE_MS)
@@ -66,11 +82,6 @@ export async function queryUsage (store: MeterStore, q: UsageOptions = {}): Prom
     } else {
       await scanRows(store, seg.level, seg.from, seg.to, add)
     }
-  }
-  return {
-    functions: [...functions.values()].sort((a, b) => a.name.localeCompare(b.name)),
-    nodes: [...nodes.values()].sort((a, b) => a.nodeId.localeCompare(b.nodeId)),
-    buckets: [...buckets.values()].sort((a, b) => a.bucketMs - b.bucketMs || a.function.localeCompare(b.function) || a.nodeId.localeCompare(b.nodeId))
   }
 }
 

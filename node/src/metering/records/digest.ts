@@ -37,6 +37,9 @@ export function decodeDigest (bytes: Uint8Array): Digest {
 export const toRange = (nodeId: string, fromMs: number, toMs: number, d: Digest): RangeDigest =>
   ({ nodeId, fromMs, toMs, count: d.count, hash: d.count === 0 ? Buffer.alloc(0) : d.hash })
 
+/** Which (node, hour) ranges a digest covers (owner-based placement); undefined = all */
+export type HourFilter = ((nodeId: string, hourMs: number) => boolean) | undefined
+
 /** Hour digests per node, in memory; coarser levels are folded from them */
 export class DigestTree {
   private readonly hours = new Map<string, Map<number, Digest>>()
@@ -44,6 +47,12 @@ export class DigestTree {
   /** Sets the digest of one hour (as stored) */
   setHour (nodeId: string, hourMs: number, d: Digest): void {
     let m = this.hours.get(nodeId)
+    if (d.count === 0) {
+      // An hour emptied (dropped after a handoff): forget it, so digests of the node stay comparable.
+      m?.delete(hourMs)
+      if (m?.size === 0) this.hours.delete(nodeId)
+      return
+    }
     if (m == null) this.hours.set(nodeId, m = new Map())
     m.set(hourMs, { count: d.count, hash: Buffer.from(d.hash) })
   }
@@ -67,15 +76,26 @@ export class DigestTree {
     return n
   }
 
-  /** One digest per node over all time (from 0 to 0 means all time) */
-  perNode (): RangeDigest[] {
-    return this.nodeIds().map(id => toRange(id, 0, 0, this.fold(id, () => true)))
+  /** Every non-empty hour held: node, hour and digest */
+  * entries (): Generator<{ nodeId: string, hourMs: number, digest: Digest }> {
+    for (const [nodeId, m] of this.hours) for (const [hourMs, digest] of m) if (digest.count > 0) yield { nodeId, hourMs, digest }
+  }
+
+  /** One digest per node over all time (from 0 to 0 means all time); nodes with nothing kept are left out */
+  perNode (keep?: HourFilter): RangeDigest[] {
+    const out: RangeDigest[] = []
+    for (const id of this.nodeIds()) {
+      const d = this.fold(id, keep == null ? () => true : (h) => keep(id, h))
+      if (keep == null || d.count > 0) out.push(toRange(id, 0, 0, d))
+    }
+    return out
   }
 
   /** The non-empty days of `nodeId` */
-  days (nodeId: string): RangeDigest[] {
+  days (nodeId: string, keep?: HourFilter): RangeDigest[] {
     const days = new Map<number, Digest>()
     for (const [hourMs, d] of this.hours.get(nodeId) ?? []) {
+      if (keep != null && !keep(nodeId, hourMs)) continue
       const day = floorTo(hourMs, DAY_MS)
       const acc = days.get(day) ?? emptyDigest()
       acc.count += d.count
@@ -86,9 +106,10 @@ export class DigestTree {
   }
 
   /** The non-empty hours of `nodeId` within the day starting at `dayMs` */
-  hoursOf (nodeId: string, dayMs: number): RangeDigest[] {
+  hoursOf (nodeId: string, dayMs: number, keep?: HourFilter): RangeDigest[] {
     const out: RangeDigest[] = []
     for (const [hourMs, d] of this.hours.get(nodeId) ?? []) {
+      if (keep != null && !keep(nodeId, hourMs)) continue
       if (hourMs >= dayMs && hourMs < dayMs + DAY_MS && d.count > 0) out.push(toRange(nodeId, hourMs, hourMs + HOUR_MS, d))
     }
     return out.sort((a, b) => a.fromMs - b.fromMs)

@@ -3,21 +3,33 @@
  * `intervalMs` (leaving out the last minutes, where pushes are still landing and both sides
  * always differ by records in flight), in full at once with a peer that (re)joins (so a node
  * back from hours away catches up in seconds, and its peers pick up what it holds), in full with
- * every peer when one leaves (what a crashed node pushed to only some of us reaches all), and
- * again right away when a session hit its cap. One session at a time per node; any number served.
+ * every peer when one leaves (what a crashed node pushed to only some of us reaches all; a full
+ * session that fails runs again one interval later), and again right away when a session hit its
+ * cap. One session at a time per node; any number served.
  */
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { decode, encode, type Encodable, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { decode, encode, SyncScope, type Encodable, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
 import { toErrorInfo } from '../../../../proto/errors.js'
 import type { PeerTable } from '../../gossip/peer-table.js'
 import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
 import type { MeterStore } from '../ledger/store.js'
-import { answer, syncWith, type SyncResult } from './sync.js'
+import { answer, syncWith, type SessionScope, type SyncResult } from './sync.js'
+import type { Placement } from './placement.js'
 import { SYNC_PROTOCOL, framesOf } from './wire.js'
 
-export interface AntiEntropyComponents { libp2p: Libp2p, table: PeerTable, store: MeterStore, intake: Intake, logger: Logger }
+export interface AntiEntropyComponents {
+  libp2p: Libp2p
+  table: PeerTable
+  store: MeterStore
+  intake: Intake
+  logger: Logger
+  /** owner-based placement: sessions cover the ranges both sides own (none: everything held) */
+  placement?: Placement
+  /** this node's id */
+  self?: string
+}
 
 export interface AntiEntropyInit {
   /** Interval of sessions with a random peer. @default 5000 */
@@ -37,6 +49,8 @@ export class AntiEntropy {
   private readonly synced = new Map<string, number>()
   private readonly joined = new Map<string, number>()
   private readonly queue: Array<{ peer: string, full: boolean }> = []
+  /** full sessions that failed, to run again (peer -> timer) */
+  private readonly retries = new Map<string, NodeJS.Timeout>()
   private running: Promise<void> | undefined
   private timer: NodeJS.Timeout | undefined
   private stopped = true
@@ -71,6 +85,8 @@ export class AntiEntropy {
     this.c.table.off('added', this.onAdded)
     this.c.table.off('removed', this.onRemoved)
     this.queue.length = 0
+    for (const t of this.retries.values()) clearTimeout(t)
+    this.retries.clear()
     await this.c.libp2p.unhandle(SYNC_PROTOCOL).catch(() => {})
     await this.running
   }
@@ -95,8 +111,21 @@ export class AntiEntropy {
     this.running ??= this.drain()
   }
 
-  /** Runs one session with `peer` now (also used by tests and the bench); `full` includes the minutes still settling */
-  async session (peer: string, full = true): Promise<SyncResult> {
+  /** When this node last completed a session (not a handoff) with `peer`, or -1 */
+  syncedAt (peer: string): number {
+    return this.synced.get(peer) ?? -1
+  }
+
+  /**
+   * Runs one session with `peer` now (also used by tests and the bench); `full` includes the
+   * minutes still settling. `scope` defaults to the ranges both own (every range held while
+   * every member owns everything); SCOPE_HANDOFF pushes the ranges only the peer owns.
+   */
+  async session (peer: string, full = true, scope?: SyncScope): Promise<SyncResult> {
+    let sc: SessionScope | undefined
+    const view = this.c.placement?.current()
+    if (view != null && (scope === SyncScope.SCOPE_HANDOFF || !view.everyone)) sc = { scope: scope ?? SyncScope.SCOPE_CO_OWNED, view }
+    if (sc == null && scope === SyncScope.SCOPE_HANDOFF) throw new Error('a handoff needs a placement')
     const stream = await this.c.libp2p.dialProtocol(peerIdFromString(peer), SYNC_PROTOCOL, { signal: AbortSignal.timeout(5000) })
     const frames = framesOf(stream)
     const timeout = this.init.requestTimeoutMs ?? 15_000
@@ -106,16 +135,27 @@ export class AntiEntropy {
         return decode('SyncReply', (await frames.read({ signal: AbortSignal.timeout(timeout) })).subarray())
       }
       const started = Date.now()
-      const res = await syncWith(this.c.store, this.c.intake, peer, ask, { settleMs: full ? 0 : this.init.settleMs ?? 10_000 })
-      this.synced.set(peer, started)
+      const res = await syncWith(this.c.store, this.c.intake, peer, ask, { settleMs: full ? 0 : this.init.settleMs ?? 10_000, scope: sc, self: this.c.self })
+      if (scope !== SyncScope.SCOPE_HANDOFF && res.complete && res.shortfall === 0) this.synced.set(peer, started)
       this.stats.rounds++
       this.stats.pulled += res.pulled
       this.stats.pushed += res.pushed
       if (res.pulled + res.pushed > 0) this.c.logger.info({ peer, ...res, ms: Date.now() - started }, 'anti-entropy: caught up with a peer')
       return res
     } finally {
-      await stream.close().catch(() => { stream.abort(new Error('closed')) })
+      // Bounded: a peer that stopped reading must not hold this node's sessions (and handoffs) forever.
+      await stream.close({ signal: AbortSignal.timeout(timeout) }).catch(() => { stream.abort(new Error('closed')) })
     }
+  }
+
+  /** Queues a full session with `peer` one interval from now (once per peer) */
+  private later (peer: string): void {
+    if (this.stopped || this.retries.has(peer)) return
+    const timer = setTimeout(() => {
+      this.retries.delete(peer)
+      if (this.c.table.has(peer)) this.soon(peer, true)
+    }, this.init.intervalMs ?? 5000)
+    this.retries.set(peer, timer)
   }
 
   private peers (): string[] {
@@ -133,6 +173,9 @@ export class AntiEntropy {
         } catch (err: any) {
           this.stats.failures++
           this.c.logger.debug({ peer, err: String(err?.message ?? err) }, 'anti-entropy session failed')
+          // A full session is what a membership change relies on (see onAdded, onRemoved): it is
+          // run again after a pause, not left to a random periodic one, while the peer is a member.
+          if (full) this.later(peer)
         }
       }
     } finally {
@@ -148,7 +191,7 @@ export class AntiEntropy {
         const bytes = (await frames.read()).subarray()
         let reply: Encodable<SyncReply>
         try {
-          reply = await answer(this.c.store, this.c.intake, peer, decode('SyncRequest', bytes))
+          reply = await answer(this.c.store, this.c.intake, peer, decode('SyncRequest', bytes), this.c.self)
         } catch (err: any) {
           if (err?.code === 'FNMESH_ERR_DECODE') this.c.intake.garbage(peer, 'sync', err)
           reply = { error: toErrorInfo(err) }

@@ -4,7 +4,7 @@
  * they need. Pages are bounded so no message grows past the wire caps.
  */
 import { decode, type MeterBundle, type MeterProof, type RangeDigest, type SignedRecord } from '../../../../proto/codec.js'
-import { decodeDigest, toRange } from '../records/digest.js'
+import { decodeDigest, toRange, type HourFilter } from '../records/digest.js'
 import { DAY_MS, HOUR_MS, MINUTE_MS, minuteDigestKey, parseDigestKey, proofKey, recordPrefix } from '../records/keys.js'
 import type { MeterStore } from '../ledger/store.js'
 
@@ -13,12 +13,13 @@ export const PAGE_RECORDS = 2000
 const PAGE_BYTES = 2 * 1024 * 1024
 
 /** Digests of the non-empty children of `range`: per node (no range), days, hours or minutes */
-export async function childDigests (store: MeterStore, range?: RangeDigest): Promise<RangeDigest[]> {
-  if (range == null) return store.tree.perNode()
+export async function childDigests (store: MeterStore, range?: RangeDigest, keep?: HourFilter): Promise<RangeDigest[]> {
+  if (range == null) return store.tree.perNode(keep)
   const span = range.toMs - range.fromMs
-  if (range.fromMs === 0 && range.toMs === 0) return store.tree.days(range.nodeId)
-  if (span === DAY_MS) return store.tree.hoursOf(range.nodeId, range.fromMs)
+  if (range.fromMs === 0 && range.toMs === 0) return store.tree.days(range.nodeId, keep)
+  if (span === DAY_MS) return store.tree.hoursOf(range.nodeId, range.fromMs, keep)
   if (span === HOUR_MS) {
+    if (keep != null && !keep(range.nodeId, range.fromMs)) return []
     const out: RangeDigest[] = []
     for await (const [key, value] of store.db.iterator({ gte: minuteDigestKey(range.nodeId, range.fromMs), lt: minuteDigestKey(range.nodeId, range.toMs) })) {
       const k = parseDigestKey(key)

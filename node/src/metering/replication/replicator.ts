@@ -1,5 +1,7 @@
 /**
- * Replication of this node's records: every signed batch is pushed to every live peer. The
+ * Replication of this node's records: every signed batch is pushed to the live owners of its
+ * range (placement.ts: this node and R others by rendezvous hashing of (node, hour); every live
+ * peer while the mesh has R+1 members or fewer). The
  * caller (the executor, through the Meter) waits for `ackReplicas` peers to have it written
  * (default 1), so a node killed right after answering has its record elsewhere; the other peers
  * get it within pushDelayMs, several batches to a frame under load. A batch counts as
@@ -13,17 +15,19 @@ import type { PeerTable } from '../../gossip/peer-table.js'
 import type { Logger } from '../../logger.js'
 import type { Intake } from './intake.js'
 import { PushChannel } from './push.js'
+import { rangeOf, type Placement } from './placement.js'
 import { LagWindow } from './lag.js'
+import { gatherAcks, type AckWait } from './acks.js'
 import { PUSH_PROTOCOL, WriteQueue, framesOf } from './wire.js'
 
-export interface ReplicatorComponents { libp2p: Libp2p, table: PeerTable, nodeId: string, intake: Intake, logger: Logger }
+export interface ReplicatorComponents { libp2p: Libp2p, table: PeerTable, nodeId: string, intake: Intake, logger: Logger, placement?: Placement }
 
 export interface ReplicatorInit {
   /** Peers each record must reach (R). @default 2 */
   replicas?: number
   /** Peers that must have a record written before its invocation is answered. @default 1 */
   ackReplicas?: number
-  /** Longest wait for those acks before answering anyway (the record is written here). @default 500 */
+  /** Longest wait for those acks; without them the records' invocations fail with FNMESH_ERR_METER_UNAVAILABLE (the records stay written here). @default 500 */
   ackTimeoutMs?: number
   /** Interval of pushing under-replicated batches again. @default 1000 */
   retryMs?: number
@@ -31,7 +35,7 @@ export interface ReplicatorInit {
   pushDelayMs?: number
 }
 
-interface Outgoing { bundle: Encodable<MeterBundle>, records: number, acked: Set<string>, startedAt: number, replicatedAt?: number }
+interface Outgoing { bundle: Encodable<MeterBundle>, records: number, acked: Set<string>, startedAt: number, replicatedAt?: number, hourMs: number }
 
 const MAX_RETRY_BATCHES = 20_000
 const PUSH_TIMEOUT_MS = 5000
@@ -80,35 +84,62 @@ export class Replicator {
   }
 
   /**
-   * Pushes a signed batch to every live peer: to `ackReplicas` of them at once (round-robin),
-   * to the others within pushDelayMs, coalesced with the batches that follow (fewer messages
-   * under load). Resolves when the immediate peers have it written, when every push has settled,
-   * or after ackTimeoutMs, whichever comes first. Not `urgent` (no answer waits for it): every
-   * peer gets it coalesced, and it resolves at once.
+   * Pushes a signed batch to the live owners of its range: to those an answer waits for at once
+   * (round-robin), to the others within pushDelayMs, coalesced with the batches that follow (fewer
+   * messages under load). An answer waits for `ackReplicas` peers for a record nobody carries
+   * (`urgent`), and for ackReplicas - 1 peers other than the router's node for a record carried
+   * to a router in `carriedTo` (its copy there is the last one; its own ack would not add a copy).
+   * A push that fails or is slow is made up for by the next owner, then by any other live peer
+   * (acks.ts), so one unreachable owner does not leave the record short. Resolves true once those
+   * acks are in (at once when nothing waits), false if they are not within ackTimeoutMs: then the
+   * records are on fewer peers than the answer needs, and it must not be given as a success. The
+   * wait is capped by the members this node knows of (a mesh of M members holds M copies at most),
+   * not by those reachable now.
    */
-  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true): Promise<void> {
-    const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now() }
-    const targets = this.targets()
+  async replicate (bundle: Encodable<MeterBundle>, records: number, urgent = true, hours?: number[], carriedTo?: string[]): Promise<boolean> {
+    // A batch whose records started in different hours (one ran long) goes to each hour's owners.
+    const distinct = hours == null ? [] : [...new Set(hours)]
+    if (hours != null && distinct.length > 1 && hours.length === (bundle.records ?? []).length) {
+      const each = await Promise.all(distinct.map(async (h) => {
+        const recs = (bundle.records ?? []).filter((_, i) => hours[i] === h)
+        return await this.replicate({ proofs: bundle.proofs, records: recs }, recs.length, urgent, recs.map(() => h), carriedTo)
+      }))
+      return each.every(Boolean)
+    }
+    const hourMs = distinct[0] ?? rangeOf(Date.now())
+    const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now(), hourMs }
+    const targets = this.targets(hourMs)
     this.stats.pushedBatches++
-    if (targets.length === 0) { this.track(o); return }
-    const need = urgent ? Math.min(this.ackReplicas, targets.length) : 0
-    const first = this.turn++ % targets.length
-    const rotated = [...targets.slice(first), ...targets.slice(0, first)]
-    await new Promise<void>((resolve) => {
-      let settled = 0
-      const timer = setTimeout(resolve, this.ackTimeoutMs)
-      const done = (): void => { clearTimeout(timer); resolve() }
-      if (need === 0) done()
-      const onSettled = (): void => {
-        settled++
-        if (o.acked.size >= need || settled === targets.length) done()
-        if (settled === targets.length) this.track(o)
-      }
-      rotated.forEach((peer, i) => {
-        if (i < need) void this.pushTo([o], peer).then(onSettled)
-        else this.defer(o, peer, onSettled)
-      })
-    })
+    const waits: AckWait[] = []
+    if (urgent) waits.push({ need: this.ackReplicas })
+    if (this.ackReplicas > 1) for (const router of new Set(carriedTo ?? [])) waits.push({ need: this.ackReplicas - 1, not: router })
+    for (const w of waits) w.need = Math.min(w.need, this.members().filter(p => p !== w.not).length)
+    const routers = new Set(waits.map(w => w.not))
+    const now = waits.reduce((n, w) => Math.max(n, w.need), 0)
+    const first = targets.length > 0 ? this.turn++ % targets.length : 0
+    // Routers' nodes last: their acks do not count for the copies they carry.
+    const rotated = [...targets.slice(first), ...targets.slice(0, first)].sort((a, b) => Number(routers.has(a)) - Number(routers.has(b)))
+    // Every owner gets it: the first `now` at once (the answer waits for them), the rest coalesced.
+    const settledOwners = new Set<string>()
+    const ownerSettled = (peer: string): void => {
+      settledOwners.add(peer)
+      if (settledOwners.size === targets.length) this.track(o)
+    }
+    if (targets.length === 0) this.track(o)
+    const immediate = new Set(rotated.slice(0, now))
+    for (const peer of rotated) if (!immediate.has(peer)) this.defer(o, peer, () => { ownerSettled(peer) })
+    const push = async (peer: string): Promise<boolean> => {
+      const first = immediate.delete(peer)
+      await this.pushTo([o], peer)
+      if (first) ownerSettled(peer)
+      return o.acked.has(peer)
+    }
+    const others = this.live().filter(p => !targets.includes(p)).sort((a, b) => Number(routers.has(a)) - Number(routers.has(b)))
+    const ok = now === 0 || await gatherAcks({ candidates: [...rotated, ...others], waits, acked: o.acked, push, timeoutMs: this.ackTimeoutMs })
+    // Owners the wait did not need to push to get theirs with the next coalesced push.
+    for (const peer of immediate) this.defer(o, peer, () => { ownerSettled(peer) })
+    immediate.clear()
+    return ok
   }
 
   /**
@@ -127,7 +158,7 @@ export class Replicator {
       }
     }
     for (const o of this.retry) {
-      for (const p of this.targets().filter(p => !o.acked.has(p))) pending.push(this.pushTo([o], p))
+      for (const p of this.targets(o.hourMs).filter(p => !o.acked.has(p))) pending.push(this.pushTo([o], p))
     }
     let timer: NodeJS.Timeout | undefined
     await Promise.race([Promise.all(pending), new Promise(resolve => { timer = setTimeout(resolve, timeoutMs) })])
@@ -135,24 +166,33 @@ export class Replicator {
   }
 
   /**
-   * Hands `bundle` (records this node holds a copy of, signed by `signer`) to one live peer other
-   * than the signer and waits for its ack, at most ackTimeoutMs: the fallback when this node could
-   * not store the copy a result carried. Resolves to whether the peer has them all.
+   * Hands `bundle` (records this node holds a copy of, signed by `signer`) to live peers other
+   * than the signer until `ackReplicas` of them have it written (at least one), at most
+   * ackTimeoutMs: the fallback when this node could not store the copy a result carried. Several
+   * peers, because this node does not know which ones the signer's acks came from: a copy on one
+   * of those would not be an extra one. Owners of the signer's range first. Resolves to whether
+   * they have them all.
    */
-  async forward (bundle: Encodable<MeterBundle>, records: number, signer: string): Promise<boolean> {
-    const peer = this.targets().find(p => p !== signer)
-    if (peer == null) return false
-    try {
-      const ack = await this.channel(peer).send({ bundle }, this.ackTimeoutMs)
-      return ack.stored + ack.known >= records
-    } catch {
-      return false
+  async forward (bundle: Encodable<MeterBundle>, records: number, signer: string, hourMs?: number): Promise<boolean> {
+    const o: Outgoing = { bundle, records, acked: new Set(), startedAt: performance.now(), hourMs: hourMs ?? rangeOf(Date.now()) }
+    const owners = this.targets(hourMs, signer).filter(p => p !== signer)
+    const candidates = [...owners, ...this.live().filter(p => p !== signer && !owners.includes(p))]
+    const need = Math.min(Math.max(1, this.ackReplicas), this.members().filter(p => p !== signer).length)
+    if (need === 0) return false
+    const push = async (peer: string): Promise<boolean> => {
+      await this.pushTo([o], peer)
+      return o.acked.has(peer)
     }
+    return await gatherAcks({ candidates, waits: [{ need, not: signer }], acked: o.acked, push, timeoutMs: this.ackTimeoutMs })
   }
 
-  /** Sends seals to every live peer (best effort: anti-entropy covers the rest) */
+  /** Sends seals to the live owners of their minutes (best effort: anti-entropy covers the rest) */
   pushSeals (seals: RollupRegister[]): void {
-    for (const peer of this.targets()) void this.channel(peer).send({ seals }, PUSH_TIMEOUT_MS).catch(() => {})
+    const byPeer = new Map<string, RollupRegister[]>()
+    for (const s of seals) {
+      for (const peer of this.targets(rangeOf(s.digest.fromMs))) (byPeer.get(peer) ?? byPeer.set(peer, []).get(peer) as RollupRegister[]).push(s)
+    }
+    for (const [peer, list] of byPeer) void this.channel(peer).send({ seals: list }, PUSH_TIMEOUT_MS).catch(() => {})
   }
 
   stop (): void {
@@ -165,8 +205,32 @@ export class Replicator {
     void this.c.libp2p.unhandle(PUSH_PROTOCOL).catch(() => {})
   }
 
-  private targets (): string[] {
+  /**
+   * Live peers that own this node's (or `origin`'s) range of `hourMs` (every live peer without a
+   * placement, or none given), not suspect nor draining
+   */
+  private targets (hourMs?: number, origin = this.c.nodeId): string[] {
+    const live = this.live()
+    const view = this.c.placement?.current()
+    if (view == null || view.everyone || hourMs == null) return live
+    const owners = new Set(view.owners(origin, hourMs))
+    return live.filter(p => owners.has(p))
+  }
+
+  /** Peers a push can go to now: in the table, not suspect nor draining */
+  private live (): string[] {
     return this.c.table.all().filter(e => !e.self && !e.suspect && !e.advert.draining).map(e => e.advert.nodeId)
+  }
+
+  /**
+   * The other members this node counts (the placement's, suspect ones included): what caps the
+   * acks an answer waits for. Not only the reachable ones: a member that cannot be reached for
+   * now makes the answer wait for another copy, or fail, rather than need fewer copies.
+   */
+  private members (): string[] {
+    const view = this.c.placement?.current()
+    const all = view != null ? view.members : this.c.table.all().filter(e => !e.advert.draining).map(e => e.advert.nodeId)
+    return all.filter(p => p !== this.c.nodeId)
   }
 
   private channel (peer: string): PushChannel {
@@ -218,8 +282,7 @@ export class Replicator {
 
   /** Keeps `o` for another push if it is short of R peers and a live peer lacks it */
   private track (o: Outgoing): void {
-    const live = this.targets()
-    if (o.acked.size >= this.replicas || live.every(p => o.acked.has(p))) { this.retry.delete(o); return }
+    if (this.ownersMissing(o).length === 0) { this.retry.delete(o); return }
     if (!this.retry.has(o) && this.retry.size >= MAX_RETRY_BATCHES) {
       this.stats.droppedFromRetry++
       return
@@ -227,10 +290,20 @@ export class Replicator {
     this.retry.add(o)
   }
 
+  /**
+   * Live owners still to ack `o`, none once R of them (or every live one) did: acks of peers that
+   * are not owners (an answer's stand-ins, acks.ts) do not count, their copies are handed off
+   */
+  private ownersMissing (o: Outgoing): string[] {
+    const owners = this.targets(o.hourMs)
+    const missing = owners.filter(p => !o.acked.has(p))
+    return owners.length - missing.length >= this.replicas ? [] : missing
+  }
+
   private pushAgain (): void {
     for (const o of this.retry) {
-      const missing = this.targets().filter(p => !o.acked.has(p))
-      if (missing.length === 0 || o.acked.size >= this.replicas) { this.retry.delete(o); continue }
+      const missing = this.ownersMissing(o)
+      if (missing.length === 0) { this.retry.delete(o); continue }
       void Promise.all(missing.map(async p => { await this.pushTo([o], p) })).then(() => { this.track(o) })
     }
   }

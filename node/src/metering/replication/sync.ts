@@ -7,9 +7,11 @@
  * digest messages. Minutes older than the retention hold no raw records: there the nodes swap
  * seals (signed registers) instead. Everything pulled goes through the Intake: verified first.
  */
-import { SyncOp, type Encodable, type RangeDigest, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { SyncOp, SyncScope, type Encodable, type RangeDigest, type SyncReply, type SyncRequest } from '../../../../proto/codec.js'
+import { UsageError } from '../../../../proto/errors.js'
 import { sealsOf } from '../ledger/compaction.js'
-import { sameDigest } from '../records/digest.js'
+import { sameDigest, type HourFilter } from '../records/digest.js'
+import { MemberView } from './placement.js'
 import { MINUTE_MS } from '../records/keys.js'
 import type { Intake } from './intake.js'
 import { PAGE_RECORDS, childDigests, fetchKeys, fetchRanges, keysIn, resumeAt } from './ranges.js'
@@ -30,16 +32,55 @@ export interface SyncResult {
   rounds: number
   /** false if the session stopped at its minute cap (run another) */
   complete: boolean
+  /** records pushed that the peer did not store (refused, or could not write) */
+  shortfall: number
+}
+
+/**
+ * Which ranges a session covers (owner-based placement): the initiator's member list and R, and
+ * whether the ranges are those both own (records go both ways) or those only the answerer owns
+ * (a handoff: the initiator only pushes).
+ */
+export interface SessionScope { scope: SyncScope, view: MemberView }
+
+/** Member lists taken from a peer's request at most */
+const MAX_MEMBERS = 10_000
+
+/** The ranges a scope covers, as seen by `initiator` and `answerer` alike */
+export function scopeFilter (scope: SyncScope, view: MemberView, initiator: string, answerer: string): HourFilter {
+  if (scope === SyncScope.SCOPE_CO_OWNED) return (nodeId, hourMs) => view.isOwner(initiator, nodeId, hourMs) && view.isOwner(answerer, nodeId, hourMs)
+  if (scope === SyncScope.SCOPE_HANDOFF) return (nodeId, hourMs) => view.isOwner(answerer, nodeId, hourMs) && !view.isOwner(initiator, nodeId, hourMs)
+  return undefined
+}
+
+const views = new Map<string, MemberView>()
+
+/** The scope a peer's request asks for, checked (the member list is untrusted input) */
+function requestFilter (req: SyncRequest, peer: string, self: string): HourFilter {
+  const scope = req.scope ?? SyncScope.SCOPE_ALL
+  if (scope === SyncScope.SCOPE_ALL) return undefined
+  if (scope !== SyncScope.SCOPE_CO_OWNED && scope !== SyncScope.SCOPE_HANDOFF) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Unknown anti-entropy scope ${String(scope)}`)
+  if (req.members.length > MAX_MEMBERS || req.members.some(m => m.length === 0 || m.length > 128) || req.replicas > 64) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'The anti-entropy scope names too many members, a malformed member or too many replicas')
+  }
+  const key = `${req.replicas}|${[...req.members].sort().join(',')}`
+  let view = views.get(key)
+  if (view == null) {
+    if (views.size >= 8) views.clear()
+    views.set(key, view = new MemberView(req.members, req.replicas))
+  }
+  return scopeFilter(scope, view, peer, self)
 }
 
 /** Answers one request of a peer's session */
-export async function answer (store: MeterStore, intake: Intake, peer: string, req: SyncRequest): Promise<Encodable<SyncReply>> {
+export async function answer (store: MeterStore, intake: Intake, peer: string, req: SyncRequest, self = ''): Promise<Encodable<SyncReply>> {
   const ranges = req.ranges.slice(0, MAX_RANGES)
   switch (req.op) {
     case SyncOp.OP_DIGESTS: {
-      if (ranges.length === 0) return { digests: await childDigests(store) }
+      const keep = requestFilter(req, peer, self)
+      if (ranges.length === 0) return { digests: await childDigests(store, undefined, keep) }
       const digests: RangeDigest[] = []
-      for (const r of ranges) digests.push(...await childDigests(store, r))
+      for (const r of ranges) digests.push(...await childDigests(store, r, keep))
       return { digests }
     }
     case SyncOp.OP_KEYS:
@@ -88,6 +129,10 @@ export interface SyncOptions {
    */
   settleMs?: number
   now?: number
+  /** Owner-based placement: the ranges this session covers (none: every range held) */
+  scope?: SessionScope
+  /** this node's id (with a scope) */
+  self?: string
 }
 
 /** One session with a peer reached through `ask`; pulls and pushes the difference */
@@ -95,10 +140,15 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
   const maxMinutes = options.maxMinutes ?? 5000
   const settle = options.settleMs ?? 0
   const settledBefore = settle > 0 ? (options.now ?? Date.now()) - settle : Infinity
-  const res: SyncResult = { pulled: 0, pushed: 0, minutes: 0, rounds: 0, complete: true }
+  const res: SyncResult = { pulled: 0, pushed: 0, minutes: 0, rounds: 0, complete: true, shortfall: 0 }
+  const sc = options.scope
+  const keep = sc != null ? scopeFilter(sc.scope, sc.view, options.self ?? '', peer) : undefined
+  const scoped = sc != null ? { scope: sc.scope, members: [...sc.view.members], replicas: sc.view.replicas } : {}
+  // A handoff only pushes: the ranges are not this node's to keep.
+  const pushOnly = sc?.scope === SyncScope.SCOPE_HANDOFF
   const call = async (req: Encodable<SyncRequest>): Promise<SyncReply> => {
     res.rounds++
-    const reply = await ask(req)
+    const reply = await ask(req.op === SyncOp.OP_DIGESTS ? { ...req, ...scoped } : req)
     if (reply.error != null && reply.error.code !== '') throw new Error(`peer ${peer} answered ${reply.error.code}: ${reply.error.errorMessage}`)
     return reply
   }
@@ -113,11 +163,11 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
     }
     return out
   }
-  const nodes = differing(store.tree.perNode(), (await call({ op: SyncOp.OP_DIGESTS })).digests)
+  const nodes = differing(store.tree.perNode(keep), (await call({ op: SyncOp.OP_DIGESTS })).digests)
   if (nodes.length === 0) return res
-  const days = await descend(nodes.map(n => ({ ...n.range, fromMs: 0, toMs: 0 })), async r => store.tree.days(r.nodeId))
-  const hours = await descend(days.map(d => d.range), async r => store.tree.hoursOf(r.nodeId, r.fromMs))
-  let minutes = (await descend(hours.map(h => h.range), async r => await childDigests(store, r)))
+  const days = await descend(nodes.map(n => ({ ...n.range, fromMs: 0, toMs: 0 })), async r => store.tree.days(r.nodeId, keep))
+  const hours = await descend(days.map(d => d.range), async r => store.tree.hoursOf(r.nodeId, r.fromMs, keep))
+  let minutes = (await descend(hours.map(h => h.range), async r => await childDigests(store, r, keep)))
     .filter(m => m.range.fromMs + MINUTE_MS <= settledBefore)
   if (minutes.length > maxMinutes) { minutes = minutes.slice(0, maxMinutes); res.complete = false }
   res.minutes = minutes.length
@@ -129,7 +179,7 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
   for (const m of minutes) {
     const r = { ...m.range, toMs: m.range.fromMs + MINUTE_MS }
     if (r.fromMs < horizon) old.push(r)
-    else if ((m.mine?.count ?? 0) === 0) pull.push(r)
+    else if ((m.mine?.count ?? 0) === 0) { if (!pushOnly) pull.push(r) }
     else if ((m.theirs?.count ?? 0) === 0) push.push(r)
     else both.push(r)
   }
@@ -170,10 +220,7 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
     let after = ''
     while (rest.length > 0) {
       const page = await fetchRanges(store, rest, after)
-      if (page.bundle.records.length > 0) {
-        await call({ op: SyncOp.OP_PUSH, bundle: page.bundle })
-        res.pushed += page.bundle.records.length
-      }
+      if (page.bundle.records.length > 0) await pushBundle(page.bundle)
       if (!page.more) return
       rest = resumeAt(rest, page.lastKey)
       after = page.lastKey
@@ -204,7 +251,7 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
       rest = resumeAt(rest, page.lastKey)
       after = page.lastKey
     }
-    const missing = [...theirs].filter(k => !mine.has(k))
+    const missing = pushOnly ? [] : [...theirs].filter(k => !mine.has(k))
     const extra = [...mine].filter(k => !theirs.has(k))
     let taking: Promise<void> = Promise.resolve()
     for (let i = 0; i < missing.length; i += PAGE_RECORDS) {
@@ -214,17 +261,24 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
     }
     await taking
     for (let i = 0; i < extra.length; i += PAGE_RECORDS) {
-      const bundle = await fetchKeys(store, extra.slice(i, i + PAGE_RECORDS))
-      await call({ op: SyncOp.OP_PUSH, bundle })
-      res.pushed += bundle.records.length
+      await pushBundle(await fetchKeys(store, extra.slice(i, i + PAGE_RECORDS)))
     }
+  }
+
+  /** Pushes one page; counts the records the peer did not store */
+  async function pushBundle (bundle: Awaited<ReturnType<typeof fetchKeys>>): Promise<void> {
+    const reply = await call({ op: SyncOp.OP_PUSH, bundle })
+    const n = bundle.records.length
+    res.pushed += n
+    const ack = reply.ack
+    res.shortfall += Math.max(0, n - ((ack?.stored ?? 0) + (ack?.known ?? 0)))
   }
 
   async function exchangeSeals (ranges: RangeDigest[]): Promise<void> {
     for (let i = 0; i < ranges.length; i += MAX_RANGES) {
       const part = ranges.slice(i, i + MAX_RANGES)
       const theirs = (await call({ op: SyncOp.OP_REGISTERS, ranges: part })).registers
-      if (theirs.length > 0) await intake.take(peer, undefined, theirs, 'sync')
+      if (theirs.length > 0 && !pushOnly) await intake.take(peer, undefined, theirs, 'sync')
       const byMinute = new Map(theirs.map(s => [`${s.digest.nodeId}|${s.digest.fromMs}`, s]))
       const better = []
       for (const r of part) {
@@ -233,7 +287,10 @@ export async function syncWith (store: MeterStore, intake: Intake, peer: string,
           if (t == null || compareRegisters(s, t) > 0) better.push(s)
         }
       }
-      if (better.length > 0) await call({ op: SyncOp.OP_PUT_REGISTERS, registers: better })
+      if (better.length > 0) {
+        const ack = (await call({ op: SyncOp.OP_PUT_REGISTERS, registers: better })).ack
+        if ((ack?.rejected ?? 0) > 0) res.shortfall += ack?.rejected ?? 0
+      }
     }
   }
 }
