@@ -119,7 +119,7 @@ export interface AgentOptions {
   fsyncWindowMs?: number
   /** Peers no answer waits for get a meter batch within this long, coalesced (tests stretch it: FNMESH_METER_PUSH_DELAY_MS). @default 50 */
   meterPushDelayMs?: number
-  /** Longest wait for those peers; without them the invocation fails with FNMESH_ERR_METER_UNAVAILABLE (and is retried elsewhere). @default 500 */
+  /** Longest wait for those peers; past it, with replicaAcks 2 or more the invocation fails with FNMESH_ERR_METER_UNAVAILABLE (and is run again elsewhere), with 1 it is answered and the push goes on. @default 500 */
   replicaAckTimeoutMs?: number
   /** Interval of anti-entropy sessions with a random peer. @default 5000 */
   syncIntervalMs?: number

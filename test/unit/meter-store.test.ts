@@ -221,16 +221,27 @@ describe('meter store', () => {
     expect((await carried)?.records).toHaveLength(1)
   })
 
-  it('rejects a record whose acks did not come within the ack timeout (waited for, or carried with --ack-replicas 2), and keeps it written here', async () => {
+  it('with --ack-replicas 2 (strict acks), rejects a record whose acks did not come within the ack timeout (waited for, or carried), and keeps it written here', async () => {
     node = await testNode()
     const store = await stores.open()
     const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean, _hours?: number[], _carriedTo?: string[]) => false)
-    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, { carryWaitsForAcks: true })
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, { carryWaitsForAcks: true, strictAcks: true })
     meters.push(meter)
     await expect(meter.record(rec(node, { invocationId: 'waited' }))).rejects.toMatchObject({ code: 'FNMESH_ERR_METER_UNAVAILABLE' })
     await expect(meter.record(rec(node, { invocationId: 'carried' }), { carry: true, router: 'router-node' })).rejects.toMatchObject({ code: 'FNMESH_ERR_METER_UNAVAILABLE' })
     // Not acknowledged is not unwritten: both stay in the ledger (and are pushed again), billed as run.
     expect((await exportPage(store, {})).records.map(r => r.invocationId).sort()).toEqual(['carried', 'waited'])
+  })
+
+  it('with --ack-replicas 1 (the default), answers a record whose ack did not come within the ack timeout (the function ran: a second run for a late ack would do its work twice), and counts it', async () => {
+    node = await testNode()
+    const store = await stores.open()
+    const replicate = vi.fn(async (_b: unknown, _n: number, _urgent?: boolean, _hours?: number[], _carriedTo?: string[]) => false)
+    const meter = new Meter({ store, signer: node.signer, replicator: { replicate, pushSeals: () => {} }, logger: silentLogger() }, {})
+    meters.push(meter)
+    await expect(meter.record(rec(node, { invocationId: 'late' }))).resolves.toBeUndefined()
+    expect(meter.answeredShort).toBe(1)
+    expect((await exportPage(store, {})).records.map(r => r.invocationId)).toEqual(['late'])
   })
 
   it('exports every record, page by page, in start-minute order, a retry beside the run it retried', async () => {

@@ -89,7 +89,7 @@ export function buildProgram (): Command {
     .option('--meter-replicas <n>', 'R: each meter record is held by its node and the R owners of its range, rendezvous-hashed over the live members; R >= N-1 means every node (default 2)', int('--meter-replicas'))
     .option('--replicas <n>', 'the same as --meter-replicas (older name)', int('--replicas'))
     .option('--ack-replicas <n>', 'copies of a meter record besides the executor\'s that exist before its invocation is answered (the router\'s carried copy counts as one; default 1)', int('--ack-replicas'))
-    .option('--ack-timeout <ms>', 'longest wait for those copies; without them the invocation fails with FNMESH_ERR_METER_UNAVAILABLE and is retried on another node (default 500)', int('--ack-timeout', 10, 60_000))
+    .option('--ack-timeout <ms>', 'longest wait for those copies (default 500); past it, with --ack-replicas 2 or more the invocation fails with FNMESH_ERR_METER_UNAVAILABLE and is run again on another node, and with 1 it is answered and the record is pushed on', int('--ack-timeout', 10, 60_000))
     .option('--fsync-window <ms>', 'longest time a meter ledger write waits for its background fsync (default 50)', int('--fsync-window'))
     .option('--retention <duration>', 'keep raw meter records this long, then only rollups, e.g. 30d (default 30d)', duration('--retention'))
     .option('--billing-granularity <ms>', 'bill durations rounded up to a multiple of this (default 1)', int('--billing-granularity', 1))

@@ -3,14 +3,15 @@
  * while the previous batch is being written form the next batch (group commit), which is signed
  * once, written to the local ledger (to the OS; the store fsyncs within its window) and pushed to
  * the peers at the same time. record() resolves when the record is written here and, if peers
- * are live, on `ackReplicas` of them too; it rejects (FNMESH_ERR_METER_UNAVAILABLE) when those
- * acks are not in within the replicator's ack timeout, as it does when the write fails — unless the
+ * are live, on `ackReplicas` of them too (bounded by the replicator's ack timeout; past it, with
+ * `strictAcks` (--ack-replicas 2 or more) it rejects FNMESH_ERR_METER_UNAVAILABLE, as it does when
+ * the write fails, and otherwise it resolves, the push going on) — unless the
  * caller carries the record itself (`carry`: a router on another node stores the copy that
  * travels with the result): then it resolves with the record's signed bundle as soon as it is
  * written here, and the push to the peers goes out with the next coalesced frame (with
  * `carryWaitsForAcks`, `--ack-replicas` 2 or more, once ackReplicas - 1 peers other than the
  * router's node have it written too, owners first: the router's copy is the last one; rejected
- * like the others when they do not). Settled
+ * like the others when they do not, as strictAcks is then on). Settled
  * minutes are sealed (signed summaries) so their totals outlive the raw records.
  */
 import { decode, encode, type Encodable, type MeterBundle, type MeterRecord, type RangeDigest, type RollupRegister } from '../../../proto/codec.js'
@@ -41,6 +42,14 @@ export interface MeterInit {
    * counts as one, the replicator waits for the rest, not counting the router's node). @default false
    */
   carryWaitsForAcks?: boolean
+  /**
+   * An answer short of its acks at the ack timeout fails (FNMESH_ERR_METER_UNAVAILABLE; the router
+   * runs the invocation again elsewhere) instead of being given. On with `--ack-replicas` 2 or
+   * more, which asks for durability over a second run; off at 1 (the default): the function has
+   * run, and running it again for a late ack would do its work twice, so the answer is given, the
+   * record stays written here and its push goes on. @default false
+   */
+  strictAcks?: boolean
 }
 
 interface Pending { bytes: Uint8Array, carry: boolean, router?: string, resolve: (copy: Encodable<MeterBundle> | undefined) => void, reject: (err: Error) => void }
@@ -58,6 +67,18 @@ export interface RecordOptions {
 export class Meter {
   /** records of this node since start */
   ownRecords = 0
+  /** records answered without the acks they waited for (not strictAcks), since start */
+  answeredShort = 0
+  private shortLoggedAt = 0
+
+  /** Counts answers given short of their acks, and says so at most every 10 s */
+  private shortOfAcks (records: number): void {
+    this.answeredShort += records
+    const now = Date.now()
+    if (now - this.shortLoggedAt < 10_000) return
+    this.shortLoggedAt = now
+    this.c.logger.warn({ records, total: this.answeredShort }, 'meter records answered before a peer acknowledged them (ack timeout): they are written here and pushed again')
+  }
   private queue: Pending[] = []
   private flushing: Promise<void> | undefined
   private sealTimer: NodeJS.Timeout | undefined
@@ -107,13 +128,15 @@ export class Meter {
         this.ownRecords += batch.length
         const copyOf = (i: number): Encodable<MeterBundle> => ({ proofs: [proof], records: [bundle.records[i]] })
         if (!waits) batch.forEach((p, i) => { if (p.carry) p.resolve(copyOf(i)) })
-        // Short of the acks an answer waits for: the record stays here (and is pushed again), but
-        // the invocation is not answered as if its copies existed.
+        // Short of the acks an answer waits for: the record stays here (and is pushed again); with
+        // strictAcks the invocation is not answered as if its copies existed.
         void replicated.then((ok) => {
+          const strict = this.init.strictAcks === true
+          if (!ok && !strict) this.shortOfAcks(batch.length)
           const short = new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot answer the invocation: its meter record did not reach the peers --ack-replicas asks for within the ack timeout')
           batch.forEach((p, i) => {
             if (p.carry && !waits) return
-            if (!ok) p.reject(short)
+            if (!ok && strict) p.reject(short)
             else p.resolve(p.carry ? copyOf(i) : undefined)
           })
         })

@@ -120,7 +120,7 @@ export class Metering implements Startable {
       replicas: this.init.replicas, ackReplicas: this.init.ackReplicas, ackTimeoutMs: this.init.ackTimeoutMs, pushDelayMs: this.init.pushDelayMs
     })
     await replicator.start()
-    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs, carryWaitsForAcks: (this.init.ackReplicas ?? 1) > 1 })
+    this.meter = new Meter({ store: this.store, signer: new BatchSigner(c.privateKey, c.nodeId), replicator, logger: log }, { sealAfterMs: this.init.sealAfterMs, carryWaitsForAcks: (this.init.ackReplicas ?? 1) > 1, strictAcks: (this.init.ackReplicas ?? 1) > 1 })
     this.meter.start()
     const antiEntropy = this.antiEntropy = new AntiEntropy({ libp2p: c.libp2p, table: c.table, store: this.store, intake, logger: log, placement, self: c.nodeId }, { intervalMs: this.init.syncIntervalMs })
     await antiEntropy.start()
