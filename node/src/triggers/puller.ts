@@ -25,13 +25,6 @@ export interface PullerInit {
   maxBatch?: number
   /** How long one pull request waits for events. @default 2000 */
   expiresMs?: number
-  /**
-   * A binding with no events asks with ever longer waits (doubling after each empty pull) up to
-   * this, for one event at a time, so an idle agent's pull requests cost little. An event still
-   * arrives the moment it is stored (a waiting pull request is answered at once); the first one
-   * brings the loop back to `expiresMs` and full batches. @default 16000
-   */
-  idleExpiresMs?: number
 }
 
 export class Puller {
@@ -45,12 +38,10 @@ export class Puller {
   private consumer: Consumer | undefined
   private readonly maxBatch: number
   private readonly expiresMs: number
-  private readonly idleExpiresMs: number
 
   constructor (readonly binding: Binding, private readonly c: PullerComponents, init: PullerInit = {}) {
     this.maxBatch = init.maxBatch ?? 8
     this.expiresMs = init.expiresMs ?? 2000
-    this.idleExpiresMs = Math.max(this.expiresMs, init.idleExpiresMs ?? 16_000)
   }
 
   start (): void {
@@ -74,45 +65,27 @@ export class Puller {
 
   private async run (): Promise<void> {
     let failures = 0
-    // Idle backoff: each empty pull doubles the next one's wait (to idleExpiresMs); while waiting
-    // long, ask for one event only, so a node that got busy meanwhile holds at most one event it
-    // has no slot for (the JetStream heartbeats of a pull are half its wait: a pull lost with its
-    // server is noticed after two missed ones, and nats.js pulls again on every reconnect).
-    let expires = this.expiresMs
     while (this.running) {
       const room = Math.min(this.maxBatch, this.c.room(this.binding.fn) - this.claimed)
       if (room <= 0) {
-        expires = this.expiresMs
         await this.c.roomChanged({ timeoutMs: 500, signal: this.stopping.signal })
         continue
       }
       try {
         this.consumer ??= await this.c.js.consumers.get(this.binding.stream, this.binding.consumer)
-        const batch = await this.consumer.fetch({ max_messages: expires > this.expiresMs ? 1 : room, expires })
-        // stop() must not wait out a long pull
-        const cut = (): void => { batch.stop() }
-        this.stopping.signal.addEventListener('abort', cut)
-        if (this.stopping.signal.aborted) cut()
-        let got = 0
-        try {
-          for await (const msg of batch) {
-            got++
-            this.claimed++
-            const p = this.c.dispatcher.handle(msg, this.binding, () => { this.claimed-- })
-              // handle() settles every message itself; a throw past it is a bug, logged, not fatal.
-              .catch((err: any) => { this.c.logger.error({ fn: this.binding.fn, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'settling an event failed') })
-              .finally(() => { this.inFlight.delete(p) })
-            this.inFlight.add(p)
-          }
-        } finally {
-          this.stopping.signal.removeEventListener('abort', cut)
+        const batch = await this.consumer.fetch({ max_messages: room, expires: this.expiresMs })
+        for await (const msg of batch) {
+          this.claimed++
+          const p = this.c.dispatcher.handle(msg, this.binding, () => { this.claimed-- })
+            // handle() settles every message itself; a throw past it is a bug, logged, not fatal.
+            .catch((err: any) => { this.c.logger.error({ fn: this.binding.fn, code: 'FNMESH_ERR_INTERNAL', err: String(err?.message ?? err) }, 'settling an event failed') })
+            .finally(() => { this.inFlight.delete(p) })
+          this.inFlight.add(p)
         }
-        expires = got > 0 ? this.expiresMs : Math.min(this.idleExpiresMs, expires * 2)
         failures = 0
       } catch (err: any) {
         // NATS restarting, the consumer not created yet, the stream gone: back off and retry.
         this.consumer = undefined
-        expires = this.expiresMs
         failures++
         if (failures === 1 || failures % 30 === 0) {
           this.c.logger.warn({ fn: this.binding.fn, consumer: this.binding.consumer, err: String(err?.message ?? err) }, 'pulling events failed; retrying')
