@@ -79,6 +79,12 @@ export interface MeshScaleResult {
   joinReadyMs?: number
   /** SIGKILL to no survivor routing to it (routable peers), to every table dropping it (peers gauge) */
   failureToNoRoutingMs?: number
+  /**
+   * SIGSTOP of another agent (hung: its connections stay up, only its adverts stop) to no survivor
+   * routing to it, and SIGCONT to every survivor routing to it again
+   */
+  hangToNoRoutingMs?: number
+  resumeToRoutingMs?: number
 }
 
 /** Prometheus text -> the few series this run reads */
@@ -254,7 +260,24 @@ async function churn (cluster: DevCluster, client: Mesh, n: number, o: MeshScale
     const failureToNoRoutingMs = await until(survivors, s => s.peers <= expected, 30_000, 'survivors dropping a killed agent', o.signal)
       .then(() => Date.now() - killAt)
     log(`failure: no survivor routes to the killed agent after ${failureToNoRoutingMs} ms`)
-    return { joinMs, joinReadyMs, failureToNoRoutingMs }
+
+    // A hung agent: its TCP connections stay up, so nothing but the silence of its adverts (3 of
+    // its keepalives) tells the others.
+    const hung = cluster.agents[2]
+    const others = survivors.filter(a => a !== hung)
+    const stopAt = Date.now()
+    hung.kill('SIGSTOP')
+    let hangToNoRoutingMs: number
+    try {
+      hangToNoRoutingMs = await until(others, s => s.peers <= expected - 1, 60_000, 'survivors dropping a hung agent', o.signal).then(() => Date.now() - stopAt)
+      log(`hang: no survivor routes to the SIGSTOPped agent after ${hangToNoRoutingMs} ms`)
+    } finally {
+      hung.kill('SIGCONT')
+    }
+    const contAt = Date.now()
+    const resumeToRoutingMs = await until(others, s => s.peers >= expected, 60_000, 'survivors routing to a resumed agent', o.signal).then(() => Date.now() - contAt)
+    log(`resume: every survivor routes to it again ${resumeToRoutingMs} ms after SIGCONT`)
+    return { joinMs, joinReadyMs, failureToNoRoutingMs, hangToNoRoutingMs, resumeToRoutingMs }
   } finally {
     running = false
     await loop

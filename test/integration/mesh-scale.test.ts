@@ -4,7 +4,7 @@ import { runMeshScale } from '../../scripts/bench/mesh-scale.js'
 // Ten real agents (--sandbox none, one slot each) on one nats-server: the CI version of the
 // bench's real-mesh scale run (scripts/mesh-scale.ts runs 10 to 30 and more).
 describe('a real mesh of 10 agents on one host', () => {
-  it('forms one mesh, gossips a few kB/s per idle agent, takes a joining agent and drops a killed one', async () => {
+  it('forms one mesh, gossips a few kB/s per idle agent, takes a joining agent, drops a killed one and a hung one, and takes the hung one back', async () => {
     const lines: string[] = []
     const r = await runMeshScale({ agents: 10, wave: 5, idleWindowMs: 8000, settleMs: 2000, formTimeoutMs: 60_000, log: l => lines.push(l) })
     // Every agent saw the 9 others (runMeshScale throws otherwise).
@@ -17,5 +17,9 @@ describe('a real mesh of 10 agents on one host', () => {
     // A joining agent gets work; a SIGKILLed one leaves every survivor's routable peers.
     expect(r.joinMs, lines.join('\n')).toBeDefined()
     expect(r.failureToNoRoutingMs, lines.join('\n')).toBeLessThan(20_000)
+    // A hung (SIGSTOPped) agent keeps its connections: only the silence of its adverts (3
+    // keepalives, 2.2 s each at 11 agents) takes it out of routing; it is back once resumed.
+    expect(r.hangToNoRoutingMs, lines.join('\n')).toBeLessThan(20_000)
+    expect(r.resumeToRoutingMs, lines.join('\n')).toBeLessThan(20_000)
   }, 300_000)
 })

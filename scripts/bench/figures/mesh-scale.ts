@@ -7,6 +7,7 @@
 import { runMeshScale, type MeshScaleResult } from '../mesh-scale.js'
 import { note } from '../progress.js'
 import { row, type Figure, type Row } from '../types.js'
+import { keepaliveFor } from '../../../node/src/gossip/gossip.js'
 
 export const meshScale: Figure = {
   id: 'mesh-scale',
@@ -30,14 +31,15 @@ export const meshScale: Figure = {
       row(`${r.agents} agents: gossip bytes per agent`, '/s', r.idle.gossipBytesPerAgentPerSec, 'every libp2p byte on the wire', r.idle.wireBytesPerAgentPerSec, 'lower'),
       row(`${r.agents} agents: all ready to one mesh`, 'ms', r.formMs, 'spawn to all ready', r.startMs, 'lower'),
       row(`${r.agents} agents: join to first work`, 'ms', r.joinMs ?? NaN, 'spawn to ready', r.joinReadyMs ?? NaN, 'lower'),
-      row(`${r.agents} agents: SIGKILL to no routing`, 'ms', r.failureToNoRoutingMs ?? NaN, 'target of issue 16 (simulated)', 3000, 'lower')
+      row(`${r.agents} agents: SIGKILL to no routing`, 'ms', r.failureToNoRoutingMs ?? NaN, 'target of issue 16 (simulated)', 3000, 'lower'),
+      row(`${r.agents} agents: SIGSTOP (hung) to no routing`, 'ms', r.hangToNoRoutingMs ?? NaN, '3 keepalives of silence', 3 * keepaliveFor(r.agents + 1), 'lower')
     ])
     return {
       rows,
       details: { results },
       notes: [
         'Agents with --sandbox none --slots 1 --admin 0, started in waves of 5 on one nats-server. Idle CPU from /proc (user + system) over the window; gossip bytes from each agent\'s fnmesh_libp2p_bytes_total (gossipsub protocol, in + out) and adverts from fnmesh_gossip_adverts_total. Idle CPU counts everything an idle agent does (NATS, timers, meter anti-entropy), not gossip alone.',
-        'Join: from spawning one more agent under 8 closed-loop callers (20 ms function) to its first invocation. Failure: SIGKILL of agent-2 to every survivor\'s routable peers without it (scraped every 200 ms). On a machine shared with other work these times stretch with its load.'
+        'Join: from spawning one more agent under 8 closed-loop callers (20 ms function) to its first invocation. Failure: SIGKILL of agent-2 to every survivor\'s routable peers without it (scraped every 200 ms); hang: SIGSTOP of agent-3 (its connections stay up) to the same, then SIGCONT to every survivor routing to it again. On a machine shared with other work these times stretch with its load.'
       ]
     }
   }
