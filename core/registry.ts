@@ -87,6 +87,13 @@ export interface DeploySpecOptions {
   signal?: AbortSignal
 }
 
+/**
+ * How long a deploy's JetStream steps retry transient errors (within the caller's own timeout):
+ * longer than other calls' 20 s, as a deploy is rare and worth waiting for, and a leader election
+ * of nats-server 2.9.10 after a server is SIGKILLed has taken over 20 s on a loaded 2-core machine.
+ */
+export const DEPLOY_RETRY_MS = 45_000
+
 export class Registry {
   private constructor (private readonly nc: NatsConnection, readonly kv: KV, readonly bundles: ObjectStore) {}
 
@@ -222,20 +229,21 @@ export class Registry {
   async deploy (spec: Omit<StoredSpec, 'version' | 'bundleObject' | 'bundleSha256' | 'bundleSize' | 'createdAtMs' | 'signature' | 'raw'>, bundle: Uint8Array, options: DeploySpecOptions = {}): Promise<StoredSpec> {
     const sha256 = createHash('sha256').update(bundle).digest('hex')
     const object = `sha256-${sha256}`
+    const retry = { budgetMs: DEPLOY_RETRY_MS, signal: options.signal }
     try {
       await jsRetry(async () => {
         const existing = await this.bundles.info(object)
         if (existing == null || existing.size !== bundle.byteLength) {
           await this.bundles.putBlob({ name: object }, bundle)
         }
-      })
+      }, retry)
     } catch (err) {
       throw jetstreamError(err, `store the code of "${spec.name}"`)
     }
     for (let attempt = 0; attempt < 10; attempt++) {
       let previous
       try {
-        previous = await jsRetry(async () => await this.kv.get(spec.name))
+        previous = await jsRetry(async () => await this.kv.get(spec.name), retry)
       } catch (err) {
         throw jetstreamError(err, `deploy "${spec.name}"`)
       }
@@ -256,8 +264,8 @@ export class Registry {
       options.signal?.throwIfAborted()
       try {
         // A retry after a lost ack meets "wrong last sequence": the loop then stores one more version.
-        if (previous == null) await jsRetry(async () => await this.kv.create(spec.name, bytes))
-        else await jsRetry(async () => await this.kv.update(spec.name, bytes, previous.revision))
+        if (previous == null) await jsRetry(async () => await this.kv.create(spec.name, bytes), retry)
+        else await jsRetry(async () => await this.kv.update(spec.name, bytes, previous.revision), retry)
         return stored
       } catch (err: any) {
         // Another deploy of the same name won the race: take the next version.
