@@ -82,6 +82,17 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     await mm.startAgent(host, agent.name)
   }
 
+  /** The records of `fn` whose event id `wanted` picks, in each running agent's own ledger (`id@node`) */
+  async function heldByEachAgent (fn: string, wanted: (eventId: string) => boolean): Promise<Record<string, string[]>> {
+    const held: Record<string, string[]> = {}
+    for (const a of (m as NetnsMesh).agents.filter(x => x.running)) {
+      const own: string[] = []
+      try { for await (const r of mesh.exportRecords({ fn, via: a.nodeId, local: true, timeoutMs: 10_000 })) if (wanted(r.eventId)) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
+      held[a.name] = own
+    }
+    return held
+  }
+
   /** Every operation kind but those named recovered within `maxGapMs` */
   function expectServing (figures: Record<ProbeKind, KindFigure>, maxGapMs: number): void {
     for (const [kind, f] of Object.entries(figures)) {
@@ -160,12 +171,7 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     if (lost.length > 0) {
       // Where are they? Each agent's own ledger, and the dead letters: a run never metered and an
       // export that missed a holder look alike from here.
-      const held: Record<string, string[]> = {}
-      for (const a of (m as NetnsMesh).agents.filter(x => x.running)) {
-        const own: string[] = []
-        try { for await (const r of mesh.exportRecords({ fn: 'work', via: a.nodeId, local: true, timeoutMs: 10_000 })) if (lost.includes(r.eventId)) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
-        held[a.name] = own
-      }
+      const held = await heldByEachAgent('work', id => lost.includes(id))
       const missing: string[][] = []
       for await (const r of mesh.exportRecords({ fn: 'work', timeoutMs: 10_000, onMissing: (x) => { missing.push(x) } })) if (lost.includes(r.eventId)) held.again = [...(held.again ?? []), r.eventId]
       const dead = await mesh.dlqList({ fn: 'work' }).catch((err: Error) => `dlq list failed: ${err.message}`)
@@ -211,12 +217,7 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
         }
       } catch (err: any) { stored.push(`observer read failed: ${String(err?.message)}`) }
       // Run but not (yet) in the export? Each agent's own ledger.
-      const held: Record<string, string[]> = {}
-      for (const a of (m as NetnsMesh).agents.filter(x => x.running)) {
-        const own: string[] = []
-        try { for await (const r of mesh.exportRecords({ fn: 'tick', via: a.nodeId, local: true, timeoutMs: 10_000 })) if (notRun.some(t => r.eventId.endsWith(`-${t}`))) own.push(`${r.eventId}@${r.nodeId}`) } catch (err: any) { own.push(`export failed: ${String(err?.message)}`) }
-        held[a.name] = own
-      }
+      const held = await heldByEachAgent('tick', id => notRun.some(t => id.endsWith(`-${t}`)))
       tickDiag = `ticks not run: ${notRun.map(t => `${t} (${new Date(t).toISOString()})`).join(', ')}; faults: ${cases.map(c => `${c.case} ${new Date(c.faultAt).toISOString()}-${new Date(c.healedAt).toISOString()}`).join('; ')}; stored in the stream: ${JSON.stringify(stored)}; in each agent's own ledger: ${JSON.stringify(held)}; last fired: ${JSON.stringify(lastFired)}; tick consumer: ${JSON.stringify(consumer)}; dead letters of tick: ${JSON.stringify(dead).slice(0, 1500)}`
       console.log(tickDiag)
     }

@@ -133,10 +133,10 @@ export class Meter {
         void replicated.then((ok) => {
           const strict = this.init.strictAcks === true
           if (!ok && !strict) this.shortOfAcks(batch.length)
-          const short = new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot answer the invocation: its meter record did not reach the peers --ack-replicas asks for within the ack timeout')
+          const short = !ok && strict ? new InternalError('FNMESH_ERR_METER_UNAVAILABLE', 'Cannot answer the invocation: its meter record did not reach the peers --ack-replicas asks for within the ack timeout') : undefined
           batch.forEach((p, i) => {
             if (p.carry && !waits) return
-            if (!ok && strict) p.reject(short)
+            if (short != null) p.reject(short)
             else p.resolve(p.carry ? copyOf(i) : undefined)
           })
         })

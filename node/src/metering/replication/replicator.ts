@@ -27,7 +27,7 @@ export interface ReplicatorInit {
   replicas?: number
   /** Peers that must have a record written before its invocation is answered. @default 1 */
   ackReplicas?: number
-  /** Longest wait for those acks; without them the records' invocations fail with FNMESH_ERR_METER_UNAVAILABLE (the records stay written here). @default 500 */
+  /** Longest wait for those acks; replicate() then resolves false (the records stay written here and are pushed again; the Meter decides what the answer is). @default 500 */
   ackTimeoutMs?: number
   /** Interval of pushing under-replicated batches again. @default 1000 */
   retryMs?: number
@@ -129,9 +129,9 @@ export class Replicator {
     const immediate = new Set(rotated.slice(0, now))
     for (const peer of rotated) if (!immediate.has(peer)) this.defer(o, peer, () => { ownerSettled(peer) })
     const push = async (peer: string): Promise<boolean> => {
-      const first = immediate.delete(peer)
+      const wasImmediate = immediate.delete(peer)
       await this.pushTo([o], peer)
-      if (first) ownerSettled(peer)
+      if (wasImmediate) ownerSettled(peer)
       return o.acked.has(peer)
     }
     const others = this.live().filter(p => !targets.includes(p)).sort((a, b) => Number(routers.has(a)) - Number(routers.has(b)))
