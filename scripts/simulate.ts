@@ -40,7 +40,7 @@ import { runJobs } from './sim/pool.js'
 import { REAL_SPREAD, formatGossip, formatRuns, formatValidation, formatWaits, gossipChart, gossipRows, scalingChart, validation } from './sim/report.js'
 import { describeService, serviceMean, type ServiceDist } from './sim/rng.js'
 import { GOSSIPSUB, measureWire, type WireCosts } from './sim/wire.js'
-import { loadCalibration, scaleRows, type ScaleRow } from './sim/cost.js'
+import { loadCalibration, loadProbeCost, scaleRows, type ScaleRow } from './sim/cost.js'
 import { DESIGNS, type GossipDesign } from './sim/shards.js'
 
 interface Args {
@@ -133,7 +133,7 @@ async function main (): Promise<number> {
     const doc = JSON.parse(await readFile(args.recost, 'utf8')) as { runs: RunResult[], wire: WireCosts, model: { serviceDist: ServiceDist, gossipDelayMs: [number, number], hopMs: number }, rows?: ScaleRow[], calibration?: unknown }
     const cal = loadCalibration(join(PACKAGE_ROOT, 'bench', 'results'), args.calibration)
     if (cal == null) throw new Error('No real-mesh calibration found (bench/results/*-mesh-scale.json with a calibration)')
-    doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs)
+    doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs, loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results')))
     doc.calibration = { ...cal, source: relative(PACKAGE_ROOT, cal.source) }
     await writeFile(args.recost, toJson(doc))
     process.stdout.write(formatRows(doc.rows, cal) + '\n')
@@ -155,7 +155,8 @@ async function main (): Promise<number> {
   const checks = validation(byId('validation').sort((a, b) => order(a.result) - order(b.result)))
   const gossip = gossipRows(runs.filter(r => r.design === 'all'), wire)
   const calibration = loadCalibration(join(PACKAGE_ROOT, 'bench', 'results'), args.calibration)
-  const rows: ScaleRow[] = calibration != null ? scaleRows(runs, wire, calibration, args.service, args.gossipDelayMs[1], args.hopMs) : []
+  const probeCost = loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results'))
+  const rows: ScaleRow[] = calibration != null ? scaleRows(runs, wire, calibration, args.service, args.gossipDelayMs[1], args.hopMs, probeCost) : []
 
   const day = new Date().toISOString().slice(0, 10)
   // Runs of a subset or of other model settings do not overwrite the standard results.
@@ -193,6 +194,7 @@ async function main (): Promise<number> {
       advertIntervalMs: 'keepalive: min(10 s, max(1 s, 200 ms x nodes heard)), as the agents (gossip.ts keepaliveFor)',
       advertMinGapMs: args.advertGapMs ?? 'all: min(500, max(20, N)) ms, as the agents (gossip.ts advertGapFor); shards: min(2 s, max(20 ms, 25 ms x nodes heard))',
       shards: { shardSize: 25, shardsRead: 2, gapMsPerNode: 25 },
+      probe: { probes: 2, rule: 'own node if it has a free slot; else probe the node last chosen and one drawn by slots, best free by choose.ts better, else best queue; membership by SWIM (modelled in the cost rows, not simulated)' },
       advertCoalesceMs: 20,
       queueWaitMs: 500,
       maxQueued: 1000,
@@ -201,6 +203,7 @@ async function main (): Promise<number> {
     },
     wire,
     calibration: calibration != null ? { ...calibration, source: relative(PACKAGE_ROOT, calibration.source) } : null,
+    probeCost: probeCost != null ? { ...probeCost, source: relative(PACKAGE_ROOT, probeCost.source) } : null,
     rows,
     runs,
     gossip,

@@ -19,6 +19,15 @@
  *   it hears about per second; the first probe of the dead node comes within ~1 s, fails after
  *   0.5 s, and the suspicion is published to the node's shard) in the sharded design, and by 3
  *   keepalives in "all" as the agent does today.
+ *
+ * The probing design (probe.ts) has no load adverts: its "gossip" is membership (SWIM: one
+ * probe a second per node, so about 4 messages a second at each node, each charged as much as
+ * a heard gossipsub advert of the real mesh) plus the load probes, per invocation, charged at
+ * what one costs over NATS here (scripts/probe-cost.mjs: the asking and the answering process;
+ * nats-server's share is given apart). A joining node is made the memory of the router it joins
+ * through, so that router's next remote pick probes it; a crashed node's subscriptions go with
+ * its connection and its probes get no answer, so nothing is dispatched to it after one probe
+ * round trip; a silent one is never chosen once its probes time out (PROBE_ANSWER_TIMEOUT_MS).
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -76,6 +85,34 @@ export function loadCalibration (resultsDir: string, file?: string): RealCalibra
   }
 }
 
+/** What one load probe costs over NATS (newest bench/results/*-probe-cost.json, paced run) */
+export interface ProbeCost {
+  source: string
+  /** CPU of the asking plus the answering process per probe, µs */
+  usPerProbe: number
+  natsServerUsPerProbe: number
+  /** both clients' bytes in + out per probe */
+  wireBytesPerProbe: number
+}
+
+export function loadProbeCost (resultsDir: string, file?: string): ProbeCost | undefined {
+  let path = file
+  if (path == null) {
+    const found = readdirSync(resultsDir).filter(f => f.endsWith('-probe-cost.json')).sort()
+    if (found.length === 0) return undefined
+    path = join(resultsDir, found[found.length - 1])
+  }
+  const doc = JSON.parse(readFileSync(path, 'utf8')) as { wireBytesPerProbe: number, runs: Array<{ mode: string, askerUsPerProbe: number, answererUsPerProbe: number, natsServerUsPerProbe: number }> }
+  const run = doc.runs.find(r => r.mode.startsWith('paced')) ?? doc.runs[doc.runs.length - 1]
+  if (run == null) return undefined
+  return { source: path, usPerProbe: run.askerUsPerProbe + run.answererUsPerProbe, natsServerUsPerProbe: run.natsServerUsPerProbe, wireBytesPerProbe: doc.wireBytesPerProbe }
+}
+
+/** SWIM membership of the probing design: messages at each node per second (a ping and an ack each way) */
+const SWIM_MSGS_PER_NODE_PER_SEC = 4
+/** A probe not answered within this long counts as no room there (the node may be gone) */
+export const PROBE_ANSWER_TIMEOUT_MS = 20
+
 export interface ScaleRow {
   design: string
   nodes: number
@@ -94,6 +131,8 @@ export interface ScaleRow {
   silentFailureToNoRoutingMs: number
   keepaliveMs: number
   advertGapMs: number
+  /** design "probe": the parts of the gossip figures (membership, load probes) and nats-server's share */
+  probe?: { probesPerNodePerSec: number, probesPerInvocation: number, membershipCorePerNode: number, probeCorePerNode: number, membershipBytesPerNodePerSec: number, probeBytesPerNodePerSec: number, natsServerCorePerNode: number, costSource: string }
 }
 
 /** libp2p's connection manager limit: beyond it a node is not connected to every node it hears about */
@@ -102,12 +141,19 @@ const MAX_CONNECTIONS = GOSSIPSUB.maxConnections
 const PROBE_PERIOD_MS = 1000
 const PROBE_TIMEOUT_MS = 500
 
-export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibration, service: ServiceDist, gossipDelayMaxMs: number, hopMs: number): ScaleRow[] {
+export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibration, service: ServiceDist, gossipDelayMaxMs: number, hopMs: number, probeCost?: ProbeCost): ScaleRow[] {
   const rows: ScaleRow[] = []
   for (const r of runs) {
     if (r.policy !== 'fnmesh') continue
-    const oracle = runs.find(o => o.policy === 'oracle' && o.nodes === r.nodes && o.load === r.load)
+    // the oracle over the same window if there is one (the probing runs have their own)
+    const oracle = runs.find(o => o.policy === 'oracle' && o.nodes === r.nodes && o.load === r.load && o.design === r.design) ??
+      runs.find(o => o.policy === 'oracle' && o.nodes === r.nodes && o.load === r.load)
     if (oracle == null) continue
+    if (r.design === 'probe') {
+      if (probeCost == null) continue
+      rows.push(probeRow(r, oracle, cal, probeCost, service, hopMs))
+      continue
+    }
     const heard = r.viewNodes
     const rate = r.advertsPerNodePerSec
     const heardPerSec = heard * rate
@@ -136,4 +182,44 @@ export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibrat
     })
   }
   return rows
+}
+
+function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: ProbeCost, service: ServiceDist, hopMs: number): ScaleRow {
+  // probeMsgsPerNodePerSec counts each probe's request and answer at both ends
+  const probes = r.probeMsgsPerNodePerSec / 4
+  const membershipCore = SWIM_MSGS_PER_NODE_PER_SEC * cal.cpuUsPerAdvert / 1e6
+  const membershipBytes = SWIM_MSGS_PER_NODE_PER_SEC * cal.bytesPerAdvert
+  const probeCore = probes * cost.usPerProbe / 1e6
+  const probeBytes = probes * cost.wireBytesPerProbe
+  const perRouterRate = r.load * r.totalSlots / (serviceMean(service) / 1000) / r.nodes
+  const remotePicksPerSec = perRouterRate * Math.max(r.remoteFraction, 1e-6)
+  return {
+    design: r.design,
+    nodes: r.nodes,
+    load: r.load,
+    p99Ms: r.latencyMs.p99,
+    oracleP99Ms: oracle.latencyMs.p99,
+    p99OverOracle: r.latencyMs.p99 / oracle.latencyMs.p99,
+    viewNodes: r.viewNodes,
+    advertsPublishedPerNodePerSec: 0,
+    advertsHeardPerNodePerSec: 0,
+    gossipCorePerNode: membershipCore + probeCore,
+    gossipBytesPerNodePerSec: membershipBytes + probeBytes,
+    // its join through a router (a round trip), that router's next remote pick, then probe and dispatch
+    joinToFirstWorkMs: 2 * hopMs + 1000 / remotePicksPerSec + 3 * hopMs,
+    failureToNoRoutingMs: 2 * hopMs,
+    silentFailureToNoRoutingMs: PROBE_ANSWER_TIMEOUT_MS,
+    keepaliveMs: PROBE_PERIOD_MS,
+    advertGapMs: 0,
+    probe: {
+      probesPerNodePerSec: probes,
+      probesPerInvocation: r.probesPerInvocation,
+      membershipCorePerNode: membershipCore,
+      probeCorePerNode: probeCore,
+      membershipBytesPerNodePerSec: membershipBytes,
+      probeBytesPerNodePerSec: probeBytes,
+      natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6,
+      costSource: cost.source
+    }
+  }
 }

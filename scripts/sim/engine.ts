@@ -65,7 +65,8 @@ export class Simulation {
     // Agents start at different moments: each node's periodic and prompt adverts have their own phase.
     const phase = prng(deriveSeed(c.seed, 'advert-phase', n))
     for (let i = 0; i < n; i++) {
-      this.q.at(phase() * c.advertIntervalMs, Ev.Tick, i, undefined)
+      // design "probe": membership only, no load adverts (its cost is cost.ts's)
+      if (c.design !== 'probe') this.q.at(phase() * c.advertIntervalMs, Ev.Tick, i, undefined)
       this.gossip.setLastSent(i, -phase() * c.advertMinGapMs)
     }
     this.q.at(exponential(this.arrivals, this.meanGapMs), Ev.Arrival, undefined, undefined)
@@ -99,6 +100,8 @@ export class Simulation {
         case Ev.Timeout: this.routers.onTimeout(a); break
         case Ev.Settle: this.gossip.settle(a, q.now); break
         case Ev.QueueTimeout: this.onQueueTimeout(a, q.b); break
+        case Ev.ProbeAt: this.routers.onProbeAt(a); break
+        case Ev.ProbeBack: this.routers.onProbeBack(a); break
       }
       if (q.now >= m.measureTo && totals.arrivals === totals.completed + totals.rejected) break
     }

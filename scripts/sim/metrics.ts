@@ -15,7 +15,7 @@ export class Metrics {
   readonly measureTo: number
   /** every invocation ever created, finished and refused (conservation check) */
   readonly totals = { arrivals: 0, completed: 0, rejected: 0 }
-  readonly m = { arrivals: 0, rejected: 0, busy: 0, waited: 0, remote: 0, execMsgs: 0 }
+  readonly m = { arrivals: 0, rejected: 0, busy: 0, waited: 0, remote: 0, execMsgs: 0, probes: 0, probeMsgs: 0 }
   events = 0
   /** sampled moments a router starts waiting */
   readonly diagnosis: WaitDiagnosis = { samples: 0, freeSlots: 0, nodesWithRoom: 0, fullByAdvert: 0, markedBusy: 0, fullByOwnSends: 0, free: 0 }
@@ -94,7 +94,7 @@ export class Metrics {
     const max = Math.max(...util)
     const seconds = c.durationMs / 1000
     const st = x.stats
-    const tracked = c.policy === 'fnmesh' || c.policy === 'round-robin'
+    const tracked = (c.policy === 'fnmesh' || c.policy === 'round-robin') && c.design !== 'probe'
     return {
       design: c.design,
       viewNodes: x.viewNodes,
@@ -118,6 +118,8 @@ export class Metrics {
       advertsPerNodePerSec: x.advertsPublished / n / seconds,
       // Each message has a sender and a receiver: per node, both ends count.
       execMsgsPerNodePerSec: 2 * this.m.execMsgs / n / seconds,
+      probesPerInvocation: this.m.probes / Math.max(1, this.m.arrivals),
+      probeMsgsPerNodePerSec: 2 * this.m.probeMsgs / n / seconds,
       staleness: tracked && st.picks > 0
         ? { advertAgeMs: st.advertAgeMs / st.picks, estimateError: st.estimateError / st.picks, absEstimateError: st.absEstimateError / st.picks, ownCorrection: st.ownCorrection / st.picks, fullScanFraction: st.fullScans / Math.max(1, this.m.arrivals) }
         : null,

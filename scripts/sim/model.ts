@@ -57,6 +57,8 @@ export interface SimConfig {
   gapMsPerNode?: number
   /** give choosePeer every node up to this mesh size (see views.ts) @default 32 */
   fullScanMaxNodes?: number
+  /** probe: nodes probed per pick, the router's memory included (probe.ts) @default 2 */
+  probes?: number
 }
 
 export function slotsFor (nodes: number): number[] {
@@ -97,6 +99,9 @@ export interface RunResult {
   advertsPerNodePerSec: number
   /** exec requests + replies (BUSY included) sent or received per node per second */
   execMsgsPerNodePerSec: number
+  /** design "probe": probes sent per invocation, and probe requests + answers sent or received per node per second */
+  probesPerInvocation: number
+  probeMsgsPerNodePerSec: number
   /**
    * the chosen remote peer's estimate at decision time (fnmesh and round-robin); fullScanFraction
    * counts picks that looked at every candidate node, per invocation (a cost of the simulator)
@@ -126,7 +131,8 @@ export function shardGapFor (heard: number, msPerNode: number): number {
 /** Nodes heard by each node, roughly, under a design (before the layout is drawn) */
 export function heardFor (c: SimConfig): number {
   const n = c.slots.length
-  if ((c.design ?? 'all') === 'all') return n
+  // probe: every node knows every member (SWIM-style membership), no load adverts
+  if ((c.design ?? 'all') !== 'shards') return n
   const size = c.shardSize ?? 25
   return Math.min(n, Math.min(c.shardsRead ?? 2, Math.max(1, Math.round(n / size))) * n / Math.max(1, Math.round(n / size)))
 }
@@ -150,6 +156,7 @@ export function resolve (c: SimConfig): ResolvedConfig {
     maxQueue: 10_000,
     maxQueued: 1000,
     fullScanMaxNodes: 32,
+    probes: 2,
     ...c,
     // the agents' rules (gossip.ts) unless a what-if run sets them
     advertIntervalMs: c.advertIntervalMs ?? keepaliveFor(heard),

@@ -34,7 +34,12 @@ export const FULL: readonly Scale[] = [
   { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: CHEAP },
   // the sharded design (shards.ts), where it differs from "all": past one shard's size
   { nodes: 1000, warmupMs: 350, durationMs: 150, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' },
-  { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' }
+  { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' },
+  // the probing design (probe.ts): no load adverts, so no BUSY storms: cheap enough to run to a
+  // steady state at every size, with its own oracle over the same window
+  { nodes: 100, warmupMs: 1000, durationMs: 5000, policies: ['fnmesh'], design: 'probe' },
+  { nodes: 1000, warmupMs: 1000, durationMs: 1000, policies: ['fnmesh', 'oracle'], design: 'probe' },
+  { nodes: 10_000, warmupMs: 1000, durationMs: 500, policies: ['fnmesh', 'oracle'], design: 'probe' }
 ]
 
 export const QUICK: readonly Scale[] = [
@@ -42,7 +47,8 @@ export const QUICK: readonly Scale[] = [
   { nodes: 100, warmupMs: 500, durationMs: 1000 },
   { nodes: 1000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: CHEAP },
   { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: CHEAP },
-  { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: ['fnmesh'], design: 'shards' }
+  { nodes: 10_000, warmupMs: 150, durationMs: 20, loads: [0.8], policies: ['fnmesh'], design: 'shards' },
+  { nodes: 10_000, warmupMs: 300, durationMs: 100, loads: [0.8], policies: ['fnmesh', 'oracle'], design: 'probe' }
 ]
 
 /** The 3-agent mesh measured for real: slots 2/2/4 */

@@ -8,6 +8,8 @@
  * message that takes hopMs.
  */
 import { nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules } from '../../node/src/router/dispatch.js'
+import { bestFree, bestQueue, probeSet, SlotSampler, type ProbeCandidate } from './probe.js'
+import { prng, deriveSeed } from './rng.js'
 import type { ExecutorModel } from './executor-model.js'
 import type { OracleModel } from './oracle.js'
 import type { RouterViews } from './views.js'
@@ -28,10 +30,20 @@ export class RouterModel {
    */
   private readonly known: Int32Array
 
+  /** design "probe" (probe.ts): each router's memory (the node it last chose, -1 none), the slot sampler, its rng */
+  private readonly probing: boolean
+  private readonly memory: Int32Array
+  private readonly sampler: SlotSampler | undefined
+  private readonly probeRng: () => number
+
   constructor (private readonly w: World, private readonly views: RouterViews, private readonly exec: ExecutorModel, private readonly oracle: OracleModel<Invocation> | undefined, private readonly diagnose: () => number) {
     const c = w.c
     this.rules = { queueWaitMs: c.queueWaitMs, maxQueued: c.maxQueued, queueAtExecutor: c.policy === 'fnmesh' }
-    this.tracked = c.policy === 'fnmesh' || c.policy === 'round-robin'
+    this.probing = c.policy === 'fnmesh' && c.design === 'probe'
+    this.tracked = (c.policy === 'fnmesh' || c.policy === 'round-robin') && !this.probing
+    this.memory = new Int32Array(this.probing ? w.n : 0).fill(-1)
+    this.sampler = this.probing ? new SlotSampler(exec.slots) : undefined
+    this.probeRng = prng(deriveSeed(c.seed, 'probes', w.n, c.load))
     this.waiters = Array.from({ length: w.n }, () => [])
     this.known = new Int32Array(w.n).fill(-2)
   }
@@ -80,6 +92,7 @@ export class RouterModel {
 
   /** router.ts dispatchWithRetry, by dispatch.ts: pick; nothing free -> queue at an executor or wait (bounded) */
   route (inv: Invocation): void {
+    if (this.probing) { this.probe(inv); return }
     const p = this.pick(inv.router)
     if (p >= 0) { inv.queueing = false; this.send(inv, p); return }
     const now = this.now
@@ -110,6 +123,56 @@ export class RouterModel {
     if (this.tracked && !this.listening.has(inv.router)) this.listen(inv.router)
   }
 
+  /** design "probe": its own node if it has a free slot, else ask d executors (a hop each way) */
+  private probe (inv: Invocation): void {
+    const r = inv.router
+    if (this.exec.inFlight[r] < this.exec.slots[r] && this.exec.queues[r].length === 0) { inv.queueing = false; this.send(inv, r); return }
+    const set = probeSet(r, this.w.n, this.w.c.probes, this.memory[r], this.sampler as SlotSampler, this.probeRng)
+    if (set.length === 0) { this.probeBack(inv, [], []); return }
+    inv.probes = set
+    const m = this.w.metrics
+    if (inv.measured) m.m.probes += set.length
+    if (m.inWindow(this.now)) m.m.probeMsgs += set.length
+    this.w.q.at(this.now + this.w.c.hopMs, Ev.ProbeAt, inv, undefined)
+  }
+
+  /** The probes reach their executors: each answers what it runs and queues now */
+  onProbeAt (inv: Invocation): void {
+    const set = inv.probes as number[]
+    inv.probeLoads = set.map(p => this.exec.load(p))
+    if (this.w.metrics.inWindow(this.now)) this.w.metrics.m.probeMsgs += set.length
+    this.w.q.at(this.now + this.w.c.hopMs, Ev.ProbeBack, inv, undefined)
+  }
+
+  onProbeBack (inv: Invocation): void {
+    this.probeBack(inv, inv.probes as number[], inv.probeLoads as number[])
+  }
+
+  /** The answers are in: the best free node (its own included, at its exact load), else the best queue, else NO_CAPACITY */
+  private probeBack (inv: Invocation, set: number[], loads: number[]): void {
+    const r = inv.router
+    const own: ProbeCandidate = { id: String(r), idx: r, slots: this.exec.slots[r], load: this.exec.load(r), warm: true, self: true }
+    const cands: ProbeCandidate[] = [own, ...set.map((p, i) => ({ id: String(p), idx: p, slots: this.exec.slots[p], load: loads[i], warm: true }))]
+    const free = bestFree(cands)
+    if (free !== undefined) {
+      if (free.idx !== r) this.memory[r] = free.idx
+      inv.queueing = false
+      this.send(inv, free.idx)
+      return
+    }
+    const now = this.now
+    const deadline = inv.arrive + this.w.c.deadlineMs
+    const runMs = this.exec.runMs(r)
+    const queueMs = queueBudget(inv, this.rules, now, deadline, runMs)
+    if (inv.waitStarted === undefined && inv.measured) this.w.metrics.m.waited++
+    const q = queueMs > 0 ? bestQueue(cands, queueMs, runMs) : undefined
+    if (q === undefined) { this.w.metrics.reject(inv); return }
+    if (q.idx !== r) this.memory[r] = q.idx
+    inv.queueing = true
+    inv.queueMs = queueMs
+    this.send(inv, q.idx)
+  }
+
   private send (inv: Invocation, p: number): void {
     const r = inv.router
     sent(inv)
@@ -118,7 +181,7 @@ export class RouterModel {
     if (p === r) { this.local(inv, p); return }
     inv.remote = true
     inv.sentAt = this.now
-    if (this.w.c.policy !== 'oracle') inv.dispatch = this.views.sent(r, p, this.now)
+    if (this.tracked) inv.dispatch = this.views.sent(r, p, this.now)
     if (this.w.metrics.inWindow(this.now)) this.w.metrics.m.execMsgs++
     this.w.q.at(this.now + this.w.c.hopMs, Ev.Exec, inv, p)
   }
@@ -150,7 +213,7 @@ export class RouterModel {
       this.changed(r, p)
     }
     this.wake(r)
-    this.views.markFull(r, p, this.now, inv.queueing ? inv.queueMs : 0)
+    if (this.tracked) this.views.markFull(r, p, this.now, inv.queueing ? inv.queueMs : 0)
     if (inv.dispatch !== undefined) this.views.busy(r, p)
     inv.dispatch = undefined
     inv.remote = false

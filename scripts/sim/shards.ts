@@ -10,8 +10,9 @@
  */
 import { hashUnit } from './rng.js'
 
-export type GossipDesign = 'all' | 'shards'
-export const DESIGNS: readonly GossipDesign[] = ['all', 'shards']
+/** all: every node hears every node's load adverts; shards: see above; probe: membership only, load by probes (probe.ts) */
+export type GossipDesign = 'all' | 'shards' | 'probe'
+export const DESIGNS: readonly GossipDesign[] = ['all', 'shards', 'probe']
 
 export interface ShardLayout {
   shards: number

@@ -9,7 +9,7 @@ import type { GossipModel } from './gossip.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedConfig } from './model.js'
 
-export const enum Ev { Arrival, Exec, Finish, Reply, Busy, Tick, Prompt, Wake, Timeout, Settle, QueueTimeout }
+export const enum Ev { Arrival, Exec, Finish, Reply, Busy, Tick, Prompt, Wake, Timeout, Settle, QueueTimeout, ProbeAt, ProbeBack }
 
 /** One invocation; its DispatchState part (attempts, busy, failures, waitStarted) is router/dispatch.ts's */
 export interface Invocation extends DispatchState {
@@ -33,6 +33,9 @@ export interface Invocation extends DispatchState {
   runMs: number
   /** waiting in node `node`'s executor queue */
   inQueue: boolean
+  /** design "probe": the nodes probed for the current pick, and what each answered */
+  probes?: number[]
+  probeLoads?: number[]
 }
 
 export interface World {
@@ -45,6 +48,8 @@ export interface World {
 
 /** Node p's load changed: it advertises promptly (at most once per advertMinGapMs) */
 export function loadChanged (w: World, p: number): void {
+  // design "probe": no load adverts (membership only), routers ask the executors
+  if (w.c.design === 'probe') return
   const at = w.gossip.promptAt(p, w.q.now)
   if (at !== undefined) w.q.at(at, Ev.Prompt, p, undefined)
 }
