@@ -29,6 +29,8 @@ export interface KindFigure {
 export class Probes {
   readonly ops: ProbeOp[] = []
   readonly accepted = new Set<string>()
+  /** where JetStream stored each accepted event, and when its publish was answered */
+  readonly stored = new Map<string, { seq: number, duplicate: boolean, at: number }>()
   private stopped = false
   private readonly loops: Array<Promise<void>> = []
   private n = 0
@@ -55,8 +57,9 @@ export class Probes {
     for (let i = 0; i < 2; i++) {
       loop('publish', 50, async () => {
         const id = `ev-${this.n++}`
-        await this.mesh.publish('work.item', { id }, { id, timeoutMs: 3000 })
+        const r = await this.mesh.publish('work.item', { id }, { id, timeoutMs: 3000 })
         this.accepted.add(id)
+        this.stored.set(id, { seq: r.seq, duplicate: r.duplicate === true, at: Date.now() })
       })
     }
     loop('deploy', 1000, async () => await this.mesh.deploy({ name: 'probe', path: fixture('ok.js') }))

@@ -3,10 +3,10 @@
  * the demo, the tests and the benchmarks.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { appendFileSync, existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { TransportError } from '../../../proto/errors.js'
 import { RECOMMENDED_MAX_PAYLOAD } from '../../../proto/subjects.js'
 
@@ -78,22 +78,27 @@ export async function startNatsServer (options: NatsServerOptions = {}): Promise
   }
   await writeConf()
   let child: ChildProcess | undefined
+  // FNMESH_NATS_LOG_DIR: keep each server's log there (<server name>.log), to diagnose a failed run.
+  const logDir = process.env.FNMESH_NATS_LOG_DIR
+  const logTo = logDir != null && logDir !== '' ? join(logDir, `${options.serverName ?? basename(dir)}.log`) : undefined
   const launch = async (): Promise<void> => {
     // setpriv: the kernel kills the server if whoever started it dies (it execs: same pid).
     const wrap = [...(hasSetpriv() ? ['setpriv', '--pdeathsig', 'KILL', '--'] : []), ...(options.wrap ?? [])]
     const proc = spawn(wrap.length > 0 ? wrap[0] : binary, [...wrap.slice(1), ...(wrap.length > 0 ? [binary] : []), '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] })
     child = proc
     let log = ''
+    let started = false
     port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => { reject(new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `nats-server did not start within 10 s: ${log.slice(-500)}`)) }, 10_000)
       proc.stderr?.setEncoding('utf8').on('data', (text: string) => {
+        if (logTo != null) appendFileSync(logTo, text)
+        if (started) return
         log += text
         const m = /Listening for client connections on [^\s]*:(\d+)/.exec(log)
-        if (m != null) { clearTimeout(timer); resolve(Number(m[1])); log = '' }
+        if (m != null) { clearTimeout(timer); started = true; log = ''; resolve(Number(m[1])) }
       })
       proc.on('exit', (code) => { clearTimeout(timer); reject(new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `nats-server exited with status ${String(code)}: ${log.slice(-500)}`)) })
     })
-    proc.stderr?.resume()
     // Fix the port so a restart comes back on the same one.
     await writeConf()
   }
