@@ -48,6 +48,8 @@ export type Bundle = Decoded<fnmesh.v1.IBundle>
 export type BundleFile = Decoded<fnmesh.v1.IBundleFile>
 export type InvokeRequest = Decoded<fnmesh.v1.IInvokeRequest>
 export type ExecRequest = Decoded<fnmesh.v1.IExecRequest>
+export type LoadProbe = Decoded<fnmesh.v1.ILoadProbe>
+export type LoadAnswer = Decoded<fnmesh.v1.ILoadAnswer>
 export type InvokeResult = Decoded<fnmesh.v1.IInvokeResult>
 export type MeterRecord = Decoded<fnmesh.v1.IMeterRecord>
 export type StreamChunk = Decoded<fnmesh.v1.IStreamChunk>
@@ -106,6 +108,8 @@ export const DecodeLimits = {
   Bundle: 64 * MiB,
   InvokeRequest: 8 * MiB,
   ExecRequest: 8 * MiB,
+  LoadProbe: 1024,
+  LoadAnswer: 1024,
   InvokeResult: 8 * MiB,
   StreamChunk: 512 * 1024,
   StreamAck: 64,
@@ -150,6 +154,8 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   Bundle: pb.Bundle,
   InvokeRequest: pb.InvokeRequest,
   ExecRequest: pb.ExecRequest,
+  LoadProbe: pb.LoadProbe,
+  LoadAnswer: pb.LoadAnswer,
   InvokeResult: pb.InvokeResult,
   StreamChunk: pb.StreamChunk,
   StreamAck: pb.StreamAck,
@@ -186,6 +192,8 @@ export interface MessageMap {
   Bundle: Bundle
   InvokeRequest: InvokeRequest
   ExecRequest: ExecRequest
+  LoadProbe: LoadProbe
+  LoadAnswer: LoadAnswer
   InvokeResult: InvokeResult
   StreamChunk: StreamChunk
   StreamAck: StreamAck

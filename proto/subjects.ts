@@ -10,6 +10,9 @@ export const INVOKE_WILDCARD = 'fnmesh.invoke.*'
 /** Router -> executing agent: each agent listens on its own subject */
 export const execSubject = (nodeId: string): string => `fnmesh.exec.${nodeId}`
 
+/** Router -> agent load probes (LoadProbe -> LoadAnswer), routing "probe" */
+export const probeSubject = (nodeId: string): string => `fnmesh.probe.${nodeId}`
+
 /** Agents post their libp2p multiaddrs here so peers find each other without --bootstrap */
 export const DISCOVERY_SUBJECT = 'fnmesh.discovery'
 

@@ -276,7 +276,8 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     pool,
     meter: metering,
     logger: logger.child({ part: 'agent:executor' }),
-    onLoadChange: () => { gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
+    // Routing "probe" asks executors for their load: adverts go at the keepalive only (membership).
+    onLoadChange: () => { if (config.routing !== 'probe') gossip.loadChanged(); parts.router?.wake(); parts.triggers?.wake() },
     logs: (line) => { shipper.add(line) },
     // invoke bindings go through this agent's router, started after the executor
     bindings: new BindingServer({

@@ -86,7 +86,7 @@ export interface AgentOptions {
   payloadLimit?: number
   /** Billing granularity: durations round up to a multiple of this. @default 1 */
   billingGranularityMs?: number
-  /** Routing policy; the others than "least-loaded" are baselines for benchmarks. @default "least-loaded" */
+  /** Routing policy: "least-loaded" (gossiped load) or "probe" (load asked of executors per invocation, router/probe.ts); the others are baselines for benchmarks. @default "least-loaded" */
   routing?: RoutingPolicy
   /** Take invocations from NATS and route them (false: only run what other routers send). @default true */
   router?: boolean

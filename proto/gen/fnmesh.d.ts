@@ -2521,6 +2521,262 @@ export namespace fnmesh {
         }
 
         /**
+         * Properties of a LoadProbe.
+         * @deprecated Use fnmesh.v1.LoadProbe.$Properties instead.
+         */
+        interface ILoadProbe extends fnmesh.v1.LoadProbe.$Properties {
+        }
+
+        /** Represents a LoadProbe. */
+        class LoadProbe {
+
+            /**
+             * Constructs a new LoadProbe.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.LoadProbe.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** LoadProbe function. */
+            function: string;
+
+            /** LoadProbe version. */
+            version: number;
+
+            /**
+             * Creates a new LoadProbe instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns LoadProbe instance
+             */
+            static create(properties: fnmesh.v1.LoadProbe.$Shape): fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape;
+            static create(properties?: fnmesh.v1.LoadProbe.$Properties): fnmesh.v1.LoadProbe;
+
+            /**
+             * Encodes the specified LoadProbe message. Does not implicitly {@link fnmesh.v1.LoadProbe.verify|verify} messages.
+             * @param message LoadProbe message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.LoadProbe.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified LoadProbe message, length delimited. Does not implicitly {@link fnmesh.v1.LoadProbe.verify|verify} messages.
+             * @param message LoadProbe message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.LoadProbe.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a LoadProbe message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape} LoadProbe
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape;
+
+            /**
+             * Decodes a LoadProbe message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape} LoadProbe
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape;
+
+            /**
+             * Verifies a LoadProbe message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a LoadProbe message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns LoadProbe
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.LoadProbe;
+
+            /**
+             * Creates a plain object from a LoadProbe message. Also converts values to other types if specified.
+             * @param message LoadProbe
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.LoadProbe, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this LoadProbe to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace LoadProbe {
+
+            /** Properties of a LoadProbe. */
+            interface $Properties {
+
+                /** LoadProbe function */
+                "function"?: (string|null);
+
+                /** LoadProbe version */
+                version?: (number|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a LoadProbe. */
+            type $Shape = fnmesh.v1.LoadProbe.$Properties;
+        }
+
+        /**
+         * Properties of a LoadAnswer.
+         * @deprecated Use fnmesh.v1.LoadAnswer.$Properties instead.
+         */
+        interface ILoadAnswer extends fnmesh.v1.LoadAnswer.$Properties {
+        }
+
+        /** Represents a LoadAnswer. */
+        class LoadAnswer {
+
+            /**
+             * Constructs a new LoadAnswer.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.LoadAnswer.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** LoadAnswer nodeId. */
+            nodeId: string;
+
+            /** LoadAnswer slots. */
+            slots: number;
+
+            /** LoadAnswer inFlight. */
+            inFlight: number;
+
+            /** LoadAnswer queued. */
+            queued: number;
+
+            /** LoadAnswer warm. */
+            warm: boolean;
+
+            /** LoadAnswer accepting. */
+            accepting: boolean;
+
+            /**
+             * Creates a new LoadAnswer instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns LoadAnswer instance
+             */
+            static create(properties: fnmesh.v1.LoadAnswer.$Shape): fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape;
+            static create(properties?: fnmesh.v1.LoadAnswer.$Properties): fnmesh.v1.LoadAnswer;
+
+            /**
+             * Encodes the specified LoadAnswer message. Does not implicitly {@link fnmesh.v1.LoadAnswer.verify|verify} messages.
+             * @param message LoadAnswer message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.LoadAnswer.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified LoadAnswer message, length delimited. Does not implicitly {@link fnmesh.v1.LoadAnswer.verify|verify} messages.
+             * @param message LoadAnswer message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.LoadAnswer.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a LoadAnswer message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape} LoadAnswer
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape;
+
+            /**
+             * Decodes a LoadAnswer message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape} LoadAnswer
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape;
+
+            /**
+             * Verifies a LoadAnswer message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a LoadAnswer message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns LoadAnswer
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.LoadAnswer;
+
+            /**
+             * Creates a plain object from a LoadAnswer message. Also converts values to other types if specified.
+             * @param message LoadAnswer
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.LoadAnswer, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this LoadAnswer to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace LoadAnswer {
+
+            /** Properties of a LoadAnswer. */
+            interface $Properties {
+
+                /** LoadAnswer nodeId */
+                nodeId?: (string|null);
+
+                /** LoadAnswer slots */
+                slots?: (number|null);
+
+                /** LoadAnswer inFlight */
+                inFlight?: (number|null);
+
+                /** LoadAnswer queued */
+                queued?: (number|null);
+
+                /** LoadAnswer warm */
+                warm?: (boolean|null);
+
+                /** LoadAnswer accepting */
+                accepting?: (boolean|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a LoadAnswer. */
+            type $Shape = fnmesh.v1.LoadAnswer.$Properties;
+        }
+
+        /**
          * Properties of an InvokeResult.
          * @deprecated Use fnmesh.v1.InvokeResult.$Properties instead.
          */

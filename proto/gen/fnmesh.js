@@ -8288,6 +8288,704 @@ export const fnmesh = $root.fnmesh = (() => {
             return ExecRequest;
         })();
 
+        v1.LoadProbe = (function() {
+
+            /**
+             * Properties of a LoadProbe.
+             * @typedef {Object} fnmesh.v1.LoadProbe.$Properties
+             * @property {string|null} ["function"] LoadProbe function
+             * @property {number|null} [version] LoadProbe version
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a LoadProbe.
+             * @memberof fnmesh.v1
+             * @interface ILoadProbe
+             * @augments fnmesh.v1.LoadProbe.$Properties
+             * @deprecated Use fnmesh.v1.LoadProbe.$Properties instead.
+             */
+
+            /**
+             * Shape of a LoadProbe.
+             * @typedef {fnmesh.v1.LoadProbe.$Properties} fnmesh.v1.LoadProbe.$Shape
+             */
+
+            /**
+             * Constructs a new LoadProbe.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a LoadProbe.
+             * @constructor
+             * @param {fnmesh.v1.LoadProbe.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const LoadProbe = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * LoadProbe function.
+             * @member {string} function
+             * @memberof fnmesh.v1.LoadProbe
+             * @instance
+             */
+            LoadProbe.prototype["function"] = "";
+
+            /**
+             * LoadProbe version.
+             * @member {number} version
+             * @memberof fnmesh.v1.LoadProbe
+             * @instance
+             */
+            LoadProbe.prototype.version = 0;
+
+            /**
+             * Creates a new LoadProbe instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {fnmesh.v1.LoadProbe.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.LoadProbe} LoadProbe instance
+             * @type {{
+             *   (properties: fnmesh.v1.LoadProbe.$Shape): fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape;
+             *   (properties?: fnmesh.v1.LoadProbe.$Properties): fnmesh.v1.LoadProbe;
+             * }}
+             */
+            LoadProbe.create = function(properties) {
+                return new LoadProbe(properties);
+            };
+
+            /**
+             * Encodes the specified LoadProbe message. Does not implicitly {@link fnmesh.v1.LoadProbe.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {fnmesh.v1.LoadProbe.$Properties} message LoadProbe message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LoadProbe.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function") && message["function"] !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message["function"]);
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version") && message.version !== 0)
+                    writer.uint32(/* id 2, wireType 0 =*/16).uint32(message.version);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified LoadProbe message, length delimited. Does not implicitly {@link fnmesh.v1.LoadProbe.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {fnmesh.v1.LoadProbe.$Properties} message LoadProbe message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LoadProbe.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a LoadProbe message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape} LoadProbe
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LoadProbe.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.LoadProbe();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message["function"] = value;
+                            else
+                                delete message["function"];
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.version = value;
+                            else
+                                delete message.version;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a LoadProbe message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.LoadProbe & fnmesh.v1.LoadProbe.$Shape} LoadProbe
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LoadProbe.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a LoadProbe message.
+             * @function verify
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            LoadProbe.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
+                    if (!$util.isString(message["function"]))
+                        return "function: string expected";
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version"))
+                    if (!$util.isInteger(message.version))
+                        return "version: integer expected";
+                return null;
+            };
+
+            /**
+             * Creates a LoadProbe message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.LoadProbe} LoadProbe
+             */
+            LoadProbe.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.LoadProbe)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.LoadProbe: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.LoadProbe();
+                if (object["function"] != null)
+                    if (typeof object["function"] !== "string" || object["function"].length)
+                        message["function"] = $String(object["function"]);
+                if (object.version != null)
+                    if ($Number(object.version) !== 0)
+                        message.version = object.version >>> 0;
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a LoadProbe message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.LoadProbe
+             * @static
+             * @param {fnmesh.v1.LoadProbe} message LoadProbe
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            LoadProbe.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object["function"] = "";
+                    object.version = 0;
+                }
+                if (message["function"] != null && $Object.hasOwnProperty.call(message, "function"))
+                    object["function"] = message["function"];
+                if (message.version != null && $Object.hasOwnProperty.call(message, "version"))
+                    object.version = message.version;
+                return object;
+            };
+
+            /**
+             * Converts this LoadProbe to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.LoadProbe
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            LoadProbe.prototype.toJSON = function() {
+                return LoadProbe.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return LoadProbe;
+        })();
+
+        v1.LoadAnswer = (function() {
+
+            /**
+             * Properties of a LoadAnswer.
+             * @typedef {Object} fnmesh.v1.LoadAnswer.$Properties
+             * @property {string|null} [nodeId] LoadAnswer nodeId
+             * @property {number|null} [slots] LoadAnswer slots
+             * @property {number|null} [inFlight] LoadAnswer inFlight
+             * @property {number|null} [queued] LoadAnswer queued
+             * @property {boolean|null} [warm] LoadAnswer warm
+             * @property {boolean|null} [accepting] LoadAnswer accepting
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a LoadAnswer.
+             * @memberof fnmesh.v1
+             * @interface ILoadAnswer
+             * @augments fnmesh.v1.LoadAnswer.$Properties
+             * @deprecated Use fnmesh.v1.LoadAnswer.$Properties instead.
+             */
+
+            /**
+             * Shape of a LoadAnswer.
+             * @typedef {fnmesh.v1.LoadAnswer.$Properties} fnmesh.v1.LoadAnswer.$Shape
+             */
+
+            /**
+             * Constructs a new LoadAnswer.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a LoadAnswer.
+             * @constructor
+             * @param {fnmesh.v1.LoadAnswer.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const LoadAnswer = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * LoadAnswer nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.nodeId = "";
+
+            /**
+             * LoadAnswer slots.
+             * @member {number} slots
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.slots = 0;
+
+            /**
+             * LoadAnswer inFlight.
+             * @member {number} inFlight
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.inFlight = 0;
+
+            /**
+             * LoadAnswer queued.
+             * @member {number} queued
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.queued = 0;
+
+            /**
+             * LoadAnswer warm.
+             * @member {boolean} warm
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.warm = false;
+
+            /**
+             * LoadAnswer accepting.
+             * @member {boolean} accepting
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             */
+            LoadAnswer.prototype.accepting = false;
+
+            /**
+             * Creates a new LoadAnswer instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {fnmesh.v1.LoadAnswer.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.LoadAnswer} LoadAnswer instance
+             * @type {{
+             *   (properties: fnmesh.v1.LoadAnswer.$Shape): fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape;
+             *   (properties?: fnmesh.v1.LoadAnswer.$Properties): fnmesh.v1.LoadAnswer;
+             * }}
+             */
+            LoadAnswer.create = function(properties) {
+                return new LoadAnswer(properties);
+            };
+
+            /**
+             * Encodes the specified LoadAnswer message. Does not implicitly {@link fnmesh.v1.LoadAnswer.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {fnmesh.v1.LoadAnswer.$Properties} message LoadAnswer message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LoadAnswer.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 1, wireType 2 =*/10).string(message.nodeId);
+                if (message.slots != null && $Object.hasOwnProperty.call(message, "slots") && message.slots !== 0)
+                    writer.uint32(/* id 2, wireType 0 =*/16).uint32(message.slots);
+                if (message.inFlight != null && $Object.hasOwnProperty.call(message, "inFlight") && message.inFlight !== 0)
+                    writer.uint32(/* id 3, wireType 0 =*/24).uint32(message.inFlight);
+                if (message.queued != null && $Object.hasOwnProperty.call(message, "queued") && message.queued !== 0)
+                    writer.uint32(/* id 4, wireType 0 =*/32).uint32(message.queued);
+                if (message.warm != null && $Object.hasOwnProperty.call(message, "warm") && message.warm !== false)
+                    writer.uint32(/* id 5, wireType 0 =*/40).bool(message.warm);
+                if (message.accepting != null && $Object.hasOwnProperty.call(message, "accepting") && message.accepting !== false)
+                    writer.uint32(/* id 6, wireType 0 =*/48).bool(message.accepting);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified LoadAnswer message, length delimited. Does not implicitly {@link fnmesh.v1.LoadAnswer.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {fnmesh.v1.LoadAnswer.$Properties} message LoadAnswer message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            LoadAnswer.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a LoadAnswer message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape} LoadAnswer
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LoadAnswer.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.LoadAnswer();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.slots = value;
+                            else
+                                delete message.slots;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.inFlight = value;
+                            else
+                                delete message.inFlight;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.queued = value;
+                            else
+                                delete message.queued;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.warm = value;
+                            else
+                                delete message.warm;
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.bool())
+                                message.accepting = value;
+                            else
+                                delete message.accepting;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a LoadAnswer message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.LoadAnswer & fnmesh.v1.LoadAnswer.$Shape} LoadAnswer
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            LoadAnswer.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a LoadAnswer message.
+             * @function verify
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            LoadAnswer.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                if (message.slots != null && $Object.hasOwnProperty.call(message, "slots"))
+                    if (!$util.isInteger(message.slots))
+                        return "slots: integer expected";
+                if (message.inFlight != null && $Object.hasOwnProperty.call(message, "inFlight"))
+                    if (!$util.isInteger(message.inFlight))
+                        return "inFlight: integer expected";
+                if (message.queued != null && $Object.hasOwnProperty.call(message, "queued"))
+                    if (!$util.isInteger(message.queued))
+                        return "queued: integer expected";
+                if (message.warm != null && $Object.hasOwnProperty.call(message, "warm"))
+                    if (typeof message.warm !== "boolean")
+                        return "warm: boolean expected";
+                if (message.accepting != null && $Object.hasOwnProperty.call(message, "accepting"))
+                    if (typeof message.accepting !== "boolean")
+                        return "accepting: boolean expected";
+                return null;
+            };
+
+            /**
+             * Creates a LoadAnswer message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.LoadAnswer} LoadAnswer
+             */
+            LoadAnswer.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.LoadAnswer)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.LoadAnswer: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.LoadAnswer();
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                if (object.slots != null)
+                    if ($Number(object.slots) !== 0)
+                        message.slots = object.slots >>> 0;
+                if (object.inFlight != null)
+                    if ($Number(object.inFlight) !== 0)
+                        message.inFlight = object.inFlight >>> 0;
+                if (object.queued != null)
+                    if ($Number(object.queued) !== 0)
+                        message.queued = object.queued >>> 0;
+                if (object.warm != null)
+                    if (object.warm)
+                        message.warm = $Boolean(object.warm);
+                if (object.accepting != null)
+                    if (object.accepting)
+                        message.accepting = $Boolean(object.accepting);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a LoadAnswer message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.LoadAnswer
+             * @static
+             * @param {fnmesh.v1.LoadAnswer} message LoadAnswer
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            LoadAnswer.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.nodeId = "";
+                    object.slots = 0;
+                    object.inFlight = 0;
+                    object.queued = 0;
+                    object.warm = false;
+                    object.accepting = false;
+                }
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                if (message.slots != null && $Object.hasOwnProperty.call(message, "slots"))
+                    object.slots = message.slots;
+                if (message.inFlight != null && $Object.hasOwnProperty.call(message, "inFlight"))
+                    object.inFlight = message.inFlight;
+                if (message.queued != null && $Object.hasOwnProperty.call(message, "queued"))
+                    object.queued = message.queued;
+                if (message.warm != null && $Object.hasOwnProperty.call(message, "warm"))
+                    object.warm = message.warm;
+                if (message.accepting != null && $Object.hasOwnProperty.call(message, "accepting"))
+                    object.accepting = message.accepting;
+                return object;
+            };
+
+            /**
+             * Converts this LoadAnswer to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.LoadAnswer
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            LoadAnswer.prototype.toJSON = function() {
+                return LoadAnswer.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return LoadAnswer;
+        })();
+
         v1.InvokeResult = (function() {
 
             /**

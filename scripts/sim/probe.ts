@@ -19,38 +19,18 @@
  * The price is per invocation, not per node and second: d probes and their answers for each
  * invocation that does not run on its router's node, and two more hops of latency.
  */
-import { better, canQueue, type Candidate } from '../../node/src/router/choose.js'
+import type { Candidate } from '../../node/src/router/choose.js'
+import { SlotSampler } from '../../node/src/router/probe.js'
 
 export interface ProbeCandidate extends Candidate { idx: number }
 
-/** Draws nodes in proportion to their slots (cumulative sums, binary search) */
-export class SlotSampler {
-  private readonly cum: Float64Array
-  private readonly total: number
-
-  constructor (slots: ArrayLike<number>) {
-    this.cum = new Float64Array(slots.length)
-    let t = 0
-    for (let i = 0; i < slots.length; i++) { t += slots[i]; this.cum[i] = t }
-    this.total = t
-  }
-
-  draw (u: number): number {
-    const x = u * this.total
-    let lo = 0
-    let hi = this.cum.length - 1
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1
-      if (this.cum[mid] > x) hi = mid
-      else lo = mid + 1
-    }
-    return lo
-  }
-}
+export { bestFree, bestQueue } from '../../node/src/router/choose.js'
+export { SlotSampler }
 
 /**
- * The nodes router r probes: its memory (if any, and not r), then d - 1 (or d without a memory)
- * distinct others drawn by slots; fewer only in a mesh too small to have them
+ * The nodes router r probes: its memory (if any, and not r), then distinct others drawn by
+ * slots, d in all (fewer only in a mesh too small to have them). The agent's probeTargets()
+ * draws the same way from a list; this is its O(log n) form for meshes of 10,000.
  */
 export function probeSet (r: number, n: number, d: number, memory: number, sampler: SlotSampler, rng: () => number): number[] {
   const out: number[] = []
@@ -61,21 +41,4 @@ export function probeSet (r: number, n: number, d: number, memory: number, sampl
     if (p !== r && !out.includes(p)) out.push(p)
   }
   return out
-}
-
-/** The free candidate to run on, by `better` over all of them, or undefined */
-export function bestFree (cands: readonly ProbeCandidate[]): ProbeCandidate | undefined {
-  let best: ProbeCandidate | undefined
-  for (const c of cands) if (c.load < c.slots && (best === undefined || better(c, best))) best = c
-  return best
-}
-
-/** The queue to wait in: among those whose expected wait fits, the shortest by `better` with it counted */
-export function bestQueue (cands: readonly ProbeCandidate[], budgetMs: number, runMs: number): ProbeCandidate | undefined {
-  let best: ProbeCandidate | undefined
-  for (const c of cands) {
-    if (!canQueue(c, budgetMs, runMs)) continue
-    if (best === undefined || better({ ...c, load: c.load + 1 }, { ...best, load: best.load + 1 })) best = c
-  }
-  return best
 }

@@ -83,7 +83,7 @@ export function buildProgram (): Command {
     .option('--otlp-service-name <name>', 'the traces\' service.name (default: env OTEL_SERVICE_NAME, else fnmesh-agent)')
     .option('--swarm-key <file>', 'private swarm: only hosts with this pre-shared key can connect (make one with "fnmesh keys swarm")', readable('--swarm-key'))
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
-    .addOption(new Option('--routing <policy>', 'routing policy; the others than least-loaded are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
+    .addOption(new Option('--routing <policy>', 'routing policy: least-loaded (load from gossiped adverts), probe (load asked of 2 executors per invocation; adverts at the keepalive only: for large meshes, docs/SCALING.md); the others are baselines for benchmarks').choices([...ROUTING_POLICIES]).default('least-loaded'))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
     .option('--meter-replicas <n>', 'R: each meter record is held by its node and the R owners of its range, rendezvous-hashed over the live members; R >= N-1 means every node (default 2)', int('--meter-replicas'))

@@ -16,7 +16,7 @@
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { decode, encode, Outcome, type Encodable, type ExecRequest, type InvokeResult, type MeterBundle, type MeterRecord } from '../../../proto/codec.js'
 import { CapacityError, FnmeshError, FunctionError, fnmeshError, toErrorInfo } from '../../../proto/errors.js'
-import { MAX_ID_BYTES, STREAM_RESULT_LIMIT, SYNC_PAYLOAD_LIMIT, execSubject } from '../../../proto/subjects.js'
+import { FUNCTION_NAME_PATTERN, MAX_ID_BYTES, STREAM_RESULT_LIMIT, SYNC_PAYLOAD_LIMIT, execSubject, probeSubject } from '../../../proto/subjects.js'
 import { StreamSender, type StreamSink } from '../../../core/stream.js'
 import { availableParallelism } from 'node:os'
 import type { StoredSpec } from '../../../core/registry.js'
@@ -146,6 +146,8 @@ export class Executor {
   /** how fast slots really free while invocations wait */
   private readonly drainRate = new DrainRate()
   private sub: Subscription | undefined
+  /** load probes of routers that route by probing (router/probe.ts) */
+  private probes: Subscription | undefined
   private started = false
   /** invocations holding a slot, for drain() */
   private readonly busy = new Idle()
@@ -187,6 +189,32 @@ export class Executor {
         void this.onMessage(msg)
       }
     })
+    this.probes = nc.subscribe(probeSubject(this.c.nodeId), {
+      callback: (err, msg) => {
+        if (err != null) { this.log.error({ err: err.message }, 'probe subscription failed'); return }
+        this.onProbe(msg)
+      }
+    })
+  }
+
+  /**
+   * A router asks how loaded this node is right now (LoadProbe -> LoadAnswer). Cheap and
+   * synchronous: counts only. A malformed probe gets no answer (the router counts it as none).
+   */
+  private onProbe (msg: Msg): void {
+    if (msg.reply == null || msg.reply === '') return
+    let fn = ''
+    let version = 0
+    try {
+      const probe = decode('LoadProbe', msg.data)
+      if (probe.function !== '' && FUNCTION_NAME_PATTERN.test(probe.function)) { fn = probe.function; version = probe.version }
+    } catch {
+      return
+    }
+    const accepting = this.state === 'running' && this.c.meter.refusing() === ''
+    try {
+      msg.respond(encode('LoadAnswer', { nodeId: this.c.nodeId, slots: this.slots, inFlight: this.inFlight, queued: this.queue.length, warm: fn !== '' && this.isWarm(`${fn}@${version}`), accepting }))
+    } catch {}
   }
 
   isStarted (): boolean {
@@ -214,6 +242,8 @@ export class Executor {
     this.refuseQueued()
     this.sub?.unsubscribe()
     this.sub = undefined
+    this.probes?.unsubscribe()
+    this.probes = undefined
   }
 
   private async onMessage (msg: Msg): Promise<void> {

@@ -85,3 +85,23 @@ function twoChoices<C extends Candidate> (list: readonly C[], rng: () => number,
   if (j >= i) j++
   return wins(list[i], list[j]) ? list[i] : list[j]
 }
+
+/**
+ * Routing "probe" (router/probe.ts): the candidates' loads are fresh answers, not a view shared
+ * with other routers, so there is no herd to break up: the best free one by `better`, or undefined.
+ */
+export function bestFree<C extends Candidate> (candidates: readonly C[]): C | undefined {
+  let best: C | undefined
+  for (const c of candidates) if (c.slots > 0 && c.load < c.slots && (best === undefined || better(c, best))) best = c
+  return best
+}
+
+/** Routing "probe": none free, the queue to wait in: among those `canQueue` allows, the best with it counted */
+export function bestQueue<C extends Candidate> (candidates: readonly C[], budgetMs: number, runMs: number): C | undefined {
+  let best: C | undefined
+  for (const c of candidates) {
+    if (!canQueue(c, budgetMs, runMs)) continue
+    if (best === undefined || better({ ...c, load: c.load + 1 }, { ...best, load: best.load + 1 })) best = c
+  }
+  return best
+}

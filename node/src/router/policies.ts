@@ -1,6 +1,8 @@
 /**
  * The routing policies. "least-loaded" is fnmesh's routing (choose.ts choosePeer, with the
- * executor queues of dispatch.ts when nothing is free); the others exist only to measure it
+ * executor queues of dispatch.ts when nothing is free); "probe" is the same choice made from
+ * loads asked of the executors per invocation instead of gossiped (probe.ts: the design for large
+ * meshes, docs/SCALING.md); the others exist only to measure them
  * against (npm run bench): "local" runs everything where NATS delivered it (a plain queue
  * group), "round-robin" cycles through the peers with a free slot in this router's view,
  * "oracle" takes the least-utilised peer by this router's own exact counts (true load when it is
@@ -9,10 +11,10 @@
  */
 import { better, type Candidate } from './choose.js'
 
-export type RoutingPolicy = 'least-loaded' | 'local' | 'round-robin' | 'oracle'
-export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['least-loaded', 'local', 'round-robin', 'oracle']
+export type RoutingPolicy = 'least-loaded' | 'probe' | 'local' | 'round-robin' | 'oracle'
+export const ROUTING_POLICIES: readonly RoutingPolicy[] = ['least-loaded', 'probe', 'local', 'round-robin', 'oracle']
 
-export type BaselinePolicy = Exclude<RoutingPolicy, 'least-loaded'>
+export type BaselinePolicy = Exclude<RoutingPolicy, 'least-loaded' | 'probe'>
 
 /** What a baseline may know beyond the candidates */
 export interface BaselineView {

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto'
 import { headers as natsHeaders, Match, RequestError, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { decode, encode, type ExecRequest, type InvokeResult, type Encodable, type MeterBundle } from '../../../proto/codec.js'
 import { fnmeshError, toErrorInfo, type ErrorCode } from '../../../proto/errors.js'
-import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
+import { AGENTS_QUEUE, Headers, FUNCTION_NAME_PATTERN, INVOKE_WILDCARD, KEEPALIVE_INTERVAL_MS, MAX_ID_BYTES, execSubject, probeSubject, SYNC_PAYLOAD_LIMIT } from '../../../proto/subjects.js'
 import type { StoredSpec } from '../../../core/registry.js'
 import { TRACEPARENT, TRACESTATE, traceContextOf, type TraceContext } from '../../../core/trace-context.js'
 import { advertLabels, eligible, hasPlacement, placeProvisioned, preferred, termsOf } from '../../../core/placement.js'
@@ -18,11 +18,12 @@ import type { PeerEntry, PeerTable } from '../gossip/peer-table.js'
 import { Idle, Once, Waiters } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
-import { chooseQueue, choosePeer, type Candidate } from './choose.js'
-import { beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules, type Refusal } from './dispatch.js'
+import { bestFree, bestQueue, chooseQueue, choosePeer, type Candidate } from './choose.js'
+import { beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules, type DispatchState, type Refusal } from './dispatch.js'
 import { LoadTracker } from './load.js'
 import { PENALTY, PeerPenalties } from './penalty.js'
 import { BASELINES, type BaselinePick, type RoutingPolicy } from './policies.js'
+import { PROBE_ROUNDS, PROBE_TIMEOUT_MS, PROBES_PER_PICK, probeTargets } from './probe.js'
 import { A, bounded } from '../tracing/attributes.js'
 import { noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
 
@@ -170,6 +171,8 @@ export class Router {
   private keepalive: NodeJS.Timeout | undefined
   private readonly draining = new Once(async () => { await this.drainOnce() })
   private readonly baseline: BaselinePick | undefined
+  /** routing "probe": the peer this router chose last (probed again first) */
+  private probeMemory: string | undefined
   private readonly rules: DispatchRules
   private readonly init: Required<RouterInit>
   private readonly log: Logger
@@ -186,8 +189,9 @@ export class Router {
       rng: init.rng ?? Math.random,
       policy: init.policy ?? 'least-loaded'
     }
-    this.rules = { queueWaitMs: this.init.queueWaitMs, maxQueued: this.init.maxQueued, queueAtExecutor: this.init.policy === 'least-loaded' }
-    this.baseline = this.init.policy === 'least-loaded' ? undefined : BASELINES[this.init.policy]()
+    const fnmesh = this.init.policy === 'least-loaded' || this.init.policy === 'probe'
+    this.rules = { queueWaitMs: this.init.queueWaitMs, maxQueued: this.init.maxQueued, queueAtExecutor: fnmesh }
+    this.baseline = this.init.policy === 'least-loaded' || this.init.policy === 'probe' ? undefined : BASELINES[this.init.policy]()
     this.tracker = new LoadTracker()
     this.log = c.logger
     this.tracer = c.tracer ?? noTracing
@@ -370,8 +374,14 @@ export class Router {
       // not asked for a provisioned sandbox again; the next pick goes to another holder.
       let peer = (spec.provisioned ?? 0) > 0 ? this.pickProvisioned(spec, key, failed.size > 0 || noneIdle.size > 0 ? new Set([...failed, ...noneIdle]) : failed) : undefined
       const provisionedPick = peer != null
-      peer ??= this.pick(spec, key, failed)
       let queueMs = 0
+      if (peer == null && this.init.policy === 'probe') {
+        const probed = await this.probePick(spec, key, failed, s, deadline)
+        peer = probed?.entry
+        queueMs = probed?.queueMs ?? 0
+      }
+      // (probing found no room in PROBE_ROUNDS rounds: the view from the adverts, as least-loaded)
+      peer ??= this.pick(spec, key, failed)
       if (peer == null) {
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
         // an executor whose expected wait fits the deadline, which hands over a slot the moment one frees.
@@ -483,6 +493,63 @@ export class Router {
    * Where to wait for a slot when none is free in this router's view (least-loaded routing):
    * among the nodes the function prefers when one of their queues fits, else among all it may use
    */
+  /**
+   * Routing "probe" (probe.ts): its own node when that has a free slot; else the loads of
+   * PROBES_PER_PICK peers asked now (the one chosen last and others drawn by slots; placement
+   * constraints and preferences as for any pick), the best free one, else the best queue that
+   * fits the budget (queueMs > 0); up to PROBE_ROUNDS rounds of new peers. Undefined: none of
+   * them answered with room (the caller falls back to the adverts' view).
+   */
+  private async probePick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, s: DispatchState, deadline: number): Promise<{ entry: PeerEntry, queueMs: number } | undefined> {
+    const all = this.candidates(spec, key, exclude)
+    const preferredOnly = (spec.prefer?.length ?? 0) > 0 ? all.filter(c => preferred(this.labelsOf(c.entry), spec)) : []
+    // Preferred nodes first, as preferFirst does: the rest only when none of them has room.
+    const probed = new Set<string>()
+    for (const candidates of preferredOnly.length > 0 ? [preferredOnly, all] : [all]) {
+      const own = candidates.find(c => c.self === true)
+      if (own != null && own.load < own.slots) return { entry: own.entry, queueMs: 0 }
+      for (let round = 0; round < PROBE_ROUNDS; round++) {
+        const peers = candidates.filter(c => c.self !== true && !probed.has(c.id))
+        if (peers.length === 0 && round > 0) break
+        const memory = round === 0 ? peers.find(c => c.id === this.probeMemory) : undefined
+        const targets = probeTargets(peers, c => c.slots, PROBES_PER_PICK, memory, this.init.rng)
+        for (const t of targets) probed.add(t.id)
+        const answered = await Promise.all(targets.map(async c => await this.probe(c, spec)))
+        const fresh = answered.filter((c): c is NonNullable<typeof c> => c != null)
+        const mine = own != null ? { ...own, load: this.c.local.load } : undefined
+        const list = mine != null ? [mine, ...fresh] : fresh
+        const free = bestFree(list)
+        if (free != null) {
+          if (free.self !== true) this.probeMemory = free.id
+          return { entry: free.entry, queueMs: 0 }
+        }
+        const runMs = this.c.local.runMs(key)
+        const queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
+        if (queueMs <= 0) return undefined
+        const q = bestQueue(list, queueMs, runMs)
+        if (q != null) {
+          if (q.self !== true) this.probeMemory = q.id
+          return { entry: q.entry, queueMs }
+        }
+      }
+    }
+    return undefined
+  }
+
+  /** One load probe: the candidate with the load its executor answered, or null (no answer in time, not accepting, unreadable) */
+  private async probe<C extends Candidate & { entry: PeerEntry }> (c: C, spec: StoredSpec): Promise<C | null> {
+    try {
+      const msg = await this.c.nc.request(probeSubject(c.id), encode('LoadProbe', { function: spec.name, version: spec.version }), { timeout: PROBE_TIMEOUT_MS })
+      const a = decode('LoadAnswer', msg.data)
+      if (a.nodeId !== c.id || !a.accepting) return null
+      // A peer is not believed to have more slots than its advert, capped by the mesh (candidates())
+      const slots = Math.min(a.slots, c.slots)
+      return { ...c, slots, load: Math.min(a.inFlight + a.queued, 1_000_000), warm: a.warm }
+    } catch {
+      return null
+    }
+  }
+
   private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
     const candidates = this.candidates(spec, key, exclude)
     return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
