@@ -1,15 +1,20 @@
 /**
  * Where events live in JetStream, shared by the SDK (deploy, publish, dlq) and the agent:
- * - stream FNMESH_EVENTS (interest retention, file storage, 10 min dedupe window) captures every
+ * - stream FNMESH_EVENTS (limits retention, file storage, 10 min dedupe window) captures every
  *   subject a function is triggered by, plus fnmesh.fn.<function>.<what> for events aimed at one
- *   function (schedule ticks, retries, replays);
+ *   function (schedule ticks, retries, replays); the agents purge what every consumer has settled
+ *   (purgeSettled). Not interest retention: on nats-server 2.9 each ack then deletes its message
+ *   on every replica, and a replica that applies a delete of a message it does not hold resets
+ *   the stream's replicated state ("stream store EOF" / "Resetting stream cluster state"), which
+ *   lost acknowledged events across server restarts in the multi-host test (fixed in 2.12,
+ *   nats-server PR 7348). Streams made before keep their retention (JetStream cannot change it);
  * - stream FNMESH_DLQ keeps dead letters on fnmesh.dlq.<function>;
  * - one durable pull consumer per (function, trigger): on FNMESH_EVENTS for subjects, on the
  *   bucket's own stream (OBJ_<bucket>, KV_<bucket>) for object and kv triggers. Every agent pulls
  *   from the same consumers, each only as many events as it has free slots.
  */
 import { createHash } from 'node:crypto'
-import { jetstreamManager, AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager } from '@nats-io/jetstream'
+import { jetstreamManager, AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, type JetStreamManager, type MsgRequest } from '@nats-io/jetstream'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
 import { isPermissionError } from './nats.js'
@@ -25,6 +30,42 @@ export const DEDUPE_WINDOW_MS = 10 * 60_000
 /** Events nobody consumed are dropped after this long */
 export const EVENTS_MAX_AGE_MS = 7 * 86_400_000
 export const DLQ_MAX_AGE_MS = 14 * 86_400_000
+/** FNMESH_EVENTS's retention (see the top of this file): what is settled is purged by the agents */
+export const EVENTS_RETENTION = RetentionPolicy.Limits
+
+/**
+ * The highest sequence of FNMESH_EVENTS that no consumer needs any more. A consumer with nothing
+ * pending and nothing unacknowledged needs nothing up to the stream's last sequence (read before
+ * the consumers); another needs everything from the first message of its subjects past what it
+ * settled (its ack floor, or all it was delivered when nothing is unacknowledged): one lookup.
+ * Conservative: one consumer behind holds back the purge of every subject.
+ */
+export async function settledFloor (jsm: JetStreamManager): Promise<{ floor: number, first: number, last: number, limits: boolean }> {
+  const info = await jsm.streams.info(EVENTS_STREAM)
+  const last = info.state.last_seq
+  let floor = last
+  for await (const c of jsm.consumers.list(EVENTS_STREAM)) {
+    if (c.num_pending === 0 && c.num_ack_pending === 0) continue
+    const done = c.num_ack_pending === 0 ? Math.max(c.ack_floor.stream_seq, c.delivered.stream_seq) : c.ack_floor.stream_seq
+    if (done >= floor) continue
+    // STREAM.MSG.GET takes next_by_subj on nats-server 2.9 (the client's type has it for direct gets only)
+    const next = await jsm.streams.getMessage(EVENTS_STREAM, { next_by_subj: c.config.filter_subject ?? '>', seq: done + 1 } as unknown as MsgRequest).catch((err) => { if (notFound(err) || /no message found/i.test(String(err?.message))) return null; throw err })
+    floor = Math.min(floor, next != null ? next.seq - 1 : done)
+  }
+  return { floor, first: info.state.first_seq, last, limits: info.config.retention === RetentionPolicy.Limits }
+}
+
+/**
+ * Purges the settled prefix of FNMESH_EVENTS (limits retention only: interest retention deletes
+ * on ack by itself). One replicated purge instead of a delete per ack. Resolves to the messages purged.
+ */
+export async function purgeSettled (jsm: JetStreamManager): Promise<number> {
+  const { floor, first, limits } = await settledFloor(jsm)
+  if (!limits || floor < first) return 0
+  const r = await jsm.streams.purge(EVENTS_STREAM, { seq: floor + 1 })
+  return r.purged
+}
+
 /** Redelivery delay of an event whose agent went silent; agents signal "working" every ACK_WAIT_MS / 3 */
 export const ACK_WAIT_MS = 10_000
 
@@ -105,7 +146,7 @@ export async function ensureStreams (jsm: JetStreamManager, patterns: string[] =
       await jsm.streams.add({
         name: EVENTS_STREAM,
         subjects: want,
-        retention: RetentionPolicy.Interest,
+        retention: EVENTS_RETENTION,
         storage: StorageType.File,
         discard: DiscardPolicy.Old,
         max_age: nanos(EVENTS_MAX_AGE_MS),

@@ -20,7 +20,7 @@ import { Objm } from '@nats-io/obj'
 import { nanos, type NatsConnection } from '@nats-io/transport-node'
 import { AuthError, FnmeshError, TransportError, UsageError } from '../proto/errors.js'
 import { APIKEYS_BUCKET, BUNDLES_BUCKET, FUNCTIONS_BUCKET, LOGS_STREAM, LOGS_WILDCARD, RATELIMITS_BUCKET } from '../proto/subjects.js'
-import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, ensureStreams, EVENTS_MAX_AGE_MS, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
+import { DLQ_MAX_AGE_MS, DLQ_STREAM, DEDUPE_WINDOW_MS, ensureBindings, ensureStreams, EVENTS_MAX_AGE_MS, EVENTS_RETENTION, EVENTS_STREAM, manager, SCHEDULES_BUCKET } from './events.js'
 import { publishedSubjects } from './bindings.js'
 import { isPermissionError } from './nats.js'
 import { jsRetry } from './js-retry.js'
@@ -153,7 +153,7 @@ export async function initMesh (nc: NatsConnection, options: InitOptions = {}): 
   await make(EVENTS_STREAM, async (replicas) => await jsm.streams.add({
     name: EVENTS_STREAM,
     subjects: ['fnmesh.fn.>'],
-    retention: RetentionPolicy.Interest,
+    retention: EVENTS_RETENTION,
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     max_age: nanos(EVENTS_MAX_AGE_MS),

@@ -333,7 +333,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     preferredElsewhere: (spec) => !preferred(config.labels, spec) && table.routable().some(e =>
       !e.self && e.advert.inFlight < e.advert.slots && eligible(advertLabels(e.advert.labels), spec) && preferred(advertLabels(e.advert.labels), spec))
   }
-  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, placement, logger: logger.child({ part: 'agent:triggers' }) })
+  const triggers = parts.triggers = new TriggerManager({ nc, registry, functions, executor, capacity, metrics, placement, logger: logger.child({ part: 'agent:triggers' }) }, { eventsPurgeMs: config.eventsPurgeMs, meshSize: () => table.routable().length })
   await triggers.start()
   if (config.http != null) {
     const gateway = parts.gateway = new Gateway({

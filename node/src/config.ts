@@ -127,6 +127,8 @@ export interface AgentOptions {
   meterHandoffDelayMs?: number
   /** Raw meter records older than this are compacted into rollups. @default 30 days */
   retentionMs?: number
+  /** About one purge of settled events (FNMESH_EVENTS) this often mesh-wide (triggers/janitor.ts). @default 10000 */
+  eventsPurgeMs?: number
   /** Interval of compaction runs. @default 1 hour */
   compactIntervalMs?: number
   /** Below this much free space in the data folder the node takes no new work. @default 64 */
@@ -181,6 +183,7 @@ export interface AgentConfig {
   readonly syncIntervalMs: number
   readonly meterHandoffDelayMs: number
   readonly retentionMs: number
+  readonly eventsPurgeMs: number
   readonly compactIntervalMs: number
   readonly minFreeMb: number
   readonly tmpMb: number
@@ -249,6 +252,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     syncIntervalMs: int('syncIntervalMs', options.syncIntervalMs, 5000, 100, 3_600_000),
     meterHandoffDelayMs: int('meterHandoffDelayMs', options.meterHandoffDelayMs, 30_000, 0, 86_400_000),
     retentionMs: int('retentionMs', options.retentionMs, 30 * 86_400_000, 60_000, 3650 * 86_400_000),
+    eventsPurgeMs: int('eventsPurgeMs', options.eventsPurgeMs, 10_000, 100, 86_400_000),
     compactIntervalMs: int('compactIntervalMs', options.compactIntervalMs, 3_600_000, 1000, 86_400_000),
     minFreeMb: int('minFreeMb', options.minFreeMb, 64, 0, 1_048_576),
     tmpMb: int('tmpMb', options.tmpMb, 512, 1, 1_048_576),

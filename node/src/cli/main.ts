@@ -140,6 +140,8 @@ export function buildProgram (): Command {
         // Tests stretch the coalesced meter push to show what the result's copy alone does.
         meterPushDelayMs: process.env.FNMESH_METER_PUSH_DELAY_MS != null ? Number(process.env.FNMESH_METER_PUSH_DELAY_MS) : undefined,
         retentionMs: opts.retention,
+        // Tests purge settled events sooner.
+        eventsPurgeMs: process.env.FNMESH_EVENTS_PURGE_MS != null ? Number(process.env.FNMESH_EVENTS_PURGE_MS) : undefined,
         billingGranularityMs: opts.billingGranularity,
         minFreeMb: opts.minFreeMb,
         syncIntervalMs: opts.syncInterval,

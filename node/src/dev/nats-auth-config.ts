@@ -14,7 +14,8 @@
  *   `$KV.fnmesh_functions.>` as a change hint) and their own buckets; pull from the existing
  *   event consumers and ack them; write only the rate limit and schedule buckets and fnmesh.>
  *   subjects, plus the subjects deployed functions publish on (`publishSubjects`: publish
- *   bindings and destinations). No stream or consumer creation, update, purge or delete: they cannot deploy code,
+ *   bindings and destinations), and purge the settled prefix of the events stream (what any of them could
+ *   ack unrun anyway). No stream or consumer creation, update or delete, no other purge: they cannot deploy code,
  *   purge specs or create API keys. They answer requests through `allow_responses`.
  * - deployers: write the function, bundle and API key buckets (so also delete and purge them),
  *   make the consumers of their functions' triggers, add trigger subjects to FNMESH_EVENTS, read
@@ -150,6 +151,9 @@ export function rolePermissions (options: RoleOptions = {}): Record<Role, RolePe
         ...[KV_FUNCTIONS, KV_APIKEYS, KV_RATELIMITS, KV_SCHEDULES].map(s => `${API}.DIRECT.GET.${s}.>`),
         `${API}.STREAM.MSG.GET.${OBJ_BUNDLES}`, `${API}.DIRECT.GET.${OBJ_BUNDLES}`,
         ...[EVENTS_STREAM, ...triggers].flatMap(pull),
+        // The settled prefix of the events stream (core/events.ts purgeSettled): no new power, an
+        // agent that may ack any event could already settle it unrun.
+        `${API}.CONSUMER.LIST.${EVENTS_STREAM}`, `${API}.STREAM.MSG.GET.${EVENTS_STREAM}`, `${API}.STREAM.PURGE.${EVENTS_STREAM}`,
         `$KV.${RATELIMITS_BUCKET}.>`, `$KV.${SCHEDULES_BUCKET}.>`,
         ...bound.agent,
         ...published

@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js'
 import type { FunctionCache } from '../registry/cache.js'
 import type { MetricsSink } from '../metrics/sink.js'
 import { Dispatcher } from './dispatcher.js'
+import { EventsJanitor } from './janitor.js'
 import { Puller } from './puller.js'
 import { Scheduler, type SchedulerComponents } from './scheduler.js'
 
@@ -51,6 +52,10 @@ export interface LocalCapacity {
 export interface TriggerInit {
   /** @default 300000 */
   scheduleGraceMs?: number
+  /** about one purge of settled events this often mesh-wide (janitor.ts). @default 10000 */
+  eventsPurgeMs?: number
+  /** agents in the mesh (the peer table), for the purge period. @default 1 */
+  meshSize?: () => number
 }
 
 export class TriggerManager implements Startable {
@@ -60,6 +65,7 @@ export class TriggerManager implements Startable {
   private jsm!: JetStreamManager
   private dispatcher!: Dispatcher
   private scheduler: Scheduler | undefined
+  private janitor: EventsJanitor | undefined
   /** pullers waiting for a free slot */
   private readonly roomWaiters = new Waiters<'room'>()
   private started = false
@@ -83,6 +89,8 @@ export class TriggerManager implements Startable {
     const watch: SchedulerComponents['watch'] = async (onEntry) => await followKv(this.c.nc, kv, SCHEDULES_BUCKET, (key, e) => { onEntry(key, e != null ? e.string() : null) })
     this.scheduler = new Scheduler({ js: this.js, kv, watch, specs: () => this.specs.values(), logger: this.c.logger }, { graceMs: this.init.scheduleGraceMs })
     await this.scheduler.start()
+    this.janitor = new EventsJanitor({ jsm: this.jsm, logger: this.c.logger, meshSize: this.init.meshSize ?? (() => 1) }, { periodMs: this.init.eventsPurgeMs })
+    this.janitor.start()
     // Spec changes before this point were not applied (nothing to bind them with yet); every
     // usable spec known now is. Only specs the FunctionCache accepted (trust list, deploy rules).
     this.ready = true
@@ -180,6 +188,7 @@ export class TriggerManager implements Startable {
     this.started = false
     this.ready = false
     this.scheduler?.stop()
+    this.janitor?.stop()
     const all = [...this.pullers.values()]
     this.pullers.clear()
     this.wake()
