@@ -135,6 +135,8 @@ async function main (): Promise<number> {
     if (cal == null) throw new Error('No real-mesh calibration found (bench/results/*-mesh-scale.json with a calibration)')
     doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs, loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results')))
     doc.calibration = { ...cal, source: relative(PACKAGE_ROOT, cal.source) }
+    const probeCost = loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results'))
+    ;(doc as Record<string, unknown>).probeCost = probeCost != null ? { ...probeCost, source: relative(PACKAGE_ROOT, probeCost.source) } : null
     await writeFile(args.recost, toJson(doc))
     process.stdout.write(formatRows(doc.rows, cal) + '\n')
     return 0

@@ -132,7 +132,7 @@ export interface ScaleRow {
   keepaliveMs: number
   advertGapMs: number
   /** design "probe": the parts of the gossip figures (membership, load probes) and nats-server's share */
-  probe?: { probesPerNodePerSec: number, probesPerInvocation: number, membershipCorePerNode: number, probeCorePerNode: number, membershipBytesPerNodePerSec: number, probeBytesPerNodePerSec: number, natsServerCorePerNode: number, costSource: string }
+  probe?: { probesPerNodePerSec: number, probesPerInvocation: number, membershipCorePerNode: number, probeCorePerNode: number, membershipBytesPerNodePerSec: number, probeBytesPerNodePerSec: number, natsServerCorePerNode: number }
 }
 
 /** libp2p's connection manager limit: beyond it a node is not connected to every node it hears about */
@@ -218,8 +218,7 @@ function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: 
       probeCorePerNode: probeCore,
       membershipBytesPerNodePerSec: membershipBytes,
       probeBytesPerNodePerSec: probeBytes,
-      natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6,
-      costSource: cost.source
+      natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6
     }
   }
 }
