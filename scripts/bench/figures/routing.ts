@@ -156,6 +156,8 @@ export const routingQuality: Figure = {
       rows.push(row(`routing p99 at ${pct} load`, 'ms', ll.p99, 'oracle', at('oracle', l).latency.p99, 'lower', l === 0.8 ? { ratio: 1.3, source: 'issue 6' } : undefined))
       rows.push(row(`  p99 vs plain queue group`, 'ms', ll.p99, 'local (NATS queue group)', at('local', l).latency.p99, 'lower', l === 0.8 ? { ratio: 0.5, source: 'issue 6' } : undefined))
       rows.push(row(`  p99 vs round-robin`, 'ms', ll.p99, 'round-robin', at('round-robin', l).latency.p99, 'lower'))
+      // --routing probe: the same choice from loads asked per invocation instead of gossiped
+      rows.push(row(`  p99 routing by probes (--routing probe)`, 'ms', at('probe', l).latency.p99, 'oracle', at('oracle', l).latency.p99, 'lower'))
     }
     const errorRate = (r: LevelResult): string => `${(100 * Object.values(r.errors).reduce((a, b) => a + b, 0) / Math.max(1, r.calls)).toFixed(1)}%`
     const table = POLICIES.map(p => `${p}: ` + LEVELS.map(l => {
