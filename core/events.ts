@@ -36,17 +36,24 @@ export const EVENTS_RETENTION = RetentionPolicy.Limits
 /**
  * The highest sequence of FNMESH_EVENTS that no consumer needs any more. A consumer with nothing
  * pending and nothing unacknowledged needs nothing up to the stream's last sequence (read before
- * the consumers); another needs everything from the first message of its subjects past what it
- * settled (its ack floor, or all it was delivered when nothing is unacknowledged): one lookup.
- * Conservative: one consumer behind holds back the purge of every subject.
+ * the consumers); another needs everything from the first message of its subjects past its ack
+ * floor: one lookup. Nothing (0) unless every consumer the stream has was listed, each with a
+ * leader. Conservative: one consumer behind holds back the purge of every subject.
  */
 export async function settledFloor (jsm: JetStreamManager): Promise<{ floor: number, first: number, last: number, limits: boolean }> {
   const info = await jsm.streams.info(EVENTS_STREAM)
   const last = info.state.last_seq
+  const none = { floor: 0, first: info.state.first_seq, last, limits: info.config.retention === RetentionPolicy.Limits }
+  const consumers = []
+  for await (const c of jsm.consumers.list(EVENTS_STREAM)) consumers.push(c)
+  // A clustered server leaves out of its list a consumer whose leader did not answer in time
+  // (a partition, an election): purge only on every consumer's word, from its leader.
+  if (consumers.length < info.state.consumer_count || consumers.some(c => c.cluster != null && (c.cluster.leader ?? '') === '')) return none
   let floor = last
-  for await (const c of jsm.consumers.list(EVENTS_STREAM)) {
+  for (const c of consumers) {
     if (c.num_pending === 0 && c.num_ack_pending === 0) continue
-    const done = c.num_ack_pending === 0 ? Math.max(c.ack_floor.stream_seq, c.delivered.stream_seq) : c.ack_floor.stream_seq
+    // Only the ack floor: a message handed back (nak) waits for redelivery behind what was delivered.
+    const done = c.ack_floor.stream_seq
     if (done >= floor) continue
     // STREAM.MSG.GET takes next_by_subj on nats-server 2.9 (the client's type has it for direct gets only)
     const next = await jsm.streams.getMessage(EVENTS_STREAM, { next_by_subj: c.config.filter_subject ?? '>', seq: done + 1 } as unknown as MsgRequest).catch((err) => { if (notFound(err) || /no message found/i.test(String(err?.message))) return null; throw err })

@@ -165,28 +165,33 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
     await waitFor(async () => { metered = await meteredEvents(mesh, 'work'); return accepted.every(id => metered.has(id)) }, { timeoutMs: 60_000, intervalMs: 1000, message: 'every accepted event metered' }).catch(() => {})
     const lost = accepted.filter(id => !metered.has(id))
     if (lost.length > 0) {
-      // Where are they? Each agent's own ledger, and the dead letters: a run never metered and an
-      // export that missed a holder look alike from here.
-      const held = await heldByEachAgent('work', id => lost.includes(id))
-      const missing: string[][] = []
-      for await (const r of mesh.exportRecords({ fn: 'work', timeoutMs: 10_000, onMissing: (x) => { missing.push(x) } })) if (lost.includes(r.eventId)) held.again = [...(held.again ?? []), r.eventId]
-      const dead = await mesh.dlqList({ fn: 'work' }).catch((err: Error) => `dlq list failed: ${err.message}`)
-      // Is each still in the stream (the consumer passed it by) or gone (acknowledged or removed)?
-      const jsm = await jetstreamManager(mesh.nc)
-      const where: Record<string, string> = {}
-      for (const id of lost.slice(0, 40)) {
-        const s = probes.stored.get(id)
-        if (s == null) { where[id] = 'no seq'; continue }
-        where[id] = `seq ${s.seq}${s.duplicate ? ' (dup)' : ''} at ${new Date(s.at).toISOString()}: ` + await jsm.streams.getMessage(EVENTS_STREAM, { seq: s.seq }).then(m => `in stream (${m.subject} ${m.string().slice(0, 60)})`, (err: Error) => `not in stream (${err.message})`)
+      // Diagnostics only: a failure here must not hide the assertion below.
+      try {
+        // Where are they? Each agent's own ledger, and the dead letters: a run never metered and an
+        // export that missed a holder look alike from here.
+        const held = await heldByEachAgent('work', id => lost.includes(id))
+        const missing: string[][] = []
+        for await (const r of mesh.exportRecords({ fn: 'work', timeoutMs: 10_000, onMissing: (x) => { missing.push(x) } })) if (lost.includes(r.eventId)) held.again = [...(held.again ?? []), r.eventId]
+        const dead = await mesh.dlqList({ fn: 'work' }).catch((err: Error) => `dlq list failed: ${err.message}`)
+        // Is each still in the stream (the consumer passed it by) or gone (acknowledged or removed)?
+        const jsm = await jetstreamManager(mesh.nc)
+        const where: Record<string, string> = {}
+        for (const id of lost.slice(0, 40)) {
+          const s = probes.stored.get(id)
+          if (s == null) { where[id] = 'no seq'; continue }
+          where[id] = `seq ${s.seq}${s.duplicate ? ' (dup)' : ''} at ${new Date(s.at).toISOString()}: ` + await jsm.streams.getMessage(EVENTS_STREAM, { seq: s.seq }).then(m => m == null ? 'not in stream' : `in stream (${m.subject} ${m.string().slice(0, 60)})`, (err: Error) => `not in stream (${err.message})`)
+        }
+        const stream = await jsm.streams.info(EVENTS_STREAM).then(i => ({ state: i.state, cluster: i.cluster }), (err: Error) => `stream info failed: ${err.message}`)
+        const consumers: string[] = []
+        const work: unknown[] = []
+        for await (const i of jsm.consumers.list(EVENTS_STREAM)) {
+          consumers.push(i.name)
+          if (i.name.startsWith('fnmesh_work_')) work.push({ name: i.name, filter: i.config.filter_subject, delivered: i.delivered, ackFloor: i.ack_floor, pending: i.num_pending, ackPending: i.num_ack_pending, redelivered: i.num_redelivered, waiting: i.num_waiting, cluster: i.cluster })
+        }
+        console.log(`events not metered: ${lost.length} (${lost.slice(0, 40).join(', ')}); where: ${JSON.stringify(where)}; work consumer: ${JSON.stringify(work)}; stream: ${JSON.stringify(stream)}; consumers: ${consumers.join(',')}; faults: ${cases.map(c => `${c.case} ${new Date(c.faultAt).toISOString()}-${new Date(c.healedAt).toISOString()}`).join('; ')}; held in own ledgers: ${JSON.stringify(held)}; export missing members: ${JSON.stringify(missing)}; dead letters of work: ${JSON.stringify(dead).slice(0, 2000)}`)
+      } catch (err: any) {
+        console.log(`events not metered: ${lost.length}; diagnosing them failed: ${String(err?.stack ?? err)}`)
       }
-      const stream = await jsm.streams.info(EVENTS_STREAM).then(i => ({ state: i.state, cluster: i.cluster }), (err: Error) => `stream info failed: ${err.message}`)
-      const consumers: string[] = []
-      const work: unknown[] = []
-      for await (const i of jsm.consumers.list(EVENTS_STREAM)) {
-        consumers.push(i.name)
-        if (i.name.startsWith('fnmesh_work_')) work.push({ name: i.name, filter: i.config.filter_subject, delivered: i.delivered, ackFloor: i.ack_floor, pending: i.num_pending, ackPending: i.num_ack_pending, redelivered: i.num_redelivered, waiting: i.num_waiting, cluster: i.cluster })
-      }
-      console.log(`events not metered: ${lost.length} (${lost.slice(0, 40).join(', ')}); where: ${JSON.stringify(where)}; work consumer: ${JSON.stringify(work)}; stream: ${JSON.stringify(stream)}; consumers: ${consumers.join(',')}; faults: ${cases.map(c => `${c.case} ${new Date(c.faultAt).toISOString()}-${new Date(c.healedAt).toISOString()}`).join('; ')}; held in own ledgers: ${JSON.stringify(held)}; export missing members: ${JSON.stringify(missing)}; dead letters of work: ${JSON.stringify(dead).slice(0, 2000)}`)
     }
     // Schedules: every due tick from start to end stored once (late ones count: missed ticks fire late, once).
     const from = Math.ceil((started + 2000) / 1000) * 1000
