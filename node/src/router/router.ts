@@ -490,10 +490,6 @@ export class Router {
   }
 
   /**
-   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
-   * among the nodes the function prefers when one of their queues fits, else among all it may use
-   */
-  /**
    * Routing "probe" (probe.ts): its own node when that has a free slot; else the loads of
    * PROBES_PER_PICK peers asked now (the one chosen last and others drawn by slots; placement
    * constraints and preferences as for any pick), the best free one, else the best queue that
@@ -503,8 +499,12 @@ export class Router {
   private async probePick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, s: DispatchState, deadline: number): Promise<{ entry: PeerEntry, queueMs: number } | undefined> {
     const all = this.candidates(spec, key, exclude)
     const preferredOnly = (spec.prefer?.length ?? 0) > 0 ? all.filter(c => preferred(this.labelsOf(c.entry), spec)) : []
-    // Preferred nodes first, as preferFirst does: the rest only when none of them has room.
+    // As pick() then pickQueue() with preferFirst: a free slot at a preferred node, else at any
+    // (probing the rest only when no preferred one has room); only then a queue, at a preferred
+    // node when one's wait fits, else at any.
     const probed = new Set<string>()
+    /** every answer of this pick: a queue is chosen among them all */
+    const answers: typeof all = []
     for (const candidates of preferredOnly.length > 0 ? [preferredOnly, all] : [all]) {
       const own = candidates.find(c => c.self === true)
       if (own != null && own.load < own.slots) return { entry: own.entry, queueMs: 0 }
@@ -516,17 +516,19 @@ export class Router {
         for (const t of targets) probed.add(t.id)
         const answered = await Promise.all(targets.map(async c => await this.probe(c, spec)))
         const fresh = answered.filter((c): c is NonNullable<typeof c> => c != null)
+        answers.push(...fresh)
         const mine = own != null ? { ...own, load: this.c.local.load } : undefined
-        const list = mine != null ? [mine, ...fresh] : fresh
-        const free = bestFree(list)
+        const free = bestFree(mine != null ? [mine, ...fresh] : fresh)
         if (free != null) {
           if (free.self !== true) this.probeMemory = free.id
           return { entry: free.entry, queueMs: 0 }
         }
+        // No preferred node has room: a free slot elsewhere comes before their queues.
+        if (candidates !== all) continue
         const runMs = this.c.local.runMs(key)
         const queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
         if (queueMs <= 0) return undefined
-        const q = bestQueue(list, queueMs, runMs)
+        const q = this.preferFirst(spec, mine != null ? [mine, ...answers] : answers, list => bestQueue(list, queueMs, runMs))
         if (q != null) {
           if (q.self !== true) this.probeMemory = q.id
           return { entry: q.entry, queueMs }
@@ -550,6 +552,10 @@ export class Router {
     }
   }
 
+  /**
+   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
+   * among the nodes the function prefers when one of their queues fits, else among all it may use
+   */
   private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
     const candidates = this.candidates(spec, key, exclude)
     return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
