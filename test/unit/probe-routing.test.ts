@@ -297,19 +297,35 @@ interface Peer {
   answer?: Partial<LoadAnswer> | 'silent'
 }
 
-/** A local executor whose load the test sets; its runs answer at once */
+/**
+ * A local executor whose load the test sets. As the real one, it counts a run the moment it is
+ * asked (synchronously) and answers BUSY at once when full and the request may not queue; with
+ * `hold`, runs last until release().
+ */
 class FakeLocal implements LocalNode {
   run = 10
   inFlight = 0
   queued = 0
+  hold = false
+  busy = 0
   readonly calls: Array<Encodable<ExecRequest>> = []
+  private readonly held: Array<() => void> = []
   constructor (readonly slots: number) {}
   get load (): number { return this.inFlight + this.queued }
   isWarm (): boolean { return false }
   runMs (): number { return this.run }
+  release (): void { for (const r of this.held.splice(0)) r() }
   async execute (req: Encodable<ExecRequest>): Promise<Encodable<InvokeResult>> {
     this.calls.push(req)
-    return { invocationId: req.invocationId, ok: true, nodeId: SELF, payload: Buffer.from('"local"') }
+    if (this.load >= this.slots && (req.queueMs ?? 0) === 0) {
+      this.busy++
+      return { invocationId: req.invocationId, ok: false, nodeId: SELF, error: { code: 'FNMESH_ERR_BUSY', errorType: 'CapacityError', errorMessage: 'no free slot' } }
+    }
+    this.inFlight++
+    try {
+      if (this.hold) await new Promise<void>(resolve => { this.held.push(resolve) })
+      return { invocationId: req.invocationId, ok: true, nodeId: SELF, payload: Buffer.from('"local"') }
+    } finally { this.inFlight-- }
   }
 }
 
@@ -362,6 +378,24 @@ describe('the router\'s pick with routing "probe"', () => {
     expect(out.nodeId).toBe(SELF)
     expect(probes).toEqual([])
     expect(sent).toEqual([])
+  })
+
+  it('gives concurrent invocations only the free slots of its own node, and probes for the rest', async () => {
+    // 6 invocations at once, 2 free slots here: the own-node check and the local run happen with
+    // no await between them, so each invocation sees the slots the earlier ones took.
+    const { local, probes, sent, route } = routerSetup({ self: { slots: 2 }, peers: [{ id: 'a', slots: 8 }, { id: 'b', slots: 8 }] })
+    local.hold = true
+    const calls = Array.from({ length: 6 }, async () => await route())
+    await new Promise(resolve => setTimeout(resolve, 20))
+    local.release()
+    local.hold = false
+    const out = await Promise.all(calls)
+    expect(out.map(o => o.ok), JSON.stringify(out.map(o => o.error))).toEqual([true, true, true, true, true, true])
+    expect(local.busy, `BUSY answers of its own executor; ran here ${local.calls.length}, sent ${JSON.stringify(sent)}`).toBe(0)
+    expect(out.filter(o => o.nodeId === SELF)).toHaveLength(2)
+    expect(out.map(o => o.attempts)).toEqual([1, 1, 1, 1, 1, 1])
+    expect(sent).toHaveLength(4)
+    expect(probes.length).toBeGreaterThan(0)
   })
 
   it('with its own node full, probes PROBES_PER_PICK peers and goes by their answers, not by their adverts', async () => {
@@ -430,6 +464,26 @@ describe('the router\'s pick with routing "probe"', () => {
     expect(probes).toHaveLength(PROBES_PER_PICK * PROBE_ROUNDS)
     expect(new Set(probes).size).toBe(probes.length)
     expect(sent).toHaveLength(1)
+  })
+
+  it('leaves a peer that did not answer out of the fallback to the adverts\' view while another will do', async () => {
+    // Probing finds no room: "full" answers with a queue far past the deadline, "silent" never
+    // answers (a stopped host) though its advert, the last it sent, shows 8 idle slots.
+    for (const silence of ['silent', { accepting: false }] as const) {
+      const { sent, probes, route } = routerSetup({
+        peers: [{ id: 'silent', slots: 8, answer: silence }, { id: 'full', slots: 2, answer: { inFlight: 2, queued: 100_000 } }]
+      })
+      const out = await route(5000)
+      expect(new Set(probes)).toEqual(new Set(['silent', 'full']))
+      expect(sent.map(x => x.peer), `the fallback after ${JSON.stringify(silence)}`).not.toContain('silent')
+      expect(out.nodeId).toBe('full')
+    }
+    // ... but one that did not answer is still tried when no other node would take the invocation
+    // (it may only be slow to answer): not refused with NO_CAPACITY.
+    const alone = routerSetup({ peers: [{ id: 'slow', slots: 2, answer: 'silent' }] })
+    const out = await alone.route(5000)
+    expect(out.ok, JSON.stringify(out.error)).toBe(true)
+    expect(alone.sent.map(x => x.peer)).toEqual(['slow'])
   })
 
   it('never probes nor sends to a node whose labels do not satisfy the function\'s constraints, its own included', async () => {
