@@ -20,8 +20,9 @@ export const PROBE_TIMEOUT_MS = 50
  */
 export function probeTargets<T> (peers: readonly T[], weight: (p: T) => number, d: number, memory: T | undefined, rng: () => number): T[] {
   const out: T[] = []
-  if (memory !== undefined && peers.includes(memory)) out.push(memory)
   const want = Math.min(d, peers.length)
+  if (want <= 0) return out
+  if (memory !== undefined && peers.includes(memory)) out.push(memory)
   if (out.length >= want) return out
   const rest = peers.filter(p => p !== memory)
   const weights = rest.map(p => Math.max(0, weight(p)))

@@ -359,6 +359,8 @@ export class Router {
     const failed = new Set<string>()
     /** nodes that had no idle provisioned sandbox left for this invocation when asked for one */
     const noneIdle = new Set<string>()
+    /** routing "probe": peers that did not answer a probe of the current pick (no answer in time, not accepting) */
+    const unanswered = new Set<string>()
     const failures: string[] = []
     const refused = (r: Refusal): Encodable<InvokeResult> => this.error(exec, s.attempts, r.code, this.refusalMessage(r, spec, exec, failures))
     const placed = hasPlacement(spec)
@@ -376,18 +378,28 @@ export class Router {
       const provisionedPick = peer != null
       let queueMs = 0
       if (peer == null && this.init.policy === 'probe') {
-        const probed = await this.probePick(spec, key, failed, s, deadline)
-        peer = probed?.entry
+        // Its own node with a free slot is checked and taken with no await in between: invocations
+        // routed here at the same time each see the slots the others took (as pick() does).
+        peer = this.ownFreeSlot(spec, failed)
+        const probed = peer == null ? await this.probePick(spec, key, failed, s, deadline, unanswered) : undefined
+        peer ??= probed?.entry
         queueMs = probed?.queueMs ?? 0
       }
-      // (probing found no room in PROBE_ROUNDS rounds: the view from the adverts, as least-loaded)
-      peer ??= this.pick(spec, key, failed)
-      if (peer == null) {
+      // (probing found no room in PROBE_ROUNDS rounds: the view from the adverts, as least-loaded;
+      // the peers that did not answer a probe of this pick only when no other would take it: a
+      // stopped host holds what it is sent until its peers drop it, a slow one may be the only place)
+      const quiet = unanswered.size > 0 ? new Set([...failed, ...unanswered]) : undefined
+      unanswered.clear()
+      for (const exclude of quiet != null ? [quiet, failed] : [failed]) {
+        if (peer != null) break
+        queueMs = 0
+        peer = this.pick(spec, key, exclude)
+        if (peer != null) break
         // Nothing free in this view, which lags the truth by up to an advert: wait in the queue of
         // an executor whose expected wait fits the deadline, which hands over a slot the moment one frees.
         const runMs = this.c.local.runMs(key)
         queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
-        if (queueMs > 0) peer = this.pickQueue(spec, key, failed, queueMs, runMs)
+        if (queueMs > 0) peer = this.pickQueue(spec, key, exclude, queueMs, runMs)
       }
       if (peer == null) {
         const next = nowhereToSend(s, this.rules, {
@@ -490,21 +502,22 @@ export class Router {
   }
 
   /**
-   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
-   * among the nodes the function prefers when one of their queues fits, else among all it may use
-   */
-  /**
    * Routing "probe" (probe.ts): its own node when that has a free slot; else the loads of
    * PROBES_PER_PICK peers asked now (the one chosen last and others drawn by slots; placement
    * constraints and preferences as for any pick), the best free one, else the best queue that
    * fits the budget (queueMs > 0); up to PROBE_ROUNDS rounds of new peers. Undefined: none of
-   * them answered with room (the caller falls back to the adverts' view).
+   * them answered with room (the caller falls back to the adverts' view, where the peers it adds
+   * to `unanswered` come last).
    */
-  private async probePick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, s: DispatchState, deadline: number): Promise<{ entry: PeerEntry, queueMs: number } | undefined> {
+  private async probePick (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, s: DispatchState, deadline: number, unanswered: Set<string>): Promise<{ entry: PeerEntry, queueMs: number } | undefined> {
     const all = this.candidates(spec, key, exclude)
     const preferredOnly = (spec.prefer?.length ?? 0) > 0 ? all.filter(c => preferred(this.labelsOf(c.entry), spec)) : []
-    // Preferred nodes first, as preferFirst does: the rest only when none of them has room.
+    // As pick() then pickQueue() with preferFirst: a free slot at a preferred node, else at any
+    // (probing the rest only when no preferred one has room); only then a queue, at a preferred
+    // node when one's wait fits, else at any.
     const probed = new Set<string>()
+    /** every answer of this pick: a queue is chosen among them all */
+    const answers: typeof all = []
     for (const candidates of preferredOnly.length > 0 ? [preferredOnly, all] : [all]) {
       const own = candidates.find(c => c.self === true)
       if (own != null && own.load < own.slots) return { entry: own.entry, queueMs: 0 }
@@ -515,18 +528,21 @@ export class Router {
         const targets = probeTargets(peers, c => c.slots, PROBES_PER_PICK, memory, this.init.rng)
         for (const t of targets) probed.add(t.id)
         const answered = await Promise.all(targets.map(async c => await this.probe(c, spec)))
+        targets.forEach((t, i) => { if (answered[i] == null) unanswered.add(t.id) })
         const fresh = answered.filter((c): c is NonNullable<typeof c> => c != null)
+        answers.push(...fresh)
         const mine = own != null ? { ...own, load: this.c.local.load } : undefined
-        const list = mine != null ? [mine, ...fresh] : fresh
-        const free = bestFree(list)
+        const free = bestFree(mine != null ? [mine, ...fresh] : fresh)
         if (free != null) {
           if (free.self !== true) this.probeMemory = free.id
           return { entry: free.entry, queueMs: 0 }
         }
+        // No preferred node has room: a free slot elsewhere comes before their queues.
+        if (candidates !== all) continue
         const runMs = this.c.local.runMs(key)
         const queueMs = queueBudget(s, this.rules, Date.now(), deadline, runMs)
         if (queueMs <= 0) return undefined
-        const q = bestQueue(list, queueMs, runMs)
+        const q = this.preferFirst(spec, mine != null ? [mine, ...answers] : answers, list => bestQueue(list, queueMs, runMs))
         if (q != null) {
           if (q.self !== true) this.probeMemory = q.id
           return { entry: q.entry, queueMs }
@@ -534,6 +550,20 @@ export class Router {
       }
     }
     return undefined
+  }
+
+  /**
+   * Routing "probe": this node, when the function may run here, its executor has a free slot
+   * and no other node is to be asked first (the function prefers none, or this node too);
+   * synchronous, so the caller dispatches before another invocation looks
+   */
+  private ownFreeSlot (spec: StoredSpec, exclude: ReadonlySet<string>): PeerEntry | undefined {
+    if (this.c.local.load >= this.c.local.slots) return undefined
+    const own = this.c.table.routable().find(e => e.self)
+    if (own == null || exclude.has(own.advert.nodeId)) return undefined
+    if ((spec.constraints?.length ?? 0) > 0 && !eligible(this.labelsOf(own), spec)) return undefined
+    if ((spec.prefer?.length ?? 0) > 0 && !preferred(this.labelsOf(own), spec)) return undefined
+    return own
   }
 
   /** One load probe: the candidate with the load its executor answered, or null (no answer in time, not accepting, unreadable) */
@@ -550,6 +580,10 @@ export class Router {
     }
   }
 
+  /**
+   * Where to wait for a slot when none is free in this router's view (least-loaded routing):
+   * among the nodes the function prefers when one of their queues fits, else among all it may use
+   */
   private pickQueue (spec: StoredSpec, key: string, exclude: ReadonlySet<string>, budgetMs: number, runMs: number): PeerEntry | undefined {
     const candidates = this.candidates(spec, key, exclude)
     return this.preferFirst(spec, candidates, list => chooseQueue(list, budgetMs, runMs, this.init.rng))?.entry
