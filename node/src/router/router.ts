@@ -527,8 +527,15 @@ export class Router {
         const memory = round === 0 ? peers.find(c => c.id === this.probeMemory) : undefined
         const targets = probeTargets(peers, c => c.slots, PROBES_PER_PICK, memory, this.init.rng)
         for (const t of targets) probed.add(t.id)
+        // What this router sends a peer while its probe is out (other invocations routed at the
+        // same moment see the same answers) is added to the answer, so they do not all pile on it.
+        const sentBefore = targets.map(t => this.routedTo.get(t.id) ?? 0)
         const answered = await Promise.all(targets.map(async c => await this.probe(c, spec)))
-        targets.forEach((t, i) => { if (answered[i] == null) unanswered.add(t.id) })
+        targets.forEach((t, i) => {
+          const a = answered[i]
+          if (a == null) unanswered.add(t.id)
+          else a.load += (this.routedTo.get(t.id) ?? 0) - sentBefore[i]
+        })
         const fresh = answered.filter((c): c is NonNullable<typeof c> => c != null)
         answers.push(...fresh)
         const mine = own != null ? { ...own, load: this.c.local.load } : undefined
