@@ -250,6 +250,12 @@ describe.skipIf(unavailable != null)('a mesh of 3 hosts with a 3-server NATS clu
       return [...versions.values()].every(v => v === latest) && versions.size === running.length
     }, { timeoutMs: 40_000, intervalMs: 20, message: 'every agent running the latest deploy' }).catch(() => {})
     const latestEverywhereMs = Date.now() - deployedAt
+    if (versions.size < running.length) {
+      // Which agent never ran a call in the wait, and what the mesh thinks of it.
+      const seen = new Set(versions.keys())
+      const nodes = await mesh.nodes({ timeoutMs: 3000 }).catch((err: Error) => `nodes failed: ${err.message}`)
+      console.log(`not seen running "probe" within the wait: ${running.filter(a => !seen.has(a.nodeId)).map(a => `${a.name} ${a.nodeId}`).join(', ')}; nodes: ${JSON.stringify(nodes).slice(0, 3000)}`)
+    }
     const summary = {
       latestDeploy: latest,
       latestEverywhereMs,

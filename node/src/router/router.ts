@@ -196,7 +196,10 @@ export class Router {
     this.log = c.logger
     this.tracer = c.tracer ?? noTracing
     c.table.on('updated', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
-    c.table.on('added', (e) => { this.tracker.onAdvert(e.advert.nodeId); this.wake() })
+    // A peer (re)joining starts without the failures of its time away (a healed partition, a
+    // restart): they were its absence, and an idle mesh would otherwise route nothing to it until
+    // they decayed (minutes after a 20 s cut). Failing again costs it its place again.
+    c.table.on('added', (e) => { this.penalties.forget(e.advert.nodeId); this.tracker.onAdvert(e.advert.nodeId); this.wake() })
     c.table.on('removed', (id, reason) => { this.onPeerRemoved(id, reason) })
   }
 
