@@ -37,6 +37,7 @@ export const FULL: readonly Scale[] = [
   { nodes: 10_000, warmupMs: 250, durationMs: 50, loads: [0.5, 0.8], policies: ['fnmesh'], design: 'shards' },
   // the probing design (probe.ts): no load adverts, so no BUSY storms: cheap enough to run to a
   // steady state at every size, with its own oracle over the same window
+  { nodes: 10, warmupMs: 1000, durationMs: 30_000, policies: ['fnmesh'], design: 'probe' },
   { nodes: 100, warmupMs: 1000, durationMs: 5000, policies: ['fnmesh'], design: 'probe' },
   { nodes: 1000, warmupMs: 1000, durationMs: 1000, policies: ['fnmesh', 'oracle'], design: 'probe' },
   { nodes: 10_000, warmupMs: 1000, durationMs: 500, policies: ['fnmesh', 'oracle'], design: 'probe' }
