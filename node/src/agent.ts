@@ -155,6 +155,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
       libp2pBytes: () => parts.gossip?.bytes.snapshot() ?? {},
+      ...(config.routing === 'probe' ? { probes: () => parts.router?.probeStats ?? { own: 0, free: 0, queue: 0, fallback: 0, answered: 0, unanswered: 0 } } : {}),
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
       dlqMessages: dlqCounts
     })

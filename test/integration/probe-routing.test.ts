@@ -96,7 +96,11 @@ describe('routing "probe" on a real mesh of 3 agents', () => {
     const load = startLoad(t.mesh, 'sleepy', { concurrency: 12, total: 240, event: () => ({ ms: 60 }), timeoutMs: 15_000 })
     await within(load.done, 60_000, 'the closed-loop load')
     const elapsedS = (Date.now() - started) / 1000
-    const advertsAfter = (await scrapeAll()).map(m => metric(m, 'fnmesh_gossip_adverts_total', { direction: 'sent' }))
+    const after = await scrapeAll()
+    const advertsAfter = after.map(m => metric(m, 'fnmesh_gossip_adverts_total', { direction: 'sent' }))
+    // The routers' own account of their picks and probes (fnmesh_router_probe_*), beside what the wire shows
+    const picks = (how: string): number => after.reduce((n, m) => n + metric(m, 'fnmesh_router_probe_picks_total', { how }), 0)
+    const answered = after.reduce((n, m) => n + metric(m, 'fnmesh_router_probes_total', { answer: 'answered' }), 0)
 
     const failed = load.records.filter(r => !r.ok)
     expect(failed.map(failure), 'every call succeeds').toEqual([])
@@ -114,6 +118,11 @@ describe('routing "probe" on a real mesh of 3 agents', () => {
     expect(seen.length, `at most 2 probes per dispatch: ${seen.length} probes for ${attempts} dispatches`).toBeLessThanOrEqual(2 * attempts)
     expect(seen.every(p => ids.includes(p.to)), 'probes only to nodes of the mesh').toBe(true)
     for (const id of ids) expect(byTarget[name(id)] ?? 0, `each agent is probed: ${JSON.stringify(byTarget)}`).toBeGreaterThan(0)
+    const counted = { own: picks('own'), free: picks('free'), queue: picks('queue'), fallback: picks('fallback'), answered }
+    expect(counted.own + counted.free + counted.queue, `picks counted by the routers: ${JSON.stringify(counted)}`).toBeGreaterThan(0)
+    expect(counted.free + counted.queue, `remote picks from probe answers: ${JSON.stringify(counted)}`).toBeGreaterThan(0)
+    expect(answered, `answered probes counted (${JSON.stringify(counted)}) against ${seen.length} on the wire`).toBeGreaterThan(0)
+    expect(answered, `no more answers counted than probes on the wire: ${JSON.stringify(counted)}`).toBeLessThanOrEqual(probes.length)
 
     // Load changes send no prompt adverts in this mode: one keepalive a second (3 nodes), and a
     // few around joins. Least-loaded sends one per load change, up to one per 20 ms.

@@ -38,6 +38,8 @@ export interface NodeStats {
   gossipPeers: () => number
   /** libp2p bytes since start by protocol ("wire": every connection on TCP), in and out */
   libp2pBytes?: () => Record<string, { in: number, out: number }>
+  /** routing "probe": how picks went and probes were answered since start (router.ts probeStats) */
+  probes?: () => { own: number, free: number, queue: number, fallback: number, answered: number, unanswered: number }
   natsConnected: () => boolean
   /** messages in the dead-letter stream per function (mesh-wide); read at scrape time, may reject */
   dlqMessages?: () => Promise<Record<string, number>>
@@ -119,6 +121,32 @@ export class PromMetrics implements MetricsSink {
         this.inc({ direction: 'rejected' }, a.rejected)
       }
     })
+    const probes = stats.probes
+    if (probes != null) {
+      new Counter({
+        name: 'fnmesh_router_probe_picks_total',
+        help: 'Routing "probe": picks by how they went: own (this node had a free slot), free (a probed peer had one), queue (to wait at a probed executor), fallback (no probe answer had room: the adverts\' view)',
+        labelNames: ['how'],
+        registers: r,
+        collect () {
+          const p = probes()
+          this.reset()
+          for (const how of ['own', 'free', 'queue', 'fallback'] as const) this.inc({ how }, p[how])
+        }
+      })
+      new Counter({
+        name: 'fnmesh_router_probes_total',
+        help: 'Routing "probe": load probes this router sent, by whether they were answered in time by an accepting node',
+        labelNames: ['answer'],
+        registers: r,
+        collect () {
+          const p = probes()
+          this.reset()
+          this.inc({ answer: 'answered' }, p.answered)
+          this.inc({ answer: 'none' }, p.unanswered)
+        }
+      })
+    }
     const bytes = stats.libp2pBytes
     if (bytes != null) {
       new Counter({

@@ -173,6 +173,11 @@ export class Router {
   private readonly baseline: BaselinePick | undefined
   /** routing "probe": the peer this router chose last (probed again first) */
   private probeMemory: string | undefined
+  /**
+   * Routing "probe", since start: how each pick went (its own node, a free peer or a queue from
+   * probe answers, or the fallback to the adverts' view) and how probes were answered
+   */
+  readonly probeStats = { own: 0, free: 0, queue: 0, fallback: 0, answered: 0, unanswered: 0 }
   private readonly rules: DispatchRules
   private readonly init: Required<RouterInit>
   private readonly log: Logger
@@ -385,6 +390,12 @@ export class Router {
         // routed here at the same time each see the slots the others took (as pick() does).
         peer = this.ownFreeSlot(spec, failed)
         const probed = peer == null ? await this.probePick(spec, key, failed, s, deadline, unanswered) : undefined
+        const st = this.probeStats
+        if (peer != null) st.own++
+        else if (probed == null) st.fallback++
+        else if (probed.entry.self) st.own++
+        else if (probed.queueMs > 0) st.queue++
+        else st.free++
         peer ??= probed?.entry
         queueMs = probed?.queueMs ?? 0
       }
@@ -536,8 +547,7 @@ export class Router {
         const answered = await Promise.all(targets.map(async c => await this.probe(c, spec)))
         targets.forEach((t, i) => {
           const a = answered[i]
-          if (a == null) unanswered.add(t.id)
-          else a.load += (this.routedTo.get(t.id) ?? 0) - sentBefore[i]
+          if (a == null) { unanswered.add(t.id); this.probeStats.unanswered++ } else { a.load += (this.routedTo.get(t.id) ?? 0) - sentBefore[i]; this.probeStats.answered++ }
         })
         const fresh = answered.filter((c): c is NonNullable<typeof c> => c != null)
         answers.push(...fresh)
