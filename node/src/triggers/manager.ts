@@ -4,7 +4,7 @@
  * an agent (an agent credential that may create consumers can write into the registry); a
  * consumer deleted by hand is made again by the next deploy of its function or `fnmesh init`.
  */
-import { jetstream, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
+import { jetstream, RetentionPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
 import { bindingsOf, DLQ_STREAM, EVENTS_STREAM, manager, SCHEDULES_BUCKET, type Binding } from '../../../core/events.js'
 import { requireStreams } from '../../../core/init.js'
@@ -84,6 +84,12 @@ export class TriggerManager implements Startable {
     this.jsm = await manager(this.c.nc)
     // Streams, buckets and consumers are made by `fnmesh init` and deploys, never by agents.
     await requireStreams(this.jsm, [EVENTS_STREAM, DLQ_STREAM])
+    // A stream made before limits retention keeps interest retention (JetStream cannot change it):
+    // say so once, with what to do, where it matters (a replicated stream; core/events.ts).
+    const events = await this.jsm.streams.info(EVENTS_STREAM).catch(() => null)
+    if (events != null && events.config.retention === RetentionPolicy.Interest && (events.config.num_replicas ?? 1) > 1) {
+      this.c.logger.warn({ stream: EVENTS_STREAM, replicas: events.config.num_replicas }, 'the events stream has interest retention, which lost acknowledged events across server restarts on nats-server 2.9 clusters: re-create it with fnmesh init once its backlog is empty (README, Guarantees)')
+    }
     this.dispatcher = new Dispatcher({ js: this.js, executor: this.c.executor, functions: this.c.functions, logger: this.c.logger, metrics: this.c.metrics })
     const kv = await openBucket(this.c.nc, SCHEDULES_BUCKET)
     const watch: SchedulerComponents['watch'] = async (onEntry) => await followKv(this.c.nc, kv, SCHEDULES_BUCKET, (key, e) => { onEntry(key, e != null ? e.string() : null) })
