@@ -52,14 +52,16 @@ export interface RealCalibration {
 
 interface Idle { corePerAgent: number, gossipBytesPerAgentPerSec: number, advertsReceivedPerAgentPerSec: number }
 
+/** The newest results file of `resultsDir` whose name ends with `suffix` (names start with the date) */
+function newest (resultsDir: string, suffix: string): string | undefined {
+  const found = readdirSync(resultsDir).filter(f => f.endsWith(suffix)).sort()
+  return found.length === 0 ? undefined : join(resultsDir, found[found.length - 1])
+}
+
 /** From the newest bench/results/*-mesh-scale.json with a calibration (or `file`) */
 export function loadCalibration (resultsDir: string, file?: string): RealCalibration | undefined {
-  let path = file
-  if (path == null) {
-    const found = readdirSync(resultsDir).filter(f => f.endsWith('-mesh-scale.json')).sort()
-    if (found.length === 0) return undefined
-    path = join(resultsDir, found[found.length - 1])
-  }
+  const path = file ?? newest(resultsDir, '-mesh-scale.json')
+  if (path == null) return undefined
   const doc = JSON.parse(readFileSync(path, 'utf8')) as { results: Array<{ agents: number, failureToNoRoutingMs?: number }>, calibration?: { agents: number, slow: Idle, fast: Idle, load1?: number } }
   const c = doc.calibration
   if (c == null) return undefined
@@ -69,8 +71,8 @@ export function loadCalibration (resultsDir: string, file?: string): RealCalibra
   // The failure time: from this file's sizes, else from the newest real-mesh run of sizes
   let sizes = doc.results
   if (!sizes.some(r => r.failureToNoRoutingMs != null)) {
-    const runs = readdirSync(resultsDir).filter(f => f.endsWith('-mesh-scale.json')).sort()
-    if (runs.length > 0) sizes = (JSON.parse(readFileSync(join(resultsDir, runs[runs.length - 1]), 'utf8')) as typeof doc).results
+    const run = newest(resultsDir, '-mesh-scale.json')
+    if (run != null) sizes = (JSON.parse(readFileSync(run, 'utf8')) as typeof doc).results
   }
   // the smallest mesh: the fewest agents competing for this machine's 2 cores
   const largest = [...sizes].sort((a, b) => a.agents - b.agents).find(r => r.failureToNoRoutingMs != null)
@@ -96,12 +98,8 @@ export interface ProbeCost {
 }
 
 export function loadProbeCost (resultsDir: string, file?: string): ProbeCost | undefined {
-  let path = file
-  if (path == null) {
-    const found = readdirSync(resultsDir).filter(f => f.endsWith('-probe-cost.json')).sort()
-    if (found.length === 0) return undefined
-    path = join(resultsDir, found[found.length - 1])
-  }
+  const path = file ?? newest(resultsDir, '-probe-cost.json')
+  if (path == null) return undefined
   const doc = JSON.parse(readFileSync(path, 'utf8')) as { wireBytesPerProbe: number, runs: Array<{ mode: string, askerUsPerProbe: number, answererUsPerProbe: number, natsServerUsPerProbe: number }> }
   const run = doc.runs.find(r => r.mode.startsWith('paced')) ?? doc.runs[doc.runs.length - 1]
   if (run == null) return undefined

@@ -14,18 +14,8 @@ import { silentLogger } from '../../node/src/logger.js'
 import { bestFree, bestQueue, type Candidate } from '../../node/src/router/choose.js'
 import { PROBE_ROUNDS, PROBES_PER_PICK, probeTargets } from '../../node/src/router/probe.js'
 import { Router, type LocalNode } from '../../node/src/router/router.js'
-
-/** mulberry32: a tiny seeded PRNG, so the random draws are the same on every run */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+// the simulator's seeded PRNG (mulberry32): the random draws are the same on every run
+import { prng } from '../../scripts/sim/rng.js'
 
 interface P { id: string, w: number }
 const p = (id: string, w: number): P => ({ id, w })

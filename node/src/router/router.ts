@@ -22,7 +22,7 @@ import { bestFree, bestQueue, chooseQueue, choosePeer, type Candidate } from './
 import { beforePick, dispatchState, nowhereToSend, onAnswer, queueBudget, sent, type DispatchRules, type DispatchState, type Refusal } from './dispatch.js'
 import { LoadTracker } from './load.js'
 import { PENALTY, PeerPenalties } from './penalty.js'
-import { BASELINES, type BaselinePick, type RoutingPolicy } from './policies.js'
+import { BASELINES, type BaselinePick, type BaselinePolicy, type RoutingPolicy } from './policies.js'
 import { PROBE_ROUNDS, PROBE_TIMEOUT_MS, PROBES_PER_PICK, probeTargets } from './probe.js'
 import { A, bounded } from '../tracing/attributes.js'
 import { noTracing, type TraceSpan, type Tracer } from '../tracing/tracer.js'
@@ -196,7 +196,7 @@ export class Router {
     }
     const fnmesh = this.init.policy === 'least-loaded' || this.init.policy === 'probe'
     this.rules = { queueWaitMs: this.init.queueWaitMs, maxQueued: this.init.maxQueued, queueAtExecutor: fnmesh }
-    this.baseline = this.init.policy === 'least-loaded' || this.init.policy === 'probe' ? undefined : BASELINES[this.init.policy]()
+    this.baseline = fnmesh ? undefined : BASELINES[this.init.policy as BaselinePolicy]()
     this.tracker = new LoadTracker()
     this.log = c.logger
     this.tracer = c.tracer ?? noTracing
