@@ -43,6 +43,11 @@ export type Encodable<T> = { [K in keyof T]?: EncodableOf<T[K]> | null }
 export type ErrorInfo = Decoded<fnmesh.v1.IErrorInfo>
 export type CapacityAdvert = Decoded<fnmesh.v1.ICapacityAdvert>
 export type PeerAnnounce = Decoded<fnmesh.v1.IPeerAnnounce>
+export type SignedAdvert = Decoded<fnmesh.v1.ISignedAdvert>
+export type MemberUpdate = Decoded<fnmesh.v1.IMemberUpdate>
+export type SwimMessage = Decoded<fnmesh.v1.ISwimMessage>
+export const MemberState = fnmesh.v1.MemberUpdate.State
+export const SwimKind = fnmesh.v1.SwimMessage.Kind
 export type FunctionSpec = Decoded<fnmesh.v1.IFunctionSpec>
 export type Bundle = Decoded<fnmesh.v1.IBundle>
 export type BundleFile = Decoded<fnmesh.v1.IBundleFile>
@@ -103,6 +108,8 @@ export const DecodeLimits = {
   ErrorInfo: 64 * 1024,
   CapacityAdvert: 64 * 1024,
   PeerAnnounce: 16 * 1024,
+  // a sync page is at most ~512 KiB of members (swim.ts SYNC_PAGE_BYTES); NATS's default max payload is 1 MiB
+  SwimMessage: 1 * MiB,
   // routes may carry JSON Schemas and JWKS: the SDK keeps them under 512 KiB in all
   FunctionSpec: 1 * MiB,
   Bundle: 64 * MiB,
@@ -150,6 +157,7 @@ const TYPES: { [K in MessageName]: MessageType<unknown> } = {
   ErrorInfo: pb.ErrorInfo,
   CapacityAdvert: pb.CapacityAdvert,
   PeerAnnounce: pb.PeerAnnounce,
+  SwimMessage: pb.SwimMessage,
   FunctionSpec: pb.FunctionSpec,
   Bundle: pb.Bundle,
   InvokeRequest: pb.InvokeRequest,
@@ -188,6 +196,7 @@ export interface MessageMap {
   ErrorInfo: ErrorInfo
   CapacityAdvert: CapacityAdvert
   PeerAnnounce: PeerAnnounce
+  SwimMessage: SwimMessage
   FunctionSpec: FunctionSpec
   Bundle: Bundle
   InvokeRequest: InvokeRequest

@@ -13,6 +13,12 @@ export const execSubject = (nodeId: string): string => `fnmesh.exec.${nodeId}`
 /** Router -> agent load probes (LoadProbe -> LoadAnswer), routing "probe" */
 export const probeSubject = (nodeId: string): string => `fnmesh.probe.${nodeId}`
 
+/** Membership "swim": agent <-> agent SWIM messages (pings, acks, updates, syncs) of one node */
+export const swimSubject = (nodeId: string): string => `fnmesh.swim.${nodeId}`
+/** Membership "swim": a joining agent asks one random member (queue group SWIM_QUEUE) for the membership */
+export const SWIM_JOIN_SUBJECT = 'fnmesh.swim.join'
+export const SWIM_QUEUE = 'fnmesh-swim'
+
 /** Agents post their libp2p multiaddrs here so peers find each other without --bootstrap */
 export const DISCOVERY_SUBJECT = 'fnmesh.discovery'
 

@@ -33,6 +33,7 @@ import { BindingServer } from './bindings/server.js'
 import { Executor } from './executor/executor.js'
 import { Gateway } from './gateway/gateway.js'
 import { NatsDiscovery } from './gossip/discovery.js'
+import { Swim } from './gossip/swim.js'
 import { Gossip } from './gossip/gossip.js'
 import { loadOrCreateKey } from './gossip/identity.js'
 import { PeerTable, type PeerEntry } from './gossip/peer-table.js'
@@ -100,6 +101,7 @@ interface Parts {
   triggers?: TriggerManager
   gateway?: Gateway
   discovery?: NatsDiscovery
+  swim?: Swim
   admin?: AdminServer
   tracer?: Tracer
 }
@@ -155,6 +157,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
       libp2pBytes: () => parts.gossip?.bytes.snapshot() ?? {},
+      ...(config.membership === 'swim' ? { swim: () => parts.swim?.stats ?? { sent: 0, received: 0, rejected: 0, bytesIn: 0, bytesOut: 0, pingFailures: 0, suspected: 0, dead: 0, refuted: 0 } } : {}),
       ...(config.routing === 'probe' ? { probes: () => parts.router?.probeStats ?? { own: 0, free: 0, queue: 0, fallback: 0, answered: 0, unanswered: 0 } } : {}),
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
       dlqMessages: dlqCounts
@@ -257,6 +260,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       refusing: metering.refusing(),
       layers: activeLayers
     }),
+    membership: config.membership,
     logger: logger.child({ part: 'agent:gossip' })
   })
   await gossip.start()
@@ -348,8 +352,22 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }, { port: config.http.port, host: config.http.host, bodyLimit: config.payloadLimit })
     await gateway.start()
   }
-  const discovery = parts.discovery = new NatsDiscovery({ nc, gossip, name: config.name, intervalMs: config.announceIntervalMs, logger: logger.child({ part: 'agent:discovery' }) })
-  discovery.start()
+  if (config.membership === 'swim') {
+    // Membership "swim" (gossip/swim.ts): joins once this node serves, so nobody routes here before.
+    const swim = parts.swim = new Swim({
+      nc,
+      nodeId,
+      privateKey,
+      table,
+      advert: () => gossip.advert(),
+      onMember: (a) => { void gossip.addPeerAddrs(a.nodeId, a.addrs ?? []) },
+      logger: logger.child({ part: 'agent:membership' })
+    })
+    await swim.start()
+  } else {
+    const discovery = parts.discovery = new NatsDiscovery({ nc, gossip, name: config.name, intervalMs: config.announceIntervalMs, logger: logger.child({ part: 'agent:discovery' }) })
+    discovery.start()
+  }
   await nc.flush()
 
   let state: AgentState = 'running'
@@ -391,6 +409,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
         state = 'draining'
         logger.info({ inFlight: executor.inFlight }, 'draining')
         await gossip.leave()
+        await parts.swim?.leave()
         // Pulled events that cannot run any more are handed back to JetStream for other agents.
         await Promise.all([parts.gateway?.drain(), router.drain(), executor.drain(), triggers.stop()])
         await stopParts(parts, logger, true)
@@ -423,6 +442,7 @@ async function stopParts (parts: Parts, logger: Logger, graceful: boolean): Prom
   }
   await step('admin', async () => await parts.admin?.stop())
   await step('discovery', () => parts.discovery?.stop())
+  await step('membership', async () => await parts.swim?.stop())
   await step('triggers', () => { if (!graceful) parts.triggers?.stop().catch((err: any) => { logger.warn({ part: 'triggers', err: String(err?.message ?? err) }, 'error while stopping') }) })
   await step('gateway', () => parts.gateway?.stop())
   await step('router', () => parts.router?.stop())

@@ -10,6 +10,10 @@ import { natsServers, type NatsConnectOptions } from '../../core/nats.js'
 import { nodeLabels } from '../../core/placement.js'
 import type { Logger } from './logger.js'
 import { ROUTING_POLICIES, type RoutingPolicy } from './router/policies.js'
+
+/** How agents know each other (AgentOptions.membership) */
+export const MEMBERSHIPS = ['gossip', 'swim'] as const
+export type Membership = typeof MEMBERSHIPS[number]
 import { ROUTER_DEFAULTS } from './router/router.js'
 import { defaultSlots } from './executor/executor.js'
 import { DEFAULT_MAX_QUEUE } from './executor/admit.js'
@@ -88,6 +92,13 @@ export interface AgentOptions {
   billingGranularityMs?: number
   /** Routing policy: "least-loaded" (gossiped load) or "probe" (load asked of executors per invocation, router/probe.ts); the others are baselines for benchmarks. @default "least-loaded" */
   routing?: RoutingPolicy
+  /**
+   * How agents know each other: "gossip" (every agent's signed adverts over libp2p gossipsub, heard
+   * by every agent) or "swim" (SWIM over NATS, gossip/swim.ts: each agent pings one member a
+   * second, changes piggybacked; per-agent cost flat in the mesh size). "swim" carries no load, so
+   * it routes by "probe" (the default with it; another policy is an error). @default "gossip"
+   */
+  membership?: Membership
   /** Take invocations from NATS and route them (false: only run what other routers send). @default true */
   router?: boolean
   /**
@@ -168,6 +179,7 @@ export interface AgentConfig {
   readonly payloadLimit: number
   readonly billingGranularityMs: number
   readonly routing: RoutingPolicy
+  readonly membership: Membership
   readonly router: boolean
   readonly sandbox: SandboxMode
   readonly logLimit: number
@@ -236,7 +248,8 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     initTimeoutMs: int('initTimeoutMs', options.initTimeoutMs, 10_000, 100, 600_000),
     payloadLimit: int('payloadLimit', options.payloadLimit, SYNC_PAYLOAD_LIMIT, 1024, 64 * 1024 * 1024),
     billingGranularityMs: int('billingGranularityMs', options.billingGranularityMs, 1, 1, 60_000),
-    routing: options.routing ?? 'least-loaded',
+    routing: options.routing ?? (options.membership === 'swim' ? 'probe' : 'least-loaded'),
+    membership: options.membership ?? 'gossip',
     router: options.router ?? true,
     sandbox: options.sandbox ?? 'auto',
     logLimit: int('logLimit', options.logLimit, 65536, 1024, 16 * 1024 * 1024),
@@ -263,6 +276,12 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     otlp: resolveOtlp(options.otlp, int),
     swarmKey: options.swarmKey,
     trust: Object.freeze([...(options.trust ?? [])])
+  }
+  if (!MEMBERSHIPS.includes(config.membership)) {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Membership "${String(config.membership)}" is unknown: use ${MEMBERSHIPS.join(', ')}`)
+  }
+  if (config.membership === 'swim' && config.routing !== 'probe') {
+    throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Membership "swim" carries no load, so it routes by "probe", not "${String(config.routing)}": leave --routing out or use --routing probe`)
   }
   if (!ROUTING_POLICIES.includes(config.routing)) {
     throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', `Routing policy "${String(config.routing)}" is unknown: use ${ROUTING_POLICIES.join(', ')}`)

@@ -209,6 +209,9 @@ export namespace fnmesh {
             /** CapacityAdvert keepaliveMs. */
             keepaliveMs: number;
 
+            /** CapacityAdvert addrs. */
+            addrs: string[];
+
             /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @param [properties] Properties to set
@@ -340,12 +343,449 @@ export namespace fnmesh {
                 /** CapacityAdvert keepaliveMs */
                 keepaliveMs?: (number|null);
 
+                /** CapacityAdvert addrs */
+                addrs?: (string[]|null);
+
                 /** Unknown fields preserved while decoding when enabled */
                 $unknowns?: Uint8Array[];
             }
 
             /** Shape of a CapacityAdvert. */
             type $Shape = fnmesh.v1.CapacityAdvert.$Properties;
+        }
+
+        /**
+         * Properties of a SignedAdvert.
+         * @deprecated Use fnmesh.v1.SignedAdvert.$Properties instead.
+         */
+        interface ISignedAdvert extends fnmesh.v1.SignedAdvert.$Properties {
+        }
+
+        /** Represents a SignedAdvert. */
+        class SignedAdvert {
+
+            /**
+             * Constructs a new SignedAdvert.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.SignedAdvert.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** SignedAdvert advert. */
+            advert: Uint8Array;
+
+            /** SignedAdvert signature. */
+            signature: Uint8Array;
+
+            /**
+             * Creates a new SignedAdvert instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns SignedAdvert instance
+             */
+            static create(properties: fnmesh.v1.SignedAdvert.$Shape): fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape;
+            static create(properties?: fnmesh.v1.SignedAdvert.$Properties): fnmesh.v1.SignedAdvert;
+
+            /**
+             * Encodes the specified SignedAdvert message. Does not implicitly {@link fnmesh.v1.SignedAdvert.verify|verify} messages.
+             * @param message SignedAdvert message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.SignedAdvert.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified SignedAdvert message, length delimited. Does not implicitly {@link fnmesh.v1.SignedAdvert.verify|verify} messages.
+             * @param message SignedAdvert message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.SignedAdvert.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a SignedAdvert message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape} SignedAdvert
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape;
+
+            /**
+             * Decodes a SignedAdvert message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape} SignedAdvert
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape;
+
+            /**
+             * Verifies a SignedAdvert message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a SignedAdvert message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns SignedAdvert
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.SignedAdvert;
+
+            /**
+             * Creates a plain object from a SignedAdvert message. Also converts values to other types if specified.
+             * @param message SignedAdvert
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.SignedAdvert, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this SignedAdvert to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace SignedAdvert {
+
+            /** Properties of a SignedAdvert. */
+            interface $Properties {
+
+                /** SignedAdvert advert */
+                advert?: (Uint8Array|null);
+
+                /** SignedAdvert signature */
+                signature?: (Uint8Array|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a SignedAdvert. */
+            type $Shape = fnmesh.v1.SignedAdvert.$Properties;
+        }
+
+        /**
+         * Properties of a MemberUpdate.
+         * @deprecated Use fnmesh.v1.MemberUpdate.$Properties instead.
+         */
+        interface IMemberUpdate extends fnmesh.v1.MemberUpdate.$Properties {
+        }
+
+        /** Represents a MemberUpdate. */
+        class MemberUpdate {
+
+            /**
+             * Constructs a new MemberUpdate.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.MemberUpdate.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** MemberUpdate state. */
+            state: fnmesh.v1.MemberUpdate.State;
+
+            /** MemberUpdate nodeId. */
+            nodeId: string;
+
+            /** MemberUpdate startedAtMs. */
+            startedAtMs: number;
+
+            /** MemberUpdate seq. */
+            seq: number;
+
+            /** MemberUpdate member. */
+            member?: (fnmesh.v1.SignedAdvert.$Properties|null);
+
+            /** MemberUpdate from. */
+            from: string;
+
+            /**
+             * Creates a new MemberUpdate instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns MemberUpdate instance
+             */
+            static create(properties: fnmesh.v1.MemberUpdate.$Shape): fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape;
+            static create(properties?: fnmesh.v1.MemberUpdate.$Properties): fnmesh.v1.MemberUpdate;
+
+            /**
+             * Encodes the specified MemberUpdate message. Does not implicitly {@link fnmesh.v1.MemberUpdate.verify|verify} messages.
+             * @param message MemberUpdate message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.MemberUpdate.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified MemberUpdate message, length delimited. Does not implicitly {@link fnmesh.v1.MemberUpdate.verify|verify} messages.
+             * @param message MemberUpdate message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.MemberUpdate.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a MemberUpdate message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape} MemberUpdate
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape;
+
+            /**
+             * Decodes a MemberUpdate message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape} MemberUpdate
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape;
+
+            /**
+             * Verifies a MemberUpdate message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a MemberUpdate message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns MemberUpdate
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.MemberUpdate;
+
+            /**
+             * Creates a plain object from a MemberUpdate message. Also converts values to other types if specified.
+             * @param message MemberUpdate
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.MemberUpdate, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this MemberUpdate to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace MemberUpdate {
+
+            /** Properties of a MemberUpdate. */
+            interface $Properties {
+
+                /** MemberUpdate state */
+                state?: (fnmesh.v1.MemberUpdate.State|null);
+
+                /** MemberUpdate nodeId */
+                nodeId?: (string|null);
+
+                /** MemberUpdate startedAtMs */
+                startedAtMs?: (number|null);
+
+                /** MemberUpdate seq */
+                seq?: (number|null);
+
+                /** MemberUpdate member */
+                member?: (fnmesh.v1.SignedAdvert.$Properties|null);
+
+                /** MemberUpdate from */
+                from?: (string|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a MemberUpdate. */
+            type $Shape = fnmesh.v1.MemberUpdate.$Properties;
+
+            /** State enum. */
+            enum State {
+
+                /** ALIVE value */
+                ALIVE = 0,
+
+                /** SUSPECT value */
+                SUSPECT = 1,
+
+                /** DEAD value */
+                DEAD = 2
+            }
+        }
+
+        /**
+         * Properties of a SwimMessage.
+         * @deprecated Use fnmesh.v1.SwimMessage.$Properties instead.
+         */
+        interface ISwimMessage extends fnmesh.v1.SwimMessage.$Properties {
+        }
+
+        /** Represents a SwimMessage. */
+        class SwimMessage {
+
+            /**
+             * Constructs a new SwimMessage.
+             * @param [properties] Properties to set
+             */
+            constructor(properties?: fnmesh.v1.SwimMessage.$Properties);
+
+            /** Unknown fields preserved while decoding when enabled */
+            $unknowns?: Uint8Array[];
+
+            /** SwimMessage kind. */
+            kind: fnmesh.v1.SwimMessage.Kind;
+
+            /** SwimMessage from. */
+            from: string;
+
+            /** SwimMessage target. */
+            target: string;
+
+            /** SwimMessage updates. */
+            updates: fnmesh.v1.MemberUpdate.$Properties[];
+
+            /** SwimMessage digest. */
+            digest: Uint8Array;
+
+            /** SwimMessage offset. */
+            offset: number;
+
+            /**
+             * Creates a new SwimMessage instance using the specified properties.
+             * @param [properties] Properties to set
+             * @returns SwimMessage instance
+             */
+            static create(properties: fnmesh.v1.SwimMessage.$Shape): fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape;
+            static create(properties?: fnmesh.v1.SwimMessage.$Properties): fnmesh.v1.SwimMessage;
+
+            /**
+             * Encodes the specified SwimMessage message. Does not implicitly {@link fnmesh.v1.SwimMessage.verify|verify} messages.
+             * @param message SwimMessage message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encode(message: fnmesh.v1.SwimMessage.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Encodes the specified SwimMessage message, length delimited. Does not implicitly {@link fnmesh.v1.SwimMessage.verify|verify} messages.
+             * @param message SwimMessage message or plain object to encode
+             * @param [writer] Writer to encode to
+             * @returns Writer
+             */
+            static encodeDelimited(message: fnmesh.v1.SwimMessage.$Properties, writer?: $protobuf.Writer): $protobuf.Writer;
+
+            /**
+             * Decodes a SwimMessage message from the specified reader or buffer.
+             * @param reader Reader or buffer to decode from
+             * @param [length] Message length if known beforehand
+             * @returns {fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape} SwimMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decode(reader: ($protobuf.Reader|Uint8Array), length?: number): fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape;
+
+            /**
+             * Decodes a SwimMessage message from the specified reader or buffer, length delimited.
+             * @param reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape} SwimMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            static decodeDelimited(reader: ($protobuf.Reader|Uint8Array)): fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape;
+
+            /**
+             * Verifies a SwimMessage message.
+             * @param message Plain object to verify
+             * @returns `null` if valid, otherwise the reason why it is not
+             */
+            static verify(message: { [k: string]: any }): (string|null);
+
+            /**
+             * Creates a SwimMessage message from a plain object. Also converts values to their respective internal types.
+             * @param object Plain object
+             * @returns SwimMessage
+             */
+            static fromObject(object: { [k: string]: any }): fnmesh.v1.SwimMessage;
+
+            /**
+             * Creates a plain object from a SwimMessage message. Also converts values to other types if specified.
+             * @param message SwimMessage
+             * @param [options] Conversion options
+             * @returns Plain object
+             */
+            static toObject(message: fnmesh.v1.SwimMessage, options?: $protobuf.IConversionOptions): { [k: string]: any };
+
+            /**
+             * Converts this SwimMessage to JSON.
+             * @returns JSON object
+             */
+            toJSON(): { [k: string]: any };
+        }
+
+        namespace SwimMessage {
+
+            /** Properties of a SwimMessage. */
+            interface $Properties {
+
+                /** SwimMessage kind */
+                kind?: (fnmesh.v1.SwimMessage.Kind|null);
+
+                /** SwimMessage from */
+                from?: (string|null);
+
+                /** SwimMessage target */
+                target?: (string|null);
+
+                /** SwimMessage updates */
+                updates?: (fnmesh.v1.MemberUpdate.$Properties[]|null);
+
+                /** SwimMessage digest */
+                digest?: (Uint8Array|null);
+
+                /** SwimMessage offset */
+                offset?: (number|null);
+
+                /** Unknown fields preserved while decoding when enabled */
+                $unknowns?: Uint8Array[];
+            }
+
+            /** Shape of a SwimMessage. */
+            type $Shape = fnmesh.v1.SwimMessage.$Properties;
+
+            /** Kind enum. */
+            enum Kind {
+
+                /** PING value */
+                PING = 0,
+
+                /** ACK value */
+                ACK = 1,
+
+                /** PING_REQ value */
+                PING_REQ = 2,
+
+                /** NACK value */
+                NACK = 3,
+
+                /** SYNC value */
+                SYNC = 4,
+
+                /** SYNC_REPLY value */
+                SYNC_REPLY = 5,
+
+                /** GOSSIP value */
+                GOSSIP = 6
+            }
         }
 
         /**

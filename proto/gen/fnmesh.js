@@ -412,6 +412,7 @@ export const fnmesh = $root.fnmesh = (() => {
              * @property {Array.<string>|null} [provisioned] CapacityAdvert provisioned
              * @property {number|null} [layers] CapacityAdvert layers
              * @property {number|null} [keepaliveMs] CapacityAdvert keepaliveMs
+             * @property {Array.<string>|null} [addrs] CapacityAdvert addrs
              * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
              */
 
@@ -440,6 +441,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 this.warm = [];
                 this.labels = {};
                 this.provisioned = [];
+                this.addrs = [];
                 if (properties)
                     for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
                         if (properties[keys[i]] != null && keys[i] !== "__proto__")
@@ -591,6 +593,14 @@ export const fnmesh = $root.fnmesh = (() => {
             CapacityAdvert.prototype.keepaliveMs = 0;
 
             /**
+             * CapacityAdvert addrs.
+             * @member {Array.<string>} addrs
+             * @memberof fnmesh.v1.CapacityAdvert
+             * @instance
+             */
+            CapacityAdvert.prototype.addrs = $util.emptyArray;
+
+            /**
              * Creates a new CapacityAdvert instance using the specified properties.
              * @function create
              * @memberof fnmesh.v1.CapacityAdvert
@@ -661,6 +671,9 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.labels != null && $Object.hasOwnProperty.call(message, "labels"))
                     for (let keys = $Object.keys(message.labels), i = 0; i < keys.length; ++i)
                         writer.uint32(/* id 120, wireType 2 =*/962).fork().uint32(/* id 1, wireType 2 =*/10).string(keys[i]).uint32(/* id 2, wireType 2 =*/18).string(message.labels[keys[i]]).ldelim();
+                if (message.addrs != null && message.addrs.length)
+                    for (let i = 0; i < message.addrs.length; ++i)
+                        writer.uint32(/* id 130, wireType 2 =*/1042).string(message.addrs[i]);
                 if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                     for (let i = 0; i < message.$unknowns.length; ++i)
                         writer.raw(message.$unknowns[i]);
@@ -905,6 +918,14 @@ export const fnmesh = $root.fnmesh = (() => {
                                 delete message.keepaliveMs;
                             continue;
                         }
+                    case 130: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.addrs && message.addrs.length))
+                                message.addrs = [];
+                            message.addrs.push(reader.stringVerify());
+                            continue;
+                        }
                     }
                     reader.skipType(wireType, _depth, tag);
                     if (!reader.discardUnknown) {
@@ -1020,6 +1041,13 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (message.keepaliveMs != null && $Object.hasOwnProperty.call(message, "keepaliveMs"))
                     if (!$util.isInteger(message.keepaliveMs))
                         return "keepaliveMs: integer expected";
+                if (message.addrs != null && $Object.hasOwnProperty.call(message, "addrs")) {
+                    if (!$Array.isArray(message.addrs))
+                        return "addrs: array expected";
+                    for (let i = 0; i < message.addrs.length; ++i)
+                        if (!$util.isString(message.addrs[i]))
+                            return "addrs: string[] expected";
+                }
                 return null;
             };
 
@@ -1159,6 +1187,13 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (object.keepaliveMs != null)
                     if ($Number(object.keepaliveMs) !== 0)
                         message.keepaliveMs = object.keepaliveMs >>> 0;
+                if (object.addrs) {
+                    if (!$Array.isArray(object.addrs))
+                        throw $TypeError(".fnmesh.v1.CapacityAdvert.addrs: array expected");
+                    message.addrs = $Array(object.addrs.length);
+                    for (let i = 0; i < object.addrs.length; ++i)
+                        message.addrs[i] = $String(object.addrs[i]);
+                }
                 return message;
             };
 
@@ -1182,6 +1217,7 @@ export const fnmesh = $root.fnmesh = (() => {
                 if (options.arrays || options.defaults) {
                     object.warm = [];
                     object.provisioned = [];
+                    object.addrs = [];
                 }
                 if (options.objects || options.defaults)
                     object.labels = {};
@@ -1314,6 +1350,11 @@ export const fnmesh = $root.fnmesh = (() => {
                         object.labels[keys2[j]] = message.labels[keys2[j]];
                     }
                 }
+                if (message.addrs && message.addrs.length) {
+                    object.addrs = $Array(message.addrs.length);
+                    for (let j = 0; j < message.addrs.length; ++j)
+                        object.addrs[j] = message.addrs[j];
+                }
                 return object;
             };
 
@@ -1329,6 +1370,1275 @@ export const fnmesh = $root.fnmesh = (() => {
             };
 
             return CapacityAdvert;
+        })();
+
+        v1.SignedAdvert = (function() {
+
+            /**
+             * Properties of a SignedAdvert.
+             * @typedef {Object} fnmesh.v1.SignedAdvert.$Properties
+             * @property {Uint8Array|null} [advert] SignedAdvert advert
+             * @property {Uint8Array|null} [signature] SignedAdvert signature
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SignedAdvert.
+             * @memberof fnmesh.v1
+             * @interface ISignedAdvert
+             * @augments fnmesh.v1.SignedAdvert.$Properties
+             * @deprecated Use fnmesh.v1.SignedAdvert.$Properties instead.
+             */
+
+            /**
+             * Shape of a SignedAdvert.
+             * @typedef {fnmesh.v1.SignedAdvert.$Properties} fnmesh.v1.SignedAdvert.$Shape
+             */
+
+            /**
+             * Constructs a new SignedAdvert.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a SignedAdvert.
+             * @constructor
+             * @param {fnmesh.v1.SignedAdvert.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SignedAdvert = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * SignedAdvert advert.
+             * @member {Uint8Array} advert
+             * @memberof fnmesh.v1.SignedAdvert
+             * @instance
+             */
+            SignedAdvert.prototype.advert = $util.newBuffer([]);
+
+            /**
+             * SignedAdvert signature.
+             * @member {Uint8Array} signature
+             * @memberof fnmesh.v1.SignedAdvert
+             * @instance
+             */
+            SignedAdvert.prototype.signature = $util.newBuffer([]);
+
+            /**
+             * Creates a new SignedAdvert instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {fnmesh.v1.SignedAdvert.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.SignedAdvert} SignedAdvert instance
+             * @type {{
+             *   (properties: fnmesh.v1.SignedAdvert.$Shape): fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape;
+             *   (properties?: fnmesh.v1.SignedAdvert.$Properties): fnmesh.v1.SignedAdvert;
+             * }}
+             */
+            SignedAdvert.create = function(properties) {
+                return new SignedAdvert(properties);
+            };
+
+            /**
+             * Encodes the specified SignedAdvert message. Does not implicitly {@link fnmesh.v1.SignedAdvert.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {fnmesh.v1.SignedAdvert.$Properties} message SignedAdvert message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SignedAdvert.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.advert != null && $Object.hasOwnProperty.call(message, "advert") && message.advert.length)
+                    writer.uint32(/* id 1, wireType 2 =*/10).bytes(message.advert);
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature") && message.signature.length)
+                    writer.uint32(/* id 2, wireType 2 =*/18).bytes(message.signature);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified SignedAdvert message, length delimited. Does not implicitly {@link fnmesh.v1.SignedAdvert.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {fnmesh.v1.SignedAdvert.$Properties} message SignedAdvert message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SignedAdvert.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a SignedAdvert message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape} SignedAdvert
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SignedAdvert.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.SignedAdvert();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.advert = value;
+                            else
+                                delete message.advert;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.signature = value;
+                            else
+                                delete message.signature;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a SignedAdvert message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.SignedAdvert & fnmesh.v1.SignedAdvert.$Shape} SignedAdvert
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SignedAdvert.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a SignedAdvert message.
+             * @function verify
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            SignedAdvert.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.advert != null && $Object.hasOwnProperty.call(message, "advert"))
+                    if (!(message.advert && typeof message.advert.length === "number" || $util.isString(message.advert)))
+                        return "advert: buffer expected";
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
+                    if (!(message.signature && typeof message.signature.length === "number" || $util.isString(message.signature)))
+                        return "signature: buffer expected";
+                return null;
+            };
+
+            /**
+             * Creates a SignedAdvert message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.SignedAdvert} SignedAdvert
+             */
+            SignedAdvert.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.SignedAdvert)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.SignedAdvert: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.SignedAdvert();
+                if (object.advert != null)
+                    if (object.advert.length)
+                        if (typeof object.advert === "string")
+                            $util.base64.decode(object.advert, message.advert = $util.newBuffer($util.base64.length(object.advert)), 0);
+                        else if (object.advert.length >= 0)
+                            message.advert = object.advert;
+                if (object.signature != null)
+                    if (object.signature.length)
+                        if (typeof object.signature === "string")
+                            $util.base64.decode(object.signature, message.signature = $util.newBuffer($util.base64.length(object.signature)), 0);
+                        else if (object.signature.length >= 0)
+                            message.signature = object.signature;
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a SignedAdvert message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.SignedAdvert
+             * @static
+             * @param {fnmesh.v1.SignedAdvert} message SignedAdvert
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SignedAdvert.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    if (options.bytes === $String)
+                        object.advert = "";
+                    else {
+                        object.advert = [];
+                        if (options.bytes !== $Array)
+                            object.advert = $util.newBuffer(object.advert);
+                    }
+                    if (options.bytes === $String)
+                        object.signature = "";
+                    else {
+                        object.signature = [];
+                        if (options.bytes !== $Array)
+                            object.signature = $util.newBuffer(object.signature);
+                    }
+                }
+                if (message.advert != null && $Object.hasOwnProperty.call(message, "advert"))
+                    object.advert = options.bytes === $String ? $util.base64.encode(message.advert, 0, message.advert.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.advert) : message.advert;
+                if (message.signature != null && $Object.hasOwnProperty.call(message, "signature"))
+                    object.signature = options.bytes === $String ? $util.base64.encode(message.signature, 0, message.signature.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.signature) : message.signature;
+                return object;
+            };
+
+            /**
+             * Converts this SignedAdvert to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.SignedAdvert
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SignedAdvert.prototype.toJSON = function() {
+                return SignedAdvert.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            return SignedAdvert;
+        })();
+
+        v1.MemberUpdate = (function() {
+
+            /**
+             * Properties of a MemberUpdate.
+             * @typedef {Object} fnmesh.v1.MemberUpdate.$Properties
+             * @property {fnmesh.v1.MemberUpdate.State|null} [state] MemberUpdate state
+             * @property {string|null} [nodeId] MemberUpdate nodeId
+             * @property {number|null} [startedAtMs] MemberUpdate startedAtMs
+             * @property {number|null} [seq] MemberUpdate seq
+             * @property {fnmesh.v1.SignedAdvert.$Properties|null} [member] MemberUpdate member
+             * @property {string|null} [from] MemberUpdate from
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a MemberUpdate.
+             * @memberof fnmesh.v1
+             * @interface IMemberUpdate
+             * @augments fnmesh.v1.MemberUpdate.$Properties
+             * @deprecated Use fnmesh.v1.MemberUpdate.$Properties instead.
+             */
+
+            /**
+             * Shape of a MemberUpdate.
+             * @typedef {fnmesh.v1.MemberUpdate.$Properties} fnmesh.v1.MemberUpdate.$Shape
+             */
+
+            /**
+             * Constructs a new MemberUpdate.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a MemberUpdate.
+             * @constructor
+             * @param {fnmesh.v1.MemberUpdate.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const MemberUpdate = function (properties) {
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * MemberUpdate state.
+             * @member {fnmesh.v1.MemberUpdate.State} state
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.state = 0;
+
+            /**
+             * MemberUpdate nodeId.
+             * @member {string} nodeId
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.nodeId = "";
+
+            /**
+             * MemberUpdate startedAtMs.
+             * @member {number} startedAtMs
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.startedAtMs = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MemberUpdate seq.
+             * @member {number} seq
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.seq = $util.Long ? $util.Long.fromBits(0,0,true) : 0;
+
+            /**
+             * MemberUpdate member.
+             * @member {fnmesh.v1.SignedAdvert.$Properties|null|undefined} member
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.member = null;
+
+            /**
+             * MemberUpdate from.
+             * @member {string} from
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             */
+            MemberUpdate.prototype.from = "";
+
+            /**
+             * Creates a new MemberUpdate instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {fnmesh.v1.MemberUpdate.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.MemberUpdate} MemberUpdate instance
+             * @type {{
+             *   (properties: fnmesh.v1.MemberUpdate.$Shape): fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape;
+             *   (properties?: fnmesh.v1.MemberUpdate.$Properties): fnmesh.v1.MemberUpdate;
+             * }}
+             */
+            MemberUpdate.create = function(properties) {
+                return new MemberUpdate(properties);
+            };
+
+            /**
+             * Encodes the specified MemberUpdate message. Does not implicitly {@link fnmesh.v1.MemberUpdate.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {fnmesh.v1.MemberUpdate.$Properties} message MemberUpdate message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            MemberUpdate.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.state != null && $Object.hasOwnProperty.call(message, "state") && message.state !== 0)
+                    writer.uint32(/* id 1, wireType 0 =*/8).int32(message.state);
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId") && message.nodeId !== "")
+                    writer.uint32(/* id 2, wireType 2 =*/18).string(message.nodeId);
+                if (message.startedAtMs != null && $Object.hasOwnProperty.call(message, "startedAtMs") && (typeof message.startedAtMs === "object" ? message.startedAtMs.low || message.startedAtMs.high : message.startedAtMs !== 0))
+                    writer.uint32(/* id 3, wireType 0 =*/24).uint64(message.startedAtMs);
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq") && (typeof message.seq === "object" ? message.seq.low || message.seq.high : message.seq !== 0))
+                    writer.uint32(/* id 4, wireType 0 =*/32).uint64(message.seq);
+                if (message.member != null && $Object.hasOwnProperty.call(message, "member"))
+                    $root.fnmesh.v1.SignedAdvert.encode(message.member, writer.uint32(/* id 5, wireType 2 =*/42).fork(), _depth + 1).ldelim();
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from") && message.from !== "")
+                    writer.uint32(/* id 6, wireType 2 =*/50).string(message.from);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified MemberUpdate message, length delimited. Does not implicitly {@link fnmesh.v1.MemberUpdate.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {fnmesh.v1.MemberUpdate.$Properties} message MemberUpdate message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            MemberUpdate.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a MemberUpdate message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape} MemberUpdate
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            MemberUpdate.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.MemberUpdate();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.int32())
+                                message.state = value;
+                            else
+                                delete message.state;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.nodeId = value;
+                            else
+                                delete message.nodeId;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.startedAtMs = value;
+                            else
+                                delete message.startedAtMs;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 0)
+                                break;
+                            if (typeof (value = reader.uint64()) === "object" ? value.low || value.high : value !== 0)
+                                message.seq = value;
+                            else
+                                delete message.seq;
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            message.member = $root.fnmesh.v1.SignedAdvert.decode(reader, reader.size(), $undefined, _depth + 1, message.member);
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.from = value;
+                            else
+                                delete message.from;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a MemberUpdate message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.MemberUpdate & fnmesh.v1.MemberUpdate.$Shape} MemberUpdate
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            MemberUpdate.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a MemberUpdate message.
+             * @function verify
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            MemberUpdate.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.state != null && $Object.hasOwnProperty.call(message, "state"))
+                    if (typeof message.state !== "number" || (message.state | 0) !== message.state)
+                        return "state: enum value expected";
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    if (!$util.isString(message.nodeId))
+                        return "nodeId: string expected";
+                if (message.startedAtMs != null && $Object.hasOwnProperty.call(message, "startedAtMs"))
+                    if (!$util.isInteger(message.startedAtMs) && !(message.startedAtMs && $util.isInteger(message.startedAtMs.low) && $util.isInteger(message.startedAtMs.high)))
+                        return "startedAtMs: integer|Long expected";
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (!$util.isInteger(message.seq) && !(message.seq && $util.isInteger(message.seq.low) && $util.isInteger(message.seq.high)))
+                        return "seq: integer|Long expected";
+                if (message.member != null && $Object.hasOwnProperty.call(message, "member")) {
+                    let error = $root.fnmesh.v1.SignedAdvert.verify(message.member, _depth + 1);
+                    if (error)
+                        return "member." + error;
+                }
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from"))
+                    if (!$util.isString(message.from))
+                        return "from: string expected";
+                return null;
+            };
+
+            /**
+             * Creates a MemberUpdate message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.MemberUpdate} MemberUpdate
+             */
+            MemberUpdate.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.MemberUpdate)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.MemberUpdate: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.MemberUpdate();
+                if (object.state !== 0 && (typeof object.state !== "string" || $root.fnmesh.v1.MemberUpdate.State[object.state] !== 0))
+                    switch (object.state) {
+                    case "ALIVE":
+                    case 0:
+                        message.state = 0;
+                        break;
+                    case "SUSPECT":
+                    case 1:
+                        message.state = 1;
+                        break;
+                    case "DEAD":
+                    case 2:
+                        message.state = 2;
+                        break;
+                    default:
+                        if (typeof object.state === "number" && (object.state | 0) === object.state)
+                            message.state = object.state;
+                    }
+                if (object.nodeId != null)
+                    if (typeof object.nodeId !== "string" || object.nodeId.length)
+                        message.nodeId = $String(object.nodeId);
+                if (object.startedAtMs != null)
+                    if (typeof object.startedAtMs === "object" ? object.startedAtMs.low || object.startedAtMs.high : $Number(object.startedAtMs) !== 0)
+                        if ($util.Long)
+                            message.startedAtMs = $util.Long.fromValue(object.startedAtMs, true);
+                        else if (typeof object.startedAtMs === "string")
+                            message.startedAtMs = $parseInt(object.startedAtMs, 10);
+                        else if (typeof object.startedAtMs === "number")
+                            message.startedAtMs = object.startedAtMs;
+                        else if (typeof object.startedAtMs === "object")
+                            message.startedAtMs = new $util.LongBits(object.startedAtMs.low >>> 0, object.startedAtMs.high >>> 0).toNumber(true);
+                if (object.seq != null)
+                    if (typeof object.seq === "object" ? object.seq.low || object.seq.high : $Number(object.seq) !== 0)
+                        if ($util.Long)
+                            message.seq = $util.Long.fromValue(object.seq, true);
+                        else if (typeof object.seq === "string")
+                            message.seq = $parseInt(object.seq, 10);
+                        else if (typeof object.seq === "number")
+                            message.seq = object.seq;
+                        else if (typeof object.seq === "object")
+                            message.seq = new $util.LongBits(object.seq.low >>> 0, object.seq.high >>> 0).toNumber(true);
+                if (object.member != null) {
+                    if (!$util.isObject(object.member))
+                        throw $TypeError(".fnmesh.v1.MemberUpdate.member: object expected");
+                    message.member = $root.fnmesh.v1.SignedAdvert.fromObject(object.member, _depth + 1);
+                }
+                if (object.from != null)
+                    if (typeof object.from !== "string" || object.from.length)
+                        message.from = $String(object.from);
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a MemberUpdate message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.MemberUpdate
+             * @static
+             * @param {fnmesh.v1.MemberUpdate} message MemberUpdate
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            MemberUpdate.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.defaults) {
+                    object.state = options.enums === $String ? "ALIVE" : 0;
+                    object.nodeId = "";
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.startedAtMs = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.startedAtMs = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    if ($util.Long) {
+                        let long = new $util.Long(0, 0, true);
+                        object.seq = options.longs === $String ? long.toString() : options.longs === $Number ? long.toNumber() : typeof $BigInt !== "undefined" && options.longs === $BigInt ? long.toBigInt() : long;
+                    } else
+                        object.seq = options.longs === $String ? "0" : typeof $BigInt !== "undefined" && options.longs === $BigInt ? $BigInt("0") : 0;
+                    object.member = null;
+                    object.from = "";
+                }
+                if (message.state != null && $Object.hasOwnProperty.call(message, "state"))
+                    object.state = options.enums === $String ? $root.fnmesh.v1.MemberUpdate.State[message.state] === $undefined ? message.state : $root.fnmesh.v1.MemberUpdate.State[message.state] : message.state;
+                if (message.nodeId != null && $Object.hasOwnProperty.call(message, "nodeId"))
+                    object.nodeId = message.nodeId;
+                if (message.startedAtMs != null && $Object.hasOwnProperty.call(message, "startedAtMs"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.startedAtMs = typeof message.startedAtMs === "number" ? $BigInt(message.startedAtMs) : $util.Long.fromBits(message.startedAtMs.low >>> 0, message.startedAtMs.high >>> 0, true).toBigInt();
+                    else if (typeof message.startedAtMs === "number")
+                        object.startedAtMs = options.longs === $String ? $String(message.startedAtMs) : message.startedAtMs;
+                    else
+                        object.startedAtMs = options.longs === $String ? $util.Long.prototype.toString.call(message.startedAtMs) : options.longs === $Number ? new $util.LongBits(message.startedAtMs.low >>> 0, message.startedAtMs.high >>> 0).toNumber(true) : message.startedAtMs;
+                if (message.seq != null && $Object.hasOwnProperty.call(message, "seq"))
+                    if (typeof $BigInt !== "undefined" && options.longs === $BigInt)
+                        object.seq = typeof message.seq === "number" ? $BigInt(message.seq) : $util.Long.fromBits(message.seq.low >>> 0, message.seq.high >>> 0, true).toBigInt();
+                    else if (typeof message.seq === "number")
+                        object.seq = options.longs === $String ? $String(message.seq) : message.seq;
+                    else
+                        object.seq = options.longs === $String ? $util.Long.prototype.toString.call(message.seq) : options.longs === $Number ? new $util.LongBits(message.seq.low >>> 0, message.seq.high >>> 0).toNumber(true) : message.seq;
+                if (message.member != null && $Object.hasOwnProperty.call(message, "member"))
+                    object.member = $root.fnmesh.v1.SignedAdvert.toObject(message.member, options, _depth + 1);
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from"))
+                    object.from = message.from;
+                return object;
+            };
+
+            /**
+             * Converts this MemberUpdate to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.MemberUpdate
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            MemberUpdate.prototype.toJSON = function() {
+                return MemberUpdate.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * State enum.
+             * @name fnmesh.v1.MemberUpdate.State
+             * @enum {number}
+             * @property {number} ALIVE=0 ALIVE value
+             * @property {number} SUSPECT=1 SUSPECT value
+             * @property {number} DEAD=2 DEAD value
+             */
+            MemberUpdate.State = (function() {
+                const valuesById = $Object.create(null), values = $Object.create(valuesById);
+                values[valuesById[0] = "ALIVE"] = 0;
+                values[valuesById[1] = "SUSPECT"] = 1;
+                values[valuesById[2] = "DEAD"] = 2;
+                return values;
+            })();
+
+            return MemberUpdate;
+        })();
+
+        v1.SwimMessage = (function() {
+
+            /**
+             * Properties of a SwimMessage.
+             * @typedef {Object} fnmesh.v1.SwimMessage.$Properties
+             * @property {fnmesh.v1.SwimMessage.Kind|null} [kind] SwimMessage kind
+             * @property {string|null} [from] SwimMessage from
+             * @property {string|null} [target] SwimMessage target
+             * @property {Array.<fnmesh.v1.MemberUpdate.$Properties>|null} [updates] SwimMessage updates
+             * @property {Uint8Array|null} [digest] SwimMessage digest
+             * @property {number|null} [offset] SwimMessage offset
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+
+            /**
+             * Properties of a SwimMessage.
+             * @memberof fnmesh.v1
+             * @interface ISwimMessage
+             * @augments fnmesh.v1.SwimMessage.$Properties
+             * @deprecated Use fnmesh.v1.SwimMessage.$Properties instead.
+             */
+
+            /**
+             * Shape of a SwimMessage.
+             * @typedef {fnmesh.v1.SwimMessage.$Properties} fnmesh.v1.SwimMessage.$Shape
+             */
+
+            /**
+             * Constructs a new SwimMessage.
+             * @memberof fnmesh.v1
+             * @classdesc Represents a SwimMessage.
+             * @constructor
+             * @param {fnmesh.v1.SwimMessage.$Properties=} [properties] Properties to set
+             * @property {Array.<Uint8Array>} [$unknowns] Unknown fields preserved while decoding when enabled
+             */
+            const SwimMessage = function (properties) {
+                this.updates = [];
+                if (properties)
+                    for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                        if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                            this[keys[i]] = properties[keys[i]];
+            };
+
+            /**
+             * SwimMessage kind.
+             * @member {fnmesh.v1.SwimMessage.Kind} kind
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.kind = 0;
+
+            /**
+             * SwimMessage from.
+             * @member {string} from
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.from = "";
+
+            /**
+             * SwimMessage target.
+             * @member {string} target
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.target = "";
+
+            /**
+             * SwimMessage updates.
+             * @member {Array.<fnmesh.v1.MemberUpdate.$Properties>} updates
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.updates = $util.emptyArray;
+
+            /**
+             * SwimMessage digest.
+             * @member {Uint8Array} digest
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.digest = $util.newBuffer([]);
+
+            /**
+             * SwimMessage offset.
+             * @member {number} offset
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             */
+            SwimMessage.prototype.offset = 0;
+
+            /**
+             * Creates a new SwimMessage instance using the specified properties.
+             * @function create
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {fnmesh.v1.SwimMessage.$Properties=} [properties] Properties to set
+             * @returns {fnmesh.v1.SwimMessage} SwimMessage instance
+             * @type {{
+             *   (properties: fnmesh.v1.SwimMessage.$Shape): fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape;
+             *   (properties?: fnmesh.v1.SwimMessage.$Properties): fnmesh.v1.SwimMessage;
+             * }}
+             */
+            SwimMessage.create = function(properties) {
+                return new SwimMessage(properties);
+            };
+
+            /**
+             * Encodes the specified SwimMessage message. Does not implicitly {@link fnmesh.v1.SwimMessage.verify|verify} messages.
+             * @function encode
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {fnmesh.v1.SwimMessage.$Properties} message SwimMessage message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SwimMessage.encode = function (message, writer, _depth) {
+                if (!writer)
+                    writer = $Writer.create();
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                if (message.kind != null && $Object.hasOwnProperty.call(message, "kind") && message.kind !== 0)
+                    writer.uint32(/* id 1, wireType 0 =*/8).int32(message.kind);
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from") && message.from !== "")
+                    writer.uint32(/* id 2, wireType 2 =*/18).string(message.from);
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target") && message.target !== "")
+                    writer.uint32(/* id 3, wireType 2 =*/26).string(message.target);
+                if (message.updates != null && message.updates.length)
+                    for (let i = 0; i < message.updates.length; ++i)
+                        $root.fnmesh.v1.MemberUpdate.encode(message.updates[i], writer.uint32(/* id 4, wireType 2 =*/34).fork(), _depth + 1).ldelim();
+                if (message.digest != null && $Object.hasOwnProperty.call(message, "digest") && message.digest.length)
+                    writer.uint32(/* id 5, wireType 2 =*/42).bytes(message.digest);
+                if (message.offset != null && $Object.hasOwnProperty.call(message, "offset") && message.offset !== 0)
+                    writer.uint32(/* id 6, wireType 0 =*/48).uint32(message.offset);
+                if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                    for (let i = 0; i < message.$unknowns.length; ++i)
+                        writer.raw(message.$unknowns[i]);
+                return writer;
+            };
+
+            /**
+             * Encodes the specified SwimMessage message, length delimited. Does not implicitly {@link fnmesh.v1.SwimMessage.verify|verify} messages.
+             * @function encodeDelimited
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {fnmesh.v1.SwimMessage.$Properties} message SwimMessage message or plain object to encode
+             * @param {$protobuf.Writer} [writer] Writer to encode to
+             * @returns {$protobuf.Writer} Writer
+             */
+            SwimMessage.encodeDelimited = function(message, writer) {
+                return this.encode(message, (writer || $Writer.create()).fork()).ldelim();
+            };
+
+            /**
+             * Decodes a SwimMessage message from the specified reader or buffer.
+             * @function decode
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @param {number} [length] Message length if known beforehand
+             * @returns {fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape} SwimMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SwimMessage.decode = function (reader, length, _end, _depth, _target) {
+                if (!(reader instanceof $Reader))
+                    reader = $Reader.create(reader);
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $Reader.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let end, message, value;
+                if (length === $undefined)
+                    end = reader.len;
+                else {
+                    end = reader.pos + length;
+                    if (end > reader.len)
+                        throw $RangeError("index out of range");
+                    length = reader.len;
+                    reader.len = end;
+                }
+                message = _target || new $root.fnmesh.v1.SwimMessage();
+                while (reader.pos < end) {
+                    let start = reader.pos;
+                    let tag = reader.tag();
+                    if (tag === _end) {
+                        _end = $undefined;
+                        break;
+                    }
+                    let wireType = tag & 7;
+                    switch (tag >>>= 3) {
+                    case 1: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.int32())
+                                message.kind = value;
+                            else
+                                delete message.kind;
+                            continue;
+                        }
+                    case 2: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.from = value;
+                            else
+                                delete message.from;
+                            continue;
+                        }
+                    case 3: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.stringVerify()).length)
+                                message.target = value;
+                            else
+                                delete message.target;
+                            continue;
+                        }
+                    case 4: {
+                            if (wireType !== 2)
+                                break;
+                            if (!(message.updates && message.updates.length))
+                                message.updates = [];
+                            message.updates.push($root.fnmesh.v1.MemberUpdate.decode(reader, reader.size(), $undefined, _depth + 1));
+                            continue;
+                        }
+                    case 5: {
+                            if (wireType !== 2)
+                                break;
+                            if ((value = reader.bytes()).length)
+                                message.digest = value;
+                            else
+                                delete message.digest;
+                            continue;
+                        }
+                    case 6: {
+                            if (wireType !== 0)
+                                break;
+                            if (value = reader.uint32())
+                                message.offset = value;
+                            else
+                                delete message.offset;
+                            continue;
+                        }
+                    }
+                    reader.skipType(wireType, _depth, tag);
+                    if (!reader.discardUnknown) {
+                        $util.makeProp(message, "$unknowns", false);
+                        (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                    }
+                }
+                if (length !== $undefined) {
+                    if (reader.pos !== end)
+                        throw $RangeError("index out of range");
+                    reader.len = length;
+                }
+                if (_end !== $undefined)
+                    throw $Error("missing end group");
+                return message;
+            };
+
+            /**
+             * Decodes a SwimMessage message from the specified reader or buffer, length delimited.
+             * @function decodeDelimited
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {$protobuf.Reader|Uint8Array} reader Reader or buffer to decode from
+             * @returns {fnmesh.v1.SwimMessage & fnmesh.v1.SwimMessage.$Shape} SwimMessage
+             * @throws {Error} If the payload is not a reader or valid buffer
+             * @throws {$protobuf.util.ProtocolError} If required fields are missing
+             */
+            SwimMessage.decodeDelimited = function(reader) {
+                if (!(reader instanceof $Reader))
+                    reader = new $Reader(reader);
+                return this.decode(reader, reader.size());
+            };
+
+            /**
+             * Verifies a SwimMessage message.
+             * @function verify
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {Object.<string,*>} message Plain object to verify
+             * @returns {string|null} `null` if valid, otherwise the reason why it is not
+             */
+            SwimMessage.verify = function (message, _depth) {
+                if (typeof message !== "object" || message === null)
+                    return "object expected";
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    return "max depth exceeded";
+                if (message.kind != null && $Object.hasOwnProperty.call(message, "kind"))
+                    if (typeof message.kind !== "number" || (message.kind | 0) !== message.kind)
+                        return "kind: enum value expected";
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from"))
+                    if (!$util.isString(message.from))
+                        return "from: string expected";
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target"))
+                    if (!$util.isString(message.target))
+                        return "target: string expected";
+                if (message.updates != null && $Object.hasOwnProperty.call(message, "updates")) {
+                    if (!$Array.isArray(message.updates))
+                        return "updates: array expected";
+                    for (let i = 0; i < message.updates.length; ++i) {
+                        let error = $root.fnmesh.v1.MemberUpdate.verify(message.updates[i], _depth + 1);
+                        if (error)
+                            return "updates." + error;
+                    }
+                }
+                if (message.digest != null && $Object.hasOwnProperty.call(message, "digest"))
+                    if (!(message.digest && typeof message.digest.length === "number" || $util.isString(message.digest)))
+                        return "digest: buffer expected";
+                if (message.offset != null && $Object.hasOwnProperty.call(message, "offset"))
+                    if (!$util.isInteger(message.offset))
+                        return "offset: integer expected";
+                return null;
+            };
+
+            /**
+             * Creates a SwimMessage message from a plain object. Also converts values to their respective internal types.
+             * @function fromObject
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {Object.<string,*>} object Plain object
+             * @returns {fnmesh.v1.SwimMessage} SwimMessage
+             */
+            SwimMessage.fromObject = function (object, _depth) {
+                if (object instanceof $root.fnmesh.v1.SwimMessage)
+                    return object;
+                if (!$util.isObject(object))
+                    throw $TypeError(".fnmesh.v1.SwimMessage: object expected");
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let message = new $root.fnmesh.v1.SwimMessage();
+                if (object.kind !== 0 && (typeof object.kind !== "string" || $root.fnmesh.v1.SwimMessage.Kind[object.kind] !== 0))
+                    switch (object.kind) {
+                    case "PING":
+                    case 0:
+                        message.kind = 0;
+                        break;
+                    case "ACK":
+                    case 1:
+                        message.kind = 1;
+                        break;
+                    case "PING_REQ":
+                    case 2:
+                        message.kind = 2;
+                        break;
+                    case "NACK":
+                    case 3:
+                        message.kind = 3;
+                        break;
+                    case "SYNC":
+                    case 4:
+                        message.kind = 4;
+                        break;
+                    case "SYNC_REPLY":
+                    case 5:
+                        message.kind = 5;
+                        break;
+                    case "GOSSIP":
+                    case 6:
+                        message.kind = 6;
+                        break;
+                    default:
+                        if (typeof object.kind === "number" && (object.kind | 0) === object.kind)
+                            message.kind = object.kind;
+                    }
+                if (object.from != null)
+                    if (typeof object.from !== "string" || object.from.length)
+                        message.from = $String(object.from);
+                if (object.target != null)
+                    if (typeof object.target !== "string" || object.target.length)
+                        message.target = $String(object.target);
+                if (object.updates) {
+                    if (!$Array.isArray(object.updates))
+                        throw $TypeError(".fnmesh.v1.SwimMessage.updates: array expected");
+                    message.updates = $Array(object.updates.length);
+                    for (let i = 0; i < object.updates.length; ++i) {
+                        if (!$util.isObject(object.updates[i]))
+                            throw $TypeError(".fnmesh.v1.SwimMessage.updates: object expected");
+                        message.updates[i] = $root.fnmesh.v1.MemberUpdate.fromObject(object.updates[i], _depth + 1);
+                    }
+                }
+                if (object.digest != null)
+                    if (object.digest.length)
+                        if (typeof object.digest === "string")
+                            $util.base64.decode(object.digest, message.digest = $util.newBuffer($util.base64.length(object.digest)), 0);
+                        else if (object.digest.length >= 0)
+                            message.digest = object.digest;
+                if (object.offset != null)
+                    if ($Number(object.offset) !== 0)
+                        message.offset = object.offset >>> 0;
+                return message;
+            };
+
+            /**
+             * Creates a plain object from a SwimMessage message. Also converts values to other types if specified.
+             * @function toObject
+             * @memberof fnmesh.v1.SwimMessage
+             * @static
+             * @param {fnmesh.v1.SwimMessage} message SwimMessage
+             * @param {$protobuf.IConversionOptions} [options] Conversion options
+             * @returns {Object.<string,*>} Plain object
+             */
+            SwimMessage.toObject = function (message, options, _depth) {
+                if (!options)
+                    options = {};
+                if (_depth === $undefined)
+                    _depth = 0;
+                if (_depth > $util.recursionLimit)
+                    throw $Error("max depth exceeded");
+                let object = {};
+                if (options.arrays || options.defaults)
+                    object.updates = [];
+                if (options.defaults) {
+                    object.kind = options.enums === $String ? "PING" : 0;
+                    object.from = "";
+                    object.target = "";
+                    if (options.bytes === $String)
+                        object.digest = "";
+                    else {
+                        object.digest = [];
+                        if (options.bytes !== $Array)
+                            object.digest = $util.newBuffer(object.digest);
+                    }
+                    object.offset = 0;
+                }
+                if (message.kind != null && $Object.hasOwnProperty.call(message, "kind"))
+                    object.kind = options.enums === $String ? $root.fnmesh.v1.SwimMessage.Kind[message.kind] === $undefined ? message.kind : $root.fnmesh.v1.SwimMessage.Kind[message.kind] : message.kind;
+                if (message.from != null && $Object.hasOwnProperty.call(message, "from"))
+                    object.from = message.from;
+                if (message.target != null && $Object.hasOwnProperty.call(message, "target"))
+                    object.target = message.target;
+                if (message.updates && message.updates.length) {
+                    object.updates = $Array(message.updates.length);
+                    for (let j = 0; j < message.updates.length; ++j)
+                        object.updates[j] = $root.fnmesh.v1.MemberUpdate.toObject(message.updates[j], options, _depth + 1);
+                }
+                if (message.digest != null && $Object.hasOwnProperty.call(message, "digest"))
+                    object.digest = options.bytes === $String ? $util.base64.encode(message.digest, 0, message.digest.length) : options.bytes === $Array ? $Array.prototype.slice.call(message.digest) : message.digest;
+                if (message.offset != null && $Object.hasOwnProperty.call(message, "offset"))
+                    object.offset = message.offset;
+                return object;
+            };
+
+            /**
+             * Converts this SwimMessage to JSON.
+             * @function toJSON
+             * @memberof fnmesh.v1.SwimMessage
+             * @instance
+             * @returns {Object.<string,*>} JSON object
+             */
+            SwimMessage.prototype.toJSON = function() {
+                return SwimMessage.toObject(this, $protobuf.util.toJSONOptions);
+            };
+
+            /**
+             * Kind enum.
+             * @name fnmesh.v1.SwimMessage.Kind
+             * @enum {number}
+             * @property {number} PING=0 PING value
+             * @property {number} ACK=1 ACK value
+             * @property {number} PING_REQ=2 PING_REQ value
+             * @property {number} NACK=3 NACK value
+             * @property {number} SYNC=4 SYNC value
+             * @property {number} SYNC_REPLY=5 SYNC_REPLY value
+             * @property {number} GOSSIP=6 GOSSIP value
+             */
+            SwimMessage.Kind = (function() {
+                const valuesById = $Object.create(null), values = $Object.create(valuesById);
+                values[valuesById[0] = "PING"] = 0;
+                values[valuesById[1] = "ACK"] = 1;
+                values[valuesById[2] = "PING_REQ"] = 2;
+                values[valuesById[3] = "NACK"] = 3;
+                values[valuesById[4] = "SYNC"] = 4;
+                values[valuesById[5] = "SYNC_REPLY"] = 5;
+                values[valuesById[6] = "GOSSIP"] = 6;
+                return values;
+            })();
+
+            return SwimMessage;
         })();
 
         v1.PeerAnnounce = (function() {

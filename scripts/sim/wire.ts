@@ -73,6 +73,7 @@ export async function measureWire (warmFunctions = 1): Promise<WireCosts> {
     slots: 16,
     inFlight: 11,
     freeMemMb: 14_336,
+    addrs: [],
     warm: Array.from({ length: warmFunctions }, (_, i) => `function-${String(i).padStart(3, '0')}@12`),
     provisioned: [],
     seq: 1_234_567,

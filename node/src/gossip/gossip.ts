@@ -57,6 +57,11 @@ export interface GossipInit {
   /** placement labels of this node (config.ts), sent in every advert */
   labels?: Readonly<Record<string, string>>
   snapshot: () => LoadSnapshot
+  /**
+   * "swim": membership is gossip/swim.ts's over NATS; this part runs only the libp2p host (meter
+   * replication's streams) with no gossipsub, no adverts and no bootstrap dials. @default "gossip"
+   */
+  membership?: 'gossip' | 'swim'
   logger: Logger
 }
 
@@ -144,8 +149,45 @@ export class Gossip implements Startable {
     return this.node != null
   }
 
+  /** membership "swim": no gossipsub; the host serves meter replication only */
+  private get swim (): boolean {
+    return this.init.membership === 'swim'
+  }
+
   async start (): Promise<void> {
     if (this.node != null) return
+    const pubsubService = this.swim
+      ? {}
+      : {
+          pubsub: gossipsub({
+            emitSelf: false,
+            allowPublishToZeroTopicPeers: true,
+            // gossipsub's own default: its mesh upkeep need not be faster than our keepalive
+            heartbeatInterval: 1000,
+            // Flood publish hands each advert to every connected peer; the mesh only relays to
+            // peers the publisher is not connected to (past the connection limit), so a small
+            // degree suffices and spares every node copies it drops as duplicates (D = 6 by
+            // default: ~7 copies of each advert in, ~7 out). IHAVE repair is of little worth for
+            // adverts a newer one replaces within a keepalive: to few peers.
+            D: 3,
+            Dlo: 2,
+            Dhi: 6,
+            // gossipsub asks Dout < Dlo and Dout <= D / 2, Dscore <= D
+            Dout: 1,
+            Dscore: 1,
+            Dlazy: 3,
+            gossipFactor: 0.1,
+            globalSignaturePolicy: 'StrictSign' as const,
+            // Scoring for our threat model (scoring.ts): no per-address penalty, which took down
+            // any mesh of more than ~14 agents behind one address; invalid adverts graylist.
+            scoreParams: meshScoreParams([ADVERTS_TOPIC]),
+            scoreThresholds: meshScoreThresholds(),
+            // Every copy of an advert (one per mesh peer that forwards it) would otherwise have its
+            // ed25519 signature checked (~130 µs) before gossipsub sees it is a duplicate.
+            fastMsgIdFn: advertFastId,
+            ...GOSSIP_LIMITS
+          })
+        }
     const node = await createLibp2p({
       privateKey: this.init.privateKey,
       addresses: { listen: this.init.listen },
@@ -164,37 +206,14 @@ export class Gossip implements Startable {
       ...(this.init.swarmKey != null ? { connectionProtector: preSharedKey({ psk: this.init.swarmKey }) } : {}),
       services: {
         identify: identify({ maxMessageSize: 8192 }),
-        pubsub: gossipsub({
-          emitSelf: false,
-          allowPublishToZeroTopicPeers: true,
-          // gossipsub's own default: its mesh upkeep need not be faster than our keepalive
-          heartbeatInterval: 1000,
-          // Flood publish hands each advert to every connected peer; the mesh only relays to
-          // peers the publisher is not connected to (past the connection limit), so a small
-          // degree suffices and spares every node copies it drops as duplicates (D = 6 by
-          // default: ~7 copies of each advert in, ~7 out). IHAVE repair is of little worth for
-          // adverts a newer one replaces within a keepalive: to few peers.
-          D: 3,
-          Dlo: 2,
-          Dhi: 6,
-          // gossipsub asks Dout < Dlo and Dout <= D / 2, Dscore <= D
-          Dout: 1,
-          Dscore: 1,
-          Dlazy: 3,
-          gossipFactor: 0.1,
-          globalSignaturePolicy: 'StrictSign',
-          // Scoring for our threat model (scoring.ts): no per-address penalty, which took down
-          // any mesh of more than ~14 agents behind one address; invalid adverts graylist.
-          scoreParams: meshScoreParams([ADVERTS_TOPIC]),
-          scoreThresholds: meshScoreThresholds(),
-          // Every copy of an advert (one per mesh peer that forwards it) would otherwise have its
-          // ed25519 signature checked (~130 µs) before gossipsub sees it is a duplicate.
-          fastMsgIdFn: advertFastId,
-          ...GOSSIP_LIMITS
-        })
+        ...pubsubService
       }
     })
     this.node = node as unknown as Libp2p<{ identify: unknown, pubsub: GossipSub }>
+    if (this.swim) {
+      this.log.info({ nodeId: this.nodeId, addrs: this.multiaddrs() }, 'libp2p host started (membership "swim": no gossip)')
+      return
+    }
     const pubsub = this.node.services.pubsub
     pubsub.topicValidators.set(ADVERTS_TOPIC, (peer, msg) => this.validate(msg))
     pubsub.addEventListener('message', (evt) => {
@@ -220,7 +239,7 @@ export class Gossip implements Startable {
 
   /** Publishes an advert soon (within advertMinGapMs) because load changed */
   loadChanged (): void {
-    if (this.node == null || this.promptTimer != null) return
+    if (this.node == null || this.promptTimer != null || this.swim) return
     // A short coalescing delay lets a quick invocation start and finish within one advert, so
     // peers do not see a node as busy (and skip its warm sandbox) for a call already done.
     const gap = this.advertMinGapMs ?? advertGapFor(this.init.table.size)
@@ -241,7 +260,7 @@ export class Gossip implements Startable {
 
   /** Tells peers to route nothing more here: the last advert, with draining set */
   async leave (): Promise<void> {
-    if (this.node == null || this.draining) return
+    if (this.node == null || this.draining || this.swim) return
     this.draining = true
     clearTimeout(this.timer)
     await this.publish()
@@ -296,6 +315,23 @@ export class Gossip implements Startable {
   private freeMem = 0
   private freeMemAt = 0
 
+  /** Tells libp2p where `id` listens (membership "swim": from its entry), for meter replication's dials */
+  async addPeerAddrs (id: string, addrs: readonly string[]): Promise<void> {
+    const node = this.node
+    if (node == null || id === this.nodeId) return
+    try {
+      const mas = addrs.map(a => multiaddr(a)).filter(ma => ma.getPeerId() === id)
+      if (mas.length > 0) await node.peerStore.merge(peerIdFromString(id), { multiaddrs: mas.map(ma => ma.decapsulateCode(421)) })
+    } catch (err: any) {
+      this.log.debug({ peer: id, err: String(err?.message ?? err) }, 'bad peer addresses')
+    }
+  }
+
+  /** This node's advert as it stands now (membership "swim" signs it as the node's entry) */
+  advert (): CapacityAdvert {
+    return this.buildAdvert()
+  }
+
   private buildAdvert (): CapacityAdvert {
     const s = this.init.snapshot()
     return {
@@ -316,7 +352,8 @@ export class Gossip implements Startable {
       labels: { ...this.init.labels },
       provisioned: (s.provisioned ?? []).slice(0, MAX_WARM),
       layers: s.layers ?? 0,
-      keepaliveMs: this.keepaliveMs
+      keepaliveMs: this.keepaliveMs,
+      addrs: this.swim ? this.multiaddrs().slice(0, 32) : []
     }
   }
 

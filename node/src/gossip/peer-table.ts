@@ -99,6 +99,12 @@ export class PeerTable extends EventEmitter<{ added: [PeerEntry], updated: [Peer
     }
   }
 
+  /** `id` answered just now (membership "swim": a ping's ack) */
+  touch (id: string): void {
+    const e = this.entries.get(id)
+    if (e != null && !e.self) e.lastSeenMs = this.now()
+  }
+
   remove (id: string, reason: string): void {
     const e = this.entries.get(id)
     if (e == null || e.self) return

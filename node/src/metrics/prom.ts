@@ -38,6 +38,8 @@ export interface NodeStats {
   gossipPeers: () => number
   /** libp2p bytes since start by protocol ("wire": every connection on TCP), in and out */
   libp2pBytes?: () => Record<string, { in: number, out: number }>
+  /** membership "swim" (gossip/swim.ts): its messages and bytes, and what it detected, since start */
+  swim?: () => { sent: number, received: number, rejected: number, bytesIn: number, bytesOut: number, pingFailures: number, suspected: number, dead: number, refuted: number }
   /** routing "probe": how picks went and probes were answered since start (router.ts probeStats) */
   probes?: () => { own: number, free: number, queue: number, fallback: number, answered: number, unanswered: number }
   natsConnected: () => boolean
@@ -144,6 +146,48 @@ export class PromMetrics implements MetricsSink {
           this.reset()
           this.inc({ answer: 'answered' }, p.answered)
           this.inc({ answer: 'none' }, p.unanswered)
+        }
+      })
+    }
+    const swim = stats.swim
+    if (swim != null) {
+      new Counter({
+        name: 'fnmesh_membership_messages_total',
+        help: 'Membership "swim": SWIM messages this node sent and received, and those rejected (malformed, or an update that did not check out)',
+        labelNames: ['direction'],
+        registers: r,
+        collect () {
+          const s = swim()
+          this.reset()
+          this.inc({ direction: 'sent' }, s.sent)
+          this.inc({ direction: 'received' }, s.received)
+          this.inc({ direction: 'rejected' }, s.rejected)
+        }
+      })
+      new Counter({
+        name: 'fnmesh_membership_bytes_total',
+        help: 'Membership "swim": bytes of SWIM messages this node sent (out) and received (in)',
+        labelNames: ['direction'],
+        registers: r,
+        collect () {
+          const s = swim()
+          this.reset()
+          this.inc({ direction: 'in' }, s.bytesIn)
+          this.inc({ direction: 'out' }, s.bytesOut)
+        }
+      })
+      new Counter({
+        name: 'fnmesh_membership_events_total',
+        help: 'Membership "swim": failed probes (no ack, directly or through others), members this node suspected or saw declared dead, and suspicions of itself it refuted',
+        labelNames: ['event'],
+        registers: r,
+        collect () {
+          const s = swim()
+          this.reset()
+          this.inc({ event: 'probe_failed' }, s.pingFailures)
+          this.inc({ event: 'suspected' }, s.suspected)
+          this.inc({ event: 'dead' }, s.dead)
+          this.inc({ event: 'refuted' }, s.refuted)
         }
       })
     }

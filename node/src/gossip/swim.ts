@@ -1,0 +1,651 @@
+/**
+ * Membership "swim" (`fnmesh agent --membership swim`, docs/SCALING.md): SWIM as memberlist and
+ * Serf run it, over NATS, so that no node hears every other node.
+ *
+ * - **Failure detection.** Once a period (1 s) a node pings one member, in a shuffled round-robin
+ *   order, on `fnmesh.swim.<node id>`. No answer within the ping timeout: it asks 3 other members
+ *   to ping it (PING_REQ). No answer through them either: the member is suspect (routed to no
+ *   more here), and dead after the suspicion timeout unless it refutes. NATS answers at once when
+ *   nobody subscribes to the subject (a process that is gone): that is a failed ping without the
+ *   wait or the indirect round.
+ * - **Dissemination.** Membership changes (alive, suspect, dead) ride on every ping, ack and
+ *   answer, each sent up to 4 x log10(N+1) times, newest first; while changes are pending a node
+ *   also sends them to 2 random members a period (GOSSIP).
+ * - **Members describe themselves.** A member's entry is its own CapacityAdvert (name, slots,
+ *   labels, layers, provisioned sandboxes, multiaddrs, draining, refusing), signed with its node
+ *   key; its (start time, seq) is its incarnation. Nobody can forge another member's entry; a
+ *   member that hears itself suspected or declared dead refutes with a newer entry. Load is not in
+ *   membership: routing "probe" asks executors for it.
+ * - **Join** asks one random member (queue group on `fnmesh.swim.join`) for its membership (push-
+ *   pull, paged); that member spreads the newcomer's entry. A sync with a random member, and now
+ *   and then with a member once declared dead (a healed partition), repairs what gossip missed.
+ * - **Leave** sends the member's last entry, draining, to a few members, who spread it.
+ *
+ * Cost per node is flat in the mesh size: about 2 messages sent and 2 received a period at idle.
+ */
+import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto'
+import type { NatsConnection, Subscription } from '@nats-io/transport-node'
+import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { decode, encode, MemberState, SwimKind, type CapacityAdvert, type Encodable, type MemberUpdate, type SignedAdvert, type SwimMessage } from '../../../proto/codec.js'
+import { SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../../proto/subjects.js'
+import type { Startable } from '../lifecycle.js'
+import type { Logger } from '../logger.js'
+import { inRange } from './gossip.js'
+import type { PeerTable } from './peer-table.js'
+
+const DOMAIN = Buffer.from('fnmesh/member/1\n')
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
+
+/** How often a node pings one member */
+export const SWIM_PERIOD_MS = 1000
+/** How long a direct ping may take before others are asked to try */
+export const SWIM_PING_TIMEOUT_MS = 400
+/** Members asked to ping a member that did not answer */
+export const SWIM_INDIRECT = 3
+/** Suspicion lasts this many periods x log10(N+1) (at least SWIM_SUSPICION_MIN_MS) before a member is dead */
+export const SWIM_SUSPICION_MULT = 4
+export const SWIM_SUSPICION_MIN_MS = 3000
+/** An update is piggybacked this many times x log10(N+1) */
+export const SWIM_RETRANSMIT_MULT = 4
+/** Updates on one message, at most */
+export const SWIM_MAX_PIGGYBACK = 24
+/** Random members sent pending updates each period, besides the ping */
+export const SWIM_GOSSIP_FANOUT = 2
+/** Push-pull sync with one member this often, scaled up by log2(N/32) past 32 members (memberlist's pushPullScale) */
+export const SWIM_SYNC_MS = 30_000
+/** A sync page holds at most this many bytes of members */
+export const SYNC_PAGE_BYTES = 512 * 1024
+/** Members declared dead are remembered this long: their late updates are ignored, and a sync now and then tries them (a healed partition) */
+export const SWIM_TOMBSTONE_MS = 60 * 60_000
+/** Members at most (a larger mesh needs a larger bound) */
+export const SWIM_MAX_MEMBERS = 100_000
+
+type State = 'alive' | 'suspect'
+
+interface Member {
+  id: string
+  advert: CapacityAdvert
+  signed: SignedAdvert
+  state: State
+  since: number
+  suspicion?: NodeJS.Timeout
+}
+
+interface Tombstone { startedAtMs: number, seq: number, atMs: number }
+
+interface Broadcast { update: Encodable<MemberUpdate>, transmits: number, bytes: number }
+
+export interface SwimInit {
+  nc: NatsConnection
+  nodeId: string
+  privateKey: PrivateKey
+  table: PeerTable
+  /** this node's advert as it stands now (seq and keepalive are filled in here) */
+  advert: () => CapacityAdvert
+  /** a member was added or changed: its multiaddrs, for meter replication's dials */
+  onMember?: (advert: CapacityAdvert) => void
+  logger: Logger
+  periodMs?: number
+  pingTimeoutMs?: number
+  syncMs?: number
+  now?: () => number
+  rng?: () => number
+}
+
+/** (startedAtMs, seq) ordering of incarnations */
+function newer (a: { startedAtMs: number, seq: number }, b: { startedAtMs: number, seq: number }): boolean {
+  return a.startedAtMs > b.startedAtMs || (a.startedAtMs === b.startedAtMs && a.seq > b.seq)
+}
+
+function isNoResponders (err: any): boolean {
+  for (let e = err, i = 0; e != null && i < 4; e = e.cause, i++) {
+    if (typeof e.isNoResponders === 'function' && e.isNoResponders() === true) return true
+    if (e.name === 'NoRespondersError' || e.constructor?.name === 'NoRespondersError') return true
+  }
+  return false
+}
+
+/** The fields of an advert that membership carries: a change in any of them is a new incarnation */
+export function memberKey (a: CapacityAdvert): string {
+  return JSON.stringify([a.name, a.slots, a.draining, a.refusing, a.layers, Object.entries(a.labels ?? {}).sort(), [...new Set(a.provisioned ?? [])].sort(), a.addrs ?? []])
+}
+
+export class Swim implements Startable {
+  private readonly members = new Map<string, Member>()
+  private readonly tombstones = new Map<string, Tombstone>()
+  private readonly broadcasts = new Map<string, Broadcast>()
+  private readonly keys = new Map<string, KeyObject | null>()
+  private readonly signKey: KeyObject
+  private readonly log: Logger
+  private readonly periodMs: number
+  private readonly pingTimeoutMs: number
+  private readonly syncMs: number
+  private readonly now: () => number
+  private readonly rng: () => number
+  private subs: Subscription[] = []
+  private timer: NodeJS.Timeout | undefined
+  private order: string[] = []
+  private orderAt = 0
+  private self!: { advert: CapacityAdvert, signed: SignedAdvert, key: string }
+  private seq = 0
+  private lastSyncMs = 0
+  private lastJoinMs = 0
+  private syncRounds = 0
+  private running = false
+  private left = false
+  /** messages by kind sent and received, updates applied and rejected, since start */
+  readonly stats = { sent: 0, received: 0, rejected: 0, pings: 0, pingFailures: 0, indirect: 0, suspected: 0, dead: 0, refuted: 0, joined: 0, bytesIn: 0, bytesOut: 0 }
+
+  constructor (private readonly init: SwimInit) {
+    this.log = init.logger
+    this.periodMs = init.periodMs ?? SWIM_PERIOD_MS
+    this.pingTimeoutMs = init.pingTimeoutMs ?? Math.min(SWIM_PING_TIMEOUT_MS, Math.floor(this.periodMs / 2))
+    this.syncMs = init.syncMs ?? SWIM_SYNC_MS
+    this.now = init.now ?? Date.now
+    this.rng = init.rng ?? Math.random
+    const raw = init.privateKey.raw
+    if (init.privateKey.type !== 'Ed25519') throw new Error(`Membership "swim" signs with an Ed25519 node key, not ${init.privateKey.type}`)
+    this.signKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, Buffer.from(raw.subarray(0, 32))]), format: 'der', type: 'pkcs8' })
+  }
+
+  isStarted (): boolean {
+    return this.running
+  }
+
+  /** members other than this node, alive and suspect */
+  get size (): number {
+    return this.members.size
+  }
+
+  /** the state of `id` as this node sees it */
+  stateOf (id: string): State | 'dead' | undefined {
+    return this.members.get(id)?.state ?? (this.tombstones.has(id) ? 'dead' : undefined)
+  }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.running = true
+    this.refreshSelf(true)
+    const { nc } = this.init
+    const handler = { callback: (err: Error | null, msg: { data: Uint8Array, reply?: string, respond: (b: Uint8Array) => boolean }) => { if (err == null) this.onMessage(msg.data, msg.reply != null && msg.reply !== '' ? (b) => msg.respond(b) : undefined) } }
+    this.subs.push(nc.subscribe(swimSubject(this.init.nodeId), handler))
+    // The queue group may hand this node its own join: it answers NACK and the joiner asks again.
+    this.subs.push(nc.subscribe(SWIM_JOIN_SUBJECT, { queue: SWIM_QUEUE, ...handler }))
+    await nc.flush()
+    await this.join()
+    this.lastSyncMs = this.now()
+    this.schedule()
+  }
+
+  /** Says this node is leaving: its last entry, draining, sent to a few members who spread it */
+  async leave (): Promise<void> {
+    if (!this.running || this.left) return
+    this.left = true
+    this.refreshSelf(true, true)
+    const update = this.selfUpdate()
+    const targets = this.sample(Math.min(8, this.members.size), () => true)
+    for (const m of targets) this.send(m.id, { kind: SwimKind.GOSSIP, updates: [update] })
+    await this.init.nc.flush().catch(() => {})
+  }
+
+  async stop (): Promise<void> {
+    this.running = false
+    clearTimeout(this.timer)
+    for (const m of this.members.values()) clearTimeout(m.suspicion)
+    for (const s of this.subs) s.unsubscribe()
+    this.subs = []
+  }
+
+  // ------------------------------------------------------------------ this node's entry
+
+  /**
+   * Puts this node's current advert in the table (its load, for its own router and `fnmesh
+   * nodes`) and, when a field membership carries changed, signs a new incarnation and spreads it
+   */
+  private refreshSelf (force = false, draining = false): void {
+    const base = this.init.advert()
+    const advert: CapacityAdvert = { ...base, nodeId: this.init.nodeId, draining: draining || base.draining, keepaliveMs: 0 }
+    const key = memberKey(advert)
+    if (force || this.self == null || key !== this.self.key) {
+      advert.seq = ++this.seq
+      advert.sentAtMs = this.now()
+      const bytes = encode('CapacityAdvert', advert)
+      const signature = edSign(null, Buffer.concat([DOMAIN, bytes]), this.signKey)
+      this.self = { advert, signed: { advert: bytes, signature }, key }
+      if (this.running) this.enqueue(this.init.nodeId, this.selfUpdate())
+    }
+    this.init.table.setSelf({ ...advert, seq: this.self.advert.seq, startedAtMs: this.self.advert.startedAtMs })
+  }
+
+  private selfUpdate (): Encodable<MemberUpdate> {
+    const a = this.self.advert
+    return { state: MemberState.ALIVE, nodeId: this.init.nodeId, startedAtMs: a.startedAtMs, seq: a.seq, member: this.self.signed }
+  }
+
+  /** Heard this node suspected or declared dead (at an incarnation not older than its own): a newer one */
+  private refute (u: MemberUpdate): void {
+    const a = this.self.advert
+    if (newer({ startedAtMs: a.startedAtMs, seq: a.seq }, u)) return
+    if (u.startedAtMs === a.startedAtMs && u.seq >= this.seq) this.seq = u.seq
+    this.stats.refuted++
+    this.log.info({ by: u.from, state: MemberState[u.state] }, 'refuted a suspicion of this node')
+    this.refreshSelf(true, this.left)
+  }
+
+  // ------------------------------------------------------------------ the protocol period
+
+  private schedule (): void {
+    if (!this.running) return
+    this.timer = setTimeout(() => {
+      void this.tick().catch((err: any) => { this.log.warn({ err: String(err?.message ?? err) }, 'membership round failed') }).finally(() => { this.schedule() })
+    }, this.periodMs)
+    this.timer.unref?.()
+  }
+
+  /** One period: refresh this node's entry, probe one member, spread pending updates, sync now and then */
+  async tick (): Promise<void> {
+    if (!this.running || this.init.nc.isClosed()) return
+    this.refreshSelf()
+    this.pruneTombstones()
+    if (this.members.size === 0 && this.now() - this.lastJoinMs >= this.periodMs * (1 + this.rng())) {
+      if (await this.join()) return
+    }
+    const target = this.nextTarget()
+    if (target != null) void this.probe(target)
+    if (this.broadcasts.size > 0) {
+      for (const m of this.sample(SWIM_GOSSIP_FANOUT, x => x.id !== target?.id)) {
+        const updates = this.piggyback()
+        if (updates.length === 0) break
+        this.send(m.id, { kind: SwimKind.GOSSIP, updates })
+      }
+    }
+    const n = this.members.size + 1
+    const syncEvery = this.syncMs * (n > 32 ? Math.ceil(Math.log2(n) - Math.log2(32)) + 1 : 1)
+    if (this.now() - this.lastSyncMs >= syncEvery) {
+      this.lastSyncMs = this.now()
+      void this.periodicSync()
+    }
+  }
+
+  /** Members in a shuffled round-robin (memberlist's): every member is pinged once per round */
+  private nextTarget (): Member | undefined {
+    while (true) {
+      if (this.orderAt >= this.order.length) {
+        this.order = [...this.members.keys()]
+        for (let i = this.order.length - 1; i > 0; i--) {
+          const j = Math.floor(this.rng() * (i + 1));
+          [this.order[i], this.order[j]] = [this.order[j], this.order[i]]
+        }
+        this.orderAt = 0
+        if (this.order.length === 0) return undefined
+      }
+      const m = this.members.get(this.order[this.orderAt++])
+      if (m != null) return m
+    }
+  }
+
+  /** Pings `m`; no answer: asks SWIM_INDIRECT others; none: suspects it */
+  private async probe (m: Member): Promise<void> {
+    this.stats.pings++
+    const direct = await this.ping(m.id, this.pingTimeoutMs)
+    if (direct === 'ack') { this.init.table.touch(m.id); return }
+    if (direct === 'timeout') {
+      const helpers = this.sample(SWIM_INDIRECT, x => x.id !== m.id && x.state === 'alive')
+      if (helpers.length > 0) {
+        this.stats.indirect++
+        const left = Math.max(50, this.periodMs - this.pingTimeoutMs)
+        const answers = await Promise.all(helpers.map(async h => await this.request(h.id, { kind: SwimKind.PING_REQ, target: m.id }, left).then(r => r?.kind === SwimKind.ACK, () => false)))
+        if (answers.some(Boolean)) return
+      }
+    }
+    // still the same incarnation, not refuted meanwhile
+    const now = this.members.get(m.id)
+    if (now == null || now !== m) return
+    this.stats.pingFailures++
+    this.suspect(m, this.init.nodeId)
+  }
+
+  /** A direct ping: 'ack', 'timeout', or 'gone' (nobody subscribes: the process or its NATS connection is gone) */
+  private async ping (id: string, timeoutMs: number): Promise<'ack' | 'timeout' | 'gone'> {
+    try {
+      const r = await this.request(id, { kind: SwimKind.PING }, timeoutMs)
+      return r?.kind === SwimKind.ACK && r.from === id ? 'ack' : 'timeout'
+    } catch (err: any) {
+      return isNoResponders(err) ? 'gone' : 'timeout'
+    }
+  }
+
+  // ------------------------------------------------------------------ join and sync
+
+  /**
+   * Asks one random agent (queue group on SWIM_JOIN_SUBJECT) for the membership, paged, giving it
+   * this node's entry. Agents started together may each find only themselves: a node that knows no
+   * member asks again every period (tick), so they meet within a few.
+   */
+  private async join (log = true): Promise<boolean> {
+    this.lastJoinMs = this.now()
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        const r = await this.requestRaw(SWIM_JOIN_SUBJECT, { kind: SwimKind.SYNC, updates: [this.selfUpdate()], digest: this.digest() }, 2000)
+        // its own request, handed back by the queue group: ask again
+        if (r == null || r.from === this.init.nodeId || r.kind !== SwimKind.SYNC_REPLY) continue
+        await this.pullPages(r)
+        this.stats.joined++
+        if (log) this.log.info({ via: r.from, members: this.members.size + 1 }, 'joined the membership')
+        return true
+      } catch (err: any) {
+        if (!isNoResponders(err)) this.log.debug({ err: String(err?.message ?? err) }, 'membership join attempt failed')
+        return false
+      }
+    }
+    return false
+  }
+
+  /**
+   * Push-pull with a random alive member; every other round with whichever agent the queue group
+   * hands the request to (it joins two groups that formed apart), and now and then with a member
+   * once declared dead (a healed partition)
+   */
+  private async periodicSync (): Promise<void> {
+    this.syncRounds++
+    let id: string | undefined
+    if (this.tombstones.size > 0 && this.rng() < 0.25) {
+      const ids = [...this.tombstones.keys()]
+      id = ids[Math.floor(this.rng() * ids.length)]
+    } else if (this.syncRounds % 2 === 1) {
+      id = this.sample(1, m => m.state === 'alive')[0]?.id
+    }
+    try {
+      if (id == null) {
+        await this.join(false)
+        return
+      }
+      const r = await this.request(id, { kind: SwimKind.SYNC, updates: [this.selfUpdate()], digest: this.digest() }, 2000)
+      if (r != null && r.kind === SwimKind.SYNC_REPLY) await this.pullPages(r)
+    } catch {}
+  }
+
+  private async pullPages (first: SwimMessage): Promise<void> {
+    let r: SwimMessage | undefined = first
+    for (let pages = 0; r != null && pages < 1000; pages++) {
+      this.onUpdates(r.updates, r.from)
+      if (r.offset === 0 || !this.running) return
+      r = await this.request(r.from, { kind: SwimKind.SYNC, offset: r.offset }, 2000)
+    }
+  }
+
+  /** SHA-256 of the membership as this node sees it (ids and incarnations, alive and suspect) */
+  digest (): Uint8Array {
+    const h = createHash('sha256')
+    const rows = [...this.members.values()].map(m => `${m.id}:${m.advert.startedAtMs}:${m.advert.seq}:${m.state}`)
+    rows.push(`${this.init.nodeId}:${this.self.advert.startedAtMs}:${this.self.advert.seq}:alive`)
+    for (const r of rows.sort()) h.update(r + '\n')
+    return h.digest()
+  }
+
+  /** One page of the membership from `offset`: this node, then members by id */
+  private syncPage (offset: number): { updates: Array<Encodable<MemberUpdate>>, next: number } {
+    const all = [this.selfUpdate(), ...[...this.members.values()].sort((a, b) => a.id < b.id ? -1 : 1).map(m => this.updateOf(m))]
+    const updates: Array<Encodable<MemberUpdate>> = []
+    let bytes = 0
+    let i = offset
+    for (; i < all.length; i++) {
+      const size = (all[i].member?.advert?.length ?? 0) + 200
+      if (updates.length > 0 && bytes + size > SYNC_PAGE_BYTES) break
+      updates.push(all[i])
+      bytes += size
+    }
+    return { updates, next: i < all.length ? i : 0 }
+  }
+
+  private updateOf (m: Member): Encodable<MemberUpdate> {
+    return { state: m.state === 'alive' ? MemberState.ALIVE : MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, member: m.signed, from: this.init.nodeId }
+  }
+
+  // ------------------------------------------------------------------ messages
+
+  private onMessage (data: Uint8Array, respond?: (b: Uint8Array) => boolean): void {
+    if (!this.running) return
+    this.stats.received++
+    this.stats.bytesIn += data.length
+    let msg: SwimMessage
+    try {
+      msg = decode('SwimMessage', data)
+      if (typeof msg.from !== 'string' || msg.from.length === 0 || msg.from.length > 128) throw new Error('no sender')
+    } catch (err: any) {
+      this.stats.rejected++
+      this.log.debug({ code: 'FNMESH_ERR_DECODE', err: String(err?.message ?? err) }, 'ignored a malformed membership message')
+      return
+    }
+    this.onUpdates(msg.updates, msg.from)
+    const reply = (m: Encodable<SwimMessage>): void => {
+      if (respond == null) return
+      const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: m.updates ?? this.piggyback() })
+      this.stats.sent++
+      this.stats.bytesOut += bytes.length
+      respond(bytes)
+    }
+    switch (msg.kind) {
+      case SwimKind.PING:
+        reply({ kind: SwimKind.ACK })
+        return
+      case SwimKind.PING_REQ: {
+        if (msg.target === this.init.nodeId) { reply({ kind: SwimKind.ACK }); return }
+        void this.ping(msg.target, Math.max(50, this.pingTimeoutMs)).then(r => { reply({ kind: r === 'ack' ? SwimKind.ACK : SwimKind.NACK }) })
+        return
+      }
+      case SwimKind.SYNC: {
+        if (msg.from === this.init.nodeId) { reply({ kind: SwimKind.NACK, updates: [] }); return }
+        if (msg.offset === 0 && msg.digest.length > 0 && Buffer.from(msg.digest).equals(this.digest())) {
+          reply({ kind: SwimKind.SYNC_REPLY, updates: [], offset: 0 })
+          return
+        }
+        const page = this.syncPage(msg.offset)
+        reply({ kind: SwimKind.SYNC_REPLY, updates: page.updates, offset: page.next })
+        return
+      }
+      default:
+    }
+  }
+
+  private onUpdates (updates: readonly MemberUpdate[], from: string): void {
+    for (const u of updates) {
+      try {
+        this.apply(u)
+      } catch (err: any) {
+        this.stats.rejected++
+        this.log.debug({ from, code: err?.code ?? 'FNMESH_ERR_DECODE', err: String(err?.message ?? err) }, 'ignored a membership update')
+      }
+    }
+  }
+
+  /** Applies one update by SWIM's rules; throws on one that does not check out */
+  apply (u: MemberUpdate): void {
+    if (typeof u.nodeId !== 'string' || u.nodeId.length === 0 || u.nodeId.length > 128) throw new Error('no node id')
+    if (u.nodeId === this.init.nodeId) {
+      if (u.state !== MemberState.ALIVE) this.refute(u)
+      return
+    }
+    const m = this.members.get(u.nodeId)
+    const tomb = this.tombstones.get(u.nodeId)
+    switch (u.state) {
+      case MemberState.ALIVE: {
+        if (m != null && !newer(u, m.advert)) return
+        if (tomb != null && !newer(u, tomb)) return
+        const advert = this.check(u)
+        this.alive(advert, u.member)
+        return
+      }
+      case MemberState.SUSPECT: {
+        if (m == null) {
+          // unknown: its entry (carried on sync pages) makes it a member first
+          if (u.member?.advert?.length > 0 && (tomb == null || newer(u, tomb))) this.alive(this.check(u), u.member)
+          const added = this.members.get(u.nodeId)
+          if (added != null && u.seq === added.advert.seq && u.startedAtMs === added.advert.startedAtMs) this.suspect(added, u.from)
+          return
+        }
+        if (newer(m.advert, u) || m.state === 'suspect') return
+        this.suspect(m, u.from)
+        return
+      }
+      case MemberState.DEAD: {
+        if (m == null) {
+          if (tomb == null || newer(u, tomb)) this.tombstones.set(u.nodeId, { startedAtMs: u.startedAtMs, seq: u.seq, atMs: this.now() })
+          return
+        }
+        if (newer(m.advert, u)) return
+        this.dead(m, u.from)
+        return
+      }
+      default:
+        throw new Error(`unknown state ${String(u.state)}`)
+    }
+  }
+
+  /** The member's own signed entry, decoded and checked: its id, incarnation, values and signature */
+  private check (u: MemberUpdate): CapacityAdvert {
+    const s = u.member
+    if (s == null || s.advert.length === 0 || s.advert.length > 64 * 1024 || s.signature.length !== 64) throw new Error('no signed entry')
+    const advert = decode('CapacityAdvert', s.advert)
+    if (advert.nodeId !== u.nodeId || advert.startedAtMs !== u.startedAtMs || advert.seq !== u.seq) throw new Error('entry does not match the update')
+    if (!inRange(advert, this.now()) || advert.refusing.length > 1024 || (advert.addrs ?? []).length > 32 || (advert.addrs ?? []).some(a => a.length > 256)) throw new Error('entry values out of range')
+    const key = this.publicKey(u.nodeId)
+    if (key == null || !edVerify(null, Buffer.concat([DOMAIN, s.advert]), key, s.signature)) throw new Error('bad signature')
+    return advert
+  }
+
+  private publicKey (nodeId: string): KeyObject | null {
+    let key = this.keys.get(nodeId)
+    if (key === undefined) {
+      try {
+        const peer = peerIdFromString(nodeId)
+        key = peer.type === 'Ed25519' && peer.publicKey != null ? createPublicKey({ key: Buffer.concat([SPKI_ED25519, Buffer.from(peer.publicKey.raw)]), format: 'der', type: 'spki' }) : null
+      } catch {
+        key = null
+      }
+      if (this.keys.size > SWIM_MAX_MEMBERS) this.keys.clear()
+      this.keys.set(nodeId, key)
+    }
+    return key
+  }
+
+  private alive (advert: CapacityAdvert, signed: SignedAdvert): void {
+    const id = advert.nodeId
+    const m = this.members.get(id)
+    const update: Encodable<MemberUpdate> = { state: MemberState.ALIVE, nodeId: id, startedAtMs: advert.startedAtMs, seq: advert.seq, member: signed }
+    if (advert.draining) {
+      // its last entry: gone from routing at once, remembered so older entries stay ignored
+      if (m != null) { clearTimeout(m.suspicion); this.members.delete(id) }
+      this.tombstones.set(id, { startedAtMs: advert.startedAtMs, seq: advert.seq, atMs: this.now() })
+      this.init.table.upsert(advert)
+      this.enqueue(id, update)
+      if (m != null) this.log.info({ peer: id, name: advert.name }, 'peer left')
+      return
+    }
+    if (m == null && this.members.size >= SWIM_MAX_MEMBERS) throw new Error('membership full')
+    if (m != null) clearTimeout(m.suspicion)
+    this.tombstones.delete(id)
+    this.members.set(id, { id, advert, signed, state: 'alive', since: this.now() })
+    const result = this.init.table.upsert(advert)
+    if (result === 'added') this.log.info({ peer: id, name: advert.name, slots: advert.slots }, 'peer joined')
+    this.init.onMember?.(advert)
+    this.enqueue(id, update)
+  }
+
+  private suspect (m: Member, by: string): void {
+    if (m.state === 'suspect') return
+    this.stats.suspected++
+    const replaced: Member = { ...m, state: 'suspect', since: this.now() }
+    this.members.set(m.id, replaced)
+    this.init.table.suspect(m.id)
+    const n = this.members.size + 1
+    const timeout = Math.max(SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT * Math.log10(n + 1) * this.periodMs)
+    replaced.suspicion = setTimeout(() => {
+      if (this.members.get(m.id) === replaced) this.dead(replaced, this.init.nodeId)
+    }, timeout)
+    replaced.suspicion.unref?.()
+    this.log.info({ peer: m.id, name: m.advert.name, by }, 'peer suspected')
+    this.enqueue(m.id, { state: MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
+  }
+
+  private dead (m: Member, by: string): void {
+    clearTimeout(m.suspicion)
+    this.members.delete(m.id)
+    this.tombstones.set(m.id, { startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, atMs: this.now() })
+    this.stats.dead++
+    this.init.table.remove(m.id, 'dead')
+    this.log.info({ peer: m.id, name: m.advert.name, by }, 'peer dead')
+    this.enqueue(m.id, { state: MemberState.DEAD, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
+  }
+
+  private pruneTombstones (): void {
+    const cut = this.now() - SWIM_TOMBSTONE_MS
+    for (const [id, t] of this.tombstones) if (t.atMs < cut) this.tombstones.delete(id)
+  }
+
+  // ------------------------------------------------------------------ dissemination
+
+  /** Queues `update` for piggybacking; it replaces anything queued about the same node */
+  private enqueue (id: string, update: Encodable<MemberUpdate>): void {
+    this.broadcasts.set(id, { update, transmits: 0, bytes: (update.member?.advert?.length ?? 0) + 120 })
+  }
+
+  /** The updates to carry on the next message: least sent first, each retired after its limit */
+  private piggyback (): Array<Encodable<MemberUpdate>> {
+    if (this.broadcasts.size === 0) return []
+    const limit = Math.max(1, Math.ceil(SWIM_RETRANSMIT_MULT * Math.log10(this.members.size + 2)))
+    const list = [...this.broadcasts.entries()].sort((a, b) => a[1].transmits - b[1].transmits)
+    const out: Array<Encodable<MemberUpdate>> = []
+    let bytes = 0
+    for (const [id, b] of list) {
+      if (out.length >= SWIM_MAX_PIGGYBACK || bytes + b.bytes > 64 * 1024) break
+      out.push(b.update)
+      bytes += b.bytes
+      if (++b.transmits >= limit) this.broadcasts.delete(id)
+    }
+    return out
+  }
+
+  private sample (k: number, ok: (m: Member) => boolean): Member[] {
+    const pool = [...this.members.values()].filter(ok)
+    const out: Member[] = []
+    while (out.length < k && pool.length > 0) {
+      const i = Math.floor(this.rng() * pool.length)
+      out.push(pool[i])
+      pool[i] = pool[pool.length - 1]
+      pool.pop()
+    }
+    return out
+  }
+
+  private send (id: string, m: Encodable<SwimMessage>): void {
+    if (this.init.nc.isClosed()) return
+    const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId })
+    this.stats.sent++
+    this.stats.bytesOut += bytes.length
+    this.init.nc.publish(swimSubject(id), bytes)
+  }
+
+  private async request (id: string, m: Encodable<SwimMessage>, timeoutMs: number): Promise<SwimMessage | undefined> {
+    return await this.requestRaw(swimSubject(id), m, timeoutMs)
+  }
+
+  private async requestRaw (subject: string, m: Encodable<SwimMessage>, timeoutMs: number): Promise<SwimMessage | undefined> {
+    const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: m.updates ?? this.piggyback() })
+    this.stats.sent++
+    this.stats.bytesOut += bytes.length
+    const r = await this.init.nc.request(subject, bytes, { timeout: timeoutMs })
+    this.stats.received++
+    this.stats.bytesIn += r.data.length
+    try {
+      const msg = decode('SwimMessage', r.data)
+      if (msg.kind !== SwimKind.SYNC_REPLY) this.onUpdates(msg.updates, msg.from)
+      return msg
+    } catch {
+      this.stats.rejected++
+      return undefined
+    }
+  }
+}
