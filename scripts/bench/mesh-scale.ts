@@ -47,6 +47,9 @@ export interface AgentScrape {
   peers: number
   advertsSent: number
   advertsReceived: number
+  /** membership "swim": SWIM messages sent + received, and their bytes in + out */
+  swimMessages: number
+  swimBytes: number
   /** libp2p bytes by protocol ("wire" = all, as sent on TCP) and direction */
   bytes: Record<string, { in: number, out: number }>
 }
@@ -71,6 +74,11 @@ export interface MeshScaleResult {
     wireBytesPerAgentPerSec: number
     advertsSentPerAgentPerSec: number
     advertsReceivedPerAgentPerSec: number
+    /** membership "swim" (--membership swim): SWIM messages sent + received per agent per second, and their bytes in + out */
+    membershipMessagesPerAgentPerSec: number
+    membershipBytesPerAgentPerSec: number
+    /** nats-server's CPU over the window divided by the agents, cores (what the mesh's NATS traffic costs the server, per agent) */
+    natsCoresPerAgent: number
     /** CPU of processes outside the mesh meanwhile, cores (a loaded machine says so) */
     otherCores: number
   }
@@ -89,7 +97,7 @@ export interface MeshScaleResult {
 
 /** Prometheus text -> the few series this run reads */
 export function parseScrape (text: string): AgentScrape {
-  const out: AgentScrape = { peers: NaN, advertsSent: 0, advertsReceived: 0, bytes: {} }
+  const out: AgentScrape = { peers: NaN, advertsSent: 0, advertsReceived: 0, swimMessages: 0, swimBytes: 0, bytes: {} }
   for (const line of text.split('\n')) {
     if (line.startsWith('#') || line === '') continue
     const m = /^(\w+)(?:\{([^}]*)\})? ([-\d.e+]+|NaN)$/.exec(line)
@@ -100,6 +108,8 @@ export function parseScrape (text: string): AgentScrape {
     if (name === 'fnmesh_gossip_peers') out.peers = v
     else if (name === 'fnmesh_gossip_adverts_total' && labels.direction === 'sent') out.advertsSent = v
     else if (name === 'fnmesh_gossip_adverts_total' && labels.direction === 'received') out.advertsReceived = v
+    else if (name === 'fnmesh_membership_messages_total' && labels.direction !== 'rejected') out.swimMessages += v
+    else if (name === 'fnmesh_membership_bytes_total') out.swimBytes += v
     else if (name === 'fnmesh_libp2p_bytes_total') {
       const b = out.bytes[labels.protocol] ??= { in: 0, out: 0 }
       if (labels.direction === 'in') b.in += v
@@ -173,13 +183,15 @@ export async function runMeshScale (o: MeshScaleOptions): Promise<MeshScaleResul
 
     const windowMs = o.idleWindowMs ?? 30_000
     const pids = cluster.agents.map(a => a.pid)
-    const cpuOf = (): { agents: number[], others: number } => {
+    const natsPids = cluster.natsServers.map(s => s.pid ?? -1)
+    const cpuOf = (): { agents: number[], others: number, nats: number } => {
       const procs = scanProcesses()
       const agents = pids.map(p => procs.get(p ?? -1)?.cpuMs ?? NaN)
+      const nats = sum(natsPids.map(p => procs.get(p)?.cpuMs ?? 0))
       const self = new Set<number>([process.pid, ...pids.filter((p): p is number => p != null), ...cluster.natsServers.map(s => s.pid ?? -1)])
       let others = 0
       for (const [pid, p] of procs) if (!self.has(pid)) others += p.cpuMs
-      return { agents, others }
+      return { agents, others, nats }
     }
     const s0 = await Promise.all(cluster.agents.map(scrape))
     const c0 = cpuOf()
@@ -203,9 +215,12 @@ export async function runMeshScale (o: MeshScaleOptions): Promise<MeshScaleResul
       wireBytesPerAgentPerSec: perSec(bytesOf('wire')),
       advertsSentPerAgentPerSec: perSec(s => s.advertsSent),
       advertsReceivedPerAgentPerSec: perSec(s => s.advertsReceived),
+      membershipMessagesPerAgentPerSec: perSec(s => s.swimMessages),
+      membershipBytesPerAgentPerSec: perSec(s => s.swimBytes),
+      natsCoresPerAgent: (c1.nats - c0.nats) / elapsed / n,
       otherCores: (c1.others - c0.others) / elapsed
     }
-    log(`idle: ${idle.corePerAgent.toFixed(4)} core/agent (max ${idle.corePerAgentMax.toFixed(4)}), gossip ${Math.round(idle.gossipBytesPerAgentPerSec)} B/s/agent, wire ${Math.round(idle.wireBytesPerAgentPerSec)} B/s/agent, ${idle.rssMbPerAgent.toFixed(0)} MB RSS/agent; other processes ${idle.otherCores.toFixed(2)} cores`)
+    log(`idle: ${idle.corePerAgent.toFixed(4)} core/agent (max ${idle.corePerAgentMax.toFixed(4)}), gossip ${Math.round(idle.gossipBytesPerAgentPerSec)} B/s/agent, wire ${Math.round(idle.wireBytesPerAgentPerSec)} B/s/agent, membership ${idle.membershipMessagesPerAgentPerSec.toFixed(1)} msg/s ${Math.round(idle.membershipBytesPerAgentPerSec)} B/s/agent, nats-server ${idle.natsCoresPerAgent.toFixed(4)} core/agent, ${idle.rssMbPerAgent.toFixed(0)} MB RSS/agent; other processes ${idle.otherCores.toFixed(2)} cores`)
     const result: MeshScaleResult = { agents: n, slots, startMs, formMs, idle }
     if (o.churn ?? true) {
       client = await connect({ servers: cluster.natsUrls })

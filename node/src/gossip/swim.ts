@@ -51,10 +51,17 @@ export const SWIM_SUSPICION_MIN_MS = 3000
 export const SWIM_RETRANSMIT_MULT = 4
 /** Updates on one message, at most */
 export const SWIM_MAX_PIGGYBACK = 24
-/** Random members sent pending updates each period, besides the ping */
-export const SWIM_GOSSIP_FANOUT = 2
+/**
+ * Random members sent pending updates each period besides the ping, and at once (after
+ * SWIM_GOSSIP_COALESCE_MS) when this node learns a change: each node passes a change on when it
+ * first hears it, so it reaches N nodes in about log3(N) hops of milliseconds, not periods
+ */
+export const SWIM_GOSSIP_FANOUT = 3
+export const SWIM_GOSSIP_COALESCE_MS = 20
 /** Push-pull sync with one member this often, scaled up by log2(N/32) past 32 members (memberlist's pushPullScale) */
 export const SWIM_SYNC_MS = 30_000
+/** Joins asked again of random agents 1, 2, 4, 8 and 16 periods after start */
+export const SWIM_REJOINS = 5
 /** A sync page holds at most this many bytes of members */
 export const SYNC_PAGE_BYTES = 512 * 1024
 /** Members declared dead are remembered this long: their late updates are ignored, and a sync now and then tries them (a healed partition) */
@@ -134,6 +141,9 @@ export class Swim implements Startable {
   private lastJoinMs = 0
   private syncRounds = 0
   private running = false
+  private startedMs = 0
+  private rejoins = 0
+  private gossipTimer: NodeJS.Timeout | undefined
   private left = false
   /** messages by kind sent and received, updates applied and rejected, since start */
   readonly stats = { sent: 0, received: 0, rejected: 0, pings: 0, pingFailures: 0, indirect: 0, suspected: 0, dead: 0, refuted: 0, joined: 0, bytesIn: 0, bytesOut: 0 }
@@ -174,6 +184,7 @@ export class Swim implements Startable {
     // The queue group may hand this node its own join: it answers NACK and the joiner asks again.
     this.subs.push(nc.subscribe(SWIM_JOIN_SUBJECT, { queue: SWIM_QUEUE, ...handler }))
     await nc.flush()
+    this.startedMs = this.now()
     await this.join()
     this.lastSyncMs = this.now()
     this.schedule()
@@ -193,6 +204,7 @@ export class Swim implements Startable {
   async stop (): Promise<void> {
     this.running = false
     clearTimeout(this.timer)
+    clearTimeout(this.gossipTimer)
     for (const m of this.members.values()) clearTimeout(m.suspicion)
     for (const s of this.subs) s.unsubscribe()
     this.subs = []
@@ -251,16 +263,15 @@ export class Swim implements Startable {
     this.pruneTombstones()
     if (this.members.size === 0 && this.now() - this.lastJoinMs >= this.periodMs * (1 + this.rng())) {
       if (await this.join()) return
+    } else if (this.rejoins < SWIM_REJOINS && this.now() - this.startedMs >= this.periodMs * 2 ** this.rejoins) {
+      // Agents started together can form groups apart (A and B ask each other, C and D each
+      // other): a few more asks of random agents in the first periods join them.
+      this.rejoins++
+      void this.join(false)
     }
     const target = this.nextTarget()
     if (target != null) void this.probe(target)
-    if (this.broadcasts.size > 0) {
-      for (const m of this.sample(SWIM_GOSSIP_FANOUT, x => x.id !== target?.id)) {
-        const updates = this.piggyback()
-        if (updates.length === 0) break
-        this.send(m.id, { kind: SwimKind.GOSSIP, updates })
-      }
-    }
+    this.gossip(target?.id)
     const n = this.members.size + 1
     const syncEvery = this.syncMs * (n > 32 ? Math.ceil(Math.log2(n) - Math.log2(32)) + 1 : 1)
     if (this.now() - this.lastSyncMs >= syncEvery) {
@@ -420,9 +431,13 @@ export class Swim implements Startable {
       return
     }
     this.onUpdates(msg.updates, msg.from)
+    // A sender this node declared dead (it hung, or was cut off, and is back) is told so, to refute.
+    const tomb = this.members.has(msg.from) ? undefined : this.tombstones.get(msg.from)
+    const notice: Array<Encodable<MemberUpdate>> = tomb == null ? [] : [{ state: MemberState.DEAD, nodeId: msg.from, startedAtMs: tomb.startedAtMs, seq: tomb.seq, from: this.init.nodeId }]
+    if (tomb != null && respond == null) this.send(msg.from, { kind: SwimKind.GOSSIP, updates: notice })
     const reply = (m: Encodable<SwimMessage>): void => {
       if (respond == null) return
-      const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: m.updates ?? this.piggyback() })
+      const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: [...notice, ...(m.updates ?? this.piggyback())] })
       this.stats.sent++
       this.stats.bytesOut += bytes.length
       respond(bytes)
@@ -587,9 +602,25 @@ export class Swim implements Startable {
 
   // ------------------------------------------------------------------ dissemination
 
-  /** Queues `update` for piggybacking; it replaces anything queued about the same node */
+  /** Queues `update` for piggybacking (it replaces anything queued about the same node) and passes it on soon */
   private enqueue (id: string, update: Encodable<MemberUpdate>): void {
     this.broadcasts.set(id, { update, transmits: 0, bytes: (update.member?.advert?.length ?? 0) + 120 })
+    if (this.gossipTimer == null && this.running) {
+      this.gossipTimer = setTimeout(() => {
+        this.gossipTimer = undefined
+        this.gossip()
+      }, SWIM_GOSSIP_COALESCE_MS)
+    }
+  }
+
+  /** Sends pending updates to SWIM_GOSSIP_FANOUT random members (not `except`) */
+  private gossip (except?: string): void {
+    if (!this.running || this.broadcasts.size === 0) return
+    for (const m of this.sample(SWIM_GOSSIP_FANOUT, x => x.id !== except && x.state === 'alive')) {
+      const updates = this.piggyback()
+      if (updates.length === 0) break
+      this.send(m.id, { kind: SwimKind.GOSSIP, updates })
+    }
   }
 
   /** The updates to carry on the next message: least sent first, each retired after its limit */
