@@ -359,6 +359,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       nodeId,
       privateKey,
       table,
+      periodMs: config.swimPeriodMs,
       advert: () => gossip.advert(),
       onMember: (a) => { void gossip.addPeerAddrs(a.nodeId, a.addrs ?? []) },
       logger: logger.child({ part: 'agent:membership' })

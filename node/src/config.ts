@@ -99,6 +99,8 @@ export interface AgentOptions {
    * it routes by "probe" (the default with it; another policy is an error). @default "gossip"
    */
   membership?: Membership
+  /** Membership "swim": how often this node pings one member (failure detection scales with it; so does its cost). @default 1000 */
+  swimPeriodMs?: number
   /** Take invocations from NATS and route them (false: only run what other routers send). @default true */
   router?: boolean
   /**
@@ -180,6 +182,7 @@ export interface AgentConfig {
   readonly billingGranularityMs: number
   readonly routing: RoutingPolicy
   readonly membership: Membership
+  readonly swimPeriodMs: number
   readonly router: boolean
   readonly sandbox: SandboxMode
   readonly logLimit: number
@@ -250,6 +253,7 @@ export function resolveConfig (options: AgentOptions = {}): AgentConfig {
     billingGranularityMs: int('billingGranularityMs', options.billingGranularityMs, 1, 1, 60_000),
     routing: options.routing ?? (options.membership === 'swim' ? 'probe' : 'least-loaded'),
     membership: options.membership ?? 'gossip',
+    swimPeriodMs: int('swimPeriodMs', options.swimPeriodMs, 1000, 50, 60_000),
     router: options.router ?? true,
     sandbox: options.sandbox ?? 'auto',
     logLimit: int('logLimit', options.logLimit, 65536, 1024, 16 * 1024 * 1024),

@@ -85,6 +85,7 @@ export function buildProgram (): Command {
     .option('--trust <file|dir>', 'deployer public keys: run only deploys signed by one of them (repeatable)', (v: string, prev?: string[]) => collect(readable('--trust', true)(v), prev))
     .addOption(new Option('--routing <policy>', 'routing policy: least-loaded (load from gossiped adverts), probe (load asked of 2 executors per invocation; adverts at the keepalive only: for large meshes, docs/SCALING.md); the others are baselines for benchmarks (default: least-loaded; probe with --membership swim)').choices([...ROUTING_POLICIES]))
     .addOption(new Option('--membership <mode>', 'how agents know each other: gossip (signed adverts every agent hears, over libp2p) or swim (SWIM over NATS: each agent pings one member a second; flat cost per agent for large meshes; routes by probe; docs/SCALING.md)').choices([...MEMBERSHIPS]).default('gossip'))
+    .option('--swim-period <ms>', 'membership swim: how often this agent pings one member; failure detection and membership cost scale with it (default 1000)', int('--swim-period', 50))
     .option('--no-router', 'take no invocations from NATS: only run what other agents route here')
     .addOption(new Option('--sandbox <mode>', 'isolation of functions: auto (every layer this machine offers), strict (refuse to start without the OS layers), none (own process only)').choices([...SANDBOX_MODES]).default('auto'))
     .option('--meter-replicas <n>', 'R: each meter record is held by its node and the R owners of its range, rendezvous-hashed over the live members; R >= N-1 means every node (default 2)', int('--meter-replicas'))
@@ -129,6 +130,7 @@ export function buildProgram (): Command {
         otlp: asUsage('', () => otlpOptions(opts, process.env)),
         routing: opts.routing,
         membership: opts.membership,
+        swimPeriodMs: opts.swimPeriod,
         router: opts.router,
         sandbox: opts.sandbox,
         // Layers to leave off, e.g. FNMESH_SANDBOX_DISABLE=mount where bubblewrap misbehaves.
