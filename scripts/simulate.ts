@@ -40,7 +40,7 @@ import { runJobs } from './sim/pool.js'
 import { REAL_SPREAD, formatGossip, formatRuns, formatValidation, formatWaits, gossipChart, gossipRows, scalingChart, validation } from './sim/report.js'
 import { describeService, serviceMean, type ServiceDist } from './sim/rng.js'
 import { GOSSIPSUB, measureWire, type WireCosts } from './sim/wire.js'
-import { loadCalibration, loadProbeCost, scaleRows, type ScaleRow } from './sim/cost.js'
+import { loadCalibration, loadProbeCost, loadSwimCost, scaleRows, type ScaleRow } from './sim/cost.js'
 import { DESIGNS, type GossipDesign } from './sim/shards.js'
 
 interface Args {
@@ -133,10 +133,12 @@ async function main (): Promise<number> {
     const doc = JSON.parse(await readFile(args.recost, 'utf8')) as { runs: RunResult[], wire: WireCosts, model: { serviceDist: ServiceDist, gossipDelayMs: [number, number], hopMs: number }, rows?: ScaleRow[], calibration?: unknown }
     const cal = loadCalibration(join(PACKAGE_ROOT, 'bench', 'results'), args.calibration)
     if (cal == null) throw new Error('No real-mesh calibration found (bench/results/*-mesh-scale.json with a calibration)')
-    doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs, loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results')))
+    doc.rows = scaleRows(doc.runs, doc.wire, cal, doc.model.serviceDist, doc.model.gossipDelayMs[1], doc.model.hopMs, loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results')), loadSwimCost(join(PACKAGE_ROOT, 'bench', 'results')))
     doc.calibration = { ...cal, source: relative(PACKAGE_ROOT, cal.source) }
     const probeCost = loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results'))
     ;(doc as Record<string, unknown>).probeCost = probeCost != null ? { ...probeCost, source: relative(PACKAGE_ROOT, probeCost.source) } : null
+    const swimCost = loadSwimCost(join(PACKAGE_ROOT, 'bench', 'results'))
+    ;(doc as Record<string, unknown>).swimCost = swimCost != null ? { ...swimCost, source: relative(PACKAGE_ROOT, swimCost.source) } : null
     await writeFile(args.recost, toJson(doc))
     process.stdout.write(formatRows(doc.rows, cal) + '\n')
     return 0
@@ -158,7 +160,8 @@ async function main (): Promise<number> {
   const gossip = gossipRows(runs.filter(r => r.design === 'all'), wire)
   const calibration = loadCalibration(join(PACKAGE_ROOT, 'bench', 'results'), args.calibration)
   const probeCost = loadProbeCost(join(PACKAGE_ROOT, 'bench', 'results'))
-  const rows: ScaleRow[] = calibration != null ? scaleRows(runs, wire, calibration, args.service, args.gossipDelayMs[1], args.hopMs, probeCost) : []
+  const swimCost = loadSwimCost(join(PACKAGE_ROOT, 'bench', 'results'))
+  const rows: ScaleRow[] = calibration != null ? scaleRows(runs, wire, calibration, args.service, args.gossipDelayMs[1], args.hopMs, probeCost, swimCost) : []
 
   const day = new Date().toISOString().slice(0, 10)
   // Runs of a subset or of other model settings do not overwrite the standard results.
@@ -206,6 +209,7 @@ async function main (): Promise<number> {
     wire,
     calibration: calibration != null ? { ...calibration, source: relative(PACKAGE_ROOT, calibration.source) } : null,
     probeCost: probeCost != null ? { ...probeCost, source: relative(PACKAGE_ROOT, probeCost.source) } : null,
+    swimCost: swimCost != null ? { ...swimCost, source: relative(PACKAGE_ROOT, swimCost.source) } : null,
     rows,
     runs,
     gossip,

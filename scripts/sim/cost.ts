@@ -21,8 +21,14 @@
  *   keepalives in "all" as the agent does today.
  *
  * The probing design (probe.ts) has no load adverts: its "gossip" is membership (SWIM: one
- * probe a second per node, so about 4 messages a second at each node, each charged as much as
- * a heard gossipsub advert of the real mesh) plus the load probes, per invocation, charged at
+ * probe a second per node, so about 4 messages a second at each node) plus the load probes. The
+ * membership is the agent's own (`--membership swim`, node/src/gossip/swim.ts), measured on a
+ * real mesh (`mesh-scale.js ... --calibrate-swim-period 100 -- --membership swim`, newest
+ * bench/results/*-mesh-scale-swim.json): the SWIM messages an idle agent sends and receives a
+ * second at the largest mesh, x the CPU and bytes one costs (the same mesh pinging 10x as often:
+ * extra CPU per extra message), plus the periodic push-pull sync charged as if every one sent
+ * the whole membership (N entries every 30 s x (log2(N/32)+1), swim.ts). Without that file, the
+ * earlier model: 4 messages, each charged as much as a heard gossipsub advert. The probes, per invocation, charged at
  * what one costs over NATS here (scripts/probe-cost.mjs: the asking and the answering process;
  * nats-server's share is given apart). A joining node is made the memory of the router it joins
  * through, so that router's next remote pick probes it; a crashed node's subscriptions go with
@@ -108,6 +114,56 @@ export function loadProbeCost (resultsDir: string, file?: string): ProbeCost | u
 
 /** SWIM membership of the probing design: messages at each node per second (a ping and an ack each way) */
 const SWIM_MSGS_PER_NODE_PER_SEC = 4
+
+/** What membership "swim" costs a real agent (newest bench/results/*-mesh-scale-swim.json) */
+export interface SwimCost {
+  source: string
+  /** the largest real mesh measured */
+  agents: number
+  /** SWIM messages sent + received per idle agent per second there */
+  msgsPerNodePerSec: number
+  /** extra CPU per extra message (the calibration), µs; and nats-server's */
+  cpuUsPerMessage: number
+  natsServerUsPerMessage: number | null
+  bytesPerMessage: number
+  /** one member's entry in a sync page, bytes (the mean SWIM bytes per message bounds it from above: a ping carries an entry now and then) */
+  entryBytes: number
+  /** idle CPU per agent at each size measured: [agents, cores] */
+  idleCoreBySize: Array<[number, number]>
+  /** SIGKILL and SIGSTOP of one agent to every survivor's table leaving it out of routing, at the largest mesh, ms */
+  failureToNoRoutingMs: number | null
+  hangToNoRoutingMs: number | null
+}
+
+export function loadSwimCost (resultsDir: string, file?: string): SwimCost | undefined {
+  const path = file ?? newest(resultsDir, '-mesh-scale-swim.json')
+  if (path == null) return undefined
+  type Row = { agents: number, idle: { corePerAgent: number, membershipMessagesPerAgentPerSec: number, membershipBytesPerAgentPerSec: number }, failureToNoRoutingMs?: number, hangToNoRoutingMs?: number }
+  const doc = JSON.parse(readFileSync(path, 'utf8')) as { results: Row[], swimCalibration?: { cpuUsPerMessage: number | null, bytesPerMessage: number | null, natsServerUsPerMessage: number | null } }
+  const c = doc.swimCalibration
+  if (c?.cpuUsPerMessage == null || doc.results.length === 0) return undefined
+  const largest = [...doc.results].sort((a, b) => b.agents - a.agents)[0]
+  const msgs = largest.idle.membershipMessagesPerAgentPerSec
+  return {
+    source: path,
+    agents: largest.agents,
+    msgsPerNodePerSec: msgs,
+    cpuUsPerMessage: c.cpuUsPerMessage,
+    natsServerUsPerMessage: c.natsServerUsPerMessage,
+    bytesPerMessage: c.bytesPerMessage ?? largest.idle.membershipBytesPerAgentPerSec / msgs,
+    entryBytes: 600,
+    idleCoreBySize: doc.results.map(r => [r.agents, r.idle.corePerAgent]),
+    failureToNoRoutingMs: largest.failureToNoRoutingMs ?? null,
+    hangToNoRoutingMs: largest.hangToNoRoutingMs ?? null
+  }
+}
+
+/** swim.ts: push-pull every SWIM_SYNC_MS x (ceil(log2(N) - log2(32)) + 1) past 32 members */
+export function swimSyncIntervalMs (nodes: number): number {
+  return 30_000 * (nodes > 32 ? Math.ceil(Math.log2(nodes) - Math.log2(32)) + 1 : 1)
+}
+/** CPU to encode or decode one member's entry of a sync page, µs (protobuf of ~600 B, no signature check: only newer entries are checked) */
+const SYNC_US_PER_ENTRY = 10
 /** A probe not answered within this long counts as no room there (the node may be gone) */
 export const PROBE_ANSWER_TIMEOUT_MS = 20
 
@@ -130,7 +186,7 @@ export interface ScaleRow {
   keepaliveMs: number
   advertGapMs: number
   /** design "probe": the parts of the gossip figures (membership, load probes) and nats-server's share */
-  probe?: { probesPerNodePerSec: number, probesPerInvocation: number, membershipCorePerNode: number, probeCorePerNode: number, membershipBytesPerNodePerSec: number, probeBytesPerNodePerSec: number, natsServerCorePerNode: number }
+  probe?: { probesPerNodePerSec: number, probesPerInvocation: number, membershipCorePerNode: number, probeCorePerNode: number, membershipBytesPerNodePerSec: number, probeBytesPerNodePerSec: number, natsServerCorePerNode: number, membershipSource: string, membershipMsgsPerNodePerSec: number, syncBytesPerNodePerSec: number }
 }
 
 /** libp2p's connection manager limit: beyond it a node is not connected to every node it hears about */
@@ -139,7 +195,7 @@ const MAX_CONNECTIONS = GOSSIPSUB.maxConnections
 const PROBE_PERIOD_MS = 1000
 const PROBE_TIMEOUT_MS = 500
 
-export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibration, service: ServiceDist, gossipDelayMaxMs: number, hopMs: number, probeCost?: ProbeCost): ScaleRow[] {
+export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibration, service: ServiceDist, gossipDelayMaxMs: number, hopMs: number, probeCost?: ProbeCost, swimCost?: SwimCost): ScaleRow[] {
   const rows: ScaleRow[] = []
   for (const r of runs) {
     if (r.policy !== 'fnmesh') continue
@@ -149,7 +205,7 @@ export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibrat
     if (oracle == null) continue
     if (r.design === 'probe') {
       if (probeCost == null) continue
-      rows.push(probeRow(r, oracle, cal, probeCost, service, hopMs))
+      rows.push(probeRow(r, oracle, cal, probeCost, service, hopMs, swimCost))
       continue
     }
     const heard = r.viewNodes
@@ -182,11 +238,16 @@ export function scaleRows (runs: RunResult[], wire: WireCosts, cal: RealCalibrat
   return rows
 }
 
-function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: ProbeCost, service: ServiceDist, hopMs: number): ScaleRow {
+function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: ProbeCost, service: ServiceDist, hopMs: number, swim?: SwimCost): ScaleRow {
   // probeMsgsPerNodePerSec counts each probe's request and answer at both ends
   const probes = r.probeMsgsPerNodePerSec / 4
-  const membershipCore = SWIM_MSGS_PER_NODE_PER_SEC * cal.cpuUsPerAdvert / 1e6
-  const membershipBytes = SWIM_MSGS_PER_NODE_PER_SEC * cal.bytesPerAdvert
+  const msgs = swim?.msgsPerNodePerSec ?? SWIM_MSGS_PER_NODE_PER_SEC
+  // the push-pull sync, as if each sent and took the whole membership
+  const syncPerSec = 1000 / swimSyncIntervalMs(r.nodes)
+  const syncBytes = swim != null ? 2 * r.nodes * swim.entryBytes * syncPerSec : 0
+  const syncCore = swim != null ? 2 * r.nodes * SYNC_US_PER_ENTRY * syncPerSec / 1e6 : 0
+  const membershipCore = msgs * (swim?.cpuUsPerMessage ?? cal.cpuUsPerAdvert) / 1e6 + syncCore
+  const membershipBytes = msgs * (swim?.bytesPerMessage ?? cal.bytesPerAdvert) + syncBytes
   const probeCore = probes * cost.usPerProbe / 1e6
   const probeBytes = probes * cost.wireBytesPerProbe
   const perRouterRate = r.load * r.totalSlots / (serviceMean(service) / 1000) / r.nodes
@@ -216,7 +277,10 @@ function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: 
       probeCorePerNode: probeCore,
       membershipBytesPerNodePerSec: membershipBytes,
       probeBytesPerNodePerSec: probeBytes,
-      natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6
+      natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6 + msgs * (swim?.natsServerUsPerMessage ?? 0) / 1e6,
+      membershipSource: swim?.source ?? 'model: 4 messages a second, each the cost of a heard gossipsub advert',
+      membershipMsgsPerNodePerSec: msgs,
+      syncBytesPerNodePerSec: syncBytes
     }
   }
 }

@@ -93,6 +93,8 @@ export function keepaliveFor (nodes: number): number {
 export const KEEPALIVE_MIN_MS = 1000
 export const KEEPALIVE_MAX_MS = 10_000
 const MAX_SLOTS = 1_000_000
+/** Past this many agents, membership "gossip" warns once that "swim" scales better */
+const LARGE_MESH = 50
 /** in_flight counts the executor's queue too, of at most --max-queue (config.ts caps it at this) */
 const MAX_QUEUE = 1_000_000
 /** An advert's clock may run ahead of ours by this much (start time, send time) */
@@ -313,6 +315,7 @@ export class Gossip implements Startable {
   }
 
   private freeMem = 0
+  private warnedLarge = false
   private freeMemAt = 0
 
   /** Tells libp2p where `id` listens (membership "swim": from its entry), for meter replication's dials */
@@ -412,6 +415,10 @@ export class Gossip implements Startable {
     const keepSuspect = entry?.suspect === true && !this.isConnected(advert.nodeId)
     const result = this.init.table.upsert(advert, keepSuspect)
     if (result !== 'stale') this.stats.accepted++
+    if (result === 'added' && !this.warnedLarge && this.init.table.size > LARGE_MESH) {
+      this.warnedLarge = true
+      this.log.warn({ peers: this.init.table.size }, `a mesh of more than ${LARGE_MESH} agents: with membership "gossip" every agent hears every other (its cost grows with the mesh); --membership swim keeps it flat (docs/SCALING.md)`)
+    }
     if (result === 'added') this.log.info({ peer: advert.nodeId, name: advert.name, slots: advert.slots }, 'peer joined')
   }
 

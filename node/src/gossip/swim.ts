@@ -28,7 +28,7 @@ import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { decode, encode, MemberState, SwimKind, type CapacityAdvert, type Encodable, type MemberUpdate, type SignedAdvert, type SwimMessage } from '../../../proto/codec.js'
-import { SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../../proto/subjects.js'
+import { DISCOVERY_SUBJECT, SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../../proto/subjects.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
 import { inRange } from './gossip.js'
@@ -183,6 +183,14 @@ export class Swim implements Startable {
     this.subs.push(nc.subscribe(swimSubject(this.init.nodeId), handler))
     // The queue group may hand this node its own join: it answers NACK and the joiner asks again.
     this.subs.push(nc.subscribe(SWIM_JOIN_SUBJECT, { queue: SWIM_QUEUE, ...handler }))
+    // Agents with membership "gossip" announce themselves here: they and this one never meet.
+    const mixed = nc.subscribe(DISCOVERY_SUBJECT, {
+      callback: () => {
+        mixed.unsubscribe()
+        this.log.warn({}, 'agents with membership "gossip" share this NATS: they and this agent (membership "swim") do not see each other and split the mesh; start every agent with the same --membership')
+      }
+    })
+    this.subs.push(mixed)
     await nc.flush()
     this.startedMs = this.now()
     await this.join()
