@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { simulate } from '../../scripts/sim/engine.js'
-import { scaleRows, type ProbeCost, type RealCalibration } from '../../scripts/sim/cost.js'
+import { scaleRows, swimSyncIntervalMs, type ProbeCost, type RealCalibration, type SwimCost } from '../../scripts/sim/cost.js'
 import { slotsFor } from '../../scripts/sim/model.js'
 import { bestFree, bestQueue, probeSet, SlotSampler, type ProbeCandidate } from '../../scripts/sim/probe.js'
 import { DEFAULT_SERVICE, prng } from '../../scripts/sim/rng.js'
@@ -75,5 +75,19 @@ describe('the probing design in the simulator', () => {
     expect(row.oracleP99Ms).toBe(oracle.latencyMs.p99)
     expect(row.silentFailureToNoRoutingMs).toBeLessThan(100)
     expect(row.joinToFirstWorkMs).toBeLessThan(100)
+
+    // With the real agents' SWIM membership measured (--membership swim): its messages at its cost,
+    // plus the whole-membership syncs (200 nodes: every 30 s x (ceil(log2(200/32)) + 1) = 120 s).
+    const swim: SwimCost = { source: 'test', agents: 30, msgsPerNodePerSec: 4.2, cpuUsPerMessage: 100, natsServerUsPerMessage: 10, bytesPerMessage: 70, entryBytes: 600, idleCoreBySize: [[30, 0.008]], failureToNoRoutingMs: 700, hangToNoRoutingMs: 1800 }
+    const [measured] = scaleRows([probed, oracle], wire, cal, DEFAULT_SERVICE, 10, 0.25, cost, swim)
+    expect(swimSyncIntervalMs(200)).toBe(120_000)
+    expect(swimSyncIntervalMs(10_000)).toBe(30_000 * 10)
+    const syncPerSec = 1000 / 120_000
+    expect(measured.probe?.membershipMsgsPerNodePerSec).toBe(4.2)
+    expect(measured.probe?.syncBytesPerNodePerSec).toBeCloseTo(2 * 200 * 600 * syncPerSec, 6)
+    expect(measured.gossipCorePerNode).toBeCloseTo(4.2 * 100e-6 + 2 * 200 * 10e-6 * syncPerSec + probes * 50e-6, 9)
+    expect(measured.gossipBytesPerNodePerSec).toBeCloseTo(4.2 * 70 + 2 * 200 * 600 * syncPerSec + probes * 500, 3)
+    expect(measured.probe?.natsServerCorePerNode).toBeCloseTo(probes * 20e-6 + 4.2 * 10e-6, 9)
+    expect(measured.probe?.membershipSource).toBe('test')
   }, 120_000)
 })
