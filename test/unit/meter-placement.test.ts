@@ -149,3 +149,48 @@ describe('anti-entropy and handoff under placement', () => {
     expect(merged.buckets.reduce((n, b) => n + Number(b.invocations), 0)).toBe(xIn + 14)
   })
 })
+
+describe('anti-entropy partners under placement', () => {
+  it('runs sessions only with the live co-owners of ranges this node holds and owns: none while it holds nothing, every peer while everyone holds everything', async () => {
+    const { AntiEntropy } = await import('../../node/src/metering/replication/antientropy.js')
+    const { DigestTree } = await import('../../node/src/metering/records/digest.js')
+    const { PeerTable } = await import('../../node/src/gossip/peer-table.js')
+    const { Placement } = await import('../../node/src/metering/replication/placement.js')
+    const members = ids(40)
+    const self = members[0]
+    const table = new PeerTable()
+    const advert = (id: string): any => ({ nodeId: id, name: 'n', slots: 1, inFlight: 0, freeMemMb: 0, warm: [], seq: 1, draining: false, startedAtMs: 1, sentAtMs: 1, invocations: 0, coldStarts: 0, warmStarts: 0, refusing: '', labels: {}, provisioned: [], layers: 0, keepaliveMs: 0, addrs: [] })
+    table.setSelf(advert(self))
+    for (const m of members.slice(1)) table.upsert(advert(m))
+    const tree = new DigestTree()
+    const placement = new Placement(table, self, 2)
+    const logger = { debug () {}, info () {}, warn () {}, error () {}, child () { return this } } as any
+    const ae = new AntiEntropy({ libp2p: {} as any, table, store: { tree } as any, intake: {} as any, logger, placement, self })
+    expect(ae.partners(), 'holding nothing: no session is worth having').toEqual([])
+
+    // Its own hours (it owns them) and some hours of others it holds
+    const one = { count: 1, hash: Buffer.alloc(32, 1) }
+    for (let h = 0; h < 24; h++) tree.setHour(self, T0 + h * HOUR_MS, one)
+    for (let h = 0; h < 24; h++) tree.setHour(members[5], T0 + h * HOUR_MS, one)
+    const view = placement.current()
+    const want = new Set<string>()
+    for (const { nodeId, hourMs } of tree.entries()) {
+      const owners = view.owners(nodeId, hourMs)
+      if (owners.includes(self)) for (const o of owners) if (o !== self) want.add(o)
+    }
+    const got = ae.partners()
+    expect(new Set(got)).toEqual(want)
+    expect(got.length, 'a few co-owners, not the 39 peers').toBeLessThan(39)
+    expect(got.length).toBeGreaterThan(0)
+
+    // A suspect peer is left out; with every member holding everything (R >= N-1), every live peer
+    const victim = got[0]
+    table.suspect(victim)
+    expect(ae.partners()).not.toContain(victim)
+    const small = new PeerTable()
+    small.setSelf(advert(self))
+    for (const m of members.slice(1, 3)) small.upsert(advert(m))
+    const everyone = new AntiEntropy({ libp2p: {} as any, table: small, store: { tree } as any, intake: {} as any, logger, placement: new Placement(small, self, 2), self })
+    expect(everyone.partners().sort()).toEqual(members.slice(1, 3).sort())
+  })
+})

@@ -55,13 +55,15 @@ export class AntiEntropy {
   private timer: NodeJS.Timeout | undefined
   private stopped = true
   private readonly onAdded = (e: { advert: { nodeId: string } }): void => {
-    this.joined.set(e.advert.nodeId, Date.now())
-    this.soon(e.advert.nodeId, true)
+    const peer = e.advert.nodeId
+    this.joined.set(peer, Date.now())
+    // After every listener of the table ran (the placement's view includes the newcomer then)
+    setImmediate(() => { if (this.partners().includes(peer)) this.soon(peer, true) })
   }
 
-  /** A node left (it may be gone for good): what only some of us hold of it must reach everyone now */
+  /** A node left (it may be gone for good): what only some of its co-owners hold must reach the others now */
   private readonly onRemoved = (): void => {
-    for (const p of this.peers()) this.soon(p, true)
+    setImmediate(() => { for (const p of this.partners()) this.soon(p, true) })
   }
 
   constructor (private readonly c: AntiEntropyComponents, private readonly init: AntiEntropyInit = {}) {}
@@ -74,7 +76,7 @@ export class AntiEntropy {
     this.c.table.on('removed', this.onRemoved)
     for (const e of this.c.table.all()) if (!e.self) this.onAdded(e)
     this.timer = setInterval(() => {
-      const peers = this.peers()
+      const peers = this.partners()
       if (peers.length > 0) this.soon(peers[Math.floor(Math.random() * peers.length)])
     }, this.init.intervalMs ?? 5000)
   }
@@ -160,6 +162,28 @@ export class AntiEntropy {
 
   private peers (): string[] {
     return this.c.table.all().filter(e => !e.self && !e.suspect).map(e => e.advert.nodeId)
+  }
+
+  /**
+   * The live peers a session with is worth having: all of them while every member holds
+   * everything; with owner-based placement those that co-own a range this node holds and owns
+   * (each side runs this for what it holds, so a range either side holds is compared; a range
+   * held but no longer owned is the handoff's). A session with any other peer compares nothing,
+   * and in a large mesh most peers are such: without this every node would dial every other.
+   */
+  partners (): string[] {
+    const peers = this.peers()
+    const view = this.c.placement?.current()
+    const self = this.c.self
+    if (view == null || view.everyone || self == null) return peers
+    const live = new Set(peers)
+    const out = new Set<string>()
+    for (const h of this.c.store.tree.entries()) {
+      const owners = view.owners(h.nodeId, h.hourMs)
+      if (!owners.includes(self)) continue
+      for (const o of owners) if (o !== self && live.has(o)) out.add(o)
+    }
+    return [...out]
   }
 
   private async drain (): Promise<void> {
