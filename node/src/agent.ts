@@ -157,7 +157,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       underReplicated: () => parts.metering?.gauges().underReplicated ?? 0,
       gossipPeers: () => table.routable().filter(e => !e.self).length,
       libp2pBytes: () => parts.gossip?.bytes.snapshot() ?? {},
-      ...(config.membership === 'swim' ? { swim: () => parts.swim?.stats ?? { sent: 0, received: 0, rejected: 0, bytesIn: 0, bytesOut: 0, pingFailures: 0, suspected: 0, dead: 0, refuted: 0 } } : {}),
+      ...(config.membership === 'swim' ? { swim: () => parts.swim?.stats ?? { health: 0, sent: 0, received: 0, rejected: 0, bytesIn: 0, bytesOut: 0, pingFailures: 0, suspected: 0, dead: 0, refuted: 0 } } : {}),
       ...(config.routing === 'probe' ? { probes: () => parts.router?.probeStats ?? { own: 0, free: 0, queue: 0, fallback: 0, answered: 0, unanswered: 0 } } : {}),
       natsConnected: () => parts.nc != null && !parts.nc.isClosed() && natsUp,
       dlqMessages: dlqCounts

@@ -44,6 +44,8 @@ export const SWIM_PERIOD_MS = 1000
 export const SWIM_PING_TIMEOUT_MS = 400
 /** Members asked to ping a member that did not answer */
 export const SWIM_INDIRECT = 3
+/** Lifeguard's local health multiplier, at most: a node that fails to hear anyone waits up to 9x longer */
+export const SWIM_MAX_HEALTH = 8
 /** Suspicion lasts this many periods x log10(N+1) (at least SWIM_SUSPICION_MIN_MS) before a member is dead */
 export const SWIM_SUSPICION_MULT = 4
 export const SWIM_SUSPICION_MIN_MS = 3000
@@ -146,7 +148,7 @@ export class Swim implements Startable {
   private gossipTimer: NodeJS.Timeout | undefined
   private left = false
   /** messages by kind sent and received, updates applied and rejected, since start */
-  readonly stats = { sent: 0, received: 0, rejected: 0, pings: 0, pingFailures: 0, indirect: 0, suspected: 0, dead: 0, refuted: 0, joined: 0, bytesIn: 0, bytesOut: 0 }
+  readonly stats = { health: 0, sent: 0, received: 0, rejected: 0, pings: 0, pingFailures: 0, indirect: 0, suspected: 0, dead: 0, refuted: 0, joined: 0, bytesIn: 0, bytesOut: 0 }
 
   constructor (private readonly init: SwimInit) {
     this.log = init.logger
@@ -250,17 +252,31 @@ export class Swim implements Startable {
     if (newer({ startedAtMs: a.startedAtMs, seq: a.seq }, u)) return
     if (u.startedAtMs === a.startedAtMs && u.seq >= this.seq) this.seq = u.seq
     this.stats.refuted++
+    this.sicker()
     this.log.info({ by: u.from, state: MemberState[u.state] }, 'refuted a suspicion of this node')
     this.refreshSelf(true, this.left)
   }
 
   // ------------------------------------------------------------------ the protocol period
 
+  /** Lifeguard's local health multiplier: 0 (healthy) to SWIM_MAX_HEALTH; timeouts and the period scale by 1 + it */
+  private health = 0
+
+  private sicker (): void {
+    this.health = Math.min(SWIM_MAX_HEALTH, this.health + 1)
+    this.stats.health = this.health
+  }
+
+  private healthier (): void {
+    this.health = Math.max(0, this.health - 1)
+    this.stats.health = this.health
+  }
+
   private schedule (): void {
     if (!this.running) return
     this.timer = setTimeout(() => {
       void this.tick().catch((err: any) => { this.log.warn({ err: String(err?.message ?? err) }, 'membership round failed') }).finally(() => { this.schedule() })
-    }, this.periodMs)
+    }, this.periodMs * (1 + this.health))
     this.timer.unref?.()
   }
 
@@ -308,15 +324,25 @@ export class Swim implements Startable {
   /** Pings `m`; no answer: asks SWIM_INDIRECT others; none: suspects it */
   private async probe (m: Member): Promise<void> {
     this.stats.pings++
-    const direct = await this.ping(m.id, this.pingTimeoutMs)
-    if (direct === 'ack') { this.init.table.touch(m.id); return }
+    const scale = 1 + this.health
+    // A suspect is told of its suspicion in the ping itself, so it refutes at once (Lifeguard's buddy system)
+    const tell = m.state === 'suspect' ? [{ state: MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: this.init.nodeId }] : undefined
+    const direct = await this.ping(m.id, this.pingTimeoutMs * scale, tell)
+    if (direct === 'ack') {
+      this.init.table.touch(m.id)
+      this.healthier()
+      return
+    }
     if (direct === 'timeout') {
       const helpers = this.sample(SWIM_INDIRECT, x => x.id !== m.id && x.state === 'alive')
       if (helpers.length > 0) {
         this.stats.indirect++
-        const left = Math.max(50, this.periodMs - this.pingTimeoutMs)
-        const answers = await Promise.all(helpers.map(async h => await this.request(h.id, { kind: SwimKind.PING_REQ, target: m.id }, left).then(r => r?.kind === SwimKind.ACK, () => false)))
-        if (answers.some(Boolean)) return
+        const left = Math.max(50, (this.periodMs - this.pingTimeoutMs) * scale)
+        const answers = await Promise.all(helpers.map(async h => await this.request(h.id, { kind: SwimKind.PING_REQ, target: m.id }, left).then(r => r?.kind ?? null, () => null)))
+        if (answers.includes(SwimKind.ACK)) return
+        // Nobody answered at all, not even a NACK: this node may be the slow one (Lifeguard's
+        // local health): it waits longer from now on, and probes less often, until pings go through.
+        if (answers.every(a => a == null)) this.sicker()
       }
     }
     // still the same incarnation, not refuted meanwhile
@@ -327,9 +353,9 @@ export class Swim implements Startable {
   }
 
   /** A direct ping: 'ack', 'timeout', or 'gone' (nobody subscribes: the process or its NATS connection is gone) */
-  private async ping (id: string, timeoutMs: number): Promise<'ack' | 'timeout' | 'gone'> {
+  private async ping (id: string, timeoutMs: number, tell?: Array<Encodable<MemberUpdate>>): Promise<'ack' | 'timeout' | 'gone'> {
     try {
-      const r = await this.request(id, { kind: SwimKind.PING }, timeoutMs)
+      const r = await this.request(id, { kind: SwimKind.PING, ...(tell != null ? { updates: [...tell, ...this.piggyback()] } : {}) }, timeoutMs)
       return r?.kind === SwimKind.ACK && r.from === id ? 'ack' : 'timeout'
     } catch (err: any) {
       return isNoResponders(err) ? 'gone' : 'timeout'

@@ -39,7 +39,7 @@ export interface NodeStats {
   /** libp2p bytes since start by protocol ("wire": every connection on TCP), in and out */
   libp2pBytes?: () => Record<string, { in: number, out: number }>
   /** membership "swim" (gossip/swim.ts): its messages and bytes, and what it detected, since start */
-  swim?: () => { sent: number, received: number, rejected: number, bytesIn: number, bytesOut: number, pingFailures: number, suspected: number, dead: number, refuted: number }
+  swim?: () => { health: number, sent: number, received: number, rejected: number, bytesIn: number, bytesOut: number, pingFailures: number, suspected: number, dead: number, refuted: number }
   /** routing "probe": how picks went and probes were answered since start (router.ts probeStats) */
   probes?: () => { own: number, free: number, queue: number, fallback: number, answered: number, unanswered: number }
   natsConnected: () => boolean
@@ -151,6 +151,7 @@ export class PromMetrics implements MetricsSink {
     }
     const swim = stats.swim
     if (swim != null) {
+      gauge('fnmesh_membership_health', 'Membership "swim": Lifeguard\'s local health multiplier, 0 (healthy) to 8: probes that no helper answered and refuted suspicions of this node raise it, acks lower it; timeouts and the probe period scale by 1 + it', () => swim().health)
       new Counter({
         name: 'fnmesh_membership_messages_total',
         help: 'Membership "swim": SWIM messages this node sent and received, and those rejected (malformed, or an update that did not check out)',
