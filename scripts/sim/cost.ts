@@ -278,7 +278,7 @@ function probeRow (r: RunResult, oracle: RunResult, cal: RealCalibration, cost: 
       membershipBytesPerNodePerSec: membershipBytes,
       probeBytesPerNodePerSec: probeBytes,
       natsServerCorePerNode: probes * cost.natsServerUsPerProbe / 1e6 + msgs * (swim?.natsServerUsPerMessage ?? 0) / 1e6,
-      membershipSource: swim?.source ?? 'model: 4 messages a second, each the cost of a heard gossipsub advert',
+      membershipSource: swim?.source.replace(/^.*\/bench\//, 'bench/') ?? 'model: 4 messages a second, each the cost of a heard gossipsub advert',
       membershipMsgsPerNodePerSec: msgs,
       syncBytesPerNodePerSec: syncBytes
     }
