@@ -393,7 +393,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
     }, { host: config.admin.host, port: config.admin.port, token: adminToken })
     await admin.start()
   }
-  logger.info({ nodeId, name: config.name, slots: config.slots, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, adminPort: parts.admin?.port, otlp: config.otlp?.url, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
+  logger.info({ nodeId, name: config.name, slots: config.slots, natsServer: nc.getServer(), membership: config.membership, routing: config.routing, addrs: gossip.multiaddrs(), httpPort: parts.gateway?.port, adminPort: parts.admin?.port, otlp: config.otlp?.url, privateSwarm: swarmKey != null, trustedDeployers: trust?.keys.size, nats: config.nats, replicas: config.replicas, meterRecords: metering.store.tree.count, ownMeterRecords: metering.store.tree.perNode().find(d => d.nodeId === nodeId)?.count ?? 0, dataDir: config.dataDir, sandbox: config.sandbox, layers: plan.layers.filter(l => l.active).map(l => l.id), missingLayers: Object.fromEntries(plan.layers.filter(l => !l.active).map(l => [l.id, l.detail])) }, 'agent ready')
 
   const agent: Agent = {
     nodeId,

@@ -102,4 +102,38 @@ describe('a mesh on a 3-server NATS cluster', () => {
     console.log(`one of 3 servers SIGKILLed: deploy, list, invoke and 20 publishes done ${Date.now() - killedAt} ms after`)
     await waitFor(async () => (await meteredEvents(mesh, 'ev')).size === 20, { timeoutMs: 30_000, intervalMs: 500, message: '20 events metered' })
   })
+
+  it('keeps one membership "swim" across the SIGKILL of a server: agents that reconnect elsewhere are taken back (refuting their suspicion) and run work', async () => {
+    t = await startMesh({ nodes: 4, natsServers: 3, args: ['--membership', 'swim', '--sandbox', 'none', '--admin', '127.0.0.1:0'] })
+    const mesh = t.mesh
+    const agents = t.cluster.agents
+    const peers = async (): Promise<number[]> => await Promise.all(agents.map(async a => {
+      const text = await fetch(`http://127.0.0.1:${String(a.ready.adminPort)}/metrics`, { signal: AbortSignal.timeout(5000) }).then(async r => await r.text()).catch(() => '')
+      const m = /^fnmesh_gossip_peers (\S+)$/m.exec(text)
+      return m == null ? NaN : Number(m[1])
+    }))
+    await waitFor(async () => (await peers()).every(n => n === 3), { timeoutMs: 15_000, message: 'every agent routing to the 3 others' })
+    await mesh.deploy({ name: 'swimmed', path: fixture('ok.js') })
+    // The server most agents are on (each agent's ready line names its server)
+    const portOf = (x: string): string => /:(\d+)\/?$/.exec(x)?.[1] ?? x
+    const on = t.cluster.natsServers.map(s => agents.filter(a => portOf(String(a.ready.natsServer)) === portOf(s.url)).length)
+    const victim = on.indexOf(Math.max(...on))
+    expect(on[victim], `agents per server: ${on.join(', ')}`).toBeGreaterThan(0)
+    await t.cluster.natsServers[victim].kill('SIGKILL')
+    const killedAt = Date.now()
+    // The agents on the killed server reconnect to another; meanwhile their pings fail (no
+    // responders) and they may be suspected or declared dead: each refutes once back.
+    let last: number[] = []
+    for (const deadline = Date.now() + 45_000; !(last = await peers()).every(n => n === 3);) {
+      if (Date.now() > deadline) throw new Error(`every agent routing to the 3 others again: not within 45 s (routable peers per agent: ${last.join(', ')})`)
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+    console.log(`membership swim whole again ${Date.now() - killedAt} ms after the SIGKILL of the server ${on[victim]} of the 4 agents were on`)
+    const ran = new Set<string>()
+    for (let i = 0; i < 60 && ran.size < 4; i++) {
+      const r = await mesh.invokeDetailed('swimmed', { i }, { timeoutMs: 15_000 })
+      ran.add(r.nodeId)
+    }
+    expect(ran.size, 'work reaches agents on every remaining server').toBeGreaterThan(1)
+  })
 })
