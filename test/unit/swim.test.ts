@@ -19,7 +19,7 @@ import { decode, encode, MemberState, SwimKind, type CapacityAdvert, type Encoda
 import { SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../proto/subjects.js'
 import { PeerTable } from '../../node/src/gossip/peer-table.js'
 import { silentLogger } from '../../node/src/logger.js'
-import { SWIM_GOSSIP_FANOUT, SWIM_MAX_PIGGYBACK, SWIM_PERIOD_MS, SWIM_RETRANSMIT_MULT, SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT, SWIM_SYNC_MS, SYNC_PAGE_BYTES, Swim } from '../../node/src/gossip/swim.js'
+import { SWIM_GOSSIP_FANOUT, SWIM_MAX_PIGGYBACK, SWIM_PERIOD_MS, SWIM_RETRANSMIT_MULT, SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT, SWIM_SYNC_MS, SWIM_TOMBSTONE_MS, SYNC_PAGE_BYTES, Swim } from '../../node/src/gossip/swim.js'
 // the simulator's seeded PRNG (mulberry32): the random draws are the same on every run
 import { prng } from '../../scripts/sim/rng.js'
 
@@ -761,9 +761,10 @@ describe('membership "swim": a member declared dead comes back (three nodes on a
   const routes = (n: { table: PeerTable }, id: string): boolean => n.table.routable().some(e => e.advert.nodeId === id)
 
   it.each([
-    ['what was sent to it waiting in its socket', false],
-    ['so long that its connection was closed and made again (what was sent to it lost)', true]
-  ])('a node paused past its suspicion (SIGSTOP) is declared dead, and is routable again everywhere soon after it resumes: %s', async (_what, lose) => {
+    ['10 s more, what was sent to it waiting in its socket', 10_000, false],
+    ['10 s more, so long that its connection was closed and made again (what was sent to it lost)', 10_000, true],
+    ['past the tombstones\' hour (a VM suspended overnight)', SWIM_TOMBSTONE_MS + 2 * 60_000, true]
+  ])('a node paused past its suspicion (SIGSTOP) is declared dead, and is routable again everywhere soon after it resumes: %s', async (_what, longer, lose) => {
     const { bus, nodes } = await mesh()
     const [a, b, r] = nodes
     bus.pause(r.swim, r.id, lose as boolean)
@@ -771,7 +772,7 @@ describe('membership "swim": a member declared dead comes back (three nodes on a
     expect(deadAfter, 'declared dead by both others').toBeGreaterThan(0)
     expect(deadAfter).toBeLessThanOrEqual(3 * SWIM_PERIOD_MS + SWIM_SUSPICION_MIN_MS + 2 * SWIM_PERIOD_MS)
     // It stays paused a while longer: the DEAD updates are retired meanwhile.
-    await vi.advanceTimersByTimeAsync(10_000)
+    await vi.advanceTimersByTimeAsync(longer as number)
     expect(inside(a.swim).broadcasts.size + inside(b.swim).broadcasts.size, 'nothing pending about it any more').toBe(0)
     bus.resume(r.swim, r.id)
     // Back: it answers what it missed (its askers gave up long ago) and pings the others as
@@ -782,14 +783,17 @@ describe('membership "swim": a member declared dead comes back (three nodes on a
     expect(r.swim.stats.refuted).toBeGreaterThan(0)
   })
 
-  it('after a partition heals, the node cut off and the others see each other again', async () => {
+  it.each([
+    ['after 10 s', 10_000],
+    ['after more than the tombstones\' hour', SWIM_TOMBSTONE_MS + 2 * 60_000]
+  ])('after a partition heals %s, the node cut off and the others see each other again', async (_what, longer) => {
     const { bus, nodes } = await mesh()
     const [a, b, r] = nodes
     bus.cut.add(r.id)
     // both sides declare the other dead
     const split = await until(() => a.swim.stateOf(r.id) === 'dead' && b.swim.stateOf(r.id) === 'dead' && r.swim.size === 0, 20_000)
     expect(split).toBeGreaterThan(0)
-    await vi.advanceTimersByTimeAsync(10_000)
+    await vi.advanceTimersByTimeAsync(longer)
     bus.cut.delete(r.id)
     const healed = await until(() => [a, b, r].every(n => n.swim.size === 2 && n.table.routable().length === 3), SWIM_SYNC_MS + 10 * SWIM_PERIOD_MS)
     expect(healed, `healed (sizes ${[a, b, r].map(n => n.swim.size).join(', ')}; states of the cut node on a and b: ${String(a.swim.stateOf(r.id))}, ${String(b.swim.stateOf(r.id))}; of a and b on it: ${String(r.swim.stateOf(a.id))}, ${String(r.swim.stateOf(b.id))})`).toBeGreaterThanOrEqual(0)
