@@ -572,6 +572,10 @@ export class Swim implements Startable {
     this.members.set(id, { id, advert, signed, state: 'alive', since: this.now() })
     const result = this.init.table.upsert(advert)
     if (result === 'added') this.log.info({ peer: id, name: advert.name, slots: advert.slots }, 'peer joined')
+    // Held dead before and its tombstone since pruned (away past SWIM_TOMBSTONE_MS: a long pause
+    // or partition): the table still ignores that incarnation, so it would be a member never
+    // routed to. Told it was declared dead, it refutes with a newer one the table takes.
+    if (result === 'stale' && m == null) this.send(id, { kind: SwimKind.GOSSIP, updates: [{ state: MemberState.DEAD, nodeId: id, startedAtMs: advert.startedAtMs, seq: advert.seq, from: this.init.nodeId }] })
     this.init.onMember?.(advert)
     this.enqueue(id, update)
   }
