@@ -293,10 +293,11 @@ describe('membership "swim" on a real mesh of 4 agents', () => {
       victim.kill('SIGKILL')
       killedAt = Date.now()
       await within(victim.exited, 5000, 'the SIGKILLed agent exiting')
-      // Its subject has no responders any more: the first ping to it fails at once, and the
-      // suspicion is piggybacked and gossiped to the others.
+      // Its subject has no responders any more: the first ping to it fails at once (each survivor
+      // pings it once in every round of 4 periods), and the suspicion is piggybacked and gossiped
+      // to the others within a period or two.
       let peers: number[] = []
-      await waitFor(async () => (peers = await peersOf(survivors)).every(p => p === 3), { timeoutMs: 6000, intervalMs: 100, message: 'every survivor dropping it from routing' })
+      await waitFor(async () => (peers = await peersOf(survivors)).every(p => p === 3), { timeoutMs: 8000, intervalMs: 100, message: 'every survivor dropping it from routing' })
         .catch((err) => { throw new Error(`${String(err.message)}: ${JSON.stringify(peers)}`) })
       droppedAfter = Date.now() - killedAt
       await sleep(3000)
@@ -338,9 +339,9 @@ describe('membership "swim" on a real mesh of 4 agents', () => {
     let state: Scrape[] = []
     // No answer to pings (its connection is up: a timeout, then 3 others try): suspect within
     // about a round of pings, dead 3 s of suspicion later.
-    await waitFor(async () => (state = await scrapeAll(others)).every(s => s.peers === others.length - 1), { timeoutMs: 6000, intervalMs: 100, message: 'every other agent suspecting it' })
+    await waitFor(async () => (state = await scrapeAll(others)).every(s => s.peers === others.length - 1), { timeoutMs: 8000, intervalMs: 100, message: 'every other agent suspecting it' })
     const suspectAfter = Date.now() - stoppedAt
-    await waitFor(async () => (await Promise.all(others.map(view))).every(v => !v.some(u => u.nodeId === paused.nodeId)), { timeoutMs: 8000, intervalMs: 100, message: 'every other agent declaring it dead' })
+    await waitFor(async () => (await Promise.all(others.map(view))).every(v => !v.some(u => u.nodeId === paused.nodeId)), { timeoutMs: 12_000, intervalMs: 100, message: 'every other agent declaring it dead' })
     const deadAfter = Date.now() - stoppedAt
     state = await scrapeAll(others)
     expect(state.reduce((n, s, i) => n + s.suspected - before[i].suspected, 0), 'suspicions counted').toBeGreaterThan(0)
@@ -365,6 +366,7 @@ describe('membership "swim" on a real mesh of 4 agents', () => {
     made.sleepy += runs.length
     expect(runs.some(r => r.nodeId === paused.nodeId), `the resumed agent runs calls again: ${JSON.stringify(countBy(runs, r => name(r.nodeId)))}`).toBe(true)
   }, 75_000)
+
   it('lets a member refute accusations it did not earn (they are not signed): back in every view within seconds', async () => {
     // agent-5, the one added; agent-1 is told
     const victim = agents()[4]

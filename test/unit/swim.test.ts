@@ -7,7 +7,8 @@
  * Ed25519 node key; other members' entries are signed here as swim.ts signs them. The NATS
  * connection is a stub that records what is sent and answers as each test says; the last part
  * runs three nodes on an in-memory bus (request-reply, queue groups, "no responders", nodes cut
- * off or paused) to follow a member declared dead back into the membership.
+ * off or paused) to follow a member declared dead back into the membership: after a pause (what
+ * was sent to it kept or lost), a partition, or either past the tombstones' hour.
  * The same on real agents and a real nats-server: test/integration/swim-membership.test.ts.
  */
 import { createPrivateKey, sign as edSign, type KeyObject } from 'node:crypto'
