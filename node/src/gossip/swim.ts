@@ -14,8 +14,9 @@
  * - **Members describe themselves.** A member's entry is its own CapacityAdvert (name, slots,
  *   labels, layers, provisioned sandboxes, multiaddrs, draining, refusing), signed with its node
  *   key; its (start time, seq) is its incarnation. Nobody can forge another member's entry; a
- *   member that hears itself suspected or declared dead refutes with a newer entry. Load is not in
- *   membership: routing "probe" asks executors for it.
+ *   member that hears itself suspected or declared dead refutes with a newer entry, and one that
+ *   messages a node holding it dead (it missed its death: paused, cut off) is told so on the
+ *   answer. Load is not in membership: routing "probe" asks executors for it.
  * - **Join** asks one random member (queue group on `fnmesh.swim.join`) for its membership (push-
  *   pull, paged); that member spreads the newcomer's entry. A sync with a random member, and now
  *   and then with a member once declared dead (a healed partition), repairs what gossip missed.
@@ -246,11 +247,19 @@ export class Swim implements Startable {
     return { state: MemberState.ALIVE, nodeId: this.init.nodeId, startedAtMs: a.startedAtMs, seq: a.seq, member: this.self.signed }
   }
 
-  /** Heard this node suspected or declared dead (at an incarnation not older than its own): a newer one */
+  /**
+   * Heard this node suspected or declared dead. Of an older incarnation: the accuser has not had
+   * the newer one (its broadcasts may all have gone on answers nobody waited for, after a pause),
+   * so it is carried again. Of this one: a newer one. Of a later one: none was ever signed (an
+   * accusation is not signed: anyone could say it), so others hold an older one; a newer one than
+   * this node's, never the accuser's seq (a seq near 2^53 would stop seq from rising).
+   */
   private refute (u: MemberUpdate): void {
     const a = this.self.advert
-    if (newer({ startedAtMs: a.startedAtMs, seq: a.seq }, u)) return
-    if (u.startedAtMs === a.startedAtMs && u.seq >= this.seq) this.seq = u.seq
+    if (newer({ startedAtMs: a.startedAtMs, seq: a.seq }, u)) {
+      if (!this.broadcasts.has(this.init.nodeId)) this.enqueue(this.init.nodeId, this.selfUpdate())
+      return
+    }
     this.stats.refuted++
     this.sicker()
     this.log.info({ by: u.from, state: MemberState[u.state] }, 'refuted a suspicion of this node')
@@ -465,13 +474,14 @@ export class Swim implements Startable {
       return
     }
     this.onUpdates(msg.updates, msg.from)
-    // A sender this node declared dead (it hung, or was cut off, and is back) is told so, to refute.
-    const tomb = this.members.has(msg.from) ? undefined : this.tombstones.get(msg.from)
-    const notice: Array<Encodable<MemberUpdate>> = tomb == null ? [] : [{ state: MemberState.DEAD, nodeId: msg.from, startedAtMs: tomb.startedAtMs, seq: tomb.seq, from: this.init.nodeId }]
-    if (tomb != null && respond == null) this.send(msg.from, { kind: SwimKind.GOSSIP, updates: notice })
+    // A sender this node holds dead (it hung, or was cut off, and is back) is told so, to refute:
+    // on the answer, or in a message of its own when what it sent takes none (GOSSIP).
+    const told = this.deadNotice(msg.from)
+    if (told != null && respond == null) this.send(msg.from, { kind: SwimKind.GOSSIP, updates: [told] })
     const reply = (m: Encodable<SwimMessage>): void => {
       if (respond == null) return
-      const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: [...notice, ...(m.updates ?? this.piggyback())] })
+      const updates = m.updates ?? this.piggyback()
+      const bytes = encode('SwimMessage', { ...m, from: this.init.nodeId, updates: told != null ? [told, ...updates] : updates })
       this.stats.sent++
       this.stats.bytesOut += bytes.length
       respond(bytes)
@@ -497,6 +507,17 @@ export class Swim implements Startable {
       }
       default:
     }
+  }
+
+  /**
+   * A DEAD about `id` if this node holds it dead: it still talks, so it missed its death (paused
+   * or cut off past its suspicion while the DEAD broadcasts went round); told on the answer, it
+   * refutes. Otherwise nobody would take it back: its entry of that incarnation is ignored here.
+   */
+  private deadNotice (id: string): Encodable<MemberUpdate> | undefined {
+    const t = this.tombstones.get(id)
+    if (t == null || this.members.has(id)) return undefined
+    return { state: MemberState.DEAD, nodeId: id, startedAtMs: t.startedAtMs, seq: t.seq, from: this.init.nodeId }
   }
 
   private onUpdates (updates: readonly MemberUpdate[], from: string): void {
@@ -540,10 +561,10 @@ export class Swim implements Startable {
         return
       }
       case MemberState.DEAD: {
-        if (m == null) {
-          if (tomb == null || newer(u, tomb)) this.tombstones.set(u.nodeId, { startedAtMs: u.startedAtMs, seq: u.seq, atMs: this.now() })
-          return
-        }
+        // Only about a member held (memberlist's rule): a DEAD is not signed, so a tombstone is
+        // only ever of an incarnation this node held. One of a made-up later run would keep the
+        // member's every entry out (its refutations included) for SWIM_TOMBSTONE_MS.
+        if (m == null) return
         if (newer(m.advert, u)) return
         this.dead(m, u.from)
         return
@@ -599,6 +620,10 @@ export class Swim implements Startable {
     this.members.set(id, { id, advert, signed, state: 'alive', since: this.now() })
     const result = this.init.table.upsert(advert)
     if (result === 'added') this.log.info({ peer: id, name: advert.name, slots: advert.slots }, 'peer joined')
+    // Held dead before and its tombstone since pruned (away past SWIM_TOMBSTONE_MS: a long pause
+    // or partition): the table still ignores that incarnation, so it would be a member never
+    // routed to. Told it was declared dead, it refutes with a newer one the table takes.
+    if (result === 'stale' && m == null) this.send(id, { kind: SwimKind.GOSSIP, updates: [{ state: MemberState.DEAD, nodeId: id, startedAtMs: advert.startedAtMs, seq: advert.seq, from: this.init.nodeId }] })
     this.init.onMember?.(advert)
     this.enqueue(id, update)
   }
