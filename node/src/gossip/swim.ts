@@ -12,7 +12,7 @@
  *   answer, each sent up to 4 x log10(N+1) times, newest first; while changes are pending a node
  *   also sends them to 2 random members a period (GOSSIP).
  * - **Members describe themselves.** A member's entry is its own CapacityAdvert (name, slots,
- *   labels, layers, provisioned sandboxes, multiaddrs, draining, refusing), signed with its node
+ *   labels, layers, multiaddrs, draining, refusing; no load), signed with its node
  *   key; its (start time, seq) is its incarnation. Nobody can forge another member's entry; a
  *   member that hears itself suspected or declared dead refutes with a newer entry, and one that
  *   messages a node holding it dead (it missed its death: paused, cut off) is told so on the
@@ -119,7 +119,17 @@ function isNoResponders (err: any): boolean {
 
 /** The fields of an advert that membership carries: a change in any of them is a new incarnation */
 export function memberKey (a: CapacityAdvert): string {
-  return JSON.stringify([a.name, a.slots, a.draining, a.refusing, a.layers, Object.entries(a.labels ?? {}).sort(), [...new Set(a.provisioned ?? [])].sort(), a.addrs ?? []])
+  return JSON.stringify([a.name, a.slots, a.draining, a.refusing, a.layers, Object.entries(a.labels ?? {}).sort(), a.addrs ?? []])
+}
+
+/**
+ * The entry this node signs: its advert without what changes with load (running, warm and
+ * provisioned sandboxes, counters, free memory). Those would go stale in everyone's table (an
+ * entry changes only with a new incarnation) and mislead routing; routing "probe" asks for them,
+ * and provisioned sandboxes are found by their placement (router pickProvisioned).
+ */
+function entryOf (a: CapacityAdvert): CapacityAdvert {
+  return { ...a, inFlight: 0, warm: [], provisioned: [], invocations: 0, coldStarts: 0, warmStarts: 0, freeMemMb: 0 }
 }
 
 export class Swim implements Startable {
@@ -234,9 +244,10 @@ export class Swim implements Startable {
     if (force || this.self == null || key !== this.self.key) {
       advert.seq = ++this.seq
       advert.sentAtMs = this.now()
-      const bytes = encode('CapacityAdvert', advert)
+      const entry = entryOf(advert)
+      const bytes = encode('CapacityAdvert', entry)
       const signature = edSign(null, Buffer.concat([DOMAIN, bytes]), this.signKey)
-      this.self = { advert, signed: { advert: bytes, signature }, key }
+      this.self = { advert: entry, signed: { advert: bytes, signature }, key }
       if (this.running) this.enqueue(this.init.nodeId, this.selfUpdate())
     }
     this.init.table.setSelf({ ...advert, seq: this.self.advert.seq, startedAtMs: this.self.advert.startedAtMs })
