@@ -362,6 +362,7 @@ async function start (config: AgentConfig, logger: Logger, parts: Parts): Promis
       periodMs: config.swimPeriodMs,
       advert: () => gossip.advert(),
       onMember: (a) => { void gossip.addPeerAddrs(a.nodeId, a.addrs ?? []) },
+      onJoined: (id) => { parts.router?.remember(id) },
       logger: logger.child({ part: 'agent:membership' })
     })
     await swim.start()

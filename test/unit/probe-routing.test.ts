@@ -416,6 +416,21 @@ describe('the router\'s pick with routing "probe"', () => {
     }
   })
 
+  it('probes first a member that just joined through this node (router.remember, membership swim), so it gets work at once', async () => {
+    const peers: Peer[] = ['a', 'b', 'c', 'd', 'e', 'newcomer'].map(id => ({ id, slots: 2, answer: { inFlight: id === 'newcomer' ? 0 : 1 } }))
+    const { router, local, probes, sent, route } = routerSetup({ self: { slots: 1 }, peers, seed: 9 })
+    local.inFlight = 1
+    router.remember('newcomer')
+    expect((await route()).ok).toBe(true)
+    expect(probes[0]).toBe('newcomer')
+    expect(sent).toEqual([{ peer: 'newcomer', queueMs: 0 }])
+    // its own node is never its memory
+    router.remember(SELF)
+    const before = probes.length
+    expect((await route()).ok).toBe(true)
+    expect(probes.slice(before)[0]).toBe('newcomer')
+  })
+
   it('queues with queue_ms where the answered wait is shortest when no answer has a free slot', async () => {
     const { local, sent, route } = routerSetup({
       self: { slots: 1 },

@@ -164,7 +164,7 @@ interface Node {
 const MY_START = T0 - 30_000
 
 /** A started Swim on a stub connection (its join finds nobody), fake timers on */
-async function node (me: Identity, opts: { periodMs?: number, seed?: number, nc?: StubNats } = {}): Promise<Node> {
+async function node (me: Identity, opts: { periodMs?: number, seed?: number, nc?: StubNats, onJoined?: (id: string) => void } = {}): Promise<Node> {
   const table = new PeerTable()
   const nc = opts.nc ?? new StubNats()
   const mine: Partial<CapacityAdvert> = { name: 'me', labels: { zone: 'a' } }
@@ -176,6 +176,7 @@ async function node (me: Identity, opts: { periodMs?: number, seed?: number, nc?
     advert: () => advertOf(me, inc(0, MY_START), mine),
     logger: silentLogger(),
     periodMs: opts.periodMs,
+    onJoined: opts.onJoined,
     now: () => Date.now(),
     rng: prng(opts.seed ?? 1)
   })
@@ -619,8 +620,9 @@ describe('membership "swim": push-pull sync', () => {
     expect(s?.member?.advert.length).toBeGreaterThan(0)
   })
 
-  it('a joining node pulls every page and ends with the same membership and digest', async () => {
-    const n = await node(me)
+  it('a joining node pulls every page and ends with the same membership and digest; the answering node names it to its router once', async () => {
+    const joined: string[] = []
+    const n = await node(me, { onJoined: (id) => joined.push(id) })
     for (const x of members) n.swim.apply(alive(x, inc(1), { addrs: bigAddrs(x) }))
     const joinerNc = new StubNats()
     let pagesAsked = 0
@@ -637,8 +639,12 @@ describe('membership "swim": push-pull sync', () => {
     expect(pagesAsked).toBeGreaterThan(1)
     expect(joiner.swim.size).toBe(71)
     expect(Buffer.from(joiner.swim.digest()).equals(Buffer.from(n.swim.digest())), 'the same membership on both').toBe(true)
-    // ...and n took the joiner's entry from its request
+    // ...and n took the joiner's entry from its request, and told its router (its next probe goes there)
     expect(n.swim.stateOf(other.id)).toBe('alive')
+    expect(joined).toEqual([other.id])
+    // a sync from a member it knows is no join
+    n.ask({ kind: SwimKind.SYNC, from: other.id, digest: new Uint8Array(32) })
+    expect(joined).toEqual([other.id])
     // A sync with an equal digest is answered with no members
     const same = n.ask({ kind: SwimKind.SYNC, from: other.id, digest: n.swim.digest() })
     expect(same).toMatchObject({ kind: SwimKind.SYNC_REPLY, offset: 0 })

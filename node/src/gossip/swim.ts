@@ -96,6 +96,8 @@ export interface SwimInit {
   advert: () => CapacityAdvert
   /** a member was added or changed: its multiaddrs, for meter replication's dials */
   onMember?: (advert: CapacityAdvert) => void
+  /** a new member joined through this node (its join was answered here): the router probes it first (router.remember) */
+  onJoined?: (id: string) => void
   logger: Logger
   periodMs?: number
   pingTimeoutMs?: number
@@ -484,7 +486,9 @@ export class Swim implements Startable {
       this.log.debug({ code: 'FNMESH_ERR_DECODE', err: String(err?.message ?? err) }, 'ignored a malformed membership message')
       return
     }
+    const known = this.members.has(msg.from)
     this.onUpdates(msg.updates, msg.from)
+    if (msg.kind === SwimKind.SYNC && msg.offset === 0 && !known && this.members.has(msg.from)) this.init.onJoined?.(msg.from)
     // A sender this node holds dead (it hung, or was cut off, and is back) is told so, to refute:
     // on the answer, or in a message of its own when what it sent takes none (GOSSIP).
     const told = this.deadNotice(msg.from)

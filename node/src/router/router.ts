@@ -586,6 +586,14 @@ export class Router {
     return own
   }
 
+  /**
+   * Routing "probe": `id` just joined through this node (membership "swim"): this router's next
+   * pick that probes asks it first, so a newcomer gets work at once (the simulator's join model)
+   */
+  remember (id: string): void {
+    if (this.init.policy === 'probe' && id !== this.c.nodeId) this.probeMemory = id
+  }
+
   /** One load probe: the candidate with the load its executor answered, or null (no answer in time, not accepting, unreadable) */
   private async probe<C extends Candidate & { entry: PeerEntry }> (c: C, spec: StoredSpec): Promise<C | null> {
     try {
