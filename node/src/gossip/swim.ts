@@ -45,6 +45,8 @@ export const SWIM_PERIOD_MS = 1000
 export const SWIM_PING_TIMEOUT_MS = 400
 /** Members asked to ping a member that did not answer */
 export const SWIM_INDIRECT = 3
+/** Each period, with this probability, a member held dead is pinged (one that answers is told, and refutes) */
+export const SWIM_RECONNECT_PROBABILITY = 0.1
 /** Lifeguard's local health multiplier, at most: a node that fails to hear anyone waits up to 9x longer */
 export const SWIM_MAX_HEALTH = 8
 /** Suspicion lasts this many periods x log10(N+1) (at least SWIM_SUSPICION_MIN_MS) before a member is dead */
@@ -318,6 +320,10 @@ export class Swim implements Startable {
     const target = this.nextTarget()
     if (target != null) void this.probe(target)
     this.gossip(target?.id)
+    // Now and then a member held dead is pinged (Serf's reconnect): one that answers was cut off
+    // or paused, not gone, and is told it was declared dead, so it refutes and both sides of a
+    // healed partition meet again within seconds, not at the next sync.
+    if (this.tombstones.size > 0 && this.rng() < SWIM_RECONNECT_PROBABILITY) void this.reconnect()
     const n = this.members.size + 1
     const syncEvery = this.syncMs * (n > 32 ? Math.ceil(Math.log2(n) - Math.log2(32)) + 1 : 1)
     if (this.now() - this.lastSyncMs >= syncEvery) {
@@ -372,6 +378,14 @@ export class Swim implements Startable {
     if (now == null || now !== m) return
     this.stats.pingFailures++
     this.suspect(m, this.init.nodeId)
+  }
+
+  private async reconnect (): Promise<void> {
+    const ids = [...this.tombstones.keys()]
+    const id = ids[Math.floor(this.rng() * ids.length)]
+    if (await this.ping(id, this.pingTimeoutMs) !== 'ack') return
+    const told = this.deadNotice(id)
+    if (told != null) this.send(id, { kind: SwimKind.GOSSIP, updates: [told] })
   }
 
   /** A direct ping: 'ack', 'timeout', or 'gone' (nobody subscribes: the process or its NATS connection is gone) */
