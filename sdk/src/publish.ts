@@ -106,8 +106,10 @@ async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id
       try {
         return await jsClient(nc).publish(subject, bytes, { msgID: id, headers: h, timeout: Math.max(1, deadline - Date.now()) })
       } catch (err: any) {
-        // No stream captures the subject at all: not worth waiting for (answered below).
-        if (isNoResponders(err) && await capturedBy(nc, subject) === null) throw Object.assign(new Error('no stream captures the subject'), { noStream: true, cause: err })
+        // No stream captures the subject at all: not worth waiting for. Thrown as the coded error
+        // itself: a plain error carrying JetStream's "no responders" as its cause read as transient
+        // to jsRetry, which waited out the whole budget (~10 s) before saying so.
+        if (isNoResponders(err) && await capturedBy(nc, subject) === null) throw notCaptured(subject)
         throw err
       }
     }, { budgetMs: Math.max(0, deadline - Date.now() - 100), signal })
@@ -115,15 +117,17 @@ async function store (nc: NatsConnection, subject: string, bytes: Uint8Array, id
   } catch (err: any) {
     // JetStream answers a publish to a subject no stream captures with "no responders", which the
     // client reports as JetStream not enabled: ask JetStream itself which one it is.
-    const noStream = err?.noStream === true || (isNoResponders(err) && await capturedBy(nc, subject) === null)
-    if (noStream) {
-      throw new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
-    }
+    if (err instanceof NotFoundError) throw err
+    if (isNoResponders(err) && await capturedBy(nc, subject) === null) throw notCaptured(subject)
     if (err?.name === 'TimeoutError' || /timeout/i.test(String(err?.message))) {
       throw new TransportError('FNMESH_ERR_CLIENT_TIMEOUT', `Cannot publish to "${subject}": JetStream did not confirm within ${timeoutMs} ms`, { cause: err })
     }
     throw new TransportError('FNMESH_ERR_NATS_UNAVAILABLE', `Cannot publish to "${subject}": ${String(err?.message ?? err)}`, { cause: err })
   }
+}
+
+function notCaptured (subject: string): NotFoundError {
+  return new NotFoundError('FNMESH_ERR_NOT_FOUND', `Cannot publish to "${subject}": no function is triggered by it (no JetStream stream captures the subject; deploy one with --on "${subject}")`)
 }
 
 function isNoResponders (err: any): boolean {
