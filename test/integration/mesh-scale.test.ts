@@ -25,7 +25,7 @@ describe('a real mesh of 10 agents on one host', () => {
 
   it('with membership swim: forms one mesh with no gossip, a few SWIM messages a second per idle agent, and finds a killed and a hung agent within seconds', async () => {
     const lines: string[] = []
-    const r = await runMeshScale({ agents: 10, wave: 5, idleWindowMs: 8000, settleMs: 2000, formTimeoutMs: 60_000, args: ['--membership', 'swim'], log: l => lines.push(l) })
+    const r = await runMeshScale({ agents: 10, wave: 5, idleWindowMs: 5000, settleMs: 1000, formTimeoutMs: 60_000, args: ['--membership', 'swim'], log: l => lines.push(l) })
     const say = lines.join('\n')
     expect(r.formMs, say).toBeLessThan(60_000)
     // No gossipsub at all; membership is a ping and an ack each way a period (about 4 messages a

@@ -171,7 +171,7 @@ describe('membership "swim" on a real mesh of 4 agents', () => {
   it('costs little and flat at idle: about 2 messages sent and 2 received per agent per second, a few hundred bytes', async () => {
     const before = await scrapeAll(agents())
     const started = Date.now()
-    await sleep(10_000)
+    await sleep(6000)
     const after = await scrapeAll(agents())
     const s = (Date.now() - started) / 1000
     const rate = after.map((x, i) => ({
