@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { createUser } from '@nats-io/nkeys'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { FnmeshError } from '../../proto/errors.js'
-import { execSubject } from '../../proto/subjects.js'
+import { execSubject, SWIM_JOIN_SUBJECT, swimSubject } from '../../proto/subjects.js'
 import { connect, type Mesh } from '../../sdk/src/client.js'
 import { request } from '../../core/nats.js'
 import { startDevCluster, type DevCluster } from '../../node/src/dev/cluster.js'
@@ -101,6 +101,11 @@ describe('a mesh on a NATS server with separate permissions for agents, deployer
     expect((await failure(invoker.keys.create('stolen'), 'create a key as invoker')).code).toBe('FNMESH_ERR_FORBIDDEN')
     const exec = request(invoker.nc, execSubject(cluster.agents[0].nodeId), new Uint8Array(0), { timeoutMs: 5000, what: 'send work straight to an agent' })
     expect((await failure(exec, 'exec as invoker')).code).toBe('FNMESH_ERR_FORBIDDEN')
+    // nor speak membership "swim" (a forged accusation or join needs an agent's credentials)
+    const swim = request(invoker.nc, swimSubject(cluster.agents[0].nodeId), new Uint8Array(0), { timeoutMs: 5000, what: 'ping an agent\'s membership' })
+    expect((await failure(swim, 'swim as invoker')).code).toBe('FNMESH_ERR_FORBIDDEN')
+    const join = request(invoker.nc, SWIM_JOIN_SUBJECT, new Uint8Array(0), { timeoutMs: 5000, what: 'join the membership' })
+    expect((await failure(join, 'swim join as invoker')).code).toBe('FNMESH_ERR_FORBIDDEN')
     // the deployer cannot take invocations in the agents' place
     const cli = await runCli(['invoke', 'hello', '--nats', cluster.nats.url], { env: { FNMESH_NATS_USER: DEPLOYER.user, FNMESH_NATS_PASSWORD: DEPLOYER.password, FNMESH_INBOX_PREFIX: '_INBOX_deployers' } })
     expect(cli.code).toBe(1)
