@@ -178,11 +178,12 @@ export function buildProgram (): Command {
     .option('--port <port>', 'NATS port (default: a free port)', int('--port', 0, 65535))
     .option('--nats-servers <n>', 'run a NATS cluster of N servers (free ports) instead of one; init makes every asset with min(3, N) replicas', int('--nats-servers', 1, 5), 1)
     .option('--http <port>', 'HTTP gateways on 127.0.0.1: agent i listens on port + i', int('--http', 0, 65535))
+    .addOption(new Option('--membership <mode>', 'the agents\' membership: gossip or swim (see fnmesh agent --help)').choices([...MEMBERSHIPS]).default('gossip'))
     .action(async (opts) => {
       const { startDevCluster } = await import('../dev/cluster.js')
       progress(`starting nats-server and ${String(opts.nodes)} agents...`)
       if (opts.natsServers > 1 && opts.port != null) throw new UsageError('FNMESH_ERR_INVALID_ARGUMENT', 'Options --port and --nats-servers cannot be combined: a cluster takes free ports')
-      const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, natsServers: opts.natsServers, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
+      const cluster = await startDevCluster({ nodes: opts.nodes, slots: opts.slots, nats: { port: opts.port }, natsServers: opts.natsServers, args: opts.membership !== 'gossip' ? ['--membership', String(opts.membership)] : undefined, argsOf: opts.http != null ? (i) => ['--http', `127.0.0.1:${Number(opts.http) + i}`] : undefined })
       process.stdout.write(`NATS   ${cluster.natsUrls}\n`)
       process.stdout.write(table(['AGENT', 'NODE ID', 'HTTP', 'LOG'], cluster.agents.map(a => [a.name, a.nodeId, a.ready.httpPort != null ? `http://127.0.0.1:${String(a.ready.httpPort)}` : '-', `${cluster.dir}/${a.name}.log`])) + '\n')
       process.stdout.write(`\nTry:  export FNMESH_NATS=${cluster.natsUrls}\n      fnmesh deploy ./examples/hello --name hello && fnmesh invoke hello --data '{"name":"mesh"}'\nCtrl-C stops everything.\n`)
