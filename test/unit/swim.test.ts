@@ -651,6 +651,28 @@ describe('membership "swim": push-pull sync', () => {
     expect(same?.updates).toEqual([])
   })
 
+  it('answers joins with NACK until its own first join is done (agents started together would form groups apart), then with its membership', async () => {
+    const nc = new StubNats()
+    let release!: () => void
+    nc.answer = async () => { await new Promise<void>(resolve => { release = resolve }); throw noResponders() }
+    const table = new PeerTable()
+    const swim = new Swim({ nc: nc as never, nodeId: me.id, privateKey: me.key, table, advert: () => advertOf(me, inc(0, MY_START)), logger: silentLogger(), now: () => Date.now(), rng: prng(3) })
+    const started = swim.start()
+    await vi.advanceTimersByTimeAsync(0)
+    const ask = (): SwimMessage | undefined => {
+      let out: SwimMessage | undefined
+      inside(swim).onMessage(encode('SwimMessage', { kind: SwimKind.SYNC, from: other.id, updates: [wire(alive(other, inc(1)))] }), (b) => { out = decode('SwimMessage', b); return true })
+      return out
+    }
+    expect(ask()?.kind, 'still joining: NACK').toBe(SwimKind.NACK)
+    release()
+    await started
+    const reply = ask()
+    expect(reply?.kind).toBe(SwimKind.SYNC_REPLY)
+    expect(reply?.updates.map(u => u.nodeId)).toContain(me.id)
+    await swim.stop()
+  })
+
   it('answers its own join (handed back by the queue group) with NACK', async () => {
     const n = await node(me)
     const reply = n.ask({ kind: SwimKind.SYNC, from: me.id })

@@ -159,6 +159,8 @@ export class Swim implements Startable {
   private syncRounds = 0
   private running = false
   private startedMs = 0
+  /** its first join is done (joined, or found nobody): it answers joins from then on */
+  private joinedOnce = false
   private rejoins = 0
   private gossipTimer: NodeJS.Timeout | undefined
   private left = false
@@ -211,6 +213,7 @@ export class Swim implements Startable {
     await nc.flush()
     this.startedMs = this.now()
     await this.join()
+    this.joinedOnce = true
     this.lastSyncMs = this.now()
     this.schedule()
   }
@@ -525,7 +528,10 @@ export class Swim implements Startable {
         return
       }
       case SwimKind.SYNC: {
-        if (msg.from === this.init.nodeId) { reply({ kind: SwimKind.NACK, updates: [] }); return }
+        // Its own join handed back by the queue group, or one that reaches this node before it has
+        // joined itself (agents started together): its membership is nobody's yet, and the asker
+        // taking it would make a group apart. NACK: the asker asks again.
+        if (msg.from === this.init.nodeId || !this.joinedOnce) { reply({ kind: SwimKind.NACK, updates: [] }); return }
         if (msg.offset === 0 && msg.digest.length > 0 && Buffer.from(msg.digest).equals(this.digest())) {
           reply({ kind: SwimKind.SYNC_REPLY, updates: [], offset: 0 })
           return
