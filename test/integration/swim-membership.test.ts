@@ -187,16 +187,18 @@ describe('membership "swim" on a real mesh of 4 agents', () => {
     // An agent's signed entry (its advert with multiaddrs) on a GOSSIP message, the smallest of the mesh's
     const entryBytes = Math.min(...(await view(agents()[0])).map(u => encode('SwimMessage', { kind: SwimKind.GOSSIP, from: u.nodeId, updates: [u] }).length))
     console.log(`idle over ${s.toFixed(1)} s: ${summary}; an entry on a message is ${entryBytes} bytes`)
-    expect(3 * entryBytes, 'the bytes bound below fails if each agent sent its entry to the 3 others every second').toBeGreaterThan(600)
+    expect(3 * entryBytes, 'the bytes bound below fails if each agent sent its entry to the 3 others every second').toBeGreaterThan(900)
     for (const [i, r] of rate.entries()) {
       // One ping a period and its ack, and the acks to the pings it gets (one a period on
-      // average), besides a sync every 30 s: ~2 each way. Gossiping entries to every other
-      // member once a second would be 3 sent and 3 received, each an entry of ~400 bytes.
+      // average), besides a sync every 30 s: ~2 each way; in an agent's first 16 periods also its
+      // asks of the join queue (1, 2, 4, 8, 16 periods after start), which this window may hold.
+      // Gossiping entries to every other member once a second would be 3 sent and 3 received,
+      // each an entry of ~400 bytes: over 1,200 B/s.
       expect(r.sent, summary).toBeGreaterThan(1)
-      expect(r.sent, summary).toBeLessThanOrEqual(3.5)
-      expect(r.received, summary).toBeLessThanOrEqual(3.5)
-      expect(r.bytesOut, summary).toBeLessThan(600)
-      expect(r.bytesIn, summary).toBeLessThan(600)
+      expect(r.sent, summary).toBeLessThanOrEqual(5)
+      expect(r.received, summary).toBeLessThanOrEqual(5)
+      expect(r.bytesOut, summary).toBeLessThan(900)
+      expect(r.bytesIn, summary).toBeLessThan(900)
       expect(r.meshsub, `agent-${i + 1}: no gossipsub bytes`).toBe(0)
       expect(r.adverts, `agent-${i + 1}: no adverts`).toBe(0)
       expect(r.suspected, `agent-${i + 1}: nobody suspected at idle`).toBe(0)

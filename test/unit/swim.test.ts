@@ -20,7 +20,7 @@ import { decode, encode, MemberState, SwimKind, type CapacityAdvert, type Encoda
 import { DISCOVERY_SUBJECT, SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../proto/subjects.js'
 import { PeerTable } from '../../node/src/gossip/peer-table.js'
 import { silentLogger } from '../../node/src/logger.js'
-import { SWIM_GOSSIP_COALESCE_MS, SWIM_GOSSIP_FANOUT, SWIM_MAX_PIGGYBACK, SWIM_PERIOD_MS, SWIM_RETRANSMIT_MULT, SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT, SWIM_SYNC_MS, SWIM_TOMBSTONE_MS, SYNC_PAGE_BYTES, Swim } from '../../node/src/gossip/swim.js'
+import { SWIM_GOSSIP_COALESCE_MS, SWIM_GOSSIP_FANOUT, SWIM_MAX_PIGGYBACK, SWIM_SUSPICION_CONFIRMATIONS, SWIM_SUSPICION_MAX_MULT, SWIM_PERIOD_MS, SWIM_RETRANSMIT_MULT, SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT, SWIM_SYNC_MS, SWIM_TOMBSTONE_MS, SYNC_PAGE_BYTES, Swim } from '../../node/src/gossip/swim.js'
 // the simulator's seeded PRNG (mulberry32): the random draws are the same on every run
 import { prng } from '../../scripts/sim/rng.js'
 
@@ -438,20 +438,38 @@ describe('membership "swim": SWIM rules in Swim.apply', () => {
     })
   })
 
-  it('declares a suspect dead after the suspicion timeout (at least 3 s), not before', async () => {
+  it('declares a suspect dead after the suspicion timeout: 6 x the minimum (at least 3 s) with one accuser, the minimum with 3 (Lifeguard)', async () => {
     const n = await node(me)
     n.swim.apply(alive(b, inc(1)))
-    n.swim.apply(about(MemberState.SUSPECT, b, inc(1)))
-    // 1 member: 4 x log10(3) periods is 1.9 s, under the 3 s floor
-    await vi.advanceTimersByTimeAsync(SWIM_SUSPICION_MIN_MS - 1)
+    n.swim.apply(alive(c, inc(1)))
+    // 2 members: 4 x log10(4) periods is 2.4 s, under the 3 s floor
+    expect(n.swim.suspicionTimeoutMs(0)).toBe(SWIM_SUSPICION_MAX_MULT * SWIM_SUSPICION_MIN_MS)
+    expect(n.swim.suspicionTimeoutMs(SWIM_SUSPICION_CONFIRMATIONS)).toBe(SWIM_SUSPICION_MIN_MS)
+    expect(n.swim.suspicionTimeoutMs(1)).toBeGreaterThan(SWIM_SUSPICION_MIN_MS)
+    expect(n.swim.suspicionTimeoutMs(1)).toBeLessThan(SWIM_SUSPICION_MAX_MULT * SWIM_SUSPICION_MIN_MS)
+    // its own pings are answered (a suspect that answers is not refuted by that: only a newer entry does)
+    n.nc.answer = async (subject) => encode('SwimMessage', { kind: SwimKind.ACK, from: subject.slice('fnmesh.swim.'.length) })
+    // one accuser: the longest
+    n.swim.apply(about(MemberState.SUSPECT, c, inc(1), 'x'))
+    // three independent accusers (the same one twice counts once): the shortest, from the first accusation
+    n.swim.apply(about(MemberState.SUSPECT, b, inc(1), 'x'))
+    n.swim.apply(about(MemberState.SUSPECT, b, inc(1), 'x'))
+    await vi.advanceTimersByTimeAsync(1000)
+    n.swim.apply(about(MemberState.SUSPECT, b, inc(1), 'y'))
+    n.swim.apply(about(MemberState.SUSPECT, b, inc(1), 'z'))
+    await vi.advanceTimersByTimeAsync(SWIM_SUSPICION_MIN_MS - 1000 - 1)
     expect(n.swim.stateOf(b.id)).toBe('suspect')
     expect(n.table.has(b.id)).toBe(true)
     await vi.advanceTimersByTimeAsync(1)
     expect(n.swim.stateOf(b.id)).toBe('dead')
+    await vi.advanceTimersByTimeAsync(SWIM_SUSPICION_MAX_MULT * SWIM_SUSPICION_MIN_MS - SWIM_SUSPICION_MIN_MS - 1)
+    expect(n.swim.stateOf(c.id)).toBe('suspect')
+    await vi.advanceTimersByTimeAsync(1)
+    expect(n.swim.stateOf(c.id)).toBe('dead')
     expect(n.table.has(b.id)).toBe(false)
-    expect(n.swim.stats.dead).toBe(1)
+    expect(n.swim.stats.dead).toBe(2)
     // it goes out as a DEAD about that incarnation
-    expect(inside(n.swim).piggyback().find(u => u.nodeId === b.id)).toMatchObject({ state: MemberState.DEAD, seq: 1, startedAtMs: inc(1).startedAtMs })
+    expect(inside(n.swim).piggyback().find(u => u.nodeId === c.id)).toMatchObject({ state: MemberState.DEAD, seq: 1, startedAtMs: inc(1).startedAtMs })
   })
 
   it('scales the suspicion timeout by log10 of the mesh size, and a refutation in time keeps the member', async () => {
@@ -464,7 +482,8 @@ describe('membership "swim": SWIM rules in Swim.apply', () => {
     const timeout = SWIM_SUSPICION_MULT * Math.log10(42) * SWIM_PERIOD_MS
     expect(timeout).toBeGreaterThan(SWIM_SUSPICION_MIN_MS)
     const [x, y] = [many[0], many[1]]
-    n.swim.apply(about(MemberState.SUSPECT, x, inc(1)))
+    // confirmed by 3 accusers: the minimum timeout, which scales with log10 of the mesh size
+    for (const by of ['p', 'q', 'r']) n.swim.apply(about(MemberState.SUSPECT, x, inc(1), by))
     n.swim.apply(about(MemberState.SUSPECT, y, inc(1)))
     await vi.advanceTimersByTimeAsync(2000)
     n.swim.apply(alive(y, inc(2)))
@@ -809,9 +828,10 @@ describe('membership "swim": a member declared dead comes back (three nodes on a
     const { bus, nodes } = await mesh()
     const [a, b, r] = nodes
     bus.pause(r.swim, r.id, lose as boolean)
-    const deadAfter = await until(() => a.swim.stateOf(r.id) === 'dead' && b.swim.stateOf(r.id) === 'dead', 20_000)
+    const deadAfter = await until(() => a.swim.stateOf(r.id) === 'dead' && b.swim.stateOf(r.id) === 'dead', 40_000)
     expect(deadAfter, 'declared dead by both others').toBeGreaterThan(0)
-    expect(deadAfter).toBeLessThanOrEqual(3 * SWIM_PERIOD_MS + SWIM_SUSPICION_MIN_MS + 2 * SWIM_PERIOD_MS)
+    // a and b both accuse it: Lifeguard's timeout with one confirmation
+    expect(deadAfter).toBeLessThanOrEqual(3 * SWIM_PERIOD_MS + a.swim.suspicionTimeoutMs(1) + 2 * SWIM_PERIOD_MS)
     // It stays paused a while longer: the DEAD updates are retired meanwhile.
     await vi.advanceTimersByTimeAsync(longer as number)
     expect(inside(a.swim).broadcasts.size + inside(b.swim).broadcasts.size, 'nothing pending about it any more').toBe(0)
@@ -834,7 +854,8 @@ describe('membership "swim": a member declared dead comes back (three nodes on a
     const [a, b, r] = nodes
     bus.cut.add(r.id)
     // both sides declare the other dead
-    const split = await until(() => a.swim.stateOf(r.id) === 'dead' && b.swim.stateOf(r.id) === 'dead' && r.swim.size === 0, 20_000)
+    // r alone accuses a and b: the longest suspicion (SWIM_SUSPICION_MAX_MULT x the minimum)
+    const split = await until(() => a.swim.stateOf(r.id) === 'dead' && b.swim.stateOf(r.id) === 'dead' && r.swim.size === 0, 40_000)
     expect(split).toBeGreaterThan(0)
     await vi.advanceTimersByTimeAsync(longer)
     bus.cut.delete(r.id)

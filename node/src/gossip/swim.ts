@@ -49,6 +49,12 @@ export const SWIM_INDIRECT = 3
 export const SWIM_RECONNECT_PROBABILITY = 0.1
 /** Lifeguard's local health multiplier, at most: a node that fails to hear anyone waits up to 9x longer */
 export const SWIM_MAX_HEALTH = 8
+/**
+ * Lifeguard: a suspicion with one accuser lasts SWIM_SUSPICION_MAX_MULT x the minimum; each
+ * independent accuser shortens it, down to the minimum with SWIM_SUSPICION_CONFIRMATIONS of them
+ */
+export const SWIM_SUSPICION_MAX_MULT = 6
+export const SWIM_SUSPICION_CONFIRMATIONS = 2
 /** Suspicion lasts this many periods x log10(N+1) (at least SWIM_SUSPICION_MIN_MS) before a member is dead */
 export const SWIM_SUSPICION_MULT = 4
 export const SWIM_SUSPICION_MIN_MS = 3000
@@ -83,6 +89,8 @@ interface Member {
   state: State
   since: number
   suspicion?: NodeJS.Timeout
+  /** who suspected it independently (the first one included) */
+  confirmers?: Set<string>
 }
 
 interface Tombstone { startedAtMs: number, seq: number, atMs: number }
@@ -591,8 +599,8 @@ export class Swim implements Startable {
           if (added != null && u.seq === added.advert.seq && u.startedAtMs === added.advert.startedAtMs) this.suspect(added, u.from)
           return
         }
-        if (newer(m.advert, u) || m.state === 'suspect') return
-        this.suspect(m, u.from)
+        if (newer(m.advert, u)) return
+        this.suspect(m, typeof u.from === 'string' && u.from.length > 0 && u.from.length <= 128 ? u.from : '?')
         return
       }
       case MemberState.DEAD: {
@@ -663,20 +671,45 @@ export class Swim implements Startable {
     this.enqueue(id, update)
   }
 
+  /**
+   * Lifeguard's suspicion timeout: from max (one accuser, which may be a starved node) down to min
+   * as independent accusers confirm it (SWIM_SUSPICION_CONFIRMATIONS of them), on a log scale
+   */
+  suspicionTimeoutMs (confirmations: number): number {
+    const n = this.members.size + 1
+    const min = Math.max(SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT * Math.log10(n + 1) * this.periodMs)
+    const max = SWIM_SUSPICION_MAX_MULT * min
+    const k = SWIM_SUSPICION_CONFIRMATIONS
+    if (confirmations >= k) return min
+    return Math.max(min, Math.round(max - (max - min) * Math.log(confirmations + 1) / Math.log(k + 1)))
+  }
+
   private suspect (m: Member, by: string): void {
-    if (m.state === 'suspect') return
+    if (m.state === 'suspect') {
+      // Another accuser: the suspicion runs out sooner, and its confirmation is passed on
+      if (m.confirmers == null || m.confirmers.has(by) || m.confirmers.size > SWIM_SUSPICION_CONFIRMATIONS) return
+      m.confirmers.add(by)
+      this.armSuspicion(m)
+      this.enqueue(m.id, { state: MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
+      return
+    }
     this.stats.suspected++
-    const replaced: Member = { ...m, state: 'suspect', since: this.now() }
+    const replaced: Member = { ...m, state: 'suspect', since: this.now(), confirmers: new Set([by]) }
     this.members.set(m.id, replaced)
     this.init.table.suspect(m.id)
-    const n = this.members.size + 1
-    const timeout = Math.max(SWIM_SUSPICION_MIN_MS, SWIM_SUSPICION_MULT * Math.log10(n + 1) * this.periodMs)
-    replaced.suspicion = setTimeout(() => {
-      if (this.members.get(m.id) === replaced) this.dead(replaced, this.init.nodeId)
-    }, timeout)
-    replaced.suspicion.unref?.()
+    this.armSuspicion(replaced)
     this.log.info({ peer: m.id, name: m.advert.name, by }, 'peer suspected')
     this.enqueue(m.id, { state: MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
+  }
+
+  /** (Re)sets the suspicion's timer: its timeout for the confirmations so far, from when it began */
+  private armSuspicion (m: Member): void {
+    clearTimeout(m.suspicion)
+    const left = Math.max(0, m.since + this.suspicionTimeoutMs((m.confirmers?.size ?? 1) - 1) - this.now())
+    m.suspicion = setTimeout(() => {
+      if (this.members.get(m.id) === m) this.dead(m, this.init.nodeId)
+    }, left)
+    m.suspicion.unref?.()
   }
 
   private dead (m: Member, by: string): void {
