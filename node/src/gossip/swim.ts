@@ -654,7 +654,7 @@ export class Swim implements Startable {
       this.tombstones.set(id, { startedAtMs: advert.startedAtMs, seq: advert.seq, atMs: this.now() })
       this.init.table.upsert(advert)
       this.enqueue(id, update)
-      if (m != null) this.log.info({ peer: id, name: advert.name }, 'peer left')
+      if (m != null) this.log.debug({ peer: id, name: advert.name }, 'peer left')
       return
     }
     if (m == null && this.members.size >= SWIM_MAX_MEMBERS) throw new Error('membership full')
@@ -662,7 +662,7 @@ export class Swim implements Startable {
     this.tombstones.delete(id)
     this.members.set(id, { id, advert, signed, state: 'alive', since: this.now() })
     const result = this.init.table.upsert(advert)
-    if (result === 'added') this.log.info({ peer: id, name: advert.name, slots: advert.slots }, 'peer joined')
+    if (result === 'added') this.log.debug({ peer: id, name: advert.name, slots: advert.slots }, 'peer joined')
     // Held dead before and its tombstone since pruned (away past SWIM_TOMBSTONE_MS: a long pause
     // or partition): the table still ignores that incarnation, so it would be a member never
     // routed to. Told it was declared dead, it refutes with a newer one the table takes.
@@ -698,7 +698,9 @@ export class Swim implements Startable {
     this.members.set(m.id, replaced)
     this.init.table.suspect(m.id)
     this.armSuspicion(replaced)
-    this.log.info({ peer: m.id, name: m.advert.name, by }, 'peer suspected')
+    // What this node found is logged at info; what it heard, at debug: every node hears every
+    // change, and at info a mesh of N would write N lines for each one.
+    this.log[by === this.init.nodeId ? 'info' : 'debug']({ peer: m.id, name: m.advert.name, by }, 'peer suspected')
     this.enqueue(m.id, { state: MemberState.SUSPECT, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
   }
 
@@ -718,7 +720,7 @@ export class Swim implements Startable {
     this.tombstones.set(m.id, { startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, atMs: this.now() })
     this.stats.dead++
     this.init.table.remove(m.id, 'dead')
-    this.log.info({ peer: m.id, name: m.advert.name, by }, 'peer dead')
+    this.log[by === this.init.nodeId ? 'info' : 'debug']({ peer: m.id, name: m.advert.name, by }, 'peer dead')
     this.enqueue(m.id, { state: MemberState.DEAD, nodeId: m.id, startedAtMs: m.advert.startedAtMs, seq: m.advert.seq, from: by })
   }
 

@@ -19,6 +19,9 @@ import { answer, syncWith, type SessionScope, type SyncResult } from './sync.js'
 import type { Placement } from './placement.js'
 import { SYNC_PROTOCOL, framesOf } from './wire.js'
 
+/** Membership-change sessions wait for the member list to be still this long */
+const CHANGE_SETTLE_MS = 1000
+
 export interface AntiEntropyComponents {
   libp2p: Libp2p
   table: PeerTable
@@ -55,16 +58,31 @@ export class AntiEntropy {
   private timer: NodeJS.Timeout | undefined
   private stopped = true
   private readonly onAdded = (e: { advert: { nodeId: string } }): void => {
-    const peer = e.advert.nodeId
-    this.joined.set(peer, Date.now())
-    // After every listener of the table ran (the placement's view includes the newcomer then)
-    setImmediate(() => { if (this.partners().includes(peer)) this.soon(peer, true) })
+    this.joined.set(e.advert.nodeId, Date.now())
+    this.membershipChanged()
   }
 
   /** A node left (it may be gone for good): what only some of its co-owners hold must reach the others now */
   private readonly onRemoved = (): void => {
-    setImmediate(() => { for (const p of this.partners()) this.soon(p, true) })
+    this.membershipChanged()
   }
+
+  /**
+   * After membership changes, a full session with every partner (a newcomer catches up, what a
+   * leaver pushed to only some co-owners reaches the others), once the member list has been still
+   * for CHANGE_SETTLE_MS: members flapping (a starved host suspected and refuting, a storm of
+   * joins) would otherwise set off a session per change per partner, each maybe a new connection.
+   */
+  private membershipChanged (): void {
+    if (this.stopped) return
+    clearTimeout(this.settleTimer)
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined
+      for (const p of this.partners()) this.soon(p, true)
+    }, CHANGE_SETTLE_MS)
+  }
+
+  private settleTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly c: AntiEntropyComponents, private readonly init: AntiEntropyInit = {}) {}
 
@@ -84,6 +102,7 @@ export class AntiEntropy {
   async stop (): Promise<void> {
     this.stopped = true
     clearInterval(this.timer)
+    clearTimeout(this.settleTimer)
     this.c.table.off('added', this.onAdded)
     this.c.table.off('removed', this.onRemoved)
     this.queue.length = 0
