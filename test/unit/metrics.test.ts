@@ -94,4 +94,20 @@ describe('the Prometheus metrics', () => {
     expect(text).toContain(`fnmesh_throttles_total{function="${OTHER}"} 11`)
     expect(text.match(/^fnmesh_throttles_total\{/gm)?.length).toBe(MAX_FUNCTIONS + 1)
   })
+
+  it('reads membership "swim" counters at scrape time, only when the agent runs it', async () => {
+    const swim = { health: 2, sent: 10, received: 12, rejected: 1, bytesIn: 900, bytesOut: 800, pingFailures: 3, suspected: 4, dead: 1, refuted: 2 }
+    const text = await new PromMetrics({ ...stats, swim: () => swim }).text()
+    expect(text).toMatch(/^fnmesh_membership_health 2$/m)
+    expect(text).toContain('fnmesh_membership_messages_total{direction="sent"} 10')
+    expect(text).toContain('fnmesh_membership_messages_total{direction="received"} 12')
+    expect(text).toContain('fnmesh_membership_messages_total{direction="rejected"} 1')
+    expect(text).toContain('fnmesh_membership_bytes_total{direction="in"} 900')
+    expect(text).toContain('fnmesh_membership_bytes_total{direction="out"} 800')
+    expect(text).toContain('fnmesh_membership_events_total{event="probe_failed"} 3')
+    expect(text).toContain('fnmesh_membership_events_total{event="refuted"} 2')
+    swim.sent = 11
+    expect(await new PromMetrics({ ...stats, swim: () => swim }).text()).toContain('fnmesh_membership_messages_total{direction="sent"} 11')
+    expect(await new PromMetrics(stats).text()).not.toContain('fnmesh_membership_')
+  })
 })

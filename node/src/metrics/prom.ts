@@ -152,45 +152,22 @@ export class PromMetrics implements MetricsSink {
     const swim = stats.swim
     if (swim != null) {
       gauge('fnmesh_membership_health', 'Membership "swim": Lifeguard\'s local health multiplier, 0 (healthy) to 8: probes that no helper answered and refuted suspicions of this node raise it, acks lower it; timeouts and the probe period scale by 1 + it', () => swim().health)
-      new Counter({
-        name: 'fnmesh_membership_messages_total',
-        help: 'Membership "swim": SWIM messages this node sent and received, and those rejected (malformed, or an update that did not check out)',
-        labelNames: ['direction'],
-        registers: r,
-        collect () {
-          const s = swim()
-          this.reset()
-          this.inc({ direction: 'sent' }, s.sent)
-          this.inc({ direction: 'received' }, s.received)
-          this.inc({ direction: 'rejected' }, s.rejected)
-        }
-      })
-      new Counter({
-        name: 'fnmesh_membership_bytes_total',
-        help: 'Membership "swim": bytes of SWIM messages this node sent (out) and received (in)',
-        labelNames: ['direction'],
-        registers: r,
-        collect () {
-          const s = swim()
-          this.reset()
-          this.inc({ direction: 'in' }, s.bytesIn)
-          this.inc({ direction: 'out' }, s.bytesOut)
-        }
-      })
-      new Counter({
-        name: 'fnmesh_membership_events_total',
-        help: 'Membership "swim": failed probes (no ack, directly or through others), members this node suspected or saw declared dead, and suspicions of itself it refuted',
-        labelNames: ['event'],
-        registers: r,
-        collect () {
-          const s = swim()
-          this.reset()
-          this.inc({ event: 'probe_failed' }, s.pingFailures)
-          this.inc({ event: 'suspected' }, s.suspected)
-          this.inc({ event: 'dead' }, s.dead)
-          this.inc({ event: 'refuted' }, s.refuted)
-        }
-      })
+      // A counter whose samples are read from the membership's stats at scrape time, one per label value
+      const counted = (name: string, help: string, label: string, read: (s: ReturnType<NonNullable<typeof stats.swim>>) => Record<string, number>): void => {
+        new Counter({
+          name,
+          help,
+          labelNames: [label],
+          registers: r,
+          collect () {
+            this.reset()
+            for (const [value, n] of Object.entries(read(swim()))) this.inc({ [label]: value }, n)
+          }
+        })
+      }
+      counted('fnmesh_membership_messages_total', 'Membership "swim": SWIM messages this node sent and received, and those rejected (malformed, or an update that did not check out)', 'direction', s => ({ sent: s.sent, received: s.received, rejected: s.rejected }))
+      counted('fnmesh_membership_bytes_total', 'Membership "swim": bytes of SWIM messages this node sent (out) and received (in)', 'direction', s => ({ in: s.bytesIn, out: s.bytesOut }))
+      counted('fnmesh_membership_events_total', 'Membership "swim": failed probes (no ack, directly or through others), members this node suspected or saw declared dead, and suspicions of itself it refuted', 'event', s => ({ probe_failed: s.pingFailures, suspected: s.suspected, dead: s.dead, refuted: s.refuted }))
     }
     const bytes = stats.libp2pBytes
     if (bytes != null) {
