@@ -19,7 +19,7 @@ import { answer, syncWith, type SessionScope, type SyncResult } from './sync.js'
 import type { Placement } from './placement.js'
 import { SYNC_PROTOCOL, framesOf } from './wire.js'
 
-/** Membership-change sessions wait for the member list to be still this long */
+/** Membership-change sessions run at most once this often while changes keep coming */
 const CHANGE_SETTLE_MS = 1000
 
 export interface AntiEntropyComponents {
@@ -69,19 +69,29 @@ export class AntiEntropy {
 
   /**
    * After membership changes, a full session with every partner (a newcomer catches up, what a
-   * leaver pushed to only some co-owners reaches the others), once the member list has been still
-   * for CHANGE_SETTLE_MS: members flapping (a starved host suspected and refuting, a storm of
-   * joins) would otherwise set off a session per change per partner, each maybe a new connection.
+   * leaver pushed to only some co-owners reaches the others): at once for a change (after every
+   * listener of the table ran: the placement's view includes it then), then at most once per
+   * CHANGE_SETTLE_MS while more follow, and once more after the last. Members flapping (a starved
+   * host suspected and refuting, a storm of joins) would otherwise set off a session per change
+   * per partner, each maybe a new connection.
    */
   private membershipChanged (): void {
     if (this.stopped) return
-    clearTimeout(this.settleTimer)
+    if (this.settleTimer != null) {
+      this.changedSince = true
+      return
+    }
+    setImmediate(() => { if (!this.stopped) for (const p of this.partners()) this.soon(p, true) })
     this.settleTimer = setTimeout(() => {
       this.settleTimer = undefined
-      for (const p of this.partners()) this.soon(p, true)
+      if (this.changedSince) {
+        this.changedSince = false
+        this.membershipChanged()
+      }
     }, CHANGE_SETTLE_MS)
   }
 
+  private changedSince = false
   private settleTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly c: AntiEntropyComponents, private readonly init: AntiEntropyInit = {}) {}
