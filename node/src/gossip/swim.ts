@@ -24,20 +24,18 @@
  *
  * Cost per node is flat in the mesh size: about 2 messages sent and 2 received a period at idle.
  */
-import { createHash, createPrivateKey, createPublicKey, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto'
+import { createHash, sign as edSign, verify as edVerify, type KeyObject } from 'node:crypto'
 import type { NatsConnection, Subscription } from '@nats-io/transport-node'
 import type { PrivateKey } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { decode, encode, MemberState, SwimKind, type CapacityAdvert, type Encodable, type MemberUpdate, type SignedAdvert, type SwimMessage } from '../../../proto/codec.js'
 import { DISCOVERY_SUBJECT, SWIM_JOIN_SUBJECT, SWIM_QUEUE, swimSubject } from '../../../proto/subjects.js'
 import type { Startable } from '../lifecycle.js'
 import type { Logger } from '../logger.js'
+import { ed25519KeyOf, ed25519SigningKey } from '../metering/records/signing.js'
 import { inRange } from './gossip.js'
 import type { PeerTable } from './peer-table.js'
 
 const DOMAIN = Buffer.from('fnmesh/member/1\n')
-const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
-const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
 
 /** How often a node pings one member */
 export const SWIM_PERIOD_MS = 1000
@@ -182,9 +180,8 @@ export class Swim implements Startable {
     this.syncMs = init.syncMs ?? SWIM_SYNC_MS
     this.now = init.now ?? Date.now
     this.rng = init.rng ?? Math.random
-    const raw = init.privateKey.raw
     if (init.privateKey.type !== 'Ed25519') throw new Error(`Membership "swim" signs with an Ed25519 node key, not ${init.privateKey.type}`)
-    this.signKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, Buffer.from(raw.subarray(0, 32))]), format: 'der', type: 'pkcs8' })
+    this.signKey = ed25519SigningKey(init.privateKey)
   }
 
   isStarted (): boolean {
@@ -632,12 +629,8 @@ export class Swim implements Startable {
   private publicKey (nodeId: string): KeyObject | null {
     let key = this.keys.get(nodeId)
     if (key === undefined) {
-      try {
-        const peer = peerIdFromString(nodeId)
-        key = peer.type === 'Ed25519' && peer.publicKey != null ? createPublicKey({ key: Buffer.concat([SPKI_ED25519, Buffer.from(peer.publicKey.raw)]), format: 'der', type: 'spki' }) : null
-      } catch {
-        key = null
-      }
+      const k = ed25519KeyOf(nodeId)
+      key = typeof k === 'string' ? null : k
       if (this.keys.size > SWIM_MAX_MEMBERS) this.keys.clear()
       this.keys.set(nodeId, key)
     }

@@ -50,13 +50,29 @@ export interface VerifiedRecord {
   key: string
 }
 
+/** A node's libp2p Ed25519 private key as a node:crypto key (meter batches, membership entries) */
+export function ed25519SigningKey (privateKey: PrivateKey): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, Buffer.from(privateKey.raw.subarray(0, 32))]), format: 'der', type: 'pkcs8' })
+}
+
+/** The Ed25519 public key inside a node id (a libp2p peer id), or why there is none */
+export function ed25519KeyOf (nodeId: string): KeyObject | string {
+  try {
+    const peer = peerIdFromString(nodeId)
+    if (peer.type !== 'Ed25519' || peer.publicKey == null) return `node id ${nodeId} is not an Ed25519 peer id`
+    return createPublicKey({ key: Buffer.concat([SPKI_ED25519, Buffer.from(peer.publicKey.raw)]), format: 'der', type: 'spki' })
+  } catch {
+    return `node id ${JSON.stringify(nodeId.slice(0, 80))} is not a libp2p peer id`
+  }
+}
+
 /** Signs batches of this node's records */
 export class BatchSigner {
   private readonly key: KeyObject
 
   constructor (privateKey: PrivateKey, readonly nodeId: string) {
     if (privateKey.type !== 'Ed25519') throw new Error(`Cannot sign meter records with a ${privateKey.type} key: an Ed25519 key is needed`)
-    this.key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, Buffer.from(privateKey.raw.subarray(0, 32))]), format: 'der', type: 'pkcs8' })
+    this.key = ed25519SigningKey(privateKey)
   }
 
   /** Signs encoded records (each already checked by the caller) as one batch */
@@ -168,13 +184,7 @@ export class BundleVerifier {
   private publicKey (nodeId: string): KeyObject | string {
     let key = this.keys.get(nodeId)
     if (key == null) {
-      try {
-        const peer = peerIdFromString(nodeId)
-        if (peer.type !== 'Ed25519' || peer.publicKey == null) key = `node id ${nodeId} is not an Ed25519 peer id`
-        else key = createPublicKey({ key: Buffer.concat([SPKI_ED25519, Buffer.from(peer.publicKey.raw)]), format: 'der', type: 'spki' })
-      } catch {
-        key = `node id ${JSON.stringify(nodeId.slice(0, 80))} is not a libp2p peer id`
-      }
+      key = ed25519KeyOf(nodeId)
       if (this.keys.size >= 10_000) this.keys.clear()
       this.keys.set(nodeId, key)
     }
